@@ -1,0 +1,145 @@
+//! The one error type of the `reflow` crate.
+
+use crate::vf::{Action, Id, ObjectKind, UnknownAction};
+
+/// Everything that can go wrong in Reflow. Each variant says what is wrong and, where it is
+/// the caller's to fix, what to do. A validation error means nothing was written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The action name is not one of the ValueFlows actions.
+    #[error(transparent)]
+    UnknownAction(#[from] UnknownAction),
+
+    /// A field the action requires is missing.
+    #[error("a `{action}` event needs `{field}`: {hint}")]
+    MissingField {
+        /// The event's action.
+        action: Action,
+        /// The missing field, in ValueFlows spelling.
+        field: &'static str,
+        /// What to give.
+        hint: &'static str,
+    },
+
+    /// A field is set that this action does not allow.
+    #[error("a `{action}` event cannot have `{field}`: {hint}")]
+    FieldNotAllowed {
+        /// The event's action.
+        action: Action,
+        /// The field, in ValueFlows spelling.
+        field: &'static str,
+        /// Why not.
+        hint: &'static str,
+    },
+
+    /// A field refers to an object the ledger does not have.
+    #[error("`{field}` refers to {kind} `{id}`, which this ledger does not have: create it first or check the id")]
+    UnknownReference {
+        /// The referring field.
+        field: &'static str,
+        /// The kind the id must have.
+        kind: ObjectKind,
+        /// The id.
+        id: Id,
+    },
+
+    /// No object of that kind has that id.
+    #[error("there is no {kind} `{id}` in this ledger")]
+    NotFound {
+        /// The kind looked for.
+        kind: ObjectKind,
+        /// The id.
+        id: Id,
+    },
+
+    /// An object with that id already exists.
+    #[error("a {kind} with id `{id}` already exists: pick another id, or update the existing one")]
+    DuplicateId {
+        /// The kind.
+        kind: ObjectKind,
+        /// The id.
+        id: Id,
+    },
+
+    /// A quantity is below zero.
+    #[error("`{field}` is {value}: quantities cannot be negative (use the action that decrements, e.g. consume or lower)")]
+    NegativeQuantity {
+        /// The field.
+        field: &'static str,
+        /// The value given.
+        value: String,
+    },
+
+    /// A number is NaN or infinite, or a quantity is too large or too precise.
+    #[error("`{field}` is {value}: {hint}")]
+    InvalidNumber {
+        /// The field.
+        field: &'static str,
+        /// The value given.
+        value: String,
+        /// The allowed range.
+        hint: &'static str,
+    },
+
+    /// The quantity's unit is not the resource's unit.
+    #[error("`{field}` is in `{given}` but resource `{resource}` is counted in `{expected}`: convert the quantity to `{expected}`")]
+    UnitMismatch {
+        /// The field.
+        field: &'static str,
+        /// The resource.
+        resource: Id,
+        /// The resource's unit.
+        expected: Id,
+        /// The unit given.
+        given: Id,
+    },
+
+    /// `corrects` names something that is not an economic event.
+    #[error("`corrects` must name an economic event, but `{id}` is a {kind}")]
+    CorrectsNonEvent {
+        /// The id given.
+        id: Id,
+        /// What it is.
+        kind: ObjectKind,
+    },
+
+    /// `corrects` names an event that was already corrected.
+    #[error("event `{event}` was already corrected by `{by}`: correct `{by}` instead")]
+    AlreadyCorrected {
+        /// The event named.
+        event: Id,
+        /// Its correction.
+        by: Id,
+    },
+
+    /// An input is not valid JSON for the object it should describe.
+    #[error("invalid {what}: {source}")]
+    InvalidJson {
+        /// What was being read.
+        what: &'static str,
+        /// The parser's message.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// The bytes are not a Reflow ledger (an Automerge document without Reflow's schema).
+    #[error("not a Reflow ledger: {0}")]
+    NotALedger(String),
+
+    /// The ledger was written by a newer Reflow.
+    #[error("this ledger has schema version {found}, this Reflow reads up to {supported}: upgrade Reflow")]
+    UnsupportedSchemaVersion {
+        /// The ledger's version.
+        found: u64,
+        /// The newest version this build reads.
+        supported: u64,
+    },
+
+    /// Automerge refused an operation or could not load a document.
+    #[error("automerge: {0}")]
+    Automerge(#[from] automerge::AutomergeError),
+}
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

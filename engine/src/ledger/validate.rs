@@ -1,0 +1,238 @@
+//! Validation of events before anything is written.
+//!
+//! Two layers: [`check_structure`] needs nothing but the event and the action table, so it is
+//! also applied to events that arrive from peers; the state checks in
+//! [`Ledger::check_event`](super::Ledger) also look up every referenced id and the resource's
+//! unit, and apply only to local recordings (a peer's event was checked against the peer's
+//! state; references to objects created concurrently are legitimate after a merge).
+
+use crate::error::{Error, Result};
+use crate::vf::action::{CreateResource, EventQuantity, InputOutput};
+use crate::vf::{Action, EconomicEvent, Measure, MAX_QUANTITY, MAX_SCALE};
+
+fn missing(action: Action, field: &'static str, hint: &'static str) -> Error {
+    Error::MissingField {
+        action,
+        field,
+        hint,
+    }
+}
+
+fn not_allowed(action: Action, field: &'static str, hint: &'static str) -> Error {
+    Error::FieldNotAllowed {
+        action,
+        field,
+        hint,
+    }
+}
+
+/// Check a measure: finite (always, for a decimal), not negative, within range and precision.
+pub(crate) fn check_measure(field: &'static str, m: &Measure) -> Result<()> {
+    let v = m.has_numerical_value.value();
+    if m.has_numerical_value.is_negative() {
+        return Err(Error::NegativeQuantity {
+            field,
+            value: m.has_numerical_value.to_string(),
+        });
+    }
+    if v > MAX_QUANTITY {
+        return Err(Error::InvalidNumber {
+            field,
+            value: v.to_string(),
+            hint: "a single quantity can be at most 10^15",
+        });
+    }
+    if v.normalize().scale() > MAX_SCALE {
+        return Err(Error::InvalidNumber {
+            field,
+            value: v.to_string(),
+            hint: "a quantity can have at most 9 decimal places",
+        });
+    }
+    if m.has_unit.as_str().is_empty() {
+        return Err(Error::InvalidNumber {
+            field,
+            value: v.to_string(),
+            hint: "a quantity needs a unit (hasUnit)",
+        });
+    }
+    Ok(())
+}
+
+/// Check a coordinate is a finite number within `limit` degrees.
+pub(crate) fn check_coordinate(field: &'static str, v: Option<f64>, limit: f64) -> Result<()> {
+    match v {
+        Some(x) if !x.is_finite() || x.abs() > limit => Err(Error::InvalidNumber {
+            field,
+            value: x.to_string(),
+            hint: "coordinates are finite degrees: latitude within ±90, longitude within ±180",
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The checks that need only the event itself. `creates` says whether the event comes with a
+/// new resource to create.
+pub(crate) fn check_structure(e: &EconomicEvent, creates: bool) -> Result<()> {
+    let a = e.action;
+    let fx = a.effects();
+    if e.provider.is_none() {
+        return Err(missing(
+            a,
+            "provider",
+            "every economic event has a provider agent (for produce, the producer)",
+        ));
+    }
+    if e.receiver.is_none() {
+        return Err(missing(
+            a,
+            "receiver",
+            "every economic event has a receiver agent (for produce, the producer)",
+        ));
+    }
+
+    match fx.event_quantity {
+        EventQuantity::Resource if e.resource_quantity.is_none() => {
+            return Err(missing(
+                a,
+                "resourceQuantity",
+                "how much of the resource, e.g. 2.5 kg",
+            ));
+        }
+        EventQuantity::Effort if e.effort_quantity.is_none() => {
+            return Err(missing(a, "effortQuantity", "how much effort, e.g. 2 hour"));
+        }
+        EventQuantity::Both if e.resource_quantity.is_none() && e.effort_quantity.is_none() => {
+            return Err(missing(
+                a,
+                "resourceQuantity or effortQuantity",
+                "how much of the resource or how long it was used",
+            ));
+        }
+        _ => {}
+    }
+    if let Some(m) = &e.resource_quantity {
+        check_measure("resourceQuantity", m)?;
+    }
+    if let Some(m) = &e.effort_quantity {
+        check_measure("effortQuantity", m)?;
+    }
+
+    match fx.input_output {
+        InputOutput::Input if e.output_of.is_some() => {
+            return Err(not_allowed(
+                a,
+                "outputOf",
+                "this action is a process input: use inputOf",
+            ));
+        }
+        InputOutput::Output if e.input_of.is_some() => {
+            return Err(not_allowed(
+                a,
+                "inputOf",
+                "this action is a process output: use outputOf",
+            ));
+        }
+        InputOutput::NotApplicable if e.input_of.is_some() || e.output_of.is_some() => {
+            return Err(not_allowed(
+                a,
+                "inputOf/outputOf",
+                "this action happens between agents, outside a process",
+            ));
+        }
+        _ => {}
+    }
+
+    let no_resource = matches!(a, Action::Work | Action::DeliverService);
+    if no_resource {
+        if e.resource_inventoried_as.is_some() {
+            return Err(not_allowed(
+                a,
+                "resourceInventoriedAs",
+                "work and services do not affect an inventoried resource: use resourceConformsTo",
+            ));
+        }
+        if e.to_resource_inventoried_as.is_some() {
+            return Err(not_allowed(
+                a,
+                "toResourceInventoriedAs",
+                "work and services do not affect an inventoried resource",
+            ));
+        }
+        if creates {
+            return Err(not_allowed(
+                a,
+                "newInventoriedResource",
+                "this action never creates a resource",
+            ));
+        }
+        return Ok(());
+    }
+
+    if a == Action::Use {
+        if e.resource_inventoried_as.is_none() && e.resource_conforms_to.is_none() {
+            return Err(missing(
+                a,
+                "resourceInventoriedAs",
+                "the resource (tool, machine) that was used, or resourceConformsTo",
+            ));
+        }
+    }
+
+    match fx.create_resource {
+        CreateResource::NotApplicable if creates => {
+            return Err(not_allowed(
+                a,
+                "newInventoriedResource",
+                "this action never creates a resource",
+            ));
+        }
+        CreateResource::Optional if creates && e.resource_inventoried_as.is_some() => {
+            return Err(not_allowed(
+                a,
+                "resourceInventoriedAs",
+                "give either an existing resource or a new one, not both",
+            ));
+        }
+        CreateResource::OptionalTo if creates && e.to_resource_inventoried_as.is_some() => {
+            return Err(not_allowed(
+                a,
+                "toResourceInventoriedAs",
+                "give either an existing to-resource or a new one, not both",
+            ));
+        }
+        _ => {}
+    }
+    let creates_from = creates && fx.create_resource == CreateResource::Optional;
+    if e.resource_inventoried_as.is_none() && !creates_from && a != Action::Use {
+        return Err(missing(
+            a,
+            "resourceInventoriedAs",
+            "the resource this event affects (or a new resource, for produce and raise)",
+        ));
+    }
+    if creates && e.resource_quantity.is_none() {
+        return Err(missing(
+            a,
+            "resourceQuantity",
+            "a new resource takes its unit from the event's resourceQuantity",
+        ));
+    }
+    if a.has_to_resource() {
+        let creates_to = creates && fx.create_resource == CreateResource::OptionalTo;
+        if a == Action::Copy && e.to_resource_inventoried_as.is_none() && !creates_to {
+            return Err(missing(
+                a,
+                "toResourceInventoriedAs",
+                "a copy goes into another resource: name it or create a new one",
+            ));
+        }
+    } else if e.to_resource_inventoried_as.is_some() && a != Action::Combine {
+        return Err(not_allowed(
+            a,
+            "toResourceInventoriedAs",
+            "only transfers, moves, copies and combine (the container) have a to-resource",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,24 @@
+#![doc = include_str!("../../README.md")]
+//!
+//! # Modules
+//!
+//! - [`vf`]: the ValueFlows model and the action table (pure data).
+//! - [`Ledger`]: the network's ledger on one Automerge document, with validation.
+//! - [`views`]: derived, cached, deterministic views: resources, conflicts, track and trace.
+//!
+//! See docs/architecture.md for how storage, identity and sync wrap this core.
+
+pub mod error;
+mod ledger;
+pub mod vf;
+pub mod views;
+
+pub use automerge::{ActorId, Change, ChangeHash};
+pub use error::{Error, Result};
+pub use ledger::{EventFilter, Ledger, Object, ResourceFilter, ViewSnapshot, SCHEMA_VERSION};
+pub use vf::{
+    Action, Agent, AgentKind, Agreement, Commitment, EconomicEvent, EconomicResource, Id, Intent,
+    Measure, NewEvent, ObjectKind, Plan, Process, ProcessSpecification, Proposal, ProposalStatus,
+    Quantity, ResourceDescription, ResourceSpecification, SpatialThing, Unit, VfObject,
+};
+pub use views::{Conflict, QuantityKind, Trace, TraceNode, TraceStep, TransferOf};

@@ -1,0 +1,957 @@
+//! The ValueFlows objects Reflow stores, named as in the VF 1.0 vocabulary.
+//!
+//! Field names serialise in the vocabulary's camelCase (`resourceInventoriedAs`,
+//! `hasNumericalValue`), so the stored JSON reads like the spec's own examples.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::vf::{Action, Measure};
+
+/// The id of any object in a ledger.
+///
+/// Ids are opaque strings. Economic events get Automerge's own id for the list element that
+/// holds them (`<counter>@<actor>`), which is unique and orders events causally (see
+/// docs/data-model.md). Other objects take a caller-chosen id (e.g. `kg`) or a generated one.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[serde(transparent)]
+pub struct Id(pub String);
+
+impl Id {
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+impl From<&str> for Id {
+    fn from(s: &str) -> Self {
+        Id(s.to_owned())
+    }
+}
+
+impl From<String> for Id {
+    fn from(s: String) -> Self {
+        Id(s)
+    }
+}
+
+impl From<&Id> for Id {
+    fn from(s: &Id) -> Self {
+        s.clone()
+    }
+}
+
+/// The kinds of object a ledger holds; each lives under its own root key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ObjectKind {
+    /// [`Agent`].
+    Agent,
+    /// [`Unit`].
+    Unit,
+    /// [`SpatialThing`].
+    SpatialThing,
+    /// [`ResourceSpecification`].
+    ResourceSpecification,
+    /// [`ProcessSpecification`].
+    ProcessSpecification,
+    /// [`Process`].
+    Process,
+    /// [`EconomicResource`] (its descriptive part; quantities are derived from events).
+    EconomicResource,
+    /// [`EconomicEvent`].
+    EconomicEvent,
+    /// [`Commitment`].
+    Commitment,
+    /// [`Intent`].
+    Intent,
+    /// [`Plan`].
+    Plan,
+    /// [`Proposal`].
+    Proposal,
+    /// [`Agreement`].
+    Agreement,
+}
+
+impl ObjectKind {
+    /// The root key of the Automerge document under which objects of this kind are stored.
+    pub fn root_key(self) -> &'static str {
+        match self {
+            ObjectKind::Agent => "agents",
+            ObjectKind::Unit => "units",
+            ObjectKind::SpatialThing => "locations",
+            ObjectKind::ResourceSpecification => "resourceSpecifications",
+            ObjectKind::ProcessSpecification => "processSpecifications",
+            ObjectKind::Process => "processes",
+            ObjectKind::EconomicResource => "resources",
+            ObjectKind::EconomicEvent => "events",
+            ObjectKind::Commitment => "commitments",
+            ObjectKind::Intent => "intents",
+            ObjectKind::Plan => "plans",
+            ObjectKind::Proposal => "proposals",
+            ObjectKind::Agreement => "agreements",
+        }
+    }
+
+    /// Every kind whose objects are mutable maps (all but events).
+    pub const MAPS: [ObjectKind; 12] = [
+        ObjectKind::Agent,
+        ObjectKind::Unit,
+        ObjectKind::SpatialThing,
+        ObjectKind::ResourceSpecification,
+        ObjectKind::ProcessSpecification,
+        ObjectKind::Process,
+        ObjectKind::EconomicResource,
+        ObjectKind::Commitment,
+        ObjectKind::Intent,
+        ObjectKind::Plan,
+        ObjectKind::Proposal,
+        ObjectKind::Agreement,
+    ];
+}
+
+impl fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            ObjectKind::Agent => "agent",
+            ObjectKind::Unit => "unit",
+            ObjectKind::SpatialThing => "location",
+            ObjectKind::ResourceSpecification => "resource specification",
+            ObjectKind::ProcessSpecification => "process specification",
+            ObjectKind::Process => "process",
+            ObjectKind::EconomicResource => "economic resource",
+            ObjectKind::EconomicEvent => "economic event",
+            ObjectKind::Commitment => "commitment",
+            ObjectKind::Intent => "intent",
+            ObjectKind::Plan => "plan",
+            ObjectKind::Proposal => "proposal",
+            ObjectKind::Agreement => "agreement",
+        };
+        f.write_str(s)
+    }
+}
+
+/// A ValueFlows object stored as a mutable Automerge map (every kind but events).
+///
+/// Implemented by the structs in this module; the ledger's generic create/get/list/update
+/// work through it.
+pub trait VfObject: Serialize + serde::de::DeserializeOwned + Clone {
+    /// Which kind this is.
+    const KIND: ObjectKind;
+    /// The object's id.
+    fn id(&self) -> &Id;
+    /// Set the object's id (used when the ledger generates one).
+    fn set_id(&mut self, id: Id);
+    /// Every id this object refers to, with the kind it must have.
+    fn references(&self) -> Vec<(ObjectKind, &Id)> {
+        Vec::new()
+    }
+}
+
+macro_rules! vf_object {
+    ($ty:ident, $kind:ident, |$s:ident| $refs:expr) => {
+        impl VfObject for $ty {
+            const KIND: ObjectKind = ObjectKind::$kind;
+            fn id(&self) -> &Id {
+                &self.id
+            }
+            fn set_id(&mut self, id: Id) {
+                self.id = id;
+            }
+            fn references(&self) -> Vec<(ObjectKind, &Id)> {
+                let $s = self;
+                $refs
+            }
+        }
+    };
+}
+
+fn opt<'a>(kind: ObjectKind, id: &'a Option<Id>) -> Option<(ObjectKind, &'a Id)> {
+    id.as_ref().map(|i| (kind, i))
+}
+
+/// Whether an agent is a person or an organization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum AgentKind {
+    /// A natural person.
+    #[default]
+    Person,
+    /// An organization: a café, a cooperative, a market, a city department.
+    Organization,
+}
+
+/// A person or organization that takes part in economic activity (`vf:Agent`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Agent {
+    /// Id.
+    #[serde(skip)]
+    pub id: Id,
+    /// Person or organization.
+    pub agent_kind: AgentKind,
+    /// Display name.
+    pub name: String,
+    /// Where the agent is usually found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_location: Option<Id>,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+vf_object!(Agent, Agent, |s| opt(
+    ObjectKind::SpatialThing,
+    &s.primary_location
+)
+.into_iter()
+.collect());
+
+impl Agent {
+    /// A person called `name`, with the given id.
+    pub fn person(id: impl Into<Id>, name: impl Into<String>) -> Self {
+        Agent {
+            id: id.into(),
+            agent_kind: AgentKind::Person,
+            name: name.into(),
+            primary_location: None,
+            note: None,
+        }
+    }
+
+    /// An organization called `name`, with the given id.
+    pub fn organization(id: impl Into<Id>, name: impl Into<String>) -> Self {
+        Agent {
+            agent_kind: AgentKind::Organization,
+            ..Agent::person(id, name)
+        }
+    }
+}
+
+/// A unit of measure (`om2:Unit`), identified by its symbol-like id (`kg`, `one`, `hour`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Unit {
+    /// Id, conventionally the OM name or symbol (`kg`, `one`, `hour`).
+    #[serde(skip)]
+    pub id: Id,
+    /// Human label ("kilogram").
+    pub label: String,
+    /// Symbol ("kg").
+    pub symbol: String,
+}
+vf_object!(Unit, Unit, |_s| Vec::new());
+
+impl Unit {
+    /// A unit with id `id`, `label` and `symbol`.
+    pub fn new(id: impl Into<Id>, label: impl Into<String>, symbol: impl Into<String>) -> Self {
+        Unit {
+            id: id.into(),
+            label: label.into(),
+            symbol: symbol.into(),
+        }
+    }
+}
+
+/// A place (`geo:SpatialThing`): a stall, a workshop, a depot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpatialThing {
+    /// Id.
+    #[serde(skip)]
+    pub id: Id,
+    /// Name.
+    pub name: String,
+    /// Latitude in degrees (WGS84).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lat: Option<f64>,
+    /// Longitude in degrees (WGS84).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long: Option<f64>,
+    /// Postal address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mappable_address: Option<String>,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+vf_object!(SpatialThing, SpatialThing, |_s| Vec::new());
+
+impl SpatialThing {
+    /// A place with a name and optional coordinates.
+    pub fn new(id: impl Into<Id>, name: impl Into<String>, lat_long: Option<(f64, f64)>) -> Self {
+        SpatialThing {
+            id: id.into(),
+            name: name.into(),
+            lat: lat_long.map(|l| l.0),
+            long: lat_long.map(|l| l.1),
+            mappable_address: None,
+            note: None,
+        }
+    }
+}
+
+/// A kind of resource (`vf:ResourceSpecification`): "bicycle", "cotton fabric".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceSpecification {
+    /// Id.
+    #[serde(skip)]
+    pub id: Id,
+    /// Name.
+    pub name: String,
+    /// The unit resources of this kind are usually counted in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_unit_of_resource: Option<Id>,
+    /// The unit effort with this kind is usually measured in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_unit_of_effort: Option<Id>,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+vf_object!(ResourceSpecification, ResourceSpecification, |s| {
+    opt(ObjectKind::Unit, &s.default_unit_of_resource)
+        .into_iter()
+        .chain(opt(ObjectKind::Unit, &s.default_unit_of_effort))
+        .collect()
+});
+
+impl ResourceSpecification {
+    /// A resource specification with a name.
+    pub fn new(id: impl Into<Id>, name: impl Into<String>) -> Self {
+        ResourceSpecification {
+            id: id.into(),
+            name: name.into(),
+            default_unit_of_resource: None,
+            default_unit_of_effort: None,
+            note: None,
+        }
+    }
+}
+
+/// A kind of process (`vf:ProcessSpecification`); also a resource's `stage`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessSpecification {
+    /// Id.
+    #[serde(skip)]
+    pub id: Id,
+    /// Name ("repair", "sorting").
+    pub name: String,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+vf_object!(ProcessSpecification, ProcessSpecification, |_s| Vec::new());
+
+impl ProcessSpecification {
+    /// A process specification with a name.
+    pub fn new(id: impl Into<Id>, name: impl Into<String>) -> Self {
+        ProcessSpecification {
+            id: id.into(),
+            name: name.into(),
+            note: None,
+        }
+    }
+}
+
+/// An activity that changes resources (`vf:Process`): a repair, a sorting run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Process {
+    /// Id.
+    #[serde(skip)]
+    pub id: Id,
+    /// Name.
+    pub name: String,
+    /// The process specification this process follows (sets the `stage` of its outputs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub based_on: Option<Id>,
+    /// The plan this process is part of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned_within: Option<Id>,
+    /// Planned or actual start (ISO 8601).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub has_beginning: Option<String>,
+    /// Planned or actual end (ISO 8601).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub has_end: Option<String>,
+    /// Whether the process is done.
+    #[serde(default)]
+    pub finished: bool,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+vf_object!(Process, Process, |s| {
+    opt(ObjectKind::ProcessSpecification, &s.based_on)
+        .into_iter()
+        .chain(opt(ObjectKind::Plan, &s.planned_within))
+        .collect()
+});
+
+impl Process {
+    /// A process with a name, optionally based on a process specification.
+    pub fn new(id: impl Into<Id>, name: impl Into<String>, based_on: Option<Id>) -> Self {
+        Process {
+            id: id.into(),
+            name: name.into(),
+            based_on,
+            planned_within: None,
+            has_beginning: None,
+            has_end: None,
+            finished: false,
+            note: None,
+        }
+    }
+}
+
+/// The descriptive, mutable part of an economic resource, as stored.
+///
+/// Quantities, location, custody and the rest of a resource's state are not stored: they are
+/// derived from the events (see [`EconomicResource`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceDescription {
+    /// Id.
+    #[serde(skip)]
+    pub id: Id,
+    /// Name.
+    #[serde(default)]
+    pub name: String,
+    /// Serial number, lot number or other identifier of this physical thing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking_identifier: Option<String>,
+    /// The resource specification this resource is an instance of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conforms_to: Option<Id>,
+    /// The unit used for effort when the resource is used (`use`), e.g. `hour`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit_of_effort: Option<Id>,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+vf_object!(ResourceDescription, EconomicResource, |s| {
+    opt(ObjectKind::ResourceSpecification, &s.conforms_to)
+        .into_iter()
+        .chain(opt(ObjectKind::Unit, &s.unit_of_effort))
+        .collect()
+});
+
+impl ResourceDescription {
+    /// A resource description with an id and a name.
+    pub fn new(id: impl Into<Id>, name: impl Into<String>) -> Self {
+        ResourceDescription {
+            id: id.into(),
+            name: name.into(),
+            tracking_identifier: None,
+            conforms_to: None,
+            unit_of_effort: None,
+            note: None,
+        }
+    }
+
+    /// Set `conformsTo`.
+    pub fn conforming_to(mut self, spec: impl Into<Id>) -> Self {
+        self.conforms_to = Some(spec.into());
+        self
+    }
+}
+
+/// A resource as the ledger sees it now (`vf:EconomicResource`): its description plus the
+/// state derived from every event that affected it, folded in the ledger's total order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EconomicResource {
+    /// Id.
+    pub id: Id,
+    /// Name.
+    pub name: String,
+    /// Serial or lot number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking_identifier: Option<String>,
+    /// Resource specification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conforms_to: Option<Id>,
+    /// Quantity for which the primary accountable agent has rights and responsibilities.
+    pub accounting_quantity: Measure,
+    /// Quantity physically in the custodian's hands.
+    pub onhand_quantity: Measure,
+    /// Where it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_location: Option<Id>,
+    /// The agent with primary rights and responsibilities.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_accountable: Option<Id>,
+    /// The agent who physically holds it (changed by custody-moving actions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custodian: Option<Id>,
+    /// The resource it is packed into.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contained_in: Option<Id>,
+    /// The process specification of the last process it came out of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<Id>,
+    /// State after a test or review (e.g. `pass`, `fail`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Unit for effort when it is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit_of_effort: Option<Id>,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// The correcting event that removed this resource, if every event that created it was
+    /// corrected away.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed_by: Option<Id>,
+}
+
+/// Something that happened (`vf:EconomicEvent`). Immutable once recorded: a mistake is fixed
+/// by a new event that [`corrects`](EconomicEvent::corrects) it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EconomicEvent {
+    /// Id, assigned by the ledger (`<counter>@<actor>`). Empty before recording.
+    #[serde(skip)]
+    pub id: Id,
+    /// What happened.
+    pub action: Action,
+    /// Who gave, or did the work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<Id>,
+    /// Who received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receiver: Option<Id>,
+    /// The resource affected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_inventoried_as: Option<Id>,
+    /// The resource quantity moves to (transfers, moves, copies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_resource_inventoried_as: Option<Id>,
+    /// The kind of resource, when no inventoried resource is involved (work, services).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_conforms_to: Option<Id>,
+    /// How much of the resource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_quantity: Option<Measure>,
+    /// How much effort (time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effort_quantity: Option<Measure>,
+    /// When it happened (ISO 8601).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub has_point_in_time: Option<String>,
+    /// When it began (ISO 8601).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub has_beginning: Option<String>,
+    /// When it ended (ISO 8601).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub has_end: Option<String>,
+    /// The process this is an input of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_of: Option<Id>,
+    /// The process this is an output of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_of: Option<Id>,
+    /// Where it happened (and where the resource is afterwards, for location effects).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_location: Option<Id>,
+    /// The new location of the to-resource (move, transfer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_location: Option<Id>,
+    /// The event this one corrects; the corrected event no longer counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corrects: Option<Id>,
+    /// The commitment this event fulfils.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub realization_of: Option<Id>,
+    /// The resource's state after this event (e.g. `pass`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Reflow's record that this event created the resource with this id (VF's
+    /// `newInventoriedResource` of `createEconomicEvent`). Set by the ledger; ignored on input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_resource: Option<Id>,
+}
+
+impl EconomicEvent {
+    /// A new event with an action, a provider and a receiver; set the rest with the builder
+    /// methods.
+    pub fn new(action: Action, provider: impl Into<Id>, receiver: impl Into<Id>) -> Self {
+        EconomicEvent {
+            id: Id(String::new()),
+            action,
+            provider: Some(provider.into()),
+            receiver: Some(receiver.into()),
+            resource_inventoried_as: None,
+            to_resource_inventoried_as: None,
+            resource_conforms_to: None,
+            resource_quantity: None,
+            effort_quantity: None,
+            has_point_in_time: None,
+            has_beginning: None,
+            has_end: None,
+            input_of: None,
+            output_of: None,
+            at_location: None,
+            to_location: None,
+            corrects: None,
+            realization_of: None,
+            state: None,
+            note: None,
+            created_resource: None,
+        }
+    }
+
+    /// Set `resourceInventoriedAs`.
+    pub fn resource(mut self, id: impl Into<Id>) -> Self {
+        self.resource_inventoried_as = Some(id.into());
+        self
+    }
+
+    /// Set `toResourceInventoriedAs`.
+    pub fn to_resource(mut self, id: impl Into<Id>) -> Self {
+        self.to_resource_inventoried_as = Some(id.into());
+        self
+    }
+
+    /// Set `resourceQuantity`.
+    pub fn quantity(mut self, value: impl Into<crate::Quantity>, unit: impl Into<Id>) -> Self {
+        self.resource_quantity = Some(Measure::new(value, unit));
+        self
+    }
+
+    /// Set `effortQuantity`.
+    pub fn effort(mut self, value: impl Into<crate::Quantity>, unit: impl Into<Id>) -> Self {
+        self.effort_quantity = Some(Measure::new(value, unit));
+        self
+    }
+
+    /// Set `resourceConformsTo`.
+    pub fn conforms_to(mut self, spec: impl Into<Id>) -> Self {
+        self.resource_conforms_to = Some(spec.into());
+        self
+    }
+
+    /// Set `inputOf`.
+    pub fn input_of(mut self, process: impl Into<Id>) -> Self {
+        self.input_of = Some(process.into());
+        self
+    }
+
+    /// Set `outputOf`.
+    pub fn output_of(mut self, process: impl Into<Id>) -> Self {
+        self.output_of = Some(process.into());
+        self
+    }
+
+    /// Set `atLocation`.
+    pub fn at(mut self, location: impl Into<Id>) -> Self {
+        self.at_location = Some(location.into());
+        self
+    }
+
+    /// Set `toLocation`.
+    pub fn to_location(mut self, location: impl Into<Id>) -> Self {
+        self.to_location = Some(location.into());
+        self
+    }
+
+    /// Set `corrects`.
+    pub fn correcting(mut self, event: impl Into<Id>) -> Self {
+        self.corrects = Some(event.into());
+        self
+    }
+
+    /// Set `hasPointInTime`.
+    pub fn at_time(mut self, time: impl Into<String>) -> Self {
+        self.has_point_in_time = Some(time.into());
+        self
+    }
+
+    /// Set `state`.
+    pub fn with_state(mut self, state: impl Into<String>) -> Self {
+        self.state = Some(state.into());
+        self
+    }
+
+    /// Set `note`.
+    pub fn with_note(mut self, note: impl Into<String>) -> Self {
+        self.note = Some(note.into());
+        self
+    }
+
+    /// Set `realizationOf`.
+    pub fn realizing(mut self, commitment: impl Into<Id>) -> Self {
+        self.realization_of = Some(commitment.into());
+        self
+    }
+}
+
+/// An event to record, with the description of the resource it creates, if any.
+///
+/// For actions whose `createResource` is `optional` (produce, raise, lower) the new resource
+/// becomes the event's `resourceInventoriedAs`; for `optionalTo` (transfer, move, copy, ...)
+/// it becomes `toResourceInventoriedAs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewEvent {
+    /// The event.
+    pub event: EconomicEvent,
+    /// The resource the event creates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_inventoried_resource: Option<ResourceDescription>,
+}
+
+impl From<EconomicEvent> for NewEvent {
+    fn from(event: EconomicEvent) -> Self {
+        NewEvent {
+            event,
+            new_inventoried_resource: None,
+        }
+    }
+}
+
+impl EconomicEvent {
+    /// Record this event together with a new resource it creates.
+    pub fn creating(self, resource: ResourceDescription) -> NewEvent {
+        NewEvent {
+            event: self,
+            new_inventoried_resource: Some(resource),
+        }
+    }
+}
+
+/// A promised future flow (`vf:Commitment`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Commitment {
+    /// Id.
+    #[serde(skip)]
+    pub id: Id,
+    /// The promised action.
+    pub action: Action,
+    /// Who will provide.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<Id>,
+    /// Who will receive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receiver: Option<Id>,
+    /// The resource, if a specific one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_inventoried_as: Option<Id>,
+    /// The kind of resource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_conforms_to: Option<Id>,
+    /// How much.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_quantity: Option<Measure>,
+    /// How much effort.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effort_quantity: Option<Measure>,
+    /// Due date (ISO 8601).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due: Option<String>,
+    /// Process input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_of: Option<Id>,
+    /// Process output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_of: Option<Id>,
+    /// The agreement this commitment is a clause of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clause_of: Option<Id>,
+    /// The plan it belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned_within: Option<Id>,
+    /// Where.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_location: Option<Id>,
+    /// Whether it has been fulfilled.
+    #[serde(default)]
+    pub finished: bool,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+vf_object!(Commitment, Commitment, |s| {
+    [
+        opt(ObjectKind::Agent, &s.provider),
+        opt(ObjectKind::Agent, &s.receiver),
+        opt(ObjectKind::EconomicResource, &s.resource_inventoried_as),
+        opt(ObjectKind::ResourceSpecification, &s.resource_conforms_to),
+        opt(ObjectKind::Process, &s.input_of),
+        opt(ObjectKind::Process, &s.output_of),
+        opt(ObjectKind::Agreement, &s.clause_of),
+        opt(ObjectKind::Plan, &s.planned_within),
+        opt(ObjectKind::SpatialThing, &s.at_location),
+    ]
+    .into_iter()
+    .flatten()
+    .chain(
+        s.resource_quantity
+            .iter()
+            .map(|m| (ObjectKind::Unit, &m.has_unit)),
+    )
+    .chain(
+        s.effort_quantity
+            .iter()
+            .map(|m| (ObjectKind::Unit, &m.has_unit)),
+    )
+    .collect()
+});
+
+/// An offer or a request not yet agreed (`vf:Intent`): it has a provider or a receiver.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Intent {
+    /// Id.
+    #[serde(skip)]
+    pub id: Id,
+    /// The offered or requested action.
+    pub action: Action,
+    /// Set for an offer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<Id>,
+    /// Set for a request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receiver: Option<Id>,
+    /// The kind of resource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_conforms_to: Option<Id>,
+    /// A specific resource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_inventoried_as: Option<Id>,
+    /// How much.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_quantity: Option<Measure>,
+    /// Where.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_location: Option<Id>,
+    /// Due date (ISO 8601).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due: Option<String>,
+    /// Whether it is done or withdrawn.
+    #[serde(default)]
+    pub finished: bool,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+vf_object!(Intent, Intent, |s| {
+    [
+        opt(ObjectKind::Agent, &s.provider),
+        opt(ObjectKind::Agent, &s.receiver),
+        opt(ObjectKind::ResourceSpecification, &s.resource_conforms_to),
+        opt(ObjectKind::EconomicResource, &s.resource_inventoried_as),
+        opt(ObjectKind::SpatialThing, &s.at_location),
+    ]
+    .into_iter()
+    .flatten()
+    .chain(
+        s.resource_quantity
+            .iter()
+            .map(|m| (ObjectKind::Unit, &m.has_unit)),
+    )
+    .collect()
+});
+
+/// A set of processes and commitments toward a goal (`vf:Plan`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    /// Id.
+    #[serde(skip)]
+    pub id: Id,
+    /// Name.
+    pub name: String,
+    /// Due date (ISO 8601).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due: Option<String>,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+vf_object!(Plan, Plan, |_s| Vec::new());
+
+/// Whether a proposal is still open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum ProposalStatus {
+    /// Open for responses.
+    #[default]
+    Open,
+    /// Accepted (an agreement was made).
+    Accepted,
+    /// Withdrawn.
+    Withdrawn,
+}
+
+/// A published offer or request made of intents (`vf:Proposal`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Proposal {
+    /// Id.
+    #[serde(skip)]
+    pub id: Id,
+    /// Name.
+    pub name: String,
+    /// The intents that make up the proposal (`publishes`).
+    #[serde(default)]
+    pub publishes: Vec<Id>,
+    /// Whether all intents must be taken together.
+    #[serde(default)]
+    pub unit_based: bool,
+    /// Where it is valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eligible_location: Option<Id>,
+    /// Open, accepted or withdrawn (a mutable field: last writer wins).
+    #[serde(default)]
+    pub status: ProposalStatus,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+vf_object!(Proposal, Proposal, |s| {
+    s.publishes
+        .iter()
+        .map(|i| (ObjectKind::Intent, i))
+        .chain(opt(ObjectKind::SpatialThing, &s.eligible_location))
+        .collect()
+});
+
+/// A set of reciprocal commitments agreed between agents (`vf:Agreement`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Agreement {
+    /// Id.
+    #[serde(skip)]
+    pub id: Id,
+    /// Name.
+    pub name: String,
+    /// When it was agreed (ISO 8601).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+vf_object!(Agreement, Agreement, |_s| Vec::new());
