@@ -95,6 +95,10 @@ pub enum Error {
         given: Id,
     },
 
+    /// Economic resources are not created directly.
+    #[error("an economic resource comes into being through an event: record a produce or raise event with `newInventoriedResource` (EconomicEvent::creating)")]
+    ResourceNeedsEvent,
+
     /// `corrects` names something that is not an economic event.
     #[error("`corrects` must name an economic event, but `{id}` is a {kind}")]
     CorrectsNonEvent {
@@ -139,6 +143,68 @@ pub enum Error {
     /// Automerge refused an operation or could not load a document.
     #[error("automerge: {0}")]
     Automerge(#[from] automerge::AutomergeError),
+
+    /// The store file could not be read or written (disk full, permissions, I/O error).
+    #[error("store {path}: {op} failed: {source}")]
+    Storage {
+        /// The store file.
+        path: std::path::PathBuf,
+        /// What was being done.
+        op: &'static str,
+        /// redb's error.
+        #[source]
+        source: Box<redb::Error>,
+    },
+
+    /// The store file is damaged (truncated or corrupted). It was not modified.
+    #[error("store {path} is damaged ({detail}); it was left untouched: restore it from a backup or another device, or move it away to start afresh")]
+    CorruptStore {
+        /// The store file.
+        path: std::path::PathBuf,
+        /// What redb found.
+        detail: String,
+    },
+
+    /// The file exists but is not a Reflow store.
+    #[error("{path} is not a Reflow store ({detail}); it was left untouched: check the path")]
+    NotAStore {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why not.
+        detail: String,
+    },
+
+    /// The store was written by a newer Reflow.
+    #[error("store {path} has format version {found}, this Reflow reads up to {supported}: upgrade Reflow")]
+    UnsupportedStoreVersion {
+        /// The store file.
+        path: std::path::PathBuf,
+        /// The store's version.
+        found: u64,
+        /// The newest version this build reads.
+        supported: u64,
+    },
+
+    /// Another process has the store open.
+    #[error("store {path} is already open in another process: close the other Reflow first")]
+    StoreLocked {
+        /// The store file.
+        path: std::path::PathBuf,
+    },
+
+    /// The store already holds a ledger under this network key.
+    #[error("the store already holds network `{network}`: open it instead of creating it")]
+    NetworkExists {
+        /// The network key.
+        network: String,
+    },
+
+    /// The store holds no ledger for this network.
+    #[error("the store has no ledger for network `{network}`: create or join it first")]
+    UnknownNetwork {
+        /// The network key.
+        network: String,
+    },
 }
 
 /// Result with [`Error`].

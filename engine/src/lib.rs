@@ -10,11 +10,13 @@
 
 pub mod error;
 mod ledger;
+pub mod store;
 pub mod vf;
 pub mod views;
 
 pub use automerge::{ActorId, Change, ChangeHash};
 pub use error::{Error, Result};
+pub use store::{CompactionJob, DurableLedger, Store, StoreStats};
 pub use ledger::{EventFilter, Ledger, Object, ResourceFilter, ViewSnapshot, SCHEMA_VERSION};
 pub use vf::{
     Action, Agent, AgentKind, Agreement, Commitment, EconomicEvent, EconomicResource, Id, Intent,

@@ -291,6 +291,20 @@ impl Ledger {
         self.doc.get_changes(heads)
     }
 
+    /// The last change this replica made itself, if any.
+    pub(crate) fn last_local_change(&self) -> Option<Change> {
+        self.doc.get_last_local_change()
+    }
+
+    /// The hashes of every change in the ledger.
+    pub(crate) fn change_hashes(&self) -> Vec<ChangeHash> {
+        self.doc
+            .get_changes_meta(&[])
+            .into_iter()
+            .map(|m| m.hash)
+            .collect()
+    }
+
     /// Merge another replica's changes into this one; views update incrementally.
     pub fn merge(&mut self, other: &mut Ledger) -> Result<()> {
         let before = self.doc.get_heads();
@@ -432,11 +446,7 @@ impl Ledger {
     /// Every id the object refers to must exist; the id must be new.
     pub fn create<T: VfObject>(&mut self, mut obj: T) -> Result<Id> {
         if T::KIND == ObjectKind::EconomicResource {
-            return Err(Error::FieldNotAllowed {
-                action: crate::Action::Raise,
-                field: "EconomicResource",
-                hint: "resources are created by the event that brings them into being: record a produce or raise event with a new resource",
-            });
+            return Err(Error::ResourceNeedsEvent);
         }
         if obj.id().as_str().is_empty() {
             let id = self.new_id(T::KIND);
@@ -875,6 +885,7 @@ impl Ledger {
             .filter(|r| filter.include_removed || r.removed_by.is_none())
             .filter(|r| {
                 filter.include_empty
+                    || r.removed_by.is_some()
                     || !r.accounting_quantity.has_numerical_value.value().is_zero()
                     || !r.onhand_quantity.has_numerical_value.value().is_zero()
             })

@@ -280,7 +280,7 @@ impl Views {
             return;
         }
         let mut refold: BTreeSet<Id> = BTreeSet::new();
-        let mut appended: Vec<OrderKey> = Vec::new();
+        let mut appended: Vec<(OrderKey, Id, Side)> = Vec::new();
         let mut corrections_changed: BTreeSet<OrderKey> = BTreeSet::new();
 
         for entry in new {
@@ -309,20 +309,17 @@ impl Views {
                     .insert(key.clone());
                 corrections_changed.insert(target);
             }
-            let mut late = false;
             for (rid, side) in fold::sides(e) {
                 let f = self.resources.entry(rid.clone()).or_default();
                 if f.events.last().is_some_and(|(k, _)| *k > key) {
-                    late = true;
+                    // Arrived late for this resource: fold it again from the start.
                     let pos = f.events.partition_point(|(k, _)| *k < key);
                     f.events.insert(pos, (key.clone(), side));
                     refold.insert(rid.clone());
                 } else {
                     f.events.push((key.clone(), side));
+                    appended.push((key.clone(), rid.clone(), side));
                 }
-            }
-            if !late {
-                appended.push(key.clone());
             }
             self.order.insert(key.clone());
             self.entries.insert(key, entry);
@@ -348,17 +345,10 @@ impl Views {
         }
 
         // Events that came in order: fold incrementally into resources not refolded anyway.
-        appended.sort();
-        for key in appended {
-            let Some(entry) = self.entries.get(&key) else {
-                continue;
-            };
-            let targets: Vec<(Id, Side)> = fold::sides(&entry.event)
-                .into_iter()
-                .filter(|(rid, _)| !refold.contains(*rid))
-                .map(|(rid, side)| (rid.clone(), side))
-                .collect();
-            for (rid, side) in targets {
+        // Per resource they were appended in increasing order, so folding in that order is
+        // exactly what a full fold would do.
+        for (key, rid, side) in appended {
+            if !refold.contains(&rid) {
                 self.fold_step(&rid, &key, side, causality);
             }
         }
@@ -397,8 +387,15 @@ impl Views {
             if !self.excluded.contains(c) {
                 return None;
             }
-            // A correction that itself refers to the resource keeps it alive.
-            let by = self.corrected_by(c)?;
+            // A correction that itself refers to the resource keeps it alive. If that
+            // correction was corrected in turn, the correction of the correction decides.
+            let mut by = self.corrected_by(c)?;
+            while self.excluded.contains(by) {
+                match self.corrected_by(by) {
+                    Some(next) if next > by => by = next,
+                    _ => break,
+                }
+            }
             let keeps = self.entries.get(by).is_some_and(|e| {
                 !self.excluded.contains(by)
                     && fold::sides(&e.event).iter().any(|(r, _)| *r == resource)
@@ -450,7 +447,8 @@ impl Views {
             }
             return;
         }
-        let creates = event.created_resource.as_ref() == Some(rid);
+        let creates =
+            event.created_resource.as_ref() == Some(rid) || self.stands_in_for_creator(key, rid);
         let mut state = f.state.clone();
         let issues = state.apply(event, side, creates);
         let mut conflicts = Vec::new();
@@ -481,6 +479,30 @@ impl Views {
         if let Some(f) = self.resources.get_mut(rid) {
             f.state = state;
             f.conflicts.extend(conflicts);
+        }
+    }
+
+    /// Whether the event at `key` corrects (directly, or by correcting a correction) an event
+    /// that created `rid`: it then stands in for the creation, so custodian, location and
+    /// accountable agent are set as the creating event would have set them.
+    fn stands_in_for_creator(&self, key: &OrderKey, rid: &Id) -> bool {
+        let mut current = key.clone();
+        loop {
+            let Some(entry) = self.entries.get(&current) else {
+                return false;
+            };
+            // A correction names an earlier event; stop on anything else (no cycles).
+            let Some(target) = entry.event.corrects.as_ref().and_then(OrderKey::parse) else {
+                return false;
+            };
+            if target >= current {
+                return false;
+            }
+            match self.entries.get(&target) {
+                Some(t) if t.event.created_resource.as_ref() == Some(rid) => return true,
+                Some(_) => current = target,
+                None => return false,
+            }
         }
     }
 
