@@ -16,8 +16,8 @@ pub mod views;
 
 pub use automerge::{ActorId, Change, ChangeHash};
 pub use error::{Error, Result};
-pub use store::{CompactionJob, DurableLedger, Store, StoreStats};
 pub use ledger::{EventFilter, Ledger, Object, ResourceFilter, ViewSnapshot, SCHEMA_VERSION};
+pub use store::{CompactionJob, DurableLedger, Store, StoreStats};
 pub use vf::{
     Action, Agent, AgentKind, Agreement, Commitment, EconomicEvent, EconomicResource, Id, Intent,
     Measure, NewEvent, ObjectKind, Plan, Process, ProcessSpecification, Proposal, ProposalStatus,

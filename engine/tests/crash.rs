@@ -4,15 +4,14 @@
 //! time, and checks that every acknowledged event is there and the views are valid.
 //!
 //! The child is this same test binary, re-run with `--exact crash_child --ignored`.
+#![allow(clippy::print_stdout)] // the child process reports acknowledgements to the parent on stdout
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use reflow::{
-    Action, ActorId, Agent, EconomicEvent, Id, Ledger, ResourceDescription, Store, Unit,
-};
+use reflow::{Action, ActorId, Agent, EconomicEvent, Id, Ledger, ResourceDescription, Store, Unit};
 
 const NETWORK: &str = "crash-net";
 const ENV_DIR: &str = "REFLOW_CRASH_DIR";
@@ -30,7 +29,9 @@ fn actor_for_run(run: u32) -> ActorId {
 fn setup(dir: &Path) -> Store {
     let store = Store::open(dir.join("node.redb")).expect("create store");
     let mut ledger = Ledger::new_network("crash test", actor_for_run(0)).expect("genesis");
-    ledger.create(Unit::new("kg", "kilogram", "kg")).expect("unit");
+    ledger
+        .create(Unit::new("kg", "kilogram", "kg"))
+        .expect("unit");
     ledger.create(Agent::person("ana", "Ana")).expect("agent");
     ledger
         .record_event(
@@ -51,7 +52,10 @@ fn crash_child() {
     let Ok(dir) = std::env::var(ENV_DIR) else {
         return;
     };
-    let run: u32 = std::env::var(ENV_RUN).ok().and_then(|r| r.parse().ok()).unwrap_or(1);
+    let run: u32 = std::env::var(ENV_RUN)
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(1);
     let compact_every: u64 = std::env::var(ENV_COMPACT_EVERY)
         .ok()
         .and_then(|r| r.parse().ok())
@@ -98,7 +102,13 @@ impl Rng {
 
 fn spawn_child(dir: &Path, run: u32, compact_every: u64) -> Child {
     Command::new(std::env::current_exe().expect("test binary"))
-        .args(["--exact", "crash_child", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "crash_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(ENV_DIR, dir)
         .env(ENV_RUN, run.to_string())
         .env(ENV_COMPACT_EVERY, compact_every.to_string())
@@ -146,11 +156,17 @@ fn crash_kill_loop() {
                 in_compaction = true;
                 break;
             }
-            assert!(Instant::now() < deadline, "seed {seed}: child made no progress");
+            assert!(
+                Instant::now() < deadline,
+                "seed {seed}: child made no progress"
+            );
         }
         child.kill().expect("SIGKILL child");
         let status = child.wait().expect("reap child");
-        assert!(!status.success(), "seed {seed}: child should have been killed");
+        assert!(
+            !status.success(),
+            "seed {seed}: child should have been killed"
+        );
         if in_compaction {
             kills_during_compaction += 1;
         }
@@ -180,7 +196,10 @@ fn crash_kill_loop() {
             .expect("compost exists");
         // 1 kg produced, then 0.5 kg per raise event that survived (at least the acked ones).
         let events = ledger.ledger().event_count();
-        assert!(events > acked.len(), "seed {seed}: fewer events than acknowledged");
+        assert!(
+            events > acked.len(),
+            "seed {seed}: fewer events than acknowledged"
+        );
         let expected = reflow::Quantity::from(1)
             .checked_add(
                 "0.5"

@@ -1,5 +1,6 @@
 //! The store on disk: round trips, compaction, durability bookkeeping, and bad files (each
 //! gives a typed error, no panic, and leaves the file exactly as it was).
+#![allow(clippy::print_stdout)] // the lock-holder child process signals readiness on stdout
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -7,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use reflow::{
-    Action, ActorId, Agent, EconomicEvent, Error, Id, Ledger, Quantity, ResourceDescription,
-    Store, Unit,
+    Action, ActorId, Agent, EconomicEvent, Error, Id, Ledger, Quantity, ResourceDescription, Store,
+    Unit,
 };
 
 fn actor(n: u8) -> ActorId {
@@ -38,7 +39,9 @@ fn consume(q: &str) -> EconomicEvent {
 fn populated(dir: &Path, n: usize) -> PathBuf {
     let path = dir.join("node.redb");
     let store = Store::open(&path).expect("create");
-    let mut ledger = store.create_ledger("net", genesis()).expect("create ledger");
+    let mut ledger = store
+        .create_ledger("net", genesis())
+        .expect("create ledger");
     for _ in 0..n {
         ledger.record_event(consume("0.01")).expect("record");
     }
@@ -46,7 +49,9 @@ fn populated(dir: &Path, n: usize) -> PathBuf {
 }
 
 fn flour(store: &Store, reader: u8) -> String {
-    let l = store.open_ledger("net", actor(reader)).expect("open ledger");
+    let l = store
+        .open_ledger("net", actor(reader))
+        .expect("open ledger");
     l.ledger()
         .resource(&Id::from("flour"))
         .expect("flour")
@@ -64,12 +69,16 @@ fn round_trip_snapshot_and_tail() {
 
     let mut l = store.open_ledger("net", actor(3)).expect("open");
     let before = store.stats("net").expect("stats");
-    assert!(before.tail_changes >= 23, "all changes in the tail: {before:?}");
+    assert!(
+        before.tail_changes >= 23,
+        "all changes in the tail: {before:?}"
+    );
     l.compact().expect("compact");
     let after = store.stats("net").expect("stats");
     assert_eq!(after.tail_changes, 0, "{after:?}");
     assert!(after.snapshot_bytes > 0);
-    l.record_event(consume("0.3")).expect("record after compaction");
+    l.record_event(consume("0.3"))
+        .expect("record after compaction");
     assert_eq!(store.stats("net").expect("stats").tail_changes, 1);
     drop(l);
     // Snapshot + tail reopen to the same state.
@@ -84,7 +93,9 @@ fn compaction_keeps_a_write_made_while_it_ran() {
     let mut l = store.open_ledger("net", actor(2)).expect("open");
     // Prepare the compaction, then write, then run it (as a background thread would).
     let job = l.compaction_job();
-    let late = l.record_event(consume("1")).expect("write during compaction");
+    let late = l
+        .record_event(consume("1"))
+        .expect("write during compaction");
     let worker = {
         let store = store.clone();
         std::thread::spawn(move || job.run(&store))
@@ -93,7 +104,10 @@ fn compaction_keeps_a_write_made_while_it_ran() {
     assert_eq!(store.stats("net").expect("stats").tail_changes, 1);
     drop(l);
     let reopened = store.open_ledger("net", actor(3)).expect("reopen");
-    assert!(reopened.ledger().event(&late).is_some(), "the late write survived compaction");
+    assert!(
+        reopened.ledger().event(&late).is_some(),
+        "the late write survived compaction"
+    );
     assert_eq!(
         reopened
             .ledger()
@@ -135,7 +149,11 @@ fn unknown_network_and_duplicate_network() {
         store.create_ledger("net", genesis()),
         Err(Error::NetworkExists { .. })
     ));
-    assert_eq!(flour(&store, 3), "10 kg", "the failed create changed nothing");
+    assert_eq!(
+        flour(&store, 3),
+        "10 kg",
+        "the failed create changed nothing"
+    );
 }
 
 #[test]
@@ -145,21 +163,37 @@ fn signatures_sync_state_and_node_meta_round_trip() {
     let store = Store::open(&path).expect("reopen");
     let l = store.open_ledger("net", actor(2)).expect("open");
     let head = l.ledger().heads()[0];
-    store.put_signature("net", &head, &[7; 64]).expect("signature");
-    store.put_sync_state("net", b"peer-1", b"state").expect("sync state");
+    store
+        .put_signature("net", &head, &[7; 64])
+        .expect("signature");
+    store
+        .put_sync_state("net", b"peer-1", b"state")
+        .expect("sync state");
     store.put_node_meta("name", b"stall 4").expect("meta");
     drop(l);
     drop(store);
     let store = Store::open(&path).expect("reopen");
-    assert_eq!(store.signature("net", &head).expect("read"), Some(vec![7; 64]));
-    assert_eq!(store.sync_state("net", b"peer-1").expect("read"), Some(b"state".to_vec()));
+    assert_eq!(
+        store.signature("net", &head).expect("read"),
+        Some(vec![7; 64])
+    );
+    assert_eq!(
+        store.sync_state("net", b"peer-1").expect("read"),
+        Some(b"state".to_vec())
+    );
     assert_eq!(store.sync_state("net", b"peer-2").expect("read"), None);
-    assert_eq!(store.node_meta("name").expect("read"), Some(b"stall 4".to_vec()));
+    assert_eq!(
+        store.node_meta("name").expect("read"),
+        Some(b"stall 4".to_vec())
+    );
 }
 
 fn assert_untouched(path: &Path, before: &[u8], what: &str) {
     let after = fs::read(path).expect("read back");
-    assert!(after == before, "{what}: the file was modified by the failed open");
+    assert!(
+        after == before,
+        "{what}: the file was modified by the failed open"
+    );
 }
 
 #[test]
@@ -173,7 +207,9 @@ fn truncated_store_is_reported_and_left_alone() {
         let result = Store::open(&path).and_then(|s| s.open_ledger("net", actor(2)).map(|_| ()));
         match result {
             Err(Error::CorruptStore { .. }) | Err(Error::NotAStore { .. }) => {}
-            other => panic!("truncated to {keep} bytes: expected a corrupt-store error, got {other:?}"),
+            other => {
+                panic!("truncated to {keep} bytes: expected a corrupt-store error, got {other:?}")
+            }
         }
         assert_untouched(&path, &bytes, &format!("truncated to {keep}"));
     }
@@ -185,7 +221,12 @@ fn corrupted_store_is_reported_and_left_alone() {
     let path = populated(tmp.path(), 50);
     let good = fs::read(&path).expect("read");
     // Overwrite a run of bytes in several places: header, first pages, middle.
-    for (offset, len) in [(0usize, 64usize), (16, 8), (4096, 512), (good.len() / 2, 4096)] {
+    for (offset, len) in [
+        (0usize, 64usize),
+        (16, 8),
+        (4096, 512),
+        (good.len() / 2, 4096),
+    ] {
         let mut bad = good.clone();
         let end = (offset + len).min(bad.len());
         for (i, b) in bad[offset..end].iter_mut().enumerate() {
@@ -208,7 +249,11 @@ fn corrupted_store_is_reported_and_left_alone() {
             Err(other) => panic!("corrupted at {offset}: unexpected error kind {other:?}"),
             Ok(q) => {
                 // Bytes that no page in use covered: the data must be intact.
-                assert_eq!(q.as_deref(), Some("9.5 kg"), "corrupted at {offset}: wrong data read");
+                assert_eq!(
+                    q.as_deref(),
+                    Some("9.5 kg"),
+                    "corrupted at {offset}: wrong data read"
+                );
             }
         }
     }
@@ -220,7 +265,12 @@ fn files_that_are_not_stores() {
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("empty", Vec::new()),
         ("text", b"hello, this is not a database\n".to_vec()),
-        ("random", (0..10_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect()),
+        (
+            "random",
+            (0..10_000u32)
+                .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+                .collect(),
+        ),
     ];
     for (name, bytes) in cases {
         let path = tmp.path().join(name);
@@ -257,16 +307,22 @@ fn newer_store_version_is_refused() {
         let db = redb::Database::open(&path).expect("redb open");
         let tx = db.begin_write().expect("tx");
         {
-            let meta: redb::TableDefinition<'_, &str, &[u8]> = redb::TableDefinition::new("reflow_meta");
+            let meta: redb::TableDefinition<'_, &str, &[u8]> =
+                redb::TableDefinition::new("reflow_meta");
             let mut t = tx.open_table(meta).expect("meta");
-            t.insert("version", (reflow::store::STORE_VERSION + 1).to_le_bytes().as_slice())
-                .expect("bump");
+            t.insert(
+                "version",
+                (reflow::store::STORE_VERSION + 1).to_le_bytes().as_slice(),
+            )
+            .expect("bump");
         }
         tx.commit().expect("commit");
     }
     let before = fs::read(&path).expect("read");
     match Store::open(&path) {
-        Err(Error::UnsupportedStoreVersion { found, supported, .. }) => {
+        Err(Error::UnsupportedStoreVersion {
+            found, supported, ..
+        }) => {
             assert_eq!(found, reflow::store::STORE_VERSION + 1);
             assert_eq!(supported, reflow::store::STORE_VERSION);
         }
@@ -313,7 +369,10 @@ fn store_open_in_another_process_is_locked() {
         .expect("spawn");
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
-    let ready = lines.by_ref().map_while(Result::ok).any(|l| l.trim() == "READY");
+    let ready = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.trim() == "READY");
     assert!(ready, "the child did not open the store");
     let before = fs::read(&path).expect("read");
     match Store::open(&path) {

@@ -579,8 +579,8 @@ impl Ledger {
         let events_obj = self.events.clone();
         let mut tx = self.doc.transaction();
         let mut entries = Vec::with_capacity(prepared.len());
-        let mut index = tx.length(&events_obj);
-        for (mut event, resource) in prepared {
+        let start = tx.length(&events_obj);
+        for (index, (mut event, resource)) in (start..).zip(prepared) {
             if let Some(r) = &resource {
                 let json = serde_json::to_value(r).map_err(json_err("resource"))?;
                 doc::put_json(&mut tx, &resources_map, r.id.as_str(), &json)?;
@@ -593,7 +593,6 @@ impl Ledger {
                     "the event just written cannot be read back".into(),
                 ));
             };
-            index += 1;
             let key = OrderKey { counter, actor };
             event.id = key.to_id();
             entries.push(Entry { key, event });
@@ -703,15 +702,15 @@ impl Ledger {
                 }
             };
             if let (Some(expected), Some(m)) = (unit, &event.resource_quantity) {
-                if field == "resourceInventoriedAs" || a.affects_quantities() {
-                    if m.has_unit != expected {
-                        return Err(Error::UnitMismatch {
-                            field: "resourceQuantity",
-                            resource: rid,
-                            expected,
-                            given: m.has_unit.clone(),
-                        });
-                    }
+                if (field == "resourceInventoriedAs" || a.affects_quantities())
+                    && m.has_unit != expected
+                {
+                    return Err(Error::UnitMismatch {
+                        field: "resourceQuantity",
+                        resource: rid,
+                        expected,
+                        given: m.has_unit.clone(),
+                    });
                 }
             }
         }

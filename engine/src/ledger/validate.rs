@@ -169,14 +169,12 @@ pub(crate) fn check_structure(e: &EconomicEvent, creates: bool) -> Result<()> {
         return Ok(());
     }
 
-    if a == Action::Use {
-        if e.resource_inventoried_as.is_none() && e.resource_conforms_to.is_none() {
-            return Err(missing(
-                a,
-                "resourceInventoriedAs",
-                "the resource (tool, machine) that was used, or resourceConformsTo",
-            ));
-        }
+    if a == Action::Use && e.resource_inventoried_as.is_none() && e.resource_conforms_to.is_none() {
+        return Err(missing(
+            a,
+            "resourceInventoriedAs",
+            "the resource (tool, machine) that was used, or resourceConformsTo",
+        ));
     }
 
     match fx.create_resource {

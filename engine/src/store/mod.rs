@@ -33,13 +33,18 @@ pub const STORE_VERSION: u64 = 1;
 /// The version tag of an encoded snapshot value.
 const SNAPSHOT_ENCODING: u8 = 1;
 
-const META: TableDefinition<'static, &'static str, &'static [u8]> = TableDefinition::new("reflow_meta");
-const NETWORKS: TableDefinition<'static, &'static str, &'static [u8]> = TableDefinition::new("reflow_networks");
-const CHANGES: TableDefinition<'static, (&'static str, &'static [u8; 32]), &'static [u8]> = TableDefinition::new("reflow_changes");
+const META: TableDefinition<'static, &'static str, &'static [u8]> =
+    TableDefinition::new("reflow_meta");
+const NETWORKS: TableDefinition<'static, &'static str, &'static [u8]> =
+    TableDefinition::new("reflow_networks");
+const CHANGES: TableDefinition<'static, (&'static str, &'static [u8; 32]), &'static [u8]> =
+    TableDefinition::new("reflow_changes");
 const SIGNATURES: TableDefinition<'static, (&'static str, &'static [u8; 32]), &'static [u8]> =
     TableDefinition::new("reflow_signatures");
-const SNAPSHOTS: TableDefinition<'static, &'static str, &'static [u8]> = TableDefinition::new("reflow_snapshots");
-const SYNC_STATES: TableDefinition<'static, (&'static str, &'static [u8]), &'static [u8]> = TableDefinition::new("reflow_sync_states");
+const SNAPSHOTS: TableDefinition<'static, &'static str, &'static [u8]> =
+    TableDefinition::new("reflow_snapshots");
+const SYNC_STATES: TableDefinition<'static, (&'static str, &'static [u8]), &'static [u8]> =
+    TableDefinition::new("reflow_sync_states");
 
 const META_FORMAT: &str = "format";
 const META_VERSION: &str = "version";
@@ -157,7 +162,10 @@ enum MetaCheck {
     Older(u64),
 }
 
-fn check_meta<T: ReadableTable<&'static str, &'static [u8]>>(path: &Path, meta: &T) -> Result<MetaCheck> {
+fn check_meta<T: ReadableTable<&'static str, &'static [u8]>>(
+    path: &Path,
+    meta: &T,
+) -> Result<MetaCheck> {
     let not_a_store = |detail: &str| Error::NotAStore {
         path: path.to_owned(),
         detail: detail.to_owned(),
@@ -253,9 +261,7 @@ impl Store {
         check_magic(path)?;
         let check = match guarded(path, "inspect", || inspect_read_only(path)) {
             Ok(check) => check,
-            Err(Error::Storage { source, .. })
-                if matches!(*source, redb::Error::RepairAborted) =>
-            {
+            Err(Error::Storage { source, .. }) if matches!(*source, redb::Error::RepairAborted) => {
                 return Store::open_repairing(path, migrations);
             }
             Err(e) => return Err(e),
@@ -315,7 +321,9 @@ impl Store {
             }
             err
         };
-        let db = match guarded(path, "repair", || Database::open(path).map_err(|e| open_error(path, e))) {
+        let db = match guarded(path, "repair", || {
+            Database::open(path).map_err(|e| open_error(path, e))
+        }) {
             Ok(db) => db,
             Err(e) => return Err(restore(e)),
         };
@@ -380,23 +388,17 @@ impl Store {
     }
 
     fn write_tx(&self, durability: Durability) -> Result<redb::WriteTransaction> {
-        let mut tx = self
-            .db
-            .begin_write()
-            .ctx(&self.path, "begin write")?;
-        tx.set_durability(durability)
-            .map_err(|e| Error::Storage {
-                path: self.path.to_path_buf(),
-                op: "set durability",
-                source: Box::new(redb::Error::Io(std::io::Error::other(e.to_string()))),
-            })?;
+        let mut tx = self.db.begin_write().ctx(&self.path, "begin write")?;
+        tx.set_durability(durability).map_err(|e| Error::Storage {
+            path: self.path.to_path_buf(),
+            op: "set durability",
+            source: Box::new(redb::Error::Io(std::io::Error::other(e.to_string()))),
+        })?;
         Ok(tx)
     }
 
     fn read_tx(&self) -> Result<redb::ReadTransaction> {
-        self.db
-            .begin_read()
-            .ctx(&self.path, "begin read")
+        self.db.begin_read().ctx(&self.path, "begin read")
     }
 
     /// The networks this store holds a ledger for, sorted.
@@ -447,7 +449,9 @@ impl Store {
     /// `actor` must be unique to this session of this device.
     pub fn open_ledger(&self, network: &str, actor: ActorId) -> Result<DurableLedger> {
         let _span = info_span!("store_open_ledger", network).entered();
-        let (bytes, tail) = guarded(&self.path, "read ledger", || self.read_ledger_bytes(network))?;
+        let (bytes, tail) = guarded(&self.path, "read ledger", || {
+            self.read_ledger_bytes(network)
+        })?;
         let ledger = Ledger::load(&bytes, actor).map_err(|e| match e {
             Error::NotALedger(detail) => Error::CorruptStore {
                 path: self.path.to_path_buf(),
@@ -501,10 +505,17 @@ impl Store {
     }
 
     /// Store the signature of a change (the identity layer's slot).
-    pub fn put_signature(&self, network: &str, change: &ChangeHash, signature: &[u8]) -> Result<()> {
+    pub fn put_signature(
+        &self,
+        network: &str,
+        change: &ChangeHash,
+        signature: &[u8],
+    ) -> Result<()> {
         let tx = self.write_tx(Durability::Immediate)?;
         {
-            let mut t = tx.open_table(SIGNATURES).ctx(&self.path, "open signatures")?;
+            let mut t = tx
+                .open_table(SIGNATURES)
+                .ctx(&self.path, "open signatures")?;
             t.insert((network, &change.0), signature)
                 .ctx(&self.path, "write signature")?;
         }
@@ -514,7 +525,9 @@ impl Store {
     /// The signature stored for a change, if any.
     pub fn signature(&self, network: &str, change: &ChangeHash) -> Result<Option<Vec<u8>>> {
         let tx = self.read_tx()?;
-        let t = tx.open_table(SIGNATURES).ctx(&self.path, "open signatures")?;
+        let t = tx
+            .open_table(SIGNATURES)
+            .ctx(&self.path, "open signatures")?;
         let v = t
             .get((network, &change.0))
             .ctx(&self.path, "read signature")?;
@@ -526,7 +539,9 @@ impl Store {
     pub fn put_sync_state(&self, network: &str, peer: &[u8], state: &[u8]) -> Result<()> {
         let tx = self.write_tx(Durability::Immediate)?;
         {
-            let mut t = tx.open_table(SYNC_STATES).ctx(&self.path, "open sync states")?;
+            let mut t = tx
+                .open_table(SYNC_STATES)
+                .ctx(&self.path, "open sync states")?;
             t.insert((network, peer), state)
                 .ctx(&self.path, "write sync state")?;
         }
@@ -536,10 +551,10 @@ impl Store {
     /// The sync state kept for a peer, if any.
     pub fn sync_state(&self, network: &str, peer: &[u8]) -> Result<Option<Vec<u8>>> {
         let tx = self.read_tx()?;
-        let t = tx.open_table(SYNC_STATES).ctx(&self.path, "open sync states")?;
-        let v = t
-            .get((network, peer))
-            .ctx(&self.path, "read sync state")?;
+        let t = tx
+            .open_table(SYNC_STATES)
+            .ctx(&self.path, "open sync states")?;
+        let v = t.get((network, peer)).ctx(&self.path, "read sync state")?;
         Ok(v.map(|v| v.value().to_vec()))
     }
 
@@ -605,7 +620,9 @@ fn migration_path(path: &Path, mut version: u64, migrations: &[Migration]) -> Re
         if !migrations.iter().any(|m| m.from == version) {
             return Err(Error::NotAStore {
                 path: path.to_owned(),
-                detail: format!("a store of version {version}, which this Reflow has no migration for"),
+                detail: format!(
+                    "a store of version {version}, which this Reflow has no migration for"
+                ),
             });
         }
         version += 1;
@@ -724,7 +741,10 @@ impl DurableLedger {
     /// Like [`DurableLedger::write`], but without waiting for the disk: the changes are durable
     /// once [`DurableLedger::flush`] returns. Use it for bursts (a batch import, a busy stall)
     /// where one fsync for many writes is worth a short window of loss on power failure.
-    pub fn write_buffered<R>(&mut self, mutation: impl FnOnce(&mut Ledger) -> Result<R>) -> Result<R> {
+    pub fn write_buffered<R>(
+        &mut self,
+        mutation: impl FnOnce(&mut Ledger) -> Result<R>,
+    ) -> Result<R> {
         self.mutate(mutation, Durability::None)
     }
 
@@ -772,7 +792,8 @@ impl DurableLedger {
     }
 
     fn persist(&mut self, changes: Vec<Change>, durability: Durability) -> Result<()> {
-        let _span = info_span!("store_persist", network = %self.network, changes = changes.len()).entered();
+        let _span =
+            info_span!("store_persist", network = %self.network, changes = changes.len()).entered();
         let mut all = std::mem::take(&mut self.unpersisted);
         all.extend(changes);
         let result = (|| {
@@ -786,8 +807,7 @@ impl DurableLedger {
                         .ctx(&self.store.path, "write change")?;
                 }
             }
-            tx.commit()
-                .ctx(&self.store.path, "commit")
+            tx.commit().ctx(&self.store.path, "commit")
         })();
         match result {
             Ok(()) => {
@@ -860,7 +880,9 @@ impl CompactionJob {
     /// nothing, durable on return). Changes written after the job was prepared are kept.
     /// Returns how many stored changes were folded into the snapshot.
     pub fn run(self, store: &Store) -> Result<usize> {
-        let _span = info_span!("store_compact", network = %self.network, bytes = self.document.len()).entered();
+        let _span =
+            info_span!("store_compact", network = %self.network, bytes = self.document.len())
+                .entered();
         let path = store.path();
         let tx = store.write_tx(Durability::Immediate)?;
         let removed;
@@ -884,7 +906,10 @@ impl CompactionJob {
             removed = doomed.len();
             let mut snaps = tx.open_table(SNAPSHOTS).ctx(path, "open snapshots")?;
             snaps
-                .insert(self.network.as_str(), encode_snapshot(&self.heads, &self.document).as_slice())
+                .insert(
+                    self.network.as_str(),
+                    encode_snapshot(&self.heads, &self.document).as_slice(),
+                )
                 .ctx(path, "write snapshot")?;
         }
         tx.commit().ctx(path, "commit")?;
@@ -910,7 +935,8 @@ mod tests {
         let tx = db.begin_write().expect("tx");
         {
             let mut meta = tx.open_table(META).expect("meta");
-            meta.insert(META_VERSION, v.to_le_bytes().as_slice()).expect("write");
+            meta.insert(META_VERSION, v.to_le_bytes().as_slice())
+                .expect("write");
         }
         tx.commit().expect("commit");
     }
@@ -924,7 +950,10 @@ mod tests {
 
         // Without a migration from 0 the store is refused, untouched.
         let before = fs::read(&path).expect("read");
-        assert!(matches!(Store::open_with(&path, &[]), Err(Error::NotAStore { .. })));
+        assert!(matches!(
+            Store::open_with(&path, &[]),
+            Err(Error::NotAStore { .. })
+        ));
         assert!(fs::read(&path).expect("read") == before, "file modified");
 
         let steps = [Migration {
@@ -935,7 +964,10 @@ mod tests {
         let store = Store::open_with(&path, &steps).expect("migrated");
         let tx = store.read_tx().expect("read");
         let marker = tx.open_table(MARKER).expect("marker table");
-        assert_eq!(marker.get("migrated").expect("get").map(|v| v.value()), Some(1));
+        assert_eq!(
+            marker.get("migrated").expect("get").map(|v| v.value()),
+            Some(1)
+        );
         let meta = tx.open_table(META).expect("meta");
         assert!(matches!(check_meta(&path, &meta), Ok(MetaCheck::Current)));
     }
@@ -948,7 +980,13 @@ mod tests {
         assert_eq!(h, heads);
         assert_eq!(doc, b"doc");
         assert!(decode_snapshot(&[]).is_none());
-        assert!(decode_snapshot(&[2, 0, 0, 0, 0]).is_none(), "unknown encoding version");
-        assert!(decode_snapshot(&[1, 9, 0, 0, 0, 1, 2]).is_none(), "heads cut short");
+        assert!(
+            decode_snapshot(&[2, 0, 0, 0, 0]).is_none(),
+            "unknown encoding version"
+        );
+        assert!(
+            decode_snapshot(&[1, 9, 0, 0, 0, 1, 2]).is_none(),
+            "heads cut short"
+        );
     }
 }

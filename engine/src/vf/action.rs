@@ -213,6 +213,7 @@ use QuantityEffect as Q;
 use StageEffect as Stg;
 use StateEffect as Sta;
 
+#[allow(clippy::too_many_arguments)] // one argument per column of the spec's table
 const fn row(
     action: Action,
     input_output: InputOutput,

@@ -180,7 +180,7 @@ macro_rules! vf_object {
     };
 }
 
-fn opt<'a>(kind: ObjectKind, id: &'a Option<Id>) -> Option<(ObjectKind, &'a Id)> {
+fn opt(kind: ObjectKind, id: &Option<Id>) -> Option<(ObjectKind, &Id)> {
     id.as_ref().map(|i| (kind, i))
 }
 

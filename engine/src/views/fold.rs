@@ -196,15 +196,11 @@ impl FoldState {
         }
 
         match fx.location {
-            LocationEffect::New if creates => {
-                if event.at_location.is_some() {
-                    self.location = event.at_location.clone();
-                }
+            LocationEffect::New if creates && event.at_location.is_some() => {
+                self.location = event.at_location.clone();
             }
-            LocationEffect::Update if from => {
-                if event.at_location.is_some() {
-                    self.location = event.at_location.clone();
-                }
+            LocationEffect::Update if from && event.at_location.is_some() => {
+                self.location = event.at_location.clone();
             }
             LocationEffect::UpdateTo if to => {
                 if let Some(l) = event.to_location.as_ref().or(event.at_location.as_ref()) {
