@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 use automerge::transaction::Transactable;
 use automerge::{Automerge, ObjType, ReadDoc, ROOT};
 use common::{actor, test_mode, Samples, Workload};
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
+use criterion::{
+    criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
+};
 use reflow::{Ledger, NewEvent, ResourceFilter};
 
 /// Events recorded per iteration of the record benchmarks (benchmark mode).

@@ -205,6 +205,42 @@ pub enum Error {
         /// The network key.
         network: String,
     },
+
+    /// The operating system could not provide randomness for a key or session id.
+    #[error("the operating system's random number generator failed: {0}")]
+    Randomness(String),
+
+    /// Not a valid ed25519 public key (64 hex digits of a curve point).
+    #[error("`{0}` is not a device id: expected 64 hex digits of an ed25519 public key")]
+    InvalidKey(String),
+
+    /// Not a valid network id (64 hex digits).
+    #[error("`{0}` is not a network id: expected 64 hex digits")]
+    InvalidNetworkId(String),
+
+    /// The ledger's genesis change does not match the network id it is opened as.
+    #[error("this ledger is not network {network}: its genesis change is missing or differs")]
+    WrongNetwork {
+        /// The expected network.
+        network: String,
+    },
+
+    /// The action needs a role this device does not have in the network.
+    #[error("device {device} is {role} in this network; {action} needs {needed}")]
+    NotAllowed {
+        /// The device.
+        device: String,
+        /// Its current role ("not a member" if none).
+        role: String,
+        /// What it tried.
+        action: &'static str,
+        /// The role needed.
+        needed: &'static str,
+    },
+
+    /// An invite could not be read or redeemed.
+    #[error("invite refused: {0}")]
+    Invite(#[from] crate::membership::InviteError),
 }
 
 /// Result with [`Error`].

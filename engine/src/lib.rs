@@ -9,15 +9,26 @@
 //! See docs/architecture.md for how storage, identity and sync wrap this core.
 
 pub mod error;
+pub mod identity;
 mod ledger;
+pub mod membership;
+pub mod replica;
 pub mod store;
 pub mod vf;
 pub mod views;
 
 pub use automerge::{ActorId, Change, ChangeHash};
 pub use error::{Error, Result};
+pub use identity::{
+    ChangeSignature, DeviceId, DeviceKey, NetworkId, SignatureProblem, SignedChange,
+};
 pub use ledger::{EventFilter, Ledger, Object, ResourceFilter, ViewSnapshot, SCHEMA_VERSION};
-pub use store::{CompactionJob, DurableLedger, Store, StoreStats};
+pub use membership::{
+    BearerSecret, Invite, InviteAudience, InviteError, Member, Membership, MembershipRecord,
+    Rejection, Role,
+};
+pub use replica::{Provenance, Quarantined, Receipt, Replica};
+pub use store::{CompactionJob, DurableLedger, DurableReplica, Store, StoreStats};
 pub use vf::{
     Action, Agent, AgentKind, Agreement, Commitment, EconomicEvent, EconomicResource, Id, Intent,
     Measure, NewEvent, ObjectKind, Plan, Process, ProcessSpecification, Proposal, ProposalStatus,

@@ -180,4 +180,3 @@ impl Samples {
         per.get(per.len() / 2).copied()
     }
 }
-

@@ -101,6 +101,8 @@ pub struct Ledger {
     events: ObjId,
     maps: HashMap<ObjectKind, ObjId>,
     views: Views,
+    /// Length of the `events` list, kept here because asking Automerge walks the whole list.
+    events_len: usize,
     id_prefix: String,
     next_id: u64,
 }
@@ -165,6 +167,16 @@ impl Ledger {
     /// must start from this document ([`Ledger::fork`] or [`Ledger::load`]), never from a
     /// second `new_network`: two independently created ledgers cannot be merged.
     pub fn new_network(network_name: &str, actor: ActorId) -> Result<Ledger> {
+        Ledger::new_network_with(network_name, actor, None)
+    }
+
+    /// [`Ledger::new_network`] whose genesis change carries `message` (the identity layer's
+    /// genesis record).
+    pub(crate) fn new_network_with(
+        network_name: &str,
+        actor: ActorId,
+        message: Option<String>,
+    ) -> Result<Ledger> {
         let mut doc = Automerge::new().with_actor(actor);
         let mut tx = doc.transaction();
         tx.put(automerge::ROOT, KEY_SCHEMA, SCHEMA_VERSION)?;
@@ -178,7 +190,12 @@ impl Ledger {
         for kind in ObjectKind::MAPS {
             tx.put_object(automerge::ROOT, kind.root_key(), ObjType::Map)?;
         }
-        tx.commit();
+        match message {
+            Some(m) => {
+                tx.commit_with(automerge::transaction::CommitOptions::default().with_message(m))
+            }
+            None => tx.commit(),
+        };
         Ledger::from_doc(doc)
     }
 
@@ -198,6 +215,7 @@ impl Ledger {
             events: self.events.clone(),
             maps: self.maps.clone(),
             views: self.views.clone(),
+            events_len: self.events_len,
             id_prefix: prefix_for(&actor),
             next_id: 1,
         }
@@ -235,6 +253,7 @@ impl Ledger {
             events,
             maps,
             views: Views::default(),
+            events_len: 0,
             id_prefix: prefix_for(&actor),
             next_id: 1,
         };
@@ -246,7 +265,9 @@ impl Ledger {
     fn rebuild_views(&mut self) {
         let mut views = Views::default();
         let mut entries = Vec::new();
+        let mut len = 0;
         for item in self.doc.list_range(&self.events, ..) {
+            len += 1;
             match read_event(&item.value.clone().into_value(), &item.id()) {
                 Ok(entry) => entries.push(entry),
                 Err((key, reason)) => {
@@ -258,6 +279,7 @@ impl Ledger {
         }
         views.add_events(entries, &DocCausality(&self.doc));
         self.views = views;
+        self.events_len = len;
     }
 
     /// Serialize the whole ledger (compacted Automerge format).
@@ -294,6 +316,31 @@ impl Ledger {
     /// The last change this replica made itself, if any.
     pub(crate) fn last_local_change(&self) -> Option<Change> {
         self.doc.get_last_local_change()
+    }
+
+    /// The underlying document (read-only), for the identity layer's change metadata.
+    pub(crate) fn doc(&self) -> &Automerge {
+        &self.doc
+    }
+
+    /// Commit a change whose message is `message` and whose one operation writes `record` at
+    /// the root key `key` (a readable copy of the record the message carries).
+    pub(crate) fn commit_record(&mut self, key: &str, record: &str, message: String) -> Result<()> {
+        let mut tx = self.doc.transaction();
+        tx.put(automerge::ROOT, key, record)?;
+        tx.commit_with(automerge::transaction::CommitOptions::default().with_message(message));
+        Ok(())
+    }
+
+    /// The change that recorded an event.
+    pub fn event_change(&self, id: &Id) -> Option<ChangeHash> {
+        let key = OrderKey::parse(id)?;
+        DocCausality(&self.doc).hash(&key)
+    }
+
+    /// Whether the ledger holds this change.
+    pub fn has_change(&self, hash: &ChangeHash) -> bool {
+        self.doc.get_change_meta_by_hash(hash).is_some()
     }
 
     /// The hashes of every change in the ledger.
@@ -336,6 +383,7 @@ impl Ledger {
             }
             match patch.action {
                 PatchAction::Insert { values, .. } => {
+                    self.events_len += values.len();
                     for (value, id, _) in values.iter() {
                         match read_event(value, id) {
                             Ok(entry) => new.push(entry),
@@ -579,7 +627,7 @@ impl Ledger {
         let events_obj = self.events.clone();
         let mut tx = self.doc.transaction();
         let mut entries = Vec::with_capacity(prepared.len());
-        let start = tx.length(&events_obj);
+        let start = self.events_len;
         for (index, (mut event, resource)) in (start..).zip(prepared) {
             if let Some(r) = &resource {
                 let json = serde_json::to_value(r).map_err(json_err("resource"))?;
@@ -598,6 +646,7 @@ impl Ledger {
             entries.push(Entry { key, event });
         }
         tx.commit();
+        self.events_len += entries.len();
         let ids = entries.iter().map(|e| e.event.id.clone()).collect();
         self.views.add_events(entries, &DocCausality(&self.doc));
         Ok(ids)
@@ -964,6 +1013,7 @@ impl Ledger {
             events: self.events.clone(),
             maps: self.maps.clone(),
             views: Views::default(),
+            events_len: 0,
             id_prefix: self.id_prefix.clone(),
             next_id: self.next_id,
         };

@@ -28,7 +28,7 @@ use crate::Ledger;
 pub const STORE_FORMAT: &[u8] = b"reflow-store";
 
 /// The store layout version this build writes (see docs/storage.md).
-pub const STORE_VERSION: u64 = 1;
+pub const STORE_VERSION: u64 = 2;
 
 /// The version tag of an encoded snapshot value.
 const SNAPSHOT_ENCODING: u8 = 1;
@@ -43,6 +43,8 @@ const SIGNATURES: TableDefinition<'static, (&'static str, &'static [u8; 32]), &'
     TableDefinition::new("reflow_signatures");
 const SNAPSHOTS: TableDefinition<'static, &'static str, &'static [u8]> =
     TableDefinition::new("reflow_snapshots");
+const QUARANTINE: TableDefinition<'static, (&'static str, &'static [u8; 32]), &'static [u8]> =
+    TableDefinition::new("reflow_quarantine");
 const SYNC_STATES: TableDefinition<'static, (&'static str, &'static [u8]), &'static [u8]> =
     TableDefinition::new("reflow_sync_states");
 
@@ -53,8 +55,8 @@ const META_VERSION: &str = "version";
 const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
 
 /// A named step that upgrades a store from `from` to `from + 1` inside one write
-/// transaction. Version 1 is the first layout, so the list is empty today; it is where the
-/// next layout change goes, and [`Store::open`] applies every step a file needs, in order.
+/// transaction. [`Store::open`] applies every step a file needs, in order.
+#[derive(Clone, Copy)]
 pub(crate) struct Migration {
     /// The version the step upgrades from.
     pub from: u64,
@@ -65,7 +67,17 @@ pub(crate) struct Migration {
 }
 
 /// The migrations of this build.
-pub(crate) const MIGRATIONS: &[Migration] = &[];
+pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
+    from: 1,
+    name: "v1-to-v2-quarantine-table",
+    run: add_quarantine_table,
+}];
+
+/// Version 2 adds the table of refused changes (the identity layer's quarantine).
+fn add_quarantine_table(tx: &redb::WriteTransaction) -> std::result::Result<(), redb::Error> {
+    tx.open_table(QUARANTINE)?;
+    Ok(())
+}
 
 /// A node's store: one redb file. Cheap to clone; all clones share the open database.
 #[derive(Clone)]
@@ -220,6 +232,7 @@ fn inspect_read_only(path: &Path) -> Result<MetaCheck> {
     scan_table(path, &tx, SNAPSHOTS)?;
     scan_table(path, &tx, CHANGES)?;
     scan_table(path, &tx, SIGNATURES)?;
+    scan_table(path, &tx, QUARANTINE)?;
     scan_table(path, &tx, SYNC_STATES)?;
     Ok(check)
 }
@@ -293,7 +306,7 @@ impl Store {
             for table in [NETWORKS, SNAPSHOTS] {
                 tx.open_table(table).ctx(path, "create tables")?;
             }
-            for table in [CHANGES, SIGNATURES] {
+            for table in [CHANGES, SIGNATURES, QUARANTINE] {
                 tx.open_table(table).ctx(path, "create tables")?;
             }
             tx.open_table(SYNC_STATES).ctx(path, "create tables")?;
@@ -918,6 +931,9 @@ impl CompactionJob {
     }
 }
 
+mod durable_replica;
+pub use durable_replica::DurableReplica;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -956,17 +972,43 @@ mod tests {
         ));
         assert!(fs::read(&path).expect("read") == before, "file modified");
 
-        let steps = [Migration {
+        let steps: Vec<Migration> = [Migration {
             from: 0,
             name: "v0-to-v1-test",
             run: v0_to_v1,
-        }];
+        }]
+        .into_iter()
+        .chain(MIGRATIONS.iter().copied())
+        .collect();
         let store = Store::open_with(&path, &steps).expect("migrated");
         let tx = store.read_tx().expect("read");
         let marker = tx.open_table(MARKER).expect("marker table");
         assert_eq!(
             marker.get("migrated").expect("get").map(|v| v.value()),
             Some(1)
+        );
+        let meta = tx.open_table(META).expect("meta");
+        assert!(matches!(check_meta(&path, &meta), Ok(MetaCheck::Current)));
+    }
+
+    #[test]
+    fn a_version_1_store_gets_the_quarantine_table() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("v1.redb");
+        drop(Store::open(&path).expect("create"));
+        {
+            // Make the file exactly what version 1 wrote: no quarantine table.
+            let db = Database::open(&path).expect("open");
+            let tx = db.begin_write().expect("tx");
+            assert!(tx.delete_table(QUARANTINE).expect("delete"));
+            tx.commit().expect("commit");
+        }
+        set_version(&path, 1);
+        let store = Store::open(&path).expect("migrated");
+        let tx = store.read_tx().expect("read");
+        assert!(
+            tx.open_table(QUARANTINE).is_ok(),
+            "quarantine table created"
         );
         let meta = tx.open_table(META).expect("meta");
         assert!(matches!(check_meta(&path, &meta), Ok(MetaCheck::Current)));

@@ -1,0 +1,693 @@
+//! A device's signed, membership-checked replica of one network's ledger.
+//!
+//! [`Replica`] wraps the pure [`Ledger`] with the device key, the network id, the membership
+//! index, the signature of every change, and the quarantine of refused changes. Local writes
+//! are signed as they are made; changes from peers go through [`Replica::receive`], which
+//! verifies signatures (in batches, on every core), checks membership in each change's causal
+//! past, applies what is accepted and quarantines the rest. Pure: no I/O (storage and the
+//! network wrap it).
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use automerge::{Change, ChangeHash};
+use serde::Serialize;
+use tracing::{debug, warn};
+
+use crate::error::{Error, Result};
+use crate::identity::{
+    verify_changes, ChangeSignature, DeviceId, DeviceKey, NetworkId, SignedChange,
+};
+use crate::ledger::Ledger;
+use crate::membership::{
+    BearerSecret, Header, Invite, InviteAudience, InviteError, Member, Membership,
+    MembershipRecord, Rejection, Role,
+};
+use crate::vf::{Agent, Id};
+
+/// Root key where a membership change writes a readable copy of its record.
+const RECORD_KEY: &str = "lastMembershipRecord";
+
+/// A refused change, kept apart.
+#[derive(Debug, Clone)]
+pub struct Quarantined {
+    /// The change and its signature as received.
+    pub change: SignedChange,
+    /// Why it was refused.
+    pub reason: Rejection,
+}
+
+/// What [`Replica::receive`] did with a batch of changes.
+#[derive(Debug, Clone, Default)]
+pub struct Receipt {
+    /// Accepted and applied, in the order applied (store and forward these).
+    pub applied: Vec<SignedChange>,
+    /// Refused, with the reason.
+    pub refused: Vec<(ChangeHash, Rejection)>,
+    /// Waiting for changes they depend on.
+    pub waiting: usize,
+    /// Already known (duplicates and replays), ignored.
+    pub duplicates: usize,
+}
+
+/// Who recorded an event: the signing device and the Agent it acted for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Provenance {
+    /// The event.
+    pub event: Id,
+    /// The change that recorded it (hex).
+    pub change: String,
+    /// The device that signed it.
+    pub device: DeviceId,
+    /// The member record of that device when it recorded the event.
+    pub member: Option<Member>,
+}
+
+/// A device's replica of one network. See the module documentation.
+pub struct Replica {
+    ledger: Ledger,
+    key: DeviceKey,
+    network: NetworkId,
+    membership: Membership,
+    signatures: HashMap<ChangeHash, ChangeSignature>,
+    quarantine: BTreeMap<ChangeHash, Quarantined>,
+    waiting: HashMap<ChangeHash, SignedChange>,
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica")
+            .field("network", &self.network)
+            .field("device", &self.key.id())
+            .field("ledger", &self.ledger)
+            .field("quarantined", &self.quarantine.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn header(change: &Change) -> Option<Header<'_>> {
+    Some(Header {
+        hash: change.hash(),
+        deps: change.deps(),
+        author: DeviceId::of_actor(change.actor_id())?,
+        message: change.message(),
+    })
+}
+
+impl Replica {
+    /// Create a network: its genesis change makes `key`'s device the first admin, acting for
+    /// `agent` (created in the ledger right after). Returns the replica and the signed changes
+    /// to store.
+    pub fn create_network(
+        name: &str,
+        key: DeviceKey,
+        agent: Agent,
+    ) -> Result<(Replica, Vec<SignedChange>)> {
+        let record = MembershipRecord::Genesis {
+            network_name: name.to_string(),
+            creator: key.id(),
+            agent: agent.id.clone(),
+        };
+        let ledger =
+            Ledger::new_network_with(name, key.session_actor()?, Some(record.to_message()))?;
+        let genesis = ledger
+            .last_local_change()
+            .ok_or_else(|| Error::NotALedger("the genesis change is missing".into()))?;
+        let network = NetworkId(genesis.hash().0);
+        let mut replica = Replica {
+            ledger,
+            key,
+            network,
+            membership: Membership::new(network),
+            signatures: HashMap::new(),
+            quarantine: BTreeMap::new(),
+            waiting: HashMap::new(),
+        };
+        let mut signed = replica.adopt_local(&[])?;
+        let (_, more) = replica.write(|l| l.create(agent))?;
+        signed.extend(more);
+        Ok((replica, signed))
+    }
+
+    /// Start a replica of an existing network from changes received from a peer (at least
+    /// its genesis change), as the device `key`. Everything goes through the same checks as
+    /// [`Replica::receive`]; the returned receipt says what was accepted (to store) and what
+    /// was refused.
+    pub fn join(
+        network: NetworkId,
+        key: DeviceKey,
+        changes: Vec<SignedChange>,
+    ) -> Result<(Replica, Receipt)> {
+        let genesis_hash = network.genesis();
+        let genesis = changes
+            .iter()
+            .find(|c| c.hash() == genesis_hash)
+            .cloned()
+            .ok_or_else(|| Error::WrongNetwork {
+                network: network.to_string(),
+            })?;
+        let verdict = verify_changes(&network, std::slice::from_ref(&genesis));
+        let mut membership = Membership::new(network);
+        let head = header(&genesis.change).ok_or_else(|| Error::WrongNetwork {
+            network: network.to_string(),
+        })?;
+        match (verdict.first(), membership.judge(&head)) {
+            (Some(Ok(_)), Ok(record)) => {
+                membership.admit(&head, record);
+            }
+            _ => {
+                return Err(Error::WrongNetwork {
+                    network: network.to_string(),
+                })
+            }
+        }
+        let ledger = Ledger::load(genesis.change.raw_bytes(), key.session_actor()?)?;
+        let mut replica = Replica {
+            ledger,
+            key,
+            network,
+            membership,
+            signatures: HashMap::from([(genesis_hash, genesis.signature)]),
+            quarantine: BTreeMap::new(),
+            waiting: HashMap::new(),
+        };
+        let mut receipt = replica.receive(changes)?;
+        receipt.applied.insert(0, genesis);
+        receipt.duplicates = receipt.duplicates.saturating_sub(1);
+        Ok((replica, receipt))
+    }
+
+    /// Open a replica from stored, previously accepted state: the ledger, the signatures of
+    /// its changes, and the quarantine. Rebuilds the membership index from the changes'
+    /// headers (no signature is verified again: the store only holds accepted changes).
+    pub fn open(
+        ledger: Ledger,
+        key: DeviceKey,
+        network: NetworkId,
+        signatures: HashMap<ChangeHash, ChangeSignature>,
+        quarantine: Vec<Quarantined>,
+    ) -> Result<Replica> {
+        let mut membership = Membership::new(network);
+        let metas = ledger.doc().get_changes_meta(&[]);
+        let mut queue: VecDeque<usize> = (0..metas.len()).collect();
+        let mut stalled = 0;
+        while let Some(i) = queue.pop_front() {
+            let m = &metas[i];
+            let Some(author) = DeviceId::of_actor(&m.actor) else {
+                return Err(Error::WrongNetwork {
+                    network: network.to_string(),
+                });
+            };
+            let record = match MembershipRecord::from_message(m.message.as_deref()) {
+                Some(Ok(r)) => Some(r),
+                _ => None,
+            };
+            let h = Header {
+                hash: m.hash,
+                deps: &m.deps,
+                author,
+                message: m.message.as_deref(),
+            };
+            if membership.admit(&h, record) {
+                stalled = 0;
+            } else {
+                queue.push_back(i);
+                stalled += 1;
+                if stalled > queue.len() {
+                    return Err(Error::NotALedger(
+                        "the stored changes do not form a causal history".into(),
+                    ));
+                }
+            }
+        }
+        if !membership.knows(&network.genesis()) {
+            return Err(Error::WrongNetwork {
+                network: network.to_string(),
+            });
+        }
+        Ok(Replica {
+            ledger,
+            key,
+            network,
+            membership,
+            signatures,
+            quarantine: quarantine
+                .into_iter()
+                .map(|q| (q.change.hash(), q))
+                .collect(),
+            waiting: HashMap::new(),
+        })
+    }
+
+    /// The ledger (read API).
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// The network id.
+    pub fn network(&self) -> NetworkId {
+        self.network
+    }
+
+    /// This device's id.
+    pub fn device(&self) -> DeviceId {
+        self.key.id()
+    }
+
+    /// This device's key (for the transport's endpoint identity).
+    pub fn key(&self) -> &DeviceKey {
+        &self.key
+    }
+
+    /// The members now.
+    pub fn members(&self) -> Vec<Member> {
+        self.membership.members_at(&self.ledger.heads())
+    }
+
+    /// A device's membership now, if it is a member.
+    pub fn member(&self, device: &DeviceId) -> Option<Member> {
+        self.members().into_iter().find(|m| &m.device == device)
+    }
+
+    /// The role of this device now.
+    pub fn role(&self) -> Option<Role> {
+        self.member(&self.key.id()).map(|m| m.role)
+    }
+
+    /// The refused changes (for admins to inspect).
+    pub fn quarantine(&self) -> impl Iterator<Item = &Quarantined> {
+        self.quarantine.values()
+    }
+
+    /// The signature of a stored change.
+    pub fn signature(&self, hash: &ChangeHash) -> Option<ChangeSignature> {
+        self.signatures.get(hash).copied()
+    }
+
+    /// Every accepted change not in the past of `heads`, with its signature, in causal order:
+    /// what a peer at `heads` is missing. Quarantined changes are never among them.
+    pub fn signed_changes_since(&self, heads: &[ChangeHash]) -> Vec<SignedChange> {
+        self.ledger
+            .changes_since(heads)
+            .into_iter()
+            .filter_map(|change| {
+                let signature = self.signatures.get(&change.hash()).copied();
+                if signature.is_none() {
+                    warn!(change = %change.hash(), "a stored change has no signature; not sent");
+                }
+                Some(SignedChange {
+                    change,
+                    signature: signature?,
+                })
+            })
+            .collect()
+    }
+
+    /// Who recorded an event, and for which Agent.
+    pub fn provenance(&self, event: &Id) -> Option<Provenance> {
+        let change = self.ledger.event_change(event)?;
+        let actor = self
+            .ledger
+            .doc()
+            .get_change_meta_by_hash(&change)
+            .map(|m| m.actor.into_owned())?;
+        let device = DeviceId::of_actor(&actor)?;
+        Some(Provenance {
+            event: event.clone(),
+            change: change.to_string(),
+            device,
+            member: self.membership.member_at(&change, &device),
+        })
+    }
+
+    /// Run a mutation of the ledger as this device and sign the changes it makes. Refused
+    /// with [`Error::NotAllowed`] before anything is written if this device may not write.
+    /// Returns the mutation's result and the new signed changes (to store and to send).
+    pub fn write<R>(
+        &mut self,
+        mutation: impl FnOnce(&mut Ledger) -> Result<R>,
+    ) -> Result<(R, Vec<SignedChange>)> {
+        self.require(Role::Member, "writing to the ledger", "member or admin")?;
+        let before = self.ledger.heads();
+        let result = mutation(&mut self.ledger);
+        let signed = self.adopt_local(&before)?;
+        Ok((result?, signed))
+    }
+
+    fn require(&self, needed: Role, action: &'static str, needed_name: &'static str) -> Result<()> {
+        let role = self.role();
+        if role.is_some_and(|r| r >= needed) {
+            Ok(())
+        } else {
+            Err(Error::NotAllowed {
+                device: self.key.id().to_string(),
+                role: role.map_or("not a member".to_string(), |r| r.to_string()),
+                action,
+                needed: needed_name,
+            })
+        }
+    }
+
+    /// Sign and index the changes made locally since `before`.
+    fn adopt_local(&mut self, before: &[ChangeHash]) -> Result<Vec<SignedChange>> {
+        let after = self.ledger.heads();
+        if after == before {
+            return Ok(Vec::new());
+        }
+        let changes = match self.ledger.last_local_change() {
+            Some(last) if after == [last.hash()] && last.deps() == before => vec![last],
+            _ => self.ledger.changes_since(before),
+        };
+        let mut out = Vec::with_capacity(changes.len());
+        for change in changes {
+            let hash = change.hash();
+            let h = header(&change).ok_or_else(|| Error::InvalidKey("session actor".into()))?;
+            let record = self.membership.judge(&h).map_err(|r| Error::NotAllowed {
+                device: self.key.id().to_string(),
+                role: r.to_string(),
+                action: "writing this change",
+                needed: "a role that allows it",
+            })?;
+            self.membership.admit(&h, record);
+            let signature = self.key.sign_change(&self.network, &hash);
+            self.signatures.insert(hash, signature);
+            out.push(SignedChange { change, signature });
+        }
+        Ok(out)
+    }
+
+    fn commit_record(&mut self, record: MembershipRecord) -> Result<Vec<SignedChange>> {
+        self.require(Role::Admin, "changing membership", "admin")?;
+        let before = self.ledger.heads();
+        let json = serde_json::to_string(&record).map_err(|source| Error::InvalidJson {
+            what: "membership record",
+            source,
+        })?;
+        self.ledger
+            .commit_record(RECORD_KEY, &json, record.to_message())?;
+        self.adopt_local(&before)
+    }
+
+    /// Admit `device` with `role`, acting for `agent` (which must exist). Admins only.
+    pub fn add_member(
+        &mut self,
+        device: DeviceId,
+        role: Role,
+        agent: Id,
+    ) -> Result<Vec<SignedChange>> {
+        self.require_agent(&agent)?;
+        self.commit_record(MembershipRecord::Add {
+            device,
+            role,
+            agent,
+            invite: None,
+        })
+    }
+
+    /// Remove `device`: its later changes are refused everywhere. Admins only.
+    pub fn remove_member(&mut self, device: DeviceId) -> Result<Vec<SignedChange>> {
+        self.commit_record(MembershipRecord::Remove { device })
+    }
+
+    fn require_agent(&self, agent: &Id) -> Result<()> {
+        if self.ledger.get::<Agent>(agent).is_some() {
+            Ok(())
+        } else {
+            Err(Error::NotFound {
+                kind: crate::vf::ObjectKind::Agent,
+                id: agent.clone(),
+            })
+        }
+    }
+
+    /// Issue an invite for one device. Admins only. `expires_at` is unix time in seconds.
+    pub fn invite_device(
+        &self,
+        device: DeviceId,
+        role: Role,
+        agent: Option<Id>,
+        expires_at: u64,
+    ) -> Result<Invite> {
+        self.require(Role::Admin, "inviting", "admin")?;
+        Invite::issue(
+            &self.key,
+            self.network,
+            role,
+            agent,
+            InviteAudience::Device { device },
+            expires_at,
+        )
+    }
+
+    /// Issue a one-time bearer invite: whoever presents the returned secret (shown once) with
+    /// it may join. Admins only.
+    pub fn invite_bearer(
+        &self,
+        role: Role,
+        agent: Option<Id>,
+        expires_at: u64,
+    ) -> Result<(Invite, BearerSecret)> {
+        self.require(Role::Admin, "inviting", "admin")?;
+        let (audience, secret) = Invite::bearer_audience()?;
+        let invite = Invite::issue(&self.key, self.network, role, agent, audience, expires_at)?;
+        Ok((invite, secret))
+    }
+
+    /// Redeem an invite for `redeemer` on this (admin's) replica: checks the invite (signature,
+    /// network, expiry by this device's clock `now`, audience and secret, one use, issuer still
+    /// an admin) and records the new member. The newcomer acts for the invite's agent, or else
+    /// for `new_agent`, which is created in the ledger.
+    pub fn redeem_invite(
+        &mut self,
+        invite: &Invite,
+        redeemer: DeviceId,
+        secret: Option<&BearerSecret>,
+        new_agent: Option<Agent>,
+        now: u64,
+    ) -> Result<Vec<SignedChange>> {
+        self.require(Role::Admin, "redeeming invites", "admin")?;
+        invite.check(&self.network, &redeemer, secret, now)?;
+        let heads = self.ledger.heads();
+        if self
+            .membership
+            .redeemed_invites(&heads)
+            .contains_key(&invite.nonce)
+        {
+            return Err(InviteError::AlreadyRedeemed {
+                nonce: invite.nonce.clone(),
+            }
+            .into());
+        }
+        if self.member(&invite.issuer).map(|m| m.role) != Some(Role::Admin) {
+            return Err(InviteError::IssuerNotAdmin.into());
+        }
+        let mut signed = Vec::new();
+        let agent = match (&invite.agent, new_agent) {
+            (Some(a), _) => {
+                self.require_agent(a)?;
+                a.clone()
+            }
+            (None, Some(agent)) => {
+                let (id, more) = self.write(|l| l.create(agent))?;
+                signed.extend(more);
+                id
+            }
+            (None, None) => {
+                return Err(InviteError::Malformed(
+                    "the invite names no agent, so the newcomer must describe one".into(),
+                )
+                .into())
+            }
+        };
+        signed.extend(self.commit_record(MembershipRecord::Add {
+            device: redeemer,
+            role: invite.role,
+            agent,
+            invite: Some(invite.nonce.clone()),
+        })?);
+        Ok(signed)
+    }
+
+    /// Take changes from a peer: verify signatures and authorship (batched, on every core),
+    /// check membership in each change's causal past, apply the accepted ones in one go, and
+    /// quarantine the refused. Changes whose dependencies have not arrived wait for them.
+    /// Duplicates and replays of known changes are ignored.
+    pub fn receive(&mut self, changes: Vec<SignedChange>) -> Result<Receipt> {
+        let _span =
+            tracing::debug_span!("receive", network = %self.network, n = changes.len()).entered();
+        let mut receipt = Receipt::default();
+        let mut fresh = Vec::with_capacity(changes.len());
+        let mut seen = HashSet::new();
+        for c in changes {
+            let h = c.hash();
+            let refused_for_good = self
+                .quarantine
+                .get(&h)
+                .is_some_and(|q| !matches!(q.reason, Rejection::Signature { .. }));
+            if self.membership.knows(&h)
+                || refused_for_good
+                || self.waiting.contains_key(&h)
+                || !seen.insert(h)
+            {
+                receipt.duplicates += 1;
+            } else {
+                fresh.push(c);
+            }
+        }
+        let verdicts = verify_changes(&self.network, &fresh);
+        let mut pool: Vec<SignedChange> = self.waiting.drain().map(|(_, c)| c).collect();
+        for (c, v) in fresh.into_iter().zip(verdicts) {
+            match v {
+                Ok(_) => pool.push(c),
+                Err(problem) => self.refuse(c, Rejection::Signature { problem }, &mut receipt),
+            }
+        }
+
+        // Judge in causal order: a change is judged once all its dependencies are accepted.
+        let mut by_hash: HashMap<ChangeHash, SignedChange> =
+            pool.into_iter().map(|c| (c.hash(), c)).collect();
+        let mut blocked_on: HashMap<ChangeHash, Vec<ChangeHash>> = HashMap::new();
+        let mut missing: HashMap<ChangeHash, usize> = HashMap::new();
+        let mut ready: VecDeque<ChangeHash> = VecDeque::new();
+        let mut hashes: Vec<ChangeHash> = by_hash.keys().copied().collect();
+        hashes.sort();
+        for h in hashes {
+            let deps = by_hash[&h].change.deps().to_vec();
+            let n = deps.iter().filter(|d| !self.membership.knows(d)).count();
+            for d in deps.iter().filter(|d| !self.membership.knows(d)) {
+                blocked_on.entry(*d).or_default().push(h);
+            }
+            if n == 0 {
+                ready.push_back(h);
+            } else {
+                missing.insert(h, n);
+            }
+        }
+        let mut accepted: Vec<SignedChange> = Vec::new();
+        let mut refused_now: Vec<ChangeHash> = Vec::new();
+        while let Some(h) = ready.pop_front() {
+            let Some(c) = by_hash.remove(&h) else {
+                continue;
+            };
+            let verdict = match header(&c.change) {
+                Some(head) => self.membership.judge(&head).map(|r| (head, r)),
+                None => Err(Rejection::Signature {
+                    problem: crate::identity::SignatureProblem::ActorNotADevice,
+                }),
+            };
+            match verdict {
+                Ok((head, record)) => {
+                    self.membership.admit(&head, record);
+                    for w in blocked_on.remove(&h).unwrap_or_default() {
+                        if let Some(n) = missing.get_mut(&w) {
+                            *n -= 1;
+                            if *n == 0 {
+                                missing.remove(&w);
+                                ready.push_back(w);
+                            }
+                        }
+                    }
+                    accepted.push(c);
+                }
+                Err(reason) => {
+                    refused_now.push(h);
+                    self.refuse(c, reason, &mut receipt);
+                }
+            }
+        }
+        // Whatever depends on a refused change can never be accepted.
+        let mut stack = refused_now;
+        while let Some(r) = stack.pop() {
+            for w in blocked_on.remove(&r).unwrap_or_default() {
+                if let Some(c) = by_hash.remove(&w) {
+                    missing.remove(&w);
+                    stack.push(w);
+                    self.refuse(
+                        c,
+                        Rejection::DependsOnRefused {
+                            dependency: r.to_string(),
+                        },
+                        &mut receipt,
+                    );
+                }
+            }
+        }
+        receipt.waiting = by_hash.len();
+        self.waiting = by_hash;
+
+        if !accepted.is_empty() {
+            for c in &accepted {
+                self.signatures.insert(c.hash(), c.signature);
+            }
+            self.ledger
+                .apply_changes(accepted.iter().map(|c| c.change.clone()).collect())?;
+            debug!(applied = accepted.len(), "changes accepted");
+        }
+        receipt.applied = accepted;
+        Ok(receipt)
+    }
+
+    fn refuse(&mut self, change: SignedChange, reason: Rejection, receipt: &mut Receipt) {
+        let hash = change.hash();
+        warn!(change = %hash, %reason, "change refused and quarantined");
+        receipt.refused.push((hash, reason.clone()));
+        self.quarantine.insert(hash, Quarantined { change, reason });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vf::{Action, EconomicEvent, ResourceDescription, Unit};
+
+    #[test]
+    fn a_member_joins_writes_and_an_admin_accepts() {
+        let admin_key = DeviceKey::generate().expect("key");
+        let (mut admin, genesis) =
+            Replica::create_network("market", admin_key, Agent::person("ana", "Ana"))
+                .expect("create");
+        assert_eq!(admin.role(), Some(Role::Admin));
+        let bob_key = DeviceKey::generate().expect("key");
+        let bob_agent = Agent::person("bob", "Bob");
+        let (_, mut changes) = admin.write(|l| l.create(bob_agent)).expect("agent");
+        changes.extend(
+            admin
+                .add_member(bob_key.id(), Role::Member, Id::from("bob"))
+                .expect("add"),
+        );
+        let mut all = genesis.clone();
+        all.extend(changes);
+        let (mut bob, receipt) =
+            Replica::join(admin.network(), bob_key, all.clone()).expect("join");
+        assert!(receipt.refused.is_empty(), "{:?}", receipt.refused);
+        assert_eq!(bob.ledger().heads(), admin.ledger().heads());
+        assert_eq!(bob.role(), Some(Role::Member));
+
+        let (_, signed) = bob
+            .write(|l| {
+                l.create(Unit::new("kg", "kilogram", "kg"))?;
+                l.record_event(
+                    EconomicEvent::new(Action::Produce, "bob", "bob")
+                        .quantity(5, "kg")
+                        .creating(ResourceDescription::new("apples", "Apples")),
+                )
+            })
+            .expect("write");
+        let receipt = admin.receive(signed).expect("receive");
+        assert!(receipt.refused.is_empty(), "{:?}", receipt.refused);
+        assert_eq!(bob.ledger().heads(), admin.ledger().heads());
+        let event = admin.ledger().events(&Default::default())[0].id.clone();
+        let p = admin.provenance(&event).expect("provenance");
+        assert_eq!(p.device, bob.device());
+        assert_eq!(p.member.map(|m| m.agent), Some(Id::from("bob")));
+
+        // A stranger's change is refused and not forwarded.
+        let eve_key = DeviceKey::generate().expect("key");
+        let (mut eve, _) =
+            Replica::join(admin.network(), eve_key, all).expect("eve joins read-only");
+        assert!(matches!(
+            eve.write(|l| l.create(Unit::new("g", "gram", "g"))),
+            Err(Error::NotAllowed { .. })
+        ));
+    }
+}

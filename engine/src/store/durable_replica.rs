@@ -1,0 +1,314 @@
+//! A [`Replica`] whose every accepted change, signature and refusal is durable before the
+//! call that made it returns. Networks are stored under their id (hex).
+
+use std::collections::HashMap;
+
+use automerge::{Change, ChangeHash};
+use redb::Durability;
+use tracing::{info_span, warn};
+
+use super::{guarded, Ctx, Store, CHANGES, NETWORKS, QUARANTINE, SIGNATURES};
+use crate::error::{Error, Result};
+use crate::identity::{ChangeSignature, DeviceId, DeviceKey, NetworkId, SignedChange};
+use crate::ledger::Ledger;
+use crate::membership::{BearerSecret, Invite, Rejection, Role};
+use crate::replica::{Quarantined, Receipt, Replica};
+use crate::vf::{Agent, Id};
+
+/// Node metadata key of the device's secret key.
+const META_DEVICE_KEY: &str = "device_key";
+
+/// A replica stored in a [`Store`]: see the module documentation. The durability contract is
+/// [`super::DurableLedger`]'s: every call that changes the replica returns after an fsync'd
+/// commit of what it changed.
+pub struct DurableReplica {
+    store: Store,
+    key: String,
+    replica: Replica,
+    tail: usize,
+}
+
+impl std::fmt::Debug for DurableReplica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DurableReplica")
+            .field("replica", &self.replica)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Quarantine row value: signature (64 bytes), reason JSON length (u32 LE), reason JSON,
+/// change bytes.
+fn encode_quarantined(q: &Quarantined) -> Vec<u8> {
+    let reason = serde_json::to_vec(&q.reason).unwrap_or_default();
+    let mut v = Vec::with_capacity(68 + reason.len() + q.change.change.raw_bytes().len());
+    v.extend_from_slice(&q.change.signature.0);
+    v.extend_from_slice(&(reason.len() as u32).to_le_bytes());
+    v.extend_from_slice(&reason);
+    v.extend_from_slice(q.change.change.raw_bytes());
+    v
+}
+
+fn decode_quarantined(v: &[u8]) -> Option<Quarantined> {
+    let signature: [u8; 64] = v.get(..64)?.try_into().ok()?;
+    let len = u32::from_le_bytes(v.get(64..68)?.try_into().ok()?) as usize;
+    let reason: Rejection = serde_json::from_slice(v.get(68..68 + len)?).ok()?;
+    let change = Change::from_bytes(v.get(68 + len..)?.to_vec()).ok()?;
+    Some(Quarantined {
+        change: SignedChange {
+            change,
+            signature: ChangeSignature(signature),
+        },
+        reason,
+    })
+}
+
+impl Store {
+    /// This node's device key: read from the store, or generated and stored on first use.
+    pub fn device_key(&self) -> Result<DeviceKey> {
+        if let Some(bytes) = self.node_meta(META_DEVICE_KEY)? {
+            let secret: [u8; 32] = bytes.try_into().map_err(|_| Error::CorruptStore {
+                path: self.path().to_owned(),
+                detail: "the device key is not 32 bytes".into(),
+            })?;
+            return Ok(DeviceKey::from_secret_bytes(&secret));
+        }
+        let key = DeviceKey::generate()?;
+        self.put_node_meta(META_DEVICE_KEY, key.secret_bytes().as_slice())?;
+        Ok(key)
+    }
+
+    /// Store a newly created or joined replica with the given signed changes (its whole
+    /// history so far), durably.
+    pub fn create_replica(
+        &self,
+        replica: Replica,
+        changes: &[SignedChange],
+    ) -> Result<DurableReplica> {
+        let key = replica.network().to_string();
+        let _span = info_span!("store_create_replica", network = %key).entered();
+        if self.networks()?.contains(&key) {
+            return Err(Error::NetworkExists { network: key });
+        }
+        let tx = self.write_tx(Durability::Immediate)?;
+        {
+            let mut nets = tx.open_table(NETWORKS).ctx(&self.path, "open networks")?;
+            nets.insert(key.as_str(), replica.ledger().network_name().as_bytes())
+                .ctx(&self.path, "write network")?;
+        }
+        write_changes(self, &tx, &key, changes)?;
+        tx.commit().ctx(&self.path, "commit")?;
+        Ok(DurableReplica {
+            store: self.clone(),
+            key,
+            replica,
+            tail: changes.len(),
+        })
+    }
+
+    /// Open a stored replica of `network` as the device `key` (a new session actor).
+    pub fn open_replica(&self, network: &NetworkId, key: DeviceKey) -> Result<DurableReplica> {
+        let name = network.to_string();
+        let _span = info_span!("store_open_replica", network = %name).entered();
+        let (bytes, tail) = guarded(&self.path, "read ledger", || self.read_ledger_bytes(&name))?;
+        let ledger = Ledger::load(&bytes, key.session_actor()?).map_err(|e| match e {
+            Error::NotALedger(detail) => Error::CorruptStore {
+                path: self.path.to_path_buf(),
+                detail: format!("the ledger of `{name}` cannot be loaded: {detail}"),
+            },
+            other => other,
+        })?;
+        let (signatures, quarantine) = guarded(&self.path, "read signatures", || {
+            let tx = self.read_tx()?;
+            let mut signatures = HashMap::new();
+            {
+                let t = tx
+                    .open_table(SIGNATURES)
+                    .ctx(&self.path, "open signatures")?;
+                for row in t
+                    .range((name.as_str(), &[0u8; 32])..=(name.as_str(), &[0xffu8; 32]))
+                    .ctx(&self.path, "read signatures")?
+                {
+                    let (k, v) = row.ctx(&self.path, "read signatures")?;
+                    let sig: [u8; 64] = v.value().try_into().map_err(|_| Error::CorruptStore {
+                        path: self.path.to_path_buf(),
+                        detail: "a stored signature is not 64 bytes".into(),
+                    })?;
+                    signatures.insert(ChangeHash(*k.value().1), ChangeSignature(sig));
+                }
+            }
+            let mut quarantine = Vec::new();
+            {
+                let t = tx
+                    .open_table(QUARANTINE)
+                    .ctx(&self.path, "open quarantine")?;
+                for row in t
+                    .range((name.as_str(), &[0u8; 32])..=(name.as_str(), &[0xffu8; 32]))
+                    .ctx(&self.path, "read quarantine")?
+                {
+                    let (_, v) = row.ctx(&self.path, "read quarantine")?;
+                    match decode_quarantined(v.value()) {
+                        Some(q) => quarantine.push(q),
+                        None => warn!("an unreadable quarantine row was skipped"),
+                    }
+                }
+            }
+            Ok((signatures, quarantine))
+        })?;
+        let replica = Replica::open(ledger, key, *network, signatures, quarantine)?;
+        Ok(DurableReplica {
+            store: self.clone(),
+            key: name,
+            replica,
+            tail,
+        })
+    }
+}
+
+fn write_changes(
+    store: &Store,
+    tx: &redb::WriteTransaction,
+    network: &str,
+    changes: &[SignedChange],
+) -> Result<()> {
+    let mut t = tx.open_table(CHANGES).ctx(&store.path, "open changes")?;
+    let mut s = tx
+        .open_table(SIGNATURES)
+        .ctx(&store.path, "open signatures")?;
+    for c in changes {
+        let h = c.hash();
+        t.insert((network, &h.0), c.change.raw_bytes())
+            .ctx(&store.path, "write change")?;
+        s.insert((network, &h.0), c.signature.0.as_slice())
+            .ctx(&store.path, "write signature")?;
+    }
+    Ok(())
+}
+
+impl DurableReplica {
+    /// The replica (read API).
+    pub fn replica(&self) -> &Replica {
+        &self.replica
+    }
+
+    /// The ledger (read API).
+    pub fn ledger(&self) -> &Ledger {
+        self.replica.ledger()
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn persist(&mut self, changes: &[SignedChange], refused: &[Quarantined]) -> Result<()> {
+        if changes.is_empty() && refused.is_empty() {
+            return Ok(());
+        }
+        let _span = info_span!("store_persist", network = %self.key, changes = changes.len(), refused = refused.len()).entered();
+        let tx = self.store.write_tx(Durability::Immediate)?;
+        write_changes(&self.store, &tx, &self.key, changes)?;
+        if !refused.is_empty() {
+            let mut q = tx
+                .open_table(QUARANTINE)
+                .ctx(&self.store.path, "open quarantine")?;
+            for r in refused {
+                q.insert(
+                    (self.key.as_str(), &r.change.hash().0),
+                    encode_quarantined(r).as_slice(),
+                )
+                .ctx(&self.store.path, "write quarantine")?;
+            }
+        }
+        tx.commit().ctx(&self.store.path, "commit")?;
+        self.tail += changes.len();
+        Ok(())
+    }
+
+    /// Run a ledger mutation as this device, sign it, and store it durably. Returns the
+    /// mutation's result and the signed changes (to send to peers).
+    pub fn write<R>(
+        &mut self,
+        mutation: impl FnOnce(&mut Ledger) -> Result<R>,
+    ) -> Result<(R, Vec<SignedChange>)> {
+        let (r, signed) = self.replica.write(mutation)?;
+        self.persist(&signed, &[])?;
+        Ok((r, signed))
+    }
+
+    /// Record one economic event, signed and durable.
+    pub fn record_event(&mut self, event: impl Into<crate::NewEvent>) -> Result<Id> {
+        let event = event.into();
+        self.write(|l| l.record_event(event)).map(|(id, _)| id)
+    }
+
+    /// Take changes from a peer (see [`Replica::receive`]); accepted changes and refusals
+    /// are durable when this returns.
+    pub fn receive(&mut self, changes: Vec<SignedChange>) -> Result<Receipt> {
+        let receipt = self.replica.receive(changes)?;
+        let refused: Vec<Quarantined> = receipt
+            .refused
+            .iter()
+            .filter_map(|(h, _)| {
+                self.replica
+                    .quarantine()
+                    .find(|q| q.change.hash() == *h)
+                    .cloned()
+            })
+            .collect();
+        self.persist(&receipt.applied, &refused)?;
+        Ok(receipt)
+    }
+
+    /// Admit a device (admins only), durably.
+    pub fn add_member(
+        &mut self,
+        device: DeviceId,
+        role: Role,
+        agent: Id,
+    ) -> Result<Vec<SignedChange>> {
+        let signed = self.replica.add_member(device, role, agent)?;
+        self.persist(&signed, &[])?;
+        Ok(signed)
+    }
+
+    /// Remove a device (admins only), durably.
+    pub fn remove_member(&mut self, device: DeviceId) -> Result<Vec<SignedChange>> {
+        let signed = self.replica.remove_member(device)?;
+        self.persist(&signed, &[])?;
+        Ok(signed)
+    }
+
+    /// Redeem an invite (admins only), durably. See [`Replica::redeem_invite`].
+    pub fn redeem_invite(
+        &mut self,
+        invite: &Invite,
+        redeemer: DeviceId,
+        secret: Option<&BearerSecret>,
+        new_agent: Option<Agent>,
+        now: u64,
+    ) -> Result<Vec<SignedChange>> {
+        let signed = self
+            .replica
+            .redeem_invite(invite, redeemer, secret, new_agent, now)?;
+        self.persist(&signed, &[])?;
+        Ok(signed)
+    }
+
+    /// Fold the stored changes into a snapshot (signatures are kept).
+    pub fn compact(&mut self) -> Result<()> {
+        let job = super::CompactionJob {
+            network: self.key.clone(),
+            heads: self.replica.ledger().heads(),
+            document: self.replica.ledger().save(),
+            covered: self.replica.ledger().change_hashes().into_iter().collect(),
+        };
+        let removed = job.run(&self.store)?;
+        self.tail = self.tail.saturating_sub(removed);
+        Ok(())
+    }
+
+    /// Changes stored after the latest snapshot.
+    pub fn tail_len(&self) -> usize {
+        self.tail
+    }
+}
