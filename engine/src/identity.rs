@@ -57,7 +57,7 @@ impl DeviceKey {
 
     /// The public identity of this device.
     pub fn id(&self) -> DeviceId {
-        DeviceId(self.0.verifying_key())
+        DeviceId(self.0.verifying_key().to_bytes())
     }
 
     /// Sign arbitrary bytes (invites, handshakes). Changes use [`DeviceKey::sign_change`].
@@ -82,38 +82,27 @@ impl DeviceKey {
 }
 
 /// A device's public key: its identity in every network, and its iroh endpoint id.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct DeviceId(VerifyingKey);
-
-impl PartialOrd for DeviceId {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for DeviceId {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.as_bytes().cmp(other.0.as_bytes())
-    }
-}
+/// Holds the 32 bytes of a key already checked to be a valid ed25519 point.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeviceId([u8; 32]);
 
 impl DeviceId {
     /// The device id of 32 public-key bytes; an error if they are not a valid ed25519 point.
     pub fn from_bytes(bytes: &[u8; 32]) -> Result<DeviceId> {
         VerifyingKey::from_bytes(bytes)
-            .map(DeviceId)
+            .map(|k| DeviceId(k.to_bytes()))
             .map_err(|_| Error::InvalidKey(hex::encode(bytes)))
     }
 
     /// The 32 public-key bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
-        self.0.as_bytes()
+        &self.0
     }
 
     /// The actor id of this device for one session (`suffix`).
     pub fn actor(&self, suffix: [u8; 8]) -> ActorId {
         let mut bytes = Vec::with_capacity(ACTOR_LEN);
-        bytes.extend_from_slice(self.0.as_bytes());
+        bytes.extend_from_slice(&self.0);
         bytes.extend_from_slice(&suffix);
         ActorId::from(bytes)
     }
@@ -132,7 +121,7 @@ impl DeviceId {
     /// Verify a signature of this device over `message`, by the ZIP-215 rules (the same
     /// rules batch verification applies, so that every replica decides alike).
     pub fn verify(&self, message: &[u8], signature: &[u8; 64]) -> bool {
-        ed25519_zebra::VerificationKey::try_from(*self.0.as_bytes())
+        ed25519_zebra::VerificationKey::try_from(self.0)
             .and_then(|vk| vk.verify(&ed25519_zebra::Signature::from_bytes(signature), message))
             .is_ok()
     }
@@ -140,13 +129,13 @@ impl DeviceId {
 
 impl fmt::Display for DeviceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex::encode(self.0.as_bytes()))
+        f.write_str(&hex::encode(self.0))
     }
 }
 
 impl fmt::Debug for DeviceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "DeviceId({})", &hex::encode(self.0.as_bytes())[..12])
+        write!(f, "DeviceId({})", &hex::encode(self.0)[..12])
     }
 }
 
