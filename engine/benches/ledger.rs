@@ -1,9 +1,11 @@
 //! Ledger core benchmarks (in memory, no storage).
 //!
 //! 1. Record 100,000 events into one new ledger, one change per event and in batches of 1,000
-//!    events per change, next to raw Automerge doing the same puts (the same event JSON
-//!    inserted into a list, one commit per event / per 1,000) without Reflow's model,
-//!    validation and views. One criterion iteration records all 100,000 events.
+//!    events per change, next to raw Automerge doing the same puts without Reflow's model,
+//!    validation and views: starting from the same genesis document, the same event JSON
+//!    appended to the events list and, for the events that create resources, the same
+//!    resource maps, one commit per event / per 1,000. One criterion iteration records all
+//!    100,000 events.
 //! 2. Read the inventory of ledgers that have folded 1,000, 10,000 and 100,000 events (the
 //!    same 100 resources): the read must not grow with the number of events.
 //! 3. At 100,000 events: record one more event and read the inventory (the incremental view
@@ -32,24 +34,66 @@ const BIG: usize = 100_000;
 /// Events per batch.
 const BATCH: usize = 1_000;
 
-/// The JSON text Reflow stores for each event, for the raw Automerge baseline: the same bytes
-/// inserted the same way, without validation, resources or views.
-fn event_json(events: &[NewEvent]) -> Vec<String> {
+/// What the raw Automerge baseline writes for one event: the event's JSON text (the bytes
+/// Reflow stores) and, for an event that creates a resource, the resource's id and fields
+/// (Reflow stores those as a map of scalars).
+struct RawPuts {
+    event: String,
+    resource: Option<(String, Vec<(String, String)>)>,
+}
+
+fn raw_puts(events: &[NewEvent]) -> Vec<RawPuts> {
     events
         .iter()
-        .map(|e| serde_json::to_string(&e.event).expect("event json"))
+        .map(|e| RawPuts {
+            event: serde_json::to_string(&e.event).expect("event json"),
+            resource: e.new_inventoried_resource.as_ref().map(|r| {
+                let fields = serde_json::to_value(r)
+                    .expect("resource json")
+                    .as_object()
+                    .expect("an object")
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.to_string()))
+                    .collect();
+                (r.id.as_str().to_string(), fields)
+            }),
+        })
         .collect()
 }
 
-fn raw_doc() -> (Automerge, automerge::ObjId) {
-    let mut doc = Automerge::new();
-    doc.set_actor(actor(1));
-    let mut tx = doc.transaction();
-    let list = tx
-        .put_object(ROOT, "events", ObjType::List)
-        .expect("events list");
-    tx.commit();
-    (doc, list)
+/// The baseline document: the same genesis document Reflow's benchmark ledgers start from
+/// (same maps, agents, units, locations), so both write into the same shape of document.
+fn raw_doc() -> (Automerge, automerge::ObjId, automerge::ObjId) {
+    let saved = Workload::genesis().save();
+    let doc = Automerge::load(&saved).expect("load").with_actor(actor(1));
+    let obj = |key: &str| match doc.get(ROOT, key).expect("get") {
+        Some((_, id)) => id,
+        None => panic!("no {key}"),
+    };
+    let (events, resources) = (obj("events"), obj("resources"));
+    (doc, events, resources)
+}
+
+/// One raw Automerge transaction doing the puts of `puts`, the events appended at `start`.
+fn raw_write(
+    tx: &mut automerge::transaction::Transaction<'_>,
+    events: &automerge::ObjId,
+    resources: &automerge::ObjId,
+    start: usize,
+    puts: &[RawPuts],
+) {
+    for (i, p) in puts.iter().enumerate() {
+        if let Some((id, fields)) = &p.resource {
+            let r = tx
+                .put_object(resources, id.as_str(), ObjType::Map)
+                .expect("resource");
+            for (k, v) in fields {
+                tx.put(&r, k.as_str(), v.as_str()).expect("field");
+            }
+        }
+        tx.insert(events, start + i, p.event.as_str())
+            .expect("insert");
+    }
 }
 
 fn ledger_of(events: &[NewEvent], batch: usize) -> Ledger {
@@ -63,7 +107,7 @@ fn ledger_of(events: &[NewEvent], batch: usize) -> Ledger {
 fn record(c: &mut Criterion) {
     let big = if test_mode() { BIG / 100 } else { BIG };
     let events = Workload::new(0x5EED).take(big);
-    let json = event_json(&events);
+    let puts = raw_puts(&events);
     let [reflow_one, raw_one, reflow_batch, raw_batch] =
         std::array::from_fn(|_| Samples::default());
 
@@ -93,11 +137,11 @@ fn record(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let (mut doc, list) = raw_doc();
+                let (mut doc, list, resources) = raw_doc();
                 let t = Instant::now();
-                for (i, j) in json.iter().enumerate() {
+                for (i, p) in puts.iter().enumerate() {
                     let mut tx = doc.transaction();
-                    tx.insert(&list, i, j.as_str()).expect("insert");
+                    raw_write(&mut tx, &list, &resources, i, std::slice::from_ref(p));
                     tx.commit();
                 }
                 total += t.elapsed();
@@ -127,13 +171,11 @@ fn record(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let (mut doc, list) = raw_doc();
+                let (mut doc, list, resources) = raw_doc();
                 let t = Instant::now();
-                for (n, chunk) in json.chunks(BATCH).enumerate() {
+                for (n, chunk) in puts.chunks(BATCH).enumerate() {
                     let mut tx = doc.transaction();
-                    for (i, j) in chunk.iter().enumerate() {
-                        tx.insert(&list, n * BATCH + i, j.as_str()).expect("insert");
-                    }
+                    raw_write(&mut tx, &list, &resources, n * BATCH, chunk);
                     tx.commit();
                 }
                 total += t.elapsed();

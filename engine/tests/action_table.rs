@@ -88,8 +88,11 @@ fn label<T: serde::Serialize>(v: &T) -> String {
     }
 }
 
+/// Reads one cell of a row of the engine's table, in the spec's spelling.
+type Cell = fn(&ActionEffects) -> String;
+
 /// The columns of `actions.csv`, and how to read each from a row of the engine's table.
-fn columns() -> Vec<(&'static str, fn(&ActionEffects) -> String)> {
+fn columns() -> Vec<(&'static str, Cell)> {
     vec![
         ("action", |r| r.action.as_str().to_owned()),
         ("inputOutput", |r| label(&r.input_output)),
@@ -440,6 +443,32 @@ fn cases() -> Vec<Case> {
             record: |l| one(l, ev(Action::Lower).resource("r")),
             created: None,
             expect: vec![("r", res("7", "7", H, ALICE, ALICE, N, N, CHECKED))],
+        },
+        // lower on a resource nobody is accountable for yet (`moved`, made by a move: 3 / 3 at
+        // elsewhere, held by bob, no accountable): 3-3 / 3-3, and accountable "new" gives it
+        // the receiver (a first-touched resource), state update.
+        Case {
+            name: "lower on a resource without accountable",
+            action: Action::Lower,
+            prep: Some(|l| {
+                one(
+                    l,
+                    ev(Action::Move)
+                        .resource("r")
+                        .creating(ResourceDescription::new("moved", "Moved")),
+                )
+            }),
+            record: |l| {
+                one(
+                    l,
+                    EconomicEvent::new(Action::Lower, "bob", "carol")
+                        .resource("moved")
+                        .quantity(3, "kg")
+                        .with_state("checked"),
+                )
+            },
+            created: None,
+            expect: vec![("moved", res("0", "0", ELSE, BOB, CAROL, N, N, CHECKED))],
         },
         // modify: onhand 10+3, location update, stage -> repair, state update.
         Case {

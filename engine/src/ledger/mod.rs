@@ -103,6 +103,9 @@ pub struct Ledger {
     views: Views,
     /// Length of the `events` list, kept here because asking Automerge walks the whole list.
     events_len: usize,
+    /// Objects known to exist (objects are never deleted by Reflow; cleared whenever changes
+    /// from elsewhere arrive, in case a peer deleted one).
+    known: std::cell::RefCell<HashSet<(ObjectKind, Id)>>,
     id_prefix: String,
     next_id: u64,
 }
@@ -216,6 +219,7 @@ impl Ledger {
             maps: self.maps.clone(),
             views: self.views.clone(),
             events_len: self.events_len,
+            known: Default::default(),
             id_prefix: prefix_for(&actor),
             next_id: 1,
         }
@@ -254,6 +258,7 @@ impl Ledger {
             maps,
             views: Views::default(),
             events_len: 0,
+            known: Default::default(),
             id_prefix: prefix_for(&actor),
             next_id: 1,
         };
@@ -370,6 +375,7 @@ impl Ledger {
 
     /// Fold the events that arrived since `before` into the views.
     fn ingest_since(&mut self, before: &[ChangeHash]) {
+        self.known.get_mut().clear();
         let after = self.doc.get_heads();
         if after == before {
             return;
@@ -432,7 +438,17 @@ impl Ledger {
             ObjectKind::EconomicResource => {
                 self.views.has_resource(id) || self.object_id(kind, id).is_some()
             }
-            _ => self.object_id(kind, id).is_some(),
+            _ => {
+                let key = (kind, id.clone());
+                if self.known.borrow().contains(&key) {
+                    return true;
+                }
+                let found = self.object_id(kind, id).is_some();
+                if found {
+                    self.known.borrow_mut().insert(key);
+                }
+                found
+            }
         }
     }
 
@@ -477,12 +493,27 @@ impl Ledger {
     fn check_object<T: VfObject>(&self, obj: &T) -> Result<()> {
         self.check_refs(obj.references(), "reference")?;
         let json = serde_json::to_value(obj).map_err(json_err("object"))?;
-        if let Some(fields) = json.as_object() {
-            validate::check_coordinate("lat", fields.get("lat").and_then(|v| v.as_f64()), 90.0)?;
-            validate::check_coordinate("long", fields.get("long").and_then(|v| v.as_f64()), 180.0)?;
+        let Some(fields) = json.as_object() else {
+            return Ok(());
+        };
+        for (field, limit) in [("lat", 90.0), ("long", 180.0)] {
+            match fields.get(field) {
+                // serde_json writes NaN and infinities as null; a None is left out entirely.
+                Some(serde_json::Value::Null) => return Err(Error::InvalidNumber {
+                    field,
+                    value: "NaN or infinite".into(),
+                    hint:
+                        "coordinates are finite degrees: latitude within ±90, longitude within ±180",
+                }),
+                v => validate::check_coordinate(field, v.and_then(|v| v.as_f64()), limit)?,
+            }
         }
-        if let Ok(m) = serde_json::from_value::<Measure>(json) {
-            validate::check_measure("measure", &m)?;
+        // Commitments and intents carry measures: the same limits as an event's.
+        for field in ["resourceQuantity", "effortQuantity"] {
+            if let Some(v) = fields.get(field) {
+                let m: Measure = serde_json::from_value(v.clone()).map_err(json_err("measure"))?;
+                validate::check_measure(field, &m)?;
+            }
         }
         Ok(())
     }
@@ -618,8 +649,18 @@ impl Ledger {
         // Validate everything and settle the new resources' ids before writing anything.
         let mut batch_units: HashMap<Id, Id> = HashMap::new();
         let mut prepared: Vec<(EconomicEvent, Option<ResourceDescription>)> = Vec::new();
+        let mut batch_corrects: HashSet<Id> = HashSet::new();
         for new in events {
             let (event, resource) = self.prepare(new, &mut batch_units)?;
+            if let Some(target) = &event.corrects {
+                if !batch_corrects.insert(target.clone()) {
+                    return Err(Error::FieldNotAllowed {
+                        action: event.action,
+                        field: "corrects",
+                        hint: "an earlier event of this batch already corrects that event: correct it once",
+                    });
+                }
+            }
             prepared.push((event, resource));
         }
 
@@ -751,7 +792,7 @@ impl Ledger {
                 }
             };
             if let (Some(expected), Some(m)) = (unit, &event.resource_quantity) {
-                if (field == "resourceInventoriedAs" || a.affects_quantities())
+                if (field == "resourceInventoriedAs" || a.has_to_resource())
                     && m.has_unit != expected
                 {
                     return Err(Error::UnitMismatch {
@@ -820,7 +861,10 @@ impl Ledger {
         if !a.has_to_resource() || a == crate::Action::Copy {
             return Ok(());
         }
-        if event.to_resource_inventoried_as.is_some() {
+        // Naming the resource itself as the to-resource is the same whole-resource handover.
+        if event.to_resource_inventoried_as.is_some()
+            && event.to_resource_inventoried_as != event.resource_inventoried_as
+        {
             return Ok(());
         }
         let (Some(rid), Some(q)) = (&event.resource_inventoried_as, &event.resource_quantity)
@@ -1014,6 +1058,7 @@ impl Ledger {
             maps: self.maps.clone(),
             views: Views::default(),
             events_len: 0,
+            known: Default::default(),
             id_prefix: self.id_prefix.clone(),
             next_id: self.next_id,
         };
