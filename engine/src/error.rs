@@ -241,6 +241,10 @@ pub enum Error {
     /// An invite could not be read or redeemed.
     #[error("invite refused: {0}")]
     Invite(#[from] crate::membership::InviteError),
+
+    /// A peer broke the sync protocol; the connection is closed.
+    #[error(transparent)]
+    Sync(#[from] crate::sync::SyncError),
 }
 
 /// Result with [`Error`].

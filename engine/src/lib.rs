@@ -14,6 +14,7 @@ mod ledger;
 pub mod membership;
 pub mod replica;
 pub mod store;
+pub mod sync;
 pub mod vf;
 pub mod views;
 
@@ -28,6 +29,7 @@ pub use membership::{
     Rejection, Role,
 };
 pub use replica::{Provenance, Quarantined, Receipt, Replica};
+pub use sync::{Frame, FrameError, SyncError, SyncSession};
 pub use store::{CompactionJob, DurableLedger, DurableReplica, Store, StoreStats};
 pub use vf::{
     Action, Agent, AgentKind, Agreement, Commitment, EconomicEvent, EconomicResource, Id, Intent,
