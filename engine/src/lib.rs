@@ -12,6 +12,10 @@ pub mod error;
 pub mod identity;
 mod ledger;
 pub mod membership;
+#[cfg(feature = "net")]
+pub mod net;
+#[cfg(feature = "net")]
+pub mod node;
 pub mod replica;
 pub mod store;
 pub mod sync;
@@ -28,9 +32,13 @@ pub use membership::{
     BearerSecret, Invite, InviteAudience, InviteError, Member, Membership, MembershipRecord,
     Rejection, Role,
 };
+#[cfg(feature = "net")]
+pub use net::{NetError, NetResult, PeerAddr};
+#[cfg(feature = "net")]
+pub use node::{LedgerUpdate, Node, NodeConfig, NodeEvent, PeerStatus, RelayConfig};
 pub use replica::{Provenance, Quarantined, Receipt, Replica};
-pub use sync::{Frame, FrameError, SyncError, SyncSession};
 pub use store::{CompactionJob, DurableLedger, DurableReplica, Store, StoreStats};
+pub use sync::{Frame, FrameError, SyncError, SyncSession};
 pub use vf::{
     Action, Agent, AgentKind, Agreement, Commitment, EconomicEvent, EconomicResource, Id, Intent,
     Measure, NewEvent, ObjectKind, Plan, Process, ProcessSpecification, Proposal, ProposalStatus,

@@ -225,16 +225,19 @@ impl Replica {
                 network: network.to_string(),
             });
         }
+        // A forged copy quarantined before its genuine change was accepted is no refusal.
+        let quarantine = quarantine
+            .into_iter()
+            .filter(|q| !membership.knows(&q.change.hash()))
+            .map(|q| (q.change.hash(), q))
+            .collect();
         Ok(Replica {
             ledger,
             key,
             network,
             membership,
             signatures,
-            quarantine: quarantine
-                .into_iter()
-                .map(|q| (q.change.hash(), q))
-                .collect(),
+            quarantine,
             waiting: HashMap::new(),
         })
     }
@@ -277,6 +280,11 @@ impl Replica {
     /// The refused changes (for admins to inspect).
     pub fn quarantine(&self) -> impl Iterator<Item = &Quarantined> {
         self.quarantine.values()
+    }
+
+    /// Whether a change was refused and is quarantined.
+    pub fn is_quarantined(&self, hash: &ChangeHash) -> bool {
+        self.quarantine.contains_key(hash)
     }
 
     /// The signature of a stored change.
@@ -520,14 +528,16 @@ impl Replica {
         let mut seen = HashSet::new();
         for c in changes {
             let h = c.hash();
-            let refused_for_good = self
-                .quarantine
-                .get(&h)
-                .is_some_and(|q| !matches!(q.reason, Rejection::Signature { .. }));
+            // A change refused for its signature may still arrive with a valid one; the same
+            // (change, signature) again is a replay.
+            let already_judged = self.quarantine.get(&h).is_some_and(|q| {
+                !matches!(q.reason, Rejection::Signature { .. })
+                    || q.change.signature == c.signature
+            });
             if self.membership.knows(&h)
-                || refused_for_good
+                || already_judged
                 || self.waiting.contains_key(&h)
-                || !seen.insert(h)
+                || !seen.insert((h, c.signature.0))
             {
                 receipt.duplicates += 1;
             } else {
@@ -543,7 +553,8 @@ impl Replica {
             }
         }
 
-        // Judge in causal order: a change is judged once all its dependencies are accepted.
+        // Judge in causal order: a change is judged once every dependency is decided
+        // (accepted, or refused for good).
         let mut by_hash: HashMap<ChangeHash, SignedChange> =
             pool.into_iter().map(|c| (c.hash(), c)).collect();
         let mut blocked_on: HashMap<ChangeHash, Vec<ChangeHash>> = HashMap::new();
@@ -552,10 +563,16 @@ impl Replica {
         let mut hashes: Vec<ChangeHash> = by_hash.keys().copied().collect();
         hashes.sort();
         for h in hashes {
-            let deps = by_hash[&h].change.deps().to_vec();
-            let n = deps.iter().filter(|d| !self.membership.knows(d)).count();
-            for d in deps.iter().filter(|d| !self.membership.knows(d)) {
-                blocked_on.entry(*d).or_default().push(h);
+            let pending: Vec<ChangeHash> = by_hash[&h]
+                .change
+                .deps()
+                .iter()
+                .filter(|d| !self.membership.knows(d) && !self.refused_for_good(d))
+                .copied()
+                .collect();
+            let n = pending.len();
+            for d in pending {
+                blocked_on.entry(d).or_default().push(h);
             }
             if n == 0 {
                 ready.push_back(h);
@@ -564,51 +581,44 @@ impl Replica {
             }
         }
         let mut accepted: Vec<SignedChange> = Vec::new();
-        let mut refused_now: Vec<ChangeHash> = Vec::new();
         while let Some(h) = ready.pop_front() {
             let Some(c) = by_hash.remove(&h) else {
                 continue;
             };
-            let verdict = match header(&c.change) {
-                Some(head) => self.membership.judge(&head).map(|r| (head, r)),
-                None => Err(Rejection::Signature {
+            // Whatever depends on a refused change can never be accepted; the least refused
+            // dependency is named, so that every replica gives the same reason.
+            let refused_dep = c
+                .change
+                .deps()
+                .iter()
+                .filter(|d| self.refused_for_good(d))
+                .min()
+                .copied();
+            let verdict = match (refused_dep, header(&c.change)) {
+                (Some(d), _) => Err(Rejection::DependsOnRefused {
+                    dependency: d.to_string(),
+                }),
+                (None, Some(head)) => self.membership.judge(&head).map(|r| (head, r)),
+                (None, None) => Err(Rejection::Signature {
                     problem: crate::identity::SignatureProblem::ActorNotADevice,
                 }),
             };
             match verdict {
                 Ok((head, record)) => {
                     self.membership.admit(&head, record);
-                    for w in blocked_on.remove(&h).unwrap_or_default() {
-                        if let Some(n) = missing.get_mut(&w) {
-                            *n -= 1;
-                            if *n == 0 {
-                                missing.remove(&w);
-                                ready.push_back(w);
-                            }
-                        }
-                    }
+                    // A forged copy of this change may have been quarantined earlier.
+                    self.quarantine.remove(&h);
                     accepted.push(c);
                 }
-                Err(reason) => {
-                    refused_now.push(h);
-                    self.refuse(c, reason, &mut receipt);
-                }
+                Err(reason) => self.refuse(c, reason, &mut receipt),
             }
-        }
-        // Whatever depends on a refused change can never be accepted.
-        let mut stack = refused_now;
-        while let Some(r) = stack.pop() {
-            for w in blocked_on.remove(&r).unwrap_or_default() {
-                if let Some(c) = by_hash.remove(&w) {
-                    missing.remove(&w);
-                    stack.push(w);
-                    self.refuse(
-                        c,
-                        Rejection::DependsOnRefused {
-                            dependency: r.to_string(),
-                        },
-                        &mut receipt,
-                    );
+            for w in blocked_on.remove(&h).unwrap_or_default() {
+                if let Some(n) = missing.get_mut(&w) {
+                    *n -= 1;
+                    if *n == 0 {
+                        missing.remove(&w);
+                        ready.push_back(w);
+                    }
                 }
             }
         }
@@ -625,6 +635,12 @@ impl Replica {
         }
         receipt.applied = accepted;
         Ok(receipt)
+    }
+
+    fn refused_for_good(&self, hash: &ChangeHash) -> bool {
+        self.quarantine
+            .get(hash)
+            .is_some_and(|q| !matches!(q.reason, Rejection::Signature { .. }))
     }
 
     fn refuse(&mut self, change: SignedChange, reason: Rejection, receipt: &mut Receipt) {

@@ -12,10 +12,11 @@
 //! every merge the incremental views equal a fold from scratch. At the end, after an all-to-all
 //! merge in a random order: every replica has the same heads, byte-identical serialized
 //! snapshots, conflicts, and trace and track of every resource; each equals its own fold from
-//! scratch and a reload of its saved bytes; a second, differently ordered merge of copies and a
-//! fresh replica fed every change one at a time in random order give the same bytes.
+//! scratch and a reload of its saved bytes; fresh replicas fed every change one at a time in a
+//! random order, or all in one batch, give the same bytes.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::OnceLock;
 
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -81,6 +82,12 @@ fn produce_new(
             .at(place)
             .creating(ResourceDescription::new(rid, rid)),
     )
+}
+
+/// The genesis ledger's bytes, built once.
+fn genesis_bytes() -> &'static [u8] {
+    static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
+    BYTES.get_or_init(|| genesis().save())
 }
 
 fn genesis() -> Ledger {
@@ -314,12 +321,8 @@ fn qty_of(q: u8) -> Quantity {
     }
 }
 
-fn all_resources(l: &Ledger) -> Vec<EconomicResource> {
-    l.snapshot().resources
-}
-
-fn pick(l: &Ledger, k: u8) -> Option<EconomicResource> {
-    let rs = all_resources(l);
+/// A resource of the replica's view, by index (every resource, empty and removed ones too).
+fn pick(rs: &[EconomicResource], k: u8) -> Option<EconomicResource> {
     if rs.is_empty() {
         return None;
     }
@@ -371,7 +374,12 @@ fn corrected_targets(l: &Ledger) -> BTreeSet<Id> {
 
 /// What the replica should do for `op`, from its own view: the events to record (one change),
 /// and whether the ledger must reject them. `None` when the op does not apply here.
-fn build(l: &Ledger, op: &Op, replica: usize) -> Option<(Vec<NewEvent>, bool)> {
+fn build(
+    l: &Ledger,
+    rs: &[EconomicResource],
+    op: &Op,
+    replica: usize,
+) -> Option<(Vec<NewEvent>, bool)> {
     let one = |e: EconomicEvent| Some((vec![NewEvent::from(e)], false));
     match *op {
         Op::Produce {
@@ -390,7 +398,7 @@ fn build(l: &Ledger, op: &Op, replica: usize) -> Option<(Vec<NewEvent>, bool)> {
                     false,
                 )),
                 None => {
-                    let r = pick(l, res)?;
+                    let r = pick(rs, res)?;
                     let who = owner(&r);
                     e.provider = Some(who.clone());
                     e.receiver = Some(who);
@@ -399,7 +407,7 @@ fn build(l: &Ledger, op: &Op, replica: usize) -> Option<(Vec<NewEvent>, bool)> {
             }
         }
         Op::Consume { res, qty, in_mill } => {
-            let r = pick(l, res)?;
+            let r = pick(rs, res)?;
             let who = holder(&r);
             let mut e = EconomicEvent::new(Action::Consume, who.clone(), who)
                 .resource(r.id.clone())
@@ -417,7 +425,7 @@ fn build(l: &Ledger, op: &Op, replica: usize) -> Option<(Vec<NewEvent>, bool)> {
             target,
             place,
         } => {
-            let r = pick(l, res)?;
+            let r = pick(rs, res)?;
             let action = [
                 Action::Transfer,
                 Action::TransferCustody,
@@ -442,7 +450,7 @@ fn build(l: &Ledger, op: &Op, replica: usize) -> Option<(Vec<NewEvent>, bool)> {
             };
             e = e.quantity(amount, unit_of(&r));
             match target {
-                Target::Existing(j) => one(e.to_resource(pick(l, j)?.id)),
+                Target::Existing(j) => one(e.to_resource(pick(rs, j)?.id)),
                 Target::Whole => one(e),
                 Target::Lot(_) | Target::Fresh => Some((
                     vec![e.creating(new_resource(target, "Part").expect("a new resource"))],
@@ -456,7 +464,7 @@ fn build(l: &Ledger, op: &Op, replica: usize) -> Option<(Vec<NewEvent>, bool)> {
             modify,
             state,
         } => {
-            let r = pick(l, res)?;
+            let r = pick(rs, res)?;
             let who = holder(&r);
             let mut e = if modify {
                 EconomicEvent::new(Action::Modify, "cy", who).output_of("fix")
@@ -470,7 +478,7 @@ fn build(l: &Ledger, op: &Op, replica: usize) -> Option<(Vec<NewEvent>, bool)> {
             one(e)
         }
         Op::RaiseLower { res, qty, raise } => {
-            let r = pick(l, res)?;
+            let r = pick(rs, res)?;
             let who = owner(&r);
             let action = if raise { Action::Raise } else { Action::Lower };
             one(EconomicEvent::new(action, who.clone(), who)
@@ -489,7 +497,7 @@ fn build(l: &Ledger, op: &Op, replica: usize) -> Option<(Vec<NewEvent>, bool)> {
                     .effort(hours, "hour")
                     .input_of("fix"));
             }
-            let r = pick(l, res)?;
+            let r = pick(rs, res)?;
             let who = holder(&r);
             let e = EconomicEvent::new(
                 if kind % 3 == 0 {
@@ -514,7 +522,7 @@ fn build(l: &Ledger, op: &Op, replica: usize) -> Option<(Vec<NewEvent>, bool)> {
             qty,
             combine,
         } => {
-            let r = pick(l, res)?;
+            let r = pick(rs, res)?;
             let who = holder(&r);
             let action = if combine {
                 Action::Combine
@@ -525,7 +533,7 @@ fn build(l: &Ledger, op: &Op, replica: usize) -> Option<(Vec<NewEvent>, bool)> {
                 .resource(r.id.clone())
                 .quantity(qty_of(qty), unit_of(&r));
             if combine {
-                e = e.to_resource(pick(l, container)?.id);
+                e = e.to_resource(pick(rs, container)?.id);
             }
             one(e)
         }
@@ -554,7 +562,7 @@ fn build(l: &Ledger, op: &Op, replica: usize) -> Option<(Vec<NewEvent>, bool)> {
                     e
                 }
                 Fix::Redirect { res, qty } => {
-                    let r = pick(l, res)?;
+                    let r = pick(rs, res)?;
                     let who = owner(&r);
                     EconomicEvent::new(Action::Produce, who.clone(), who)
                         .resource(r.id.clone())
@@ -598,7 +606,7 @@ fn build(l: &Ledger, op: &Op, replica: usize) -> Option<(Vec<NewEvent>, bool)> {
             Some((events, poison))
         }
         Op::Invalid { kind, res } => {
-            let r = pick(l, res)?;
+            let r = pick(rs, res)?;
             let unit = unit_of(&r);
             let who = holder(&r);
             let e = match kind % 8 {
@@ -671,14 +679,15 @@ struct Outcome {
 }
 
 /// Record `op` on replica `i`, checking that a rejection changes nothing.
-fn record_op(l: &mut Ledger, op: &Op, i: usize, ctx: &str, out: &mut Outcome) {
-    let Some((events, must_fail)) = build(l, op, i) else {
+fn record_op(l: &mut Ledger, op: &Op, i: usize, full: bool, ctx: &str, out: &mut Outcome) {
+    let snapshot = l.snapshot();
+    let Some((events, must_fail)) = build(l, &snapshot.resources, op, i) else {
         out.skipped += 1;
         return;
     };
     let heads = sorted_heads(l);
     let count = l.event_count();
-    let before = json(&l.snapshot());
+    let before = json(&snapshot);
     let n = events.len();
     let result = l.record_events(events);
     match result {
@@ -696,6 +705,10 @@ fn record_op(l: &mut Ledger, op: &Op, i: usize, ctx: &str, out: &mut Outcome) {
             assert_eq!(l.event_count(), count + n, "{ctx}: {op:?}");
             for id in &ids {
                 assert!(l.event(id).is_some(), "{ctx}: event {id} readable");
+            }
+            if full && matches!(op, Op::Correct { .. }) {
+                // Corrections refold other resources: the riskiest incremental update.
+                assert_cache_fresh(l, &format!("{ctx} (after {op:?} on replica {i})"));
             }
             out.recorded += 1;
         }
@@ -748,26 +761,34 @@ fn assert_cache_fresh(l: &Ledger, ctx: &str) {
     );
 }
 
-/// All-to-all merge: every ordered pair once, in a random order, each by merge or by changes.
-/// One such round suffices: replica i takes j's changes at some point, and j has then at least
-/// what it started with.
+/// The final all-to-all merge, in a random order: along a random permutation each replica takes
+/// in the previous one (gathering everything into the last), then every other replica, in a
+/// random order, takes in a random replica that already has everything. Each merge is made by
+/// `merge` or by `apply_changes`, at random. Afterwards every replica must have every change.
 fn converge(reps: &mut [Ledger], seed: u64, ctx: &str) {
     let mut rng = XorShift::new(seed);
     let n = reps.len();
-    let mut pairs: Vec<(usize, usize)> = (0..n)
-        .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
-        .collect();
-    rng.shuffle(&mut pairs);
-    for (i, j) in pairs {
+    let mut order: Vec<usize> = (0..n).collect();
+    rng.shuffle(&mut order);
+    for k in 1..n {
         let via_changes = rng.next() & 1 == 1;
-        merge_into(reps, i, j, via_changes, ctx);
+        merge_into(reps, order[k], order[k - 1], via_changes, ctx);
+    }
+    let mut complete = vec![order[n - 1]];
+    let mut rest = order[..n - 1].to_vec();
+    rng.shuffle(&mut rest);
+    for i in rest {
+        let from = complete[rng.below(complete.len())];
+        let via_changes = rng.next() & 1 == 1;
+        merge_into(reps, i, from, via_changes, ctx);
+        complete.push(i);
     }
     let heads = sorted_heads(&reps[0]);
     for (i, r) in reps.iter().enumerate() {
         assert_eq!(
             sorted_heads(r),
             heads,
-            "{ctx}: replica {i} lacks changes after one all-to-all round (seed {seed})"
+            "{ctx}: replica {i} lacks changes after the final merge (order {order:?})"
         );
     }
 }
@@ -803,10 +824,11 @@ fn assert_same_views(a: &[(String, Vec<u8>)], b: &[(String, Vec<u8>)], what: &st
     }
 }
 
-/// Run a scenario with every check; returns what happened, for the statistics.
-fn run(s: &Scenario, ctx: &str) -> Outcome {
-    let g = genesis();
-    let genesis_bytes = g.save();
+/// Run a scenario; returns what happened, for the statistics. Without `full`, the incremental
+/// views are compared with a fold from scratch (and a reload) only at the end, and only on
+/// one replica and the fresh ones, which keeps the seeded run short.
+fn run(s: &Scenario, full: bool, ctx: &str) -> Outcome {
+    let g = Ledger::load(genesis_bytes(), actor(0xA1)).expect("load genesis");
     let genesis_heads = g.heads();
     let n = s.replicas;
     let mut reps: Vec<Ledger> = (0..n).map(|i| g.fork(actor(i as u8 + 1))).collect();
@@ -817,7 +839,7 @@ fn run(s: &Scenario, ctx: &str) -> Outcome {
         match *step {
             Step::Record { replica, op } => {
                 let i = usize::from(replica) % n;
-                record_op(&mut reps[i], &op, i, &ctx, &mut out);
+                record_op(&mut reps[i], &op, i, full, &ctx, &mut out);
             }
             Step::Merge {
                 into,
@@ -830,47 +852,47 @@ fn run(s: &Scenario, ctx: &str) -> Outcome {
                     j = (j + 1) % n;
                 }
                 merge_into(&mut reps, i, j, via_changes, &ctx);
-                assert_cache_fresh(&reps[i], &format!("{ctx} (after merge {j} -> {i})"));
+                if full {
+                    assert_cache_fresh(&reps[i], &format!("{ctx} (after merge {j} -> {i})"));
+                }
             }
         }
     }
-    for (i, r) in reps.iter().enumerate() {
-        assert_cache_fresh(r, &format!("{ctx}, replica {i} before the final merge"));
-    }
-
-    // A second final merge, in another order, of copies of the replicas as they are now.
-    let mut copies: Vec<Ledger> = reps
-        .iter()
-        .enumerate()
-        .map(|(i, r)| r.fork(actor(0xD0 + i as u8)))
-        .collect();
     converge(&mut reps, s.merge_seed, ctx);
-    converge(&mut copies, s.merge_seed ^ 0x5555_AAAA_5555_AAAA, ctx);
 
     let reference = views_bytes(&reps[0], ctx);
     let heads = sorted_heads(&reps[0]);
+    let mut saved: Vec<Vec<u8>> = Vec::new();
     for (i, r) in reps.iter().enumerate() {
         let ctx = format!("{ctx}, replica {i}");
         assert_eq!(sorted_heads(r), heads, "{ctx}: heads");
         assert_same_views(&views_bytes(r, &ctx), &reference, "vs replica 0", &ctx);
+        if !full && i > 0 {
+            continue;
+        }
         assert_cache_fresh(r, &ctx);
-        let reloaded = Ledger::load(&r.save(), actor(0xB0 + i as u8))
+        let bytes = r.save();
+        if saved.contains(&bytes) {
+            continue; // Same bytes as another replica's: loaded already.
+        }
+        let reloaded = Ledger::load(&bytes, actor(0xB0 + i as u8))
             .unwrap_or_else(|e| panic!("{ctx}: reload: {e}"));
         assert_eq!(sorted_heads(&reloaded), heads, "{ctx}: reloaded heads");
-        assert_same_views(&views_bytes(&reloaded, &ctx), &reference, "reloaded", &ctx);
-    }
-    for (i, c) in copies.iter().enumerate() {
-        let ctx = format!("{ctx}, copy {i} merged in another order");
-        assert_eq!(sorted_heads(c), heads, "{ctx}: heads");
-        assert_same_views(&views_bytes(c, &ctx), &reference, "other order", &ctx);
+        assert_eq!(
+            text(&json(&reloaded.snapshot())),
+            text(&reference[0].1),
+            "{ctx}: reloaded from its saved bytes"
+        );
+        saved.push(bytes);
     }
 
-    // A fresh replica gets every change on its own, in a random order (changes whose
-    // dependencies are missing wait in Automerge's queue).
+    // Other merge orders. A fresh replica gets every change on its own, in a random order
+    // (a change whose dependencies are missing waits in Automerge's queue), so events arrive
+    // late and out of order all the time; another gets them all in one batch, newest first.
     let mut changes = reps[0].changes_since(&genesis_heads);
     XorShift::new(s.merge_seed.rotate_left(17)).shuffle(&mut changes);
-    let mut fresh = Ledger::load(&genesis_bytes, actor(0xC0)).expect("load genesis");
-    for c in changes {
+    let mut fresh = Ledger::load(genesis_bytes(), actor(0xC0)).expect("load genesis");
+    for c in changes.iter().cloned() {
         fresh.apply_changes(vec![c]).expect("apply one change");
     }
     let ctx_fresh = format!("{ctx}, fresh replica fed change by change");
@@ -882,6 +904,19 @@ fn run(s: &Scenario, ctx: &str) -> Outcome {
         &ctx_fresh,
     );
     assert_cache_fresh(&fresh, &ctx_fresh);
+
+    let mut batch = reps[0].changes_since(&genesis_heads);
+    batch.reverse();
+    let mut fresh = Ledger::load(genesis_bytes(), actor(0xC1)).expect("load genesis");
+    fresh.apply_changes(batch).expect("apply all changes");
+    let ctx_batch = format!("{ctx}, fresh replica fed one batch");
+    assert_eq!(sorted_heads(&fresh), heads, "{ctx_batch}: heads");
+    assert_same_views(
+        &views_bytes(&fresh, &ctx_batch),
+        &reference,
+        "one batch",
+        &ctx_batch,
+    );
 
     out.conflicts = reps[0].conflicts();
     out
@@ -898,12 +933,14 @@ proptest! {
     /// and pairings end with byte-identical views.
     #[test]
     fn replicas_converge_whatever_the_merge_order(s in scenario()) {
-        run(&s, "proptest case");
+        run(&s, true, "proptest case");
     }
 }
 
 /// The same scenario distribution as the property test, from fixed seeds: checks that the
 /// property is not vacuous (conflicts of every kind actually arise) and holds for these seeds.
+/// Each scenario is drawn from [`scenario`] with proptest's XorShift generator seeded from our
+/// own xorshift (the same on every system); every assertion message starts with `seed N`.
 #[test]
 fn seeded_scenarios_produce_conflicts_and_converge() {
     const SEEDS: u64 = 50;
@@ -926,7 +963,7 @@ fn seeded_scenarios_produce_conflicts_and_converge() {
             .expect("a scenario")
             .current();
         let ctx = format!("seed {seed}");
-        let out = run(&s, &ctx);
+        let out = run(&s, false, &ctx);
         recorded += out.recorded;
         rejected += out.rejected;
         let mut seen = BTreeSet::new();
@@ -958,12 +995,14 @@ fn seeded_scenarios_produce_conflicts_and_converge() {
         "{with_overdraw} of {SEEDS} scenarios overdraw, {with_concurrent_overdraw} concurrently; \
          scenarios per conflict kind: {kinds:?}; {recorded} ops recorded, {rejected} rejected"
     );
+    // With these seeds: 44 of 50 overdraw, 28 concurrently; concurrent corrections in 12,
+    // events on removed resources in 18, double transfers in 4.
     assert!(
-        with_overdraw * 2 >= SEEDS as usize,
+        with_overdraw * 5 >= SEEDS as usize * 3,
         "too few overdraws: {stats}"
     );
     assert!(
-        with_concurrent_overdraw * 4 >= SEEDS as usize,
+        with_concurrent_overdraw * 10 >= SEEDS as usize * 3,
         "too few concurrent overdraws: {stats}"
     );
     for kind in [
@@ -977,7 +1016,7 @@ fn seeded_scenarios_produce_conflicts_and_converge() {
         );
     }
     assert!(
-        kinds.get("invalidEvent").is_none() && kinds.get("quantityOverflow").is_none(),
+        !kinds.contains_key("invalidEvent") && !kinds.contains_key("quantityOverflow"),
         "honest replicas never write invalid events or overflow: {stats}"
     );
     assert!(rejected * 10 >= recorded, "too few rejections: {stats}");
@@ -1092,4 +1131,43 @@ fn double_sale_and_consume_merge_in_every_order() {
             Some(first) => assert_eq!(text(&bytes), text(first), "{ctx}: snapshot bytes"),
         }
     }
+}
+
+/// A correction of a correction that had removed a resource (every event that created it
+/// corrected away) takes over as the removing correction, at once, not only after a refold.
+#[test]
+fn correcting_the_correction_that_removed_a_resource() {
+    let mut l = Ledger::new_network("n", actor(0x30)).expect("genesis");
+    l.create(Unit::new("one", "one", "")).expect("unit");
+    l.create(Unit::new("hour", "hour", "h")).expect("unit");
+    l.create(Agent::person("ana", "Ana")).expect("agent");
+    let made = l
+        .record_event(
+            EconomicEvent::new(Action::Produce, "ana", "ana")
+                .quantity(1, "one")
+                .creating(ResourceDescription::new("crate", "Crate")),
+        )
+        .expect("produce");
+    // Recorded by mistake: corrected by an event that does not touch the crate.
+    let void = l
+        .record_event(
+            EconomicEvent::new(Action::Work, "ana", "ana")
+                .effort(0, "hour")
+                .correcting(&made),
+        )
+        .expect("void");
+    let crate_ = || l.resource(&Id::from("crate")).expect("crate");
+    assert_eq!(crate_().removed_by, Some(void.clone()));
+    // The void's effort was wrong too: its correction still does not touch the crate, so the
+    // crate stays removed, now by the correction that counts.
+    let fix = l
+        .record_event(
+            EconomicEvent::new(Action::Work, "ana", "ana")
+                .effort(1, "hour")
+                .correcting(&void),
+        )
+        .expect("fix");
+    let crate_ = l.resource(&Id::from("crate")).expect("crate");
+    assert_eq!(crate_.removed_by, Some(fix.clone()), "incremental views");
+    assert_cache_fresh(&l, "after correcting the correction");
 }

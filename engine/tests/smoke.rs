@@ -11,14 +11,13 @@ fn smoke() {
     a.create(Unit::new("kg", "kilogram", "kg")).unwrap();
     a.create(Agent::person("ana", "Ana")).unwrap();
     a.create(Agent::person("bo", "Bo")).unwrap();
-    let p = a
+    let _produced = a
         .record_event(
             EconomicEvent::new(Action::Produce, "ana", "ana")
                 .quantity(5, "kg")
                 .creating(ResourceDescription::new("apples", "Apples")),
         )
         .unwrap();
-    println!("{p}");
     let mut b = a.fork(actor(2));
     let s1 = a
         .record_event(
@@ -41,7 +40,6 @@ fn smoke() {
     assert!(b.event(&s1).is_some());
     let sa = serde_json::to_string_pretty(&a.snapshot()).unwrap();
     let sb = serde_json::to_string_pretty(&b.snapshot()).unwrap();
-    println!("{sa}");
     assert_eq!(sa, sb);
     assert_eq!(
         sa,

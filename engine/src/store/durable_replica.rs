@@ -207,10 +207,16 @@ impl DurableReplica {
         let _span = info_span!("store_persist", network = %self.key, changes = changes.len(), refused = refused.len()).entered();
         let tx = self.store.write_tx(Durability::Immediate)?;
         write_changes(&self.store, &tx, &self.key, changes)?;
-        if !refused.is_empty() {
+        {
             let mut q = tx
                 .open_table(QUARANTINE)
                 .ctx(&self.store.path, "open quarantine")?;
+            // A change accepted now may have been quarantined earlier under a forged
+            // signature: its row goes.
+            for c in changes {
+                q.remove((self.key.as_str(), &c.hash().0))
+                    .ctx(&self.store.path, "delete quarantine row")?;
+            }
             for r in refused {
                 q.insert(
                     (self.key.as_str(), &r.change.hash().0),

@@ -1,12 +1,98 @@
 //! Frames of the Reflow sync protocol, version 1. Byte layout: docs/protocol.md.
+//!
+//! A frame on the wire is a 4-byte big-endian length prefix followed by the frame body. The
+//! body starts with the protocol version and the frame type. Every length inside a frame is
+//! checked against the bytes that are actually there before anything is allocated, so
+//! [`Frame::decode`] is total: any byte string gives a frame or a [`FrameError`], never a panic.
 
-use crate::identity::SignedChange;
+use automerge::Change;
+
+use crate::identity::{ChangeSignature, SignedChange};
 
 /// Protocol version carried in every frame and in the ALPN.
 pub const PROTOCOL_VERSION: u8 = 1;
 
-/// Largest frame accepted or sent (bytes, header included).
+/// Largest frame body accepted or sent (bytes after the length prefix, version and type
+/// included).
 pub const MAX_FRAME_LEN: usize = 16 * 1024 * 1024;
+
+/// Length of the length prefix that precedes every frame body.
+pub const LEN_PREFIX: usize = 4;
+
+/// Longest reason text of a [`Frame::Refuse`] (bytes of UTF-8).
+pub const MAX_REASON_LEN: usize = 1024;
+
+/// Frame type byte of [`Frame::Sync`].
+const TYPE_SYNC: u8 = 0x01;
+/// Frame type byte of [`Frame::Push`].
+const TYPE_PUSH: u8 = 0x02;
+/// Frame type byte of [`Frame::Refuse`].
+const TYPE_REFUSE: u8 = 0x03;
+
+/// Bytes of one change entry besides the change itself: signature and length.
+const ENTRY_OVERHEAD: usize = 64 + 4;
+/// Smallest Automerge chunk: magic (4), checksum (4), type (1), length (1 or more).
+const MIN_CHUNK: usize = 10;
+/// The Automerge chunk type byte of an uncompressed change.
+const CHUNK_TYPE_CHANGE: u8 = 1;
+/// Offset of the chunk type byte in an Automerge chunk.
+const CHUNK_TYPE_OFFSET: usize = 8;
+
+/// Why a peer refuses a connection (carried by [`Frame::Refuse`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RefuseCode {
+    /// The connecting device is not a member of the network (or was removed).
+    NotAMember,
+    /// The peer does not replicate the network asked for.
+    WrongNetwork,
+    /// The peer does not speak this protocol version.
+    UnsupportedVersion,
+    /// The connecting device broke the protocol.
+    ProtocolViolation,
+    /// The peer has too many connections; try later.
+    Busy,
+    /// A code this version does not know.
+    Other(u16),
+}
+
+impl RefuseCode {
+    /// The code's number on the wire.
+    pub fn to_u16(self) -> u16 {
+        match self {
+            RefuseCode::NotAMember => 1,
+            RefuseCode::WrongNetwork => 2,
+            RefuseCode::UnsupportedVersion => 3,
+            RefuseCode::ProtocolViolation => 4,
+            RefuseCode::Busy => 5,
+            RefuseCode::Other(n) => n,
+        }
+    }
+
+    /// The code of a number read from the wire.
+    pub fn from_u16(n: u16) -> RefuseCode {
+        match n {
+            1 => RefuseCode::NotAMember,
+            2 => RefuseCode::WrongNetwork,
+            3 => RefuseCode::UnsupportedVersion,
+            4 => RefuseCode::ProtocolViolation,
+            5 => RefuseCode::Busy,
+            n => RefuseCode::Other(n),
+        }
+    }
+}
+
+impl std::fmt::Display for RefuseCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RefuseCode::NotAMember => f.write_str("not a member"),
+            RefuseCode::WrongNetwork => f.write_str("wrong network"),
+            RefuseCode::UnsupportedVersion => f.write_str("unsupported protocol version"),
+            RefuseCode::ProtocolViolation => f.write_str("protocol violation"),
+            RefuseCode::Busy => f.write_str("busy"),
+            RefuseCode::Other(n) => write!(f, "code {n}"),
+        }
+    }
+}
 
 /// A decoded frame.
 #[derive(Debug, Clone)]
@@ -15,15 +101,27 @@ pub enum Frame {
     /// An Automerge sync message with its changes taken out, and those changes with their
     /// signatures.
     Sync {
+        /// The sender's sequence number of this sync message in this session (1, 2, …). A
+        /// receiver ignores the bookkeeping of a message whose number is not above the last
+        /// one it handled (a duplicate or a late one), but still takes its changes.
+        seq: u64,
         /// The encoded `automerge::sync::Message`, its `changes` emptied.
         message: Vec<u8>,
         /// The changes it carried, signed.
         changes: Vec<SignedChange>,
     },
-    /// Changes pushed outside a sync round.
+    /// Changes pushed outside a sync round (also the overflow of a sync reply too big for one
+    /// frame).
     Push {
         /// The changes, signed.
         changes: Vec<SignedChange>,
+    },
+    /// The sender refuses the connection and closes it after this frame.
+    Refuse {
+        /// Why, as a code.
+        code: RefuseCode,
+        /// Why, for people (at most [`MAX_REASON_LEN`] bytes).
+        reason: String,
     },
 }
 
@@ -50,15 +148,286 @@ pub enum FrameError {
     Malformed(String),
 }
 
+fn malformed(what: impl Into<String>) -> FrameError {
+    FrameError::Malformed(what.into())
+}
+
+/// A cursor over a frame body that never reads past the end.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn remaining(&self) -> usize {
+        self.bytes.len() - self.pos
+    }
+
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], FrameError> {
+        if n > self.remaining() {
+            return Err(malformed(format!(
+                "{what}: needs {n} bytes, {} left",
+                self.remaining()
+            )));
+        }
+        let out = &self.bytes[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(out)
+    }
+
+    fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], FrameError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N, what)?);
+        Ok(out)
+    }
+
+    fn u8(&mut self, what: &str) -> Result<u8, FrameError> {
+        Ok(self.array::<1>(what)?[0])
+    }
+
+    fn u16(&mut self, what: &str) -> Result<u16, FrameError> {
+        Ok(u16::from_be_bytes(self.array(what)?))
+    }
+
+    fn u32(&mut self, what: &str) -> Result<usize, FrameError> {
+        let n = u32::from_be_bytes(self.array(what)?);
+        usize::try_from(n).map_err(|_| malformed(format!("{what}: {n} does not fit")))
+    }
+
+    fn u64(&mut self, what: &str) -> Result<u64, FrameError> {
+        Ok(u64::from_be_bytes(self.array(what)?))
+    }
+
+    fn finish(&self) -> Result<(), FrameError> {
+        match self.remaining() {
+            0 => Ok(()),
+            n => Err(malformed(format!("{n} bytes left over after the frame"))),
+        }
+    }
+}
+
+fn put_u32(out: &mut Vec<u8>, n: usize) {
+    // Frame parts are bounded by MAX_FRAME_LEN, far below u32::MAX; saturate rather than wrap
+    // so that an oversized part can never be read back as a small one.
+    out.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_be_bytes());
+}
+
+/// The encoded size of a list of changes (count and entries).
+pub(crate) fn changes_len(changes: &[SignedChange]) -> usize {
+    4 + changes
+        .iter()
+        .map(|c| change_entry_len(&c.change))
+        .sum::<usize>()
+}
+
+/// The encoded size of one change entry.
+pub(crate) fn change_entry_len(change: &Change) -> usize {
+    ENTRY_OVERHEAD + change.raw_bytes().len()
+}
+
+fn encode_changes(out: &mut Vec<u8>, changes: &[SignedChange]) {
+    put_u32(out, changes.len());
+    for c in changes {
+        out.extend_from_slice(&c.signature.0);
+        let raw = c.change.raw_bytes();
+        put_u32(out, raw.len());
+        out.extend_from_slice(raw);
+    }
+}
+
+fn decode_changes(r: &mut Reader<'_>) -> Result<Vec<SignedChange>, FrameError> {
+    let n = r.u32("change count")?;
+    // Every entry takes at least ENTRY_OVERHEAD + MIN_CHUNK bytes: refuse a count the bytes
+    // cannot hold before reserving anything for it.
+    if n > r.remaining() / (ENTRY_OVERHEAD + MIN_CHUNK) {
+        return Err(malformed(format!(
+            "{n} changes cannot fit in the {} bytes left",
+            r.remaining()
+        )));
+    }
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let signature = ChangeSignature(r.array::<64>("change signature")?);
+        let len = r.u32("change length")?;
+        let raw = r.take(len, "change")?;
+        out.push(SignedChange {
+            change: decode_change(raw).map_err(|e| malformed(format!("change {i}: {e}")))?,
+            signature,
+        });
+    }
+    Ok(out)
+}
+
+/// Parse one uncompressed Automerge change chunk. Document chunks, compressed chunks (whose
+/// inflated size the frame limit does not bound) and chunks whose checksum does not match
+/// their hash are refused.
+pub(crate) fn decode_change(raw: &[u8]) -> Result<Change, String> {
+    if raw.len() < MIN_CHUNK {
+        return Err(format!("{} bytes is too short for a change", raw.len()));
+    }
+    match raw[CHUNK_TYPE_OFFSET] {
+        CHUNK_TYPE_CHANGE => {}
+        0 => return Err("a whole-document chunk, not a change".into()),
+        2 => return Err("a compressed change chunk (only uncompressed changes travel)".into()),
+        t => return Err(format!("an Automerge chunk of type {t}, not a change")),
+    }
+    let change = Change::try_from(raw).map_err(|e| e.to_string())?;
+    if change.hash().0[..4] != raw[4..8] {
+        return Err("the chunk checksum does not match the change hash".into());
+    }
+    Ok(change)
+}
+
+/// The bytes of a reason that are sent: at most [`MAX_REASON_LEN`], cut on a character
+/// boundary.
+fn reason_bytes(reason: &str) -> &[u8] {
+    let mut end = reason.len().min(MAX_REASON_LEN);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason.as_bytes()[..end]
+}
+
 impl Frame {
-    /// Encode (length prefix included).
+    /// A refusal, its reason cut to [`MAX_REASON_LEN`] bytes (on a character boundary).
+    pub fn refuse(code: RefuseCode, reason: impl Into<String>) -> Frame {
+        let mut reason = reason.into();
+        let len = reason_bytes(&reason).len();
+        reason.truncate(len);
+        Frame::Refuse { code, reason }
+    }
+
+    /// The changes this frame carries (none for a refusal).
+    pub fn changes(&self) -> &[SignedChange] {
+        match self {
+            Frame::Sync { changes, .. } | Frame::Push { changes } => changes,
+            Frame::Refuse { .. } => &[],
+        }
+    }
+
+    /// The length of the frame body [`Frame::encode`] makes (the length prefix excluded).
+    pub fn body_len(&self) -> usize {
+        2 + match self {
+            Frame::Sync {
+                message, changes, ..
+            } => 8 + 4 + message.len() + changes_len(changes),
+            Frame::Push { changes } => changes_len(changes),
+            Frame::Refuse { reason, .. } => 4 + reason_bytes(reason).len(),
+        }
+    }
+
+    /// Encode (length prefix included). Sessions never make a frame whose body is over
+    /// [`MAX_FRAME_LEN`]; a hand-made one that is would be refused by [`Frame::decode`].
     pub fn encode(&self) -> Vec<u8> {
-        todo!("helper: frame encoding")
+        let body_len = self.body_len();
+        let mut out = Vec::with_capacity(LEN_PREFIX + body_len);
+        put_u32(&mut out, body_len);
+        out.push(PROTOCOL_VERSION);
+        match self {
+            Frame::Sync {
+                seq,
+                message,
+                changes,
+            } => {
+                out.push(TYPE_SYNC);
+                out.extend_from_slice(&seq.to_be_bytes());
+                put_u32(&mut out, message.len());
+                out.extend_from_slice(message);
+                encode_changes(&mut out, changes);
+            }
+            Frame::Push { changes } => {
+                out.push(TYPE_PUSH);
+                encode_changes(&mut out, changes);
+            }
+            Frame::Refuse { code, reason } => {
+                out.push(TYPE_REFUSE);
+                out.extend_from_slice(&code.to_u16().to_be_bytes());
+                let reason = reason_bytes(reason);
+                // At most MAX_REASON_LEN < u16::MAX bytes.
+                out.extend_from_slice(&(reason.len() as u16).to_be_bytes());
+                out.extend_from_slice(reason);
+            }
+        }
+        debug_assert_eq!(out.len(), LEN_PREFIX + body_len);
+        out
+    }
+
+    /// The body length announced by a length prefix, refused if over [`MAX_FRAME_LEN`]: read
+    /// the 4 prefix bytes, call this, and only then read (and allocate for) the body.
+    pub fn read_len(prefix: [u8; LEN_PREFIX]) -> Result<usize, FrameError> {
+        let len = u32::from_be_bytes(prefix) as usize;
+        if len > MAX_FRAME_LEN {
+            return Err(FrameError::TooLong {
+                len,
+                max: MAX_FRAME_LEN,
+            });
+        }
+        Ok(len)
+    }
+
+    /// Take one whole frame from the front of a byte buffer (length prefix included): `None`
+    /// if the buffer does not hold a whole frame yet, else the frame and how many bytes it
+    /// took. An oversized length prefix is refused before the body arrives.
+    pub fn split(buf: &[u8]) -> Result<Option<(Frame, usize)>, FrameError> {
+        let Some(prefix) = buf.get(..LEN_PREFIX) else {
+            return Ok(None);
+        };
+        let mut p = [0u8; LEN_PREFIX];
+        p.copy_from_slice(prefix);
+        let len = Frame::read_len(p)?;
+        match buf.get(LEN_PREFIX..LEN_PREFIX + len) {
+            Some(body) => Ok(Some((Frame::decode(body)?, LEN_PREFIX + len))),
+            None => Ok(None),
+        }
     }
 
     /// Decode one frame body (after the length prefix has been read and checked).
     pub fn decode(body: &[u8]) -> Result<Frame, FrameError> {
-        let _ = body;
-        todo!("helper: frame decoding")
+        if body.len() > MAX_FRAME_LEN {
+            return Err(FrameError::TooLong {
+                len: body.len(),
+                max: MAX_FRAME_LEN,
+            });
+        }
+        let mut r = Reader {
+            bytes: body,
+            pos: 0,
+        };
+        let version = r.u8("version")?;
+        if version != PROTOCOL_VERSION {
+            return Err(FrameError::UnknownVersion(version));
+        }
+        let frame = match r.u8("frame type")? {
+            TYPE_SYNC => {
+                let seq = r.u64("sequence number")?;
+                let len = r.u32("message length")?;
+                let message = r.take(len, "sync message")?.to_vec();
+                let changes = decode_changes(&mut r)?;
+                Frame::Sync {
+                    seq,
+                    message,
+                    changes,
+                }
+            }
+            TYPE_PUSH => Frame::Push {
+                changes: decode_changes(&mut r)?,
+            },
+            TYPE_REFUSE => {
+                let code = RefuseCode::from_u16(r.u16("refusal code")?);
+                let len = usize::from(r.u16("reason length")?);
+                if len > MAX_REASON_LEN {
+                    return Err(malformed(format!(
+                        "a reason of {len} bytes is over the limit of {MAX_REASON_LEN}"
+                    )));
+                }
+                let reason = std::str::from_utf8(r.take(len, "reason")?)
+                    .map_err(|e| malformed(format!("reason: {e}")))?
+                    .to_string();
+                Frame::Refuse { code, reason }
+            }
+            t => return Err(FrameError::UnknownType(t)),
+        };
+        r.finish()?;
+        Ok(frame)
     }
 }

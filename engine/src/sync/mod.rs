@@ -2,19 +2,86 @@
 //! sent. Built on Automerge's sync protocol (`automerge::sync`) with a signature sidecar:
 //! changes never enter the document through Automerge's sync, they are handed to the caller
 //! (who passes them through [`crate::Replica::receive`], which checks signatures and
-//! membership). No tokio, no sockets: the iroh transport (`net`) and the deterministic
-//! simulator in this module's tests drive it.
+//! membership). No tokio, no sockets, no clocks: the iroh transport (`net`) and the
+//! deterministic simulator in this module's tests drive it.
 //!
-//! Frame layout: docs/protocol.md.
+//! # How a session uses Automerge's sync
+//!
+//! * **Sending.** [`SyncSession::poll_transmit`] calls Automerge's `generate_sync_message` on
+//!   the replica's document (read-only), takes the changes out of the message, looks up each
+//!   change's signature in the replica and sends the message and the signed changes in one
+//!   [`Frame::Sync`]. Automerge is never told the peer supports its v2 messages, so it only
+//!   ever puts one change per chunk (never a whole-document chunk, never concatenated
+//!   changes); should it ever put a document chunk, the session expands it into the replica's
+//!   changes, each signed. The `need` list is computed by the session (see below).
+//! * **Receiving.** [`SyncSession::handle_frame`] decodes the message, refuses one that carries
+//!   changes inside it (they would have no signature), and returns the signed changes for the
+//!   caller to pass to `Replica::receive`. The document is never modified by the session: the
+//!   State bookkeeping Automerge's `receive_sync_message` would do is done by the session
+//!   itself, in two halves: what does not depend on the received changes at once, the rest
+//!   (shared heads, trimming the sent set) at the next call, after the caller applied them.
+//! * **Pushing.** [`SyncSession::push`] sends changes outside a round (a local write, or changes
+//!   just accepted from another peer). Their hashes join Automerge's `sent_hashes`, exactly as
+//!   if a sync message had carried them, so the next sync message does not repeat them.
+//!
+//! # Bounded behaviour with changes that are never accepted
+//!
+//! A peer may hold changes this replica refuses (quarantined) and keep advertising heads that
+//! descend from them. The session never asks for a quarantined change, a change is sent at
+//! most once per session (Automerge's `sent_hashes`), and a sync message that would repeat the
+//! previous one (same heads, need and have, no changes) is not sent: it would tell the peer
+//! nothing. Two replicas whose heads can never be equal therefore exchange a bounded number of
+//! messages after each change of either side, then fall silent. After a reconnection the peer
+//! sends a refused change once more (its new session does not know it was sent), and the
+//! replica counts it as a duplicate.
+//!
+//! Frame layout and the rest of the protocol: docs/protocol.md.
 
 pub mod frame;
 
-pub use frame::{Frame, FrameError, MAX_FRAME_LEN, PROTOCOL_VERSION};
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod tests;
 
-use automerge::ChangeHash;
+pub use frame::{
+    Frame, FrameError, RefuseCode, LEN_PREFIX, MAX_FRAME_LEN, MAX_REASON_LEN, PROTOCOL_VERSION,
+};
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+
+use automerge::sync::{Have, Message, State, SyncDoc};
+use automerge::{ChangeHash, ReadDoc};
+use tracing::{debug, warn};
 
 use crate::identity::{DeviceId, NetworkId, SignedChange};
 use crate::replica::Replica;
+
+/// The ALPN of the Reflow sync protocol for one network: `reflow/1/<network id hex>`. A
+/// connection is for one network; a node that does not replicate the network never
+/// completes the handshake.
+pub fn alpn(network: &NetworkId) -> Vec<u8> {
+    format!("reflow/{PROTOCOL_VERSION}/{network}").into_bytes()
+}
+
+/// Changes are batched into frames of about this many bytes; a sync reply larger than this
+/// travels as push frames followed by the sync frame.
+pub const FRAME_TARGET: usize = 1024 * 1024;
+
+/// How many hashes of changes received from the peer a session remembers, so as not to push
+/// them back. Only an optimisation: a change pushed back is a duplicate the peer ignores.
+const RECENT_MAX: usize = 4096;
+
+/// How many received-but-unapplied changes a session tracks (a peer flooding changes whose
+/// dependencies never come cannot grow it further; past it, `need` names the peer's heads
+/// instead of the exact missing dependencies).
+const UNAPPLIED_MAX: usize = 65_536;
+
+/// Automerge's set of sent hashes is trimmed of what the peer has once it is this large.
+const SENT_TRIM: usize = 256;
+
+/// Largest number of Bloom filter probes accepted from a peer (Automerge uses 7).
+const MAX_BLOOM_PROBES: u64 = 64;
 
 /// Why a sync session cannot go on with a peer. The connection should be closed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -26,6 +93,51 @@ pub enum SyncError {
     /// The peer broke the protocol (e.g. a sync message that does not decode).
     #[error("protocol violation by the peer: {0}")]
     Protocol(String),
+    /// The peer refused the connection.
+    #[error("the peer refused the connection ({code}): {reason}")]
+    Refused {
+        /// Why, as a code.
+        code: RefuseCode,
+        /// Why, for people.
+        reason: String,
+    },
+    /// A saved sync state could not be read.
+    #[error("the saved sync state cannot be read: {0}")]
+    BadState(String),
+}
+
+/// Counters of one session, for logs and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    /// Sync frames produced.
+    pub sync_frames_sent: u64,
+    /// Push frames produced (including the overflow of large sync replies).
+    pub push_frames_sent: u64,
+    /// Changes sent.
+    pub changes_sent: u64,
+    /// Sync frames handled.
+    pub sync_frames_received: u64,
+    /// Push frames handled.
+    pub push_frames_received: u64,
+    /// Changes received.
+    pub changes_received: u64,
+    /// Sync frames that were duplicates or arrived after a newer one (their changes were
+    /// still returned; their bookkeeping was skipped).
+    pub stale_frames: u64,
+    /// Sync messages not sent because they would have repeated the previous one.
+    pub repeats_suppressed: u64,
+    /// Reset messages received: the peer lacked changes our shared heads named (stale saved
+    /// state, or a peer that lost data).
+    pub resets_received: u64,
+}
+
+/// The bookkeeping of a received sync message that needs the document after the caller has
+/// applied the message's changes.
+#[derive(Debug)]
+struct Received {
+    heads: Vec<ChangeHash>,
+    /// The peer answered with Automerge's reset message: our shared heads were wrong.
+    reset: bool,
 }
 
 /// The sync state of one peer connection for one network. See the module documentation.
@@ -33,17 +145,67 @@ pub enum SyncError {
 pub struct SyncSession {
     network: NetworkId,
     peer: DeviceId,
-    state: automerge::sync::State,
+    state: State,
+    /// Frames made but not yet handed out by `poll_transmit`.
+    outbox: VecDeque<Frame>,
+    /// Sequence number of the last sync frame made.
+    sent_seq: u64,
+    /// Highest sequence number of a sync frame handled.
+    received_seq: u64,
+    /// The last handled sync message, its second half of bookkeeping still to do.
+    received: Option<Received>,
+    /// Changes the peer sent that are not in our document yet: their dependencies, to find
+    /// what to ask for when they wait for changes we do not have.
+    unapplied: HashMap<ChangeHash, Vec<ChangeHash>>,
+    /// Changes received from the peer lately (not pushed back).
+    recent: HashSet<ChangeHash>,
+    /// The last sync message sent (changes taken out), to avoid repeating it.
+    last_sent: Option<Vec<u8>>,
+    /// Changes are batched into frames of about this many bytes ([`FRAME_TARGET`]).
+    frame_target: usize,
+    stats: SessionStats,
 }
 
 impl SyncSession {
     /// A session with a peer we have no saved state for.
     pub fn new(network: NetworkId, peer: DeviceId) -> SyncSession {
+        SyncSession::with_automerge_state(network, peer, State::new())
+    }
+
+    /// A session with a peer whose state was saved with [`SyncSession::saved_state`] at the
+    /// end of an earlier connection: the first round is then shorter (only the changes since
+    /// the last sync are summarised). Wrong or stale saved state costs bandwidth, never
+    /// correctness.
+    pub fn with_state(
+        network: NetworkId,
+        peer: DeviceId,
+        saved: &[u8],
+    ) -> Result<SyncSession, SyncError> {
+        let state = State::decode(saved).map_err(|e| SyncError::BadState(e.to_string()))?;
+        Ok(SyncSession::with_automerge_state(network, peer, state))
+    }
+
+    fn with_automerge_state(network: NetworkId, peer: DeviceId, state: State) -> SyncSession {
         SyncSession {
             network,
             peer,
-            state: automerge::sync::State::new(),
+            state,
+            outbox: VecDeque::new(),
+            sent_seq: 0,
+            received_seq: 0,
+            received: None,
+            unapplied: HashMap::new(),
+            recent: HashSet::new(),
+            last_sent: None,
+            frame_target: FRAME_TARGET,
+            stats: SessionStats::default(),
         }
+    }
+
+    /// The state to keep for the next connection with this peer (Automerge's persistent sync
+    /// state: the heads both sides are known to share). Small: 1 byte + 32 per shared head.
+    pub fn saved_state(&self) -> Vec<u8> {
+        self.state.encode()
     }
 
     /// The network.
@@ -61,30 +223,461 @@ impl SyncSession {
         self.state.their_heads.as_deref()
     }
 
+    /// The heads both sides are known to have.
+    pub fn shared_heads(&self) -> &[ChangeHash] {
+        &self.state.shared_heads
+    }
+
+    /// Batch changes into frames of about `bytes` bytes instead of [`FRAME_TARGET`] (tests).
+    #[cfg(test)]
+    pub(crate) fn set_frame_target(&mut self, bytes: usize) {
+        self.frame_target = bytes;
+    }
+
+    /// Counters of this session.
+    pub fn stats(&self) -> SessionStats {
+        self.stats
+    }
+
+    /// Whether frames are queued (a large reply split over several frames): call
+    /// [`SyncSession::poll_transmit`] until it returns `None`.
+    pub fn has_queued_frames(&self) -> bool {
+        !self.outbox.is_empty()
+    }
+
     /// The next frame to send, if any: call after connecting, after every frame handled,
-    /// and after the local replica changed. `None` when the peer is up to date or a message
-    /// is in flight.
+    /// and after the local replica changed, until it returns `None`. `None` when the peer is
+    /// up to date, a message is in flight, or the next message would repeat the last one.
     pub fn poll_transmit(&mut self, replica: &Replica) -> Option<Frame> {
-        let _ = replica;
-        todo!("helper: sync session")
+        if let Some(frame) = self.outbox.pop_front() {
+            return Some(frame);
+        }
+        self.settle(replica);
+        let ledger = replica.ledger();
+        let doc = ledger.doc();
+        // Only v1 messages: one change per chunk, never a whole document. Flags from the
+        // peer (read-only, reset) are not honoured: every member receives every change.
+        self.state.their_capabilities = None;
+        self.state.read_only = false;
+        self.state.peer_read_only = false;
+        self.state.needs_reset = false;
+        // Saved state may name heads this replica lost; never advertise them.
+        let lost = missing(doc, &self.state.shared_heads);
+        self.state.shared_heads.retain(|h| !lost.contains(h));
+
+        let mut message = doc.generate_sync_message(&mut self.state)?;
+        let need = self.need(replica);
+        let their_heads: HashSet<&ChangeHash> = self.state.their_heads.iter().flatten().collect();
+        if !need.iter().all(|h| their_heads.contains(h)) {
+            // As Automerge does: while we need specific changes, ask only for them.
+            message.have = Vec::new();
+        }
+        message.need = need;
+        let changes = self.signed_changes_of(replica, &message);
+        message.changes = automerge::sync::ChunkList::empty();
+        let encoded = message.encode();
+        if changes.is_empty() && self.last_sent.as_deref() == Some(encoded.as_slice()) {
+            self.stats.repeats_suppressed += 1;
+            return None;
+        }
+        self.last_sent = Some(encoded.clone());
+        self.sent_seq += 1;
+        self.stats.sync_frames_sent += 1;
+        self.stats.changes_sent += changes.len() as u64;
+        let mut batches = batch(changes, self.frame_target);
+        let last = batches.pop().unwrap_or_default();
+        let sync = Frame::Sync {
+            seq: self.sent_seq,
+            message: encoded,
+            changes: last,
+        };
+        for changes in batches {
+            self.stats.push_frames_sent += 1;
+            self.outbox.push_back(Frame::Push { changes });
+        }
+        if sync.body_len() > MAX_FRAME_LEN {
+            // Only if the message itself is huge: send its changes ahead.
+            if let Frame::Sync {
+                seq,
+                message,
+                changes,
+            } = sync
+            {
+                self.stats.push_frames_sent += 1;
+                self.outbox.push_back(Frame::Push { changes });
+                self.outbox.push_back(Frame::Sync {
+                    seq,
+                    message,
+                    changes: Vec::new(),
+                });
+            }
+        } else {
+            self.outbox.push_back(sync);
+        }
+        self.outbox.pop_front()
+    }
+
+    /// The changes Automerge put in a message, with their signatures.
+    fn signed_changes_of(&self, replica: &Replica, message: &Message) -> Vec<SignedChange> {
+        let mut out = Vec::with_capacity(message.changes.len());
+        for chunk in message.changes.iter() {
+            for change in expand_chunk(replica, chunk) {
+                let hash = change.hash();
+                match replica.signature(&hash) {
+                    Some(signature) => out.push(SignedChange { change, signature }),
+                    None => warn!(change = %hash, "a change has no signature; not sent"),
+                }
+            }
+        }
+        out
+    }
+
+    /// What to ask the peer for: the changes its heads descend from that we neither have,
+    /// nor hold waiting for their dependencies, nor refused. Walks through the changes this
+    /// peer sent that wait, so that a missing dependency is asked for by name (Automerge asks
+    /// through its own queue, which a replica never uses).
+    fn need(&self, replica: &Replica) -> Vec<ChangeHash> {
+        let doc = replica.ledger().doc();
+        let Some(their_heads) = &self.state.their_heads else {
+            return Vec::new();
+        };
+        let mut refused: Option<HashSet<ChangeHash>> = None;
+        let mut out = BTreeSet::new();
+        let mut seen = HashSet::new();
+        let mut stack: Vec<ChangeHash> = missing(doc, their_heads).into_iter().collect();
+        while let Some(h) = stack.pop() {
+            if !seen.insert(h) || has(doc, &h) {
+                continue;
+            }
+            let refused = refused
+                .get_or_insert_with(|| replica.quarantine().map(|q| q.change.hash()).collect());
+            if refused.contains(&h) {
+                continue;
+            }
+            match self.unapplied.get(&h) {
+                Some(deps) => stack.extend(deps.iter().copied()),
+                None => {
+                    out.insert(h);
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    /// The second half of the bookkeeping of what the peer sent, once the caller applied it:
+    /// what Automerge's `receive_sync_message` does after loading the changes.
+    fn settle(&mut self, replica: &Replica) {
+        let doc = replica.ledger().doc();
+        let heads_now = doc.get_heads();
+        if let Some(Received { heads, reset }) = self.received.take() {
+            let unknown = missing(doc, &heads);
+            let known: Vec<ChangeHash> = heads
+                .iter()
+                .filter(|h| !unknown.contains(h))
+                .copied()
+                .collect();
+            // Automerge's filter_changes: forget having sent what the peer now provably has.
+            // Only saves memory (the peer has those changes, so they would not be sent
+            // again anyway), hence only done once the set has grown.
+            if self.state.sent_hashes.len() > SENT_TRIM && !known.is_empty() {
+                let since: HashSet<ChangeHash> = doc
+                    .get_changes_meta(&known)
+                    .into_iter()
+                    .map(|m| m.hash)
+                    .collect();
+                self.state.sent_hashes.retain(|h| since.contains(h));
+            }
+            if known.len() == heads.len() {
+                self.state.shared_heads = heads.clone();
+                if heads.is_empty() {
+                    // The peer lost all its data: start over.
+                    self.state.last_sent_heads = Vec::new();
+                    self.state.sent_hashes.clear();
+                }
+            } else if reset {
+                // Our shared heads named changes the peer does not have.
+                self.state.shared_heads = known;
+                self.state.sent_hashes.clear();
+            } else {
+                let mut shared: BTreeSet<ChangeHash> =
+                    self.state.shared_heads.iter().copied().collect();
+                shared.extend(known);
+                self.state.shared_heads = shared.into_iter().collect();
+            }
+        }
+        // Automerge's advance_heads: received changes that are now our heads are shared.
+        if !self.unapplied.is_empty() {
+            let keys: Vec<ChangeHash> = self.unapplied.keys().copied().collect();
+            let unknown = missing(doc, &keys);
+            let applied: HashSet<ChangeHash> =
+                keys.into_iter().filter(|h| !unknown.contains(h)).collect();
+            self.unapplied.retain(|h, _| !applied.contains(h));
+            let fresh: Vec<ChangeHash> = heads_now
+                .iter()
+                .filter(|h| applied.contains(h))
+                .copied()
+                .collect();
+            if !fresh.is_empty() {
+                let mut shared: BTreeSet<ChangeHash> = self
+                    .state
+                    .shared_heads
+                    .iter()
+                    .filter(|h| heads_now.contains(h))
+                    .copied()
+                    .collect();
+                shared.extend(fresh);
+                self.state.shared_heads = shared.into_iter().collect();
+            }
+            if !self.unapplied.is_empty() {
+                let refused: HashSet<ChangeHash> =
+                    replica.quarantine().map(|q| q.change.hash()).collect();
+                self.unapplied.retain(|h, _| !refused.contains(h));
+            }
+        }
+    }
+
+    /// Remember changes received from the peer.
+    fn note_received(&mut self, replica: &Replica, changes: &[SignedChange]) {
+        self.stats.changes_received += changes.len() as u64;
+        if self.recent.len() + changes.len() > RECENT_MAX {
+            self.recent.clear();
+        }
+        let hashes: Vec<ChangeHash> = changes.iter().map(|c| c.hash()).collect();
+        let unknown = missing(replica.ledger().doc(), &hashes);
+        for (c, hash) in changes.iter().zip(hashes) {
+            if changes.len() <= RECENT_MAX {
+                self.recent.insert(hash);
+            }
+            if unknown.contains(&hash) && self.unapplied.len() < UNAPPLIED_MAX {
+                self.unapplied.insert(hash, c.change.deps().to_vec());
+            }
+        }
     }
 
     /// Handle a frame from the peer. Returns the signed changes it carried, for the caller to
     /// pass to [`crate::Replica::receive`] (or `DurableReplica::receive`) before the next
-    /// [`SyncSession::poll_transmit`].
+    /// [`SyncSession::poll_transmit`]. An error means the connection should be closed; so
+    /// does a failure to receive the changes (e.g. a storage error): the session counts on
+    /// them being applied or waiting in the replica, and would not ask for them again.
     pub fn handle_frame(
         &mut self,
         replica: &Replica,
         frame: Frame,
     ) -> Result<Vec<SignedChange>, SyncError> {
-        let _ = (replica, frame);
-        todo!("helper: sync session")
+        match frame {
+            Frame::Refuse { code, reason } => Err(SyncError::Refused { code, reason }),
+            Frame::Push { changes } => {
+                self.stats.push_frames_received += 1;
+                self.note_received(replica, &changes);
+                Ok(changes)
+            }
+            Frame::Sync {
+                seq,
+                message,
+                changes,
+            } => {
+                let message = Message::decode(&message)
+                    .map_err(|e| SyncError::Protocol(format!("bad sync message: {e}")))?;
+                if !message.changes.is_empty() {
+                    return Err(SyncError::Protocol(
+                        "a sync message carries changes without signatures".into(),
+                    ));
+                }
+                check_have(&message.have)?;
+                self.stats.sync_frames_received += 1;
+                self.note_received(replica, &changes);
+                if seq <= self.received_seq {
+                    debug!(seq, last = self.received_seq, "stale sync frame");
+                    self.stats.stale_frames += 1;
+                    return Ok(changes);
+                }
+                self.received_seq = seq;
+                // Finish the previous message's bookkeeping before starting this one.
+                self.settle(replica);
+                let Message {
+                    heads, need, have, ..
+                } = message;
+                self.state.in_flight = false;
+                if changes.is_empty() && heads == replica.ledger().heads() {
+                    self.state.last_sent_heads.clone_from(&heads);
+                }
+                let reset = have.len() == 1 && have[0] == Have::default();
+                self.stats.resets_received += u64::from(reset);
+                self.state.their_have = Some(have);
+                self.state.their_heads = Some(heads.clone());
+                self.state.their_need = Some(need);
+                self.received = Some(Received { heads, reset });
+                Ok(changes)
+            }
+        }
     }
 
     /// A frame pushing changes the peer does not have yet (just made locally, or just
-    /// accepted from another peer), so that they arrive without a sync round.
+    /// accepted from another peer), so that they arrive without a sync round. Changes already
+    /// sent to this peer, received from it, or among its heads are left out; `None` if none
+    /// is left. If the changes are more than [`FRAME_TARGET`] bytes, the rest wait in the
+    /// session: call [`SyncSession::poll_transmit`] afterwards.
     pub fn push(&mut self, changes: &[SignedChange]) -> Option<Frame> {
-        let _ = changes;
-        todo!("helper: sync session")
+        let their_heads: HashSet<&ChangeHash> = self.state.their_heads.iter().flatten().collect();
+        let fresh: Vec<SignedChange> = changes
+            .iter()
+            .filter(|c| {
+                let h = c.hash();
+                !self.state.sent_hashes.contains(&h)
+                    && !self.recent.contains(&h)
+                    && !their_heads.contains(&h)
+            })
+            .cloned()
+            .collect();
+        if fresh.is_empty() {
+            return None;
+        }
+        self.state
+            .sent_hashes
+            .extend(fresh.iter().map(|c| c.hash()));
+        self.stats.changes_sent += fresh.len() as u64;
+        let batches = batch(fresh, self.frame_target);
+        self.stats.push_frames_sent += batches.len() as u64;
+        let mut frames = batches.into_iter().map(|changes| Frame::Push { changes });
+        let first = frames.next();
+        self.outbox.extend(frames);
+        first
     }
+}
+
+/// Which of `hashes` the document does not have (a hash lookup each; the document's queue
+/// of changes waiting for dependencies is always empty, as a replica applies only changes
+/// whose dependencies it has).
+fn missing(doc: &automerge::Automerge, hashes: &[ChangeHash]) -> HashSet<ChangeHash> {
+    if hashes.is_empty() {
+        return HashSet::new();
+    }
+    let wanted: HashSet<&ChangeHash> = hashes.iter().collect();
+    doc.get_missing_deps(hashes)
+        .into_iter()
+        .filter(|h| wanted.contains(h))
+        .collect()
+}
+
+/// Whether the document has a change.
+fn has(doc: &automerge::Automerge, hash: &ChangeHash) -> bool {
+    !doc.get_missing_deps(std::slice::from_ref(hash))
+        .contains(hash)
+}
+
+/// The changes of one chunk of an Automerge sync message: a change chunk is one change; a
+/// document chunk (never produced, since sessions only speak v1) is expanded into every change
+/// of the replica; anything else is several change chunks back to back.
+fn expand_chunk(replica: &Replica, chunk: &[u8]) -> Vec<automerge::Change> {
+    if let Ok(change) = frame::decode_change(chunk) {
+        return vec![change];
+    }
+    if chunk.get(8) == Some(&0) {
+        warn!("Automerge produced a whole-document chunk; sending its changes one by one");
+        return replica.ledger().changes_since(&[]);
+    }
+    let mut out = Vec::new();
+    let mut rest = chunk;
+    while !rest.is_empty() {
+        let Some(len) = chunk_len(rest) else {
+            warn!("an Automerge chunk that cannot be split into changes; not sent");
+            break;
+        };
+        match frame::decode_change(&rest[..len]) {
+            Ok(c) => out.push(c),
+            Err(e) => warn!(error = %e, "an Automerge chunk that is not a change; not sent"),
+        }
+        rest = &rest[len..];
+    }
+    out
+}
+
+/// The length of the Automerge chunk at the start of `bytes`: magic (4), checksum (4),
+/// type (1), LEB128 data length, data.
+fn chunk_len(bytes: &[u8]) -> Option<usize> {
+    let mut len: u64 = 0;
+    let mut shift = 0;
+    let mut pos = 9;
+    loop {
+        let b = *bytes.get(pos)?;
+        pos += 1;
+        len |= u64::from(b & 0x7f).checked_shl(shift)?;
+        if b & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+        if shift > 63 {
+            return None;
+        }
+    }
+    let total = pos.checked_add(usize::try_from(len).ok()?)?;
+    (total <= bytes.len()).then_some(total)
+}
+
+/// Split changes into batches of about `target` bytes each (a change bigger than `target`
+/// goes alone). A change that could never fit in a frame is left out, with a warning.
+fn batch(changes: Vec<SignedChange>, target: usize) -> Vec<Vec<SignedChange>> {
+    // Room for the frame header, a sync message's fixed fields and the change count.
+    let max_entry = MAX_FRAME_LEN - 1024;
+    let mut out: Vec<Vec<SignedChange>> = Vec::new();
+    let mut current = Vec::new();
+    let mut size = 0;
+    for c in changes {
+        let len = frame::change_entry_len(&c.change);
+        if len > max_entry {
+            warn!(change = %c.hash(), len, "a change too large for any frame; not sent");
+            continue;
+        }
+        if !current.is_empty() && size + len > target {
+            out.push(std::mem::take(&mut current));
+            size = 0;
+        }
+        size += len;
+        current.push(c);
+    }
+    if !current.is_empty() || out.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// Refuse summaries Automerge could not handle: more than one `have`, or a Bloom filter whose
+/// parameters would make Automerge divide by zero or allocate without bound.
+fn check_have(have: &[Have]) -> Result<(), SyncError> {
+    if have.len() > 1 {
+        return Err(SyncError::Protocol(format!(
+            "{} change summaries in one message (at most 1)",
+            have.len()
+        )));
+    }
+    for h in have {
+        let bytes = h.bloom.to_bytes();
+        if bytes.is_empty() {
+            continue;
+        }
+        let mut pos = 0;
+        let mut next = || -> Option<u64> {
+            let mut v: u64 = 0;
+            for shift in (0..64).step_by(7) {
+                let b = *bytes.get(pos)?;
+                pos += 1;
+                v |= u64::from(b & 0x7f) << shift;
+                if b & 0x80 == 0 {
+                    return Some(v);
+                }
+            }
+            None
+        };
+        let (entries, bits_per_entry, probes) = (next(), next(), next());
+        let ok = matches!(
+            (entries, bits_per_entry, probes),
+            (Some(e), Some(b), Some(p)) if e > 0 && (1..=64).contains(&b) && (1..=MAX_BLOOM_PROBES).contains(&p)
+        );
+        if !ok || pos >= bytes.len() {
+            return Err(SyncError::Protocol(
+                "a Bloom filter with unusable parameters".into(),
+            ));
+        }
+    }
+    Ok(())
 }

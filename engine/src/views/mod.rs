@@ -327,9 +327,26 @@ impl Views {
 
         if !corrections_changed.is_empty() {
             for target in &corrections_changed {
-                // Everything the corrected event and all its corrections touch folds again.
+                // Everything the corrected event and all its corrections touch folds again,
+                // and so does everything down the chain of events it corrects in turn: a
+                // correction of a correction decides whether the resources those created are
+                // removed, and by which correction (see `removal`).
                 let mut involved = vec![target.clone()];
                 involved.extend(self.corrections[target].iter().cloned());
+                let mut current = target.clone();
+                while let Some(next) = self
+                    .entries
+                    .get(&current)
+                    .and_then(|e| e.event.corrects.as_ref())
+                    .and_then(OrderKey::parse)
+                {
+                    // A correction names an earlier event; stop on anything else (no cycles).
+                    if next >= current {
+                        break;
+                    }
+                    involved.push(next.clone());
+                    current = next;
+                }
                 for k in &involved {
                     if let Some(entry) = self.entries.get(k) {
                         for (rid, _) in fold::sides(&entry.event) {
