@@ -96,10 +96,15 @@ pub struct NodeConfig {
     pub portmapper: bool,
     /// Longest wait for a dial, a handshake, or a join's first answer.
     pub connect_timeout: Duration,
+    /// Find the devices of this node's networks on the local network (mDNS) and connect to
+    /// them, with no ticket and no internet; see [`discovery`]. Advertises this device's id
+    /// and addresses on the link.
+    pub mdns: bool,
 }
 
 impl NodeConfig {
-    /// Defaults: every interface, public relays, port mapping on, 10 s connect timeout.
+    /// Defaults: every interface, public relays, port mapping on, local-network discovery on,
+    /// 10 s connect timeout.
     pub fn new(data_dir: impl Into<PathBuf>) -> NodeConfig {
         NodeConfig {
             data_dir: data_dir.into(),
@@ -107,16 +112,18 @@ impl NodeConfig {
             relay: RelayConfig::Default,
             portmapper: true,
             connect_timeout: Duration::from_secs(10),
+            mdns: true,
         }
     }
 
     /// A node that talks on loopback only: bound to `127.0.0.1`, no relays, no port mapping,
-    /// no probes. For tests and for several nodes on one machine.
+    /// no probes, no local-network discovery. For tests and for several nodes on one machine.
     pub fn loopback(data_dir: impl Into<PathBuf>) -> NodeConfig {
         NodeConfig {
             bind_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             relay: RelayConfig::Disabled,
             portmapper: false,
+            mdns: false,
             ..NodeConfig::new(data_dir)
         }
     }
@@ -189,6 +196,14 @@ pub enum NodeEvent {
     HandshakeFailed {
         /// What failed.
         detail: String,
+    },
+    /// A Reflow device was found on the local network (see [`discovery`]). The node connects
+    /// to it for each of `networks` (the events [`NodeEvent::Connected`] follow).
+    Discovered {
+        /// Where it can be dialed.
+        peer: PeerAddr,
+        /// The networks of this node in whose replica it is a member (may be empty).
+        networks: Vec<NetworkId>,
     },
     /// A peer sent changes that were refused and quarantined.
     ChangesRefused {
@@ -565,7 +580,10 @@ impl Node {
         let accept = inner.clone();
         inner
             .tracker
-            .spawn(async move { accept.accept_loop().await }.instrument(span));
+            .spawn(async move { accept.accept_loop().await }.instrument(span.clone()));
+        if inner.config.mdns {
+            span.in_scope(|| discovery::start(&inner));
+        }
         Ok(Node { inner })
     }
 
@@ -665,64 +683,7 @@ impl Node {
     /// the peer's ([`NetError::Refused`] says why not). Does nothing if a connection to the
     /// peer for this network is open already.
     pub async fn connect(&self, network: NetworkId, peer: &PeerAddr) -> NetResult<()> {
-        let inner = &self.inner;
-        inner.live()?;
-        let net = inner.net(network)?;
-        if peer.device == inner.device {
-            return Err(NetError::SelfConnect);
-        }
-        if lock(&net.replica).replica().member(&peer.device).is_none() {
-            return Err(NetError::PeerNotAMember {
-                peer: peer.device,
-                network,
-            });
-        }
-        let live = net.links().into_iter().any(|l| {
-            l.peer == peer.device
-                && !l.closing.load(Ordering::Relaxed)
-                && l.conn.close_reason().is_none()
-        });
-        if live {
-            debug!(peer = %peer.device, "already connected");
-            return Ok(());
-        }
-        let span = conn_span(network, peer.device, "out");
-        let result = async {
-            let conn = inner.dial(network, peer).await?;
-            let mut session = net.session(peer.device);
-            let opening = {
-                let replica = lock(&net.replica);
-                session.poll_transmit(replica.replica())
-            };
-            let Some(opening) = opening else {
-                close(&conn, close_code::DONE, "no opening frame");
-                return Err(NetError::Protocol {
-                    peer: peer.device,
-                    detail: "the sync session produced no opening frame".into(),
-                });
-            };
-            let (send, recv, reply) = inner
-                .open_exchange(&conn, network, peer.device, &opening)
-                .await?;
-            inner.start_link(
-                &net,
-                conn,
-                peer.device,
-                false,
-                session,
-                send,
-                recv,
-                Some(reply),
-            );
-            Ok(())
-        }
-        .instrument(span.clone())
-        .await;
-        if let Err(e) = &result {
-            span.in_scope(|| warn!(error = %e, "connect failed"));
-            inner.note_failure(&net, peer.device, e);
-        }
-        result
+        self.inner.connect(network, peer).await
     }
 
     /// Join a network this device was admitted to (an admin added its device id) through a
@@ -980,6 +941,68 @@ impl Inner {
     fn note_failure(&self, net: &Net, peer: DeviceId, e: &NetError) {
         net.record_error(peer, e.to_string());
         self.emit_failure(net.id, peer, e);
+    }
+
+    /// [`Node::connect`] (also used by local-network discovery).
+    async fn connect(self: &Arc<Self>, network: NetworkId, peer: &PeerAddr) -> NetResult<()> {
+        let inner = self;
+        inner.live()?;
+        let net = inner.net(network)?;
+        if peer.device == inner.device {
+            return Err(NetError::SelfConnect);
+        }
+        if lock(&net.replica).replica().member(&peer.device).is_none() {
+            return Err(NetError::PeerNotAMember {
+                peer: peer.device,
+                network,
+            });
+        }
+        let live = net.links().into_iter().any(|l| {
+            l.peer == peer.device
+                && !l.closing.load(Ordering::Relaxed)
+                && l.conn.close_reason().is_none()
+        });
+        if live {
+            debug!(peer = %peer.device, "already connected");
+            return Ok(());
+        }
+        let span = conn_span(network, peer.device, "out");
+        let result = async {
+            let conn = inner.dial(network, peer).await?;
+            let mut session = net.session(peer.device);
+            let opening = {
+                let replica = lock(&net.replica);
+                session.poll_transmit(replica.replica())
+            };
+            let Some(opening) = opening else {
+                close(&conn, close_code::DONE, "no opening frame");
+                return Err(NetError::Protocol {
+                    peer: peer.device,
+                    detail: "the sync session produced no opening frame".into(),
+                });
+            };
+            let (send, recv, reply) = inner
+                .open_exchange(&conn, network, peer.device, &opening)
+                .await?;
+            inner.start_link(
+                &net,
+                conn,
+                peer.device,
+                false,
+                session,
+                send,
+                recv,
+                Some(reply),
+            );
+            Ok(())
+        }
+        .instrument(span.clone())
+        .await;
+        if let Err(e) = &result {
+            span.in_scope(|| warn!(error = %e, "connect failed"));
+            inner.note_failure(&net, peer.device, e);
+        }
+        result
     }
 
     /// Dial `peer` for `network`.
