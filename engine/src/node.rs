@@ -12,6 +12,13 @@
 //! connection per peer and network, one stream of length-prefixed frames on it, membership
 //! checked when a peer connects) is described in [`crate::net`].
 //!
+//! Joining: an admin makes a [`Ticket`] ([`Node::invite`]); the newcomer's
+//! [`Node::join_with_ticket`] dials the admin's node, which redeems the invite by its own
+//! clock (the one frame a device that is not a member may send, [`Frame::Redeem`]), and the
+//! same connection then carries the history and the sync ([`SyncSession::bootstrap`]). A
+//! device an admin added by id joins with [`Node::join`]. Peers are remembered and redialed
+//! with backoff ([`reconnect`]).
+//!
 //! Threading: the node runs on the caller's tokio runtime. Ledger reads and writes take a
 //! short lock on the network's replica and are synchronous (a write returns after its fsync);
 //! no lock is ever held across an `.await`.
@@ -21,15 +28,14 @@ use std::net::{Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use automerge::sync::{Have, Message, MessageVersion};
 use automerge::ChangeHash;
 use iroh::endpoint::{
     presets, BindOpts, Connection, Incoming, PortmapperConfig, ReadError, RecvStream, SendStream,
     VarInt, WriteError,
 };
-use iroh::{Endpoint, NetReportConfig, RelayMode, RelayUrl, SecretKey};
+use iroh::{Endpoint, NetReportConfig, RelayMode, RelayUrl, SecretKey, TransportAddr};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -40,12 +46,19 @@ use crate::ledger::Ledger;
 use crate::membership::{Role, RECORD_PREFIX};
 use crate::net::{
     alpn, close_code, connect_error, connection_error, is_normal_close, network_of_alpn,
-    read_frame, write_frame, NetError, NetResult, PeerAddr, ReadFrameError,
+    read_frame, read_frame_limited, write_frame, NetError, NetResult, PeerAddr, ReadFrameError,
 };
 use crate::replica::Replica;
 use crate::store::{DurableReplica, Store};
-use crate::sync::{Frame, RefuseCode, SyncSession};
+use crate::sync::{Frame, RefuseCode, SyncError, SyncSession, MAX_FRAME_LEN, MAX_REDEEM_LEN};
 use crate::vf::{Agent, Id, NewEvent};
+
+pub mod discovery;
+pub mod reconnect;
+pub mod ticket;
+
+pub use reconnect::Backoff;
+pub use ticket::{Invitee, Ticket, TicketError};
 
 /// File name of the node's store inside its data directory.
 pub const STORE_FILE: &str = "reflow.redb";
@@ -100,11 +113,17 @@ pub struct NodeConfig {
     /// them, with no ticket and no internet; see [`discovery`]. Advertises this device's id
     /// and addresses on the link.
     pub mdns: bool,
+    /// Redial the members this node was connected to when it opens and after a connection
+    /// is lost, with this backoff ([`reconnect`]); `None`: only connect when asked.
+    pub reconnect: Option<Backoff>,
 }
 
 impl NodeConfig {
     /// Defaults: every interface, public relays, port mapping on, local-network discovery on,
-    /// 10 s connect timeout.
+    /// automatic reconnection ([`Backoff::default`]), 10 s connect timeout.
+    ///
+    /// With a bind port of 0, a node reopened from the same data directory first tries the
+    /// port it had last time, so that peers that know its address reach it again.
     pub fn new(data_dir: impl Into<PathBuf>) -> NodeConfig {
         NodeConfig {
             data_dir: data_dir.into(),
@@ -113,17 +132,20 @@ impl NodeConfig {
             portmapper: true,
             connect_timeout: Duration::from_secs(10),
             mdns: true,
+            reconnect: Some(Backoff::default()),
         }
     }
 
     /// A node that talks on loopback only: bound to `127.0.0.1`, no relays, no port mapping,
-    /// no probes, no local-network discovery. For tests and for several nodes on one machine.
+    /// no probes, no local-network discovery, no automatic reconnection (set
+    /// [`NodeConfig::reconnect`] to have it). For tests and for several nodes on one machine.
     pub fn loopback(data_dir: impl Into<PathBuf>) -> NodeConfig {
         NodeConfig {
             bind_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             relay: RelayConfig::Disabled,
             portmapper: false,
             mdns: false,
+            reconnect: None,
             ..NodeConfig::new(data_dir)
         }
     }
@@ -154,6 +176,12 @@ pub struct PeerStatus {
     pub their_heads: Option<Vec<ChangeHash>>,
     /// The last error of a connection with it (refusal, protocol violation, lost connection).
     pub last_error: Option<String>,
+    /// Where it was last reached (the address book), if known.
+    pub addr: Option<PeerAddr>,
+    /// When the node will next try to reconnect to it, if it is trying.
+    pub next_retry: Option<SystemTime>,
+    /// Reconnection attempts so far (since the connection was lost).
+    pub retries: u32,
 }
 
 /// Something that happened on the node's connections.
@@ -205,6 +233,29 @@ pub enum NodeEvent {
         /// The networks of this node in whose replica it is a member (may be empty).
         networks: Vec<NetworkId>,
     },
+    /// This (admin's) node redeemed an invite: `device` is a member now, and syncs on the
+    /// connection it presented the invite on.
+    InviteRedeemed {
+        /// The network.
+        network: NetworkId,
+        /// The new member.
+        device: DeviceId,
+        /// Its role.
+        role: Role,
+        /// The invite's nonce (recorded in the ledger).
+        nonce: String,
+    },
+    /// The node will try to reconnect to a member after `after` ([`reconnect`]).
+    RetryScheduled {
+        /// The network.
+        network: NetworkId,
+        /// The peer.
+        peer: DeviceId,
+        /// Which attempt this will be (1, 2, …).
+        attempt: u32,
+        /// In how long.
+        after: Duration,
+    },
     /// A peer sent changes that were refused and quarantined.
     ChangesRefused {
         /// The network.
@@ -239,6 +290,7 @@ struct Inner {
     cancel: CancellationToken,
     events: broadcast::Sender<NodeEvent>,
     next_link: AtomicU64,
+    jitter: Mutex<reconnect::Jitter>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -256,6 +308,8 @@ struct Net {
     replica: Mutex<DurableReplica>,
     links: Mutex<HashMap<u64, Arc<Link>>>,
     peers: Mutex<BTreeMap<DeviceId, PeerRecord>>,
+    /// Held while the address book is written (writes in order).
+    book_write: Mutex<()>,
     updates: broadcast::Sender<LedgerUpdate>,
     events: broadcast::Sender<NodeEvent>,
 }
@@ -264,6 +318,14 @@ struct Net {
 struct PeerRecord {
     their_heads: Option<Vec<ChangeHash>>,
     last_error: Option<String>,
+    /// The address book entry.
+    addr: Option<PeerAddr>,
+    /// This node's user disconnected it: not redialed until `connect` or a new connection.
+    paused: bool,
+    /// A reconnection task is running.
+    retrying: bool,
+    /// Attempts so far and when the next is due.
+    retry: Option<(u32, SystemTime)>,
 }
 
 /// One sync connection. Lock order: replica, then links, then a session.
@@ -370,9 +432,58 @@ impl Net {
             replica: Mutex::new(replica),
             links: Mutex::new(HashMap::new()),
             peers: Mutex::new(BTreeMap::new()),
+            book_write: Mutex::new(()),
             updates: broadcast::channel(CHANNEL_CAPACITY).0,
             events,
         }
+    }
+
+    /// Fill the peer records from the stored address book (members only, not `me`).
+    fn load_book(&self, me: DeviceId) {
+        let store = lock(&self.replica).store().clone();
+        let book = reconnect::load_book(&store, &self.id);
+        let replica = lock(&self.replica);
+        let mut peers = lock(&self.peers);
+        for (device, addr) in book {
+            if device != me && replica.replica().member(&device).is_some() {
+                peers.entry(device).or_default().addr = Some(addr);
+            }
+        }
+    }
+
+    /// The members in the address book.
+    fn known_peers(&self) -> Vec<DeviceId> {
+        lock(&self.peers)
+            .iter()
+            .filter(|(_, r)| r.addr.is_some())
+            .map(|(d, _)| *d)
+            .collect()
+    }
+
+    /// Remember where `addr.device` was reached, and save the address book if that changed.
+    fn remember(&self, addr: PeerAddr) {
+        if addr.direct.is_empty() && addr.relays.is_empty() {
+            return;
+        }
+        let _writing = lock(&self.book_write);
+        let book: Vec<PeerAddr> = {
+            let mut peers = lock(&self.peers);
+            let record = peers.entry(addr.device).or_default();
+            if record.addr.as_ref() == Some(&addr) {
+                return;
+            }
+            record.addr = Some(addr);
+            peers.values().filter_map(|r| r.addr.clone()).collect()
+        };
+        let store = lock(&self.replica).store().clone();
+        reconnect::save_book(&store, &self.id, &book);
+    }
+
+    /// Whether a connection to `peer` is open and not closing.
+    fn connected(&self, peer: DeviceId) -> bool {
+        self.links().into_iter().any(|l| {
+            l.peer == peer && !l.closing.load(Ordering::Relaxed) && l.conn.close_reason().is_none()
+        })
     }
 
     fn links(&self) -> Vec<Arc<Link>> {
@@ -552,10 +663,12 @@ impl Node {
                 continue;
             };
             let replica = span.in_scope(|| store.open_replica(&id, key.clone()))?;
-            networks.insert(id, Arc::new(Net::new(replica, events.clone())));
+            let net = Net::new(replica, events.clone());
+            span.in_scope(|| net.load_book(device));
+            networks.insert(id, Arc::new(net));
         }
         let alpns = networks.keys().map(alpn).collect();
-        let endpoint = bind_endpoint(&config, &key, alpns)
+        let endpoint = bind(&config, &key, alpns, &store)
             .instrument(span.clone())
             .await?;
         span.in_scope(|| {
@@ -576,6 +689,7 @@ impl Node {
             cancel: CancellationToken::new(),
             events,
             next_link: AtomicU64::new(1),
+            jitter: Mutex::new(reconnect::Jitter::from_os()),
         });
         let accept = inner.clone();
         inner
@@ -584,6 +698,14 @@ impl Node {
         if inner.config.mdns {
             span.in_scope(|| discovery::start(&inner));
         }
+        span.in_scope(|| {
+            let nets: Vec<Arc<Net>> = inner.read_networks().values().cloned().collect();
+            for net in nets {
+                for peer in net.known_peers() {
+                    inner.schedule_reconnect(&net, peer, true);
+                }
+            }
+        });
         Ok(Node { inner })
     }
 
@@ -677,20 +799,108 @@ impl Node {
         Ok(())
     }
 
+    /// Make a ticket to join `network` (admins only): an invite signed by this device,
+    /// granting `role` and acting for `agent` (or, if `None`, for an Agent the newcomer
+    /// describes when it joins), valid for `ttl` by the clock of the admin who redeems it,
+    /// for `invitee` (anyone holding the ticket once, or one device), with this node's address
+    /// to redeem it at. Hand over its text ([`Ticket`]'s `Display`); the newcomer calls
+    /// [`Node::join_with_ticket`] while this node is reachable.
+    pub fn invite(
+        &self,
+        network: NetworkId,
+        role: Role,
+        agent: Option<Id>,
+        ttl: Duration,
+        invitee: Invitee,
+    ) -> NetResult<Ticket> {
+        let net = self.inner.net(network)?;
+        let expires_at = unix_now()
+            .saturating_add(ttl.as_secs())
+            .saturating_add(u64::from(ttl.subsec_nanos() > 0));
+        let replica = lock(&net.replica);
+        let replica = replica.replica();
+        let (invite, secret) = match invitee {
+            Invitee::Anyone => {
+                let (invite, secret) = replica.invite_bearer(role, agent, expires_at)?;
+                (invite, Some(secret))
+            }
+            Invitee::Device(device) => (
+                replica.invite_device(device, role, agent, expires_at)?,
+                None,
+            ),
+        };
+        info!(network = %short(&network), %role, expires_at, nonce = %invite.nonce, "ticket made");
+        Ok(Ticket {
+            network,
+            network_name: replica.ledger().network_name().to_string(),
+            invite,
+            secret,
+            inviter: self.addr(),
+        })
+    }
+
+    /// Join a network with a ticket: dial the ticket's inviter, which redeems the invite (by
+    /// its own clock) and admits this device acting for the invite's Agent or, if it names
+    /// none, for `agent` (created in the ledger); then fetch and check the history, store the
+    /// replica and keep syncing on the same connection. A refused invite (expired, already
+    /// redeemed, wrong secret, altered, for another device or network) is
+    /// [`NetError::InviteRefused`] with the reason, and nothing is written on either side.
+    pub async fn join_with_ticket(&self, ticket: &Ticket, agent: Agent) -> NetResult<NetworkId> {
+        let inner = &self.inner;
+        inner.live()?;
+        let network = ticket.network;
+        if inner.net(network).is_ok() {
+            return Err(NetError::AlreadyJoined { network });
+        }
+        let inviter = &ticket.inviter;
+        if inviter.device == inner.device {
+            return Err(NetError::SelfConnect);
+        }
+        let redeem = Frame::Redeem {
+            invite: ticket.invite.clone(),
+            secret: ticket.secret.clone(),
+            agent: Some(agent),
+        };
+        let span = conn_span(network, inviter.device, "ticket");
+        let result = match inner
+            .bootstrap(network, inviter, Some(redeem))
+            .instrument(span.clone())
+            .await
+        {
+            Err(NetError::Refused { peer, code, reason }) if code.is_invite_refusal() => {
+                Err(NetError::InviteRefused {
+                    inviter: peer,
+                    code,
+                    reason,
+                })
+            }
+            other => other,
+        };
+        if let Err(e) = &result {
+            span.in_scope(|| warn!(error = %e, "joining with a ticket failed"));
+            inner.emit_failure(network, inviter.device, e);
+        }
+        result.map(|()| network)
+    }
+
     /// Connect to a peer of `network` and keep syncing with it until one side closes. Returns
     /// once the peer has accepted (answered the first frame); the first sync round goes on in
     /// the background. The peer must be a member in this node's replica, and this device in
     /// the peer's ([`NetError::Refused`] says why not). Does nothing if a connection to the
-    /// peer for this network is open already.
+    /// peer for this network is open already. Undoes [`Node::disconnect`]'s pause.
     pub async fn connect(&self, network: NetworkId, peer: &PeerAddr) -> NetResult<()> {
+        if let Ok(net) = self.inner.net(network) {
+            if let Some(r) = lock(&net.peers).get_mut(&peer.device) {
+                r.paused = false;
+            }
+        }
         self.inner.connect(network, peer).await
     }
 
     /// Join a network this device was admitted to (an admin added its device id) through a
     /// peer that has the network, usually that admin: fetch the history from it, check it
-    /// like any received changes, store it as a new replica, then [`Node::connect`] to the
-    /// peer to keep syncing. If only that last step fails, the replica is kept (call
-    /// `connect` again) and its error is returned.
+    /// like any received changes, store it as a new replica, and keep syncing with the peer
+    /// on the same connection.
     pub async fn join(&self, network: NetworkId, peer: &PeerAddr) -> NetResult<()> {
         let inner = &self.inner;
         inner.live()?;
@@ -701,28 +911,32 @@ impl Node {
             return Err(NetError::SelfConnect);
         }
         let span = conn_span(network, peer.device, "join");
-        let result = inner.join(network, peer).instrument(span.clone()).await;
+        let result = inner
+            .bootstrap(network, peer, None)
+            .instrument(span.clone())
+            .await;
         if let Err(e) = &result {
             span.in_scope(|| warn!(error = %e, "join failed"));
             inner.emit_failure(network, peer.device, e);
-            return result;
         }
-        self.connect(network, peer).await
+        result
     }
 
-    /// Close the connections to `peer` in `network` (it stays a member; connect again to
-    /// resume).
+    /// Close the connections to `peer` in `network`. It stays a member; neither side redials
+    /// on its own until [`Node::connect`] is called or a new connection between them opens.
     pub fn disconnect(&self, network: NetworkId, peer: DeviceId) -> NetResult<()> {
         let net = self.inner.net(network)?;
+        lock(&net.peers).entry(peer).or_default().paused = true;
         for link in net.links() {
             if link.peer == peer {
-                link.close(close_code::DONE, "disconnected");
+                link.close(close_code::DISCONNECTED, "disconnected");
             }
         }
         Ok(())
     }
 
-    /// The peers of `network` this node has been connected to or refused, and their state.
+    /// The peers of `network` this node knows (connected, in its address book, or refused),
+    /// and their state.
     pub fn peers(&self, network: NetworkId) -> NetResult<Vec<PeerStatus>> {
         let net = self.inner.net(network)?;
         let mut out: BTreeMap<DeviceId, PeerStatus> = BTreeMap::new();
@@ -734,6 +948,9 @@ impl Node {
                     connected: false,
                     their_heads: record.their_heads.clone(),
                     last_error: record.last_error.clone(),
+                    addr: record.addr.clone(),
+                    next_retry: record.retry.map(|(_, at)| at),
+                    retries: record.retry.map_or(0, |(n, _)| n.saturating_sub(1)),
                 },
             );
         }
@@ -744,6 +961,9 @@ impl Node {
                 connected: true,
                 their_heads: None,
                 last_error: None,
+                addr: None,
+                next_retry: None,
+                retries: 0,
             });
             status.connected = true;
             if heads.is_some() {
@@ -795,6 +1015,26 @@ impl Drop for Node {
     }
 }
 
+/// Whether a failed reconnection is final: the peer is no member (here or there), does not
+/// serve the network, or this node is closing. Other failures (unreachable, timeouts, lost
+/// connections, a busy peer) are retried.
+fn gives_up(e: &NetError) -> bool {
+    match e {
+        NetError::Refused { code, .. } => !matches!(code, RefuseCode::Busy),
+        NetError::Unreachable { .. }
+        | NetError::Timeout { .. }
+        | NetError::ConnectionLost { .. } => false,
+        _ => true,
+    }
+}
+
+/// This device's clock, in unix seconds.
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 fn short(id: &impl std::fmt::Display) -> String {
     let s = id.to_string();
     s[..s.len().min(10)].to_string()
@@ -804,13 +1044,57 @@ fn conn_span(network: NetworkId, peer: DeviceId, dir: &'static str) -> tracing::
     info_span!("connection", network = %short(&network), peer = %short(&peer), dir)
 }
 
+/// Node metadata key of the UDP port the endpoint was last bound to (u16, big-endian).
+const META_LAST_PORT: &str = "last_port";
+
+/// Bind the endpoint. With a bind port of 0, the port of the last run is tried first (peers
+/// that know this node's address reach it again), then any free port; the port bound is
+/// remembered.
+async fn bind(
+    config: &NodeConfig,
+    key: &DeviceKey,
+    alpns: Vec<Vec<u8>>,
+    store: &Store,
+) -> NetResult<Endpoint> {
+    if config.bind_addr.port() != 0 {
+        return bind_endpoint(config, config.bind_addr, key, alpns).await;
+    }
+    let last = match store.node_meta(META_LAST_PORT) {
+        Ok(Some(b)) => <[u8; 2]>::try_from(b.as_slice())
+            .ok()
+            .map(u16::from_be_bytes),
+        _ => None,
+    };
+    if let Some(port) = last.filter(|p| *p != 0) {
+        let mut addr = config.bind_addr;
+        addr.set_port(port);
+        match bind_endpoint(config, addr, key, alpns.clone()).await {
+            Ok(endpoint) => return Ok(endpoint),
+            Err(e) => debug!(port, error = %e, "the last port is taken; binding a free one"),
+        }
+    }
+    let endpoint = bind_endpoint(config, config.bind_addr, key, alpns).await?;
+    let port = endpoint
+        .bound_sockets()
+        .iter()
+        .find(|a| a.is_ipv4() == config.bind_addr.is_ipv4())
+        .map(SocketAddr::port);
+    if let Some(port) = port.filter(|p| Some(*p) != last) {
+        if let Err(e) = store.put_node_meta(META_LAST_PORT, &port.to_be_bytes()) {
+            warn!(error = %e, "could not remember the port");
+        }
+    }
+    Ok(endpoint)
+}
+
 async fn bind_endpoint(
     config: &NodeConfig,
+    bind_addr: SocketAddr,
     key: &DeviceKey,
     alpns: Vec<Vec<u8>>,
 ) -> NetResult<Endpoint> {
     let bind_error = |detail: String| NetError::Bind {
-        addr: config.bind_addr,
+        addr: bind_addr,
         detail,
     };
     let relay_mode = match &config.relay {
@@ -832,9 +1116,9 @@ async fn bind_endpoint(
         .alpns(alpns)
         .relay_mode(relay_mode)
         .clear_ip_transports()
-        .bind_addr(config.bind_addr)
+        .bind_addr(bind_addr)
         .map_err(|e| bind_error(e.to_string()))?;
-    if config.bind_addr.ip().is_unspecified() && config.bind_addr.is_ipv4() {
+    if bind_addr.ip().is_unspecified() && bind_addr.is_ipv4() {
         builder = builder
             .bind_addr_with_opts(
                 SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
@@ -849,21 +1133,6 @@ async fn bind_endpoint(
         builder = builder.net_report_config(NetReportConfig::minimal());
     }
     builder.bind().await.map_err(|e| bind_error(e.to_string()))
-}
-
-/// The sync message of a device that has nothing yet: no heads, an empty summary. The peer
-/// answers with its whole history (as individual changes: no capabilities are advertised, so
-/// no whole-document message).
-fn bootstrap_message() -> Vec<u8> {
-    Message {
-        heads: Vec::new(),
-        need: Vec::new(),
-        have: vec![Have::default()],
-        changes: automerge::sync::ChunkList::empty(),
-        flags: None,
-        version: MessageVersion::V1,
-    }
-    .encode()
 }
 
 fn write_error(peer: DeviceId, network: NetworkId, e: WriteError) -> NetError {
@@ -913,6 +1182,7 @@ impl Inner {
     /// Add a replica and serve its ALPN.
     fn install(&self, replica: DurableReplica) -> Arc<Net> {
         let net = Arc::new(Net::new(replica, self.events.clone()));
+        net.load_book(self.device);
         let mut nets = self
             .networks
             .write()
@@ -927,7 +1197,9 @@ impl Inner {
     }
 
     fn emit_failure(&self, network: NetworkId, peer: DeviceId, e: &NetError) {
-        if let NetError::Refused { code, reason, .. } = e {
+        if let NetError::Refused { code, reason, .. }
+        | NetError::InviteRefused { code, reason, .. } = e
+        {
             self.emit(NodeEvent::Refused {
                 network,
                 peer,
@@ -957,12 +1229,7 @@ impl Inner {
                 network,
             });
         }
-        let live = net.links().into_iter().any(|l| {
-            l.peer == peer.device
-                && !l.closing.load(Ordering::Relaxed)
-                && l.conn.close_reason().is_none()
-        });
-        if live {
+        if net.connected(peer.device) {
             debug!(peer = %peer.device, "already connected");
             return Ok(());
         }
@@ -982,8 +1249,9 @@ impl Inner {
                 });
             };
             let (send, recv, reply) = inner
-                .open_exchange(&conn, network, peer.device, &opening)
+                .open_exchange(&conn, network, peer.device, std::slice::from_ref(&opening))
                 .await?;
+            net.remember(peer.clone());
             inner.start_link(
                 &net,
                 conn,
@@ -1020,14 +1288,14 @@ impl Inner {
         Ok(conn)
     }
 
-    /// Open the stream, send the opening frame and read the peer's first frame: the peer has
+    /// Open the stream, send the opening frames and read the peer's first frame: the peer has
     /// accepted the connection once it answers.
     async fn open_exchange(
         &self,
         conn: &Connection,
         network: NetworkId,
         peer: DeviceId,
-        opening: &Frame,
+        opening: &[Frame],
     ) -> NetResult<(SendStream, RecvStream, Frame)> {
         let after = self.config.connect_timeout;
         let exchange = async {
@@ -1035,7 +1303,8 @@ impl Inner {
                 .open_bi()
                 .await
                 .map_err(|e| connection_error(peer, network, &e))?;
-            if let Err(e) = write_frame(&mut send, &opening.encode()).await {
+            let bytes: Vec<u8> = opening.iter().flat_map(Frame::encode).collect();
+            if let Err(e) = write_frame(&mut send, &bytes).await {
                 // A refusal arrives as the connection's close; prefer it to the write error.
                 return Err(match conn.close_reason() {
                     Some(c) => connection_error(peer, network, &c),
@@ -1076,21 +1345,52 @@ impl Inner {
         }
     }
 
-    async fn join(self: &Arc<Self>, network: NetworkId, peer: &PeerAddr) -> NetResult<()> {
+    /// Join `network` through `peer`: dial it, send `redeem` first if given (a ticket's
+    /// invite), then the sync request of a device with no replica
+    /// ([`SyncSession::bootstrap`]); read the peer's answer (the history, up to its Sync
+    /// frame), check it, store the replica, and go on syncing with the same session on the
+    /// same connection.
+    async fn bootstrap(
+        self: &Arc<Self>,
+        network: NetworkId,
+        peer: &PeerAddr,
+        redeem: Option<Frame>,
+    ) -> NetResult<()> {
         let conn = self.dial(network, peer).await?;
-        let request = Frame::Sync {
-            seq: 1,
-            message: bootstrap_message(),
-            changes: Vec::new(),
-        };
-        let (_send, mut recv, first) = self
-            .open_exchange(&conn, network, peer.device, &request)
+        let (mut session, request) = SyncSession::bootstrap(network, peer.device);
+        let opening: Vec<Frame> = redeem.into_iter().chain([request]).collect();
+        let (send, mut recv, first) = self
+            .open_exchange(&conn, network, peer.device, &opening)
             .await?;
-        let genesis = network.genesis();
-        let mut history = first.changes().to_vec();
+        let protocol = |detail: String| {
+            let code = RefuseCode::ProtocolViolation.to_u16();
+            close(&conn, u32::from(code), &detail);
+            NetError::Protocol {
+                peer: peer.device,
+                detail,
+            }
+        };
+        let mut history = Vec::new();
+        let mut next = Some(first);
         let after = self.config.connect_timeout;
-        while !history.iter().any(|c| c.hash() == genesis) {
-            let frame = match tokio::time::timeout(after, read_frame(&mut recv)).await {
+        while let Some(frame) = next.take() {
+            let last = matches!(frame, Frame::Sync { .. });
+            match session.handle_bootstrap_frame(frame) {
+                Ok(changes) => history.extend(changes),
+                Err(SyncError::Refused { code, reason }) => {
+                    close(&conn, close_code::DONE, "refused");
+                    return Err(NetError::Refused {
+                        peer: peer.device,
+                        code,
+                        reason,
+                    });
+                }
+                Err(e) => return Err(protocol(e.to_string())),
+            }
+            if last {
+                break;
+            }
+            next = match tokio::time::timeout(after, read_frame(&mut recv)).await {
                 Err(_) => {
                     close(&conn, close_code::TIMEOUT, "timed out");
                     return Err(NetError::Timeout {
@@ -1098,13 +1398,7 @@ impl Inner {
                         waiting_for: "the network's history",
                     });
                 }
-                Ok(Ok(Some(frame))) => {
-                    if let Some(e) = refused(peer.device, &frame) {
-                        close(&conn, close_code::DONE, "refused");
-                        return Err(e);
-                    }
-                    frame
-                }
+                Ok(Ok(Some(frame))) => Some(frame),
                 Ok(Ok(None)) => {
                     return Err(NetError::JoinFailed {
                         network,
@@ -1121,7 +1415,6 @@ impl Inner {
                     return Err(e);
                 }
             };
-            history.extend_from_slice(frame.changes());
         }
         let n = history.len();
         let (replica, receipt) = match Replica::join(network, self.key.clone(), history) {
@@ -1157,17 +1450,122 @@ impl Inner {
         if replica.role().is_none() {
             warn!("joined, but this device is not (yet) a member in the history received");
         }
+        if self.cancel.is_cancelled() {
+            close(
+                &conn,
+                close_code::SHUTTING_DOWN,
+                "the node is shutting down",
+            );
+            return Err(NetError::Closed);
+        }
         let durable = self.store.create_replica(replica, &receipt.applied)?;
         info!(
             changes = n,
             stored = receipt.applied.len(),
             "joined the network"
         );
-        self.install(durable);
-        // The bootstrap exchange is not a sync session (its sequence numbers are spent):
-        // the caller syncs on a fresh connection.
-        close(&conn, close_code::DONE, "joined");
+        let net = self.install(durable);
+        net.remember(peer.clone());
+        // The same session goes on: its next message (sequence number 2) tells the peer what
+        // this replica has now.
+        let link = self.start_link(&net, conn, peer.device, false, session, send, recv, None);
+        let replica = lock(&net.replica);
+        link.transmit(replica.replica());
         Ok(())
+    }
+
+    /// Reconnect to `peer` in the background, with backoff ([`reconnect`]), unless automatic
+    /// reconnection is off, the peer was paused or has no known address, or a reconnection
+    /// task for it is running already. `immediate`: the first attempt is made at once.
+    fn schedule_reconnect(self: &Arc<Self>, net: &Arc<Net>, peer: DeviceId, immediate: bool) {
+        let Some(backoff) = self.config.reconnect else {
+            return;
+        };
+        if self.cancel.is_cancelled() || peer == self.device {
+            return;
+        }
+        {
+            let mut peers = lock(&net.peers);
+            let record = peers.entry(peer).or_default();
+            if record.paused || record.retrying || record.addr.is_none() {
+                return;
+            }
+            record.retrying = true;
+        }
+        let inner = self.clone();
+        let task_net = net.clone();
+        self.tracker.spawn(
+            async move {
+                inner
+                    .reconnect_loop(task_net, peer, backoff, immediate)
+                    .await;
+            }
+            .instrument(conn_span(net.id, peer, "retry")),
+        );
+    }
+
+    async fn reconnect_loop(
+        self: Arc<Self>,
+        net: Arc<Net>,
+        peer: DeviceId,
+        backoff: Backoff,
+        immediate: bool,
+    ) {
+        let mut attempt: u32 = 0;
+        loop {
+            let delay = if attempt == 0 && immediate {
+                Duration::ZERO
+            } else {
+                let unit = lock(&self.jitter).unit();
+                backoff.delay(attempt.saturating_sub(u32::from(immediate)), unit)
+            };
+            attempt += 1;
+            let addr = {
+                let mut peers = lock(&net.peers);
+                let record = peers.entry(peer).or_default();
+                if record.paused || net.connected(peer) {
+                    record.retrying = false;
+                    record.retry = None;
+                    return;
+                }
+                record.retry = Some((attempt, SystemTime::now() + delay));
+                record.addr.clone()
+            };
+            let Some(addr) = addr else { break };
+            debug!(attempt, ?delay, "reconnecting after a delay");
+            self.emit(NodeEvent::RetryScheduled {
+                network: net.id,
+                peer,
+                attempt,
+                after: delay,
+            });
+            tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                () = tokio::time::sleep(delay) => {}
+            }
+            if lock(&net.peers).get(&peer).is_some_and(|r| r.paused) {
+                break;
+            }
+            match self.connect(net.id, &addr).await {
+                Ok(()) => {
+                    info!(attempt, "reconnected");
+                    // Checked again at the top: if the new connection was lost already, the
+                    // retries go on (its end could not start another task while this one ran).
+                    attempt = 1;
+                    continue;
+                }
+                Err(e) if gives_up(&e) => {
+                    info!(error = %e, "not reconnecting");
+                    break;
+                }
+                Err(e) => debug!(attempt, error = %e, "reconnection failed; retrying later"),
+            }
+        }
+        let mut peers = lock(&net.peers);
+        if let Some(record) = peers.get_mut(&peer) {
+            record.retrying = false;
+            record.retry = None;
+        }
     }
 
     /// Register a connection and start its reader and writer.
@@ -1182,7 +1580,7 @@ impl Inner {
         send: SendStream,
         recv: RecvStream,
         first: Option<Frame>,
-    ) {
+    ) -> Arc<Link> {
         let (out, rx) = mpsc::unbounded_channel();
         let link = Arc::new(Link {
             id: self.next_link.fetch_add(1, Ordering::Relaxed),
@@ -1193,6 +1591,22 @@ impl Inner {
             closing: AtomicBool::new(false),
         });
         lock(&net.links).insert(link.id, link.clone());
+        // A new connection ends a pause (Node::disconnect) either way.
+        if let Some(r) = lock(&net.peers).get_mut(&peer) {
+            r.paused = false;
+        }
+        if inbound {
+            // Where it came from is where it listens (one socket per endpoint).
+            let mut addr = PeerAddr::new(peer);
+            for path in &link.conn.paths() {
+                match path.remote_addr() {
+                    TransportAddr::Ip(a) => addr.direct.push(*a),
+                    TransportAddr::Relay(url) => addr.relays.push(url.to_string()),
+                    _ => {}
+                }
+            }
+            net.remember(addr);
+        }
         info!(inbound, "sync connection open");
         self.emit(NodeEvent::Connected {
             network: net.id,
@@ -1206,8 +1620,11 @@ impl Inner {
             .spawn(run_writer(conn, send, rx, cancel).instrument(span.clone()));
         let inner = self.clone();
         let net = net.clone();
-        self.tracker
-            .spawn(async move { inner.run_link(net, link, recv, first).await }.instrument(span));
+        let task_link = link.clone();
+        self.tracker.spawn(
+            async move { inner.run_link(net, task_link, recv, first).await }.instrument(span),
+        );
+        link
     }
 
     async fn run_link(
@@ -1257,6 +1674,21 @@ impl Inner {
         }
         .await;
         reader.abort();
+        // Whether to redial: not after a deliberate close (by this node's user, who paused the
+        // peer, or by the peer's: DISCONNECTED), a refusal, a protocol or storage failure, or
+        // this node's shutdown.
+        let deliberate = matches!(
+            link.conn.close_reason(),
+            Some(iroh::endpoint::ConnectionError::ApplicationClosed(c))
+                if c.error_code.into_inner() == u64::from(close_code::DISCONNECTED)
+        );
+        let redial = !deliberate
+            && !link.closing.load(Ordering::Relaxed)
+            && match &end {
+                Ok(()) | Err(LinkEnd::Finished) => true,
+                Err(LinkEnd::Lost(e)) => !gives_up(e),
+                _ => false,
+            };
         let error = match end {
             Ok(()) | Err(LinkEnd::Finished) => {
                 if !link.closing.load(Ordering::Relaxed) {
@@ -1309,6 +1741,9 @@ impl Inner {
             peer: link.peer,
             error,
         });
+        if redial && !net.connected(link.peer) {
+            self.schedule_reconnect(&net, link.peer, false);
+        }
     }
 
     async fn accept_loop(self: Arc<Self>) {
@@ -1384,46 +1819,37 @@ impl Inner {
                 return;
             }
             let after = self.config.connect_timeout;
-            if lock(&net.replica).replica().member(&peer).is_none() {
-                let reason = format!(
-                    "device {peer} is not a member of network {network} (never admitted, or removed): ask an admin of the network to add this device"
-                );
-                warn!("refusing a device that is not a member");
-                net.record_error(peer, format!("refused: {reason}"));
-                self.emit(NodeEvent::Refused {
-                    network,
-                    peer,
-                    by_us: true,
-                    code: RefuseCode::NotAMember,
-                    reason: reason.clone(),
-                });
-                // The refusal goes on the dialer's stream, which exists once it wrote to it.
-                match tokio::time::timeout(after, conn.accept_bi()).await {
-                    Ok(Ok((mut send, _recv))) => {
-                        refuse_on(&conn, &mut send, RefuseCode::NotAMember, &reason).await;
-                    }
-                    _ => close(&conn, u32::from(RefuseCode::NotAMember.to_u16()), &reason),
-                }
-                return;
-            }
-            let opened = tokio::time::timeout(after, async {
-                let (send, mut recv) = conn
-                    .accept_bi()
-                    .await
-                    .map_err(|e| connection_error(peer, network, &e))?;
-                match read_frame(&mut recv).await {
-                    Ok(Some(frame)) => Ok((send, recv, frame)),
-                    Ok(None) => Err(NetError::ConnectionLost {
-                        peer,
-                        detail: "the peer ended the stream before its first frame".into(),
-                    }),
-                    Err(e) => Err(read_error(peer, network, e)),
-                }
-            })
-            .await;
-            let (send, recv, first) = match opened {
-                Ok(Ok(x)) => x,
+            // A device that is not a member may send one small frame: a Redeem.
+            let member = lock(&net.replica).replica().member(&peer).is_some();
+            let (mut send, mut recv) = match tokio::time::timeout(after, conn.accept_bi()).await {
+                Ok(Ok(streams)) => streams,
                 Ok(Err(e)) => {
+                    let e = connection_error(peer, network, &e);
+                    warn!(error = %e, "incoming connection failed before its first frame");
+                    net.record_error(peer, e.to_string());
+                    return;
+                }
+                Err(_) => {
+                    close(&conn, close_code::TIMEOUT, "timed out waiting for the first frame");
+                    return;
+                }
+            };
+            let limit = if member { MAX_FRAME_LEN } else { MAX_REDEEM_LEN };
+            let first = tokio::time::timeout(after, read_frame_limited(&mut recv, limit)).await;
+            let first = match first {
+                Ok(Ok(Some(frame))) => frame,
+                _ if !member => {
+                    self.refuse_not_member(&net, &conn, &mut send, peer).await;
+                    return;
+                }
+                Ok(Ok(None)) => {
+                    let detail = "the peer ended the stream before its first frame";
+                    warn!(detail, "incoming connection failed before its first frame");
+                    net.record_error(peer, detail.to_string());
+                    return;
+                }
+                Ok(Err(e)) => {
+                    let e = read_error(peer, network, e);
                     warn!(error = %e, "incoming connection failed before its first frame");
                     if let NetError::Protocol { detail, .. } = &e {
                         let code = RefuseCode::ProtocolViolation.to_u16();
@@ -1444,16 +1870,119 @@ impl Inner {
                     return;
                 }
             };
-            if let Some(e) = refused(peer, &first) {
+            let first = match first {
+                Frame::Redeem {
+                    invite,
+                    secret,
+                    agent,
+                } if !member => {
+                    self.redeem(&net, conn, peer, (send, recv), &invite, secret, agent)
+                        .await;
+                    return;
+                }
+                Frame::Redeem { invite, .. } => {
+                    // A retry after a lost connection, say: it syncs as the member it is.
+                    info!(nonce = %invite.nonce, "already a member; the invite is not redeemed again");
+                    None
+                }
+                _ if !member => {
+                    self.refuse_not_member(&net, &conn, &mut send, peer).await;
+                    return;
+                }
+                frame => Some(frame),
+            };
+            if let Some(e) = first.as_ref().and_then(|f| refused(peer, f)) {
                 info!(error = %e, "the dialer refused");
                 close(&conn, close_code::DONE, "refused");
                 return;
             }
             let session = net.session(peer);
-            self.start_link(&net, conn, peer, true, session, send, recv, Some(first));
+            self.start_link(&net, conn, peer, true, session, send, recv, first);
         }
         .instrument(span)
         .await;
+    }
+}
+
+impl Inner {
+    /// Refuse a device that is not a member: a Refuse frame on its stream, then close.
+    async fn refuse_not_member(
+        &self,
+        net: &Net,
+        conn: &Connection,
+        send: &mut SendStream,
+        peer: DeviceId,
+    ) {
+        let network = net.id;
+        let reason = format!(
+            "device {peer} is not a member of network {network} (never admitted, or removed): ask an admin of the network to add this device"
+        );
+        warn!("refusing a device that is not a member");
+        net.record_error(peer, format!("refused: {reason}"));
+        self.emit(NodeEvent::Refused {
+            network,
+            peer,
+            by_us: true,
+            code: RefuseCode::NotAMember,
+            reason: reason.clone(),
+        });
+        refuse_on(conn, send, RefuseCode::NotAMember, &reason).await;
+    }
+
+    /// Redeem an invite for `peer`, a device that is not a member, by this node's clock
+    /// ([`DurableReplica::redeem_invite`]): on success the new records are stored and pushed
+    /// to the connected peers, and the connection becomes the new member's sync connection;
+    /// else it is refused with the invite's refusal code, and nothing is written.
+    #[allow(clippy::too_many_arguments)]
+    async fn redeem(
+        self: &Arc<Self>,
+        net: &Arc<Net>,
+        conn: Connection,
+        peer: DeviceId,
+        (mut send, recv): (SendStream, RecvStream),
+        invite: &crate::membership::Invite,
+        secret: Option<crate::membership::BearerSecret>,
+        agent: Option<Agent>,
+    ) {
+        let now = unix_now();
+        let result = {
+            let mut replica = lock(&net.replica);
+            match replica.redeem_invite(invite, peer, secret.as_ref(), agent, now) {
+                Ok(signed) => {
+                    net.after_change(&replica, &signed, None);
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        };
+        let network = net.id;
+        if let Err(e) = result {
+            let code = match &e {
+                crate::Error::Invite(ie) => RefuseCode::of_invite_error(ie),
+                _ => RefuseCode::InviteNotRedeemed,
+            };
+            let reason = format!("invite {} not redeemed: {e}", invite.nonce);
+            warn!(%code, %reason, "invite refused");
+            net.record_error(peer, format!("refused: {reason}"));
+            self.emit(NodeEvent::Refused {
+                network,
+                peer,
+                by_us: true,
+                code,
+                reason: reason.clone(),
+            });
+            refuse_on(&conn, &mut send, code, &reason).await;
+            return;
+        }
+        info!(nonce = %invite.nonce, role = %invite.role, "invite redeemed: a new member");
+        self.emit(NodeEvent::InviteRedeemed {
+            network,
+            device: peer,
+            role: invite.role,
+            nonce: invite.nonce.clone(),
+        });
+        let session = net.session(peer);
+        self.start_link(net, conn, peer, true, session, send, recv, None);
     }
 }
 

@@ -24,6 +24,9 @@ use crate::membership::{
 };
 use crate::vf::{Agent, Id};
 
+/// Batches larger than this are verified in chunks of this size, overlapping with applying.
+const PIPELINE_CHUNK: usize = 8192;
+
 /// Root key where a membership change writes a readable copy of its record.
 const RECORD_KEY: &str = "lastMembershipRecord";
 
@@ -521,6 +524,11 @@ impl Replica {
     /// quarantine the refused. Changes whose dependencies have not arrived wait for them.
     /// Duplicates and replays of known changes are ignored.
     pub fn receive(&mut self, changes: Vec<SignedChange>) -> Result<Receipt> {
+        self.receive_in_chunks(changes, PIPELINE_CHUNK)
+    }
+
+    /// [`Replica::receive`] with batches over `chunk` changes pipelined in chunks of `chunk`.
+    fn receive_in_chunks(&mut self, changes: Vec<SignedChange>, chunk: usize) -> Result<Receipt> {
         let _span =
             tracing::debug_span!("receive", network = %self.network, n = changes.len()).entered();
         let mut receipt = Receipt::default();
@@ -544,12 +552,57 @@ impl Replica {
                 fresh.push(c);
             }
         }
-        let verdicts = verify_changes(&self.network, &fresh);
+        if fresh.len() <= chunk {
+            let verdicts = verify_changes(&self.network, &fresh);
+            self.process_verified(fresh, verdicts, &mut receipt)?;
+            return Ok(receipt);
+        }
+        // A large batch (an initial sync): verify the next chunk on other threads while this
+        // one is judged and applied, so that signature checks overlap with Automerge's work.
+        let network = self.network;
+        let mut chunks = Vec::new();
+        let mut rest = fresh;
+        while rest.len() > chunk {
+            let tail = rest.split_off(chunk);
+            chunks.push(rest);
+            rest = tail;
+        }
+        chunks.push(rest);
+        let verify = move |c: Vec<SignedChange>| {
+            let v = verify_changes(&network, &c);
+            (c, v)
+        };
+        std::thread::scope(|s| -> Result<()> {
+            let mut pending = chunks.into_iter();
+            let mut next = pending.next().map(|c| s.spawn(move || verify(c)));
+            while let Some(handle) = next.take() {
+                let joined = handle.join();
+                next = pending.next().map(|c| s.spawn(move || verify(c)));
+                match joined {
+                    Ok((c, v)) => self.process_verified(c, v, &mut receipt)?,
+                    // A panic while verifying is a bug; those changes are dropped (not
+                    // stored, not acknowledged) and will come again with the next sync.
+                    Err(_) => warn!("signature verification failed internally; chunk dropped"),
+                }
+            }
+            Ok(())
+        })?;
+        Ok(receipt)
+    }
+
+    /// Judge and apply changes whose signatures were checked (`verdicts`, one per change),
+    /// with the changes waiting from earlier calls. Adds to `receipt`.
+    fn process_verified(
+        &mut self,
+        fresh: Vec<SignedChange>,
+        verdicts: Vec<std::result::Result<DeviceId, crate::identity::SignatureProblem>>,
+        receipt: &mut Receipt,
+    ) -> Result<()> {
         let mut pool: Vec<SignedChange> = self.waiting.drain().map(|(_, c)| c).collect();
         for (c, v) in fresh.into_iter().zip(verdicts) {
             match v {
                 Ok(_) => pool.push(c),
-                Err(problem) => self.refuse(c, Rejection::Signature { problem }, &mut receipt),
+                Err(problem) => self.refuse(c, Rejection::Signature { problem }, receipt),
             }
         }
 
@@ -610,7 +663,7 @@ impl Replica {
                     self.quarantine.remove(&h);
                     accepted.push(c);
                 }
-                Err(reason) => self.refuse(c, reason, &mut receipt),
+                Err(reason) => self.refuse(c, reason, receipt),
             }
             for w in blocked_on.remove(&h).unwrap_or_default() {
                 if let Some(n) = missing.get_mut(&w) {
@@ -633,8 +686,8 @@ impl Replica {
                 .apply_changes(accepted.iter().map(|c| c.change.clone()).collect())?;
             debug!(applied = accepted.len(), "changes accepted");
         }
-        receipt.applied = accepted;
-        Ok(receipt)
+        receipt.applied.extend(accepted);
+        Ok(())
     }
 
     fn refused_for_good(&self, hash: &ChangeHash) -> bool {
@@ -705,5 +758,56 @@ mod tests {
             eve.write(|l| l.create(Unit::new("g", "gram", "g"))),
             Err(Error::NotAllowed { .. })
         ));
+    }
+
+    #[test]
+    fn pipelined_receive_decides_like_one_batch() {
+        let admin_key = DeviceKey::generate().expect("key");
+        let (mut admin, _) =
+            Replica::create_network("market", admin_key, Agent::person("ana", "Ana"))
+                .expect("create");
+        admin
+            .write(|l| l.create(Unit::new("kg", "kilogram", "kg")))
+            .expect("unit");
+        for i in 0..150 {
+            admin
+                .write(|l| {
+                    l.record_event(
+                        EconomicEvent::new(Action::Produce, "ana", "ana")
+                            .quantity(1, "kg")
+                            .creating(ResourceDescription::new(format!("r{i}"), "Apples")),
+                    )
+                })
+                .expect("write");
+        }
+        let mut history = admin.signed_changes_since(&[]);
+        // A forged change in the middle, and the history in reverse order after the genesis.
+        let mut forged = history[40].clone();
+        forged.signature.0[0] ^= 1;
+        history.insert(77, forged);
+        history[1..].reverse();
+        let network = admin.network();
+        let key = || DeviceKey::generate().expect("key");
+        let (mut one, _) = Replica::join(network, key(), history[..1].to_vec()).expect("join");
+        let (mut piped, _) = Replica::join(network, key(), history[..1].to_vec()).expect("join");
+        let a = one
+            .receive_in_chunks(history.clone(), usize::MAX)
+            .expect("one batch");
+        let b = piped.receive_in_chunks(history, 16).expect("pipelined");
+        assert_eq!(one.ledger().heads(), admin.ledger().heads());
+        assert_eq!(piped.ledger().heads(), admin.ledger().heads());
+        assert_eq!(a.applied.len(), b.applied.len());
+        assert_eq!(a.refused.len(), 1);
+        assert_eq!(b.refused.len(), 1);
+        assert_eq!(
+            one.quarantine()
+                .map(|q| q.change.hash())
+                .collect::<Vec<_>>(),
+            piped
+                .quarantine()
+                .map(|q| q.change.hash())
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(one.ledger().snapshot(), piped.ledger().snapshot());
     }
 }

@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use crate::identity::{DeviceId, NetworkId};
 use crate::sync::{RefuseCode, PROTOCOL_VERSION};
 
-pub(crate) use wire::{read_frame, write_frame, ReadFrameError};
+pub(crate) use wire::{read_frame, read_frame_limited, write_frame, ReadFrameError};
 
 pub use crate::sync::alpn;
 
@@ -115,6 +115,9 @@ pub(crate) mod close_code {
     pub const STORAGE_FAILURE: u32 = 0x101;
     /// A wait timed out.
     pub const TIMEOUT: u32 = 0x102;
+    /// A normal close asked for by the closing node's user ([`crate::node::Node::disconnect`]):
+    /// the peer does not reconnect on its own.
+    pub const DISCONNECTED: u32 = 0x103;
 }
 
 /// What can go wrong in the node and its transport.
@@ -239,6 +242,19 @@ pub enum NetError {
         detail: String,
     },
 
+    /// The node asked to redeem an invite (a ticket's inviter) refused it and said why: the
+    /// code is one of the invite codes of [`RefuseCode`] (expired, already redeemed, wrong
+    /// secret, invalid, …). Nothing was written on either side.
+    #[error("{inviter} refused the invite ({code}): {reason}")]
+    InviteRefused {
+        /// The node that refused it.
+        inviter: DeviceId,
+        /// Why, as a code.
+        code: RefuseCode,
+        /// Why, for people.
+        reason: String,
+    },
+
     /// A join could not start a replica from what the admin sent.
     #[error("joining network {network} through {peer} failed: {detail}")]
     JoinFailed {
@@ -266,7 +282,7 @@ pub(crate) fn is_normal_close(e: &ConnectionError) -> bool {
         ConnectionError::LocallyClosed => true,
         ConnectionError::ApplicationClosed(close) => matches!(
             u32::try_from(close.error_code.into_inner()),
-            Ok(close_code::DONE | close_code::SHUTTING_DOWN)
+            Ok(close_code::DONE | close_code::SHUTTING_DOWN | close_code::DISCONNECTED)
         ),
         _ => false,
     }

@@ -34,6 +34,16 @@ impl std::fmt::Display for ReadFrameError {
 
 /// Read one frame. `Ok(None)` if the peer finished the stream cleanly between frames.
 pub(crate) async fn read_frame(recv: &mut RecvStream) -> Result<Option<Frame>, ReadFrameError> {
+    read_frame_limited(recv, crate::sync::MAX_FRAME_LEN).await
+}
+
+/// [`read_frame`], refusing a frame whose body is over `max` bytes before reading it (the
+/// first frame of a device that is not a member is read with
+/// [`crate::sync::MAX_REDEEM_LEN`]).
+pub(crate) async fn read_frame_limited(
+    recv: &mut RecvStream,
+    max: usize,
+) -> Result<Option<Frame>, ReadFrameError> {
     let mut prefix = [0u8; LEN_PREFIX];
     match recv.read_exact(&mut prefix).await {
         Ok(()) => {}
@@ -42,6 +52,9 @@ pub(crate) async fn read_frame(recv: &mut RecvStream) -> Result<Option<Frame>, R
         Err(ReadExactError::ReadError(e)) => return Err(ReadFrameError::Read(e)),
     }
     let len = Frame::read_len(prefix).map_err(ReadFrameError::Frame)?;
+    if len > max {
+        return Err(ReadFrameError::Frame(FrameError::TooLong { len, max }));
+    }
     let mut body = vec![0u8; len];
     match recv.read_exact(&mut body).await {
         Ok(()) => {}

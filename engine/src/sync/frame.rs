@@ -8,6 +8,8 @@
 use automerge::Change;
 
 use crate::identity::{ChangeSignature, SignedChange};
+use crate::membership::{BearerSecret, Invite, InviteError};
+use crate::vf::Agent;
 
 /// Protocol version carried in every frame and in the ALPN.
 pub const PROTOCOL_VERSION: u8 = 1;
@@ -28,6 +30,13 @@ const TYPE_SYNC: u8 = 0x01;
 const TYPE_PUSH: u8 = 0x02;
 /// Frame type byte of [`Frame::Refuse`].
 const TYPE_REFUSE: u8 = 0x03;
+/// Frame type byte of [`Frame::Redeem`].
+const TYPE_REDEEM: u8 = 0x04;
+
+/// Largest [`Frame::Redeem`] body accepted. The first frame of a device that is not a member
+/// is read with this limit instead of [`MAX_FRAME_LEN`]: a stranger cannot make a node
+/// allocate more.
+pub const MAX_REDEEM_LEN: usize = 64 * 1024;
 
 /// Bytes of one change entry besides the change itself: signature and length.
 const ENTRY_OVERHEAD: usize = 64 + 4;
@@ -51,6 +60,24 @@ pub enum RefuseCode {
     ProtocolViolation,
     /// The peer has too many connections; try later.
     Busy,
+    /// The invite is not valid: its signature does not verify (altered or forged) or it is
+    /// malformed.
+    InviteInvalid,
+    /// The invite expired (by the redeeming admin's clock).
+    InviteExpired,
+    /// The invite was already redeemed (invites work once).
+    InviteAlreadyRedeemed,
+    /// The bearer secret is missing or wrong.
+    InviteWrongSecret,
+    /// The invite is for another device.
+    InviteWrongDevice,
+    /// The invite is for another network.
+    InviteWrongNetwork,
+    /// The invite's issuer is no longer an admin.
+    InviteIssuerNotAdmin,
+    /// The node cannot redeem the invite (it is not an admin, the agent is not valid, its
+    /// store failed); the reason says which.
+    InviteNotRedeemed,
     /// A code this version does not know.
     Other(u16),
 }
@@ -64,6 +91,14 @@ impl RefuseCode {
             RefuseCode::UnsupportedVersion => 3,
             RefuseCode::ProtocolViolation => 4,
             RefuseCode::Busy => 5,
+            RefuseCode::InviteInvalid => 6,
+            RefuseCode::InviteExpired => 7,
+            RefuseCode::InviteAlreadyRedeemed => 8,
+            RefuseCode::InviteWrongSecret => 9,
+            RefuseCode::InviteWrongDevice => 10,
+            RefuseCode::InviteWrongNetwork => 11,
+            RefuseCode::InviteIssuerNotAdmin => 12,
+            RefuseCode::InviteNotRedeemed => 13,
             RefuseCode::Other(n) => n,
         }
     }
@@ -76,7 +111,33 @@ impl RefuseCode {
             3 => RefuseCode::UnsupportedVersion,
             4 => RefuseCode::ProtocolViolation,
             5 => RefuseCode::Busy,
+            6 => RefuseCode::InviteInvalid,
+            7 => RefuseCode::InviteExpired,
+            8 => RefuseCode::InviteAlreadyRedeemed,
+            9 => RefuseCode::InviteWrongSecret,
+            10 => RefuseCode::InviteWrongDevice,
+            11 => RefuseCode::InviteWrongNetwork,
+            12 => RefuseCode::InviteIssuerNotAdmin,
+            13 => RefuseCode::InviteNotRedeemed,
             n => RefuseCode::Other(n),
+        }
+    }
+
+    /// Whether this is the refusal of an invite (codes 6 to 13).
+    pub fn is_invite_refusal(self) -> bool {
+        (6..=13).contains(&self.to_u16())
+    }
+
+    /// The code that refuses an invite for this reason.
+    pub fn of_invite_error(e: &InviteError) -> RefuseCode {
+        match e {
+            InviteError::Malformed(_) | InviteError::BadSignature => RefuseCode::InviteInvalid,
+            InviteError::Expired { .. } => RefuseCode::InviteExpired,
+            InviteError::AlreadyRedeemed { .. } => RefuseCode::InviteAlreadyRedeemed,
+            InviteError::WrongSecret => RefuseCode::InviteWrongSecret,
+            InviteError::WrongDevice => RefuseCode::InviteWrongDevice,
+            InviteError::WrongNetwork(_) => RefuseCode::InviteWrongNetwork,
+            InviteError::IssuerNotAdmin => RefuseCode::InviteIssuerNotAdmin,
         }
     }
 }
@@ -89,12 +150,23 @@ impl std::fmt::Display for RefuseCode {
             RefuseCode::UnsupportedVersion => f.write_str("unsupported protocol version"),
             RefuseCode::ProtocolViolation => f.write_str("protocol violation"),
             RefuseCode::Busy => f.write_str("busy"),
+            RefuseCode::InviteInvalid => f.write_str("invalid invite"),
+            RefuseCode::InviteExpired => f.write_str("invite expired"),
+            RefuseCode::InviteAlreadyRedeemed => f.write_str("invite already redeemed"),
+            RefuseCode::InviteWrongSecret => f.write_str("wrong invite secret"),
+            RefuseCode::InviteWrongDevice => f.write_str("invite for another device"),
+            RefuseCode::InviteWrongNetwork => f.write_str("invite for another network"),
+            RefuseCode::InviteIssuerNotAdmin => f.write_str("invite issuer not an admin"),
+            RefuseCode::InviteNotRedeemed => f.write_str("invite not redeemed"),
             RefuseCode::Other(n) => write!(f, "code {n}"),
         }
     }
 }
 
 /// A decoded frame.
+// `Redeem` is larger than the others but is sent at most once per connection, first; boxing
+// it would cost every Sync/Push frame nothing and every reader a deref for no gain.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Frame {
@@ -122,6 +194,19 @@ pub enum Frame {
         code: RefuseCode,
         /// Why, for people (at most [`MAX_REASON_LEN`] bytes).
         reason: String,
+    },
+    /// A device that is not a member yet asks the node to redeem an invite for it (the
+    /// device is the one the connection authenticated). Only valid as the first frame of a
+    /// connection, from a device that is not a member; the answer is a `Refuse` frame with an
+    /// invite code (6–13) or, once redeemed, the sync session (the device joins). At most
+    /// [`MAX_REDEEM_LEN`] bytes.
+    Redeem {
+        /// The invite.
+        invite: Invite,
+        /// The bearer secret, for a bearer invite.
+        secret: Option<BearerSecret>,
+        /// The Agent the device will act for, created by the admin if the invite names none.
+        agent: Option<Agent>,
     },
 }
 
@@ -278,6 +363,12 @@ pub(crate) fn decode_change(raw: &[u8]) -> Result<Change, String> {
     Ok(change)
 }
 
+/// The compact JSON of a Redeem frame's invite or agent (plain structs of strings and
+/// numbers: serialization cannot fail).
+fn redeem_json(value: &impl serde::Serialize) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
 /// The bytes of a reason that are sent: at most [`MAX_REASON_LEN`], cut on a character
 /// boundary.
 fn reason_bytes(reason: &str) -> &[u8] {
@@ -301,7 +392,7 @@ impl Frame {
     pub fn changes(&self) -> &[SignedChange] {
         match self {
             Frame::Sync { changes, .. } | Frame::Push { changes } => changes,
-            Frame::Refuse { .. } => &[],
+            Frame::Refuse { .. } | Frame::Redeem { .. } => &[],
         }
     }
 
@@ -313,6 +404,17 @@ impl Frame {
             } => 8 + 4 + message.len() + changes_len(changes),
             Frame::Push { changes } => changes_len(changes),
             Frame::Refuse { reason, .. } => 4 + reason_bytes(reason).len(),
+            Frame::Redeem {
+                invite,
+                secret,
+                agent,
+            } => {
+                4 + redeem_json(invite).len()
+                    + 1
+                    + secret.as_ref().map_or(0, |s| s.0.len())
+                    + 4
+                    + agent.as_ref().map_or(0, |a| redeem_json(a).len())
+            }
         }
     }
 
@@ -346,6 +448,26 @@ impl Frame {
                 // At most MAX_REASON_LEN < u16::MAX bytes.
                 out.extend_from_slice(&(reason.len() as u16).to_be_bytes());
                 out.extend_from_slice(reason);
+            }
+            Frame::Redeem {
+                invite,
+                secret,
+                agent,
+            } => {
+                out.push(TYPE_REDEEM);
+                let invite = redeem_json(invite);
+                put_u32(&mut out, invite.len());
+                out.extend_from_slice(&invite);
+                match secret {
+                    Some(s) => {
+                        out.push(1);
+                        out.extend_from_slice(&s.0);
+                    }
+                    None => out.push(0),
+                }
+                let agent = agent.as_ref().map(redeem_json).unwrap_or_default();
+                put_u32(&mut out, agent.len());
+                out.extend_from_slice(&agent);
             }
         }
         debug_assert_eq!(out.len(), LEN_PREFIX + body_len);
@@ -424,6 +546,29 @@ impl Frame {
                     .map_err(|e| malformed(format!("reason: {e}")))?
                     .to_string();
                 Frame::Refuse { code, reason }
+            }
+            TYPE_REDEEM => {
+                let len = r.u32("invite length")?;
+                let invite = serde_json::from_slice(r.take(len, "invite")?)
+                    .map_err(|e| malformed(format!("invite: {e}")))?;
+                let secret = match r.u8("secret flag")? {
+                    0 => None,
+                    1 => Some(BearerSecret(r.array::<32>("secret")?)),
+                    f => return Err(malformed(format!("secret flag {f} (0 or 1)"))),
+                };
+                let len = r.u32("agent length")?;
+                let agent = match len {
+                    0 => None,
+                    _ => Some(
+                        serde_json::from_slice(r.take(len, "agent")?)
+                            .map_err(|e| malformed(format!("agent: {e}")))?,
+                    ),
+                };
+                Frame::Redeem {
+                    invite,
+                    secret,
+                    agent,
+                }
             }
             t => return Err(FrameError::UnknownType(t)),
         };

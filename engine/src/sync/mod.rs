@@ -45,13 +45,14 @@ mod sim;
 mod tests;
 
 pub use frame::{
-    Frame, FrameError, RefuseCode, LEN_PREFIX, MAX_FRAME_LEN, MAX_REASON_LEN, PROTOCOL_VERSION,
+    Frame, FrameError, RefuseCode, LEN_PREFIX, MAX_FRAME_LEN, MAX_REASON_LEN, MAX_REDEEM_LEN,
+    PROTOCOL_VERSION,
 };
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use automerge::sync::{Have, Message, State, SyncDoc};
-use automerge::{ChangeHash, ReadDoc};
+use automerge::{Automerge, ChangeHash, ReadDoc};
 use tracing::{debug, warn};
 
 use crate::identity::{DeviceId, NetworkId, SignedChange};
@@ -140,6 +141,35 @@ struct Received {
     reset: bool,
 }
 
+/// The local side a session reads: the replica, or nothing yet (a device bootstrapping its
+/// replica from the peer, see [`SyncSession::bootstrap`]).
+#[derive(Clone, Copy)]
+enum Local<'a> {
+    Replica(&'a Replica),
+    /// No replica yet: an empty document, nothing quarantined, nothing signed.
+    Empty(&'a Automerge),
+}
+
+impl<'a> Local<'a> {
+    fn doc(self) -> &'a Automerge {
+        match self {
+            Local::Replica(r) => r.ledger().doc(),
+            Local::Empty(doc) => doc,
+        }
+    }
+
+    fn heads(self) -> Vec<ChangeHash> {
+        self.doc().get_heads()
+    }
+
+    fn quarantined(self) -> HashSet<ChangeHash> {
+        match self {
+            Local::Replica(r) => r.quarantine().map(|q| q.change.hash()).collect(),
+            Local::Empty(_) => HashSet::new(),
+        }
+    }
+}
+
 /// The sync state of one peer connection for one network. See the module documentation.
 #[derive(Debug)]
 pub struct SyncSession {
@@ -183,6 +213,35 @@ impl SyncSession {
     ) -> Result<SyncSession, SyncError> {
         let state = State::decode(saved).map_err(|e| SyncError::BadState(e.to_string()))?;
         Ok(SyncSession::with_automerge_state(network, peer, state))
+    }
+
+    /// A session for a device that has no replica of the network yet and is joining it
+    /// through `peer`, and the session's first frame (sequence number 1): the sync message of
+    /// an empty replica (no heads, one empty summary), to which the peer answers with its
+    /// whole history. Pass the peer's frames to [`SyncSession::handle_bootstrap_frame`] until
+    /// the history arrived (a [`Frame::Sync`] ends the peer's answer), start the replica from
+    /// the changes ([`Replica::join`]), then go on with this same session as usual
+    /// ([`SyncSession::poll_transmit`], [`SyncSession::handle_frame`]) on the same
+    /// connection: its sequence numbers and Automerge state carry over.
+    pub fn bootstrap(network: NetworkId, peer: DeviceId) -> (SyncSession, Frame) {
+        let mut session = SyncSession::new(network, peer);
+        let empty = Automerge::new();
+        let first = session.transmit(Local::Empty(&empty));
+        // An empty document always has a first message to send (the peer's heads are unknown).
+        let first = first.unwrap_or_else(|| Frame::Sync {
+            seq: session.sent_seq,
+            message: Vec::new(),
+            changes: Vec::new(),
+        });
+        (session, first)
+    }
+
+    /// [`SyncSession::handle_frame`] for a session made by [`SyncSession::bootstrap`] while
+    /// the device has no replica yet: returns the changes the frame carries (the history, to
+    /// pass to [`Replica::join`]).
+    pub fn handle_bootstrap_frame(&mut self, frame: Frame) -> Result<Vec<SignedChange>, SyncError> {
+        let empty = Automerge::new();
+        self.handle(Local::Empty(&empty), frame)
     }
 
     fn with_automerge_state(network: NetworkId, peer: DeviceId, state: State) -> SyncSession {
@@ -249,12 +308,15 @@ impl SyncSession {
     /// and after the local replica changed, until it returns `None`. `None` when the peer is
     /// up to date, a message is in flight, or the next message would repeat the last one.
     pub fn poll_transmit(&mut self, replica: &Replica) -> Option<Frame> {
+        self.transmit(Local::Replica(replica))
+    }
+
+    fn transmit(&mut self, local: Local<'_>) -> Option<Frame> {
         if let Some(frame) = self.outbox.pop_front() {
             return Some(frame);
         }
-        self.settle(replica);
-        let ledger = replica.ledger();
-        let doc = ledger.doc();
+        self.settle(local);
+        let doc = local.doc();
         // Only v1 messages: one change per chunk, never a whole document. Flags from the
         // peer (read-only, reset) are not honoured: every member receives every change.
         self.state.their_capabilities = None;
@@ -266,14 +328,18 @@ impl SyncSession {
         self.state.shared_heads.retain(|h| !lost.contains(h));
 
         let mut message = doc.generate_sync_message(&mut self.state)?;
-        let need = self.need(replica);
+        let need = self.need(local);
         let their_heads: HashSet<&ChangeHash> = self.state.their_heads.iter().flatten().collect();
         if !need.iter().all(|h| their_heads.contains(h)) {
             // As Automerge does: while we need specific changes, ask only for them.
             message.have = Vec::new();
         }
         message.need = need;
-        let changes = self.signed_changes_of(replica, &message);
+        let changes = match local {
+            Local::Replica(replica) => self.signed_changes_of(replica, &message),
+            // An empty document has no changes to send.
+            Local::Empty(_) => Vec::new(),
+        };
         message.changes = automerge::sync::ChunkList::empty();
         let encoded = message.encode();
         if changes.is_empty() && self.last_sent.as_deref() == Some(encoded.as_slice()) {
@@ -336,8 +402,8 @@ impl SyncSession {
     /// nor hold waiting for their dependencies, nor refused. Walks through the changes this
     /// peer sent that wait, so that a missing dependency is asked for by name (Automerge asks
     /// through its own queue, which a replica never uses).
-    fn need(&self, replica: &Replica) -> Vec<ChangeHash> {
-        let doc = replica.ledger().doc();
+    fn need(&self, local: Local<'_>) -> Vec<ChangeHash> {
+        let doc = local.doc();
         let Some(their_heads) = &self.state.their_heads else {
             return Vec::new();
         };
@@ -349,8 +415,7 @@ impl SyncSession {
             if !seen.insert(h) || has(doc, &h) {
                 continue;
             }
-            let refused = refused
-                .get_or_insert_with(|| replica.quarantine().map(|q| q.change.hash()).collect());
+            let refused = refused.get_or_insert_with(|| local.quarantined());
             if refused.contains(&h) {
                 continue;
             }
@@ -366,8 +431,8 @@ impl SyncSession {
 
     /// The second half of the bookkeeping of what the peer sent, once the caller applied it:
     /// what Automerge's `receive_sync_message` does after loading the changes.
-    fn settle(&mut self, replica: &Replica) {
-        let doc = replica.ledger().doc();
+    fn settle(&mut self, local: Local<'_>) {
+        let doc = local.doc();
         let heads_now = doc.get_heads();
         if let Some(Received { heads, reset }) = self.received.take() {
             let unknown = missing(doc, &heads);
@@ -429,21 +494,20 @@ impl SyncSession {
                 self.state.shared_heads = shared.into_iter().collect();
             }
             if !self.unapplied.is_empty() {
-                let refused: HashSet<ChangeHash> =
-                    replica.quarantine().map(|q| q.change.hash()).collect();
+                let refused = local.quarantined();
                 self.unapplied.retain(|h, _| !refused.contains(h));
             }
         }
     }
 
     /// Remember changes received from the peer.
-    fn note_received(&mut self, replica: &Replica, changes: &[SignedChange]) {
+    fn note_received(&mut self, local: Local<'_>, changes: &[SignedChange]) {
         self.stats.changes_received += changes.len() as u64;
         if self.recent.len() + changes.len() > RECENT_MAX {
             self.recent.clear();
         }
         let hashes: Vec<ChangeHash> = changes.iter().map(|c| c.hash()).collect();
-        let unknown = missing(replica.ledger().doc(), &hashes);
+        let unknown = missing(local.doc(), &hashes);
         for (c, hash) in changes.iter().zip(hashes) {
             if changes.len() <= RECENT_MAX {
                 self.recent.insert(hash);
@@ -464,11 +528,18 @@ impl SyncSession {
         replica: &Replica,
         frame: Frame,
     ) -> Result<Vec<SignedChange>, SyncError> {
+        self.handle(Local::Replica(replica), frame)
+    }
+
+    fn handle(&mut self, local: Local<'_>, frame: Frame) -> Result<Vec<SignedChange>, SyncError> {
         match frame {
             Frame::Refuse { code, reason } => Err(SyncError::Refused { code, reason }),
+            Frame::Redeem { .. } => Err(SyncError::Protocol(
+                "a Redeem frame inside a sync session (only valid as the first frame of a device that is not a member)".into(),
+            )),
             Frame::Push { changes } => {
                 self.stats.push_frames_received += 1;
-                self.note_received(replica, &changes);
+                self.note_received(local, &changes);
                 Ok(changes)
             }
             Frame::Sync {
@@ -485,7 +556,7 @@ impl SyncSession {
                 }
                 check_have(&message.have)?;
                 self.stats.sync_frames_received += 1;
-                self.note_received(replica, &changes);
+                self.note_received(local, &changes);
                 if seq <= self.received_seq {
                     debug!(seq, last = self.received_seq, "stale sync frame");
                     self.stats.stale_frames += 1;
@@ -493,12 +564,12 @@ impl SyncSession {
                 }
                 self.received_seq = seq;
                 // Finish the previous message's bookkeeping before starting this one.
-                self.settle(replica);
+                self.settle(local);
                 let Message {
                     heads, need, have, ..
                 } = message;
                 self.state.in_flight = false;
-                if changes.is_empty() && heads == replica.ledger().heads() {
+                if changes.is_empty() && heads == local.heads() {
                     self.state.last_sent_heads.clone_from(&heads);
                 }
                 let reset = have.len() == 1 && have[0] == Have::default();

@@ -1,0 +1,771 @@
+//! The records that cross the FFI boundary, and their conversions from and to engine types.
+//! Ids, hashes and quantities cross as strings (quantities are exact decimals: "2.5").
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use reflow::{
+    Action, Conflict, EconomicEvent, EconomicResource, EventFilter, Id, LedgerUpdate, Measure,
+    Member, NewEvent, NodeEvent, PeerAddr, PeerStatus, Quantity, ResourceDescription,
+    ResourceFilter, Role,
+};
+
+use crate::{invalid_arg, parse_device, ReflowError, Result};
+
+fn id(text: Option<String>) -> Option<Id> {
+    text.map(Id::from)
+}
+
+fn text(id: Option<Id>) -> Option<String> {
+    id.map(|i| i.to_string())
+}
+
+fn texts(ids: Vec<Id>) -> Vec<String> {
+    ids.into_iter().map(|i| i.to_string()).collect()
+}
+
+/// A quantity with its unit.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct MeasureRecord {
+    /// The number, an exact decimal ("5", "2.5").
+    pub value: String,
+    /// The unit's id ("kg", "one", "hour").
+    pub unit: String,
+}
+
+impl TryFrom<MeasureRecord> for Measure {
+    type Error = ReflowError;
+    fn try_from(m: MeasureRecord) -> Result<Measure> {
+        let value = Quantity::from_str(&m.value)
+            .map_err(|e| invalid_arg(format!("quantity `{}`: {e}", m.value)))?;
+        Ok(Measure::new(value, m.unit))
+    }
+}
+
+impl From<Measure> for MeasureRecord {
+    fn from(m: Measure) -> Self {
+        MeasureRecord {
+            value: m.has_numerical_value.to_string(),
+            unit: m.has_unit.to_string(),
+        }
+    }
+}
+
+/// The agent a device acts for when it creates a network.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct AgentInput {
+    /// Agent id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// An organization (else a person).
+    #[uniffi(default = false)]
+    pub organization: bool,
+}
+
+/// The resource an event creates (`produce`, `raise`; `transfer`, `move`, ... to a new
+/// resource).
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct ResourceDescriptionInput {
+    /// Resource id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Serial or lot number.
+    #[uniffi(default = None)]
+    pub tracking_identifier: Option<String>,
+    /// Resource specification.
+    #[uniffi(default = None)]
+    pub conforms_to: Option<String>,
+    /// Unit of effort.
+    #[uniffi(default = None)]
+    pub unit_of_effort: Option<String>,
+    /// Free text.
+    #[uniffi(default = None)]
+    pub note: Option<String>,
+}
+
+/// An economic event to record. `action` is a ValueFlows action name (`produce`,
+/// `transfer`, `consume`, ...). Field meanings are the engine's `EconomicEvent`.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct EventInput {
+    /// ValueFlows action name.
+    pub action: String,
+    /// Provider agent id.
+    pub provider: String,
+    /// Receiver agent id.
+    pub receiver: String,
+    /// The resource affected.
+    #[uniffi(default = None)]
+    pub resource_inventoried_as: Option<String>,
+    /// The resource received (transfer, move, ...).
+    #[uniffi(default = None)]
+    pub to_resource_inventoried_as: Option<String>,
+    /// Resource specification.
+    #[uniffi(default = None)]
+    pub resource_conforms_to: Option<String>,
+    /// Resource quantity.
+    #[uniffi(default = None)]
+    pub resource_quantity: Option<MeasureRecord>,
+    /// Effort quantity.
+    #[uniffi(default = None)]
+    pub effort_quantity: Option<MeasureRecord>,
+    /// When (ISO 8601).
+    #[uniffi(default = None)]
+    pub has_point_in_time: Option<String>,
+    /// Process it is an input of.
+    #[uniffi(default = None)]
+    pub input_of: Option<String>,
+    /// Process it is an output of.
+    #[uniffi(default = None)]
+    pub output_of: Option<String>,
+    /// Location.
+    #[uniffi(default = None)]
+    pub at_location: Option<String>,
+    /// Destination.
+    #[uniffi(default = None)]
+    pub to_location: Option<String>,
+    /// The event this one corrects.
+    #[uniffi(default = None)]
+    pub corrects: Option<String>,
+    /// Agreement it realizes.
+    #[uniffi(default = None)]
+    pub realization_of: Option<String>,
+    /// State after a test or review.
+    #[uniffi(default = None)]
+    pub state: Option<String>,
+    /// Free text.
+    #[uniffi(default = None)]
+    pub note: Option<String>,
+    /// The resource this event creates.
+    #[uniffi(default = None)]
+    pub creates: Option<ResourceDescriptionInput>,
+}
+
+impl TryFrom<EventInput> for NewEvent {
+    type Error = ReflowError;
+    fn try_from(e: EventInput) -> Result<NewEvent> {
+        let action = Action::from_str(&e.action).map_err(|err| ReflowError::Invalid {
+            message: reflow::Error::from(err).to_string(),
+        })?;
+        let mut event = EconomicEvent::new(action, e.provider, e.receiver);
+        event.resource_inventoried_as = id(e.resource_inventoried_as);
+        event.to_resource_inventoried_as = id(e.to_resource_inventoried_as);
+        event.resource_conforms_to = id(e.resource_conforms_to);
+        event.resource_quantity = e.resource_quantity.map(Measure::try_from).transpose()?;
+        event.effort_quantity = e.effort_quantity.map(Measure::try_from).transpose()?;
+        event.has_point_in_time = e.has_point_in_time;
+        event.input_of = id(e.input_of);
+        event.output_of = id(e.output_of);
+        event.at_location = id(e.at_location);
+        event.to_location = id(e.to_location);
+        event.corrects = id(e.corrects);
+        event.realization_of = id(e.realization_of);
+        event.state = e.state;
+        event.note = e.note;
+        Ok(match e.creates {
+            Some(r) => {
+                let mut description = ResourceDescription::new(r.id, r.name);
+                description.tracking_identifier = r.tracking_identifier;
+                description.conforms_to = id(r.conforms_to);
+                description.unit_of_effort = id(r.unit_of_effort);
+                description.note = r.note;
+                event.creating(description)
+            }
+            None => event.into(),
+        })
+    }
+}
+
+/// A recorded economic event.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct EventRecord {
+    /// Event id.
+    pub id: String,
+    /// ValueFlows action name.
+    pub action: String,
+    /// Provider agent id.
+    pub provider: Option<String>,
+    /// Receiver agent id.
+    pub receiver: Option<String>,
+    /// The resource affected.
+    pub resource_inventoried_as: Option<String>,
+    /// The resource received.
+    pub to_resource_inventoried_as: Option<String>,
+    /// Resource specification.
+    pub resource_conforms_to: Option<String>,
+    /// Resource quantity.
+    pub resource_quantity: Option<MeasureRecord>,
+    /// Effort quantity.
+    pub effort_quantity: Option<MeasureRecord>,
+    /// When.
+    pub has_point_in_time: Option<String>,
+    /// Process it is an input of.
+    pub input_of: Option<String>,
+    /// Process it is an output of.
+    pub output_of: Option<String>,
+    /// Location.
+    pub at_location: Option<String>,
+    /// Destination.
+    pub to_location: Option<String>,
+    /// The event it corrects.
+    pub corrects: Option<String>,
+    /// Agreement it realizes.
+    pub realization_of: Option<String>,
+    /// State.
+    pub state: Option<String>,
+    /// Free text.
+    pub note: Option<String>,
+    /// The resource it created.
+    pub created_resource: Option<String>,
+}
+
+impl From<EconomicEvent> for EventRecord {
+    fn from(e: EconomicEvent) -> Self {
+        EventRecord {
+            id: e.id.to_string(),
+            action: e.action.as_str().to_string(),
+            provider: text(e.provider),
+            receiver: text(e.receiver),
+            resource_inventoried_as: text(e.resource_inventoried_as),
+            to_resource_inventoried_as: text(e.to_resource_inventoried_as),
+            resource_conforms_to: text(e.resource_conforms_to),
+            resource_quantity: e.resource_quantity.map(Into::into),
+            effort_quantity: e.effort_quantity.map(Into::into),
+            has_point_in_time: e.has_point_in_time,
+            input_of: text(e.input_of),
+            output_of: text(e.output_of),
+            at_location: text(e.at_location),
+            to_location: text(e.to_location),
+            corrects: text(e.corrects),
+            realization_of: text(e.realization_of),
+            state: e.state,
+            note: e.note,
+            created_resource: text(e.created_resource),
+        }
+    }
+}
+
+/// Which events to list (all fields optional).
+#[derive(Debug, Clone, Default, uniffi::Record)]
+pub struct EventFilterInput {
+    /// Only this action.
+    #[uniffi(default = None)]
+    pub action: Option<String>,
+    /// Only events with this agent as provider or receiver.
+    #[uniffi(default = None)]
+    pub agent: Option<String>,
+    /// Only events on this resource.
+    #[uniffi(default = None)]
+    pub resource: Option<String>,
+    /// Only events of this process.
+    #[uniffi(default = None)]
+    pub process: Option<String>,
+    /// Also corrected events.
+    #[uniffi(default = false)]
+    pub include_corrected: bool,
+}
+
+impl TryFrom<EventFilterInput> for EventFilter {
+    type Error = ReflowError;
+    fn try_from(f: EventFilterInput) -> Result<EventFilter> {
+        let action = f
+            .action
+            .map(|a| Action::from_str(&a))
+            .transpose()
+            .map_err(|err| ReflowError::Invalid {
+                message: reflow::Error::from(err).to_string(),
+            })?;
+        Ok(EventFilter {
+            action,
+            agent: id(f.agent),
+            resource: id(f.resource),
+            process: id(f.process),
+            include_corrected: f.include_corrected,
+        })
+    }
+}
+
+/// Which resources to list (all fields optional).
+#[derive(Debug, Clone, Default, uniffi::Record)]
+pub struct ResourceFilterInput {
+    /// Only resources of this specification.
+    #[uniffi(default = None)]
+    pub conforms_to: Option<String>,
+    /// Only resources this agent is primary accountable for.
+    #[uniffi(default = None)]
+    pub primary_accountable: Option<String>,
+    /// Only resources this agent holds.
+    #[uniffi(default = None)]
+    pub custodian: Option<String>,
+    /// Only resources at this location.
+    #[uniffi(default = None)]
+    pub location: Option<String>,
+    /// Also empty resources.
+    #[uniffi(default = false)]
+    pub include_empty: bool,
+    /// Also resources removed by corrections.
+    #[uniffi(default = false)]
+    pub include_removed: bool,
+}
+
+impl From<ResourceFilterInput> for ResourceFilter {
+    fn from(f: ResourceFilterInput) -> Self {
+        ResourceFilter {
+            conforms_to: id(f.conforms_to),
+            primary_accountable: id(f.primary_accountable),
+            custodian: id(f.custodian),
+            location: id(f.location),
+            include_empty: f.include_empty,
+            include_removed: f.include_removed,
+        }
+    }
+}
+
+/// A resource as its events made it.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct ResourceRecord {
+    /// Resource id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Serial or lot number.
+    pub tracking_identifier: Option<String>,
+    /// Resource specification.
+    pub conforms_to: Option<String>,
+    /// Accounting quantity.
+    pub accounting_quantity: MeasureRecord,
+    /// Onhand quantity.
+    pub onhand_quantity: MeasureRecord,
+    /// Where it is.
+    pub current_location: Option<String>,
+    /// Primary accountable agent.
+    pub primary_accountable: Option<String>,
+    /// Custodian agent.
+    pub custodian: Option<String>,
+    /// Container resource.
+    pub contained_in: Option<String>,
+    /// Stage (process specification).
+    pub stage: Option<String>,
+    /// State.
+    pub state: Option<String>,
+    /// Unit of effort.
+    pub unit_of_effort: Option<String>,
+    /// Free text.
+    pub note: Option<String>,
+    /// The correction that removed it, if it was removed.
+    pub removed_by: Option<String>,
+}
+
+impl From<EconomicResource> for ResourceRecord {
+    fn from(r: EconomicResource) -> Self {
+        ResourceRecord {
+            id: r.id.to_string(),
+            name: r.name,
+            tracking_identifier: r.tracking_identifier,
+            conforms_to: text(r.conforms_to),
+            accounting_quantity: r.accounting_quantity.into(),
+            onhand_quantity: r.onhand_quantity.into(),
+            current_location: text(r.current_location),
+            primary_accountable: text(r.primary_accountable),
+            custodian: text(r.custodian),
+            contained_in: text(r.contained_in),
+            stage: text(r.stage),
+            state: r.state,
+            unit_of_effort: text(r.unit_of_effort),
+            note: r.note,
+            removed_by: text(r.removed_by),
+        }
+    }
+}
+
+/// A conflict in the ledger (see the engine's `Conflict`).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
+pub enum ConflictRecord {
+    /// A resource's quantity went below zero.
+    Overdraw {
+        /// The resource.
+        resource: String,
+        /// The event that overdrew it.
+        event: String,
+        /// "accounting" or "onhand".
+        quantity: String,
+        /// The balance after the event.
+        balance: MeasureRecord,
+        /// Earlier concurrent decrements.
+        competing: Vec<String>,
+    },
+    /// The same provider handed the same resource on twice.
+    DoubleTransfer {
+        /// The resource.
+        resource: String,
+        /// The later event.
+        event: String,
+        /// The earlier event.
+        earlier: String,
+        /// "custody" or "rights".
+        of: String,
+    },
+    /// An event on a resource removed by a correction.
+    EventOnRemovedResource {
+        /// The resource.
+        resource: String,
+        /// The event.
+        event: String,
+        /// The correction that removed it.
+        removed_by: String,
+    },
+    /// One event corrected concurrently more than once.
+    ConcurrentCorrections {
+        /// The corrected event.
+        corrected: String,
+        /// The correction that counts.
+        applied: String,
+        /// The ones that do not.
+        superseded: Vec<String>,
+    },
+    /// A quantity overflowed.
+    QuantityOverflow {
+        /// The resource.
+        resource: String,
+        /// The event.
+        event: String,
+    },
+    /// An event that is invalid in the merged ledger.
+    InvalidEvent {
+        /// The event.
+        event: String,
+        /// Why.
+        reason: String,
+    },
+    /// A conflict kind these bindings do not know yet.
+    Other {
+        /// The event.
+        event: String,
+        /// Its description.
+        detail: String,
+    },
+}
+
+fn lower_debug(value: &impl std::fmt::Debug) -> String {
+    format!("{value:?}").to_lowercase()
+}
+
+impl From<Conflict> for ConflictRecord {
+    fn from(c: Conflict) -> Self {
+        #[allow(unreachable_patterns)]
+        match c {
+            Conflict::Overdraw {
+                resource,
+                event,
+                quantity,
+                balance,
+                competing,
+            } => ConflictRecord::Overdraw {
+                resource: resource.to_string(),
+                event: event.to_string(),
+                quantity: lower_debug(&quantity),
+                balance: balance.into(),
+                competing: texts(competing),
+            },
+            Conflict::DoubleTransfer {
+                resource,
+                event,
+                earlier,
+                of,
+            } => ConflictRecord::DoubleTransfer {
+                resource: resource.to_string(),
+                event: event.to_string(),
+                earlier: earlier.to_string(),
+                of: lower_debug(&of),
+            },
+            Conflict::EventOnRemovedResource {
+                resource,
+                event,
+                removed_by,
+            } => ConflictRecord::EventOnRemovedResource {
+                resource: resource.to_string(),
+                event: event.to_string(),
+                removed_by: removed_by.to_string(),
+            },
+            Conflict::ConcurrentCorrections {
+                corrected,
+                applied,
+                superseded,
+            } => ConflictRecord::ConcurrentCorrections {
+                corrected: corrected.to_string(),
+                applied: applied.to_string(),
+                superseded: texts(superseded),
+            },
+            Conflict::QuantityOverflow { resource, event } => ConflictRecord::QuantityOverflow {
+                resource: resource.to_string(),
+                event: event.to_string(),
+            },
+            Conflict::InvalidEvent { event, reason } => ConflictRecord::InvalidEvent {
+                event: event.to_string(),
+                reason,
+            },
+            other => ConflictRecord::Other {
+                event: other.event().to_string(),
+                detail: format!("{other:?}"),
+            },
+        }
+    }
+}
+
+/// A member's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum RoleKind {
+    /// Reads only.
+    Observer,
+    /// Reads and writes the ledger.
+    Member,
+    /// Reads, writes, admits and removes members.
+    Admin,
+}
+
+impl From<RoleKind> for Role {
+    fn from(r: RoleKind) -> Self {
+        match r {
+            RoleKind::Observer => Role::Observer,
+            RoleKind::Member => Role::Member,
+            RoleKind::Admin => Role::Admin,
+        }
+    }
+}
+
+impl From<Role> for RoleKind {
+    fn from(r: Role) -> Self {
+        match r {
+            Role::Observer => RoleKind::Observer,
+            Role::Member => RoleKind::Member,
+            Role::Admin => RoleKind::Admin,
+        }
+    }
+}
+
+/// A member of a network.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct MemberRecord {
+    /// Device id.
+    pub device: String,
+    /// Role.
+    pub role: RoleKind,
+    /// The agent it acts for.
+    pub agent: String,
+    /// The device that admitted it.
+    pub added_by: String,
+    /// The invite it redeemed, if any.
+    pub invite: Option<String>,
+}
+
+impl From<Member> for MemberRecord {
+    fn from(m: Member) -> Self {
+        MemberRecord {
+            device: m.device.to_string(),
+            role: m.role.into(),
+            agent: m.agent.to_string(),
+            added_by: m.added_by.to_string(),
+            invite: m.invite,
+        }
+    }
+}
+
+/// Where a device can be dialed.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct PeerAddrRecord {
+    /// Device id (hex).
+    pub device: String,
+    /// Direct UDP addresses ("127.0.0.1:4433").
+    #[uniffi(default = [])]
+    pub direct: Vec<String>,
+    /// Relay URLs.
+    #[uniffi(default = [])]
+    pub relays: Vec<String>,
+}
+
+impl From<PeerAddr> for PeerAddrRecord {
+    fn from(a: PeerAddr) -> Self {
+        PeerAddrRecord {
+            device: a.device.to_string(),
+            direct: a.direct.iter().map(ToString::to_string).collect(),
+            relays: a.relays,
+        }
+    }
+}
+
+impl TryFrom<PeerAddrRecord> for PeerAddr {
+    type Error = ReflowError;
+    fn try_from(a: PeerAddrRecord) -> Result<PeerAddr> {
+        let mut addr = PeerAddr::new(parse_device(&a.device)?);
+        addr.direct = a
+            .direct
+            .iter()
+            .map(|d| {
+                SocketAddr::from_str(d).map_err(|e| invalid_arg(format!("address `{d}`: {e}")))
+            })
+            .collect::<Result<_>>()?;
+        addr.relays = a.relays;
+        Ok(addr)
+    }
+}
+
+/// What this node knows of a peer.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct PeerStatusRecord {
+    /// Device id.
+    pub device: String,
+    /// Whether a connection is open now.
+    pub connected: bool,
+    /// The heads it last told us it has.
+    pub their_heads: Option<Vec<String>>,
+    /// The last error of a connection with it.
+    pub last_error: Option<String>,
+}
+
+impl From<PeerStatus> for PeerStatusRecord {
+    fn from(p: PeerStatus) -> Self {
+        PeerStatusRecord {
+            device: p.device.to_string(),
+            connected: p.connected,
+            their_heads: p
+                .their_heads
+                .map(|h| h.iter().map(ToString::to_string).collect()),
+            last_error: p.last_error,
+        }
+    }
+}
+
+/// New changes in a network's replica.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct LedgerUpdateRecord {
+    /// Network id.
+    pub network: String,
+    /// The changes, in the order applied (hashes, hex).
+    pub changes: Vec<String>,
+    /// The replica's heads after them.
+    pub heads: Vec<String>,
+    /// The peer they came from; none if made on this node.
+    pub from_device: Option<String>,
+}
+
+impl From<LedgerUpdate> for LedgerUpdateRecord {
+    fn from(u: LedgerUpdate) -> Self {
+        LedgerUpdateRecord {
+            network: u.network.to_string(),
+            changes: u.changes.iter().map(ToString::to_string).collect(),
+            heads: u.heads.iter().map(ToString::to_string).collect(),
+            from_device: u.from.map(|d| d.to_string()),
+        }
+    }
+}
+
+/// Something that happened on the node's connections.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
+pub enum NodeEventRecord {
+    /// A sync connection opened.
+    Connected {
+        /// Network id.
+        network: String,
+        /// Peer device id.
+        peer: String,
+        /// Whether the peer dialed us.
+        inbound: bool,
+    },
+    /// A sync connection closed.
+    Disconnected {
+        /// Network id.
+        network: String,
+        /// Peer device id.
+        peer: String,
+        /// Why, if not a normal close.
+        error: Option<String>,
+    },
+    /// A connection was refused, by this node (`by_us`) or by the peer.
+    Refused {
+        /// Network id.
+        network: String,
+        /// Peer device id.
+        peer: String,
+        /// Whether this node refused.
+        by_us: bool,
+        /// The refusal code.
+        code: String,
+        /// Why.
+        reason: String,
+    },
+    /// An incoming connection failed its handshake.
+    HandshakeFailed {
+        /// What failed.
+        detail: String,
+    },
+    /// A peer sent changes that were refused and quarantined.
+    ChangesRefused {
+        /// Network id.
+        network: String,
+        /// Peer device id.
+        peer: String,
+        /// How many.
+        count: u64,
+        /// The first reason.
+        reason: String,
+    },
+    /// An event these bindings do not know yet.
+    Other {
+        /// Its description.
+        detail: String,
+    },
+}
+
+impl From<NodeEvent> for NodeEventRecord {
+    fn from(e: NodeEvent) -> Self {
+        match e {
+            NodeEvent::Connected {
+                network,
+                peer,
+                inbound,
+            } => NodeEventRecord::Connected {
+                network: network.to_string(),
+                peer: peer.to_string(),
+                inbound,
+            },
+            NodeEvent::Disconnected {
+                network,
+                peer,
+                error,
+            } => NodeEventRecord::Disconnected {
+                network: network.to_string(),
+                peer: peer.to_string(),
+                error,
+            },
+            NodeEvent::Refused {
+                network,
+                peer,
+                by_us,
+                code,
+                reason,
+            } => NodeEventRecord::Refused {
+                network: network.to_string(),
+                peer: peer.to_string(),
+                by_us,
+                code: code.to_string(),
+                reason,
+            },
+            NodeEvent::HandshakeFailed { detail } => NodeEventRecord::HandshakeFailed { detail },
+            NodeEvent::ChangesRefused {
+                network,
+                peer,
+                count,
+                reason,
+            } => NodeEventRecord::ChangesRefused {
+                network: network.to_string(),
+                peer: peer.to_string(),
+                count: u64::try_from(count).unwrap_or(u64::MAX),
+                reason,
+            },
+            other => NodeEventRecord::Other {
+                detail: format!("{other:?}"),
+            },
+        }
+    }
+}
