@@ -108,6 +108,10 @@ pub struct Ledger {
     known: std::cell::RefCell<HashSet<(ObjectKind, Id)>>,
     id_prefix: String,
     next_id: u64,
+    /// The heads right after this replica's last `record_events` commit and the first op
+    /// counter of the next change made on top of them: while the heads are unchanged, a new
+    /// event's op id (its order key) is computed instead of read back from the document.
+    next_op: Option<(Vec<ChangeHash>, u64)>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -222,6 +226,7 @@ impl Ledger {
             known: Default::default(),
             id_prefix: prefix_for(&actor),
             next_id: 1,
+            next_op: None,
         }
     }
 
@@ -261,6 +266,7 @@ impl Ledger {
             known: Default::default(),
             id_prefix: prefix_for(&actor),
             next_id: 1,
+            next_op: None,
         };
         ledger.rebuild_views();
         Ok(ledger)
@@ -666,6 +672,13 @@ impl Ledger {
 
         let resources_map = self.map(ObjectKind::EconomicResource).clone();
         let events_obj = self.events.clone();
+        // The first op counter of this change, if known without asking the document: the
+        // change Automerge starts on unchanged heads starts where our last one ended.
+        let mut start_op = match self.next_op.take() {
+            Some((heads, op)) if heads == self.doc.get_heads() => Some(op),
+            _ => None,
+        };
+        let actor = self.doc.get_actor().clone();
         let mut tx = self.doc.transaction();
         let mut entries = Vec::with_capacity(prepared.len());
         let start = self.events_len;
@@ -675,18 +688,41 @@ impl Ledger {
                 doc::put_json(&mut tx, &resources_map, r.id.as_str(), &json)?;
             }
             let text = serde_json::to_string(&event).map_err(json_err("event"))?;
+            // A list element's id is the id of the op that inserted it: start op + ops so far.
+            let before = tx.pending_ops() as u64;
             tx.insert(&events_obj, index, text.as_str())?;
-            let Some((_, automerge::ObjId::Id(counter, actor, _))) = tx.get(&events_obj, index)?
-            else {
-                return Err(Error::NotALedger(
-                    "the event just written cannot be read back".into(),
-                ));
+            let counter = match start_op {
+                Some(op) => {
+                    debug_assert_eq!(
+                        read_back(&tx, &events_obj, index),
+                        Some((op + before, actor.clone())),
+                        "computed event op id differs from Automerge's"
+                    );
+                    op + before
+                }
+                None => {
+                    let Some((counter, written_by)) = read_back(&tx, &events_obj, index) else {
+                        return Err(Error::NotALedger(
+                            "the event just written cannot be read back".into(),
+                        ));
+                    };
+                    debug_assert_eq!(written_by, actor);
+                    start_op = Some(counter - before);
+                    counter
+                }
             };
-            let key = OrderKey { counter, actor };
+            let key = OrderKey {
+                counter,
+                actor: actor.clone(),
+            };
             event.id = key.to_id();
             entries.push(Entry { key, event });
         }
+        let ops = tx.pending_ops() as u64;
         tx.commit();
+        if let Some(op) = start_op {
+            self.next_op = Some((self.doc.get_heads(), op + ops));
+        }
         self.events_len += entries.len();
         let ids = entries.iter().map(|e| e.event.id.clone()).collect();
         self.views.add_events(entries, &DocCausality(&self.doc));
@@ -1061,6 +1097,7 @@ impl Ledger {
             known: Default::default(),
             id_prefix: self.id_prefix.clone(),
             next_id: self.next_id,
+            next_op: None,
         };
         copy.rebuild_views();
         copy.snapshot()
@@ -1103,4 +1140,16 @@ fn read_event(
     }
     event.id = key.to_id();
     Ok(Entry { key, event })
+}
+
+/// The op counter and actor of the list element at `index`, as Automerge reports it.
+fn read_back(
+    tx: &automerge::transaction::Transaction<'_>,
+    list: &ObjId,
+    index: usize,
+) -> Option<(u64, ActorId)> {
+    match tx.get(list, index) {
+        Ok(Some((_, automerge::ObjId::Id(counter, actor, _)))) => Some((counter, actor)),
+        _ => None,
+    }
 }
