@@ -9,7 +9,7 @@ use automerge::Change;
 
 use crate::identity::{ChangeSignature, SignedChange};
 use crate::membership::{BearerSecret, Invite, InviteError};
-use crate::vf::Agent;
+use crate::vf::{Agent, Id};
 
 /// Protocol version carried in every frame and in the ALPN.
 pub const PROTOCOL_VERSION: u8 = 1;
@@ -369,6 +369,34 @@ fn redeem_json(value: &impl serde::Serialize) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
 
+/// A Redeem frame's Agent as sent: its id (which `Agent`'s own JSON leaves out, the id being
+/// the key it is stored under) and its fields, in one JSON object.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RedeemAgent {
+    id: Id,
+    #[serde(flatten)]
+    agent: Agent,
+}
+
+/// The compact JSON of a Redeem frame's Agent, id included.
+fn agent_json(agent: &Agent) -> Vec<u8> {
+    redeem_json(&RedeemAgent {
+        id: agent.id.clone(),
+        agent: agent.clone(),
+    })
+}
+
+/// Read a Redeem frame's Agent (its id included; an empty id is malformed).
+fn agent_from_json(bytes: &[u8]) -> Result<Agent, FrameError> {
+    let RedeemAgent { id, mut agent } =
+        serde_json::from_slice(bytes).map_err(|e| malformed(format!("agent: {e}")))?;
+    if id.0.is_empty() {
+        return Err(malformed("agent: empty id"));
+    }
+    agent.id = id;
+    Ok(agent)
+}
+
 /// The bytes of a reason that are sent: at most [`MAX_REASON_LEN`], cut on a character
 /// boundary.
 fn reason_bytes(reason: &str) -> &[u8] {
@@ -413,7 +441,7 @@ impl Frame {
                     + 1
                     + secret.as_ref().map_or(0, |s| s.0.len())
                     + 4
-                    + agent.as_ref().map_or(0, |a| redeem_json(a).len())
+                    + agent.as_ref().map_or(0, |a| agent_json(a).len())
             }
         }
     }
@@ -465,7 +493,7 @@ impl Frame {
                     }
                     None => out.push(0),
                 }
-                let agent = agent.as_ref().map(redeem_json).unwrap_or_default();
+                let agent = agent.as_ref().map(agent_json).unwrap_or_default();
                 put_u32(&mut out, agent.len());
                 out.extend_from_slice(&agent);
             }
@@ -559,10 +587,7 @@ impl Frame {
                 let len = r.u32("agent length")?;
                 let agent = match len {
                     0 => None,
-                    _ => Some(
-                        serde_json::from_slice(r.take(len, "agent")?)
-                            .map_err(|e| malformed(format!("agent: {e}")))?,
-                    ),
+                    _ => Some(agent_from_json(r.take(len, "agent")?)?),
                 };
                 Frame::Redeem {
                     invite,

@@ -80,6 +80,61 @@ fn alpn_names_version_and_network() {
 }
 
 #[test]
+fn redeem_frame_round_trips_with_the_agent_id() {
+    let replicas = sim::network(1, 1);
+    let (invite, secret) = replicas[0]
+        .invite_bearer(crate::membership::Role::Member, None, u64::MAX)
+        .expect("invite");
+    let agent = Agent::person("bob", "Bob");
+    let frame = Frame::Redeem {
+        invite: invite.clone(),
+        secret: Some(secret.clone()),
+        agent: Some(agent.clone()),
+    };
+    let wire = frame.encode();
+    assert_eq!(wire.len(), LEN_PREFIX + frame.body_len());
+    assert!(wire.len() - LEN_PREFIX <= MAX_REDEEM_LEN);
+    assert_eq!(wire[4..6], [PROTOCOL_VERSION, 0x04]);
+    match Frame::decode(&wire[4..]).expect("decode") {
+        Frame::Redeem {
+            invite: i,
+            secret: s,
+            agent: a,
+        } => {
+            assert_eq!(i, invite);
+            assert_eq!(s, Some(secret));
+            assert_eq!(a, Some(agent), "the Agent and its id arrive");
+        }
+        other => panic!("type changed: {other:?}"),
+    }
+    // No secret, no agent.
+    let bare = Frame::Redeem {
+        invite,
+        secret: None,
+        agent: None,
+    };
+    let wire = bare.encode();
+    assert_eq!(wire.len(), LEN_PREFIX + bare.body_len());
+    assert!(matches!(
+        Frame::decode(&wire[4..]),
+        Ok(Frame::Redeem {
+            secret: None,
+            agent: None,
+            ..
+        })
+    ));
+    // An agent without an id is malformed.
+    let mut body = wire[4..wire.len() - 4].to_vec();
+    let no_id = br#"{"agentKind":"person","name":"Bob"}"#;
+    body.extend_from_slice(&u32::try_from(no_id.len()).expect("fits").to_be_bytes());
+    body.extend_from_slice(no_id);
+    assert!(matches!(
+        Frame::decode(&body),
+        Err(FrameError::Malformed(_))
+    ));
+}
+
+#[test]
 fn frames_round_trip() {
     let mut replicas = sim::network(2, 2);
     let changes = produce(&mut replicas[0], "a0", "apples");
