@@ -77,38 +77,43 @@ fn mdns_discovery_in_network_namespaces() {
         }
     };
     let (tx, rx) = mpsc::channel::<(char, Option<String>)>();
+    let mut reports = Reports {
+        rx,
+        pending: Vec::new(),
+        exited: Vec::new(),
+    };
 
     lab.spawn('a', &dir_a, IP_A, network, id_b, IP_B, tx.clone());
-    let ready = expect(&rx, 'a', "READY");
+    let ready = reports.expect('a', "READY");
     assert_eq!(
         ready,
         id_a.to_string(),
         "A runs with the prepared device key"
     );
     lab.spawn('b', &dir_b, IP_B, network, id_a, IP_A, tx);
-    let ready = expect(&rx, 'b', "READY");
+    let ready = reports.expect('b', "READY");
     assert_eq!(
         ready,
         id_b.to_string(),
         "B runs with the prepared device key"
     );
 
-    let discovered = expect(&rx, 'a', "DISCOVERED");
+    let discovered = reports.expect('a', "DISCOVERED");
     assert!(
         discovered.contains(IP_B),
         "A found B at its veth address: {discovered}"
     );
-    let connected = expect(&rx, 'a', "CONNECTED");
-    expect(&rx, 'b', "SYNCED");
-    expect(&rx, 'a', "RECEIVED");
+    let connected = reports.expect('a', "CONNECTED");
+    reports.expect('b', "SYNCED");
+    reports.expect('a', "RECEIVED");
     eprintln!(
         "A found B and synced with it through mDNS in {:?} (A's connection: {connected})",
         started.elapsed()
     );
 
     lab.close_children();
-    expect(&rx, 'a', "CLOSED");
-    expect(&rx, 'b', "CLOSED");
+    reports.expect('a', "CLOSED");
+    reports.expect('b', "CLOSED");
     lab.wait_children();
     eprintln!("mdns test done in {:?}", started.elapsed());
 }
@@ -158,22 +163,46 @@ fn prepare(root: &Path) -> (PathBuf, PathBuf, NetworkId, DeviceId, DeviceId) {
     (dir_a, dir_b, network, id_a, id_b)
 }
 
-/// Wait for `child`'s report `word` (a failure or an early exit of either child fails the
-/// test); returns the rest of the line.
-fn expect(rx: &mpsc::Receiver<(char, Option<String>)>, child: char, word: &str) -> String {
-    let deadline = Instant::now() + STEP;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Err(_) => panic!("timed out after {STEP:?} waiting for child {child} to report {word}"),
-            Ok((c, None)) => panic!("child {c} exited while waiting for child {child}'s {word}"),
-            Ok((c, Some(line))) => {
-                let (w, rest) = line.split_once(' ').unwrap_or((&line, ""));
-                if w == "FAILED" {
-                    panic!("child {c} failed: {rest}");
+/// The children's reports, as they arrive on their stdout (in any order between children).
+struct Reports {
+    rx: mpsc::Receiver<(char, Option<String>)>,
+    /// Reports received while waiting for another: (child, word, rest of the line).
+    pending: Vec<(char, String, String)>,
+    /// Children whose stdout ended.
+    exited: Vec<char>,
+}
+
+impl Reports {
+    /// Wait for `child`'s report `word` (a failure of either child, or an exit of `child`
+    /// before it, fails the test); returns the rest of the line.
+    fn expect(&mut self, child: char, word: &str) -> String {
+        if let Some(i) = self
+            .pending
+            .iter()
+            .position(|(c, w, _)| *c == child && w == word)
+        {
+            return self.pending.remove(i).2;
+        }
+        let deadline = Instant::now() + STEP;
+        loop {
+            if self.exited.contains(&child) {
+                panic!("child {child} exited before reporting {word}");
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Err(_) => {
+                    panic!("timed out after {STEP:?} waiting for child {child} to report {word}")
                 }
-                if c == child && w == word {
-                    return rest.to_string();
+                Ok((c, None)) => self.exited.push(c),
+                Ok((c, Some(line))) => {
+                    let (w, rest) = line.split_once(' ').unwrap_or((&line, ""));
+                    if w == "FAILED" {
+                        panic!("child {c} failed: {rest}");
+                    }
+                    if c == child && w == word {
+                        return rest.to_string();
+                    }
+                    self.pending.push((c, w.to_string(), rest.to_string()));
                 }
             }
         }
@@ -276,7 +305,9 @@ impl Lab {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                match line.strip_prefix(REPORT) {
+                // libtest may have started the line ("test mdns_child ... ") before the
+                // child's first report.
+                match line.find(REPORT).map(|i| &line[i + REPORT.len()..]) {
                     Some(report) => {
                         eprintln!("[child {child}] {report}");
                         if tx.send((child, Some(report.to_string()))).is_err() {
