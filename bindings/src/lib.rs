@@ -21,6 +21,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
+use reflow::node::{Invitee, Ticket};
 use reflow::{
     Agent, DeviceId, EconomicEvent, EventFilter, Id, NetError, NetworkId, NewEvent, Node,
     NodeConfig, PeerAddr, ResourceSpecification, Unit,
@@ -77,6 +78,19 @@ pub enum ReflowError {
     /// peer is not a member in this replica.
     #[error("refused: {message}")]
     Refused {
+        /// Why.
+        message: String,
+    },
+    /// A text is not a ticket (mistyped, cut, altered, another version): nothing was sent.
+    #[error("invalid ticket: {message}")]
+    InvalidTicket {
+        /// Why.
+        message: String,
+    },
+    /// The ticket's inviter refused the invite (expired, already redeemed, wrong secret, for
+    /// another device): nothing was written on either side.
+    #[error("invite refused: {message}")]
+    InviteRefused {
         /// Why.
         message: String,
     },
@@ -158,7 +172,9 @@ impl From<NetError> for ReflowError {
             | NetError::Unreachable { .. }
             | NetError::Timeout { .. }
             | NetError::ConnectionLost { .. }
-            | NetError::Protocol { .. } => ReflowError::Network { message },
+            | NetError::Protocol { .. }
+            | NetError::JoinFailed { .. } => ReflowError::Network { message },
+            NetError::InviteRefused { .. } => ReflowError::InviteRefused { message },
             _ => ReflowError::Other { message },
         }
     }
@@ -175,6 +191,14 @@ fn invalid_arg(message: impl std::fmt::Display) -> ReflowError {
 
 pub(crate) fn parse_network(text: &str) -> Result<NetworkId> {
     NetworkId::from_str(text).map_err(|e| invalid_arg(format!("network id `{text}`: {e}")))
+}
+
+fn agent_of(agent: AgentInput) -> Agent {
+    if agent.organization {
+        Agent::organization(agent.id, agent.name)
+    } else {
+        Agent::person(agent.id, agent.name)
+    }
 }
 
 pub(crate) fn parse_device(text: &str) -> Result<DeviceId> {
@@ -275,22 +299,14 @@ impl ReflowNode {
     /// Create a network with this device as its first admin, acting for `agent`. Returns
     /// the network id.
     pub fn create_network(&self, name: String, agent: AgentInput) -> Result<String> {
-        let agent = if agent.organization {
-            Agent::organization(agent.id, agent.name)
-        } else {
-            Agent::person(agent.id, agent.name)
-        };
+        let agent = agent_of(agent);
         self.with_node(|n| Ok(n.create_network(&name, agent)?.to_string()))
     }
 
     /// Add an agent (person or organization) to the ledger.
     pub fn create_agent(&self, network: String, agent: AgentInput) -> Result<String> {
         let network = parse_network(&network)?;
-        let agent = if agent.organization {
-            Agent::organization(agent.id, agent.name)
-        } else {
-            Agent::person(agent.id, agent.name)
-        };
+        let agent = agent_of(agent);
         self.with_node(|n| Ok(n.write(network, |l| l.create(agent))?.to_string()))
     }
 
@@ -399,6 +415,24 @@ impl ReflowNode {
         })
     }
 
+    /// Trace `resource` backwards: the events, processes and resources it came from.
+    pub fn trace(&self, network: String, resource: String) -> Result<TraceRecord> {
+        let network = parse_network(&network)?;
+        self.with_node(|n| {
+            Ok(n.read(network, |r| r.ledger().trace(&Id::from(resource)))??
+                .into())
+        })
+    }
+
+    /// Track `resource` forwards: the events, processes and resources it went into.
+    pub fn track(&self, network: String, resource: String) -> Result<TraceRecord> {
+        let network = parse_network(&network)?;
+        self.with_node(|n| {
+            Ok(n.read(network, |r| r.ledger().track(&Id::from(resource)))??
+                .into())
+        })
+    }
+
     /// The ledger's conflicts, in causal order.
     pub fn conflicts(&self, network: String) -> Result<Vec<ConflictRecord>> {
         let network = parse_network(&network)?;
@@ -445,6 +479,47 @@ impl ReflowNode {
         let network = parse_network(&network)?;
         let device = parse_device(&device)?;
         self.with_node(|n| Ok(n.remove_member(network, device)?))
+    }
+
+    /// Make a ticket to join `network` (admins only), as text to hand over (copy, QR code).
+    /// It grants `role`, acting for agent `agent` (or, if none, for the agent the newcomer
+    /// describes in `join_with_ticket`), is valid for `ttl_seconds`, and is for `device` only
+    /// (a device id) or, if none, for whoever holds it (once).
+    pub fn invite(
+        &self,
+        network: String,
+        role: RoleKind,
+        agent: Option<String>,
+        ttl_seconds: u64,
+        device: Option<String>,
+    ) -> Result<String> {
+        let network = parse_network(&network)?;
+        let invitee = match device {
+            Some(d) => Invitee::Device(parse_device(&d)?),
+            None => Invitee::Anyone,
+        };
+        let ttl = std::time::Duration::from_secs(ttl_seconds);
+        self.with_node(|n| {
+            Ok(
+                n.invite(network, role.into(), agent.map(Id::from), ttl, invitee)?
+                    .to_string(),
+            )
+        })
+    }
+
+    /// Join a network with a ticket's text: the ticket's inviter admits this device (acting
+    /// for the ticket's agent or, if it names none, for `agent`), then this node fetches the
+    /// history and keeps syncing. Returns the network id. A text that is not a ticket fails
+    /// with `InvalidTicket` (before any network traffic), a refused invite with
+    /// `InviteRefused`.
+    pub async fn join_with_ticket(&self, ticket: String, agent: AgentInput) -> Result<String> {
+        let ticket = Ticket::from_str(ticket.trim()).map_err(|e| ReflowError::InvalidTicket {
+            message: e.to_string(),
+        })?;
+        let agent = agent_of(agent);
+        let node = self.node()?;
+        on_runtime(async move { Ok(node.join_with_ticket(&ticket, agent).await?.to_string()) })
+            .await
     }
 
     /// Join a network this device was admitted to, through `peer` (usually the admin who

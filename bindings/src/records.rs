@@ -7,7 +7,7 @@ use std::str::FromStr;
 use reflow::{
     Action, Conflict, EconomicEvent, EconomicResource, EventFilter, Id, LedgerUpdate, Measure,
     Member, NewEvent, NodeEvent, PeerAddr, PeerStatus, Quantity, ResourceDescription,
-    ResourceFilter, Role,
+    ResourceFilter, Role, Trace, TraceNode,
 };
 
 use crate::{invalid_arg, parse_device, ReflowError, Result};
@@ -766,6 +766,68 @@ impl From<NodeEvent> for NodeEventRecord {
             other => NodeEventRecord::Other {
                 detail: format!("{other:?}"),
             },
+        }
+    }
+}
+
+/// What a step of a trace is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum TraceNodeKind {
+    /// An economic resource.
+    Resource,
+    /// An economic event.
+    Event,
+    /// A process.
+    Process,
+}
+
+/// One step of a trace or a track.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct TraceStepRecord {
+    /// Distance from the start, in flows (0 for the starting resource).
+    pub depth: u32,
+    /// What the step is.
+    pub kind: TraceNodeKind,
+    /// Its id.
+    pub id: String,
+    /// The event's action, for an event.
+    pub action: Option<String>,
+}
+
+/// The result of a trace (backwards) or a track (forwards), in the order the walk reached
+/// the steps (depth-first).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct TraceRecord {
+    /// The resource the walk started from.
+    pub start: String,
+    /// The steps.
+    pub steps: Vec<TraceStepRecord>,
+}
+
+impl From<Trace> for TraceRecord {
+    fn from(t: Trace) -> Self {
+        TraceRecord {
+            start: t.start.to_string(),
+            steps: t
+                .steps
+                .into_iter()
+                .map(|s| {
+                    let depth = u32::try_from(s.depth).unwrap_or(u32::MAX);
+                    let (kind, id, action) = match s.node {
+                        TraceNode::EconomicResource { id } => (TraceNodeKind::Resource, id, None),
+                        TraceNode::EconomicEvent { id, action } => {
+                            (TraceNodeKind::Event, id, Some(action.as_str().to_string()))
+                        }
+                        TraceNode::Process { id } => (TraceNodeKind::Process, id, None),
+                    };
+                    TraceStepRecord {
+                        depth,
+                        kind,
+                        id: id.to_string(),
+                        action,
+                    }
+                })
+                .collect(),
         }
     }
 }

@@ -1,4 +1,9 @@
-"""Reflow Python bindings: two loopback nodes in one process, errors, reopen, logging."""
+"""Reflow Python bindings: two loopback nodes in one process (tickets, sync, callbacks),
+typed errors, close and reopen, logging.
+
+Every node binds 127.0.0.1 only, with no relays and no address lookup (`loopback=True`).
+Waits are on threading.Event with a timeout, never fixed sleeps.
+"""
 import asyncio
 import threading
 
@@ -7,6 +12,7 @@ import pytest
 import reflow
 from reflow import (
     AgentInput,
+    EventFilterInput,
     EventInput,
     MeasureRecord,
     OpenConfig,
@@ -14,20 +20,27 @@ from reflow import (
     ResourceFilterInput,
     ReflowError,
     RoleKind,
+    TraceNodeKind,
 )
 
 WAIT = 30  # seconds: upper bound on a wait for a signal, never a synchronisation sleep
+TTL = 600  # seconds a ticket stays valid
 
 
 def open_node(path):
     return asyncio.run(reflow.open_node(OpenConfig(data_dir=str(path), loopback=True)))
 
 
-def produce(resource, value):
+def close(*nodes):
+    for node in nodes:
+        asyncio.run(node.close())
+
+
+def produce(resource, value, provider="ana"):
     return EventInput(
         action="produce",
-        provider="ana",
-        receiver="ana",
+        provider=provider,
+        receiver=provider,
         resource_quantity=MeasureRecord(value=value, unit="kg"),
         creates=ResourceDescriptionInput(id=resource, name=resource.capitalize()),
     )
@@ -40,39 +53,53 @@ def new_network(node):
 
 
 class Updates(reflow.LedgerListener):
-    """Collects ledger updates; `wait_for_heads` blocks until an update reaches heads."""
+    """Collects ledger updates; `wait_for` blocks until an update satisfies a predicate."""
 
     def __init__(self):
-        self.cond = threading.Condition()
+        self.lock = threading.Lock()
         self.updates = []
+        self.waiting = []  # (predicate, threading.Event)
 
     def on_update(self, update):
-        with self.cond:
+        with self.lock:
             self.updates.append(update)
-            self.cond.notify_all()
+            for predicate, event in self.waiting:
+                if predicate(update):
+                    event.set()
 
-    def wait_for_heads(self, heads):
-        with self.cond:
-            return self.cond.wait_for(
-                lambda: any(sorted(u.heads) == sorted(heads) for u in self.updates), WAIT
-            )
+    def wait_for(self, predicate):
+        event = threading.Event()
+        with self.lock:
+            if any(predicate(u) for u in self.updates):
+                return True
+            self.waiting.append((predicate, event))
+        return event.wait(WAIT)
 
 
-def test_two_nodes_sync_and_callback_fires(tmp_path):
+def test_two_nodes_sync_an_event_via_a_ticket_and_the_callback_fires(tmp_path):
     a = open_node(tmp_path / "a")
     b = open_node(tmp_path / "b")
     try:
         net = new_network(a)
-        a.add_member(net, b.device_id(), RoleKind.MEMBER, "ana")
-        asyncio.run(b.join(net, a.addr()))
-        assert net in b.networks()
-        assert {m.device for m in b.members(net)} == {a.device_id(), b.device_id()}
+        ticket = a.invite(net, RoleKind.MEMBER, None, TTL, None)
+        assert ticket.startswith("reflow1")
+        joined = asyncio.run(b.join_with_ticket(ticket, AgentInput(id="bo", name="Bo")))
+        assert joined == net
+        assert b.networks() == [net]
+        members = {m.device: m for m in b.members(net)}
+        assert set(members) == {a.device_id(), b.device_id()}
+        assert members[b.device_id()].agent == "bo"
+        assert members[b.device_id()].role == RoleKind.MEMBER
+        assert members[b.device_id()].invite is not None
 
-        updates = Updates()
-        sub = b.subscribe(net, updates)
+        on_b = Updates()
+        sub_b = b.subscribe(net, on_b)
         event_id = a.record_event(net, produce("apples", "5"))
-        assert updates.wait_for_heads(a.heads(net)), "B's listener never saw A's event"
-        assert any(u.from_device == a.device_id() for u in updates.updates)
+        a_heads = sorted(a.heads(net))
+        assert on_b.wait_for(
+            lambda u: u.from_device == a.device_id() and sorted(u.heads) == a_heads
+        ), "B's listener never saw A's event"
+        assert all(u.network == net for u in on_b.updates)
 
         stock = b.inventory(net, ResourceFilterInput())
         assert [r.id for r in stock] == ["apples"]
@@ -81,40 +108,133 @@ def test_two_nodes_sync_and_callback_fires(tmp_path):
         event = b.event(net, event_id)
         assert event is not None and event.action == "produce"
         assert event.created_resource == "apples"
+        assert [e.id for e in b.events(net, EventFilterInput(agent="ana"))] == [event_id]
         assert any(p.device == a.device_id() and p.connected for p in b.peers(net))
-        sub.cancel()
+
+        # and back: B writes, A's listener fires
+        on_a = Updates()
+        sub_a = a.subscribe(net, on_a)
+        b.record_event(
+            net,
+            EventInput(
+                action="consume",
+                provider="ana",
+                receiver="ana",
+                resource_inventoried_as="apples",
+                resource_quantity=MeasureRecord(value="2", unit="kg"),
+            ),
+        )
+        b_heads = sorted(b.heads(net))
+        assert on_a.wait_for(
+            lambda u: u.from_device == b.device_id() and sorted(u.heads) == b_heads
+        ), "A's listener never saw B's event"
+        apples = a.resource(net, "apples")
+        assert apples.onhand_quantity.value == "3"
+
+        trace = a.trace(net, "apples")
+        assert trace.start == "apples"
+        assert trace.steps[0].kind == TraceNodeKind.RESOURCE and trace.steps[0].depth == 0
+        assert {s.action for s in trace.steps if s.kind == TraceNodeKind.EVENT} == {"produce"}
+        track = a.track(net, "apples")
+        assert {s.action for s in track.steps if s.kind == TraceNodeKind.EVENT} == {"consume"}
+
+        # a cancelled subscription stops calling its listener
+        sub_b.cancel()
+        sub_a.cancel()
     finally:
-        asyncio.run(b.close())
-        asyncio.run(a.close())
+        close(b, a)
+
+
+def test_join_by_device_id_after_add_member(tmp_path):
+    a = open_node(tmp_path / "a")
+    b = open_node(tmp_path / "b")
+    try:
+        net = new_network(a)
+        a.record_event(net, produce("pears", "1"))
+        a.add_member(net, b.device_id(), RoleKind.OBSERVER, "ana")
+        asyncio.run(b.join(net, a.addr()))
+        assert b.heads(net) == a.heads(net)
+        assert [r.id for r in b.inventory(net, ResourceFilterInput())] == ["pears"]
+    finally:
+        close(b, a)
 
 
 def test_errors_raise_typed_exceptions(tmp_path):
     a = open_node(tmp_path / "a")
+    b = open_node(tmp_path / "b")
     c = open_node(tmp_path / "c")
     try:
         net = new_network(a)
-        # consume needs a resource: a validation error
+
+        # invalid events: nothing is written, the node keeps running
+        heads = a.heads(net)
         with pytest.raises(ReflowError.Invalid) as err:
             a.record_event(net, EventInput(action="consume", provider="ana", receiver="ana"))
         assert "resource" in str(err.value)
         with pytest.raises(ReflowError.Invalid):
             a.record_event(net, EventInput(action="frobnicate", provider="ana", receiver="ana"))
+        with pytest.raises(ReflowError.Invalid):
+            a.record_event(net, produce("x", "-1"))
         with pytest.raises(ReflowError.InvalidArgument):
             a.record_event(net, produce("x", "not a number"))
         with pytest.raises(ReflowError.InvalidArgument):
             a.inventory("not-a-network-id", ResourceFilterInput())
+        with pytest.raises(ReflowError.NotFound):
+            a.trace(net, "no-such-resource")
+        assert a.heads(net) == heads
         assert a.inventory(net, ResourceFilterInput()) == []
-        # c holds no replica of the network, and was never admitted to it
+
+        # bad tickets: typed error before any traffic
+        with pytest.raises(ReflowError.InvalidTicket):
+            asyncio.run(c.join_with_ticket("hello", AgentInput(id="cy", name="Cy")))
+        ticket = a.invite(net, RoleKind.MEMBER, None, TTL, None)
+        altered = ticket[:-1] + ("a" if ticket[-1] != "a" else "b")
+        with pytest.raises(ReflowError.InvalidTicket):
+            asyncio.run(c.join_with_ticket(altered, AgentInput(id="cy", name="Cy")))
+        with pytest.raises(ReflowError.InvalidTicket):
+            asyncio.run(c.join_with_ticket(ticket[: len(ticket) // 2], AgentInput(id="cy", name="Cy")))
+        # a bearer ticket is redeemed once: the second device is refused
+        asyncio.run(b.join_with_ticket(ticket, AgentInput(id="bo", name="Bo")))
+        with pytest.raises(ReflowError.InviteRefused):
+            asyncio.run(c.join_with_ticket(ticket, AgentInput(id="cy", name="Cy")))
+        assert c.networks() == []
+
+        # non-members: c holds no replica, and a refuses it
         with pytest.raises(ReflowError.UnknownNetwork):
             c.record_event(net, produce("apples", "1"))
         with pytest.raises(ReflowError.Refused):
             asyncio.run(c.join(net, a.addr()))
         assert net not in c.networks()
-        # every kind is a ReflowError
+        # a member that is no admin may not admit anyone
+        with pytest.raises(ReflowError.NotAllowed):
+            b.add_member(net, c.device_id(), RoleKind.MEMBER, "bo")
+        with pytest.raises(ReflowError.NotAllowed):
+            b.invite(net, RoleKind.MEMBER, None, TTL, None)
+        with pytest.raises(ReflowError.AlreadyJoined):
+            asyncio.run(b.join(net, a.addr()))
+
+        # every kind is a ReflowError, and the nodes still work
         assert issubclass(ReflowError.Refused, ReflowError)
+        assert issubclass(ReflowError.InvalidTicket, ReflowError)
+        a.record_event(net, produce("apples", "1"))
+        assert [r.id for r in a.inventory(net, ResourceFilterInput())] == ["apples"]
     finally:
-        asyncio.run(c.close())
-        asyncio.run(a.close())
+        close(c, b, a)
+
+
+def test_observer_may_not_write(tmp_path):
+    a = open_node(tmp_path / "a")
+    b = open_node(tmp_path / "b")
+    try:
+        net = new_network(a)
+        ticket = a.invite(net, RoleKind.OBSERVER, None, TTL, b.device_id())
+        asyncio.run(b.join_with_ticket(ticket, AgentInput(id="bo", name="Bo")))
+        heads = b.heads(net)
+        with pytest.raises(ReflowError.NotAllowed):
+            b.record_event(net, produce("apples", "1", provider="bo"))
+        assert b.heads(net) == heads
+    finally:
+        close(b, a)
 
 
 def test_node_survives_close_and_reopen(tmp_path):
@@ -126,6 +246,7 @@ def test_node_survives_close_and_reopen(tmp_path):
     asyncio.run(a.close())
     with pytest.raises(ReflowError.Closed):
         a.networks()
+    asyncio.run(a.close())  # closing twice is harmless
 
     again = open_node(tmp_path / "a")
     try:
@@ -134,31 +255,50 @@ def test_node_survives_close_and_reopen(tmp_path):
         assert again.heads(net) == heads
         stock = again.inventory(net, ResourceFilterInput())
         assert [(r.id, r.onhand_quantity.value) for r in stock] == [("apples", "2.5")]
+        again.record_event(net, produce("pears", "1"))
     finally:
         asyncio.run(again.close())
+    third = open_node(tmp_path / "a")
+    try:
+        ids = sorted(r.id for r in third.inventory(net, ResourceFilterInput()))
+        assert ids == ["apples", "pears"]
+    finally:
+        asyncio.run(third.close())
 
 
 class Lines(reflow.LogSink):
     def __init__(self):
         self.records = []
         self.lock = threading.Lock()
+        self.created = threading.Event()
 
     def log(self, record):
         with self.lock:
             self.records.append(record)
+        if "network created" in record.message:
+            self.created.set()
 
 
-def test_log_callback_receives_lines(tmp_path):
+def test_log_level_and_callback(tmp_path):
     lines = Lines()
     reflow.set_log_sink(lines)
-    reflow.set_log_level(reflow.LogLevel.INFO)
     try:
+        reflow.set_log_level(reflow.LogLevel.OFF)
         a = open_node(tmp_path / "a")
+        a.create_network("quiet", AgentInput(id="ana", name="Ana"))
+        assert not lines.created.is_set()
+
+        reflow.set_log_level(reflow.LogLevel.INFO)
         a.create_network("market", AgentInput(id="ana", name="Ana"))
+        assert lines.created.wait(WAIT)
         asyncio.run(a.close())
     finally:
         reflow.set_log_level(reflow.LogLevel.OFF)
     with lines.lock:
         records = list(lines.records)
-    assert any(r.target.startswith("reflow") and "network created" in r.message for r in records)
-    assert all(r.level != reflow.LogLevel.DEBUG for r in records)
+    created = [r for r in records if "network created" in r.message]
+    assert len(created) == 1
+    assert created[0].target.startswith("reflow")
+    assert created[0].level == reflow.LogLevel.INFO
+    assert "market" in created[0].message
+    assert all(r.level not in (reflow.LogLevel.DEBUG, reflow.LogLevel.TRACE) for r in records)
