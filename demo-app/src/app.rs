@@ -27,9 +27,24 @@ impl std::fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
-/// Open the node on `dir`. `public`: listen on every interface with relays; else loopback only
-/// (every command but `serve` sends nothing to the network).
+/// The node's configuration on `dir`. `public`: listen on every interface with relays and
+/// local discovery; else loopback only (commands that do not talk to peers send nothing to
+/// the network).
+pub fn node_config(dir: &Path, public: bool) -> NodeConfig {
+    if public {
+        NodeConfig::new(dir)
+    } else {
+        NodeConfig::loopback(dir)
+    }
+}
+
+/// Open the node on `dir`. `public`: see [`node_config`].
 pub async fn open_node(dir: &Path, public: bool) -> Result<Node> {
+    open_node_with(dir, node_config(dir, public)).await
+}
+
+/// Open the node on `dir` with `config`; a store that cannot be opened is a [`StoreError`].
+pub async fn open_node_with(dir: &Path, config: NodeConfig) -> Result<Node> {
     if dir.exists() && !dir.is_dir() {
         return Err(StoreError(format!(
             "data directory {} is not a directory",
@@ -37,11 +52,6 @@ pub async fn open_node(dir: &Path, public: bool) -> Result<Node> {
         ))
         .into());
     }
-    let config = if public {
-        NodeConfig::new(dir)
-    } else {
-        NodeConfig::loopback(dir)
-    };
     Node::open(config).await.map_err(|e| {
         StoreError(format!(
             "cannot open the store in {}: {}",
@@ -144,7 +154,8 @@ fn nonempty(s: &Option<String>) -> Option<&str> {
     s.as_deref().map(str::trim).filter(|s| !s.is_empty())
 }
 
-fn measure(text: &str, what: &str) -> Result<(Quantity, Id)> {
+/// Parse "5 kg" into a quantity and a unit id; `what` names the field in errors.
+pub fn measure(text: &str, what: &str) -> Result<(Quantity, Id)> {
     let mut parts = text.split_whitespace();
     let (Some(n), Some(unit), None) = (parts.next(), parts.next(), parts.next()) else {
         bail!("{what} must be a number and a unit id, like \"5 kg\" (got \"{text}\")");
@@ -225,9 +236,14 @@ impl EventInput {
 
 /// An event as JSON, with its id.
 pub fn event_json(e: &EconomicEvent) -> Value {
-    let mut v = serde_json::to_value(e).unwrap_or(Value::Null);
+    with_id(e, &e.id)
+}
+
+/// Any record as a JSON object with its `id` added (the model keeps ids out of stored bodies).
+pub fn with_id(x: &impl serde::Serialize, id: &Id) -> Value {
+    let mut v = serde_json::to_value(x).unwrap_or(Value::Null);
     if let Value::Object(m) = &mut v {
-        m.insert("id".into(), json!(e.id));
+        m.insert("id".into(), json!(id));
     }
     v
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use reflow::node::{Invitee, Ticket};
 use reflow::{
     Action as A, Agent, EconomicEvent, Id, NetworkId, Node, Process, ProcessSpecification,
     Quantity, ResourceDescription, ResourceSpecification, Role, SpatialThing, Unit,
@@ -65,23 +66,36 @@ async fn run_in(args: &DemoArgs, dir: &std::path::Path) -> Result<()> {
     )?;
     cafe.write(net, |l| {
         l.create(Agent::organization("stall", "Market stall 4 (Joris' jam)"))?;
-        l.create(Agent::person("sam", "Sam (volunteer)"))?;
         for (id, n) in [("ana", "Ana"), ("bea", "Bea"), ("chris", "Chris")] {
             l.create(Agent::person(id, n))?;
         }
         Ok(())
     })?;
-    cafe.add_member(net, stall.device(), Role::Member, Id::from("stall"))?;
-    cafe.add_member(net, laptop.device(), Role::Member, Id::from("sam"))?;
-    // TODO(tickets): use Node::invite / join_with_ticket once available.
+    // The stall gets a key invite (for its device only, acting for the stall's agent); the
+    // volunteer's laptop a one-time bearer ticket, and describes its agent when joining.
+    let day = Duration::from_secs(24 * 3600);
+    let stall_ticket = cafe.invite(
+        net,
+        Role::Member,
+        Some(Id::from("stall")),
+        day,
+        Invitee::Device(stall.device()),
+    )?;
+    let laptop_ticket = cafe.invite(net, Role::Member, None, day, Invitee::Anyone)?;
+    // Through the tickets' text, as a person would hand them over.
+    let stall_ticket: Ticket = stall_ticket.to_string().parse()?;
+    let laptop_ticket: Ticket = laptop_ticket.to_string().parse()?;
     stall
-        .join(net, &cafe.addr())
+        .join_with_ticket(
+            &stall_ticket,
+            Agent::organization("stall", "Market stall 4"),
+        )
         .await
-        .context("market stall joining")?;
+        .context("market stall joining with its ticket")?;
     laptop
-        .join(net, &cafe.addr())
+        .join_with_ticket(&laptop_ticket, Agent::person("sam", "Sam (volunteer)"))
         .await
-        .context("volunteer laptop joining")?;
+        .context("volunteer laptop joining with its ticket")?;
     seed(cafe, stall, laptop, net)?;
     let heads = converge(&nodes, net, Duration::from_secs(args.timeout)).await?;
     let events = cafe.read(net, |r| r.ledger().event_count())?;

@@ -7,17 +7,23 @@
 
 mod app;
 mod demo;
+mod jsonld;
+mod progress;
+mod sync;
 mod web;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::str::FromStr;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use reflow::node::{Invitee, Ticket};
 use reflow::{
-    Agent, EconomicEvent, EventFilter, Id, Node, ResourceFilter, ResourceSpecification,
-    SpatialThing, Unit,
+    Action, Agent, DeviceId, EconomicEvent, EventFilter, Id, Intent, Measure, NetworkId, Node,
+    Process, ProcessSpecification, Proposal, ProposalStatus, ResourceFilter, ResourceSpecification,
+    Role, SpatialThing, Unit,
 };
 use serde::Serialize;
 
@@ -73,10 +79,26 @@ enum Command {
     Track(IdArg),
     /// Conflicts between replicas (double sales, overdraws) to resolve with corrections.
     Conflicts(ReadOpts),
+    /// Processes (a repair, a sorting run) with their inputs and outputs.
+    #[command(subcommand)]
+    Process(ProcessCmd),
+    /// Intents: offers (with a provider) and requests (with a receiver) at a market.
+    #[command(subcommand)]
+    Intent(IntentCmd),
+    /// Proposals: published offers or requests made of intents.
+    #[command(subcommand)]
+    Proposal(ProposalCmd),
     /// Peers of the network known to this device.
     Peers(ReadOpts),
+    /// Run the node in the foreground, syncing with peers, with live status lines; Ctrl-C or
+    /// SIGTERM stops it.
+    Sync(SyncArgs),
     /// Run the node and the web UI on 127.0.0.1:<port>.
     Serve(ServeArgs),
+    /// Write the network's ledger as ValueFlows JSON-LD (to stdout or --output).
+    Export(ExportArgs),
+    /// Read ValueFlows JSON-LD (as written by `export`) into the network's ledger, all or nothing.
+    Import(ImportArgs),
     /// Start three local nodes (repair café, market stall, volunteer laptop), seed and serve them.
     Demo(demo::DemoArgs),
 }
@@ -117,6 +139,243 @@ enum NetworkCmd {
     List(ReadOpts),
     /// List the members (devices) of the network.
     Members(ReadOpts),
+    /// Make a ticket to join the network (admins only) and print it.
+    Invite(InviteArgs),
+    /// Join a network with a ticket: dial the inviter's node (it must be running `reflow sync`
+    /// or `reflow serve`), fetch the ledger and store it here.
+    Join(JoinArgs),
+    /// Remove a device from the network (admins only).
+    Remove {
+        /// The device id (see `reflow network members`).
+        device: String,
+    },
+}
+
+/// Roles a ticket can grant.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum RoleArg {
+    /// Reads only.
+    Observer,
+    /// Reads and writes the ledger.
+    Member,
+    /// Reads, writes, admits and removes members.
+    Admin,
+}
+
+impl From<RoleArg> for Role {
+    fn from(r: RoleArg) -> Role {
+        match r {
+            RoleArg::Observer => Role::Observer,
+            RoleArg::Member => Role::Member,
+            RoleArg::Admin => Role::Admin,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct InviteArgs {
+    /// The role the newcomer gets.
+    #[arg(long, value_enum, default_value = "member")]
+    role: RoleArg,
+    /// The agent (id) the newcomer acts for; default: an agent the newcomer describes when
+    /// joining (`--as`).
+    #[arg(long)]
+    agent: Option<String>,
+    /// How long the ticket is valid: seconds, or a number with s, m, h or d ("30m", "7d").
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    expires: std::time::Duration,
+    /// Only this device may use the ticket (a key invite); default: whoever holds the ticket,
+    /// once (a one-time bearer invite).
+    #[arg(long)]
+    device: Option<String>,
+    /// Put only loopback addresses in the ticket (for nodes on this machine; no relays).
+    #[arg(long)]
+    local_only: bool,
+    /// Print JSON (the ticket and what it grants).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct JoinArgs {
+    /// The ticket text (starts with `reflow1`), or `-` to read it from stdin.
+    ticket: String,
+    /// Id of the agent this device acts for, if the ticket does not name one.
+    #[arg(long, default_value = "me")]
+    agent_id: String,
+    /// That agent's name.
+    #[arg(long = "as", default_value = "Me")]
+    agent_name: String,
+    /// The agent is an organisation (default: a person).
+    #[arg(long)]
+    org: bool,
+    /// Talk on loopback only (no relays, no port mapping).
+    #[arg(long)]
+    local_only: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum ProcessCmd {
+    /// Create a process.
+    Create {
+        /// Id.
+        id: String,
+        /// Name ("Fix Ana's brakes").
+        name: String,
+        /// The process specification it follows (see `reflow process spec-add`).
+        #[arg(long)]
+        based_on: Option<String>,
+        /// Free text.
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Add a process specification (a kind of process: "repair").
+    SpecAdd {
+        /// Id.
+        id: String,
+        /// Name.
+        name: String,
+    },
+    /// List processes.
+    List(ReadOpts),
+    /// Show a process with its input and output events.
+    Show(IdArg),
+    /// Mark a process finished.
+    Finish {
+        /// The process id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum IntentCmd {
+    /// Publish an offer (--provider) or a request (--receiver).
+    Add(IntentInput),
+    /// List intents.
+    List {
+        /// Only offers (intents with a provider).
+        #[arg(long, conflicts_with = "requests")]
+        offers: bool,
+        /// Only requests (intents with a receiver and no provider).
+        #[arg(long)]
+        requests: bool,
+        /// Also finished ones.
+        #[arg(long)]
+        all: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mark an intent finished (taken or withdrawn).
+    Finish {
+        /// The intent id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+struct IntentInput {
+    /// Id.
+    id: String,
+    /// The action offered or requested (transfer, service, work, ...).
+    #[arg(long)]
+    action: String,
+    /// The agent offering (makes it an offer).
+    #[arg(long, required_unless_present = "receiver")]
+    provider: Option<String>,
+    /// The agent requesting (makes it a request).
+    #[arg(long)]
+    receiver: Option<String>,
+    /// The kind of resource.
+    #[arg(long)]
+    conforms_to: Option<String>,
+    /// A specific resource.
+    #[arg(long)]
+    resource: Option<String>,
+    /// Quantity with its unit id: "5 kg".
+    #[arg(long)]
+    quantity: Option<String>,
+    /// Where.
+    #[arg(long)]
+    at_location: Option<String>,
+    /// Due date (ISO 8601).
+    #[arg(long)]
+    due: Option<String>,
+    /// Free text.
+    #[arg(long)]
+    note: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ProposalCmd {
+    /// Publish a proposal made of intents.
+    Create {
+        /// Id.
+        id: String,
+        /// Name ("Apple jam for repairs").
+        name: String,
+        /// An intent it publishes (repeat for several).
+        #[arg(long = "intent", required = true)]
+        intents: Vec<String>,
+        /// All intents must be taken together.
+        #[arg(long)]
+        unit_based: bool,
+        /// Where it is valid.
+        #[arg(long)]
+        location: Option<String>,
+        /// Free text.
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// List proposals with their intents.
+    List(ReadOpts),
+    /// Show one proposal with its intents.
+    Show(IdArg),
+    /// Set a proposal's status.
+    Status {
+        /// The proposal id.
+        id: String,
+        /// The new status.
+        #[arg(value_enum)]
+        status: StatusArg,
+    },
+}
+
+/// Proposal statuses.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum StatusArg {
+    /// Open for responses.
+    Open,
+    /// Accepted.
+    Accepted,
+    /// Withdrawn.
+    Withdrawn,
+}
+
+#[derive(Debug, Args)]
+struct SyncArgs {
+    /// Talk to peers on loopback only (no relays, no port mapping, no local discovery).
+    #[arg(long)]
+    local_only: bool,
+    /// Print status lines as JSON objects, one a line.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct ExportArgs {
+    /// Write to this file instead of stdout.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ImportArgs {
+    /// The JSON-LD file (`-`: stdin).
+    file: PathBuf,
+    /// Print a JSON summary.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -299,8 +558,20 @@ async fn run(cli: Cli) -> Result<()> {
     if let Command::Demo(args) = &cli.command {
         return demo::run(args).await;
     }
-    let public = matches!(&cli.command, Command::Serve(a) if !a.local_only);
-    let node = Arc::new(app::open_node(&dir, public).await?);
+    let config = match &cli.command {
+        Command::Serve(ServeArgs { local_only, .. })
+        | Command::Sync(SyncArgs { local_only, .. }) => {
+            let mut c = app::node_config(&dir, !local_only);
+            c.reconnect = Some(Default::default());
+            c
+        }
+        Command::Network(NetworkCmd::Invite(InviteArgs { local_only, .. }))
+        | Command::Network(NetworkCmd::Join(JoinArgs { local_only, .. })) => {
+            app::node_config(&dir, !local_only)
+        }
+        _ => app::node_config(&dir, false),
+    };
+    let node = Arc::new(app::open_node_with(&dir, config).await?);
     let result = command(&cli, &dir, &node).await;
     if let Ok(node) = Arc::try_unwrap(node) {
         node.close().await.context("closing the node")?;
@@ -361,6 +632,98 @@ async fn command(cli: &Cli, dir: &std::path::Path, node: &Arc<Node>) -> Result<(
                 }
             }
         }
+        Command::Network(NetworkCmd::Invite(a)) => {
+            let net = net()?;
+            let invitee = match &a.device {
+                Some(d) => Invitee::Device(
+                    DeviceId::from_str(d).map_err(|e| anyhow!("bad --device {d}: {e}"))?,
+                ),
+                None => Invitee::Anyone,
+            };
+            let agent = a.agent.as_deref().map(Id::from);
+            let ticket = node.invite(net, a.role.into(), agent.clone(), a.expires, invitee)?;
+            if a.json {
+                print_json(&serde_json::json!({
+                    "ticket": ticket.to_string(),
+                    "network": ticket.network,
+                    "networkName": ticket.network_name,
+                    "role": Role::from(a.role).to_string(),
+                    "agent": agent,
+                    "expiresInSeconds": a.expires.as_secs(),
+                    "device": a.device,
+                    "inviter": ticket.inviter.to_string(),
+                }))?;
+            } else {
+                println!("{ticket}");
+                eprintln!(
+                    "valid {}, once; the newcomer runs `reflow network join <ticket>` while \
+                     this node runs `reflow sync` or `reflow serve`",
+                    human_duration(a.expires)
+                );
+            }
+        }
+        Command::Network(NetworkCmd::Join(a)) => {
+            let text = if a.ticket == "-" {
+                let mut t = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut t)?;
+                t
+            } else {
+                a.ticket.clone()
+            };
+            let ticket = Ticket::from_str(text.trim())?;
+            let agent = if a.org {
+                Agent::organization(a.agent_id.as_str(), a.agent_name.as_str())
+            } else {
+                Agent::person(a.agent_id.as_str(), a.agent_name.as_str())
+            };
+            let spinner = progress::spinner(format!(
+                "joining {} through {}",
+                ticket.network_name, ticket.inviter.device
+            ));
+            let joined = node.join_with_ticket(&ticket, agent).await;
+            spinner.finish_and_clear();
+            let id = joined?;
+            app::remember_network(dir, id)?;
+            let events = node.read(id, |r| r.ledger().event_count())?;
+            println!("{id}");
+            eprintln!("joined {} ({events} events so far)", ticket.network_name);
+        }
+        Command::Network(NetworkCmd::Remove { device }) => {
+            let d = DeviceId::from_str(device).map_err(|e| anyhow!("bad device {device}: {e}"))?;
+            node.remove_member(net()?, d)?;
+            println!("removed {d}");
+        }
+        Command::Process(p) => process_cmd(node, net()?, p)?,
+        Command::Intent(i) => intent_cmd(node, net()?, i)?,
+        Command::Proposal(p) => proposal_cmd(node, net()?, p)?,
+        Command::Sync(a) => sync::run(node, net()?, a.json).await?,
+        Command::Export(a) => {
+            let doc = jsonld::export(node, net()?)?;
+            let text = serde_json::to_string_pretty(&doc)? + "\n";
+            match &a.output {
+                Some(f) => {
+                    std::fs::write(f, text).with_context(|| format!("writing {}", f.display()))?
+                }
+                None => print!("{text}"),
+            }
+        }
+        Command::Import(a) => {
+            let text = if a.file.as_os_str() == "-" {
+                let mut t = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut t)?;
+                t
+            } else {
+                std::fs::read_to_string(&a.file)
+                    .with_context(|| format!("reading {}", a.file.display()))?
+            };
+            let summary = jsonld::import(node, net()?, &text)
+                .with_context(|| format!("importing {}", a.file.display()))?;
+            if a.json {
+                print_json(&summary)?;
+            } else {
+                println!("{summary}");
+            }
+        }
         Command::Agent(AgentCmd::Add { id, name, org }) => {
             let a = if *org {
                 Agent::organization(id.as_str(), name.as_str())
@@ -371,7 +734,12 @@ async fn command(cli: &Cli, dir: &std::path::Path, node: &Arc<Node>) -> Result<(
         }
         Command::Agent(AgentCmd::List(o)) => {
             let list = node.read(net()?, |r| r.ledger().list::<Agent>())?;
-            list_out(o.json, &list, |a| format!("{}  {}", a.id, a.name))?;
+            list_out(
+                o.json,
+                &list,
+                |a| &a.id,
+                |a| format!("{}  {}", a.id, a.name),
+            )?;
         }
         Command::Location(LocationCmd::Add {
             id,
@@ -385,10 +753,15 @@ async fn command(cli: &Cli, dir: &std::path::Path, node: &Arc<Node>) -> Result<(
         }
         Command::Location(LocationCmd::List(o)) => {
             let list = node.read(net()?, |r| r.ledger().list::<SpatialThing>())?;
-            list_out(o.json, &list, |s| match (s.lat, s.long) {
-                (Some(a), Some(b)) => format!("{}  {}  ({a}, {b})", s.id, s.name),
-                _ => format!("{}  {}", s.id, s.name),
-            })?;
+            list_out(
+                o.json,
+                &list,
+                |s| &s.id,
+                |s| match (s.lat, s.long) {
+                    (Some(a), Some(b)) => format!("{}  {}  ({a}, {b})", s.id, s.name),
+                    _ => format!("{}  {}", s.id, s.name),
+                },
+            )?;
         }
         Command::Spec(SpecCmd::Add { id, name }) => {
             let s = ResourceSpecification::new(id.as_str(), name.as_str());
@@ -396,7 +769,12 @@ async fn command(cli: &Cli, dir: &std::path::Path, node: &Arc<Node>) -> Result<(
         }
         Command::Spec(SpecCmd::List(o)) => {
             let list = node.read(net()?, |r| r.ledger().list::<ResourceSpecification>())?;
-            list_out(o.json, &list, |s| format!("{}  {}", s.id, s.name))?;
+            list_out(
+                o.json,
+                &list,
+                |s| &s.id,
+                |s| format!("{}  {}", s.id, s.name),
+            )?;
         }
         Command::Unit(UnitCmd::Add { id, label, symbol }) => {
             let u = Unit::new(id.as_str(), label.as_str(), symbol.as_deref().unwrap_or(id));
@@ -404,9 +782,12 @@ async fn command(cli: &Cli, dir: &std::path::Path, node: &Arc<Node>) -> Result<(
         }
         Command::Unit(UnitCmd::List(o)) => {
             let list = node.read(net()?, |r| r.ledger().list::<Unit>())?;
-            list_out(o.json, &list, |u| {
-                format!("{}  {}  {}", u.id, u.label, u.symbol)
-            })?;
+            list_out(
+                o.json,
+                &list,
+                |u| &u.id,
+                |u| format!("{}  {}  {}", u.id, u.label, u.symbol),
+            )?;
         }
         Command::Event(EventCmd::Record(input)) => {
             let event = input.build(None)?;
@@ -442,16 +823,21 @@ async fn command(cli: &Cli, dir: &std::path::Path, node: &Arc<Node>) -> Result<(
         }
         Command::Inventory(o) => {
             let list = node.read(net()?, |r| r.ledger().inventory(&ResourceFilter::default()))?;
-            list_out(o.json, &list, |r| {
-                format!(
-                    "{:<16} {:<24} {:>10}  custodian {}  at {}",
-                    r.id,
-                    r.name,
-                    r.onhand_quantity.to_string(),
-                    opt(&r.custodian),
-                    opt(&r.current_location)
-                )
-            })?;
+            list_out(
+                o.json,
+                &list,
+                |r| &r.id,
+                |r| {
+                    format!(
+                        "{:<16} {:<24} {:>10}  custodian {}  at {}",
+                        r.id,
+                        r.name,
+                        r.onhand_quantity.to_string(),
+                        opt(&r.custodian),
+                        opt(&r.current_location)
+                    )
+                },
+            )?;
         }
         Command::Resource(ResourceCmd::Show(a)) => {
             let id = Id::from(a.id.as_str());
@@ -524,12 +910,297 @@ async fn command(cli: &Cli, dir: &std::path::Path, node: &Arc<Node>) -> Result<(
             println!("serving http://{addr}/  (Ctrl-C to stop)");
             tokio::select! {
                 r = server => r??,
-                r = tokio::signal::ctrl_c() => r?,
+                () = sync::shutdown_signal() => {},
             }
         }
         Command::Demo(_) => unreachable!("handled before opening a node"),
     }
     Ok(())
+}
+
+/// Parse "90", "90s", "30m", "24h", "7d".
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (n, mult) = match s.char_indices().last() {
+        Some((i, 's')) => (&s[..i], 1),
+        Some((i, 'm')) => (&s[..i], 60),
+        Some((i, 'h')) => (&s[..i], 3600),
+        Some((i, 'd')) => (&s[..i], 86400),
+        _ => (s, 1),
+    };
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("\"{s}\" is not a duration like 90, 30m, 24h or 7d"))?;
+    let secs = n
+        .checked_mul(mult)
+        .filter(|x| *x > 0)
+        .ok_or_else(|| format!("\"{s}\" must be positive and below 500 billion years"))?;
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+fn human_duration(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        _ if s % 86400 == 0 => format!("{} d", s / 86400),
+        _ if s % 3600 == 0 => format!("{} h", s / 3600),
+        _ if s % 60 == 0 => format!("{} min", s / 60),
+        _ => format!("{s} s"),
+    }
+}
+
+fn process_cmd(node: &Node, net: NetworkId, cmd: &ProcessCmd) -> Result<()> {
+    match cmd {
+        ProcessCmd::Create {
+            id,
+            name,
+            based_on,
+            note,
+        } => {
+            let mut p = Process::new(
+                id.as_str(),
+                name.as_str(),
+                based_on.as_deref().map(Id::from),
+            );
+            p.note.clone_from(note);
+            println!("{}", node.write(net, |l| l.create(p))?);
+        }
+        ProcessCmd::SpecAdd { id, name } => {
+            let s = ProcessSpecification::new(id.as_str(), name.as_str());
+            println!("{}", node.write(net, |l| l.create(s))?);
+        }
+        ProcessCmd::List(o) => {
+            let list = node.read(net, |r| r.ledger().list::<Process>())?;
+            list_out(
+                o.json,
+                &list,
+                |p| &p.id,
+                |p| {
+                    format!(
+                        "{}  {}{}{}",
+                        p.id,
+                        p.name,
+                        p.based_on
+                            .as_ref()
+                            .map_or(String::new(), |b| format!("  ({b})")),
+                        if p.finished { "  finished" } else { "" }
+                    )
+                },
+            )?;
+        }
+        ProcessCmd::Show(a) => {
+            let id = Id::from(a.id.as_str());
+            let (p, events) = node.read(net, |r| {
+                let l = r.ledger();
+                let events = l.events(&EventFilter {
+                    process: Some(id.clone()),
+                    ..EventFilter::default()
+                });
+                (l.get::<Process>(&id), events)
+            })?;
+            let p = p.ok_or_else(|| anyhow!("no process {}", a.id))?;
+            let is = |e: &&EconomicEvent, f: fn(&EconomicEvent) -> &Option<Id>| {
+                f(e).as_ref() == Some(&id)
+            };
+            let inputs: Vec<_> = events.iter().filter(|e| is(e, |e| &e.input_of)).collect();
+            let outputs: Vec<_> = events.iter().filter(|e| is(e, |e| &e.output_of)).collect();
+            if a.json {
+                let mut v = app::with_id(&p, &p.id);
+                v["inputs"] = inputs.iter().map(|e| app::event_json(e)).collect();
+                v["outputs"] = outputs.iter().map(|e| app::event_json(e)).collect();
+                print_json(&v)?;
+            } else {
+                println!("{}  {}", p.id, p.name);
+                if let Some(b) = &p.based_on {
+                    println!("  based on  {b}");
+                }
+                println!("  finished  {}", if p.finished { "yes" } else { "no" });
+                println!("  inputs:");
+                for e in inputs {
+                    println!("    {}", describe(e));
+                }
+                println!("  outputs:");
+                for e in outputs {
+                    println!("    {}", describe(e));
+                }
+            }
+        }
+        ProcessCmd::Finish { id } => {
+            node.write(net, |l| {
+                l.update::<Process>(&Id::from(id.as_str()), |p| p.finished = true)
+            })?;
+            println!("{id} finished");
+        }
+    }
+    Ok(())
+}
+
+fn intent_cmd(node: &Node, net: NetworkId, cmd: &IntentCmd) -> Result<()> {
+    match cmd {
+        IntentCmd::Add(i) => {
+            let measure = i
+                .quantity
+                .as_deref()
+                .map(|q| app::measure(q, "quantity"))
+                .transpose()?
+                .map(|(n, u)| Measure::new(n, u));
+            let id = |s: &Option<String>| s.as_deref().map(Id::from);
+            let intent = Intent {
+                id: Id::from(i.id.as_str()),
+                action: Action::from_str(&i.action)?,
+                provider: id(&i.provider),
+                receiver: id(&i.receiver),
+                resource_conforms_to: id(&i.conforms_to),
+                resource_inventoried_as: id(&i.resource),
+                resource_quantity: measure,
+                at_location: id(&i.at_location),
+                due: i.due.clone(),
+                finished: false,
+                note: i.note.clone(),
+            };
+            println!("{}", node.write(net, |l| l.create(intent))?);
+        }
+        IntentCmd::List {
+            offers,
+            requests,
+            all,
+            json,
+        } => {
+            let list: Vec<Intent> = node
+                .read(net, |r| r.ledger().list::<Intent>())?
+                .into_iter()
+                .filter(|i| *all || !i.finished)
+                .filter(|i| !offers || i.provider.is_some())
+                .filter(|i| !requests || i.provider.is_none())
+                .collect();
+            list_out(*json, &list, |i| &i.id, intent_line)?;
+        }
+        IntentCmd::Finish { id } => {
+            node.write(net, |l| {
+                l.update::<Intent>(&Id::from(id.as_str()), |i| i.finished = true)
+            })?;
+            println!("{id} finished");
+        }
+    }
+    Ok(())
+}
+
+fn intent_line(i: &Intent) -> String {
+    let (kind, who) = match (&i.provider, &i.receiver) {
+        (Some(p), _) => ("offer  ", p),
+        (None, Some(r)) => ("request", r),
+        (None, None) => ("intent ", &i.id),
+    };
+    let what = opt(&i
+        .resource_inventoried_as
+        .clone()
+        .or(i.resource_conforms_to.clone()));
+    let q = i
+        .resource_quantity
+        .as_ref()
+        .map_or(String::new(), |m| format!(" {m}"));
+    let done = if i.finished { "  finished" } else { "" };
+    format!("{}  {kind} {who}: {}{q} {what}{done}", i.id, i.action)
+}
+
+fn proposal_json(p: &Proposal, intents: &[Intent]) -> serde_json::Value {
+    let mut v = app::with_id(p, &p.id);
+    v["intents"] = p
+        .publishes
+        .iter()
+        .filter_map(|id| intents.iter().find(|i| &i.id == id))
+        .map(|i| app::with_id(i, &i.id))
+        .collect();
+    v
+}
+
+fn proposal_cmd(node: &Node, net: NetworkId, cmd: &ProposalCmd) -> Result<()> {
+    match cmd {
+        ProposalCmd::Create {
+            id,
+            name,
+            intents,
+            unit_based,
+            location,
+            note,
+        } => {
+            let p = Proposal {
+                id: Id::from(id.as_str()),
+                name: name.clone(),
+                publishes: intents.iter().map(|i| Id::from(i.as_str())).collect(),
+                unit_based: *unit_based,
+                eligible_location: location.as_deref().map(Id::from),
+                status: ProposalStatus::Open,
+                note: note.clone(),
+            };
+            println!("{}", node.write(net, |l| l.create(p))?);
+        }
+        ProposalCmd::List(o) => {
+            let (list, intents) = node.read(net, |r| {
+                (r.ledger().list::<Proposal>(), r.ledger().list::<Intent>())
+            })?;
+            if o.json {
+                print_json(
+                    &list
+                        .iter()
+                        .map(|p| proposal_json(p, &intents))
+                        .collect::<Vec<_>>(),
+                )?;
+            } else {
+                for p in &list {
+                    println!("{}  {}  ({})", p.id, p.name, status_name(p.status));
+                    for i in p
+                        .publishes
+                        .iter()
+                        .filter_map(|id| intents.iter().find(|i| &i.id == id))
+                    {
+                        println!("  {}", intent_line(i));
+                    }
+                }
+            }
+        }
+        ProposalCmd::Show(a) => {
+            let id = Id::from(a.id.as_str());
+            let (p, intents) = node.read(net, |r| {
+                (r.ledger().get::<Proposal>(&id), r.ledger().list::<Intent>())
+            })?;
+            let p = p.ok_or_else(|| anyhow!("no proposal {}", a.id))?;
+            if a.json {
+                print_json(&proposal_json(&p, &intents))?;
+            } else {
+                println!("{}  {}", p.id, p.name);
+                println!("  status    {}", status_name(p.status));
+                println!("  location  {}", opt(&p.eligible_location));
+                println!("  unit based {}", if p.unit_based { "yes" } else { "no" });
+                for i in p
+                    .publishes
+                    .iter()
+                    .filter_map(|id| intents.iter().find(|i| &i.id == id))
+                {
+                    println!("  {}", intent_line(i));
+                }
+            }
+        }
+        ProposalCmd::Status { id, status } => {
+            let s = match status {
+                StatusArg::Open => ProposalStatus::Open,
+                StatusArg::Accepted => ProposalStatus::Accepted,
+                StatusArg::Withdrawn => ProposalStatus::Withdrawn,
+            };
+            node.write(net, |l| {
+                l.update::<Proposal>(&Id::from(id.as_str()), |p| p.status = s)
+            })?;
+            println!("{id} {}", status_name(s));
+        }
+    }
+    Ok(())
+}
+
+fn status_name(s: ProposalStatus) -> &'static str {
+    match s {
+        ProposalStatus::Open => "open",
+        ProposalStatus::Accepted => "accepted",
+        ProposalStatus::Withdrawn => "withdrawn",
+    }
 }
 
 fn opt(id: &Option<Id>) -> String {
@@ -559,9 +1230,21 @@ fn describe(e: &EconomicEvent) -> String {
     )
 }
 
-fn list_out<T: Serialize>(json: bool, list: &[T], line: impl Fn(&T) -> String) -> Result<()> {
+/// Print a list as lines, or as a JSON array whose objects carry their `id` (the model keeps ids
+/// out of the stored body, so they are added here).
+fn list_out<T: Serialize>(
+    json: bool,
+    list: &[T],
+    id: impl Fn(&T) -> &Id,
+    line: impl Fn(&T) -> String,
+) -> Result<()> {
     if json {
-        print_json(&list)
+        print_json(
+            &list
+                .iter()
+                .map(|x| app::with_id(x, id(x)))
+                .collect::<Vec<_>>(),
+        )
     } else {
         for x in list {
             println!("{}", line(x));

@@ -367,3 +367,773 @@ fn serve_http_api_and_live_updates() {
     let (_, body) = http(port, "GET", "/api/resource/apples", "");
     assert!(body.contains("\"9\"") && body.contains("trace"), "{body}");
 }
+
+/// Lines of a child's stdout, read by a thread, to wait on with a timeout.
+struct Lines {
+    rx: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Lines {
+    fn of(child: &mut Child) -> Lines {
+        let out = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The first line (from now on) containing `needle`, within 60 s.
+    fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(e) => panic!("no line with {needle:?} ({e}); saw {:#?}", self.seen),
+            }
+        }
+    }
+}
+
+fn spawn(dir: &Path, args: &[&str]) -> Server {
+    let child = Command::new(env!("CARGO_BIN_EXE_reflow"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn reflow");
+    Server(child)
+}
+
+/// Send SIGTERM and expect a clean exit.
+fn terminate(mut s: Server, lines: &mut Lines) {
+    let pid = s.0.id().to_string();
+    let st = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+    lines.wait_for("stopping");
+    let status = s.0.wait().expect("wait");
+    assert!(status.success(), "exit status {status:?}");
+}
+
+fn json(dir: &Path, args: &[&str]) -> serde_json::Value {
+    let text = ok(dir, args);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{args:?}: {e}: {text}"))
+}
+
+fn device_of(dir: &Path) -> String {
+    let init = ok(dir, &["init"]);
+    init.lines()
+        .find_map(|l| l.strip_prefix("device: "))
+        .expect("device line")
+        .trim()
+        .to_string()
+}
+
+fn onhand(dir: &Path, resource: &str) -> String {
+    let r = json(dir, &["resource", "show", resource, "--json"]);
+    r["onhandQuantity"]["hasNumericalValue"]
+        .as_str()
+        .expect("quantity")
+        .to_string()
+}
+
+#[test]
+fn network_invite_join_sync_remove() {
+    let a = setup();
+    let (ad, b, c) = (
+        a.path(),
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let bd = b.path();
+    let ticket = ok(ad, &["network", "invite", "--local-only"])
+        .trim()
+        .to_string();
+    assert!(ticket.starts_with("reflow1"), "{ticket}");
+    let detail = json(
+        ad,
+        &[
+            "network",
+            "invite",
+            "--local-only",
+            "--role",
+            "observer",
+            "--expires",
+            "30m",
+            "--json",
+        ],
+    );
+    assert_eq!(detail["role"], "observer");
+    assert_eq!(detail["expiresInSeconds"], 1800);
+    assert!(detail["ticket"]
+        .as_str()
+        .is_some_and(|t| t.starts_with("reflow1")));
+
+    // A runs in the foreground; B joins with the ticket over loopback.
+    let mut sync_a = spawn(ad, &["sync", "--local-only"]);
+    let mut lines_a = Lines::of(&mut sync_a.0);
+    lines_a.wait_for("syncing network market");
+    let joined = ok(
+        bd,
+        &[
+            "network",
+            "join",
+            &ticket,
+            "--as",
+            "Bea",
+            "--agent-id",
+            "bea",
+            "--local-only",
+        ],
+    );
+    let b_device = device_of(bd);
+    lines_a.wait_for(&format!("invite redeemed: {b_device} joined as member"));
+    assert_eq!(
+        json(bd, &["network", "list", "--json"])[0]["id"].as_str(),
+        Some(joined.trim())
+    );
+    // B sees A's events and resources, and its own agent.
+    assert_eq!(onhand(bd, "apples"), "10");
+    assert!(ok(bd, &["agent", "list"]).contains("Bea"));
+    assert!(ok(bd, &["network", "list"]).contains("market"));
+    // A one-time ticket cannot be used twice.
+    fails(
+        c.path(),
+        &["network", "join", &ticket, "--local-only"],
+        1,
+        "refused",
+    );
+    // B records while offline, then syncs: A receives it live.
+    let consume = [
+        "event",
+        "record",
+        "--action",
+        "consume",
+        "--provider",
+        "bea",
+        "--receiver",
+        "bea",
+        "--resource",
+        "apples",
+        "--quantity",
+        "1 kg",
+    ];
+    ok(bd, &consume);
+    let mut sync_b = spawn(bd, &["sync", "--local-only"]);
+    let mut lines_b = Lines::of(&mut sync_b.0);
+    lines_a.wait_for(&format!("change(s) from {b_device}"));
+    lines_b.wait_for("connected");
+    terminate(sync_b, &mut lines_b);
+    terminate(sync_a, &mut lines_a);
+    assert_eq!(onhand(ad, "apples"), "9");
+
+    // A removes B.
+    let members = ok(ad, &["network", "members", "--json"]);
+    assert!(members.contains(&b_device), "{members}");
+    assert!(ok(ad, &["network", "remove", &b_device]).contains("removed"));
+    let members = ok(ad, &["network", "members", "--json"]);
+    assert!(!members.contains(&b_device), "{members}");
+    // Wrong arguments and bad tickets.
+    fails(
+        bd,
+        &["network", "join", "not-a-ticket"],
+        1,
+        "not a Reflow ticket",
+    );
+    fails(
+        bd,
+        &[
+            "network",
+            "join",
+            &format!("{}x", &ticket[..ticket.len() - 3]),
+        ],
+        1,
+        "ticket",
+    );
+    fails(ad, &["network", "invite", "--expires", "0"], 2, "positive");
+    fails(
+        ad,
+        &["network", "invite", "--expires", "soon"],
+        2,
+        "duration",
+    );
+    fails(ad, &["network", "invite", "--role", "king"], 2, "king");
+    fails(ad, &["network", "remove", "zzz"], 1, "bad device");
+}
+
+#[test]
+fn processes_intents_and_proposals() {
+    let t = setup();
+    let d = t.path();
+    ok(d, &["unit", "add", "hour", "hour", "--symbol", "h"]);
+    ok(d, &["process", "spec-add", "repair", "Repair"]);
+    ok(
+        d,
+        &[
+            "process",
+            "create",
+            "fix",
+            "Fix Ana's bike",
+            "--based-on",
+            "repair",
+        ],
+    );
+    let work = [
+        "event",
+        "record",
+        "--action",
+        "work",
+        "--provider",
+        "ana",
+        "--receiver",
+        "joris",
+        "--effort",
+        "2 hour",
+        "--conforms-to",
+        "apple",
+        "--input-of",
+        "fix",
+    ];
+    ok(d, &work);
+    let show = json(d, &["process", "show", "fix", "--json"]);
+    assert_eq!(show["id"], "fix");
+    assert_eq!(show["basedOn"], "repair");
+    assert_eq!(show["inputs"].as_array().map(Vec::len), Some(1), "{show}");
+    assert_eq!(show["outputs"].as_array().map(Vec::len), Some(0), "{show}");
+    assert!(ok(d, &["process", "show", "fix"]).contains("work"));
+    assert_eq!(json(d, &["process", "list", "--json"])[0]["id"], "fix");
+    ok(d, &["process", "finish", "fix"]);
+    assert!(ok(d, &["process", "list"]).contains("finished"));
+
+    ok(
+        d,
+        &[
+            "intent",
+            "add",
+            "jam-offer",
+            "--action",
+            "transfer",
+            "--provider",
+            "joris",
+            "--conforms-to",
+            "apple",
+            "--quantity",
+            "2 kg",
+            "--at-location",
+            "stall",
+        ],
+    );
+    ok(
+        d,
+        &[
+            "intent",
+            "add",
+            "fix-req",
+            "--action",
+            "work",
+            "--receiver",
+            "ana",
+        ],
+    );
+    let offers = json(d, &["intent", "list", "--offers", "--json"]);
+    assert_eq!(offers.as_array().map(Vec::len), Some(1), "{offers}");
+    assert_eq!(offers[0]["id"], "jam-offer");
+    assert_eq!(offers[0]["resourceQuantity"]["hasNumericalValue"], "2");
+    let requests = json(d, &["intent", "list", "--requests", "--json"]);
+    assert_eq!(requests[0]["id"], "fix-req", "{requests}");
+    assert!(ok(d, &["intent", "list"]).contains("offer"));
+    ok(
+        d,
+        &[
+            "proposal",
+            "create",
+            "swap",
+            "Apples for a repair",
+            "--intent",
+            "jam-offer",
+            "--intent",
+            "fix-req",
+            "--unit-based",
+        ],
+    );
+    let list = json(d, &["proposal", "list", "--json"]);
+    assert_eq!(
+        list[0]["intents"].as_array().map(Vec::len),
+        Some(2),
+        "{list}"
+    );
+    assert_eq!(list[0]["status"], "open");
+    ok(d, &["proposal", "status", "swap", "accepted"]);
+    assert_eq!(
+        json(d, &["proposal", "show", "swap", "--json"])["status"],
+        "accepted"
+    );
+    assert!(ok(d, &["proposal", "show", "swap"]).contains("jam-offer"));
+    ok(d, &["intent", "finish", "fix-req"]);
+    assert_eq!(
+        json(d, &["intent", "list", "--json"])
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    assert_eq!(
+        json(d, &["intent", "list", "--all", "--json"])
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+    // Wrong input.
+    fails(
+        d,
+        &["intent", "add", "x", "--action", "transfer"],
+        2,
+        "--provider",
+    );
+    fails(
+        d,
+        &[
+            "intent",
+            "add",
+            "x",
+            "--action",
+            "sell",
+            "--provider",
+            "joris",
+        ],
+        1,
+        "sell",
+    );
+    fails(
+        d,
+        &[
+            "intent",
+            "add",
+            "x",
+            "--action",
+            "transfer",
+            "--provider",
+            "nobody",
+        ],
+        1,
+        "nobody",
+    );
+    fails(
+        d,
+        &["proposal", "create", "p", "P", "--intent", "nope"],
+        1,
+        "nope",
+    );
+    fails(d, &["proposal", "create", "p", "P"], 2, "--intent");
+    fails(d, &["process", "show", "nope"], 1, "no process nope");
+    fails(d, &["process", "create", "fix", "Again"], 1, "fix");
+}
+
+/// A ledger with corrections, transfers creating resources, processes and intents.
+fn rich() -> tempfile::TempDir {
+    let t = setup();
+    let d = t.path();
+    let rec = |args: &[&str]| {
+        let mut v = vec!["event", "record"];
+        v.extend_from_slice(args);
+        ok(d, &v).trim().to_string()
+    };
+    let id = rec(&[
+        "--action",
+        "consume",
+        "--provider",
+        "joris",
+        "--receiver",
+        "joris",
+        "--resource",
+        "apples",
+        "--quantity",
+        "3 kg",
+    ]);
+    ok(d, &["event", "correct", &id, "--quantity", "2.5 kg"]);
+    rec(&[
+        "--action",
+        "transfer",
+        "--provider",
+        "joris",
+        "--receiver",
+        "ana",
+        "--resource",
+        "apples",
+        "--quantity",
+        "1 kg",
+        "--new-resource",
+        "ana-apples",
+        "--new-resource-name",
+        "Ana's apples",
+    ]);
+    ok(d, &["process", "create", "jam", "Jam making"]);
+    rec(&[
+        "--action",
+        "consume",
+        "--provider",
+        "ana",
+        "--receiver",
+        "ana",
+        "--resource",
+        "ana-apples",
+        "--quantity",
+        "0.5 kg",
+        "--input-of",
+        "jam",
+    ]);
+    ok(
+        d,
+        &[
+            "intent",
+            "add",
+            "i1",
+            "--action",
+            "transfer",
+            "--provider",
+            "ana",
+            "--resource",
+            "ana-apples",
+        ],
+    );
+    ok(d, &["proposal", "create", "p1", "Apples", "--intent", "i1"]);
+    t
+}
+
+fn events_without_ids(dir: &Path) -> Vec<serde_json::Value> {
+    let events = json(dir, &["event", "list", "--all", "--json"]);
+    events
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|e| {
+            let mut e = e.clone();
+            let m = e.as_object_mut().expect("object");
+            m.remove("id");
+            if m.remove("corrects").is_some() {
+                m.insert("corrects".into(), "(an event)".into());
+            }
+            e
+        })
+        .collect()
+}
+
+#[test]
+fn export_import_round_trip() {
+    let a = rich();
+    let ad = a.path();
+    let file = ad.join("export.jsonld");
+    ok(ad, &["export", "--output", file.to_str().expect("utf8")]);
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).expect("read")).expect("json");
+    assert_eq!(
+        doc["@context"]["@vocab"],
+        "https://w3id.org/valueflows/ont/vf#"
+    );
+    let graph = doc["@graph"].as_array().expect("graph");
+    let types: Vec<&str> = graph.iter().filter_map(|n| n["@type"].as_str()).collect();
+    for t in [
+        "EconomicEvent",
+        "EconomicResource",
+        "Person",
+        "Organization",
+        "Unit",
+        "SpatialThing",
+        "ResourceSpecification",
+        "Process",
+        "Intent",
+        "Proposal",
+    ] {
+        assert!(types.contains(&t), "no {t} in {types:?}");
+    }
+    assert_eq!(
+        ok(ad, &["export"]),
+        std::fs::read_to_string(&file).expect("read")
+    );
+
+    let b = tempfile::tempdir().expect("tempdir");
+    let bd = b.path();
+    ok(
+        bd,
+        &[
+            "network",
+            "create",
+            "copy",
+            "--agent-id",
+            "joris",
+            "--as",
+            "Joris",
+        ],
+    );
+    let out = ok(bd, &["import", file.to_str().expect("utf8")]);
+    assert!(out.contains("imported 5 events"), "{out}");
+    assert_eq!(
+        json(ad, &["inventory", "--json"]),
+        json(bd, &["inventory", "--json"])
+    );
+    assert_eq!(events_without_ids(ad), events_without_ids(bd));
+    assert_eq!(onhand(bd, "apples"), "6.5");
+    assert_eq!(
+        json(ad, &["proposal", "list", "--json"]),
+        json(bd, &["proposal", "list", "--json"])
+    );
+    assert_eq!(
+        json(ad, &["process", "list", "--json"]),
+        json(bd, &["process", "list", "--json"])
+    );
+    // The import as JSON, from stdin.
+    let c = tempfile::tempdir().expect("tempdir");
+    ok(c.path(), &["network", "create", "c"]);
+    let out = Command::new(env!("CARGO_BIN_EXE_reflow"))
+        .arg("--data-dir")
+        .arg(c.path())
+        .args(["import", "-", "--json"])
+        .stdin(std::fs::File::open(&file).expect("open"))
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(summary["events"], 5);
+    assert_eq!(
+        json(c.path(), &["inventory", "--json"]),
+        json(ad, &["inventory", "--json"])
+    );
+}
+
+#[test]
+fn import_bad_files() {
+    let t = setup();
+    let d = t.path();
+    let before = ok(d, &["event", "list", "--all", "--json"]);
+    fails(d, &["import", "/nonexistent/file.jsonld"], 1, "reading");
+    let bad = d.join("bad.jsonld");
+    std::fs::write(&bad, "{ this is not json").expect("write");
+    fails(d, &["import", bad.to_str().expect("utf8")], 1, "not JSON");
+    std::fs::write(
+        &bad,
+        r#"{"@graph": [{"@id": "x", "@type": "Unit", "label": "x", "symbol": "x"}]}"#,
+    )
+    .expect("write");
+    fails(d, &["import", bad.to_str().expect("utf8")], 1, "@context");
+    std::fs::write(
+        &bad,
+        r#"{"@context": {"@vocab": "https://w3id.org/valueflows/ont/vf#"}, "@graph": [
+            {"@id": "c1", "@type": "Claim", "action": "transfer"},
+            {"@id": "e1", "@type": "EconomicEvent", "action": "produce", "provider": "ghost",
+             "receiver": "joris", "resourceInventoriedAs": "r1", "colour": "red",
+             "resourceQuantity": {"hasUnit": "kg", "hasNumericalValue": 2}},
+            {"@id": "r1", "@type": "EconomicResource", "name": "R1"},
+            {"@id": "e2", "@type": "EconomicEvent", "action": "fly", "provider": "joris", "receiver": "joris"}
+        ]}"#,
+    )
+    .expect("write");
+    let out = reflow(d, &["import", bad.to_str().expect("utf8")]);
+    let se = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{se}");
+    for needle in [
+        "nothing imported",
+        "Claim c1: type not supported",
+        "colour",
+        "fly",
+    ] {
+        assert!(se.contains(needle), "{needle:?} not in {se}");
+    }
+    assert_eq!(se.trim().lines().count(), 1, "one line: {se}");
+    // A resource referenced by a missing agent: listed before anything is written.
+    std::fs::write(
+        &bad,
+        r#"{"@context": {"@vocab": "https://w3id.org/valueflows/ont/vf#"}, "@graph": [
+            {"@id": "e1", "@type": "EconomicEvent", "action": "produce", "provider": "ghost",
+             "receiver": "joris", "resourceInventoriedAs": "r1",
+             "resourceQuantity": {"hasUnit": "kg", "hasNumericalValue": 2}},
+            {"@id": "r1", "@type": "EconomicResource", "name": "R1"},
+            {"@id": "r2", "@type": "EconomicResource", "name": "R2"}
+        ]}"#,
+    )
+    .expect("write");
+    fails(
+        d,
+        &["import", bad.to_str().expect("utf8")],
+        1,
+        "provider ghost",
+    );
+    fails(
+        d,
+        &["import", bad.to_str().expect("utf8")],
+        1,
+        "EconomicResource r2: no event",
+    );
+    // The spec's own example: fragments and before/after snapshots, refused with the list.
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/ex-production--00-simple-manufacturing-process.jsonld");
+    let out = reflow(d, &["import", fixture.to_str().expect("utf8")]);
+    let se = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{se}");
+    for needle in ["nested nodes under `hasInput`", "described twice"] {
+        assert!(se.contains(needle), "{needle:?} not in {se}");
+    }
+    assert_eq!(
+        ok(d, &["event", "list", "--all", "--json"]),
+        before,
+        "nothing applied"
+    );
+    // A valid spec-style file (http vocab, numbers, `vf:` prefixes) imports.
+    std::fs::write(
+        &bad,
+        r#"{"@context": [{"@vocab": "http://w3id.org/valueflows/ont/vf#"}], "@graph": [
+            {"@id": "alice", "@type": "Person", "name": "Alice"},
+            {"@id": "e1", "@type": "vf:EconomicEvent", "vf:action": "raise", "provider": {"@id": "alice"},
+             "receiver": "alice", "resourceInventoriedAs": "r1",
+             "resourceQuantity": {"hasUnit": "kg", "hasNumericalValue": 2.5}},
+            {"@id": "r1", "@type": "EconomicResource", "name": "R1",
+             "accountingQuantity": {"hasUnit": "kg", "hasNumericalValue": 2.5}}
+        ]}"#,
+    )
+    .expect("write");
+    assert!(ok(d, &["import", bad.to_str().expect("utf8")]).contains("imported 1 events"));
+    assert_eq!(onhand(d, "r1"), "2.5");
+}
+
+/// A file of `n` raise events.
+fn big_file(dir: &Path, n: usize) -> std::path::PathBuf {
+    let mut graph = vec![
+        serde_json::json!({"@id": "kg", "@type": "Unit", "label": "kilogram", "symbol": "kg"}),
+        serde_json::json!({"@id": "p", "@type": "Person", "name": "P"}),
+    ];
+    for i in 0..n {
+        graph.push(
+            serde_json::json!({"@id": format!("e{i}"), "@type": "EconomicEvent", "action": "raise",
+            "provider": "p", "receiver": "p", "resourceInventoriedAs": format!("r{i}"),
+            "resourceQuantity": {"hasUnit": "kg", "hasNumericalValue": i + 1}}),
+        );
+        graph.push(serde_json::json!({"@id": format!("r{i}"), "@type": "EconomicResource", "name": format!("R{i}")}));
+    }
+    let doc = serde_json::json!({"@context": {"@vocab": "https://w3id.org/valueflows/ont/vf#"}, "@graph": graph});
+    let file = dir.join("big.jsonld");
+    std::fs::write(&file, doc.to_string()).expect("write");
+    file
+}
+
+#[test]
+fn progress_bar_on_a_terminal_only() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let d = t.path();
+    ok(d, &["network", "create", "big"]);
+    let file = big_file(d, 300);
+    // Piped: no progress output at all.
+    let out = reflow(d, &["import", file.to_str().expect("utf8")]);
+    assert!(out.status.success());
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("imported 300 events"));
+    // On a terminal (a pseudo-terminal made by script(1)): a bar.
+    let e = tempfile::tempdir().expect("tempdir");
+    ok(e.path(), &["network", "create", "big"]);
+    let cmd = format!(
+        "{} --data-dir {} import {}",
+        env!("CARGO_BIN_EXE_reflow"),
+        e.path().display(),
+        file.display()
+    );
+    let Ok(out) = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+    else {
+        eprintln!("script(1) not available: terminal case skipped");
+        return;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("importing"),
+        "no progress bar on a terminal: {text:?}"
+    );
+    assert!(text.contains("imported 300 events"), "{text}");
+}
+
+#[test]
+fn help_on_every_subcommand() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let cmds: &[&[&str]] = &[
+        &[],
+        &["init"],
+        &["network"],
+        &["network", "create"],
+        &["network", "invite"],
+        &["network", "join"],
+        &["network", "list"],
+        &["network", "members"],
+        &["network", "remove"],
+        &["agent", "add"],
+        &["agent", "list"],
+        &["location", "add"],
+        &["location", "list"],
+        &["spec", "add"],
+        &["spec", "list"],
+        &["unit", "add"],
+        &["unit", "list"],
+        &["event", "record"],
+        &["event", "list"],
+        &["event", "correct"],
+        &["inventory"],
+        &["resource", "show"],
+        &["trace"],
+        &["track"],
+        &["conflicts"],
+        &["process", "create"],
+        &["process", "spec-add"],
+        &["process", "list"],
+        &["process", "show"],
+        &["process", "finish"],
+        &["intent", "add"],
+        &["intent", "list"],
+        &["intent", "finish"],
+        &["proposal", "create"],
+        &["proposal", "list"],
+        &["proposal", "show"],
+        &["proposal", "status"],
+        &["peers"],
+        &["sync"],
+        &["serve"],
+        &["export"],
+        &["import"],
+        &["demo"],
+    ];
+    for c in cmds {
+        let mut args = c.to_vec();
+        args.push("--help");
+        let out = reflow(t.path(), &args);
+        let so = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && so.contains("Usage: reflow"),
+            "{args:?}: {so}"
+        );
+    }
+    // No store was created by asking for help.
+    assert!(std::fs::read_dir(t.path()).expect("dir").next().is_none());
+}
