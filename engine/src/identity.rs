@@ -88,10 +88,31 @@ pub struct DeviceId([u8; 32]);
 
 impl DeviceId {
     /// The device id of 32 public-key bytes; an error if they are not a valid ed25519 point.
+    ///
+    /// Checking a point means decompressing it (a field square root, ~10 µs); a network has a
+    /// handful of devices whose ids are checked for every change they signed, so keys found
+    /// valid are remembered per thread (a bounded set, cleared when full).
     pub fn from_bytes(bytes: &[u8; 32]) -> Result<DeviceId> {
-        VerifyingKey::from_bytes(bytes)
+        thread_local! {
+            static VALID: std::cell::RefCell<std::collections::HashSet<[u8; 32]>> =
+                std::cell::RefCell::new(std::collections::HashSet::new());
+        }
+        /// Most keys remembered per thread; a stranger spraying keys only costs re-checks.
+        const MAX_REMEMBERED: usize = 1024;
+        if VALID.with(|v| v.borrow().contains(bytes)) {
+            return Ok(DeviceId(*bytes));
+        }
+        let id = VerifyingKey::from_bytes(bytes)
             .map(|k| DeviceId(k.to_bytes()))
-            .map_err(|_| Error::InvalidKey(hex::encode(bytes)))
+            .map_err(|_| Error::InvalidKey(hex::encode(bytes)))?;
+        VALID.with(|v| {
+            let mut v = v.borrow_mut();
+            if v.len() >= MAX_REMEMBERED {
+                v.clear();
+            }
+            v.insert(*bytes);
+        });
+        Ok(id)
     }
 
     /// The 32 public-key bytes.

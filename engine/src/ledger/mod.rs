@@ -372,11 +372,92 @@ impl Ledger {
     }
 
     /// Apply changes received from elsewhere; views update incrementally.
+    ///
+    /// The views learn what arrived either from the changes' own ops (when they are few next
+    /// to the document: a live change from a peer costs its own size, not the document's) or
+    /// from Automerge's diff between the heads before and after (an initial load, or when
+    /// Automerge held some changes back waiting for their dependencies, or some were known
+    /// already). Both give the same views; a test checks it.
     pub fn apply_changes(&mut self, changes: Vec<Change>) -> Result<()> {
         let before = self.doc.get_heads();
+        let ops: usize = changes.iter().map(Change::len).sum();
+        let decoded = (ops <= SMALL_DELTA_OPS.max(self.events_len / 4)).then(|| {
+            let mut seen = HashSet::new();
+            changes
+                .iter()
+                .filter(|c| seen.insert(c.hash()))
+                .map(Change::decode)
+                .collect::<Vec<_>>()
+        });
+        let known_before = self.doc.stats().num_changes;
+        let queue_was_empty = self.doc.get_missing_deps(&[]).is_empty();
         self.doc.apply_changes(changes)?;
+        if let Some(decoded) = decoded {
+            let added = self.doc.stats().num_changes - known_before;
+            // Exactly these changes were added (nothing was known already, nothing waits):
+            // their ops are the whole delta.
+            if queue_was_empty
+                && added == decoded.len() as u64
+                && self.doc.get_missing_deps(&[]).is_empty()
+            {
+                self.ingest_changes(&decoded);
+                return Ok(());
+            }
+        }
         self.ingest_since(&before);
         Ok(())
+    }
+
+    /// Fold the events inserted by `changes` (all newly applied) into the views, reading
+    /// the changes' ops instead of diffing the document.
+    fn ingest_changes(&mut self, changes: &[automerge::ExpandedChange]) {
+        self.known.get_mut().clear();
+        let automerge::ObjId::Id(list_counter, list_actor, _) = &self.events else {
+            self.rebuild_views();
+            return;
+        };
+        let mut new = Vec::new();
+        for change in changes {
+            for (i, op) in change.operations.iter().enumerate() {
+                let automerge::legacy::ObjectId::Id(obj) = &op.obj else {
+                    continue;
+                };
+                if obj.0 != *list_counter || obj.1 != *list_actor {
+                    continue;
+                }
+                if !op.insert {
+                    // Honest replicas only ever append events; anything else (an event
+                    // rewritten or deleted) is folded as a fresh load would fold it.
+                    warn!("the events list was edited in place; rebuilding views");
+                    self.rebuild_views();
+                    return;
+                }
+                self.events_len += 1;
+                let key = OrderKey {
+                    counter: change.start_op.get() + i as u64,
+                    actor: change.actor_id.clone(),
+                };
+                let value = match &op.action {
+                    automerge::legacy::OpType::Put(v) => {
+                        Value::Scalar(std::borrow::Cow::Borrowed(v))
+                    }
+                    automerge::legacy::OpType::Make(t) => Value::Object(*t),
+                    _ => {
+                        warn!("the events list was edited in place; rebuilding views");
+                        self.rebuild_views();
+                        return;
+                    }
+                };
+                match event_at(key, &value) {
+                    Ok(entry) => new.push(entry),
+                    Err((key, reason)) => {
+                        warn!(event = %key.to_id(), %reason, "rejected an event from a peer");
+                        self.views.add_invalid(key, reason);
+                    }
+                }
+            }
+        }
+        self.views.add_events(new, &DocCausality(&self.doc));
     }
 
     /// Fold the events that arrived since `before` into the views.
@@ -1123,24 +1204,33 @@ fn read_event(
         counter: *counter,
         actor: actor.clone(),
     };
+    event_at(key, value).map_err(|(k, r)| (Some(k), r))
+}
+
+/// The event stored as `value` in the events list element whose op id is `key`.
+fn event_at(key: OrderKey, value: &Value<'_>) -> std::result::Result<Entry, (OrderKey, String)> {
     let text = match value {
         Value::Scalar(s) => match s.as_ref() {
             ScalarValue::Str(t) => t.to_string(),
-            _ => return Err((Some(key), "an event is stored as a JSON string".into())),
+            _ => return Err((key, "an event is stored as a JSON string".into())),
         },
-        Value::Object(_) => return Err((Some(key), "an event is stored as a JSON string".into())),
+        Value::Object(_) => return Err((key, "an event is stored as a JSON string".into())),
     };
     let mut event: EconomicEvent = match serde_json::from_str(&text) {
         Ok(e) => e,
-        Err(e) => return Err((Some(key), format!("unreadable event: {e}"))),
+        Err(e) => return Err((key, format!("unreadable event: {e}"))),
     };
     // A stored event names the resource it created on its side: check it as a reference.
     if let Err(e) = validate::check_structure(&event, false) {
-        return Err((Some(key), e.to_string()));
+        return Err((key, e.to_string()));
     }
     event.id = key.to_id();
     Ok(Entry { key, event })
 }
+
+/// Largest delta (in ops) read from the changes themselves even on a small document; above
+/// it (and above a quarter of the events), Automerge's diff is used.
+const SMALL_DELTA_OPS: usize = 4096;
 
 /// The op counter and actor of the list element at `index`, as Automerge reports it.
 fn read_back(
