@@ -165,6 +165,11 @@ async fn key_and_bearer_tickets_join() {
         )
         .expect("key invite");
     assert!(ticket.secret.is_none(), "a key invite carries no secret");
+    // The sizes docs/protocol.md §7.1 gives (one IPv4 address, no relay, "market").
+    assert_eq!(
+        (ticket.to_bytes().len(), ticket.to_string().len()),
+        (251, 409)
+    );
     let ticket = through_text(&ticket);
     let joined = within(
         "B joins with its ticket",
@@ -209,6 +214,10 @@ async fn key_and_bearer_tickets_join() {
     assert!(
         bearer.secret.is_some(),
         "a bearer invite carries its secret"
+    );
+    assert_eq!(
+        (bearer.to_bytes().len(), bearer.to_string().len()),
+        (285, 463)
     );
     let bearer = through_text(&bearer);
     within(
