@@ -15,9 +15,11 @@
 # Then: python3 -m pip install -r bindings/python/requirements-test.txt
 #       python3 -m pytest bindings/tests
 set -euo pipefail
+PYTHON="${PYTHON:-python3}"
+# Resolve the interpreter (a relative path or a name on PATH) before changing directory.
+PYTHON="$(cd "$(dirname "$(command -v "$PYTHON")")" && pwd)/$(basename "$(command -v "$PYTHON")")"
 cd "$(dirname "$0")/.."
 PROFILE="${PROFILE:-debug}"
-PYTHON="${PYTHON:-python3}"
 flag=()
 [ "$PROFILE" = release ] && flag=(--release)
 

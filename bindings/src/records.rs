@@ -710,6 +710,36 @@ pub enum NodeEventRecord {
         /// The first reason.
         reason: String,
     },
+    /// A Reflow device was found on the local network (mDNS); the node connects to it for
+    /// `networks`.
+    Discovered {
+        /// Where it can be dialed.
+        peer: PeerAddrRecord,
+        /// The networks of this node in which it is a member.
+        networks: Vec<String>,
+    },
+    /// This (admin's) node redeemed a ticket: `device` is a member now.
+    InviteRedeemed {
+        /// Network id.
+        network: String,
+        /// The new member's device id.
+        device: String,
+        /// Its role.
+        role: RoleKind,
+        /// The invite's nonce (recorded in the ledger).
+        nonce: String,
+    },
+    /// The node will try to reconnect to a member after `after_ms` milliseconds.
+    RetryScheduled {
+        /// Network id.
+        network: String,
+        /// Peer device id.
+        peer: String,
+        /// Which attempt this will be (1, 2, ...).
+        attempt: u32,
+        /// In how long, in milliseconds.
+        after_ms: u64,
+    },
     /// An event these bindings do not know yet.
     Other {
         /// Its description.
@@ -762,6 +792,32 @@ impl From<NodeEvent> for NodeEventRecord {
                 peer: peer.to_string(),
                 count: u64::try_from(count).unwrap_or(u64::MAX),
                 reason,
+            },
+            NodeEvent::Discovered { peer, networks } => NodeEventRecord::Discovered {
+                peer: peer.into(),
+                networks: networks.iter().map(ToString::to_string).collect(),
+            },
+            NodeEvent::InviteRedeemed {
+                network,
+                device,
+                role,
+                nonce,
+            } => NodeEventRecord::InviteRedeemed {
+                network: network.to_string(),
+                device: device.to_string(),
+                role: role.into(),
+                nonce,
+            },
+            NodeEvent::RetryScheduled {
+                network,
+                peer,
+                attempt,
+                after,
+            } => NodeEventRecord::RetryScheduled {
+                network: network.to_string(),
+                peer: peer.to_string(),
+                attempt,
+                after_ms: u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
             },
             other => NodeEventRecord::Other {
                 detail: format!("{other:?}"),

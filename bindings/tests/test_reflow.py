@@ -76,15 +76,35 @@ class Updates(reflow.LedgerListener):
         return event.wait(WAIT)
 
 
+class NodeEvents(reflow.NodeListener):
+    """Sets `redeemed` when an invite is redeemed for `device`."""
+
+    def __init__(self, device):
+        self.device = device
+        self.redeemed = threading.Event()
+        self.events = []
+
+    def on_event(self, event):
+        self.events.append(event)
+        if event.is_INVITE_REDEEMED() and event.device == self.device:
+            self.redeemed.set()
+
+
 def test_two_nodes_sync_an_event_via_a_ticket_and_the_callback_fires(tmp_path):
     a = open_node(tmp_path / "a")
     b = open_node(tmp_path / "b")
     try:
         net = new_network(a)
+        on_a_node = NodeEvents(b.device_id())
+        node_sub = a.subscribe_node_events(on_a_node)
         ticket = a.invite(net, RoleKind.MEMBER, None, TTL, None)
         assert ticket.startswith("reflow1")
         joined = asyncio.run(b.join_with_ticket(ticket, AgentInput(id="bo", name="Bo")))
         assert joined == net
+        assert on_a_node.redeemed.wait(WAIT), "A never reported the redeemed invite"
+        redeemed = [e for e in on_a_node.events if e.is_INVITE_REDEEMED()]
+        assert redeemed[0].network == net and redeemed[0].role == RoleKind.MEMBER
+        node_sub.cancel()
         assert b.networks() == [net]
         members = {m.device: m for m in b.members(net)}
         assert set(members) == {a.device_id(), b.device_id()}
@@ -138,7 +158,6 @@ def test_two_nodes_sync_an_event_via_a_ticket_and_the_callback_fires(tmp_path):
         track = a.track(net, "apples")
         assert {s.action for s in track.steps if s.kind == TraceNodeKind.EVENT} == {"consume"}
 
-        # a cancelled subscription stops calling its listener
         sub_b.cancel()
         sub_a.cancel()
     finally:
