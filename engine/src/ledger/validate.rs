@@ -234,3 +234,116 @@ pub(crate) fn check_structure(e: &EconomicEvent, creates: bool) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::check_structure;
+    use crate::vf::{Action, EconomicEvent, Measure};
+
+    /// An event of `action` with exactly `fields` set; whether it creates a resource.
+    fn event(action: Action, fields: &[&str]) -> (EconomicEvent, bool) {
+        let mut e = EconomicEvent::new(action, "p", "r");
+        e.provider = None;
+        e.receiver = None;
+        let mut creates = false;
+        for f in fields {
+            match *f {
+                "provider" => e.provider = Some("p".into()),
+                "receiver" => e.receiver = Some("r".into()),
+                "resourceQuantity" => e.resource_quantity = Some(Measure::new(1, "kg")),
+                "effortQuantity" => e.effort_quantity = Some(Measure::new(1, "hour")),
+                "resourceInventoriedAs" => e.resource_inventoried_as = Some("res".into()),
+                "toResourceInventoriedAs" => e.to_resource_inventoried_as = Some("to".into()),
+                "resourceConformsTo" => e.resource_conforms_to = Some("spec".into()),
+                "inputOf" => e.input_of = Some("proc".into()),
+                "outputOf" => e.output_of = Some("proc".into()),
+                "atLocation" => e.at_location = Some("here".into()),
+                "toLocation" => e.to_location = Some("there".into()),
+                "state" => e.state = Some("pass".into()),
+                "newInventoriedResource" => creates = true,
+                other => panic!("unknown field {other}"),
+            }
+        }
+        (e, creates)
+    }
+
+    fn ok(action: Action, fields: &[&str]) -> bool {
+        let (e, creates) = event(action, fields);
+        check_structure(&e, creates).is_ok()
+    }
+
+    #[test]
+    fn event_fields_agree_with_structural_validation() {
+        for a in Action::ALL {
+            let f = a.event_fields();
+            let mut min = f.required.clone();
+            min.extend(f.one_of.iter().map(|g| g[0]));
+            assert!(ok(a, &min), "{a}: the minimal fields {min:?} are refused");
+            for (i, group) in f.one_of.iter().enumerate() {
+                for alt in group {
+                    let mut m = min.clone();
+                    m[f.required.len() + i] = *alt;
+                    if group.contains(&"newInventoriedResource") && !m.contains(&"resourceQuantity")
+                    {
+                        m.push("resourceQuantity");
+                    }
+                    assert!(ok(a, &m), "{a}: {m:?} (alternative {alt}) is refused");
+                }
+                let without: Vec<&str> =
+                    min.iter().copied().filter(|x| !group.contains(x)).collect();
+                assert!(!ok(a, &without), "{a}: accepted without any of {group:?}");
+            }
+            for r in &f.required {
+                let without: Vec<&str> = min.iter().copied().filter(|x| x != r).collect();
+                assert!(!ok(a, &without), "{a}: accepted without required {r}");
+            }
+            for o in &f.optional {
+                let mut m = min.clone();
+                m.push(*o);
+                if *o == "newInventoriedResource" && !m.contains(&"resourceQuantity") {
+                    m.push("resourceQuantity");
+                }
+                assert!(ok(a, &m), "{a}: refused with optional {o}");
+            }
+            let listed = |x: &&str| {
+                f.required.contains(x)
+                    || f.optional.contains(x)
+                    || f.one_of.iter().any(|g| g.contains(x))
+            };
+            for x in [
+                "inputOf",
+                "outputOf",
+                "resourceInventoriedAs",
+                "toResourceInventoriedAs",
+                "newInventoriedResource",
+            ] {
+                if !listed(&x) {
+                    let mut m = min.clone();
+                    m.push(x);
+                    assert!(!ok(a, &m), "{a}: accepted unlisted {x}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn event_fields_examples() {
+        let produce = Action::Produce.event_fields();
+        assert_eq!(
+            produce.required,
+            ["provider", "receiver", "resourceQuantity"]
+        );
+        assert_eq!(
+            produce.one_of,
+            [["resourceInventoriedAs", "newInventoriedResource"]]
+        );
+        assert!(produce.optional.contains(&"outputOf"));
+        let work = Action::Work.event_fields();
+        assert_eq!(work.required, ["provider", "receiver", "effortQuantity"]);
+        assert!(!work.optional.contains(&"resourceInventoriedAs"));
+        assert!(Action::Transfer
+            .event_fields()
+            .optional
+            .contains(&"toLocation"));
+    }
+}

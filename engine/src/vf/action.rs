@@ -336,6 +336,85 @@ impl Action {
     }
 }
 
+/// The fields of an economic event of one action, for forms: which must be given, which may,
+/// and groups of which at least one must be given. Fields are named as in ValueFlows
+/// (`resourceInventoriedAs`, `effortQuantity`, ...; `newInventoriedResource` is a resource the
+/// event creates). Derived from the action table by the same rules as the ledger's structural
+/// validation (a unit test checks that they agree). A form should not offer fields not
+/// listed: they mean nothing for the action, and validation refuses some of them (`inputOf`
+/// on a transfer, a resource on `work`).
+/// `note`, `hasPointInTime` and `corrects` are allowed on every event and not listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventFields {
+    /// The action.
+    pub action: Action,
+    /// Fields that must be given.
+    pub required: Vec<&'static str>,
+    /// Groups of fields: at least one field of each group must be given.
+    pub one_of: Vec<Vec<&'static str>>,
+    /// Fields that may be given.
+    pub optional: Vec<&'static str>,
+}
+
+impl Action {
+    /// Which fields an event of this action takes (see [`EventFields`]).
+    pub fn event_fields(self) -> EventFields {
+        let fx = self.effects();
+        let mut required = vec!["provider", "receiver"];
+        let mut one_of = Vec::new();
+        let mut optional = vec!["resourceConformsTo", "atLocation"];
+        match fx.event_quantity {
+            EventQuantity::Resource => required.push("resourceQuantity"),
+            EventQuantity::Effort => required.push("effortQuantity"),
+            EventQuantity::Both => one_of.push(vec!["resourceQuantity", "effortQuantity"]),
+        }
+        match fx.input_output {
+            InputOutput::Input => optional.push("inputOf"),
+            InputOutput::Output => optional.push("outputOf"),
+            InputOutput::OutputInput => optional.extend(["outputOf", "inputOf"]),
+            InputOutput::NotApplicable => {}
+        }
+        let no_resource = matches!(self, Action::Work | Action::DeliverService);
+        if !no_resource {
+            match (self, fx.create_resource) {
+                (Action::Use, _) => {
+                    one_of.push(vec!["resourceInventoriedAs", "resourceConformsTo"])
+                }
+                (_, CreateResource::Optional) => {
+                    one_of.push(vec!["resourceInventoriedAs", "newInventoriedResource"]);
+                }
+                _ => required.push("resourceInventoriedAs"),
+            }
+            if self.has_to_resource() || self == Action::Combine {
+                if self == Action::Copy {
+                    one_of.push(vec!["toResourceInventoriedAs", "newInventoriedResource"]);
+                } else {
+                    optional.push("toResourceInventoriedAs");
+                    if fx.create_resource == CreateResource::OptionalTo {
+                        optional.push("newInventoriedResource");
+                    }
+                }
+            }
+            if self.has_to_resource() || fx.location == LocationEffect::UpdateTo {
+                optional.push("toLocation");
+            }
+        }
+        if fx.state != StateEffect::NotApplicable {
+            optional.push("state");
+        }
+        if self == Action::Use {
+            optional.retain(|f| *f != "resourceConformsTo");
+        }
+        EventFields {
+            action: self,
+            required,
+            one_of,
+            optional,
+        }
+    }
+}
+
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -6,6 +6,6 @@ pub mod action;
 mod model;
 mod quantity;
 
-pub use action::{Action, ActionEffects, UnknownAction, ACTION_TABLE};
+pub use action::{Action, ActionEffects, EventFields, UnknownAction, ACTION_TABLE};
 pub use model::*;
 pub use quantity::{Measure, Quantity, MAX_QUANTITY, MAX_SCALE};
