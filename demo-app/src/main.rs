@@ -49,7 +49,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Create the data directory and this device's key; print the device id.
-    Init,
+    Init(ReadOpts),
     /// Networks this device belongs to.
     #[command(subcommand)]
     Network(NetworkCmd),
@@ -247,6 +247,8 @@ enum ProcessCmd {
     },
 }
 
+// Parsed once per run, like `Command`.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum IntentCmd {
     /// Publish an offer (--provider) or a request (--receiver).
@@ -582,11 +584,19 @@ async fn run(cli: Cli) -> Result<()> {
 async fn command(cli: &Cli, dir: &std::path::Path, node: &Arc<Node>) -> Result<()> {
     let net = || app::pick_network(node, dir, cli.network.as_deref());
     match &cli.command {
-        Command::Init => {
-            println!("data directory: {}", dir.display());
-            println!("device: {}", node.device());
-            if node.networks().is_empty() {
-                println!("next: reflow network create <name> --as <your name>");
+        Command::Init(o) => {
+            if o.json {
+                print_json(&serde_json::json!({
+                    "dataDir": dir,
+                    "device": node.device().to_string(),
+                    "networks": node.networks().iter().map(ToString::to_string).collect::<Vec<_>>(),
+                }))?;
+            } else {
+                println!("data directory: {}", dir.display());
+                println!("device: {}", node.device());
+                if node.networks().is_empty() {
+                    println!("next: reflow network create <name> --as <your name>");
+                }
             }
         }
         Command::Network(NetworkCmd::Create {

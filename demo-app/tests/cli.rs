@@ -146,6 +146,9 @@ fn every_command_happy_path() {
     assert!(ok(d, &["location", "list"]).contains("52.37"));
     assert!(ok(d, &["spec", "list", "--json"]).contains("Apples"));
     assert!(ok(d, &["unit", "list"]).contains("kilogram"));
+    let init: serde_json::Value = serde_json::from_str(&ok(d, &["init", "--json"])).expect("json");
+    assert_eq!(init["networks"].as_array().map(Vec::len), Some(1), "{init}");
+    assert!(init["device"].as_str().is_some_and(|s| !s.is_empty()));
 }
 
 #[test]
