@@ -1,0 +1,417 @@
+// Reflow web UI: plain JavaScript, no framework, nothing loaded from the internet.
+// Routes are in the URL hash (#inventory, #resource/<id>, #correct/<event id>, ...); changes
+// from peers arrive as server-sent events on /api/updates and redraw the current page.
+"use strict";
+const $ = (s, el = document) => el.querySelector(s);
+const esc = s => String(s ?? "").replace(/[&<>"']/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
+const enc = encodeURIComponent;
+async function get(p) {
+  const r = await fetch(p);
+  const j = await r.json();
+  if (!r.ok) throw new Error(j.error || r.statusText);
+  return j;
+}
+async function post(p, body) {
+  const r = await fetch(p, {method: "POST", headers: {"content-type": "application/json"}, body: JSON.stringify(body || {})});
+  const j = await r.json().catch(() => ({error: r.statusText}));
+  return {ok: r.ok, body: j};
+}
+const qty = m => m ? `${m.hasNumericalValue} ${esc(unitName(m.hasUnit))}` : "";
+
+// Names of the ledger's objects, refreshed on every change.
+let objects = {agents: [], units: [], specs: [], locations: [], processes: [], resources: []};
+let actions = [];
+const byId = (list, id) => list.find(x => x.id === id);
+const agentName = id => id ? (byId(objects.agents, id)?.name || id) : "";
+const placeName = id => id ? (byId(objects.locations, id)?.name || id) : "";
+const specName = id => id ? (byId(objects.specs, id)?.name || id) : "";
+const unitName = id => { const u = byId(objects.units, id); return u ? (u.symbol || u.label || id) : (id || ""); };
+const resName = id => id ? (byId(objects.resources, id)?.name || id) : "";
+const resLink = id => id ? `<a href="#resource/${enc(id)}">${esc(resName(id))}</a>` : "";
+const options = (list, sel, blank = true) => (blank ? `<option value=""></option>` : "") +
+  list.map(x => `<option value="${esc(x.id)}"${x.id === sel ? " selected" : ""}>${esc(x.name || x.label || x.id)}</option>`).join("");
+
+function describe(e) {
+  const what = e.resourceInventoriedAs ? resLink(e.resourceInventoriedAs)
+    : e.createdResource ? resLink(e.createdResource) : esc(specName(e.resourceConformsTo));
+  const q = qty(e.resourceQuantity || e.effortQuantity);
+  return `<b>${esc(e.action)}</b> ${q} ${what}` +
+    (e.toResourceInventoriedAs ? ` → ${resLink(e.toResourceInventoriedAs)}` : "") +
+    ` <span class="muted">${esc(agentName(e.provider))} → ${esc(agentName(e.receiver))}</span>`;
+}
+
+async function loadObjects() { objects = await get("/api/objects"); }
+
+// ---------------------------------------------------------------- pages
+const pages = {
+  async inventory(v) {
+    await loadObjects();
+    const rs = objects.resources;
+    v.innerHTML = `<h2>Inventory</h2>` + (rs.length ? `<table class="cards" id="inventory-table"><tr><th>Resource</th><th>On hand</th><th>Accounting</th><th>Custodian</th><th>Location</th><th>State</th></tr>` +
+      rs.map(r => `<tr data-id="${esc(r.id)}"><td data-label="Resource">${resLink(r.id)}<br><span class="small muted">${esc(specName(r.conformsTo))}</span></td>` +
+        `<td class="num" data-label="On hand">${qty(r.onhandQuantity)}</td><td class="num" data-label="Accounting">${qty(r.accountingQuantity)}</td>` +
+        `<td data-label="Custodian">${esc(agentName(r.custodian))}</td><td data-label="Location">${esc(placeName(r.currentLocation))}</td>` +
+        `<td data-label="State">${esc(r.state)}</td></tr>`).join("") + `</table>` : `<p>No resources yet: <a href="#record">record</a> a produce or raise event.</p>`);
+  },
+
+  async events(v) {
+    const es = await get("/api/events");
+    const corrected = new Set(es.filter(e => e.corrects).map(e => e.corrects));
+    v.innerHTML = `<h2>Event log</h2><p class="muted small">${es.length} events, newest first. Events are never edited: a mistake is fixed by a correcting event.</p>` +
+      `<table class="cards" id="events-table"><tr><th>Event</th><th>What</th><th>Where</th><th>Note</th><th></th></tr>` +
+      es.map(e => `<tr data-id="${esc(e.id)}" class="${corrected.has(e.id) ? "corrected" : ""}"><td data-label="Event" class="mono">${esc(e.id)}</td>` +
+        `<td data-label="What">${describe(e)}${e.corrects ? ` <span class="tag">corrects ${esc(e.corrects)}</span>` : ""}</td>` +
+        `<td data-label="Where">${esc(placeName(e.atLocation))}${e.toLocation ? " → " + esc(placeName(e.toLocation)) : ""}</td>` +
+        `<td data-label="Note">${esc(e.note)}${e.state ? ` <span class="tag">${esc(e.state)}</span>` : ""}</td>` +
+        `<td class="keep">${corrected.has(e.id) ? "corrected" : `<a href="#correct/${enc(e.id)}">correct</a>`}</td></tr>`).join("") + `</table>`;
+  },
+
+  async record(v) { await eventForm(v, null); },
+
+  async correct(v, id) {
+    const es = await get("/api/events");
+    const original = es.find(e => e.id === id);
+    if (!original) { v.innerHTML = `<p class="err">No event ${esc(id)}.</p>`; return; }
+    await eventForm(v, original);
+  },
+
+  async resource(v, id) {
+    let d;
+    try { d = await get("/api/resource/" + enc(id)); } catch (e) { v.innerHTML = `<p class="err">${esc(e.message)}</p>`; return; }
+    const r = d.resource;
+    const fact = (k, x) => x ? `<div class="fact"><b>${k}</b>${x}</div>` : "";
+    const steps = t => t && t.steps.length ? `<ul class="trace">` + t.steps.map(s => {
+      const n = s.node, pad = `style="margin-left:${s.depth * 1.1}em"`;
+      if (n.type === "economicResource") return `<li ${pad}><span class="kind">resource</span>${resLink(n.id)}</li>`;
+      if (n.type === "economicEvent") { const e = d.events[n.id]; return `<li ${pad}><span class="kind">event</span>${e ? describe(e) : esc(n.action)} <span class="mono muted">${esc(n.id)}</span></li>`; }
+      if (n.type === "process") { const p = byId(objects.processes, n.id); return `<li ${pad}><span class="kind">process</span>${esc(p ? p.name : n.id)}</li>`; }
+      return `<li ${pad}><code>${esc(JSON.stringify(n))}</code></li>`;
+    }).join("") + `</ul>` : `<p class="muted">Nothing.</p>`;
+    v.innerHTML = `<p><a href="#inventory">← inventory</a></p><h2 id="resource-name">${esc(r.name)}</h2>` +
+      `<div class="card grid">${fact("Id", `<span class="mono">${esc(r.id)}</span>`)}${fact("Kind", esc(specName(r.conformsTo)))}` +
+      `${fact("On hand", qty(r.onhandQuantity))}${fact("Accounting", qty(r.accountingQuantity))}` +
+      `${fact("Custodian", esc(agentName(r.custodian)))}${fact("Accountable", esc(agentName(r.primaryAccountable)))}` +
+      `${fact("Location", esc(placeName(r.currentLocation)))}${fact("State", esc(r.state))}${fact("Contained in", resLink(r.containedIn))}${fact("Note", esc(r.note))}</div>` +
+      `<h3>Trace: where it came from</h3><div id="trace">${steps(d.trace)}</div>` +
+      `<h3>Track: where it went</h3><div id="track">${steps(d.track)}</div>` +
+      `<h3>Events on this resource</h3>` + (d.history.length ? `<ul class="trace">` + d.history.map(e => `<li>${describe(e)} <span class="mono muted">${esc(e.id)}</span></li>`).join("") + `</ul>` : `<p class="muted">None.</p>`) +
+      `<p><a class="button secondary" href="#record?resource=${enc(r.id)}">Record an event on it</a></p>`;
+  },
+
+  async conflicts(v) {
+    const cs = await get("/api/conflicts");
+    const explain = c => {
+      switch (c.kind) {
+        case "overdraw": return `${resLink(c.resource)} went below zero (${esc(c.quantity)}: ${qty(c.balance)}).` + (c.competing.length ? ` Concurrent decrements: ${c.competing.length}.` : " More was taken out than was recorded in.");
+        case "doubleTransfer": return `${resLink(c.resource)} was handed on twice (${esc(c.of)}) by the same provider.`;
+        case "eventOnRemovedResource": return `An event still uses ${resLink(c.resource)}, which a correction removed.`;
+        case "concurrentCorrections": return `Event <span class="mono">${esc(c.corrected)}</span> was corrected twice at the same time; only <span class="mono">${esc(c.applied)}</span> counts.`;
+        default: return `<code>${esc(JSON.stringify(c))}</code>`;
+      }
+    };
+    v.innerHTML = `<h2>Conflicts</h2><p class="muted small">Events that are valid one by one and wrong together (often recorded offline on two devices). Resolve one by recording a correcting event.</p>` +
+      (cs.length ? cs.map(({conflict: c, events}) => `<div class="card conflict" data-kind="${esc(c.kind)}"><b>${esc(c.kind)}</b>: ${explain(c)}` +
+        `<table class="cards"><tr><th>Event</th><th>What</th><th></th></tr>` + events.map(e => `<tr><td class="mono" data-label="Event">${esc(e.id)}</td><td data-label="What">${describe(e)}</td>` +
+          `<td><a class="button secondary correct-link" href="#correct/${enc(e.id)}">Correct</a></td></tr>`).join("") + `</table></div>`).join("")
+        : `<p id="no-conflicts">No conflicts. Every replica agrees the ledger adds up.</p>`);
+  },
+
+  async offers(v) {
+    v.innerHTML = `<h2>Offers &amp; requests</h2><div id="offers-list"></div>` +
+
+      `<h3>New offer or request</h3><form class="stack" id="intent-form">` +
+      `<label><span>Kind</span><select name="kind"><option value="offer">Offer (I provide)</option><option value="request">Request (I need)</option></select></label>` +
+      `<label><span>Agent <b class="req">*</b></span><select name="agent" required>${options(objects.agents)}</select></label>` +
+      `<label><span>Action</span><select name="action">${actions.map(a => `<option${a.action === "transfer" ? " selected" : ""}>${a.action}</option>`).join("")}</select></label>` +
+      `<label><span>Kind of resource</span><select name="conformsTo">${options(objects.specs)}</select></label>` +
+      `<label><span>Or a specific resource</span><select name="resource">${options(objects.resources)}</select></label>` +
+      `<label><span>Quantity</span><div class="pair"><input name="quantityValue" inputmode="decimal" placeholder="e.g. 3"><select name="quantityUnit">${options(objects.units)}</select></div></label>` +
+      `<label><span>Where</span><select name="atLocation">${options(objects.locations)}</select></label>` +
+      `<label><span>Publish in a new proposal named</span><input name="proposal" placeholder="e.g. Saturday market"></label>` +
+      `<label><span>Note</span><input name="note"></label>` +
+      `<button type="submit">Publish</button><span class="msg" id="intent-msg"></span></form>`;
+    $("#intent-form").onsubmit = async ev => {
+      ev.preventDefault();
+      const body = formBody(ev.target);
+      const m = $("#intent-msg");
+      const r = await post("/api/intents", body);
+      m.className = "msg " + (r.ok ? "ok" : "err");
+      m.textContent = r.ok ? "published " + r.body.id : r.body.error;
+      if (r.ok) await offersList();
+    };
+    await offersList();
+  },
+
+  async peers(v) {
+    const p = await get("/api/peers");
+    v.innerHTML = `<h2>Peers &amp; sync</h2><div class="card grid"><div class="fact"><b>This device</b><span class="mono">${esc(p.device)}</span></div>` +
+      `<div class="fact"><b>Events</b>${p.events}</div><div class="fact"><b>Heads</b><span class="mono small">${p.heads.map(h => esc(h.slice(0, 12))).join(" ")}</span></div></div>` +
+      `<h3>Peers</h3>` + (p.peers.length ? `<table class="cards" id="peers-table"><tr><th>Device</th><th>Connection</th><th>Sync</th><th>Last error</th></tr>` + p.peers.map(x =>
+        `<tr><td class="mono" data-label="Device">${esc(x.device)}</td><td data-label="Connection">${x.connected ? `<span class="tag offer">connected</span>` : `<span class="tag bad">offline</span>`}</td>` +
+        `<td data-label="Sync">${x.inSync === true ? "in sync" : x.inSync === false ? "syncing…" : "unknown"}</td><td data-label="Last error">${esc(x.lastError)}</td></tr>`).join("") + `</table>`
+        : `<p class="muted">No peers known yet. Share an <a href="#invite">invite</a>.</p>`) +
+      `<h3>Members</h3><table class="cards"><tr><th>Device</th><th>Role</th><th>Acts for</th></tr>` + p.members.map(m =>
+        `<tr><td class="mono" data-label="Device">${esc(m.device)}${m.device === p.device ? " (this device)" : ""}</td><td data-label="Role">${esc(m.role)}</td><td data-label="Acts for">${esc(agentName(m.agent))}</td></tr>`).join("") + `</table>`;
+  },
+
+  async invite(v) {
+    v.innerHTML = `<h2>Invite a device</h2><p>An invite lets one more phone or laptop join this network (once, within 24 hours). ` +
+      `Show the QR code or send the ticket text; the newcomer runs <code>reflow network join &lt;ticket&gt;</code> while this node is running.</p>` +
+      `<p><button id="make-invite">Make an invite</button> <span class="msg" id="invite-msg"></span></p><div id="invite-out"></div>`;
+    $("#make-invite").onclick = async () => {
+      const r = await post("/api/invite");
+      const m = $("#invite-msg");
+      if (!r.ok) { m.className = "msg err"; m.textContent = r.body.error; return; }
+      m.className = "msg ok"; m.textContent = `valid for ${r.body.expiresInHours} hours`;
+      $("#invite-out").innerHTML = `<div class="card"><div class="qr" id="qr">${r.body.svg}</div>` +
+        `<label><span class="muted small">Ticket</span><textarea class="ticket" id="ticket" readonly>${esc(r.body.ticket)}</textarea></label>` +
+        `<button class="secondary" id="copy-ticket">Copy</button></div>`;
+      $("#copy-ticket").onclick = () => { $("#ticket").select(); navigator.clipboard?.writeText(r.body.ticket); };
+    };
+  },
+
+  async map(v) {
+    const d = await get("/api/map");
+    drawMap(v, d);
+  },
+};
+
+
+// The list part of the offers page (redrawn on changes; the form below keeps its input).
+async function offersList() {
+  const o = await get("/api/offers");
+  const inProposal = id => o.proposals.filter(p => p.publishes.includes(id)).map(p => p.name).join(", ");
+  const el = $("#offers-list");
+  if (el) el.innerHTML = o.intents.length ? `<table class="cards" id="intents-table"><tr><th></th><th>What</th><th>Who</th><th>Where</th><th>Proposal</th><th>Note</th></tr>` + o.intents.map(i =>
+        `<tr data-id="${esc(i.id)}"><td><span class="tag ${i.provider ? "offer" : "request"}">${i.provider ? "offer" : "request"}</span>${i.finished ? ` <span class="tag">done</span>` : ""}</td>` +
+        `<td data-label="What"><b>${esc(i.action)}</b> ${qty(i.resourceQuantity)} ${i.resourceInventoriedAs ? resLink(i.resourceInventoriedAs) : esc(specName(i.resourceConformsTo))}</td>` +
+        `<td data-label="Who">${esc(agentName(i.provider || i.receiver))}</td><td data-label="Where">${esc(placeName(i.atLocation))}</td>` +
+        `<td data-label="Proposal">${esc(inProposal(i.id))}</td><td data-label="Note">${esc(i.note)}${i.due ? ` <span class="muted">due ${esc(i.due)}</span>` : ""}</td></tr>`).join("") + `</table>`
+    : `<p class="muted">No offers or requests yet.</p>`;
+}
+
+// ---------------------------------------------------------------- event form
+// VF field name -> [input name, label, kind].
+const FIELDS = {
+  provider: ["provider", "Provider (who gives or works)", "agent"],
+  receiver: ["receiver", "Receiver", "agent"],
+  resourceQuantity: ["quantity", "Quantity", "measure"],
+  effortQuantity: ["effort", "Effort (time)", "measure"],
+  resourceInventoriedAs: ["resource", "Resource", "resource"],
+  toResourceInventoriedAs: ["toResource", "To resource", "resource"],
+  newInventoriedResource: ["newResource", "New resource (id)", "new"],
+  resourceConformsTo: ["conformsTo", "Kind of resource", "spec"],
+  inputOf: ["inputOf", "Input of process", "process"],
+  outputOf: ["outputOf", "Output of process", "process"],
+  atLocation: ["atLocation", "Where", "location"],
+  toLocation: ["toLocation", "To location", "location"],
+  state: ["state", "State (e.g. pass, fail)", "text"],
+};
+
+function fieldInput(vf, required, pre) {
+  const [name, label, kind] = FIELDS[vf];
+  const r = required ? " required" : "";
+  const star = required ? ` <b class="req">*</b>` : "";
+  const val = pre?.[name] ?? "";
+  let input;
+  switch (kind) {
+    case "agent": input = `<select name="${name}"${r}>${options(objects.agents, val)}</select>`; break;
+    case "resource": input = `<select name="${name}"${r}>${options(objects.resources, val)}</select>`; break;
+    case "spec": input = `<select name="${name}"${r}>${options(objects.specs, val)}</select>`; break;
+    case "process": input = `<select name="${name}"${r}>${options(objects.processes, val)}</select>`; break;
+    case "location": input = `<select name="${name}"${r}>${options(objects.locations, val)}</select>`; break;
+    case "measure": {
+      const [n, u] = String(val).split(" ");
+      input = `<div class="pair"><input name="${name}Value" inputmode="decimal" placeholder="e.g. 2.5"${r} value="${esc(n || "")}">` +
+        `<select name="${name}Unit" aria-label="unit"${r}>${options(objects.units, u || "")}</select></div>`; break;
+    }
+    case "new": return `<label><span>${label}${star}</span><input name="newResource" placeholder="e.g. jam-2" value="${esc(val)}"${r}></label>` +
+      `<label><span>New resource name</span><input name="newResourceName" placeholder="e.g. Plum jam"></label>`;
+    default: input = `<input name="${name}" value="${esc(val)}"${r}>`;
+  }
+  return `<label data-field="${vf}"><span>${label}${star}</span>${input}</label>`;
+}
+
+// The form's values as the API's JSON (measures joined as "value unit").
+function formBody(form) {
+  const body = {};
+  new FormData(form).forEach((x, k) => { if (String(x).trim()) body[k] = String(x).trim(); });
+  for (const k of Object.keys(body)) {
+    if (k.endsWith("Value")) {
+      const base = k.slice(0, -5);
+      body[base] = `${body[k]} ${body[base + "Unit"] || ""}`.trim();
+      delete body[k]; delete body[base + "Unit"];
+    }
+  }
+  for (const k of Object.keys(body)) if (k.endsWith("Unit")) delete body[k];
+  return body;
+}
+
+// Prefill values (input names) from an event being corrected, or from the hash's query.
+function prefill(original) {
+  if (original) {
+    const m = x => x ? `${x.hasNumericalValue} ${x.hasUnit}` : "";
+    return {provider: original.provider, receiver: original.receiver, quantity: m(original.resourceQuantity), effort: m(original.effortQuantity),
+      resource: original.resourceInventoriedAs, toResource: original.toResourceInventoriedAs, conformsTo: original.resourceConformsTo,
+      inputOf: original.inputOf, outputOf: original.outputOf, atLocation: original.atLocation, toLocation: original.toLocation,
+      state: original.state, note: original.note, action: original.action};
+  }
+  return Object.fromEntries(new URLSearchParams(location.hash.split("?")[1] || ""));
+}
+
+async function eventForm(v, original) {
+  const pre = prefill(original);
+  const start = pre.action || "transfer";
+  v.innerHTML = (original ? `<p><a href="#events">← events</a></p><h2>Correct event <span class="mono">${esc(original.id)}</span></h2>` +
+      `<div class="card">${describe(original)}</div><p class="muted small">The correcting event replaces it: change what was wrong (a quantity of 0 undoes it).</p>`
+      : `<h2>Record an event</h2>`) +
+    `<form class="stack" id="record-form" novalidate><label><span>Action</span><select name="action" id="act"${original ? " disabled" : ""}>` +
+    actions.map(a => `<option value="${a.action}"${a.action === start ? " selected" : ""}>${a.action}</option>`).join("") + `</select></label>` +
+    `<p class="small muted" id="act-help"></p><div id="fields"></div><label><span>Note</span><input name="note" value="${esc(pre.note || "")}"></label>` +
+    `<button type="submit" id="record-submit">${original ? "Record correction" : "Record"}</button><span class="msg" id="msg"></span></form>`;
+  const draw = () => {
+    const a = actions.find(x => x.action === $("#act").value);
+    const f = a.fields;
+    $("#act-help").textContent = `${a.inputOutput === "notApplicable" ? "Between agents" : "Process " + a.inputOutput}` +
+      `; on hand: ${a.onhand}; accounting: ${a.accounting}` + (a.pairsWith ? `; pairs with ${a.pairsWith}` : "");
+    let html = f.required.map(x => fieldInput(x, true, pre)).join("");
+    html += f.oneOf.map(g => `<fieldset data-one-of="${g.join(" ")}"><legend>One of <b class="req">*</b></legend>${g.map(x => fieldInput(x, false, pre)).join("")}</fieldset>`).join("");
+    const shown = new Set(f.required.concat(...f.oneOf));
+    html += f.optional.filter(x => !shown.has(x)).map(x => fieldInput(x, false, pre)).join("");
+    $("#fields").innerHTML = html;
+  };
+  $("#act").onchange = draw;
+  draw();
+  $("#record-form").onsubmit = async ev => {
+    ev.preventDefault();
+    const form = ev.target, m = $("#msg");
+    const missing = [...form.querySelectorAll("[required]")].filter(x => !x.value.trim()).map(x => x.closest("label").querySelector("span").textContent.replace("*", "").trim());
+    for (const fs of form.querySelectorAll("fieldset[data-one-of]"))
+      if (![...fs.querySelectorAll("input,select")].some(x => !x.name.endsWith("Unit") && x.value.trim())) missing.push("one of " + fs.dataset.oneOf);
+    if (missing.length) { m.className = "msg err"; m.textContent = "Missing: " + missing.join(", "); return; }
+    const body = formBody(form);
+    body.action = $("#act").value;
+    const r = original ? await post(`/api/events/${enc(original.id)}/correct`, body) : await post("/api/events", body);
+    m.className = "msg " + (r.ok ? "ok" : "err");
+    m.textContent = r.ok ? `recorded ${r.body.id}` : r.body.error;
+    if (r.ok) { form.dataset.recorded = r.body.id; await loadObjects(); }
+  };
+}
+
+// ---------------------------------------------------------------- map
+// An offline map: an equirectangular projection of the locations' coordinates (longitude
+// scaled by cos(latitude)), a graticule, a scale bar, the resources at each place and the
+// moves between places. No tiles, nothing from the network.
+function drawMap(v, d) {
+  const placed = d.locations.filter(l => typeof l.lat === "number" && typeof l.long === "number");
+  const unplaced = d.locations.filter(l => !placed.includes(l));
+  if (!placed.length) { v.innerHTML = `<h2>Map</h2><p>No locations with coordinates yet (<code>reflow location add … --lat … --long …</code>).</p>`; return; }
+  const W = 900, H = 560, P = 70;
+  const lats = placed.map(l => l.lat), longs = placed.map(l => l.long);
+  const midLat = (Math.min(...lats) + Math.max(...lats)) / 2;
+  const k = Math.cos(midLat * Math.PI / 180);
+  let x0 = Math.min(...longs) * k, x1 = Math.max(...longs) * k, y0 = Math.min(...lats), y1 = Math.max(...lats);
+  let span = Math.max(x1 - x0, y1 - y0, 0.002);
+  const cx = (x0 + x1) / 2, cy = (y0 + y1) / 2;
+  const scale = Math.min((W - 2 * P) / span, (H - 2 * P) / span);
+  const X = lon => W / 2 + (lon * k - cx) * scale, Y = lat => H / 2 - (lat - cy) * scale;
+  // Graticule step: a round number of degrees giving 4 to 10 lines.
+  const spanDeg = span / Math.min(1, k) * (W / Math.min(W, H));
+  const step = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20].find(s => spanDeg / s <= 10) || 30;
+  let grid = "";
+  const lonMin = (cx - W / 2 / scale) / k, lonMax = (cx + W / 2 / scale) / k, latMin = cy - H / 2 / scale, latMax = cy + H / 2 / scale;
+  for (let g = Math.ceil(lonMin / step) * step; g <= lonMax; g += step)
+    grid += `<line x1="${X(g)}" y1="0" x2="${X(g)}" y2="${H}" class="grid"/><text x="${X(g) + 3}" y="${H - 6}" class="gl">${g.toFixed(4)}°</text>`;
+  for (let g = Math.ceil(latMin / step) * step; g <= latMax; g += step)
+    grid += `<line x1="0" y1="${Y(g)}" x2="${W}" y2="${Y(g)}" class="grid"/><text x="4" y="${Y(g) - 3}" class="gl">${g.toFixed(4)}°</text>`;
+  // Scale bar: a round number of metres about a fifth of the width.
+  const mPerPx = 111320 / scale;
+  const target = mPerPx * W / 5;
+  const bar = [10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000, 200000, 500000].reverse().find(b => b <= target) || 10;
+  const barPx = bar / mPerPx;
+  const barLabel = bar >= 1000 ? `${bar / 1000} km` : `${bar} m`;
+  const at = {};
+  for (const r of d.resources) if (r.currentLocation) (at[r.currentLocation] = at[r.currentLocation] || []).push(r);
+  const pos = Object.fromEntries(placed.map(l => [l.id, [X(l.long), Y(l.lat)]]));
+  const moves = d.moves.filter(m => pos[m.from] && pos[m.to]).map((m, i) => {
+    const [ax, ay] = pos[m.from], [bx, by] = pos[m.to];
+    const mx = (ax + bx) / 2 - (by - ay) * 0.15, my = (ay + by) / 2 + (bx - ax) * 0.15;
+    return `<path d="M${ax},${ay} Q${mx},${my} ${bx},${by}" class="move" marker-end="url(#arrow)"><title>${esc(m.action)} ${esc(resName(m.resource))}: ${esc(placeName(m.from))} → ${esc(placeName(m.to))}</title></path>`;
+  }).join("");
+  const places = placed.map(l => {
+    const [x, y] = pos[l.id], here = at[l.id] || [];
+    const right = x < W - 230;
+    const tx = right ? x + 16 : x - 16, anchor = right ? "start" : "end";
+    return `<g class="place" data-id="${esc(l.id)}"><circle cx="${x}" cy="${y}" r="${9 + Math.min(here.length, 6) * 2}" class="pin"/>` +
+      `<text x="${tx}" y="${y + 5}" text-anchor="${anchor}" class="pl">${esc(l.name)}</text>` +
+      here.slice(0, 6).map((r, i) => `<a href="#resource/${enc(r.id)}"><text x="${tx}" y="${y + 24 + i * 17}" text-anchor="${anchor}" class="rl">• ${esc(r.name)} · ${qty(r.onhandQuantity)}</text></a>`).join("") +
+      (here.length > 6 ? `<text x="${tx}" y="${y + 24 + 6 * 17}" text-anchor="${anchor}" class="rl">+${here.length - 6} more</text>` : "") + `</g>`;
+  }).join("");
+  const nowhere = d.resources.filter(r => !r.currentLocation || !pos[r.currentLocation]);
+  v.innerHTML = `<h2>Map</h2><div class="map-wrap"><svg class="map" id="map-svg" viewBox="0 0 ${W} ${H}" role="img" aria-label="Map of resources and locations">` +
+    `<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0L10,5L0,10z" fill="#bc6c25"/></marker></defs>` +
+    `<style>.grid{stroke:#d7e3da;stroke-width:1}.gl{font-size:10px;fill:#8a9a8f}.pin{fill:#2d6a4f;stroke:#fff;stroke-width:3}.pl{font-size:16px;font-weight:600;fill:#1f2421;paint-order:stroke;stroke:#f4f8f5;stroke-width:4px}.rl{font-size:13px;fill:#40554a;paint-order:stroke;stroke:#f4f8f5;stroke-width:3px}.move{fill:none;stroke:#bc6c25;stroke-width:2.5;stroke-dasharray:6 4;opacity:.85}</style>` +
+    `<rect width="${W}" height="${H}" fill="#f4f8f5"/>${grid}${moves}${places}` +
+    `<g transform="translate(${W - barPx - 30},${H - 40})"><rect x="-8" y="-18" width="${barPx + 16}" height="34" fill="#fff" opacity=".8" rx="4"/><line x1="0" y1="0" x2="${barPx}" y2="0" stroke="#1f2421" stroke-width="3"/><text x="${barPx / 2}" y="-5" text-anchor="middle" font-size="12">${barLabel}</text></g>` +
+    `<g transform="translate(${W - 34},34)"><path d="M0,-18L7,6L0,1L-7,6z" fill="#1f2421"/><text y="20" text-anchor="middle" font-size="12">N</text></g>` +
+    `</svg></div><p class="muted small">${placed.length} places, ${d.resources.length} resources, ${d.moves.length} moves between places. Drawn from the locations' coordinates, offline.</p>` +
+    (nowhere.length ? `<h3>Resources without a place on the map</h3><p>${nowhere.map(r => resLink(r.id)).join(", ")}</p>` : "") +
+    (unplaced.length ? `<h3>Places without coordinates</h3><p>${unplaced.map(l => esc(l.name)).join(", ")}</p>` : "");
+}
+
+// ---------------------------------------------------------------- routing and live updates
+const FORMS = new Set(["record", "correct", "offers", "invite"]);
+let current = "inventory";
+function route() {
+  const h = decodeURIComponent(location.hash.slice(1).split("?")[0]) || "inventory";
+  const i = h.indexOf("/");
+  return i < 0 ? [h, null] : [h.slice(0, i), h.slice(i + 1)];
+}
+async function render() {
+  const [page, arg] = route();
+  current = page;
+  const tab = page === "resource" ? "inventory" : page === "correct" ? "events" : page;
+  for (const a of document.querySelectorAll("nav a")) a.classList.toggle("on", a.dataset.tab === tab);
+  const v = $("#view");
+  const f = pages[page] || pages.inventory;
+  try {
+    await f(v, arg);
+    v.dataset.view = page;
+  } catch (e) {
+    v.innerHTML = `<p class="err">${esc(e.message)}</p>`;
+  }
+}
+async function refreshBadges() {
+  const cs = await get("/api/conflicts");
+  $("#conflict-count").textContent = cs.length ? cs.length : "";
+}
+let pending = null;
+async function onChange(kind) {
+  document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
+  if (kind === "update") { await loadObjects(); refreshBadges(); }
+  // Forms keep what the user typed; every other page redraws.
+  if (current === "offers" && kind === "update") offersList();
+  if (!FORMS.has(current) && (kind === "update" || current === "peers")) {
+    clearTimeout(pending);
+    pending = setTimeout(render, 50);
+  }
+}
+function live() {
+  const el = $("#live");
+  const es = new EventSource("/api/updates");
+  es.addEventListener("hello", () => { el.className = "live on"; el.textContent = "● live"; });
+  es.addEventListener("update", () => { el.textContent = "● updated " + new Date().toLocaleTimeString(); onChange("update"); });
+  es.addEventListener("peers", () => onChange("peers"));
+  es.onerror = () => { el.className = "live off"; el.textContent = "○ reconnecting"; };
+}
+window.addEventListener("hashchange", render);
+(async () => {
+  const i = await get("/api/info");
+  $("#net-name").textContent = i.name;
+  $("#device").textContent = `device ${String(i.device).slice(0, 10)}… · ${i.role || "not a member"}`;
+  actions = await get("/api/actions");
+  await loadObjects();
+  refreshBadges();
+  live();
+  await render();
+})();
