@@ -668,3 +668,58 @@ fn precheck(l: &Ledger, p: &Plan_, problems: &mut Vec<String>) {
         ));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<String> {
+        let mut p = Vec::new();
+        let items = items(text, &mut p).expect("parsed");
+        plan(&items, &mut p);
+        p
+    }
+
+    #[test]
+    fn spec_style_is_normalised() {
+        let text = r#"{"@context": {"@vocab": "http://w3id.org/valueflows/ont/vf#"}, "@graph": [
+            {"@id": "e", "@type": "vf:EconomicEvent", "vf:action": "raise",
+             "provider": {"@id": "a"}, "receiver": "a",
+             "resourceQuantity": {"hasUnit": {"@id": "kg"}, "hasNumericalValue": 2.5}}]}"#;
+        let mut p = Vec::new();
+        let items = items(text, &mut p).expect("parsed");
+        let plan = plan(&items, &mut p);
+        assert!(p.is_empty(), "{p:?}");
+        let e = &plan.events[0];
+        assert_eq!(e.provider, Some(Id::from("a")));
+        let q = e.resource_quantity.as_ref().expect("quantity");
+        assert_eq!(q.has_unit, Id::from("kg"));
+        assert_eq!(q.has_numerical_value.to_string(), "2.5");
+    }
+
+    #[test]
+    fn problems_are_all_listed() {
+        let p = problems(
+            r#"{"@graph": [{"@id": "x", "@type": "Claim"}, {"@type": "Unit"},
+                {"@id": "u", "@type": "Unit", "label": "u", "symbol": "u", "size": 3},
+                {"@id": "u", "@type": "Unit", "label": "u", "symbol": "u"}]}"#,
+        );
+        let all = p.join("\n");
+        for needle in [
+            "@context",
+            "Claim x: type not supported",
+            "lacks a string @id",
+            "unsupported fields size",
+            "Unit u appears twice",
+        ] {
+            assert!(all.contains(needle), "{needle:?} not in {all}");
+        }
+    }
+
+    #[test]
+    fn not_json_ld() {
+        let mut p = Vec::new();
+        assert!(items("[1, 2]", &mut p).is_err());
+        assert!(items("{", &mut p).is_err());
+    }
+}

@@ -1262,3 +1262,38 @@ fn list_out<T: Serialize>(
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        let secs = |s: &str| parse_duration(s).map(|d| d.as_secs());
+        assert_eq!(secs("90"), Ok(90));
+        assert_eq!(secs("90s"), Ok(90));
+        assert_eq!(secs("30m"), Ok(1800));
+        assert_eq!(secs("24h"), Ok(86400));
+        assert_eq!(secs("7d"), Ok(7 * 86400));
+        for bad in [
+            "",
+            "0",
+            "0h",
+            "-1h",
+            "soon",
+            "1.5h",
+            "h",
+            "99999999999999999999d",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(human_duration(std::time::Duration::from_secs(86400)), "1 d");
+        assert_eq!(human_duration(std::time::Duration::from_secs(90)), "90 s");
+    }
+
+    #[test]
+    fn every_command_parses_its_help() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

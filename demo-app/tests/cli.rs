@@ -424,11 +424,11 @@ fn spawn(dir: &Path, args: &[&str]) -> Server {
     Server(child)
 }
 
-/// Send SIGTERM and expect a clean exit.
-fn terminate(mut s: Server, lines: &mut Lines) {
+/// Send `signal` (TERM, INT) and expect a clean exit.
+fn terminate(mut s: Server, lines: &mut Lines, signal: &str) {
     let pid = s.0.id().to_string();
     let st = Command::new("kill")
-        .args(["-TERM", &pid])
+        .args([&format!("-{signal}"), &pid])
         .status()
         .expect("kill");
     assert!(st.success());
@@ -545,8 +545,8 @@ fn network_invite_join_sync_remove() {
     let mut lines_b = Lines::of(&mut sync_b.0);
     lines_a.wait_for(&format!("change(s) from {b_device}"));
     lines_b.wait_for("connected");
-    terminate(sync_b, &mut lines_b);
-    terminate(sync_a, &mut lines_a);
+    terminate(sync_b, &mut lines_b, "INT"); // as Ctrl-C does
+    terminate(sync_a, &mut lines_a, "TERM");
     assert_eq!(onhand(ad, "apples"), "9");
 
     // A removes B.
