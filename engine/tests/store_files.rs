@@ -386,3 +386,38 @@ fn store_open_in_another_process_is_locked() {
     child.wait().expect("child exits");
     Store::open(&path).expect("open after the other process closed it");
 }
+
+#[test]
+fn reopening_returns_space_freed_by_compaction() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().join("node.redb");
+    {
+        let store = Store::open(&path).expect("create");
+        let mut l = store.create_ledger("net", genesis()).expect("ledger");
+        for _ in 0..3000 {
+            l.write_buffered(|l| l.record_event(consume("0.001")))
+                .expect("record");
+        }
+        l.flush().expect("flush");
+        l.compact().expect("compact");
+        assert_eq!(store.stats("net").expect("stats").tail_changes, 0);
+    }
+    let before = fs::metadata(&path).expect("size").len();
+    let store = Store::open(&path).expect("reopen");
+    let after = fs::metadata(&path).expect("size").len();
+    assert!(
+        after * 2 < before,
+        "the freed pages of the folded changes go back to the file system on open: {before} -> {after} bytes"
+    );
+    assert_eq!(
+        flour(&store, 2),
+        "7 kg",
+        "nothing lost by the file compaction"
+    );
+    drop(store);
+    // A second open (after a ledger was opened, which writes a little) stays small.
+    let store = Store::open(&path).expect("reopen again");
+    let again = fs::metadata(&path).expect("size").len();
+    assert!(again * 2 < before, "{before} -> {after} -> {again} bytes");
+    assert_eq!(flour(&store, 3), "7 kg");
+}

@@ -237,6 +237,43 @@ fn inspect_read_only(path: &Path) -> Result<MetaCheck> {
     Ok(check)
 }
 
+/// Below this many fragmented bytes, a file is not compacted when opened.
+const RECLAIM_MIN_BYTES: u64 = 256 << 10;
+
+/// Give the file's free pages back to the file system when more than half of it is free
+/// space (after ledger compactions, which free the folded changes' pages): redb's
+/// `Database::compact` needs the database to itself, which it has only right after opening.
+/// It runs as redb transactions, so a crash in the middle loses nothing; a failure is logged
+/// and the store opens anyway (the space is only reclaimed later).
+fn reclaim_free_pages(path: &Path, db: &mut Database) {
+    let stats = (|| -> std::result::Result<redb::DatabaseStats, redb::Error> {
+        let tx = db.begin_write()?;
+        let stats = tx.stats();
+        tx.abort()?;
+        Ok(stats?)
+    })();
+    let stats = match stats {
+        Ok(stats) => stats,
+        Err(e) => {
+            warn!(error = %e, "could not read the store's space statistics");
+            return;
+        }
+    };
+    let (free, used) = (
+        stats.fragmented_bytes(),
+        stats.stored_bytes() + stats.metadata_bytes(),
+    );
+    if free < RECLAIM_MIN_BYTES || free < used {
+        return;
+    }
+    let span = info_span!("store_reclaim", path = %path.display(), free, used);
+    let _enter = span.enter();
+    match db.compact() {
+        Ok(_) => info!("free pages returned to the file system"),
+        Err(e) => warn!(error = %e, "could not compact the store file; it opens as it is"),
+    }
+}
+
 fn scan_table<K: redb::Key + 'static, V: redb::Value + 'static>(
     path: &Path,
     tx: &redb::ReadTransaction,
@@ -282,7 +319,8 @@ impl Store {
         if let MetaCheck::Older(v) = check {
             migration_path(path, v, migrations)?;
         }
-        let db = Database::open(path).map_err(|e| open_error(path, e))?;
+        let mut db = Database::open(path).map_err(|e| open_error(path, e))?;
+        reclaim_free_pages(path, &mut db);
         let store = Store {
             db: Arc::new(db),
             path: Arc::new(path.to_owned()),
