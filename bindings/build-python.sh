@@ -23,7 +23,11 @@ PROFILE="${PROFILE:-debug}"
 flag=()
 [ "$PROFILE" = release ] && flag=(--release)
 
-cargo build "${flag[@]}" -p reflow-bindings -p uniffi-bindgen
+# CARGO_BUILD_ARGS: what else to build with them. CI passes the target set of its
+# `cargo test --workspace` so that cargo's feature unification is the same and nothing is
+# rebuilt.
+# shellcheck disable=SC2086
+cargo build "${flag[@]}" -p reflow-bindings -p uniffi-bindgen ${CARGO_BUILD_ARGS:-}
 
 target_dir="$(cargo metadata --format-version 1 --no-deps | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 case "$(uname -s)" in

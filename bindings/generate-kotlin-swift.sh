@@ -4,7 +4,9 @@
 # Android/Kotlin and Swift toolchains (not installed here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build -p reflow-bindings -p uniffi-bindgen
+# CARGO_BUILD_ARGS: as in build-python.sh.
+# shellcheck disable=SC2086
+cargo build -p reflow-bindings -p uniffi-bindgen ${CARGO_BUILD_ARGS:-}
 target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 case "$(uname -s)" in
   Darwin) lib="libreflow_bindings.dylib" ;;

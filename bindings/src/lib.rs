@@ -687,3 +687,72 @@ impl Subscription {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_errors_keep_their_kind() {
+        let not_found = reflow::Error::NotFound {
+            kind: reflow::ObjectKind::EconomicResource,
+            id: Id::from("apples"),
+        };
+        assert!(
+            matches!(ReflowError::from(not_found), ReflowError::NotFound { message } if message.contains("apples"))
+        );
+        assert!(matches!(
+            ReflowError::from(NetError::Closed),
+            ReflowError::Closed { .. }
+        ));
+        assert!(matches!(
+            ReflowError::from(NetError::Core(reflow::Error::ResourceNeedsEvent)),
+            ReflowError::Invalid { .. }
+        ));
+    }
+
+    #[test]
+    fn bad_arguments_are_typed() {
+        assert!(matches!(
+            parse_network("nope"),
+            Err(ReflowError::InvalidArgument { .. })
+        ));
+        assert!(matches!(
+            parse_device("12"),
+            Err(ReflowError::InvalidArgument { .. })
+        ));
+        let bad = MeasureRecord {
+            value: "two".into(),
+            unit: "kg".into(),
+        };
+        assert!(matches!(
+            reflow::Measure::try_from(bad),
+            Err(ReflowError::InvalidArgument { .. })
+        ));
+    }
+
+    #[test]
+    fn bad_ticket_text_is_invalid_ticket_before_any_traffic() {
+        let err = runtime()
+            .block_on(async {
+                let dir = std::env::temp_dir()
+                    .join(format!("reflow-bindings-ticket-{}", std::process::id()));
+                let node = open_node(OpenConfig {
+                    data_dir: dir.to_string_lossy().into_owned(),
+                    loopback: true,
+                })
+                .await?;
+                let agent = AgentInput {
+                    id: "bo".into(),
+                    name: "Bo".into(),
+                    organization: false,
+                };
+                let result = node.join_with_ticket("reflow1abc".into(), agent).await;
+                node.close().await?;
+                let _ = std::fs::remove_dir_all(&dir);
+                result
+            })
+            .expect_err("not a ticket");
+        assert!(matches!(err, ReflowError::InvalidTicket { .. }), "{err:?}");
+    }
+}
