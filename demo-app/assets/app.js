@@ -16,6 +16,11 @@ async function post(p, body) {
   const j = await r.json().catch(() => ({error: r.statusText}));
   return {ok: r.ok, body: j};
 }
+// Event ids are "<counter>@<device actor>": show the counter and the actor's first digits.
+const shortId = id => { const [n, a] = String(id ?? "").split("@"); return a ? `${n}@${a.slice(0, 6)}…` : String(id ?? ""); };
+const evId = id => `<span class="mono" title="${esc(id)}">${esc(shortId(id))}</span>`;
+// A table cell, marked empty so phones can hide it.
+const td = (label, html, cls = "") => `<td data-label="${label}" class="${cls}${String(html).trim() ? "" : " empty"}">${html}</td>`;
 const qty = m => m ? `${m.hasNumericalValue} ${esc(unitName(m.hasUnit))}` : "";
 
 // Names of the ledger's objects, refreshed on every change.
@@ -49,9 +54,9 @@ const pages = {
     const rs = objects.resources;
     v.innerHTML = `<h2>Inventory</h2>` + (rs.length ? `<table class="cards" id="inventory-table"><tr><th>Resource</th><th>On hand</th><th>Accounting</th><th>Custodian</th><th>Location</th><th>State</th></tr>` +
       rs.map(r => `<tr data-id="${esc(r.id)}"><td data-label="Resource">${resLink(r.id)}<br><span class="small muted">${esc(specName(r.conformsTo))}</span></td>` +
-        `<td class="num" data-label="On hand">${qty(r.onhandQuantity)}</td><td class="num" data-label="Accounting">${qty(r.accountingQuantity)}</td>` +
-        `<td data-label="Custodian">${esc(agentName(r.custodian))}</td><td data-label="Location">${esc(placeName(r.currentLocation))}</td>` +
-        `<td data-label="State">${esc(r.state)}</td></tr>`).join("") + `</table>` : `<p>No resources yet: <a href="#record">record</a> a produce or raise event.</p>`);
+        td("On hand", qty(r.onhandQuantity), "num") + td("Accounting", qty(r.accountingQuantity), "num") +
+        td("Custodian", esc(agentName(r.custodian))) + td("Location", esc(placeName(r.currentLocation))) +
+        td("State", esc(r.state)) + `</tr>`).join("") + `</table>` : `<p>No resources yet: <a href="#record">record</a> a produce or raise event.</p>`);
   },
 
   async events(v) {
@@ -59,10 +64,10 @@ const pages = {
     const corrected = new Set(es.filter(e => e.corrects).map(e => e.corrects));
     v.innerHTML = `<h2>Event log</h2><p class="muted small">${es.length} events, newest first. Events are never edited: a mistake is fixed by a correcting event.</p>` +
       `<table class="cards" id="events-table"><tr><th>Event</th><th>What</th><th>Where</th><th>Note</th><th></th></tr>` +
-      es.map(e => `<tr data-id="${esc(e.id)}" class="${corrected.has(e.id) ? "corrected" : ""}"><td data-label="Event" class="mono">${esc(e.id)}</td>` +
-        `<td data-label="What">${describe(e)}${e.corrects ? ` <span class="tag">corrects ${esc(e.corrects)}</span>` : ""}</td>` +
-        `<td data-label="Where">${esc(placeName(e.atLocation))}${e.toLocation ? " → " + esc(placeName(e.toLocation)) : ""}</td>` +
-        `<td data-label="Note">${esc(e.note)}${e.state ? ` <span class="tag">${esc(e.state)}</span>` : ""}</td>` +
+      es.map(e => `<tr data-id="${esc(e.id)}" data-corrects="${esc(e.corrects || "")}" class="${corrected.has(e.id) ? "corrected" : ""}"><td data-label="Event">${evId(e.id)}</td>` +
+        `<td data-label="What">${describe(e)}${e.corrects ? ` <span class="tag">corrects ${evId(e.corrects)}</span>` : ""}</td>` +
+        td("Where", `${esc(placeName(e.atLocation))}${e.toLocation ? " → " + esc(placeName(e.toLocation)) : ""}`) +
+        td("Note", `${esc(e.note)}${e.state ? ` <span class="tag">${esc(e.state)}</span>` : ""}`) +
         `<td class="keep">${corrected.has(e.id) ? "corrected" : `<a href="#correct/${enc(e.id)}">correct</a>`}</td></tr>`).join("") + `</table>`;
   },
 
@@ -83,7 +88,7 @@ const pages = {
     const steps = t => t && t.steps.length ? `<ul class="trace">` + t.steps.map(s => {
       const n = s.node, pad = `style="margin-left:${s.depth * 1.1}em"`;
       if (n.type === "economicResource") return `<li ${pad}><span class="kind">resource</span>${resLink(n.id)}</li>`;
-      if (n.type === "economicEvent") { const e = d.events[n.id]; return `<li ${pad}><span class="kind">event</span>${e ? describe(e) : esc(n.action)} <span class="mono muted">${esc(n.id)}</span></li>`; }
+      if (n.type === "economicEvent") { const e = d.events[n.id]; return `<li ${pad}><span class="kind">event</span>${e ? describe(e) : esc(n.action)} <span class="muted">${evId(n.id)}</span></li>`; }
       if (n.type === "process") { const p = byId(objects.processes, n.id); return `<li ${pad}><span class="kind">process</span>${esc(p ? p.name : n.id)}</li>`; }
       return `<li ${pad}><code>${esc(JSON.stringify(n))}</code></li>`;
     }).join("") + `</ul>` : `<p class="muted">Nothing.</p>`;
@@ -94,7 +99,7 @@ const pages = {
       `${fact("Location", esc(placeName(r.currentLocation)))}${fact("State", esc(r.state))}${fact("Contained in", resLink(r.containedIn))}${fact("Note", esc(r.note))}</div>` +
       `<h3>Trace: where it came from</h3><div id="trace">${steps(d.trace)}</div>` +
       `<h3>Track: where it went</h3><div id="track">${steps(d.track)}</div>` +
-      `<h3>Events on this resource</h3>` + (d.history.length ? `<ul class="trace">` + d.history.map(e => `<li>${describe(e)} <span class="mono muted">${esc(e.id)}</span></li>`).join("") + `</ul>` : `<p class="muted">None.</p>`) +
+      `<h3>Events on this resource</h3>` + (d.history.length ? `<ul class="trace">` + d.history.map(e => `<li>${describe(e)} <span class="muted">${evId(e.id)}</span></li>`).join("") + `</ul>` : `<p class="muted">None.</p>`) +
       `<p><a class="button secondary" href="#record?resource=${enc(r.id)}">Record an event on it</a></p>`;
   },
 
@@ -105,13 +110,13 @@ const pages = {
         case "overdraw": return `${resLink(c.resource)} went below zero (${esc(c.quantity)}: ${qty(c.balance)}).` + (c.competing.length ? ` Concurrent decrements: ${c.competing.length}.` : " More was taken out than was recorded in.");
         case "doubleTransfer": return `${resLink(c.resource)} was handed on twice (${esc(c.of)}) by the same provider.`;
         case "eventOnRemovedResource": return `An event still uses ${resLink(c.resource)}, which a correction removed.`;
-        case "concurrentCorrections": return `Event <span class="mono">${esc(c.corrected)}</span> was corrected twice at the same time; only <span class="mono">${esc(c.applied)}</span> counts.`;
+        case "concurrentCorrections": return `Event ${evId(c.corrected)} was corrected twice at the same time; only ${evId(c.applied)} counts.`;
         default: return `<code>${esc(JSON.stringify(c))}</code>`;
       }
     };
     v.innerHTML = `<h2>Conflicts</h2><p class="muted small">Events that are valid one by one and wrong together (often recorded offline on two devices). Resolve one by recording a correcting event.</p>` +
       (cs.length ? cs.map(({conflict: c, events}) => `<div class="card conflict" data-kind="${esc(c.kind)}"><b>${esc(c.kind)}</b>: ${explain(c)}` +
-        `<table class="cards"><tr><th>Event</th><th>What</th><th></th></tr>` + events.map(e => `<tr><td class="mono" data-label="Event">${esc(e.id)}</td><td data-label="What">${describe(e)}</td>` +
+        `<table class="cards"><tr><th>Event</th><th>What</th><th></th></tr>` + events.map(e => `<tr data-id="${esc(e.id)}"><td data-label="Event">${evId(e.id)}</td><td data-label="What">${describe(e)}</td>` +
           `<td><a class="button secondary correct-link" href="#correct/${enc(e.id)}">Correct</a></td></tr>`).join("") + `</table></div>`).join("")
         : `<p id="no-conflicts">No conflicts. Every replica agrees the ledger adds up.</p>`);
   },
@@ -262,7 +267,7 @@ function prefill(original) {
 async function eventForm(v, original) {
   const pre = prefill(original);
   const start = pre.action || "transfer";
-  v.innerHTML = (original ? `<p><a href="#events">← events</a></p><h2>Correct event <span class="mono">${esc(original.id)}</span></h2>` +
+  v.innerHTML = (original ? `<p><a href="#events">← events</a></p><h2>Correct event ${evId(original.id)}</h2>` +
       `<div class="card">${describe(original)}</div><p class="muted small">The correcting event replaces it: change what was wrong (a quantity of 0 undoes it).</p>`
       : `<h2>Record an event</h2>`) +
     `<form class="stack" id="record-form" novalidate><label><span>Action</span><select name="action" id="act"${original ? " disabled" : ""}>` +

@@ -505,7 +505,7 @@ fn web_ui_in_a_real_browser() {
 
     // The event log on B lists it.
     b.goto(&format!("{stall}/#events"));
-    b.wait_text("#events-table", &id);
+    b.find(&format!("#events-table tr[data-id=\"{id}\"]"));
 
     // The map: three places drawn from their coordinates, with the resources at them.
     b.goto(&format!("{stall}/#map"));
@@ -544,7 +544,7 @@ fn web_ui_in_a_real_browser() {
         ],
         None,
     );
-    b.wait_text(".card.conflict", &overdraw);
+    b.find(&format!(".card.conflict tr[data-id=\"{overdraw}\"]"));
     b.wait_text(".card.conflict", "Windfall apples");
     b.screenshot("conflicts");
     b.click(".card.conflict .correct-link");
@@ -560,8 +560,12 @@ fn web_ui_in_a_real_browser() {
     a.goto(&format!("{cafe}/#conflicts"));
     a.find("#no-conflicts");
     a.goto(&format!("{cafe}/#events"));
-    a.wait_text("#events-table", &fix);
-    a.wait_text(&format!("#events-table tr[data-id=\"{fix}\"]"), &overdraw);
+    a.find(&format!(
+        "#events-table tr[data-id=\"{fix}\"][data-corrects=\"{overdraw}\"]"
+    ));
+    a.find(&format!(
+        "#events-table tr.corrected[data-id=\"{overdraw}\"]"
+    ));
 
     // An offer, published in a proposal, listed on the other node.
     a.goto(&format!("{cafe}/#offers"));
