@@ -96,8 +96,16 @@ async fn run_in(args: &DemoArgs, dir: &std::path::Path) -> Result<()> {
         .join_with_ticket(&laptop_ticket, Agent::person("sam", "Sam (volunteer)"))
         .await
         .context("volunteer laptop joining with its ticket")?;
-    seed(cafe, stall, laptop, net)?;
-    let heads = converge(&nodes, net, Duration::from_secs(args.timeout)).await?;
+    let timeout = Duration::from_secs(args.timeout);
+    // The stall and the laptop record events that refer to the café's units, places and
+    // process: they must have received them first (sync is asynchronous), else their ledgers
+    // rightly refuse the references.
+    seed_catalogue(cafe, net)?;
+    converge(&nodes, net, timeout)
+        .await
+        .context("sharing the catalogue")?;
+    seed_events(cafe, stall, laptop, net)?;
+    let heads = converge(&nodes, net, timeout).await?;
     let events = cafe.read(net, |r| r.ledger().event_count())?;
     let conflicts = cafe.read(net, |r| r.ledger().conflicts().len())?;
     println!(
@@ -178,7 +186,8 @@ async fn futures_any(subs: &mut [tokio::sync::broadcast::Receiver<reflow::Ledger
     }
 }
 
-fn seed(cafe: &Node, stall: &Node, laptop: &Node, net: NetworkId) -> Result<()> {
+/// Units, places, specifications and the repair process, created by the café.
+fn seed_catalogue(cafe: &Node, net: NetworkId) -> Result<()> {
     cafe.write(net, |l| {
         for (id, label, symbol) in [
             ("one", "each", ""),
@@ -206,6 +215,11 @@ fn seed(cafe: &Node, stall: &Node, laptop: &Node, net: NetworkId) -> Result<()> 
         ))?;
         Ok(())
     })?;
+    Ok(())
+}
+
+/// A Saturday's events, recorded on the node where they happen.
+fn seed_events(cafe: &Node, stall: &Node, laptop: &Node, net: NetworkId) -> Result<()> {
     let new = |id: &str, n: &str| ResourceDescription::new(id, n);
     let flow = |a, p: &str, r: &str, res: &str, n: i64, unit: &str| {
         EconomicEvent::new(a, p, r).resource(res).quantity(n, unit)
