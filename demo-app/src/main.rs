@@ -905,7 +905,9 @@ async fn command(cli: &Cli, dir: &std::path::Path, node: &Arc<Node>) -> Result<(
             if o.json {
                 print_json(&rows)?;
             } else if rows.is_empty() {
-                println!("no peers known (peers are seen while `reflow serve` runs)");
+                println!(
+                    "no peers known (peers are seen while `reflow sync` or `reflow serve` runs)"
+                );
             } else {
                 for p in &peers {
                     let state = if p.connected { "connected" } else { "offline" };

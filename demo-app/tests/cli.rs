@@ -548,6 +548,8 @@ fn network_invite_join_sync_remove() {
     terminate(sync_b, &mut lines_b, "INT"); // as Ctrl-C does
     terminate(sync_a, &mut lines_a, "TERM");
     assert_eq!(onhand(ad, "apples"), "9");
+    let peers = ok(ad, &["peers", "--json"]);
+    assert!(peers.contains(&b_device), "A remembers B: {peers}");
 
     // A removes B.
     let members = ok(ad, &["network", "members", "--json"]);
