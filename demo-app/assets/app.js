@@ -151,9 +151,9 @@ const pages = {
     const p = await get("/api/peers");
     v.innerHTML = `<h2>Peers &amp; sync</h2><div class="card grid"><div class="fact"><b>This device</b><span class="mono">${esc(p.device)}</span></div>` +
       `<div class="fact"><b>Events</b>${p.events}</div><div class="fact"><b>Heads</b><span class="mono small">${p.heads.map(h => esc(h.slice(0, 12))).join(" ")}</span></div></div>` +
-      `<h3>Peers</h3>` + (p.peers.length ? `<table class="cards" id="peers-table"><tr><th>Device</th><th>Connection</th><th>Sync</th><th>Last error</th></tr>` + p.peers.map(x =>
-        `<tr><td class="mono" data-label="Device">${esc(x.device)}</td><td data-label="Connection">${x.connected ? `<span class="tag offer">connected</span>` : `<span class="tag bad">offline</span>`}</td>` +
-        `<td data-label="Sync">${x.inSync === true ? "in sync" : x.inSync === false ? "syncing…" : "unknown"}</td><td data-label="Last error">${esc(x.lastError)}</td></tr>`).join("") + `</table>`
+      `<h3>Peers</h3>` + (p.peers.length ? `<table class="cards" id="peers-table"><tr><th>Device</th><th>Acts for</th><th>Connection</th><th>Sync</th><th>Last error</th></tr>` + p.peers.map(x =>
+        `<tr><td class="mono" data-label="Device">${esc(x.device)}</td>${td("Acts for", esc(agentName(p.members.find(m => m.device === x.device)?.agent)))}<td data-label="Connection">${x.connected ? `<span class="tag offer">connected</span>` : `<span class="tag bad">offline</span>`}</td>` +
+        `<td data-label="Sync">${x.inSync === true ? "in sync" : x.inSync === false ? "syncing…" : "unknown"}</td>${td("Last error", esc(x.lastError))}</tr>`).join("") + `</table>`
         : `<p class="muted">No peers known yet. Share an <a href="#invite">invite</a>.</p>`) +
       `<h3>Members</h3><table class="cards"><tr><th>Device</th><th>Role</th><th>Acts for</th></tr>` + p.members.map(m =>
         `<tr><td class="mono" data-label="Device">${esc(m.device)}${m.device === p.device ? " (this device)" : ""}</td><td data-label="Role">${esc(m.role)}</td><td data-label="Acts for">${esc(agentName(m.agent))}</td></tr>`).join("") + `</table>`;

@@ -438,6 +438,7 @@ fn record(b: &Browser, action: &str, fields: &[(&str, &str)], shot: Option<&str>
         }
     }
     if let Some(name) = shot {
+        b.js("window.scrollTo(0, 0)", json!([]));
         b.screenshot(name);
     }
     b.click("#record-submit");
