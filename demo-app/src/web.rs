@@ -535,6 +535,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn assets_reference_nothing_on_the_internet() {
+        for (name, text) in [
+            ("index.html", INDEX),
+            ("app.css", STYLE),
+            ("app.js", SCRIPT),
+            ("icon.svg", ICON),
+        ] {
+            let urls: Vec<&str> = text
+                .split(['"', '\'', '(', ' '])
+                .filter(|t| {
+                    t.starts_with("http:")
+                        || t.starts_with("https:")
+                        || (t.starts_with("//") && t[2..].contains('.'))
+                })
+                .filter(|t| *t != "http://www.w3.org/2000/svg")
+                .collect();
+            assert!(urls.is_empty(), "{name} refers to {urls:?}");
+        }
+    }
+
+    #[test]
     fn intents_need_an_agent_and_a_kind_and_what() {
         let mut i = IntentInput {
             kind: "offer".into(),

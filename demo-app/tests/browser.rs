@@ -472,6 +472,13 @@ fn web_ui_in_a_real_browser() {
     b.goto(&format!("{stall}/#inventory"));
     b.wait_text("#inventory-table", "Apple jam");
     b.js("window.__noReload = 42", json!([]));
+    // Everything the page loaded came from its own node.
+    let foreign = b.js(
+        "return performance.getEntriesByType('resource').map(e => e.name)
+           .filter(n => !n.startsWith(location.origin + '/'))",
+        json!([]),
+    );
+    assert_eq!(foreign, json!([]), "resources loaded from elsewhere");
 
     // A records a produce of a new resource through its form.
     a.goto(&format!("{cafe}/#record"));
