@@ -126,8 +126,10 @@ async fn run_in(args: &DemoArgs, dir: &std::path::Path) -> Result<()> {
         println!("{name:<17} http://{addr}/");
         servers.push(task);
     }
-    println!("record an event in one tab and watch it appear in the others; Ctrl-C stops");
-    tokio::signal::ctrl_c().await?;
+    println!(
+        "record an event in one tab and watch it appear in the others; Ctrl-C (or SIGTERM) stops"
+    );
+    crate::sync::shutdown_signal().await;
     println!("stopping");
     for s in servers {
         s.abort();

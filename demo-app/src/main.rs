@@ -20,6 +20,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use reflow::node::{Invitee, Ticket};
+use reflow::NetError;
 use reflow::{
     Action, Agent, DeviceId, EconomicEvent, EventFilter, Id, Intent, Measure, NetworkId, Node,
     Process, ProcessSpecification, Proposal, ProposalStatus, ResourceFilter, ResourceSpecification,
@@ -692,7 +693,16 @@ async fn command(cli: &Cli, dir: &std::path::Path, node: &Arc<Node>) -> Result<(
             ));
             let joined = node.join_with_ticket(&ticket, agent).await;
             spinner.finish_and_clear();
-            let id = joined?;
+            let id = match joined {
+                Err(e @ (NetError::Timeout { .. } | NetError::Unreachable { .. })) => {
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "cannot reach the inviter's node {} (it must be running `reflow sync` \
+                         or `reflow serve`, reachable from here)",
+                        ticket.inviter.device
+                    )));
+                }
+                other => other?,
+            };
             app::remember_network(dir, id)?;
             let events = node.read(id, |r| r.ledger().event_count())?;
             println!("{id}");

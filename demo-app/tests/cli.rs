@@ -551,6 +551,20 @@ fn network_invite_join_sync_remove() {
     let peers = ok(ad, &["peers", "--json"]);
     assert!(peers.contains(&b_device), "A remembers B: {peers}");
 
+    // A ticket whose inviter is not running: a clear error, after the connect timeout.
+    let fresh = ok(ad, &["network", "invite", "--local-only"])
+        .trim()
+        .to_string();
+    fails(
+        c.path(),
+        &["network", "join", &fresh, "--local-only"],
+        1,
+        "it must be running `reflow sync` or `reflow serve`",
+    );
+    assert!(json(c.path(), &["init", "--json"])["networks"]
+        .as_array()
+        .is_some_and(Vec::is_empty));
+
     // A removes B.
     let members = ok(ad, &["network", "members", "--json"]);
     assert!(members.contains(&b_device), "{members}");
@@ -1141,4 +1155,35 @@ fn help_on_every_subcommand() {
     }
     // No store was created by asking for help.
     assert!(std::fs::read_dir(t.path()).expect("dir").next().is_none());
+}
+
+#[test]
+fn demo_serves_three_nodes_and_stops_on_sigterm() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let dir = t.path().join("demo");
+    let mut demo = spawn(
+        t.path(),
+        &["demo", "--port", "0", "--dir", dir.to_str().expect("utf8")],
+    );
+    let mut lines = Lines::of(&mut demo.0);
+    lines.wait_for("converged: 3 nodes agree on 12 events");
+    let mut ports = Vec::new();
+    for name in ["repair-cafe", "market-stall", "volunteer-laptop"] {
+        let line = lines.wait_for(name);
+        let port: u16 = line
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.trim_end_matches('/').parse().ok())
+            .unwrap_or_else(|| panic!("no port in {line:?}"));
+        ports.push(port);
+    }
+    lines.wait_for("Ctrl-C");
+    for port in ports {
+        let (status, body) = http(port, "GET", "/api/inventory", "");
+        assert!(
+            status.contains("200") && body.contains("jam"),
+            "{status} {body}"
+        );
+    }
+    terminate(demo, &mut lines, "TERM");
 }
