@@ -161,13 +161,14 @@ const pages = {
 
   async invite(v) {
     v.innerHTML = `<h2>Invite a device</h2><p>An invite lets one more phone or laptop join this network (once, within 24 hours). ` +
-      `Show the QR code or send the ticket text; the newcomer runs <code>reflow network join &lt;ticket&gt;</code> while this node is running.</p>` +
-      `<p><button id="make-invite">Make an invite</button> <span class="msg" id="invite-msg"></span></p><div id="invite-out"></div>`;
+      `Show the QR code or send the ticket text; the newcomer runs <code>reflow network join &lt;ticket&gt; --as "Their name"</code> while this node is running.</p>` +
+      `<p><label>Role <select id="invite-role"><option value="member" selected>member (reads and writes)</option><option value="observer">observer (reads only)</option><option value="admin">admin (also invites and removes)</option></select></label> ` +
+      `<button id="make-invite">Make an invite</button> <span class="msg" id="invite-msg"></span></p><div id="invite-out"></div>`;
     $("#make-invite").onclick = async () => {
-      const r = await post("/api/invite");
+      const r = await post("/api/invite", {role: $("#invite-role").value});
       const m = $("#invite-msg");
       if (!r.ok) { m.className = "msg err"; m.textContent = r.body.error; return; }
-      m.className = "msg ok"; m.textContent = `valid for ${r.body.expiresInHours} hours`;
+      m.className = "msg ok"; m.textContent = `${r.body.role}, valid once within ${r.body.expiresInHours} hours`;
       $("#invite-out").innerHTML = `<div class="card"><div class="qr" id="qr">${r.body.svg}</div>` +
         `<label><span class="muted small">Ticket</span><textarea class="ticket" id="ticket" readonly>${esc(r.body.ticket)}</textarea></label>` +
         `<button class="secondary" id="copy-ticket">Copy</button></div>`;

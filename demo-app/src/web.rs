@@ -450,11 +450,31 @@ async fn peers(State(s): State<AppState>) -> ApiResult {
     })))
 }
 
-/// Make a bearer ticket (admins only) and its QR code as SVG.
-async fn invite(State(s): State<AppState>) -> ApiResult {
+/// What an invite grants.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct InviteInput {
+    /// `observer`, `member` (the default) or `admin`.
+    role: Option<String>,
+}
+
+fn role_from(text: Option<&str>) -> std::result::Result<Role, ApiError> {
+    match text.map(str::trim) {
+        None | Some("") | Some("member") => Ok(Role::Member),
+        Some("observer") => Ok(Role::Observer),
+        Some("admin") => Ok(Role::Admin),
+        Some(other) => Err(bad(format!(
+            "role must be observer, member or admin, not {other:?}"
+        ))),
+    }
+}
+
+/// Make a one-time bearer ticket (admins only) and its QR code as SVG.
+async fn invite(State(s): State<AppState>, Json(input): Json<InviteInput>) -> ApiResult {
+    let role = role_from(input.role.as_deref())?;
     let ticket = s
         .node
-        .invite(s.net, Role::Member, None, INVITE_TTL, Invitee::Anyone)
+        .invite(s.net, role, None, INVITE_TTL, Invitee::Anyone)
         .map_err(|e| err(StatusCode::FORBIDDEN, e))?;
     let text = ticket.to_string();
     let qr = qrcode::QrCode::new(text.as_bytes())
@@ -468,6 +488,7 @@ async fn invite(State(s): State<AppState>) -> ApiResult {
         "ticket": text,
         "svg": svg,
         "expiresInHours": INVITE_TTL.as_secs() / 3600,
+        "role": role.to_string(),
     })))
 }
 
@@ -553,6 +574,17 @@ mod tests {
                 .collect();
             assert!(urls.is_empty(), "{name} refers to {urls:?}");
         }
+    }
+
+    #[test]
+    fn invite_roles() {
+        assert_eq!(role_from(None).expect("default"), Role::Member);
+        assert_eq!(
+            role_from(Some("observer")).expect("observer"),
+            Role::Observer
+        );
+        assert_eq!(role_from(Some("admin")).expect("admin"), Role::Admin);
+        assert!(role_from(Some("owner")).is_err());
     }
 
     #[test]

@@ -599,8 +599,10 @@ fn web_ui_in_a_real_browser() {
 
     // The invite: a ticket and its QR code (the café is the network's admin).
     a.goto(&format!("{cafe}/#invite"));
+    a.select("#invite-role", "observer");
     a.click("#make-invite");
     a.find("#qr svg");
+    a.wait_text("#invite-msg", "observer");
     let ticket = a.js("return document.querySelector('#ticket').value", json!([]));
     assert!(
         ticket.as_str().is_some_and(|t| t.starts_with("reflow1")),
