@@ -491,6 +491,24 @@ fn network_invite_join_sync_remove() {
         .as_str()
         .is_some_and(|t| t.starts_with("reflow1")));
 
+    // A key invite: for K's device only, acting for the existing agent `ana`.
+    let k = tempfile::tempdir().expect("tempdir");
+    let k_device = device_of(k.path());
+    let key_ticket = ok(
+        ad,
+        &[
+            "network",
+            "invite",
+            "--local-only",
+            "--device",
+            &k_device,
+            "--agent",
+            "ana",
+        ],
+    )
+    .trim()
+    .to_string();
+
     // A runs in the foreground; B joins with the ticket over loopback.
     let mut sync_a = spawn(ad, &["sync", "--local-only"]);
     let mut lines_a = Lines::of(&mut sync_a.0);
@@ -525,6 +543,23 @@ fn network_invite_join_sync_remove() {
         1,
         "refused",
     );
+    // The key invite works for K only.
+    fails(
+        c.path(),
+        &["network", "join", &key_ticket, "--local-only"],
+        1,
+        "refused",
+    );
+    ok(k.path(), &["network", "join", &key_ticket, "--local-only"]);
+    lines_a.wait_for(&format!("invite redeemed: {k_device} joined as member"));
+    let members = json(k.path(), &["network", "members", "--json"]);
+    let me = members
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["device"] == k_device.as_str()))
+        .cloned()
+        .unwrap_or_else(|| panic!("K not a member: {members}"));
+    assert_eq!(me["agent"], "ana", "{me}");
+
     // B records while offline, then syncs: A receives it live.
     let consume = [
         "event",
