@@ -631,6 +631,22 @@ fn web_ui_in_a_real_browser() {
         "the phone-sized page scrolls sideways by {overflow} px"
     );
     b.screenshot("inventory-phone");
+    for page in ["events", "record", "map", "conflicts", "offers", "peers"] {
+        b.goto(&format!("{stall}/#{page}"));
+        b.wait_js(
+            &format!("the {page} page"),
+            "return document.querySelector('#view').dataset.view === arguments[0]",
+            json!([page]),
+        );
+        let overflow = b.js(
+            "return document.documentElement.scrollWidth - window.innerWidth",
+            json!([]),
+        );
+        assert!(
+            overflow.as_i64().is_some_and(|o| o <= 1),
+            "the phone-sized {page} page scrolls sideways by {overflow} px"
+        );
+    }
 
     a.quit();
     b.quit();
