@@ -282,7 +282,10 @@ fn items(text: &str, problems: &mut Vec<String>) -> Result<Vec<Item>> {
         _ => bail!("not a JSON-LD document with an @graph of ValueFlows nodes"),
     };
     let mut out = Vec::new();
-    for (i, n) in graph.into_iter().enumerate() {
+    let mut queue: std::collections::VecDeque<Value> = graph.into();
+    let mut i = 0;
+    while let Some(n) = queue.pop_front() {
+        i += 1;
         let Value::Object(m) = n else {
             problems.push(format!("@graph item {i} is not an object"));
             continue;
@@ -314,13 +317,43 @@ fn items(text: &str, problems: &mut Vec<String>) -> Result<Vec<Item>> {
                     .any(|x| x.as_object().is_some_and(|o| o.contains_key("@type"))),
                 _ => false,
             };
-            if nested {
-                problems.push(format!(
-                    "{ty} {id}: nested nodes under `{k}` are not supported (put them in @graph and link by id)"
-                ));
+            if !nested {
+                fields.insert(k, norm(v));
                 continue;
             }
-            fields.insert(k, norm(v));
+            // Nested nodes the spec's examples use: a process's inputs and outputs and a
+            // proposal's intents are flattened into the graph, linked to their parent.
+            let link = match (ty.as_str(), k.as_str()) {
+                ("Process", "hasInput") => Some("inputOf"),
+                ("Process", "hasOutput") => Some("outputOf"),
+                ("Proposal", "publishes") => None,
+                _ => {
+                    problems.push(format!(
+                        "{ty} {id}: nested nodes under `{k}` are not supported (put them in @graph and link by id)"
+                    ));
+                    continue;
+                }
+            };
+            let children = match v {
+                Value::Array(a) => a,
+                other => vec![other],
+            };
+            let mut ids = Vec::new();
+            for child in children {
+                match child {
+                    Value::Object(mut c) if c.contains_key("@type") => {
+                        if let Some(l) = link {
+                            c.entry(l.to_string()).or_insert_with(|| json!(id));
+                        }
+                        ids.extend(c.get("@id").cloned());
+                        queue.push_back(Value::Object(c));
+                    }
+                    other => ids.push(norm(other)),
+                }
+            }
+            if link.is_none() {
+                fields.insert(k, Value::Array(ids));
+            }
         }
         out.push(Item { ty, id, fields });
     }
@@ -705,6 +738,7 @@ mod tests {
                 {"@id": "u", "@type": "Unit", "label": "u", "symbol": "u"}]}"#,
         );
         let all = p.join("\n");
+        assert!(!all.is_empty());
         for needle in [
             "@context",
             "Claim x: type not supported",
@@ -714,6 +748,36 @@ mod tests {
         ] {
             assert!(all.contains(needle), "{needle:?} not in {all}");
         }
+    }
+
+    #[test]
+    fn nested_inputs_outputs_and_intents_are_flattened() {
+        let text = r#"{"@context": {"@vocab": "https://w3id.org/valueflows/ont/vf#"}, "@graph": [
+            {"@id": "proc", "@type": "Process", "name": "P",
+             "hasInput": [{"@id": "in", "@type": "EconomicEvent", "action": "consume",
+                           "provider": "a", "receiver": "a"}],
+             "hasOutput": {"@id": "out", "@type": "EconomicEvent", "action": "produce",
+                           "provider": "a", "receiver": "a"}},
+            {"@id": "prop", "@type": "Proposal", "name": "Q",
+             "publishes": [{"@id": "i1", "@type": "Intent", "action": "transfer", "provider": "a"}, "i2"]},
+            {"@id": "ev", "@type": "EconomicEvent", "action": "raise",
+             "hasInput": [{"@id": "x", "@type": "EconomicEvent", "action": "use"}]}]}"#;
+        let mut p = Vec::new();
+        let items = items(text, &mut p).expect("parsed");
+        let plan = plan(&items, &mut p);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].contains("EconomicEvent ev: nested nodes under `hasInput`"),
+            "{p:?}"
+        );
+        let ev = |id: &str| plan.events.iter().find(|e| e.id.as_str() == id).expect(id);
+        assert_eq!(ev("in").input_of, Some(Id::from("proc")));
+        assert_eq!(ev("out").output_of, Some(Id::from("proc")));
+        assert_eq!(plan.intents[0].id, Id::from("i1"));
+        assert_eq!(
+            plan.proposals[0].publishes,
+            vec![Id::from("i1"), Id::from("i2")]
+        );
     }
 
     #[test]
