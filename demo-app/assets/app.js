@@ -339,16 +339,20 @@ function drawMap(v, d) {
   const at = {};
   for (const r of d.resources) if (r.currentLocation) (at[r.currentLocation] = at[r.currentLocation] || []).push(r);
   const pos = Object.fromEntries(placed.map(l => [l.id, [X(l.long), Y(l.lat)]]));
-  const moves = d.moves.filter(m => pos[m.from] && pos[m.to]).map((m, i) => {
-    const [ax, ay] = pos[m.from], [bx, by] = pos[m.to];
-    const mx = (ax + bx) / 2 - (by - ay) * 0.15, my = (ay + by) / 2 + (bx - ax) * 0.15;
+  const radius = id => 9 + Math.min((at[id] || []).length, 6) * 2;
+  const moves = d.moves.filter(m => pos[m.from] && pos[m.to]).map(m => {
+    const [ax, ay] = pos[m.from], [tx, ty] = pos[m.to];
+    const mx = (ax + tx) / 2 - (ty - ay) * 0.15, my = (ay + ty) / 2 + (tx - ax) * 0.15;
+    // End the arrow at the edge of the destination's pin.
+    const dx = tx - mx, dy = ty - my, len = Math.hypot(dx, dy) || 1, back = radius(m.to) + 4;
+    const bx = tx - dx / len * back, by = ty - dy / len * back;
     return `<path d="M${ax},${ay} Q${mx},${my} ${bx},${by}" class="move" marker-end="url(#arrow)"><title>${esc(m.action)} ${esc(resName(m.resource))}: ${esc(placeName(m.from))} → ${esc(placeName(m.to))}</title></path>`;
   }).join("");
   const places = placed.map(l => {
     const [x, y] = pos[l.id], here = at[l.id] || [];
     const right = x < W - 230;
     const tx = right ? x + 16 : x - 16, anchor = right ? "start" : "end";
-    return `<g class="place" data-id="${esc(l.id)}"><circle cx="${x}" cy="${y}" r="${9 + Math.min(here.length, 6) * 2}" class="pin"/>` +
+    return `<g class="place" data-id="${esc(l.id)}"><circle cx="${x}" cy="${y}" r="${radius(l.id)}" class="pin"/>` +
       `<text x="${tx}" y="${y + 5}" text-anchor="${anchor}" class="pl">${esc(l.name)}</text>` +
       here.slice(0, 6).map((r, i) => `<a href="#resource/${enc(r.id)}"><text x="${tx}" y="${y + 24 + i * 17}" text-anchor="${anchor}" class="rl">• ${esc(r.name)} · ${qty(r.onhandQuantity)}</text></a>`).join("") +
       (here.length > 6 ? `<text x="${tx}" y="${y + 24 + 6 * 17}" text-anchor="${anchor}" class="rl">+${here.length - 6} more</text>` : "") + `</g>`;
@@ -360,7 +364,7 @@ function drawMap(v, d) {
     `<rect width="${W}" height="${H}" fill="#f4f8f5"/>${grid}${moves}${places}` +
     `<g transform="translate(${W - barPx - 30},${H - 40})"><rect x="-8" y="-18" width="${barPx + 16}" height="34" fill="#fff" opacity=".8" rx="4"/><line x1="0" y1="0" x2="${barPx}" y2="0" stroke="#1f2421" stroke-width="3"/><text x="${barPx / 2}" y="-5" text-anchor="middle" font-size="12">${barLabel}</text></g>` +
     `<g transform="translate(${W - 34},34)"><path d="M0,-18L7,6L0,1L-7,6z" fill="#1f2421"/><text y="20" text-anchor="middle" font-size="12">N</text></g>` +
-    `</svg></div><p class="muted small">${placed.length} places, ${d.resources.length} resources, ${d.moves.length} moves between places. Drawn from the locations' coordinates, offline.</p>` +
+    `</svg></div><p class="muted small">${placed.length} places, ${d.resources.length} resources, ${d.moves.length} move${d.moves.length === 1 ? "" : "s"} between places. Drawn from the locations' coordinates, offline.</p>` +
     (nowhere.length ? `<h3>Resources without a place on the map</h3><p>${nowhere.map(r => resLink(r.id)).join(", ")}</p>` : "") +
     (unplaced.length ? `<h3>Places without coordinates</h3><p>${unplaced.map(l => esc(l.name)).join(", ")}</p>` : "");
 }

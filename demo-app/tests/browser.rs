@@ -515,7 +515,27 @@ fn web_ui_in_a_real_browser() {
     b.goto(&format!("{stall}/#events"));
     b.find(&format!("#events-table tr[data-id=\"{id}\"]"));
 
-    // The map: three places drawn from their coordinates, with the resources at them.
+    // A moves two brake pads from the depot to the workshop, into a new resource.
+    a.goto(&format!("{cafe}/?move#record"));
+    record(
+        &a,
+        "move",
+        &[
+            ("provider", "cafe"),
+            ("receiver", "cafe"),
+            ("quantityValue", "2"),
+            ("quantityUnit", "one"),
+            ("resource", "pads"),
+            ("newResource", "pads-workshop"),
+            ("newResourceName", "Brake pads at the workshop"),
+            ("atLocation", "depot"),
+            ("toLocation", "workshop"),
+        ],
+        None,
+    );
+
+    // The map: three places drawn from their coordinates, with the resources at them and
+    // the move between two of them.
     b.goto(&format!("{stall}/#map"));
     b.find("#map-svg .place");
     let places = b.js(
@@ -525,6 +545,8 @@ fn web_ui_in_a_real_browser() {
     assert_eq!(places, json!(3), "places on the map");
     b.wait_text(".map-wrap", "Market stall 4");
     b.wait_text(".map-wrap", "Plum jam from the browser");
+    b.wait_text(".map-wrap", "Brake pads at the workshop");
+    b.find("#map-svg path.move");
     b.screenshot("map");
 
     // A trace: Ana's bicycle came out of the repair process, which took in work and pads.
