@@ -7,6 +7,26 @@
 //! (intents and proposals), peers and sync status, an invite as ticket text and QR code
 //! (rendered here, as SVG), and a map drawn from the locations' coordinates. Changes from
 //! peers reach the page as server-sent events (`/api/updates`) and it redraws without reload.
+//!
+//! The JSON API (all on 127.0.0.1; errors are `{"error": "..."}` with a 4xx/5xx status):
+//!
+//! | Route | |
+//! | --- | --- |
+//! | `GET /api/info` | device, network id and name, this device's role |
+//! | `GET /api/actions` | the action table, each row with `fields` ([`reflow::vf::EventFields`]) |
+//! | `GET /api/objects` | agents, units, specifications, locations, processes, resources |
+//! | `GET /api/inventory` | resources with quantities, custodian, location |
+//! | `GET /api/events`, `POST /api/events` | the event log (newest first); record an event |
+//! | `POST /api/events/{id}/correct` | record an event correcting `id` (given fields override) |
+//! | `GET /api/resource/{id}` | a resource, its trace and track, the events they reach |
+//! | `GET /api/conflicts` | each conflict with the events it names |
+//! | `GET /api/offers`, `POST /api/intents` | intents and proposals; publish an offer/request |
+//! | `GET /api/peers` | peers (connected, in sync), heads, members |
+//! | `POST /api/invite` | a one-time ticket (admins) and its QR code as SVG |
+//! | `GET /api/map` | located places, resources, moves between places |
+//! | `GET /api/updates` | server-sent events: `update` (ledger changes), `peers` |
+//!
+//! Tests: unit tests below; `tests/browser.rs` drives the page in a real headless Chromium.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
