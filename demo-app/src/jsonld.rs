@@ -474,6 +474,16 @@ fn plan(items: &[Item], problems: &mut Vec<String>) -> Plan_ {
                     continue;
                 }
                 resource_nodes.insert(it.id.clone(), it);
+                // Some spec examples write a resource's `conformsTo` as `resourceConformsTo`.
+                let mut fields = it.fields.clone();
+                if let Some(v) = fields.remove("resourceConformsTo") {
+                    fields.entry("conformsTo".to_string()).or_insert(v);
+                }
+                let it = &Item {
+                    ty: it.ty.clone(),
+                    id: it.id.clone(),
+                    fields,
+                };
                 if let Some(d) = parse::<ResourceDescription>(it, &DERIVED, problems) {
                     p.resources.insert(it.id.clone(), d);
                 }
@@ -778,6 +788,17 @@ mod tests {
             plan.proposals[0].publishes,
             vec![Id::from("i1"), Id::from("i2")]
         );
+    }
+
+    #[test]
+    fn resource_conforms_to_alias() {
+        let text = r#"{"@context": {"@vocab": "https://w3id.org/valueflows/ont/vf#"}, "@graph": [
+            {"@id": "r", "@type": "EconomicResource", "name": "R", "resourceConformsTo": "spec"}]}"#;
+        let mut p = Vec::new();
+        let items = items(text, &mut p).expect("parsed");
+        let plan = plan(&items, &mut p);
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!(plan.resources["r"].conforms_to, Some(Id::from("spec")));
     }
 
     #[test]
