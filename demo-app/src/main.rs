@@ -126,15 +126,8 @@ enum NetworkCmd {
     Create {
         /// The network's name.
         name: String,
-        /// Id of the agent this device acts for.
-        #[arg(long, default_value = "me")]
-        agent_id: String,
-        /// That agent's name.
-        #[arg(long = "as", default_value = "Me")]
-        agent_name: String,
-        /// The agent is an organisation (default: a person).
-        #[arg(long)]
-        org: bool,
+        #[command(flatten)]
+        agent: ActingAgent,
     },
     /// List the networks of this device.
     List(ReadOpts),
@@ -197,11 +190,10 @@ struct InviteArgs {
     json: bool,
 }
 
+/// The ValueFlows agent a device acts for (`network create`, `network join`).
 #[derive(Debug, Args)]
-struct JoinArgs {
-    /// The ticket text (starts with `reflow1`), or `-` to read it from stdin.
-    ticket: String,
-    /// Id of the agent this device acts for, if the ticket does not name one.
+struct ActingAgent {
+    /// Id of the agent this device acts for.
     #[arg(long, default_value = "me")]
     agent_id: String,
     /// That agent's name.
@@ -210,6 +202,25 @@ struct JoinArgs {
     /// The agent is an organisation (default: a person).
     #[arg(long)]
     org: bool,
+}
+
+impl ActingAgent {
+    fn agent(&self) -> Agent {
+        if self.org {
+            Agent::organization(self.agent_id.as_str(), self.agent_name.as_str())
+        } else {
+            Agent::person(self.agent_id.as_str(), self.agent_name.as_str())
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct JoinArgs {
+    /// The ticket text (starts with `reflow1`), or `-` to read it from stdin.
+    ticket: String,
+    /// The agent this device acts for, if the ticket does not name one.
+    #[command(flatten)]
+    agent: ActingAgent,
     /// Talk on loopback only (no relays, no port mapping).
     #[arg(long)]
     local_only: bool,
@@ -600,18 +611,8 @@ async fn command(cli: &Cli, dir: &std::path::Path, node: &Arc<Node>) -> Result<(
                 }
             }
         }
-        Command::Network(NetworkCmd::Create {
-            name,
-            agent_id,
-            agent_name,
-            org,
-        }) => {
-            let agent = if *org {
-                Agent::organization(agent_id.as_str(), agent_name.as_str())
-            } else {
-                Agent::person(agent_id.as_str(), agent_name.as_str())
-            };
-            let id = node.create_network(name, agent)?;
+        Command::Network(NetworkCmd::Create { name, agent }) => {
+            let id = node.create_network(name, agent.agent())?;
             app::remember_network(dir, id)?;
             println!("{id}");
         }
@@ -682,11 +683,7 @@ async fn command(cli: &Cli, dir: &std::path::Path, node: &Arc<Node>) -> Result<(
                 a.ticket.clone()
             };
             let ticket = Ticket::from_str(text.trim())?;
-            let agent = if a.org {
-                Agent::organization(a.agent_id.as_str(), a.agent_name.as_str())
-            } else {
-                Agent::person(a.agent_id.as_str(), a.agent_name.as_str())
-            };
+            let agent = a.agent.agent();
             let spinner = progress::spinner(format!(
                 "joining {} through {}",
                 ticket.network_name, ticket.inviter.device
