@@ -355,9 +355,12 @@ mod tests {
     fn alpn_names_the_network_and_version() {
         let n = NetworkId([7; 32]);
         let a = alpn(&n);
-        assert!(a.starts_with(b"reflow/1/0707"));
+        assert!(a.starts_with(b"reflow/2/0707"));
         assert_eq!(network_of_alpn(&a), Some(n));
-        assert_eq!(network_of_alpn(b"reflow/2/0707"), None);
+        // Another protocol version is not this protocol.
+        let mut v1 = a.clone();
+        v1[7] = b'1';
+        assert_eq!(network_of_alpn(&v1), None);
         assert_eq!(network_of_alpn(b"other"), None);
     }
 }

@@ -11,8 +11,9 @@ use crate::identity::{ChangeSignature, SignedChange};
 use crate::membership::{BearerSecret, Invite, InviteError};
 use crate::vf::{Agent, Id};
 
-/// Protocol version carried in every frame and in the ALPN.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// Protocol version carried in every frame and in the ALPN. Version 2 added the
+/// compressed frame (type `0x05`); version 1 nodes do not connect to version 2 nodes.
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// Largest frame body accepted or sent (bytes after the length prefix, version and type
 /// included).
@@ -32,6 +33,12 @@ const TYPE_PUSH: u8 = 0x02;
 const TYPE_REFUSE: u8 = 0x03;
 /// Frame type byte of [`Frame::Redeem`].
 const TYPE_REDEEM: u8 = 0x04;
+/// Frame type byte of a compressed Sync or Push frame: the whole inner body, DEFLATE
+/// (RFC 1951) compressed, after its inflated length. Not a [`Frame`] variant: encoding picks it
+/// when it saves space, decoding returns the inner frame.
+const TYPE_COMPRESSED: u8 = 0x05;
+/// Sync and Push bodies at least this long are compressed when that saves a tenth or more.
+const COMPRESS_MIN: usize = 2048;
 
 /// Largest [`Frame::Redeem`] body accepted. The first frame of a device that is not a member
 /// is read with this limit instead of [`MAX_FRAME_LEN`]: a stranger cannot make a node
@@ -343,6 +350,51 @@ fn decode_changes(r: &mut Reader<'_>) -> Result<Vec<SignedChange>, FrameError> {
     Ok(out)
 }
 
+/// A compressed frame (length prefix included) holding `body`, if that is a tenth smaller.
+fn compress_body(body: &[u8]) -> Option<Vec<u8>> {
+    use std::io::Write as _;
+    let mut out = Vec::with_capacity(LEN_PREFIX + body.len() / 2);
+    put_u32(&mut out, 0); // the length, set below
+    out.push(PROTOCOL_VERSION);
+    out.push(TYPE_COMPRESSED);
+    put_u32(&mut out, body.len());
+    let mut z = flate2::write::DeflateEncoder::new(out, flate2::Compression::fast());
+    z.write_all(body).ok()?;
+    let mut out = z.finish().ok()?;
+    let len = out.len() - LEN_PREFIX;
+    if len * 10 > body.len() * 9 {
+        return None;
+    }
+    out[..LEN_PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
+    Some(out)
+}
+
+/// Inflate a compressed frame's body, which must come to exactly `len` bytes, at most
+/// [`MAX_FRAME_LEN`]: inflation stops one byte past `len`, so a bomb costs no more memory
+/// than an honest frame.
+fn inflate_body(compressed: &[u8], len: usize) -> Result<Vec<u8>, FrameError> {
+    use std::io::Read as _;
+    if len > MAX_FRAME_LEN {
+        return Err(FrameError::TooLong {
+            len,
+            max: MAX_FRAME_LEN,
+        });
+    }
+    let mut inner = Vec::with_capacity(len);
+    flate2::read::DeflateDecoder::new(compressed)
+        .take(len as u64 + 1)
+        .read_to_end(&mut inner)
+        .map_err(|e| malformed(format!("compressed body: {e}")))?;
+    if inner.len() != len {
+        return Err(malformed(format!(
+            "compressed body inflates to {}{} bytes, not the {len} announced",
+            if inner.len() > len { "more than " } else { "" },
+            inner.len().min(len)
+        )));
+    }
+    Ok(inner)
+}
+
 /// Parse one uncompressed Automerge change chunk. Document chunks, compressed chunks (whose
 /// inflated size the frame limit does not bound) and chunks whose checksum does not match
 /// their hash are refused.
@@ -424,7 +476,8 @@ impl Frame {
         }
     }
 
-    /// The length of the frame body [`Frame::encode`] makes (the length prefix excluded).
+    /// The length of the plain frame body (the length prefix excluded): what
+    /// [`Frame::encode`] makes, or more when it sends a large Sync or Push frame compressed.
     pub fn body_len(&self) -> usize {
         2 + match self {
             Frame::Sync {
@@ -499,6 +552,11 @@ impl Frame {
             }
         }
         debug_assert_eq!(out.len(), LEN_PREFIX + body_len);
+        if matches!(self, Frame::Sync { .. } | Frame::Push { .. }) && body_len >= COMPRESS_MIN {
+            if let Some(compressed) = compress_body(&out[LEN_PREFIX..]) {
+                return compressed;
+            }
+        }
         out
     }
 
@@ -548,6 +606,16 @@ impl Frame {
             return Err(FrameError::UnknownVersion(version));
         }
         let frame = match r.u8("frame type")? {
+            TYPE_COMPRESSED => {
+                let len = r.u32("inflated length")?;
+                let inner = inflate_body(r.take(r.remaining(), "compressed body")?, len)?;
+                return match inner.get(1) {
+                    Some(&TYPE_SYNC) | Some(&TYPE_PUSH) => Frame::decode(&inner),
+                    _ => Err(malformed(
+                        "a compressed frame holds only a Sync or Push frame",
+                    )),
+                };
+            }
             TYPE_SYNC => {
                 let seq = r.u64("sequence number")?;
                 let len = r.u32("message length")?;
