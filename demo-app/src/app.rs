@@ -150,7 +150,8 @@ pub struct EventInput {
     pub new_resource_name: Option<String>,
 }
 
-fn nonempty(s: &Option<String>) -> Option<&str> {
+/// The trimmed text of an optional field, `None` when absent or blank.
+pub fn nonempty(s: &Option<String>) -> Option<&str> {
     s.as_deref().map(str::trim).filter(|s| !s.is_empty())
 }
 

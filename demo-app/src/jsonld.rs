@@ -109,35 +109,17 @@ pub fn export(node: &Node, net: NetworkId) -> Result<Value> {
     let graph = node.read(net, |r| {
         let l = r.ledger();
         let mut g: Vec<Value> = Vec::new();
-        g.extend(l.list::<Unit>().iter().map(|x| node_of(x, "Unit")));
-        g.extend(
-            l.list::<SpatialThing>()
-                .iter()
-                .map(|x| node_of(x, "SpatialThing")),
-        );
-        g.extend(l.list::<Agent>().iter().map(|x| node_of(x, agent_type(x))));
-        g.extend(
-            l.list::<ResourceSpecification>()
-                .iter()
-                .map(|x| node_of(x, "ResourceSpecification")),
-        );
-        g.extend(
-            l.list::<ProcessSpecification>()
-                .iter()
-                .map(|x| node_of(x, "ProcessSpecification")),
-        );
-        g.extend(l.list::<Plan>().iter().map(|x| node_of(x, "Plan")));
-        g.extend(l.list::<Process>().iter().map(|x| node_of(x, "Process")));
-        g.extend(
-            l.list::<Agreement>()
-                .iter()
-                .map(|x| node_of(x, "Agreement")),
-        );
-        g.extend(
-            l.list::<Commitment>()
-                .iter()
-                .map(|x| node_of(x, "Commitment")),
-        );
+        g.extend(nodes::<Unit>(l, |_| "Unit"));
+        g.extend(nodes::<SpatialThing>(l, |_| "SpatialThing"));
+        g.extend(nodes::<Agent>(l, agent_type));
+        g.extend(nodes::<ResourceSpecification>(l, |_| {
+            "ResourceSpecification"
+        }));
+        g.extend(nodes::<ProcessSpecification>(l, |_| "ProcessSpecification"));
+        g.extend(nodes::<Plan>(l, |_| "Plan"));
+        g.extend(nodes::<Process>(l, |_| "Process"));
+        g.extend(nodes::<Agreement>(l, |_| "Agreement"));
+        g.extend(nodes::<Commitment>(l, |_| "Commitment"));
         let all = ResourceFilter {
             include_empty: true,
             ..ResourceFilter::default()
@@ -152,8 +134,8 @@ pub fn export(node: &Node, net: NetworkId) -> Result<Value> {
             ..EventFilter::default()
         });
         g.extend(events.iter().map(|e| ld_node(e, &e.id, "EconomicEvent")));
-        g.extend(l.list::<Intent>().iter().map(|x| node_of(x, "Intent")));
-        g.extend(l.list::<Proposal>().iter().map(|x| node_of(x, "Proposal")));
+        g.extend(nodes::<Intent>(l, |_| "Intent"));
+        g.extend(nodes::<Proposal>(l, |_| "Proposal"));
         (l.network_name(), g)
     })?;
     Ok(json!({
@@ -163,8 +145,12 @@ pub fn export(node: &Node, net: NetworkId) -> Result<Value> {
     }))
 }
 
-fn node_of<T: VfObject>(x: &T, ty: &str) -> Value {
-    ld_node(x, x.id(), ty)
+/// Every object of one kind as JSON-LD nodes, typed by `ty` (the ValueFlows class).
+fn nodes<T: VfObject>(l: &Ledger, ty: impl Fn(&T) -> &'static str) -> Vec<Value> {
+    l.list::<T>()
+        .iter()
+        .map(|x| ld_node(x, x.id(), ty(x)))
+        .collect()
 }
 
 /// What an import wrote.

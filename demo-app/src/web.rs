@@ -55,7 +55,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::{Stream, StreamExt};
 
-use crate::app::{event_json, peer_json, EventInput};
+use crate::app::{self, event_json, nonempty, peer_json, EventInput};
 
 const INDEX: &str = include_str!("../assets/index.html");
 const STYLE: &str = include_str!("../assets/app.css");
@@ -360,10 +360,6 @@ struct IntentInput {
     proposal: Option<String>,
 }
 
-fn some(s: &Option<String>) -> Option<&str> {
-    s.as_deref().map(str::trim).filter(|s| !s.is_empty())
-}
-
 fn intent_from(input: &IntentInput) -> std::result::Result<Intent, ApiError> {
     let action = Action::from_str(input.action.trim()).map_err(bad)?;
     let agent = input.agent.trim();
@@ -375,15 +371,14 @@ fn intent_from(input: &IntentInput) -> std::result::Result<Intent, ApiError> {
         "request" => (None, Some(Id::from(agent))),
         other => return Err(bad(format!("kind must be offer or request, not {other:?}"))),
     };
-    let resource_quantity = match some(&input.quantity) {
-        Some(q) => Some(Measure::parse(q).ok_or_else(|| {
-            bad(format!(
-                "quantity must be a number and a unit id, like \"5 kg\" (got \"{q}\")"
-            ))
-        })?),
+    let resource_quantity = match nonempty(&input.quantity) {
+        Some(q) => {
+            let (n, unit) = app::measure(q, "quantity").map_err(bad)?;
+            Some(Measure::new(n, unit))
+        }
         None => None,
     };
-    let id = |s: &Option<String>| some(s).map(Id::from);
+    let id = |s: &Option<String>| nonempty(s).map(Id::from);
     if id(&input.conforms_to).is_none() && id(&input.resource).is_none() {
         return Err(bad(
             "say what is offered or requested: a resource specification or a resource",
@@ -398,15 +393,15 @@ fn intent_from(input: &IntentInput) -> std::result::Result<Intent, ApiError> {
         resource_inventoried_as: id(&input.resource),
         resource_quantity,
         at_location: id(&input.at_location),
-        due: some(&input.due).map(str::to_string),
+        due: nonempty(&input.due).map(str::to_string),
         finished: false,
-        note: some(&input.note).map(str::to_string),
+        note: nonempty(&input.note).map(str::to_string),
     })
 }
 
 async fn create_intent(State(s): State<AppState>, Json(input): Json<IntentInput>) -> ApiResult {
     let intent = intent_from(&input)?;
-    let proposal = some(&input.proposal).map(str::to_string);
+    let proposal = nonempty(&input.proposal).map(str::to_string);
     let location = intent.at_location.clone();
     let (intent_id, proposal_id) = s
         .node
