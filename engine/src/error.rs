@@ -140,6 +140,31 @@ pub enum Error {
         supported: u64,
     },
 
+    /// A schema-version-1 ledger is read-only until an admin migrates it to version 2
+    /// (`Replica::migrate`; an admin's node does it when it opens the ledger).
+    #[error("this ledger uses schema version 1 and is read-only until an admin's device migrates it to version 2 (open it with an admin's node, then sync)")]
+    MigrationRequired,
+
+    /// An object id is empty, too long or holds control characters.
+    #[error("invalid id {id:?}: an id is 1 to 512 bytes without control characters")]
+    InvalidId {
+        /// The id given.
+        id: crate::vf::Id,
+    },
+
+    /// The change this write would make is larger than any peer accepts.
+    #[error("this write would make a change of {size} bytes ({ops} operations); the limit is {limit} bytes and {ops_limit} operations: record it in smaller batches")]
+    ChangeTooLarge {
+        /// Its size in bytes.
+        size: usize,
+        /// Its operations.
+        ops: usize,
+        /// The byte limit.
+        limit: usize,
+        /// The operation limit.
+        ops_limit: usize,
+    },
+
     /// Automerge refused an operation or could not load a document.
     #[error("automerge: {0}")]
     Automerge(#[from] automerge::AutomergeError),

@@ -8,6 +8,7 @@
 //!
 //! See docs/architecture.md for how storage, identity and sync wrap this core.
 
+pub mod admission;
 pub mod error;
 pub mod identity;
 mod ledger;

@@ -64,6 +64,15 @@ pub enum MembershipRecord {
         creator: DeviceId,
         /// The ValueFlows Agent the creator acts for.
         agent: Id,
+        /// The document schema version the genesis lays out (absent: 1).
+        #[serde(default = "schema_one", skip_serializing_if = "is_schema_one")]
+        schema: u64,
+    },
+    /// Migrate the ledger's document to schema `schema` (admins only; see
+    /// docs/data-model.md, "Migration from version 1").
+    Migrate {
+        /// The new schema version.
+        schema: u64,
     },
     /// Admit a device (or change its role or agent).
     #[serde(rename_all = "camelCase")]
@@ -84,6 +93,14 @@ pub enum MembershipRecord {
         /// The device removed.
         device: DeviceId,
     },
+}
+
+fn schema_one() -> u64 {
+    1
+}
+
+fn is_schema_one(v: &u64) -> bool {
+    *v == 1
 }
 
 impl MembershipRecord {
@@ -144,6 +161,52 @@ pub enum Rejection {
         /// What is wrong.
         detail: String,
     },
+    /// An op breaks the ledger schema (root keys, immutable events, buckets, field types,
+    /// sizes). The detail names the op and what it does.
+    Schema {
+        /// What is wrong.
+        detail: String,
+    },
+    /// Larger than any change may be.
+    TooLarge {
+        /// Its size in bytes.
+        bytes: usize,
+        /// Its operations.
+        ops: usize,
+    },
+    /// An event names neither the author's agent as provider nor as receiver, and the author
+    /// is not an admin (who may record for others).
+    #[serde(rename_all = "camelCase")]
+    SpeaksForOthers {
+        /// The author.
+        device: DeviceId,
+        /// The agent the author acts for.
+        agent: Id,
+        /// The event's provider.
+        provider: Option<Id>,
+        /// The event's receiver.
+        receiver: Option<Id>,
+    },
+    /// An agent's description edited by a device that does not act for it and is not an
+    /// admin.
+    #[serde(rename_all = "camelCase")]
+    NotYourAgent {
+        /// The author.
+        device: DeviceId,
+        /// The agent the author acts for.
+        agent: Id,
+        /// The agent whose description it edits.
+        edited: Id,
+    },
+    /// The author signed another change with the same actor and sequence number: proof of
+    /// misbehaviour. Both changes are named.
+    #[serde(rename_all = "camelCase")]
+    Equivocation {
+        /// The author.
+        device: DeviceId,
+        /// The other change with the same (actor, seq), hex.
+        other: String,
+    },
     /// A change it depends on was refused.
     #[serde(rename_all = "camelCase")]
     DependsOnRefused {
@@ -164,6 +227,30 @@ impl std::fmt::Display for Rejection {
             Rejection::MalformedRecord { detail } => {
                 write!(f, "malformed membership record: {detail}")
             }
+            Rejection::Schema { detail } => write!(f, "breaks the ledger schema: {detail}"),
+            Rejection::TooLarge { bytes, ops } => {
+                write!(f, "too large: {bytes} bytes, {ops} operations")
+            }
+            Rejection::SpeaksForOthers {
+                device,
+                agent,
+                provider,
+                receiver,
+            } => write!(
+                f,
+                "{device} acts for {agent} but recorded an event between {} and {}",
+                provider.as_ref().map_or("nobody", |p| p.as_str()),
+                receiver.as_ref().map_or("nobody", |p| p.as_str())
+            ),
+            Rejection::NotYourAgent {
+                device,
+                agent,
+                edited,
+            } => write!(f, "{device} acts for {agent} but edited agent {edited}"),
+            Rejection::Equivocation { device, other } => write!(
+                f,
+                "{device} signed two different changes with one actor and sequence number (the other is {other})"
+            ),
             Rejection::DependsOnRefused { dependency } => {
                 write!(f, "depends on refused change {dependency}")
             }
@@ -334,6 +421,31 @@ impl Membership {
         }
     }
 
+    /// The author's membership in the causal past of a change whose dependencies are all
+    /// indexed.
+    pub(crate) fn author_in_past(&self, h: &Header<'_>) -> Option<Member> {
+        let past = self.past_of(h.deps)?;
+        self.state(&past).remove(&h.author)
+    }
+
+    /// Whether membership record `index` is in the causal past of `deps` (all indexed).
+    pub(crate) fn past_has_record(&self, deps: &[ChangeHash], index: usize) -> bool {
+        self.past_of(deps).is_some_and(|p| p.get(index))
+    }
+
+    /// The index the next indexed record gets.
+    pub(crate) fn next_record_index(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Every indexed record with the change that carries it, in index order.
+    pub(crate) fn records(&self) -> impl Iterator<Item = (usize, &ChangeHash, &MembershipRecord)> {
+        self.records
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (i, &e.change, &e.record))
+    }
+
     /// Index an accepted change (after [`Membership::judge`] accepted it, or when loading
     /// changes that were accepted earlier). Returns false if a dependency is not indexed.
     pub(crate) fn admit(&mut self, h: &Header<'_>, record: Option<MembershipRecord>) -> bool {
@@ -363,7 +475,7 @@ impl Membership {
         past.iter().any(|i| match &self.records[i].record {
             MembershipRecord::Genesis { creator, .. } => creator == device,
             MembershipRecord::Add { device: d, .. } => d == device,
-            MembershipRecord::Remove { .. } => false,
+            MembershipRecord::Remove { .. } | MembershipRecord::Migrate { .. } => false,
         })
     }
 
@@ -383,6 +495,7 @@ impl Membership {
                 }
                 MembershipRecord::Add { device, .. } => adds.entry(*device).or_default().push(i),
                 MembershipRecord::Remove { device } => removes.entry(*device).or_default().push(i),
+                MembershipRecord::Migrate { .. } => {}
             }
         }
         let mut out = BTreeMap::new();
@@ -410,7 +523,7 @@ impl Membership {
                         invite,
                         ..
                     } => (*role, agent.clone(), invite.clone()),
-                    MembershipRecord::Remove { .. } => continue,
+                    MembershipRecord::Remove { .. } | MembershipRecord::Migrate { .. } => continue,
                 };
                 out.insert(
                     device,
@@ -431,7 +544,7 @@ impl Membership {
         match &self.records[i].record {
             MembershipRecord::Genesis { .. } => Role::Admin,
             MembershipRecord::Add { role, .. } => *role,
-            MembershipRecord::Remove { .. } => Role::Observer,
+            MembershipRecord::Remove { .. } | MembershipRecord::Migrate { .. } => Role::Observer,
         }
     }
 

@@ -13,6 +13,7 @@ use automerge::{Change, ChangeHash};
 use serde::Serialize;
 use tracing::{debug, warn};
 
+use crate::admission::{Admission, Past, RecordKind};
 use crate::error::{Error, Result};
 use crate::identity::{
     verify_changes, ChangeSignature, DeviceId, DeviceKey, NetworkId, SignedChange,
@@ -26,9 +27,6 @@ use crate::vf::{Agent, Id};
 
 /// Batches larger than this are verified in chunks of this size, overlapping with applying.
 const PIPELINE_CHUNK: usize = 8192;
-
-/// Root key where a membership change writes a readable copy of its record.
-const RECORD_KEY: &str = "lastMembershipRecord";
 
 /// A refused change, kept apart.
 #[derive(Debug, Clone)]
@@ -75,6 +73,23 @@ pub struct Replica {
     signatures: HashMap<ChangeHash, ChangeSignature>,
     quarantine: BTreeMap<ChangeHash, Quarantined>,
     waiting: HashMap<ChangeHash, SignedChange>,
+    admission: Admission,
+    /// The accepted change of every (actor, seq), to catch equivocation.
+    seqs: HashMap<(automerge::ActorId, u64), ChangeHash>,
+}
+
+fn record_kind(record: &Option<MembershipRecord>) -> RecordKind {
+    match record {
+        None => RecordKind::None,
+        Some(MembershipRecord::Genesis { schema, .. }) => RecordKind::Genesis(*schema),
+        Some(MembershipRecord::Migrate { .. }) => RecordKind::Migrate,
+        Some(_) => RecordKind::Membership,
+    }
+}
+
+/// The largest op counter of a change (its start op minus one if it has no ops).
+fn max_op_of(change: &Change) -> u64 {
+    (change.start_op().get() + change.len() as u64).saturating_sub(1)
 }
 
 impl std::fmt::Debug for Replica {
@@ -110,6 +125,7 @@ impl Replica {
             network_name: name.to_string(),
             creator: key.id(),
             agent: agent.id.clone(),
+            schema: crate::SCHEMA_VERSION,
         };
         let ledger =
             Ledger::new_network_with(name, key.session_actor()?, Some(record.to_message()))?;
@@ -125,6 +141,8 @@ impl Replica {
             signatures: HashMap::new(),
             quarantine: BTreeMap::new(),
             waiting: HashMap::new(),
+            admission: Admission::default(),
+            seqs: HashMap::new(),
         };
         let mut signed = replica.adopt_local(&[])?;
         let (_, more) = replica.write(|l| l.create(agent))?;
@@ -154,8 +172,23 @@ impl Replica {
         let head = header(&genesis.change).ok_or_else(|| Error::WrongNetwork {
             network: network.to_string(),
         })?;
+        let mut admission = Admission::default();
         match (verdict.first(), membership.judge(&head)) {
             (Some(Ok(_)), Ok(record)) => {
+                let kind = record_kind(&record);
+                let decoded = genesis.change.decode();
+                let past = Past {
+                    author: None,
+                    has_record: &|_| false,
+                };
+                if let Err(reason) =
+                    admission.judge(&decoded, genesis.change.raw_bytes().len(), 0, kind, &past)
+                {
+                    return Err(Error::NotALedger(format!(
+                        "the network's genesis is refused: {reason}"
+                    )));
+                }
+                admission.admit(&decoded, kind, 0);
                 membership.admit(&head, record);
             }
             _ => {
@@ -173,6 +206,11 @@ impl Replica {
             signatures: HashMap::from([(genesis_hash, genesis.signature)]),
             quarantine: BTreeMap::new(),
             waiting: HashMap::new(),
+            admission,
+            seqs: HashMap::from([(
+                (genesis.change.actor_id().clone(), genesis.change.seq()),
+                genesis_hash,
+            )]),
         };
         let mut receipt = replica.receive(changes)?;
         receipt.applied.insert(0, genesis);
@@ -228,6 +266,19 @@ impl Replica {
                 network: network.to_string(),
             });
         }
+        let mut admission = Admission::default();
+        for (index, hash, record) in membership.records() {
+            let kind = record_kind(&Some(record.clone()));
+            if matches!(kind, RecordKind::Genesis(_) | RecordKind::Migrate) {
+                if let Some(change) = automerge::ReadDoc::get_change_by_hash(ledger.doc(), hash) {
+                    admission.admit(&change.decode(), kind, index);
+                }
+            }
+        }
+        let seqs = metas
+            .iter()
+            .map(|m| ((m.actor.clone().into_owned(), m.seq), m.hash))
+            .collect();
         // A forged copy quarantined before its genuine change was accepted is no refusal.
         let quarantine = quarantine
             .into_iter()
@@ -242,6 +293,8 @@ impl Replica {
             signatures,
             quarantine,
             waiting: HashMap::new(),
+            admission,
+            seqs,
         })
     }
 
@@ -379,7 +432,16 @@ impl Replica {
                 action: "writing this change",
                 needed: "a role that allows it",
             })?;
-            self.membership.admit(&h, record);
+            // No honest replica makes a change that its peers would refuse.
+            if let Err(reason) = self.admit_judged(&change, &h, record, &HashMap::new()) {
+                warn!(change = %hash, %reason, "this device made a change admission refuses");
+                return Err(Error::NotAllowed {
+                    device: self.key.id().to_string(),
+                    role: reason.to_string(),
+                    action: "writing this change",
+                    needed: "a change within the ledger's schema and this device's rights",
+                });
+            }
             let signature = self.key.sign_change(&self.network, &hash);
             self.signatures.insert(hash, signature);
             out.push(SignedChange { change, signature });
@@ -387,15 +449,77 @@ impl Replica {
         Ok(out)
     }
 
+    /// Judge a change whose membership verdict is `record` (already accepted by membership)
+    /// by what it does, and index it if admitted. `batch` holds the largest op counter of
+    /// changes accepted in the current batch but not applied yet.
+    fn admit_judged(
+        &mut self,
+        change: &Change,
+        head: &Header<'_>,
+        record: Option<MembershipRecord>,
+        batch: &HashMap<ChangeHash, u64>,
+    ) -> std::result::Result<(), Rejection> {
+        let seq_key = (change.actor_id().clone(), change.seq());
+        if let Some(other) = self.seqs.get(&seq_key) {
+            if *other != head.hash {
+                return Err(Rejection::Equivocation {
+                    device: head.author,
+                    other: other.to_string(),
+                });
+            }
+        }
+        let kind = record_kind(&record);
+        let decoded = change.decode();
+        let dep_max = head
+            .deps
+            .iter()
+            .map(|d| {
+                batch.get(d).copied().unwrap_or_else(|| {
+                    self.ledger
+                        .doc()
+                        .get_change_meta_by_hash(d)
+                        .map_or(0, |m| m.max_op)
+                })
+            })
+            .max()
+            .unwrap_or(0);
+        let author = self.membership.author_in_past(head);
+        let membership = &self.membership;
+        let deps = head.deps;
+        let has_record = move |i: usize| membership.past_has_record(deps, i);
+        let past = Past {
+            author: author.as_ref(),
+            has_record: &has_record,
+        };
+        self.admission
+            .judge(&decoded, change.raw_bytes().len(), dep_max, kind, &past)?;
+        let index = self.membership.next_record_index();
+        self.admission.admit(&decoded, kind, index);
+        self.membership.admit(head, record);
+        self.seqs.insert(seq_key, head.hash);
+        Ok(())
+    }
+
+    /// Migrate a schema-version-1 ledger to version 2 (admins only): one signed change, the
+    /// migration `v1-to-v2-buckets` (docs/data-model.md). Nothing happens on a version-2
+    /// ledger. Returns the changes to store and send.
+    pub fn migrate(&mut self) -> Result<Vec<SignedChange>> {
+        if !self.ledger.needs_migration() {
+            return Ok(Vec::new());
+        }
+        self.require(Role::Admin, "migrating the ledger", "admin")?;
+        let before = self.ledger.heads();
+        let record = MembershipRecord::Migrate {
+            schema: crate::SCHEMA_VERSION,
+        };
+        self.ledger.migrate_to_v2(Some(record.to_message()))?;
+        self.adopt_local(&before)
+    }
+
     fn commit_record(&mut self, record: MembershipRecord) -> Result<Vec<SignedChange>> {
         self.require(Role::Admin, "changing membership", "admin")?;
         let before = self.ledger.heads();
-        let json = serde_json::to_string(&record).map_err(|source| Error::InvalidJson {
-            what: "membership record",
-            source,
-        })?;
-        self.ledger
-            .commit_record(RECORD_KEY, &json, record.to_message())?;
+        self.ledger.commit_record(record.to_message())?;
         self.adopt_local(&before)
     }
 
@@ -634,6 +758,7 @@ impl Replica {
             }
         }
         let mut accepted: Vec<SignedChange> = Vec::new();
+        let mut batch_max: HashMap<ChangeHash, u64> = HashMap::new();
         while let Some(h) = ready.pop_front() {
             let Some(c) = by_hash.remove(&h) else {
                 continue;
@@ -656,11 +781,15 @@ impl Replica {
                     problem: crate::identity::SignatureProblem::ActorNotADevice,
                 }),
             };
+            let verdict = match verdict {
+                Ok((head, record)) => self.admit_judged(&c.change, &head, record, &batch_max),
+                Err(reason) => Err(reason),
+            };
             match verdict {
-                Ok((head, record)) => {
-                    self.membership.admit(&head, record);
+                Ok(()) => {
                     // A forged copy of this change may have been quarantined earlier.
                     self.quarantine.remove(&h);
+                    batch_max.insert(h, max_op_of(&c.change));
                     accepted.push(c);
                 }
                 Err(reason) => self.refuse(c, reason, receipt),

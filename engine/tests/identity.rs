@@ -120,11 +120,8 @@ impl Forger {
         let mut doc = automerge::Automerge::load(&self.ledger.save())
             .expect("load")
             .with_actor(self.ledger.actor().clone());
-        let mut tx = doc.transaction();
-        let json = serde_json::to_string(record).expect("json");
-        tx.put(automerge::ROOT, "lastMembershipRecord", json)
-            .expect("put");
-        tx.commit_with(CommitOptions::default().with_message(record.to_message()));
+        // Schema v2: a membership record is a change with no operations.
+        doc.empty_commit(CommitOptions::default().with_message(record.to_message()));
         let change = doc.get_last_local_change().expect("the change");
         self.sign(change)
     }
@@ -820,6 +817,7 @@ fn membership_records_need_an_admin() {
         network_name: "mine".into(),
         creator: member,
         agent: "bo".into(),
+        schema: 2,
     });
     // A message that starts like a record but is not one.
     let malformed = {

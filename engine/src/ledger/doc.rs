@@ -1,84 +1,8 @@
-//! Moving JSON-shaped values in and out of Automerge maps.
-//!
-//! Mutable objects are stored one Automerge key per field, so that two replicas editing
-//! different fields of the same agent both keep their edit, and the same field resolves by
-//! Automerge's deterministic last-writer-wins. Nested values (a [`Measure`](crate::Measure),
-//! a list of ids) become nested maps and lists.
+//! Reading the version-1 object maps (one Automerge key per field, nested values as nested
+//! maps and lists) back as JSON. Version 2 stores each field as JSON text (see `schema`).
 
-use automerge::transaction::Transactable;
 use automerge::{ObjId, ObjType, ReadDoc, ScalarValue, Value};
 use serde_json::{Map, Number, Value as Json};
-
-use crate::error::Result;
-
-/// Write `value` under `key` of the map `obj`.
-pub(crate) fn put_json<T: Transactable>(
-    tx: &mut T,
-    obj: &ObjId,
-    key: &str,
-    value: &Json,
-) -> Result<()> {
-    match value {
-        Json::Null => {
-            if tx.get(obj, key)?.is_some() {
-                tx.delete(obj, key)?;
-            }
-        }
-        Json::Bool(b) => tx.put(obj, key, *b)?,
-        Json::Number(n) => tx.put(obj, key, number(n))?,
-        Json::String(s) => tx.put(obj, key, s.as_str())?,
-        Json::Array(items) => {
-            let list = tx.put_object(obj, key, ObjType::List)?;
-            for (i, item) in items.iter().enumerate() {
-                insert_json(tx, &list, i, item)?;
-            }
-        }
-        Json::Object(fields) => {
-            let map = tx.put_object(obj, key, ObjType::Map)?;
-            for (k, v) in fields {
-                put_json(tx, &map, k, v)?;
-            }
-        }
-    }
-    Ok(())
-}
-
-fn insert_json<T: Transactable>(
-    tx: &mut T,
-    list: &ObjId,
-    index: usize,
-    value: &Json,
-) -> Result<()> {
-    match value {
-        Json::Null => tx.insert(list, index, ScalarValue::Null)?,
-        Json::Bool(b) => tx.insert(list, index, *b)?,
-        Json::Number(n) => tx.insert(list, index, number(n))?,
-        Json::String(s) => tx.insert(list, index, s.as_str())?,
-        Json::Array(items) => {
-            let inner = tx.insert_object(list, index, ObjType::List)?;
-            for (i, item) in items.iter().enumerate() {
-                insert_json(tx, &inner, i, item)?;
-            }
-        }
-        Json::Object(fields) => {
-            let map = tx.insert_object(list, index, ObjType::Map)?;
-            for (k, v) in fields {
-                put_json(tx, &map, k, v)?;
-            }
-        }
-    }
-    Ok(())
-}
-
-fn number(n: &Number) -> ScalarValue {
-    if let Some(i) = n.as_i64() {
-        ScalarValue::Int(i)
-    } else if let Some(u) = n.as_u64() {
-        ScalarValue::Uint(u)
-    } else {
-        ScalarValue::F64(n.as_f64().unwrap_or(0.0))
-    }
-}
 
 /// Read the object `obj` (a map or a list) back as JSON.
 pub(crate) fn read_json<R: ReadDoc>(doc: &R, obj: &ObjId) -> Json {

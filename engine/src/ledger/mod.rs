@@ -5,7 +5,8 @@
 //! take bytes and changes from it. The document schema is in docs/data-model.md.
 
 mod doc;
-mod validate;
+pub(crate) mod schema;
+pub(crate) mod validate;
 
 use std::collections::{HashMap, HashSet};
 
@@ -26,11 +27,8 @@ use crate::vf::{
 };
 use crate::views::{Causality, Conflict, Entry, OrderKey, Trace, Views};
 
-/// The version of the document schema this build writes and reads (see docs/data-model.md).
-pub const SCHEMA_VERSION: u64 = 1;
-
-const KEY_SCHEMA: &str = "schemaVersion";
-const KEY_NETWORK: &str = "network";
+pub use schema::SCHEMA_VERSION;
+use schema::{KEY_EVENT_BUCKETS, KEY_NETWORK, KEY_OBJECT_BUCKETS, KEY_SCHEMA, KEY_V1_EVENTS};
 
 /// Any object of a ledger, as returned by [`Ledger::object`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -98,8 +96,7 @@ pub struct ViewSnapshot {
 /// A replica of one network's ledger.
 pub struct Ledger {
     doc: Automerge,
-    events: ObjId,
-    maps: HashMap<ObjectKind, ObjId>,
+    layout: Layout,
     views: Views,
     /// Length of the `events` list, kept here because asking Automerge walks the whole list.
     events_len: usize,
@@ -189,14 +186,7 @@ impl Ledger {
         tx.put(automerge::ROOT, KEY_SCHEMA, SCHEMA_VERSION)?;
         let net = tx.put_object(automerge::ROOT, KEY_NETWORK, ObjType::Map)?;
         tx.put(&net, "name", network_name)?;
-        tx.put_object(
-            automerge::ROOT,
-            ObjectKind::EconomicEvent.root_key(),
-            ObjType::List,
-        )?;
-        for kind in ObjectKind::MAPS {
-            tx.put_object(automerge::ROOT, kind.root_key(), ObjType::Map)?;
-        }
+        create_bucket_sets(&mut tx)?;
         match message {
             Some(m) => {
                 tx.commit_with(automerge::transaction::CommitOptions::default().with_message(m))
@@ -219,8 +209,7 @@ impl Ledger {
     pub fn fork(&self, actor: ActorId) -> Ledger {
         Ledger {
             doc: self.doc.fork().with_actor(actor.clone()),
-            events: self.events.clone(),
-            maps: self.maps.clone(),
+            layout: self.layout.clone(),
             views: self.views.clone(),
             events_len: self.events_len,
             known: Default::default(),
@@ -231,36 +220,11 @@ impl Ledger {
     }
 
     fn from_doc(doc: Automerge) -> Result<Ledger> {
-        let version = match doc.get(automerge::ROOT, KEY_SCHEMA)? {
-            Some((Value::Scalar(s), _)) => match s.as_ref() {
-                ScalarValue::Uint(v) => *v,
-                ScalarValue::Int(v) if *v >= 0 => *v as u64,
-                _ => return Err(Error::NotALedger("schemaVersion is not a number".into())),
-            },
-            _ => return Err(Error::NotALedger("no schemaVersion at the root".into())),
-        };
-        if version > SCHEMA_VERSION {
-            return Err(Error::UnsupportedSchemaVersion {
-                found: version,
-                supported: SCHEMA_VERSION,
-            });
-        }
-        let obj = |key: &str, typ: ObjType| -> Result<ObjId> {
-            match doc.get(automerge::ROOT, key)? {
-                Some((Value::Object(t), id)) if t == typ => Ok(id),
-                _ => Err(Error::NotALedger(format!("no `{key}` {typ:?} at the root"))),
-            }
-        };
-        let events = obj(ObjectKind::EconomicEvent.root_key(), ObjType::List)?;
-        let mut maps = HashMap::new();
-        for kind in ObjectKind::MAPS {
-            maps.insert(kind, obj(kind.root_key(), ObjType::Map)?);
-        }
+        let layout = Layout::resolve(&doc)?;
         let actor = doc.get_actor().clone();
         let mut ledger = Ledger {
             doc,
-            events,
-            maps,
+            layout,
             views: Views::default(),
             events_len: 0,
             known: Default::default(),
@@ -272,18 +236,72 @@ impl Ledger {
         Ok(ledger)
     }
 
+    /// The schema version of the document now (1 until a v1 ledger is migrated).
+    pub fn schema_version(&self) -> u64 {
+        self.layout.version
+    }
+
+    /// Whether this is a version-1 ledger that must be migrated ([`Ledger::migrate_to_v2`])
+    /// before anything can be written to it.
+    pub fn needs_migration(&self) -> bool {
+        self.layout.event_sets.is_empty()
+    }
+
+    /// The v1 → v2 migration (named `v1-to-v2-buckets`): one change that sets the schema
+    /// version to 2 and creates the event and object buckets. Nothing is copied: the v1
+    /// events list and object maps stay where they are, read-only, and are read alongside
+    /// the buckets, so every event keeps its id. A v1 object updated after the migration is
+    /// copied whole into its bucket by that update. `message` is the change's message (the
+    /// identity layer's migration record).
+    pub(crate) fn migrate_to_v2(&mut self, message: Option<String>) -> Result<()> {
+        if !self.needs_migration() {
+            return Ok(());
+        }
+        let mut tx = self.doc.transaction();
+        tx.put(automerge::ROOT, KEY_SCHEMA, SCHEMA_VERSION)?;
+        create_bucket_sets(&mut tx)?;
+        match message {
+            Some(m) => {
+                tx.commit_with(automerge::transaction::CommitOptions::default().with_message(m))
+            }
+            None => tx.commit(),
+        };
+        self.layout = Layout::resolve(&self.doc)?;
+        self.next_op = None;
+        self.rebuild_views();
+        Ok(())
+    }
+
     /// Read every event from the document and fold the views from scratch.
     fn rebuild_views(&mut self) {
         let mut views = Views::default();
         let mut entries = Vec::new();
         let mut len = 0;
-        for item in self.doc.list_range(&self.events, ..) {
-            len += 1;
-            match read_event(&item.value.clone().into_value(), &item.id()) {
-                Ok(entry) => entries.push(entry),
-                Err((key, reason)) => {
-                    if let Some(key) = key {
-                        views.add_invalid(key, reason);
+        if let Some(legacy) = &self.layout.legacy {
+            for item in self.doc.list_range(&legacy.events, ..) {
+                len += 1;
+                match read_event(&item.value.clone().into_value(), &item.id()) {
+                    Ok(entry) => entries.push(entry),
+                    Err((key, reason)) => {
+                        if let Some(key) = key {
+                            views.add_invalid(key, reason);
+                        }
+                    }
+                }
+            }
+        }
+        for set in &self.layout.event_sets {
+            for bucket in set {
+                for item in self.doc.map_range(bucket, ..) {
+                    len += 1;
+                    match read_bucket_event(&item.key, &item.value.clone().into_value(), &item.id())
+                    {
+                        Ok(entry) => entries.push(entry),
+                        Err((key, reason)) => {
+                            if let Some(key) = key {
+                                views.add_invalid(key, reason);
+                            }
+                        }
                     }
                 }
             }
@@ -334,12 +352,12 @@ impl Ledger {
         &self.doc
     }
 
-    /// Commit a change whose message is `message` and whose one operation writes `record` at
-    /// the root key `key` (a readable copy of the record the message carries).
-    pub(crate) fn commit_record(&mut self, key: &str, record: &str, message: String) -> Result<()> {
-        let mut tx = self.doc.transaction();
-        tx.put(automerge::ROOT, key, record)?;
-        tx.commit_with(automerge::transaction::CommitOptions::default().with_message(message));
+    /// Commit a change with no operations whose message is `message` (the identity layer's
+    /// membership records). Schema v2 keeps no copy of a record in the document.
+    pub(crate) fn commit_record(&mut self, message: String) -> Result<()> {
+        self.doc
+            .empty_commit(automerge::transaction::CommitOptions::default().with_message(message));
+        self.next_op = None;
         Ok(())
     }
 
@@ -412,52 +430,91 @@ impl Ledger {
     /// the changes' ops instead of diffing the document.
     fn ingest_changes(&mut self, changes: &[automerge::ExpandedChange]) {
         self.known.get_mut().clear();
-        let automerge::ObjId::Id(list_counter, list_actor, _) = &self.events else {
-            self.rebuild_views();
-            return;
-        };
+        let legacy_list = self.layout.legacy.as_ref().and_then(|l| match &l.events {
+            automerge::ObjId::Id(c, a, _) => Some((*c, a.clone())),
+            automerge::ObjId::Root => None,
+        });
         let mut new = Vec::new();
         for change in changes {
             for (i, op) in change.operations.iter().enumerate() {
                 let automerge::legacy::ObjectId::Id(obj) = &op.obj else {
-                    continue;
-                };
-                if obj.0 != *list_counter || obj.1 != *list_actor {
-                    continue;
-                }
-                if !op.insert {
-                    // Honest replicas only ever append events; anything else (an event
-                    // rewritten or deleted) is folded as a fresh load would fold it.
-                    warn!("the events list was edited in place; rebuilding views");
-                    self.rebuild_views();
+                    // An op on the root (a migration, or anything a judge let through on a
+                    // plain ledger): read the layout and every event again.
+                    self.relayout_and_rebuild();
                     return;
-                }
-                self.events_len += 1;
-                let key = OrderKey {
-                    counter: change.start_op.get() + i as u64,
-                    actor: change.actor_id.clone(),
                 };
+                let counter = change.start_op.get() + i as u64;
+                let target = (obj.0, obj.1.clone());
                 let value = match &op.action {
                     automerge::legacy::OpType::Put(v) => {
                         Value::Scalar(std::borrow::Cow::Borrowed(v))
                     }
                     automerge::legacy::OpType::Make(t) => Value::Object(*t),
-                    _ => {
-                        warn!("the events list was edited in place; rebuilding views");
-                        self.rebuild_views();
+                    _ => Value::Scalar(std::borrow::Cow::Owned(ScalarValue::Null)),
+                };
+                let key = OrderKey {
+                    counter,
+                    actor: change.actor_id.clone(),
+                };
+                if self.layout.event_bucket_ids.contains(&target) {
+                    let automerge::legacy::Key::Map(name) = &op.key else {
+                        self.tampered();
+                        return;
+                    };
+                    if op.insert
+                        || !op.pred.is_empty()
+                        || !matches!(op.action, automerge::legacy::OpType::Put(_))
+                    {
+                        self.tampered();
                         return;
                     }
-                };
-                match event_at(key, &value) {
-                    Ok(entry) => new.push(entry),
-                    Err((key, reason)) => {
-                        warn!(event = %key.to_id(), %reason, "rejected an event from a peer");
-                        self.views.add_invalid(key, reason);
+                    self.events_len += 1;
+                    if name.as_str() != key.to_id().as_str() {
+                        self.views
+                            .add_invalid(key, "an event's key is not its own op id".into());
+                        continue;
+                    }
+                    match event_at(key, &value) {
+                        Ok(entry) => new.push(entry),
+                        Err((key, reason)) => {
+                            warn!(event = %key.to_id(), %reason, "rejected an event from a peer");
+                            self.views.add_invalid(key, reason);
+                        }
+                    }
+                } else if legacy_list.as_ref() == Some(&target) {
+                    if !op.insert || !matches!(op.action, automerge::legacy::OpType::Put(_)) {
+                        self.tampered();
+                        return;
+                    }
+                    self.events_len += 1;
+                    match event_at(key, &value) {
+                        Ok(entry) => new.push(entry),
+                        Err((key, reason)) => {
+                            warn!(event = %key.to_id(), %reason, "rejected an event from a peer");
+                            self.views.add_invalid(key, reason);
+                        }
                     }
                 }
             }
         }
         self.views.add_events(new, &DocCausality(&self.doc));
+    }
+
+    /// The events were edited in place (never done by an honest replica, and refused by
+    /// admission): fold them as a fresh load would.
+    fn tampered(&mut self) {
+        warn!("the events were edited in place; rebuilding views");
+        self.rebuild_views();
+    }
+
+    /// Resolve the document layout again (after a migration) and fold from scratch.
+    fn relayout_and_rebuild(&mut self) {
+        match Layout::resolve(&self.doc) {
+            Ok(layout) => self.layout = layout,
+            Err(e) => warn!(error = %e, "the ledger's layout is unreadable; keeping the last one"),
+        }
+        self.next_op = None;
+        self.rebuild_views();
     }
 
     /// Fold the events that arrived since `before` into the views.
@@ -468,52 +525,121 @@ impl Ledger {
             return;
         }
         let patches = self.doc.diff(before, &after);
+        let legacy_list = self.layout.legacy.as_ref().map(|l| l.events.clone());
         let mut new = Vec::new();
-        let mut tampered = false;
         for patch in patches {
-            if patch.obj != self.events {
-                continue;
+            if patch.obj == automerge::ROOT {
+                self.relayout_and_rebuild();
+                return;
             }
-            match patch.action {
-                PatchAction::Insert { values, .. } => {
-                    self.events_len += values.len();
-                    for (value, id, _) in values.iter() {
-                        match read_event(value, id) {
+            let in_bucket = match &patch.obj {
+                automerge::ObjId::Id(c, a, _) => {
+                    self.layout.event_bucket_ids.contains(&(*c, a.clone()))
+                }
+                automerge::ObjId::Root => false,
+            };
+            if in_bucket {
+                match patch.action {
+                    PatchAction::PutMap { key, value, .. } => {
+                        self.events_len += 1;
+                        match read_bucket_event(&key, &value.0, &value.1) {
                             Ok(entry) => new.push(entry),
                             Err((Some(key), reason)) => {
                                 warn!(event = %key.to_id(), %reason, "rejected an event from a peer");
                                 self.views.add_invalid(key, reason);
                             }
-                            Err((None, _)) => tampered = true,
+                            Err((None, _)) => {
+                                self.tampered();
+                                return;
+                            }
                         }
                     }
+                    _ => {
+                        self.tampered();
+                        return;
+                    }
                 }
-                _ => tampered = true,
+            } else if legacy_list.as_ref() == Some(&patch.obj) {
+                match patch.action {
+                    PatchAction::Insert { values, .. } => {
+                        self.events_len += values.len();
+                        for (value, id, _) in values.iter() {
+                            match read_event(value, id) {
+                                Ok(entry) => new.push(entry),
+                                Err((Some(key), reason)) => {
+                                    warn!(event = %key.to_id(), %reason, "rejected an event from a peer");
+                                    self.views.add_invalid(key, reason);
+                                }
+                                Err((None, _)) => {
+                                    self.tampered();
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                    _ => {
+                        self.tampered();
+                        return;
+                    }
+                }
             }
-        }
-        if tampered {
-            // Honest replicas only ever append events. Anything else (an event rewritten or
-            // deleted) is folded exactly as a fresh load of the document would fold it.
-            warn!("the events list was edited in place; rebuilding views");
-            self.rebuild_views();
-            return;
         }
         self.views.add_events(new, &DocCausality(&self.doc));
     }
 
-    fn map(&self, kind: ObjectKind) -> &ObjId {
-        // Every map kind is resolved when the ledger is opened.
-        &self.maps[&kind]
-    }
-
-    fn object_id(&self, kind: ObjectKind, id: &Id) -> Option<ObjId> {
-        if kind == ObjectKind::EconomicEvent {
-            return None;
-        }
-        match self.doc.get(self.map(kind), id.as_str()) {
+    /// The v1 map object of `(kind, id)`, if the ledger has a v1 part and the object is there.
+    fn legacy_object(&self, kind: ObjectKind, id: &Id) -> Option<ObjId> {
+        let legacy = self.layout.legacy.as_ref()?;
+        let map = legacy.maps.get(&kind)?;
+        match self.doc.get(map, id.as_str()) {
             Ok(Some((Value::Object(ObjType::Map), obj))) => Some(obj),
             _ => None,
         }
+    }
+
+    /// Whether `(kind, id)` has a marker in a bucket.
+    fn in_buckets(&self, kind: ObjectKind, id: &Id) -> bool {
+        let bucket = schema::object_bucket(kind, id.as_str());
+        let marker = schema::marker_key(kind, id.as_str());
+        self.layout
+            .object_sets
+            .iter()
+            .any(|set| matches!(self.doc.get(&set[bucket], marker.as_str()), Ok(Some(_))))
+    }
+
+    /// The stored fields of `(kind, id)` as a JSON object (buckets first, then v1).
+    fn object_json(&self, kind: ObjectKind, id: &Id) -> Option<serde_json::Value> {
+        let bucket = schema::object_bucket(kind, id.as_str());
+        let prefix = schema::object_prefix(kind, id.as_str());
+        for set in &self.layout.object_sets {
+            let mut found = false;
+            let mut fields = serde_json::Map::new();
+            for item in self.doc.map_range(&set[bucket], prefix.clone()..) {
+                if !item.key.starts_with(&prefix) {
+                    break;
+                }
+                match schema::ObjectKey::parse(&item.key) {
+                    Some(schema::ObjectKey::Marker(k, i)) if k == kind && i == id.as_str() => {
+                        found = true
+                    }
+                    Some(schema::ObjectKey::Field(k, i, f)) if k == kind && i == id.as_str() => {
+                        if let Value::Scalar(sv) = item.value.clone().into_value() {
+                            if let ScalarValue::Str(text) = sv.as_ref() {
+                                if let Ok(v) = serde_json::from_str(text) {
+                                    fields.insert(f, v);
+                                }
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if found {
+                return Some(serde_json::Value::Object(fields));
+            }
+        }
+        let obj = self.legacy_object(kind, id)?;
+        Some(doc::read_json(&self.doc, &obj))
     }
 
     /// Whether an object of `kind` with `id` exists.
@@ -522,21 +648,30 @@ impl Ledger {
             ObjectKind::EconomicEvent => {
                 OrderKey::parse(id).is_some_and(|k| self.views.entry(&k).is_some())
             }
-            ObjectKind::EconomicResource => {
-                self.views.has_resource(id) || self.object_id(kind, id).is_some()
-            }
+            ObjectKind::EconomicResource if self.views.has_resource(id) => true,
             _ => {
                 let key = (kind, id.clone());
                 if self.known.borrow().contains(&key) {
                     return true;
                 }
-                let found = self.object_id(kind, id).is_some();
+                let found = self.in_buckets(kind, id) || self.legacy_object(kind, id).is_some();
                 if found {
                     self.known.borrow_mut().insert(key);
                 }
                 found
             }
         }
+    }
+
+    /// The object bucket `(kind, id)` is written to (the winning bucket set).
+    fn write_bucket(&self, kind: ObjectKind, id: &Id) -> Result<ObjId> {
+        let set = self
+            .layout
+            .event_sets
+            .first()
+            .and(self.layout.object_sets.first());
+        let set = set.ok_or(Error::MigrationRequired)?;
+        Ok(set[schema::object_bucket(kind, id.as_str())].clone())
     }
 
     fn new_id(&mut self, kind: ObjectKind) -> Id {
@@ -623,19 +758,21 @@ impl Ledger {
                 id: obj.id().clone(),
             });
         }
+        check_id(obj.id())?;
         self.check_object(&obj)?;
         let json = serde_json::to_value(&obj).map_err(json_err("object"))?;
         let id = obj.id().clone();
-        let map = self.map(T::KIND).clone();
+        let bucket = self.write_bucket(T::KIND, &id)?;
         let mut tx = self.doc.transaction();
-        doc::put_json(&mut tx, &map, id.as_str(), &json)?;
+        put_object_fields(&mut tx, &bucket, T::KIND, &id, &json, None)?;
         tx.commit();
         Ok(id)
     }
 
     /// Change an object's descriptive fields. Each changed field is written on its own, so
     /// concurrent edits of different fields on different replicas all survive, and the same
-    /// field resolves by Automerge's deterministic last-writer-wins.
+    /// field resolves by Automerge's deterministic last-writer-wins. An object still in a
+    /// migrated v1 ledger's maps is copied whole into its bucket.
     pub fn update<T: VfObject>(&mut self, id: &Id, change: impl FnOnce(&mut T)) -> Result<()> {
         let mut obj: T = self.get(id).ok_or_else(|| Error::NotFound {
             kind: T::KIND,
@@ -646,48 +783,56 @@ impl Ledger {
         obj.set_id(id.clone());
         self.check_object(&obj)?;
         let after = serde_json::to_value(&obj).map_err(json_err("object"))?;
-        let (Some(before), Some(after)) = (before.as_object(), after.as_object()) else {
-            return Ok(());
-        };
-        let Some(target) = self.object_id(T::KIND, id) else {
-            return Err(Error::NotFound {
-                kind: T::KIND,
-                id: id.clone(),
-            });
-        };
+        let bucket = self.write_bucket(T::KIND, id)?;
+        let previous = self.in_buckets(T::KIND, id).then_some(&before);
         let mut tx = self.doc.transaction();
-        for (k, v) in after {
-            if before.get(k) != Some(v) {
-                doc::put_json(&mut tx, &target, k, v)?;
-            }
-        }
-        for k in before.keys() {
-            if !after.contains_key(k) {
-                tx.delete(&target, k.as_str())?;
-            }
-        }
+        put_object_fields(&mut tx, &bucket, T::KIND, id, &after, previous)?;
         tx.commit();
         Ok(())
     }
 
     /// Get an object of type `T` by id.
     pub fn get<T: VfObject>(&self, id: &Id) -> Option<T> {
-        let obj = self.object_id(T::KIND, id)?;
-        let json = doc::read_json(&self.doc, &obj);
+        let json = self.object_json(T::KIND, id)?;
         let mut value: T = serde_json::from_value(json).ok()?;
         value.set_id(id.clone());
         Some(value)
     }
 
-    /// Every object of type `T`, sorted by id.
-    pub fn list<T: VfObject>(&self) -> Vec<T> {
-        let mut out = Vec::new();
-        for item in self.doc.map_range(self.map(T::KIND), ..) {
-            if let Some(v) = self.get::<T>(&Id(item.key.to_string())) {
-                out.push(v);
+    /// The ids of every object of `kind`, sorted.
+    fn ids_of(&self, kind: ObjectKind) -> std::collections::BTreeSet<String> {
+        let mut ids = std::collections::BTreeSet::new();
+        let prefix = schema::kind_prefix(kind);
+        for set in &self.layout.object_sets {
+            for bucket in set {
+                for item in self.doc.map_range(bucket, prefix.clone()..) {
+                    if !item.key.starts_with(&prefix) {
+                        break;
+                    }
+                    if let Some(schema::ObjectKey::Marker(k, id)) =
+                        schema::ObjectKey::parse(&item.key)
+                    {
+                        if k == kind {
+                            ids.insert(id);
+                        }
+                    }
+                }
             }
         }
-        out
+        if let Some(map) = self.layout.legacy.as_ref().and_then(|l| l.maps.get(&kind)) {
+            for item in self.doc.map_range(map, ..) {
+                ids.insert(item.key.to_string());
+            }
+        }
+        ids
+    }
+
+    /// Every object of type `T`, sorted by id.
+    pub fn list<T: VfObject>(&self) -> Vec<T> {
+        self.ids_of(T::KIND)
+            .into_iter()
+            .filter_map(|id| self.get::<T>(&Id(id)))
+            .collect()
     }
 
     /// Any object by id, whatever its kind.
@@ -751,63 +896,77 @@ impl Ledger {
             prepared.push((event, resource));
         }
 
-        let resources_map = self.map(ObjectKind::EconomicResource).clone();
-        let events_obj = self.events.clone();
-        // The first op counter of this change, if known without asking the document: the
-        // change Automerge starts on unchanged heads starts where our last one ended.
-        let mut start_op = match self.next_op.take() {
-            Some((heads, op)) if heads == self.doc.get_heads() => Some(op),
-            _ => None,
+        let buckets = self
+            .layout
+            .event_sets
+            .first()
+            .cloned()
+            .ok_or(Error::MigrationRequired)?;
+        let mut resource_buckets = Vec::with_capacity(prepared.len());
+        for (_, resource) in &prepared {
+            resource_buckets.push(match resource {
+                Some(r) => Some(self.write_bucket(ObjectKind::EconomicResource, &r.id)?),
+                None => None,
+            });
+        }
+        // The first op counter of this change: where our last change ended while the heads
+        // are unchanged, else one more than the largest op counter of the heads (Automerge
+        // starts a change at the document's largest op + 1, and admission makes every change
+        // start above all of its dependencies, so the largest op is in a head).
+        let start_op = match self.next_op.take() {
+            Some((heads, op)) if heads == self.doc.get_heads() => op,
+            _ => self.max_op() + 1,
         };
         let actor = self.doc.get_actor().clone();
         let mut tx = self.doc.transaction();
         let mut entries = Vec::with_capacity(prepared.len());
-        let start = self.events_len;
-        for (index, (mut event, resource)) in (start..).zip(prepared) {
-            if let Some(r) = &resource {
+        for ((mut event, resource), rbucket) in prepared.into_iter().zip(resource_buckets) {
+            if let (Some(r), Some(bucket)) = (&resource, &rbucket) {
                 let json = serde_json::to_value(r).map_err(json_err("resource"))?;
-                doc::put_json(&mut tx, &resources_map, r.id.as_str(), &json)?;
+                put_object_fields(
+                    &mut tx,
+                    bucket,
+                    ObjectKind::EconomicResource,
+                    &r.id,
+                    &json,
+                    None,
+                )?;
             }
             let text = serde_json::to_string(&event).map_err(json_err("event"))?;
-            // A list element's id is the id of the op that inserted it: start op + ops so far.
-            let before = tx.pending_ops() as u64;
-            tx.insert(&events_obj, index, text.as_str())?;
-            let counter = match start_op {
-                Some(op) => {
-                    debug_assert_eq!(
-                        read_back(&tx, &events_obj, index),
-                        Some((op + before, actor.clone())),
-                        "computed event op id differs from Automerge's"
-                    );
-                    op + before
-                }
-                None => {
-                    let Some((counter, written_by)) = read_back(&tx, &events_obj, index) else {
-                        return Err(Error::NotALedger(
-                            "the event just written cannot be read back".into(),
-                        ));
-                    };
-                    debug_assert_eq!(written_by, actor);
-                    start_op = Some(counter - before);
-                    counter
-                }
-            };
+            // An event's key is the id of the op that puts it: start op + ops so far.
+            let counter = start_op + tx.pending_ops() as u64;
             let key = OrderKey {
                 counter,
                 actor: actor.clone(),
             };
-            event.id = key.to_id();
+            let id = key.to_id();
+            let bucket = &buckets[schema::event_bucket(counter)];
+            tx.put(bucket, id.as_str(), text.as_str())?;
+            if entries.is_empty() || cfg!(debug_assertions) {
+                // The key must be the op's own id, or every peer refuses the change.
+                match tx.get(bucket, id.as_str()) {
+                    Ok(Some((_, automerge::ObjId::Id(c, a, _)))) if c == counter && a == actor => {}
+                    _ => {
+                        return Err(Error::NotALedger(
+                            "the op counter of a new event could not be predicted".into(),
+                        ))
+                    }
+                }
+            }
+            event.id = id;
             entries.push(Entry { key, event });
         }
         let ops = tx.pending_ops() as u64;
         tx.commit();
-        if let Some(op) = start_op {
-            self.next_op = Some((self.doc.get_heads(), op + ops));
-        }
+        self.next_op = Some((self.doc.get_heads(), start_op + ops));
         self.events_len += entries.len();
         let ids = entries.iter().map(|e| e.event.id.clone()).collect();
         self.views.add_events(entries, &DocCausality(&self.doc));
         Ok(ids)
+    }
+
+    fn max_op(&self) -> u64 {
+        max_op_of(&self.doc)
     }
 
     /// Validate one event of a batch and fill in what the ledger sets.
@@ -837,6 +996,7 @@ impl Ledger {
                     id: r.id.clone(),
                 });
             }
+            check_id(&r.id)?;
             self.check_refs(r.references(), "newInventoriedResource")?;
             match a.effects().create_resource {
                 CreateResource::Optional => event.resource_inventoried_as = Some(r.id.clone()),
@@ -1171,8 +1331,7 @@ impl Ledger {
     pub fn snapshot_from_scratch(&self) -> ViewSnapshot {
         let mut copy = Ledger {
             doc: self.doc.clone(),
-            events: self.events.clone(),
-            maps: self.maps.clone(),
+            layout: self.layout.clone(),
             views: Views::default(),
             events_len: 0,
             known: Default::default(),
@@ -1232,14 +1391,202 @@ fn event_at(key: OrderKey, value: &Value<'_>) -> std::result::Result<Entry, (Ord
 /// it (and above a quarter of the events), Automerge's diff is used.
 const SMALL_DELTA_OPS: usize = 4096;
 
-/// The op counter and actor of the list element at `index`, as Automerge reports it.
-fn read_back(
-    tx: &automerge::transaction::Transaction<'_>,
-    list: &ObjId,
-    index: usize,
-) -> Option<(u64, ActorId)> {
-    match tx.get(list, index) {
-        Ok(Some((_, automerge::ObjId::Id(counter, actor, _)))) => Some((counter, actor)),
-        _ => None,
+/// The largest op counter of any change in `doc`'s heads.
+fn max_op_of(doc: &Automerge) -> u64 {
+    doc.get_heads()
+        .iter()
+        .filter_map(|h| doc.get_change_meta_by_hash(h))
+        .map(|m| m.max_op)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Create the v2 bucket maps (256 for events, 256 for objects) at the root.
+fn create_bucket_sets(tx: &mut automerge::transaction::Transaction<'_>) -> Result<()> {
+    for key in [KEY_EVENT_BUCKETS, KEY_OBJECT_BUCKETS] {
+        let set = tx.put_object(automerge::ROOT, key, ObjType::Map)?;
+        for i in 0..schema::BUCKETS {
+            tx.put_object(&set, schema::bucket_key(i), ObjType::Map)?;
+        }
+    }
+    Ok(())
+}
+
+/// Write an object's fields into its bucket: the marker (if new) and every field of `json`
+/// that differs from `previous` (all of them if there is none); fields in `previous` but not
+/// in `json` are deleted. Each field's value is its JSON text.
+fn put_object_fields(
+    tx: &mut automerge::transaction::Transaction<'_>,
+    bucket: &ObjId,
+    kind: ObjectKind,
+    id: &Id,
+    json: &serde_json::Value,
+    previous: Option<&serde_json::Value>,
+) -> Result<()> {
+    let empty = serde_json::Map::new();
+    let fields = json.as_object().unwrap_or(&empty);
+    let before = previous.and_then(|p| p.as_object());
+    if before.is_none() {
+        tx.put(
+            bucket,
+            schema::marker_key(kind, id.as_str()),
+            kind.root_key(),
+        )?;
+    }
+    for (field, value) in fields {
+        if before.is_some_and(|b| b.get(field) == Some(value)) {
+            continue;
+        }
+        let text = serde_json::to_string(value).map_err(json_err("object field"))?;
+        tx.put(bucket, schema::field_key(kind, id.as_str(), field), text)?;
+    }
+    if let Some(before) = before {
+        for field in before.keys() {
+            if !fields.contains_key(field) {
+                tx.delete(bucket, schema::field_key(kind, id.as_str(), field))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An object id must be 1 to 512 bytes without control characters (it is part of a key).
+fn check_id(id: &Id) -> Result<()> {
+    if schema::valid_id(id.as_str()) {
+        Ok(())
+    } else {
+        Err(Error::InvalidId { id: id.clone() })
+    }
+}
+
+/// Read one entry of an event bucket: its key must be its own op id.
+fn read_bucket_event(
+    key: &str,
+    value: &Value<'_>,
+    id: &ObjId,
+) -> std::result::Result<Entry, (Option<OrderKey>, String)> {
+    let automerge::ObjId::Id(counter, actor, _) = id else {
+        return Err((None, "not a map entry".into()));
+    };
+    let op = OrderKey {
+        counter: *counter,
+        actor: actor.clone(),
+    };
+    if op.to_id().as_str() != key {
+        return Err((Some(op), "an event's key is not its own op id".into()));
+    }
+    event_at(op, value).map_err(|(k, r)| (Some(k), r))
+}
+
+/// Where a ledger's values live in its document (see `schema`).
+#[derive(Debug, Clone)]
+struct Layout {
+    /// The root `schemaVersion`.
+    version: u64,
+    /// The v1 events list and object maps (v1 ledgers, and v2 ledgers migrated from v1).
+    legacy: Option<Legacy>,
+    /// The 256 event buckets of each bucket set (one set, unless two admins migrated a v1
+    /// ledger concurrently: then every set is read, and the root key's winner is written).
+    event_sets: Vec<Vec<ObjId>>,
+    /// The 256 object buckets of each set, the winner first.
+    object_sets: Vec<Vec<ObjId>>,
+    /// The (counter, actor) of every event bucket, to recognise event ops in a change.
+    event_bucket_ids: HashSet<(u64, ActorId)>,
+}
+
+#[derive(Debug, Clone)]
+struct Legacy {
+    events: ObjId,
+    maps: HashMap<ObjectKind, ObjId>,
+}
+
+impl Layout {
+    fn resolve(doc: &Automerge) -> Result<Layout> {
+        let version = match doc.get(automerge::ROOT, KEY_SCHEMA)? {
+            Some((Value::Scalar(s), _)) => match s.as_ref() {
+                ScalarValue::Uint(v) => *v,
+                ScalarValue::Int(v) if *v >= 0 => *v as u64,
+                _ => return Err(Error::NotALedger("schemaVersion is not a number".into())),
+            },
+            _ => return Err(Error::NotALedger("no schemaVersion at the root".into())),
+        };
+        if version > SCHEMA_VERSION {
+            return Err(Error::UnsupportedSchemaVersion {
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if version == 0 {
+            return Err(Error::NotALedger("schemaVersion 0".into()));
+        }
+        let legacy = match doc.get(automerge::ROOT, KEY_V1_EVENTS)? {
+            Some((Value::Object(ObjType::List), events)) => {
+                let mut maps = HashMap::new();
+                for kind in ObjectKind::MAPS {
+                    if let Some((Value::Object(ObjType::Map), id)) =
+                        doc.get(automerge::ROOT, kind.root_key())?
+                    {
+                        maps.insert(kind, id);
+                    }
+                }
+                Some(Legacy { events, maps })
+            }
+            _ => None,
+        };
+        let sets = |key: &str| -> Result<Vec<Vec<ObjId>>> {
+            let winner = match doc.get(automerge::ROOT, key)? {
+                Some((Value::Object(ObjType::Map), id)) => Some(id),
+                _ => None,
+            };
+            let mut all: Vec<ObjId> = doc
+                .get_all(automerge::ROOT, key)?
+                .into_iter()
+                .filter(|(v, _)| matches!(v, Value::Object(ObjType::Map)))
+                .map(|(_, id)| id)
+                .collect();
+            all.sort_by_key(|id| Some(id) != winner.as_ref());
+            let mut out = Vec::new();
+            for set in all {
+                let mut buckets = Vec::with_capacity(schema::BUCKETS);
+                for i in 0..schema::BUCKETS {
+                    match doc.get(&set, schema::bucket_key(i))? {
+                        Some((Value::Object(ObjType::Map), id)) => buckets.push(id),
+                        _ => {
+                            return Err(Error::NotALedger(format!(
+                                "bucket {} of `{key}` is missing",
+                                schema::bucket_key(i)
+                            )))
+                        }
+                    }
+                }
+                out.push(buckets);
+            }
+            Ok(out)
+        };
+        let event_sets = sets(KEY_EVENT_BUCKETS)?;
+        let object_sets = sets(KEY_OBJECT_BUCKETS)?;
+        if version >= 2 && (event_sets.is_empty() || object_sets.is_empty()) {
+            return Err(Error::NotALedger(
+                "a version-2 ledger without buckets".into(),
+            ));
+        }
+        if legacy.is_none() && event_sets.is_empty() {
+            return Err(Error::NotALedger("no events at the root".into()));
+        }
+        let event_bucket_ids = event_sets
+            .iter()
+            .flatten()
+            .filter_map(|id| match id {
+                automerge::ObjId::Id(c, a, _) => Some((*c, a.clone())),
+                automerge::ObjId::Root => None,
+            })
+            .collect();
+        Ok(Layout {
+            version,
+            legacy,
+            event_sets,
+            object_sets,
+            event_bucket_ids,
+        })
     }
 }

@@ -1,0 +1,584 @@
+//! Admission: what a change *does* is judged before any replica applies it.
+//!
+//! A change that passed the signature and membership checks is decoded op by op and each op
+//! is checked against the schema (docs/data-model.md, "Admission"): after the genesis (or the
+//! v1 → v2 migration) no object is ever created; every op puts or deletes a string in one of
+//! the 256 event buckets or 256 object buckets made by a change in the judged change's causal
+//! past; an event is put once under its own op id and never overwritten or deleted; an object
+//! field has the type its kind gives it; the author speaks only for the agent its device acts
+//! for unless it is an admin; sizes are bounded. The verdict depends only on the change and
+//! on facts of its causal past (its author's membership there, which bucket sets exist
+//! there), so every replica reaches the same verdict whatever order changes arrive in.
+//!
+//! Pure: no I/O.
+
+use std::collections::HashMap;
+
+use automerge::legacy::{Key, ObjectId, OpType};
+use automerge::{ActorId, ExpandedChange, ScalarValue};
+use serde_json::Value as Json;
+
+use crate::ledger::schema::{self, ObjectKey};
+use crate::ledger::validate;
+use crate::membership::{Member, Rejection, Role};
+use crate::vf::{
+    Agent, Agreement, Commitment, EconomicEvent, Intent, Measure, ObjectKind, Plan, Process,
+    ProcessSpecification, Proposal, ResourceDescription, ResourceSpecification, SpatialThing, Unit,
+};
+
+/// Largest change, in bytes (raw Automerge encoding). Also refused at write time.
+pub const MAX_CHANGE_BYTES: usize = 1 << 20;
+/// Most operations in one change. Also refused at write time.
+pub const MAX_CHANGE_OPS: usize = 20_000;
+/// Most dependencies of one change.
+pub const MAX_DEPS: usize = 256;
+/// Longest change message (membership records), in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
+/// Longest stored value (an event's JSON, one field's JSON), in bytes.
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+
+/// An object the schema knows, by the op id that created it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// Event bucket `index` of bucket set `set`.
+    EventBucket { set: usize, index: usize },
+    /// Object bucket `index` of bucket set `set`.
+    ObjectBucket { set: usize, index: usize },
+    /// The v1 events list.
+    V1Events,
+    /// The network map.
+    Network,
+}
+
+/// A bucket set and the membership record (genesis or migration) whose change made it.
+#[derive(Debug, Clone)]
+struct BucketSet {
+    record: usize,
+}
+
+/// The schema facts admission needs: which objects exist and which change made them.
+/// Built from the genesis change and the migration changes as they are accepted.
+#[derive(Debug, Clone, Default)]
+pub struct Admission {
+    targets: HashMap<(u64, ActorId), Target>,
+    sets: Vec<BucketSet>,
+    /// Whether the genesis was a version-1 genesis.
+    v1_genesis: bool,
+}
+
+/// What admission needs to know of a change's causal past (from the membership index).
+pub(crate) struct Past<'a> {
+    /// The author's membership there (None: the genesis).
+    pub author: Option<&'a Member>,
+    /// Whether membership record `index` is in the causal past.
+    pub has_record: &'a dyn Fn(usize) -> bool,
+}
+
+/// What kind of membership record the change carries, as admission needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RecordKind {
+    /// No record: an ordinary change.
+    None,
+    /// The genesis (with the schema version it declares).
+    Genesis(u64),
+    /// The v1 → v2 migration.
+    Migrate,
+    /// Add or remove: no ops allowed in v2 (v1 wrote a readable copy at the root).
+    Membership,
+}
+
+fn refuse(detail: impl Into<String>) -> Rejection {
+    Rejection::Schema {
+        detail: detail.into(),
+    }
+}
+
+impl Admission {
+    /// Judge a decoded change. `record` is the membership record it carries (already judged
+    /// by membership), `record_index` the index that record will get if the change is
+    /// accepted. `raw_len` is the change's encoded size, `dep_max_op` the largest op
+    /// counter among its dependencies.
+    pub(crate) fn judge(
+        &self,
+        change: &ExpandedChange,
+        raw_len: usize,
+        dep_max_op: u64,
+        record: RecordKind,
+        past: &Past<'_>,
+    ) -> Result<(), Rejection> {
+        if raw_len > MAX_CHANGE_BYTES || change.operations.len() > MAX_CHANGE_OPS {
+            return Err(Rejection::TooLarge {
+                bytes: raw_len,
+                ops: change.operations.len(),
+            });
+        }
+        if change.deps.len() > MAX_DEPS {
+            return Err(refuse(format!("{} dependencies", change.deps.len())));
+        }
+        if change
+            .message
+            .as_ref()
+            .is_some_and(|m| m.len() > MAX_MESSAGE_BYTES)
+        {
+            return Err(refuse("a change message over 16 KiB"));
+        }
+        let start = change.start_op.get();
+        if !change.deps.is_empty() && start <= dep_max_op {
+            return Err(refuse(format!(
+                "its first op counter {start} is not above its dependencies' ({dep_max_op})"
+            )));
+        }
+        match record {
+            RecordKind::Genesis(version) => return check_genesis(change, version),
+            RecordKind::Migrate => {
+                if self.v2_in_past(past) {
+                    return Err(refuse("a migration of a ledger already at version 2"));
+                }
+                return check_bucket_creation(change, &[(schema::KEY_SCHEMA, 2)]).map(|_| ());
+            }
+            RecordKind::Membership | RecordKind::None => {}
+        }
+        let v2 = self.v2_in_past(past);
+        if record == RecordKind::Membership && v2 && !change.operations.is_empty() {
+            return Err(refuse("a membership record carries operations"));
+        }
+        let author = past.author.ok_or_else(|| refuse("no author"))?;
+        for (i, op) in change.operations.iter().enumerate() {
+            let counter = start + i as u64;
+            let at = |d: String| refuse(format!("op {i}: {d}"));
+            let ObjectId::Id(obj) = &op.obj else {
+                if !v2 && !self.v1_genesis {
+                    return Err(at("the root is written only by the genesis".into()));
+                }
+                // v1 era: a membership change wrote a readable copy of its record.
+                let v1_record = !v2
+                    && matches!(&op.key, Key::Map(k) if k.as_str() == schema::KEY_V1_RECORD)
+                    && matches!(&op.action, OpType::Put(ScalarValue::Str(_)))
+                    && !op.insert;
+                if v1_record {
+                    continue;
+                }
+                return Err(at(format!(
+                    "writes the root key {:?}: root keys are immutable",
+                    key_text(&op.key)
+                )));
+            };
+            let target = self.targets.get(&(obj.0, obj.1.clone())).copied();
+            match target {
+                Some(Target::EventBucket { set, index }) => {
+                    self.require_set(set, past).map_err(at)?;
+                    check_event_op(op, counter, &change.actor_id, index, author).map_err(|e| {
+                        match e {
+                            Checked::Refused(r) => r,
+                            Checked::Detail(d) => at(d),
+                        }
+                    })?;
+                }
+                Some(Target::ObjectBucket { set, index }) => {
+                    self.require_set(set, past).map_err(at)?;
+                    check_object_op(op, index, author).map_err(|e| match e {
+                        Checked::Refused(r) => r,
+                        Checked::Detail(d) => at(d),
+                    })?;
+                }
+                Some(Target::V1Events) => {
+                    if v2 {
+                        return Err(at(
+                            "writes the version-1 events list of a version-2 ledger".into()
+                        ));
+                    }
+                    if !op.insert || !op.pred.is_empty() {
+                        return Err(at("overwrites or deletes a recorded event".into()));
+                    }
+                    let OpType::Put(ScalarValue::Str(text)) = &op.action else {
+                        return Err(at("an event is a JSON string".into()));
+                    };
+                    check_event_text(text, author).map_err(|e| match e {
+                        Checked::Refused(r) => r,
+                        Checked::Detail(d) => at(d),
+                    })?;
+                }
+                Some(Target::Network) => return Err(at("the network map is immutable".into())),
+                None if v2 => {
+                    return Err(at(format!(
+                        "targets object {}@{}, which is not a bucket",
+                        obj.0, obj.1
+                    )))
+                }
+                // v1 era: descriptive objects (v1 maps and the objects in them) are mutable
+                // maps that admission cannot tell apart; events and the root are protected.
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn v2_in_past(&self, past: &Past<'_>) -> bool {
+        self.sets.iter().any(|s| (past.has_record)(s.record))
+    }
+
+    fn require_set(&self, set: usize, past: &Past<'_>) -> Result<(), String> {
+        let record = self.sets.get(set).map(|s| s.record);
+        if record.is_some_and(|r| (past.has_record)(r)) {
+            Ok(())
+        } else {
+            Err("writes buckets made by a change outside its causal past".into())
+        }
+    }
+
+    /// Index an accepted genesis or migration change: the objects it made.
+    pub(crate) fn admit(
+        &mut self,
+        change: &ExpandedChange,
+        record: RecordKind,
+        record_index: usize,
+    ) {
+        match record {
+            RecordKind::Genesis(version) => {
+                self.v1_genesis = version < 2;
+                let start = change.start_op.get();
+                for (i, op) in change.operations.iter().enumerate() {
+                    let id = (start + i as u64, change.actor_id.clone());
+                    match (&op.obj, &op.key, &op.action) {
+                        (ObjectId::Root, Key::Map(k), OpType::Make(_))
+                            if k.as_str() == schema::KEY_NETWORK =>
+                        {
+                            self.targets.insert(id, Target::Network);
+                        }
+                        (ObjectId::Root, Key::Map(k), OpType::Make(_))
+                            if k.as_str() == schema::KEY_V1_EVENTS =>
+                        {
+                            self.targets.insert(id, Target::V1Events);
+                        }
+                        _ => {}
+                    }
+                }
+                if version >= 2 {
+                    self.index_buckets(change, record_index);
+                }
+            }
+            RecordKind::Migrate => self.index_buckets(change, record_index),
+            RecordKind::Membership | RecordKind::None => {}
+        }
+    }
+
+    fn index_buckets(&mut self, change: &ExpandedChange, record_index: usize) {
+        let Ok(found) = check_bucket_creation(change, &[]) else {
+            return;
+        };
+        let set = self.sets.len();
+        self.sets.push(BucketSet {
+            record: record_index,
+        });
+        for (id, events, index) in found {
+            let t = if events {
+                Target::EventBucket { set, index }
+            } else {
+                Target::ObjectBucket { set, index }
+            };
+            self.targets.insert(id, t);
+        }
+    }
+}
+
+enum Checked {
+    Refused(Rejection),
+    Detail(String),
+}
+
+impl From<String> for Checked {
+    fn from(d: String) -> Self {
+        Checked::Detail(d)
+    }
+}
+
+fn key_text(k: &Key) -> String {
+    match k {
+        Key::Map(s) => s.to_string(),
+        Key::Seq(_) => "a list position".into(),
+    }
+}
+
+fn check_event_op(
+    op: &automerge::legacy::Op,
+    counter: u64,
+    actor: &ActorId,
+    bucket: usize,
+    author: &Member,
+) -> Result<(), Checked> {
+    let Key::Map(key) = &op.key else {
+        return Err("an event bucket is a map".to_string().into());
+    };
+    if op.insert || !op.pred.is_empty() {
+        return Err(
+            "overwrites or deletes a recorded event: events are immutable"
+                .to_string()
+                .into(),
+        );
+    }
+    let OpType::Put(ScalarValue::Str(text)) = &op.action else {
+        return Err("deletes or edits a recorded event: events are immutable"
+            .to_string()
+            .into());
+    };
+    let own = format!("{counter}@{actor}");
+    if key.as_str() != own {
+        return Err(format!("an event is put under its own op id {own}, not {key}").into());
+    }
+    if schema::event_bucket(counter) != bucket {
+        return Err(format!(
+            "event {own} belongs in bucket {}",
+            schema::bucket_key(schema::event_bucket(counter))
+        )
+        .into());
+    }
+    check_event_text(text, author)
+}
+
+fn check_event_text(text: &str, author: &Member) -> Result<(), Checked> {
+    if text.len() > MAX_VALUE_BYTES {
+        return Err(format!("an event of {} bytes", text.len()).into());
+    }
+    let event: EconomicEvent = serde_json::from_str(text)
+        .map_err(|e| Checked::Detail(format!("unreadable event: {e}")))?;
+    validate::check_structure(&event, false)
+        .map_err(|e| Checked::Detail(format!("invalid event: {e}")))?;
+    for id in [&event.provider, &event.receiver, &event.created_resource]
+        .into_iter()
+        .flatten()
+    {
+        if !schema::valid_id(id.as_str()) {
+            return Err(format!("invalid id {:?}", id.as_str()).into());
+        }
+    }
+    let speaks_for_itself = event.provider.as_ref() == Some(&author.agent)
+        || event.receiver.as_ref() == Some(&author.agent);
+    if !speaks_for_itself && author.role != Role::Admin {
+        return Err(Checked::Refused(Rejection::SpeaksForOthers {
+            device: author.device,
+            agent: author.agent.clone(),
+            provider: event.provider.clone(),
+            receiver: event.receiver.clone(),
+        }));
+    }
+    Ok(())
+}
+
+fn check_object_op(
+    op: &automerge::legacy::Op,
+    bucket: usize,
+    author: &Member,
+) -> Result<(), Checked> {
+    let Key::Map(key) = &op.key else {
+        return Err("an object bucket is a map".to_string().into());
+    };
+    if op.insert {
+        return Err("an object bucket is a map".to_string().into());
+    }
+    let Some(parsed) = ObjectKey::parse(key) else {
+        return Err(format!("{key:?} is not an object key").into());
+    };
+    let (kind, id) = match &parsed {
+        ObjectKey::Marker(k, id) | ObjectKey::Field(k, id, _) => (*k, id.as_str()),
+    };
+    if !schema::valid_id(id) {
+        return Err(format!("invalid id {id:?}").into());
+    }
+    if schema::object_bucket(kind, id) != bucket {
+        return Err(format!(
+            "{kind} {id} belongs in bucket {}",
+            schema::bucket_key(schema::object_bucket(kind, id))
+        )
+        .into());
+    }
+    if kind == ObjectKind::Agent && author.role != Role::Admin && author.agent.as_str() != id {
+        return Err(Checked::Refused(Rejection::NotYourAgent {
+            device: author.device,
+            agent: author.agent.clone(),
+            edited: id.into(),
+        }));
+    }
+    match (&parsed, &op.action) {
+        (ObjectKey::Marker(..), OpType::Put(ScalarValue::Str(v)))
+            if v.as_str() == kind.root_key() =>
+        {
+            Ok(())
+        }
+        (ObjectKey::Marker(..), _) => {
+            Err(format!("the marker of {kind} {id} is changed or deleted").into())
+        }
+        (ObjectKey::Field(_, _, field), OpType::Put(ScalarValue::Str(text))) => {
+            if text.len() > MAX_VALUE_BYTES {
+                return Err(format!("a field of {} bytes", text.len()).into());
+            }
+            let value: Json = serde_json::from_str(text)
+                .map_err(|e| Checked::Detail(format!("field {field} is not JSON: {e}")))?;
+            check_field(kind, field, &value).map_err(Checked::Detail)
+        }
+        (ObjectKey::Field(_, _, field), OpType::Delete) => {
+            if minimal(kind).get(field.as_str()).is_some() {
+                Err(format!("deletes the required field {field} of {kind} {id}").into())
+            } else {
+                Ok(())
+            }
+        }
+        (ObjectKey::Field(_, _, field), _) => {
+            Err(format!("field {field} is not a JSON string").into())
+        }
+    }
+}
+
+/// The smallest valid JSON of each kind: its required fields.
+fn minimal(kind: ObjectKind) -> Json {
+    match kind {
+        ObjectKind::Agent => serde_json::json!({"agentKind": "person", "name": ""}),
+        ObjectKind::Unit => serde_json::json!({"label": "", "symbol": ""}),
+        ObjectKind::Commitment | ObjectKind::Intent => serde_json::json!({"action": "produce"}),
+        _ => serde_json::json!({"name": ""}),
+    }
+}
+
+fn round_trip<T: serde::Serialize + serde::de::DeserializeOwned>(
+    obj: Json,
+    field: &str,
+    value: &Json,
+) -> Result<(), String> {
+    let parsed: T = serde_json::from_value(obj).map_err(|e| format!("field {field}: {e}"))?;
+    let back = serde_json::to_value(&parsed).map_err(|e| e.to_string())?;
+    if back.get(field) == Some(value) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field} is not a field of this kind, or not in its canonical form"
+        ))
+    }
+}
+
+/// Whether `value` is a valid value of `field` for objects of `kind`.
+pub(crate) fn check_field(kind: ObjectKind, field: &str, value: &Json) -> Result<(), String> {
+    let mut obj = minimal(kind);
+    if let Some(map) = obj.as_object_mut() {
+        map.insert(field.to_string(), value.clone());
+    }
+    match kind {
+        ObjectKind::Agent => round_trip::<Agent>(obj, field, value)?,
+        ObjectKind::Unit => round_trip::<Unit>(obj, field, value)?,
+        ObjectKind::SpatialThing => round_trip::<SpatialThing>(obj, field, value)?,
+        ObjectKind::ResourceSpecification => {
+            round_trip::<ResourceSpecification>(obj, field, value)?
+        }
+        ObjectKind::ProcessSpecification => round_trip::<ProcessSpecification>(obj, field, value)?,
+        ObjectKind::Process => round_trip::<Process>(obj, field, value)?,
+        ObjectKind::EconomicResource => round_trip::<ResourceDescription>(obj, field, value)?,
+        ObjectKind::Commitment => round_trip::<Commitment>(obj, field, value)?,
+        ObjectKind::Intent => round_trip::<Intent>(obj, field, value)?,
+        ObjectKind::Plan => round_trip::<Plan>(obj, field, value)?,
+        ObjectKind::Proposal => round_trip::<Proposal>(obj, field, value)?,
+        ObjectKind::Agreement => round_trip::<Agreement>(obj, field, value)?,
+        ObjectKind::EconomicEvent => return Err("events are not objects".into()),
+    }
+    match field {
+        "lat" => validate::check_coordinate("lat", value.as_f64(), 90.0).map_err(|e| e.to_string()),
+        "long" => {
+            validate::check_coordinate("long", value.as_f64(), 180.0).map_err(|e| e.to_string())
+        }
+        "resourceQuantity" | "effortQuantity" => {
+            let m: Measure = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
+            validate::check_measure("quantity", &m).map_err(|e| e.to_string())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Check the genesis: its first ops set the schema version and the network, then (v2) the
+/// bucket sets, and nothing else.
+fn check_genesis(change: &ExpandedChange, version: u64) -> Result<(), Rejection> {
+    if version < 2 {
+        // Version-1 geneses were judged by the network id alone (the id is their hash).
+        return Ok(());
+    }
+    let ops = &change.operations;
+    let ok = ops.len() == 3 + 2 * (1 + schema::BUCKETS)
+        && matches!((&ops[0].obj, &ops[0].key, &ops[0].action),
+            (ObjectId::Root, Key::Map(k), OpType::Put(ScalarValue::Uint(2))) if k.as_str() == schema::KEY_SCHEMA)
+        && matches!((&ops[1].obj, &ops[1].key, &ops[1].action),
+            (ObjectId::Root, Key::Map(k), OpType::Make(automerge::ObjType::Map)) if k.as_str() == schema::KEY_NETWORK)
+        && matches!((&ops[2].key, &ops[2].action),
+            (Key::Map(k), OpType::Put(ScalarValue::Str(_))) if k.as_str() == "name");
+    if !ok {
+        return Err(refuse("the genesis is not a version-2 genesis"));
+    }
+    check_bucket_creation(change, &[(schema::KEY_SCHEMA, 2)]).map(|_| ())
+}
+
+/// Check that a change's ops are exactly: optional leading root puts of `leading` uint values
+/// (and, in a genesis, the network map and its name), then the two bucket sets with their 256
+/// buckets each. Returns each bucket's op id, whether it is an event bucket, and its index.
+#[allow(clippy::type_complexity)]
+fn check_bucket_creation(
+    change: &ExpandedChange,
+    leading: &[(&str, u64)],
+) -> Result<Vec<((u64, ActorId), bool, usize)>, Rejection> {
+    let start = change.start_op.get();
+    let actor = &change.actor_id;
+    let mut out = Vec::with_capacity(2 * schema::BUCKETS);
+    let mut sets: HashMap<(u64, ActorId), bool> = HashMap::new();
+    let mut network = None;
+    for (i, op) in change.operations.iter().enumerate() {
+        let id = (start + i as u64, actor.clone());
+        let bad = || {
+            refuse(format!(
+                "op {i} of a bucket-making change is not part of the schema"
+            ))
+        };
+        if op.insert || !op.pred.is_empty() {
+            return Err(bad());
+        }
+        let Key::Map(key) = &op.key else {
+            return Err(bad());
+        };
+        match (&op.obj, &op.action) {
+            (ObjectId::Root, OpType::Put(ScalarValue::Uint(v)))
+                if leading.iter().any(|(k, x)| *k == key.as_str() && x == v) => {}
+            (ObjectId::Root, OpType::Make(automerge::ObjType::Map))
+                if key.as_str() == schema::KEY_NETWORK && network.is_none() =>
+            {
+                network = Some(id);
+            }
+            (ObjectId::Id(o), OpType::Put(ScalarValue::Str(_)))
+                if Some((o.0, o.1.clone())) == network && key.as_str() == "name" => {}
+            (ObjectId::Root, OpType::Make(automerge::ObjType::Map))
+                if key.as_str() == schema::KEY_EVENT_BUCKETS
+                    || key.as_str() == schema::KEY_OBJECT_BUCKETS =>
+            {
+                if sets
+                    .values()
+                    .any(|e| *e == (key.as_str() == schema::KEY_EVENT_BUCKETS))
+                {
+                    return Err(bad());
+                }
+                sets.insert(id, key.as_str() == schema::KEY_EVENT_BUCKETS);
+            }
+            (ObjectId::Id(o), OpType::Make(automerge::ObjType::Map)) => {
+                let Some(events) = sets.get(&(o.0, o.1.clone())).copied() else {
+                    return Err(bad());
+                };
+                let Some(index) = schema::bucket_index(key) else {
+                    return Err(bad());
+                };
+                out.push((id, events, index));
+            }
+            _ => return Err(bad()),
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    if sets.len() != 2
+        || out.len() != 2 * schema::BUCKETS
+        || !out.iter().all(|(_, e, i)| seen.insert((*e, *i)))
+    {
+        return Err(refuse(
+            "a bucket-making change without exactly 2 x 256 buckets",
+        ));
+    }
+    Ok(out)
+}
