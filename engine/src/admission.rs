@@ -139,6 +139,9 @@ impl Admission {
             RecordKind::Membership | RecordKind::None => {}
         }
         let v2 = self.v2_in_past(past);
+        if !v2 && !self.v1_genesis {
+            return Err(refuse("no bucket set in its causal past"));
+        }
         if record == RecordKind::Membership && v2 && !change.operations.is_empty() {
             return Err(refuse("a membership record carries operations"));
         }
@@ -147,9 +150,6 @@ impl Admission {
             let counter = start + i as u64;
             let at = |d: String| refuse(format!("op {i}: {d}"));
             let ObjectId::Id(obj) = &op.obj else {
-                if !v2 && !self.v1_genesis {
-                    return Err(at("the root is written only by the genesis".into()));
-                }
                 // v1 era: a membership change wrote a readable copy of its record.
                 let v1_record = !v2
                     && matches!(&op.key, Key::Map(k) if k.as_str() == schema::KEY_V1_RECORD)
@@ -263,7 +263,7 @@ impl Admission {
     }
 
     fn index_buckets(&mut self, change: &ExpandedChange, record_index: usize) {
-        let Ok(found) = check_bucket_creation(change, &[]) else {
+        let Ok(found) = check_bucket_creation(change, &[(schema::KEY_SCHEMA, 2)]) else {
             return;
         };
         let set = self.sets.len();
@@ -531,12 +531,14 @@ fn check_bucket_creation(
                 "op {i} of a bucket-making change is not part of the schema"
             ))
         };
-        if op.insert || !op.pred.is_empty() {
-            return Err(bad());
-        }
         let Key::Map(key) = &op.key else {
             return Err(bad());
         };
+        // Only the schema version may overwrite a value (a migration's).
+        let overwrites_version = op.obj == ObjectId::Root && key.as_str() == schema::KEY_SCHEMA;
+        if op.insert || (!op.pred.is_empty() && !overwrites_version) {
+            return Err(bad());
+        }
         match (&op.obj, &op.action) {
             (ObjectId::Root, OpType::Put(ScalarValue::Uint(v)))
                 if leading.iter().any(|(k, x)| *k == key.as_str() && x == v) => {}

@@ -394,8 +394,16 @@ impl Replica {
         self.require(Role::Member, "writing to the ledger", "member or admin")?;
         let before = self.ledger.heads();
         let result = mutation(&mut self.ledger);
-        let signed = self.adopt_local(&before)?;
-        Ok((result?, signed))
+        // All or nothing: a mutation that fails part-way, or makes a change admission
+        // refuses, leaves the replica as it was (nothing signed, kept or sent).
+        let outcome = match result {
+            Ok(r) => self.adopt_local(&before).map(|signed| (r, signed)),
+            Err(e) => Err(e),
+        };
+        if outcome.is_err() && self.ledger.heads() != before {
+            self.ledger.rewind(&before, self.key.session_actor()?)?;
+        }
+        outcome
     }
 
     fn require(&self, needed: Role, action: &'static str, needed_name: &'static str) -> Result<()> {

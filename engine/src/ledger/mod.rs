@@ -272,6 +272,20 @@ impl Ledger {
         Ok(())
     }
 
+    /// Go back to the state at `heads` (which this ledger holds), writing from now on as
+    /// `actor`: what was written after them is dropped, the views folded again. For a
+    /// write that must not stand (all or nothing).
+    pub(crate) fn rewind(&mut self, heads: &[ChangeHash], actor: ActorId) -> Result<()> {
+        let doc = self.doc.fork_at(heads)?.with_actor(actor.clone());
+        self.layout = Layout::resolve(&doc)?;
+        self.doc = doc;
+        self.id_prefix = prefix_for(&actor);
+        self.next_op = None;
+        self.known.get_mut().clear();
+        self.rebuild_views();
+        Ok(())
+    }
+
     /// Read every event from the document and fold the views from scratch.
     fn rebuild_views(&mut self) {
         let mut views = Views::default();
@@ -765,6 +779,7 @@ impl Ledger {
         let bucket = self.write_bucket(T::KIND, &id)?;
         let mut tx = self.doc.transaction();
         put_object_fields(&mut tx, &bucket, T::KIND, &id, &json, None)?;
+        check_change_size(tx.pending_ops(), json.to_string().len())?;
         tx.commit();
         Ok(id)
     }
@@ -787,6 +802,7 @@ impl Ledger {
         let previous = self.in_buckets(T::KIND, id).then_some(&before);
         let mut tx = self.doc.transaction();
         put_object_fields(&mut tx, &bucket, T::KIND, id, &after, previous)?;
+        check_change_size(tx.pending_ops(), after.to_string().len())?;
         tx.commit();
         Ok(())
     }
@@ -920,6 +936,7 @@ impl Ledger {
         let actor = self.doc.get_actor().clone();
         let mut tx = self.doc.transaction();
         let mut entries = Vec::with_capacity(prepared.len());
+        let mut bytes = 0;
         for ((mut event, resource), rbucket) in prepared.into_iter().zip(resource_buckets) {
             if let (Some(r), Some(bucket)) = (&resource, &rbucket) {
                 let json = serde_json::to_value(r).map_err(json_err("resource"))?;
@@ -933,6 +950,7 @@ impl Ledger {
                 )?;
             }
             let text = serde_json::to_string(&event).map_err(json_err("event"))?;
+            bytes += text.len() + resource.as_ref().map_or(0, |r| 64 + r.name.len());
             // An event's key is the id of the op that puts it: start op + ops so far.
             let counter = start_op + tx.pending_ops() as u64;
             let key = OrderKey {
@@ -957,6 +975,7 @@ impl Ledger {
             entries.push(Entry { key, event });
         }
         let ops = tx.pending_ops() as u64;
+        check_change_size(tx.pending_ops(), bytes)?;
         tx.commit();
         self.next_op = Some((self.doc.get_heads(), start_op + ops));
         self.events_len += entries.len();
@@ -1446,6 +1465,21 @@ fn put_object_fields(
                 tx.delete(bucket, schema::field_key(kind, id.as_str(), field))?;
             }
         }
+    }
+    Ok(())
+}
+
+/// Refuse a change no peer would accept (admission's size limits), before it is made.
+/// `bytes` is the size of the values written (the change's encoding is smaller or close).
+fn check_change_size(ops: usize, bytes: usize) -> Result<()> {
+    use crate::admission::{MAX_CHANGE_BYTES, MAX_CHANGE_OPS};
+    if ops > MAX_CHANGE_OPS || bytes > MAX_CHANGE_BYTES {
+        return Err(Error::ChangeTooLarge {
+            size: bytes,
+            ops,
+            limit: MAX_CHANGE_BYTES,
+            ops_limit: MAX_CHANGE_OPS,
+        });
     }
     Ok(())
 }
