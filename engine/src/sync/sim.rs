@@ -149,9 +149,11 @@ pub(super) fn random_write(
     let agent = format!("a{i}");
     let result = match rng.below(5) {
         0 => replica.write(|l| {
-            l.create(Agent::person(
-                format!("ag-{i}-{k}"),
-                format!("Agent {i}/{k}"),
+            // Members describe units and places; agents only their own (admission).
+            l.create(crate::vf::Unit::new(
+                format!("u-{i}-{k}"),
+                format!("Unit {i}/{k}"),
+                "u",
             ))
             .map(|_| ())
         }),
