@@ -150,7 +150,7 @@ pub(super) fn random_write(
     let result = match rng.below(5) {
         0 => replica.write(|l| {
             // Members describe units and places; agents only their own (admission).
-            l.create(crate::vf::Unit::new(
+            l.create(Unit::new(
                 format!("u-{i}-{k}"),
                 format!("Unit {i}/{k}"),
                 "u",
@@ -158,10 +158,15 @@ pub(super) fn random_write(
             .map(|_| ())
         }),
         1 => {
-            // Concurrent edits of one shared object (Automerge resolves them alike everywhere).
-            let target = Id::from(format!("a{}", rng.below(2)));
+            // Concurrent edits of one shared object (Automerge resolves them alike everywhere):
+            // the unit every member may describe, or this device's own agent.
             let name = format!("renamed by {i} at {k}");
-            replica.write(|l| l.update::<Agent>(&target, |a| a.name = name))
+            if rng.below(2) == 0 {
+                replica.write(|l| l.update::<Unit>(&Id::from("kg"), |u| u.label = name))
+            } else {
+                let own = Id::from(agent.as_str());
+                replica.write(|l| l.update::<Agent>(&own, |a| a.name = name))
+            }
         }
         2 => {
             // Consume from a resource this replica produced earlier, if any.
