@@ -416,9 +416,16 @@ function live() {
 }
 window.addEventListener("hashchange", render);
 (async () => {
-  const i = await get("/api/info");
-  $("#net-name").textContent = i.name;
-  $("#device").textContent = `device ${String(i.device).slice(0, 10)}… · ${i.role || "not a member"}`;
+  try {
+    const i = await get("/api/info");
+    $("#net-name").textContent = i.name;
+    $("#device").textContent = `device ${String(i.device).slice(0, 10)}… · ${i.role || "not a member"}`;
+  } catch (e) {
+    // Without this launch's key (see `reflow serve`) the API refuses: say how to get in.
+    $("#view").innerHTML = `<p class="err" id="no-access">${esc(e.message)}</p>`;
+    $("#live").textContent = "○ no access";
+    return;
+  }
   actions = await get("/api/actions");
   await loadObjects();
   refreshBadges();

@@ -122,9 +122,10 @@ async fn run_in(args: &DemoArgs, dir: &std::path::Path) -> Result<()> {
         } else {
             args.port + i as u16
         };
-        let (addr, task) = web::start(node.clone(), net, port).await?;
-        println!("{name:<17} http://{addr}/");
-        servers.push(task);
+        let server = web::start(node.clone(), net, port).await?;
+        // The URL carries this launch's key: it goes to the terminal only.
+        println!("{name:<17} {}", server.url());
+        servers.push(server.task);
     }
     println!(
         "record an event in one tab and watch it appear in the others; Ctrl-C (or SIGTERM) stops"

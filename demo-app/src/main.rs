@@ -94,7 +94,8 @@ enum Command {
     /// Run the node in the foreground, syncing with peers, with live status lines; Ctrl-C or
     /// SIGTERM stops it.
     Sync(SyncArgs),
-    /// Run the node and the web UI on 127.0.0.1:<port>.
+    /// Run the node and the web UI on 127.0.0.1:<port>; prints the UI's URL, which carries a
+    /// key made at each launch (the UI refuses requests without it).
     Serve(ServeArgs),
     /// Write the network's ledger as ValueFlows JSON-LD (to stdout or --output).
     Export(ExportArgs),
@@ -925,10 +926,11 @@ async fn command(cli: &Cli, dir: &std::path::Path, node: &Arc<Node>) -> Result<(
         Command::Serve(args) => {
             let net = net()?;
             println!("device {}", node.device());
-            let (addr, server) = web::start(node.clone(), net, args.port).await?;
-            println!("serving http://{addr}/  (Ctrl-C to stop)");
+            let server = web::start(node.clone(), net, args.port).await?;
+            // The URL carries this launch's key: it goes to the terminal only.
+            println!("serving {}  (Ctrl-C to stop)", server.url());
             tokio::select! {
-                r = server => r??,
+                r = server.task => r??,
                 () = sync::shutdown_signal() => {},
             }
         }

@@ -26,7 +26,28 @@
 //! | `GET /api/map` | located places, resources, moves between places |
 //! | `GET /api/updates` | server-sent events: `update` (ledger changes), `peers` |
 //!
-//! Tests: unit tests below; `tests/browser.rs` drives the page in a real headless Chromium.
+//! Access ([`guard`]): any web page the user visits can make the browser send requests to
+//! 127.0.0.1, so listening on loopback is not enough.
+//!
+//! - *DNS rebinding*: a page of `evil.example` whose name then resolves to 127.0.0.1 talks to
+//!   this server as its own origin and could read every answer. Every request (assets and
+//!   `/api/updates` included) must name this server in `Host` (`127.0.0.1:<port>` or
+//!   `localhost:<port>`; `[::1]:<port>` when bound there), else `421 Misdirected Request`.
+//! - *Cross-site requests* (CSRF): any page can send a POST to 127.0.0.1. Every request but
+//!   GET and HEAD must carry `Origin: http://<its Host>` exactly (a missing Origin is
+//!   refused) and the launch key, else `403`. A GET with another `Origin`, or an API request
+//!   that the browser marks `Sec-Fetch-Site: cross-site` or `same-site` (another port of
+//!   127.0.0.1 is the same site), is refused too.
+//! - *The launch key*: 32 random bytes, new at each launch, in the URL the command prints
+//!   (`http://127.0.0.1:8080/?key=<64 hex digits>`). Opening it sets the key as an HttpOnly,
+//!   `SameSite=Strict` cookie for this port and redirects to `/` without it; the page's
+//!   requests then carry the cookie. Other clients send the header `X-Reflow-Key`. The API
+//!   (reads included) needs the key, the page and its assets do not. The key is compared in
+//!   constant time and never logged ([`Key`]'s `Debug` hides it).
+//!
+//! Refusals are `{"error": "..."}` like every other error.
+//!
+//! Tests: unit tests below (real HTTP on 127.0.0.1); `tests/browser.rs` drives the page in a real headless Chromium.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -36,8 +57,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -51,6 +73,7 @@ use reflow::{
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::{Stream, StreamExt};
@@ -82,14 +105,71 @@ fn bad(e: impl std::fmt::Display) -> ApiError {
     err(StatusCode::BAD_REQUEST, e)
 }
 
-/// Serve the UI of `net` on 127.0.0.1:`port`; returns the bound address and the server task.
-pub async fn start(
-    node: Arc<Node>,
-    net: NetworkId,
-    port: u16,
-) -> Result<(SocketAddr, JoinHandle<std::io::Result<()>>)> {
-    let state = AppState { node, net };
-    let app = Router::new()
+/// The web UI's launch key: 32 random bytes, as 64 lowercase hex digits. `Debug` hides it.
+#[derive(Clone)]
+pub struct Key(Arc<str>);
+
+impl Key {
+    /// A new random key.
+    pub fn random() -> Result<Key> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes)
+            .map_err(|e| anyhow::anyhow!("no randomness for the web UI's key: {e}"))?;
+        Ok(Key(hex::encode(bytes).into()))
+    }
+
+    /// The key's text, for the URL printed at launch (and nowhere else).
+    pub fn reveal(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `given` is this key, compared in constant time.
+    fn matches(&self, given: &str) -> bool {
+        bool::from(self.0.as_bytes().ct_eq(given.trim().as_bytes()))
+    }
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Key(<redacted>)")
+    }
+}
+
+/// The header other clients than the page send the key in.
+pub const KEY_HEADER: &str = "x-reflow-key";
+
+/// A running web UI.
+#[derive(Debug)]
+pub struct Server {
+    /// The bound address (127.0.0.1 and the port).
+    pub addr: SocketAddr,
+    /// This launch's key.
+    pub key: Key,
+    /// The server task.
+    pub task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// The URL to open: the page, with the key.
+    pub fn url(&self) -> String {
+        format!("http://{}/?key={}", self.addr, self.key.reveal())
+    }
+}
+
+/// Serve the UI of `net` on 127.0.0.1:`port` with a new key (see the module's "Access").
+pub async fn start(node: Arc<Node>, net: NetworkId, port: u16) -> Result<Server> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .with_context(|| format!("cannot listen on 127.0.0.1:{port}"))?;
+    let addr = listener.local_addr()?;
+    let key = Key::random()?;
+    let app = router(AppState { node, net }, Guard::new(addr, key.clone()));
+    let task = tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(Server { addr, key, task })
+}
+
+fn router(state: AppState, access: Guard) -> Router {
+    Router::new()
         .route("/", get(index))
         .route("/app.css", get(style))
         .route("/app.js", get(script))
@@ -108,13 +188,214 @@ pub async fn start(
         .route("/api/invite", post(invite))
         .route("/api/map", get(map))
         .route("/api/updates", get(updates))
-        .with_state(state);
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .with_context(|| format!("cannot listen on 127.0.0.1:{port}"))?;
-    let addr = listener.local_addr()?;
-    let task = tokio::spawn(async move { axum::serve(listener, app).await });
-    Ok((addr, task))
+        .fallback(not_found)
+        .with_state(state)
+        // After the routes and the fallback: the guard sees every request.
+        .layer(middleware::from_fn_with_state(Arc::new(access), guard))
+}
+
+async fn not_found() -> ApiError {
+    err(StatusCode::NOT_FOUND, "no such page or API route")
+}
+
+/// Who may talk to this server: the `Host` values that name it, and the launch key.
+#[derive(Debug)]
+struct Guard {
+    /// `127.0.0.1:8080`, `localhost:8080` (lowercase).
+    hosts: Vec<String>,
+    key: Key,
+    /// The key's cookie, one per port (cookies do not tell ports apart).
+    cookie: String,
+}
+
+impl Guard {
+    fn new(addr: SocketAddr, key: Key) -> Guard {
+        let port = addr.port();
+        let mut hosts = vec![format!("localhost:{port}")];
+        if addr.ip().is_loopback() {
+            hosts.push(match addr.ip() {
+                std::net::IpAddr::V4(ip) => format!("{ip}:{port}"),
+                std::net::IpAddr::V6(ip) => format!("[{ip}]:{port}"),
+            });
+        }
+        if port == 80 {
+            // Browsers leave the default port out of Host and Origin.
+            let bare: Vec<String> = hosts
+                .iter()
+                .filter_map(|h| h.strip_suffix(":80").map(str::to_string))
+                .collect();
+            hosts.extend(bare);
+        }
+        Guard {
+            hosts,
+            key,
+            cookie: format!("reflow-key-{port}"),
+        }
+    }
+
+    /// The request's host, if every host it names (`Host`, an absolute URI's authority) is
+    /// this server and it names one.
+    fn host(&self, req: &Request) -> std::result::Result<String, String> {
+        let mut named = Vec::new();
+        let mut hosts = req.headers().get_all(header::HOST).iter();
+        if let Some(h) = hosts.next() {
+            if hosts.next().is_some() {
+                return Err("more than one Host header".into());
+            }
+            named.push(h.to_str().unwrap_or("<not text>").to_string());
+        }
+        if let Some(a) = req.uri().authority() {
+            named.push(a.as_str().to_string());
+        }
+        if named.is_empty() {
+            return Err("the request has no Host header".into());
+        }
+        for n in &named {
+            if !self.hosts.iter().any(|h| h.eq_ignore_ascii_case(n)) {
+                return Err(format!("Host {n:?} is not this server"));
+            }
+        }
+        Ok(named.swap_remove(0).to_ascii_lowercase())
+    }
+
+    /// Whether the request carries the key, in the `X-Reflow-Key` header or the cookie.
+    fn has_key(&self, headers: &HeaderMap) -> bool {
+        let mut found = false;
+        for v in headers.get_all(KEY_HEADER) {
+            found |= v.to_str().is_ok_and(|v| self.key.matches(v));
+        }
+        for v in headers.get_all(header::COOKIE) {
+            let Ok(v) = v.to_str() else { continue };
+            for pair in v.split(';') {
+                if let Some((name, value)) = pair.trim().split_once('=') {
+                    found |= name == self.cookie && self.key.matches(value);
+                }
+            }
+        }
+        found
+    }
+}
+
+fn refuse(code: StatusCode, e: impl std::fmt::Display) -> Response {
+    let mut r = err(code, e).into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+const NO_KEY: &str = "this request does not carry this launch's key: open the URL that                       `reflow serve` (or `reflow demo`) printed at this launch,                       http://127.0.0.1:<port>/?key=..., or send the key in X-Reflow-Key";
+
+/// Every request passes here first: the `Host` check; then `Origin`, which must be this
+/// server's when present and must be present on anything but GET and HEAD; then (for the API
+/// and anything but GET and HEAD) `Sec-Fetch-Site` must not name another site and the key
+/// must be there. A GET of `/?key=<key>` trades the key for a cookie.
+async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next) -> Response {
+    let host = match g.host(&req) {
+        Ok(h) => h,
+        Err(why) => {
+            return refuse(
+                StatusCode::MISDIRECTED_REQUEST,
+                format!(
+                    "{why}: this Reflow node answers only requests to {}                      (a page of another site, e.g. through DNS rebinding, gets nothing)",
+                    g.hosts.join(" or ")
+                ),
+            )
+        }
+    };
+    let reading = matches!(*req.method(), Method::GET | Method::HEAD);
+    let want = format!("http://{host}");
+    match req.headers().get(header::ORIGIN).map(HeaderValue::to_str) {
+        Some(Ok(o)) if o.eq_ignore_ascii_case(&want) => {}
+        Some(o) => {
+            let o = o.unwrap_or("<not text>");
+            return refuse(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "Origin {o:?} is not {want:?}: only this node's own page may use it \
+                     (cross-site request refused)"
+                ),
+            );
+        }
+        None if !reading => {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "a {} without Origin is refused: send Origin: {want}",
+                    req.method()
+                ),
+            )
+        }
+        None => {}
+    }
+    let api = req.uri().path().starts_with("/api/");
+    // Defence in depth: browsers say where a request comes from even when they send no Origin
+    // (a no-cors GET from another site's <script> or <img>).
+    let site = req
+        .headers()
+        .get("sec-fetch-site")
+        .map(HeaderValue::as_bytes);
+    if (api || !reading) && matches!(site, Some(b"cross-site" | b"same-site")) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "a request from another site is refused (Sec-Fetch-Site): only this node's own \
+             page may use its API",
+        );
+    }
+    if reading && req.uri().path() == "/" {
+        if let Some(given) = key_param(req.uri().query()) {
+            return if g.key.matches(&given) {
+                login(&g, req.uri().query())
+            } else {
+                refuse(
+                    StatusCode::FORBIDDEN,
+                    format!("this link's key is not this launch's key: {NO_KEY}"),
+                )
+            };
+        }
+    }
+    if (api || !reading) && !g.has_key(req.headers()) {
+        return refuse(StatusCode::FORBIDDEN, NO_KEY);
+    }
+    next.run(req).await
+}
+
+/// The `key` parameter of a query string.
+fn key_param(query: Option<&str>) -> Option<String> {
+    query?
+        .split('&')
+        .find_map(|p| p.strip_prefix("key="))
+        .map(str::to_string)
+}
+
+/// The answer to `/?key=<the key>`: set the cookie, go to `/` (other parameters kept).
+fn login(g: &Guard, query: Option<&str>) -> Response {
+    let rest: Vec<&str> = query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("key="))
+        .collect();
+    let to = if rest.is_empty() {
+        "/".to_string()
+    } else {
+        format!("/?{}", rest.join("&"))
+    };
+    let cookie = format!(
+        "{}={}; Path=/; HttpOnly; SameSite=Strict",
+        g.cookie,
+        g.key.reveal()
+    );
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    let h = r.headers_mut();
+    if let (Ok(loc), Ok(c)) = (HeaderValue::from_str(&to), HeaderValue::from_str(&cookie)) {
+        h.insert(header::LOCATION, loc);
+        h.insert(header::SET_COOKIE, c);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    r
 }
 
 fn asset(kind: &'static str, body: &'static str) -> Response {
@@ -569,6 +850,498 @@ async fn updates(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+
+    /// A node with a network and a unit, serving its UI on 127.0.0.1.
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        node: Arc<Node>,
+        net: NetworkId,
+        server: Server,
+    }
+
+    const EVENT: &str = r#"{"action":"produce","provider":"joris","receiver":"joris","quantity":"1 kg","newResource":"jam","newResourceName":"Jam"}"#;
+
+    impl Fixture {
+        async fn new() -> Fixture {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let node = Arc::new(app::open_node(dir.path(), false).await.expect("node"));
+            let net = node
+                .create_network("market", Agent::person("joris", "Joris"))
+                .expect("network");
+            node.write(net, |l| {
+                l.create(Unit::new("kg", "kilogram", "kg"))?;
+                Ok(())
+            })
+            .expect("unit");
+            let server = start(node.clone(), net, 0).await.expect("server");
+            Fixture {
+                _dir: dir,
+                node,
+                net,
+                server,
+            }
+        }
+
+        fn port(&self) -> u16 {
+            self.server.addr.port()
+        }
+
+        fn host(&self) -> String {
+            format!("127.0.0.1:{}", self.port())
+        }
+
+        fn origin(&self) -> String {
+            format!("http://127.0.0.1:{}", self.port())
+        }
+
+        fn key(&self) -> String {
+            self.server.key.reveal().to_string()
+        }
+
+        fn events(&self) -> usize {
+            self.node
+                .read(self.net, |r| r.ledger().event_count())
+                .expect("read")
+        }
+
+        /// Send `method path` with `headers` (Host only if given) and `body` over a new
+        /// connection; the status, the head (lowercase) and the body.
+        async fn call(
+            &self,
+            method: &str,
+            path: &str,
+            headers: &[(&str, &str)],
+            body: &str,
+        ) -> (u16, String, String) {
+            let mut raw = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+            for (k, v) in headers {
+                raw.push_str(&format!("{k}: {v}\r\n"));
+            }
+            if !body.is_empty() || method != "GET" {
+                raw.push_str(&format!("Content-Length: {}\r\n", body.len()));
+            }
+            raw.push_str("\r\n");
+            raw.push_str(body);
+            let port = self.port();
+            tokio::task::spawn_blocking(move || {
+                let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+                s.set_read_timeout(Some(Duration::from_secs(20)))
+                    .expect("timeout");
+                s.write_all(raw.as_bytes()).expect("send");
+                let mut text = String::new();
+                s.read_to_string(&mut text)
+                    .expect("read the answer within 20 s");
+                let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+                let status = head
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|c| c.parse().ok())
+                    .expect("status");
+                (status, head.to_ascii_lowercase(), body.to_string())
+            })
+            .await
+            .expect("request thread")
+        }
+
+        /// A request as this node's own page sends it: Host, Origin and the key.
+        async fn good(&self, method: &str, path: &str, body: &str) -> (u16, String, String) {
+            let (host, origin, key) = (self.host(), self.origin(), self.key());
+            self.call(
+                method,
+                path,
+                &[
+                    ("Host", &host),
+                    ("Origin", &origin),
+                    (KEY_HEADER, &key),
+                    ("Content-Type", "application/json"),
+                ],
+                body,
+            )
+            .await
+        }
+    }
+
+    const ROUTES: [(&str, &str); 12] = [
+        ("GET", "/"),
+        ("GET", "/app.js"),
+        ("GET", "/app.css"),
+        ("GET", "/icon.svg"),
+        ("GET", "/api/info"),
+        ("GET", "/api/events"),
+        ("GET", "/api/updates"),
+        ("GET", "/no/such/page"),
+        ("POST", "/api/events"),
+        ("POST", "/api/events/1@x/correct"),
+        ("POST", "/api/intents"),
+        ("POST", "/api/invite"),
+    ];
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_foreign_or_missing_host_is_refused_on_every_route() {
+        let f = Fixture::new().await;
+        let (key, origin) = (f.key(), f.origin());
+        let other_port = format!("127.0.0.1:{}", f.port().wrapping_add(1));
+        let rebound = format!("evil.example:{}", f.port());
+        let before = f.events();
+        for (method, path) in ROUTES {
+            for host in [
+                Some("evil.example"),
+                Some(rebound.as_str()),
+                Some(other_port.as_str()),
+                Some("127.0.0.1"),
+                None,
+            ] {
+                let mut headers = vec![(KEY_HEADER, key.as_str()), ("Origin", origin.as_str())];
+                if let Some(h) = host {
+                    headers.push(("Host", h));
+                }
+                let body = if method == "POST" { EVENT } else { "" };
+                let (status, _, text) = f.call(method, path, &headers, body).await;
+                assert_eq!(status, 421, "{method} {path} with Host {host:?}: {text}");
+                let e: Value = serde_json::from_str(&text).expect("a JSON error");
+                let e = e["error"].as_str().expect("error text");
+                assert!(
+                    e.contains("Host") && e.contains(&f.host()),
+                    "{method} {path} with Host {host:?}: {e}"
+                );
+            }
+        }
+        // An absolute URI naming another host is refused even with the right Host header.
+        let host = f.host();
+        let (status, _, _) = f
+            .call(
+                "GET",
+                "http://evil.example/api/events",
+                &[("Host", &host), (KEY_HEADER, &key)],
+                "",
+            )
+            .await;
+        assert_eq!(status, 421);
+        // Two Host headers are refused.
+        let (status, _, _) = f
+            .call(
+                "GET",
+                "/api/events",
+                &[
+                    ("Host", &host),
+                    ("Host", "evil.example"),
+                    (KEY_HEADER, &key),
+                ],
+                "",
+            )
+            .await;
+        assert_ne!(status, 200);
+        assert_eq!(f.events(), before, "a refused request recorded an event");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn state_changes_need_this_nodes_origin() {
+        let f = Fixture::new().await;
+        let (host, key) = (f.host(), f.key());
+        let before = f.events();
+        let https = format!("https://{host}");
+        let other = format!("http://127.0.0.1:{}", f.port().wrapping_add(1));
+        for (method, path) in ROUTES.iter().filter(|(m, _)| *m == "POST").chain(&[
+            ("PUT", "/api/events"),
+            ("DELETE", "/api/events"),
+            ("PATCH", "/api/events"),
+        ]) {
+            for origin in [
+                None,
+                Some("http://evil.example"),
+                Some("null"),
+                Some(https.as_str()),
+                Some(other.as_str()),
+                Some("http://localhost"),
+            ] {
+                let mut headers = vec![
+                    ("Host", host.as_str()),
+                    (KEY_HEADER, key.as_str()),
+                    ("Content-Type", "application/json"),
+                ];
+                if let Some(o) = origin {
+                    headers.push(("Origin", o));
+                }
+                let (status, _, text) = f.call(method, path, &headers, EVENT).await;
+                assert_eq!(
+                    status, 403,
+                    "{method} {path} with Origin {origin:?}: {text}"
+                );
+                assert!(text.contains("Origin"), "{text}");
+            }
+        }
+        assert_eq!(f.events(), before, "a refused request recorded an event");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_api_needs_this_launchs_key() {
+        let f = Fixture::new().await;
+        let (host, origin, key) = (f.host(), f.origin(), f.key());
+        let before = f.events();
+        let other = Key::random().expect("another key");
+        let cookie = format!("reflow-key-{}={}", f.port(), other.reveal());
+        let other_port = format!("reflow-key-{}={key}", f.port().wrapping_add(1));
+        let short = &key[..32];
+        let longer = format!("{key}0");
+        let wrong: [Vec<(&str, &str)>; 6] = [
+            vec![],
+            vec![(KEY_HEADER, other.reveal())],
+            vec![(KEY_HEADER, short)],
+            vec![(KEY_HEADER, &longer)],
+            vec![("Cookie", &cookie)],
+            // The key of this port's cookie only: another port's cookie is not it.
+            vec![("Cookie", &other_port)],
+        ];
+        for (method, path) in ROUTES
+            .iter()
+            .filter(|(m, p)| p.starts_with("/api/") || *m != "GET")
+        {
+            for extra in &wrong {
+                let mut headers = vec![
+                    ("Host", host.as_str()),
+                    ("Origin", origin.as_str()),
+                    ("Content-Type", "application/json"),
+                ];
+                headers.extend(extra.iter().copied());
+                let body = if *method == "POST" { EVENT } else { "" };
+                let (status, _, text) = f.call(method, path, &headers, body).await;
+                assert_eq!(status, 403, "{method} {path} with {extra:?}: {text}");
+                assert!(text.contains("key"), "{text}");
+            }
+        }
+        // A link with a wrong key sets no cookie.
+        let (status, head, text) = f
+            .call(
+                "GET",
+                &format!("/?key={}", other.reveal()),
+                &[("Host", &host)],
+                "",
+            )
+            .await;
+        assert_eq!(status, 403, "{text}");
+        assert!(!head.contains("set-cookie"), "{head}");
+        // The page and its assets need no key (they hold no ledger data).
+        for path in ["/", "/app.js", "/app.css", "/icon.svg", "/?move"] {
+            let (status, _, _) = f.call("GET", path, &[("Host", &host)], "").await;
+            assert_eq!(status, 200, "{path}");
+        }
+        assert_eq!(f.events(), before, "a refused request recorded an event");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_right_host_origin_and_key_record_an_event() {
+        let f = Fixture::new().await;
+        let before = f.events();
+        let (status, _, text) = f.good("POST", "/api/events", EVENT).await;
+        assert_eq!(status, 200, "{text}");
+        assert!(text.contains('@'), "{text}");
+        assert_eq!(f.events(), before + 1);
+        let (status, _, text) = f.good("GET", "/api/events", "").await;
+        assert_eq!(status, 200, "{text}");
+        assert!(text.contains("Jam") || text.contains("jam"), "{text}");
+
+        // The printed URL: the key becomes a cookie, and the browser goes on to `/`.
+        let host = f.host();
+        let url = f.server.url();
+        let path = url.strip_prefix(&format!("http://{host}")).expect("url");
+        assert_eq!(path, format!("/?key={}", f.key()));
+        let (status, head, _) = f.call("GET", path, &[("Host", &host)], "").await;
+        assert_eq!(status, 303, "{head}");
+        assert!(head.contains("\r\nlocation: /\r\n"), "{head}");
+        let cookie = head
+            .lines()
+            .find_map(|l| l.strip_prefix("set-cookie: "))
+            .expect("a cookie")
+            .to_string();
+        assert!(cookie.contains("; httponly"), "{cookie}");
+        assert!(cookie.contains("; samesite=strict"), "{cookie}");
+        let pair = cookie.split(';').next().expect("name=value");
+        assert_eq!(pair, format!("reflow-key-{}={}", f.port(), f.key()));
+        // Other parameters survive the redirect.
+        let (_, head, _) = f
+            .call(
+                "GET",
+                &format!("/?move&{}", &path[2..]),
+                &[("Host", &host)],
+                "",
+            )
+            .await;
+        assert!(head.contains("\r\nlocation: /?move\r\n"), "{head}");
+
+        // The page's requests carry the cookie (and its Origin).
+        let origin = f.origin();
+        let cookie = format!("other=1; {pair}");
+        let headers = [
+            ("Host", host.as_str()),
+            ("Origin", origin.as_str()),
+            ("Cookie", cookie.as_str()),
+            ("Content-Type", "application/json"),
+        ];
+        let event = EVENT.replace("\"jam\"", "\"jam2\"");
+        let (status, _, text) = f.call("POST", "/api/events", &headers, &event).await;
+        assert_eq!(status, 200, "{text}");
+        assert_eq!(f.events(), before + 2);
+        let (status, _, _) = f.call("GET", "/api/objects", &headers, "").await;
+        assert_eq!(status, 200);
+
+        // localhost:<port> names this server too.
+        let (lh, lo) = (
+            format!("localhost:{}", f.port()),
+            format!("http://localhost:{}", f.port()),
+        );
+        let key = f.key();
+        let event = EVENT.replace("\"jam\"", "\"jam3\"");
+        let (status, _, text) = f
+            .call(
+                "POST",
+                "/api/events",
+                &[
+                    ("Host", &lh),
+                    ("Origin", &lo),
+                    (KEY_HEADER, &key),
+                    ("Content-Type", "application/json"),
+                ],
+                &event,
+            )
+            .await;
+        assert_eq!(status, 200, "{text}");
+        assert_eq!(f.events(), before + 3);
+
+        // Live updates with the key: the stream opens.
+        let port = f.port();
+        let hello = tokio::task::spawn_blocking(move || {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(20)))
+                .expect("timeout");
+            write!(
+                s,
+                "GET /api/updates HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{KEY_HEADER}: {key}\r\n\r\n"
+            )
+            .expect("send");
+            let mut seen = String::new();
+            let mut buf = [0u8; 4096];
+            while !seen.contains("event: hello") {
+                let n = s.read(&mut buf).expect("the stream within 20 s");
+                assert!(n > 0, "the stream closed: {seen}");
+                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+            seen
+        })
+        .await
+        .expect("sse thread");
+        assert!(hello.starts_with("HTTP/1.1 200"), "{hello}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn attacker_pages_record_nothing() {
+        let f = Fixture::new().await;
+        let before = f.events();
+        let port = f.port();
+        // Even an attacker who somehow had the cookie.
+        let cookie = format!("reflow-key-{port}={}", f.key());
+        // DNS rebinding: evil.example now resolves to 127.0.0.1; its page talks to its "own"
+        // origin.
+        let rebound = format!("evil.example:{port}");
+        let rebound_origin = format!("http://{rebound}");
+        for (path, body) in [("/api/events", EVENT), ("/api/invite", "{}")] {
+            let (status, _, _) = f
+                .call(
+                    "POST",
+                    path,
+                    &[
+                        ("Host", &rebound),
+                        ("Origin", &rebound_origin),
+                        ("Cookie", &cookie),
+                        ("Content-Type", "application/json"),
+                    ],
+                    body,
+                )
+                .await;
+            assert_eq!(status, 421, "{path}");
+        }
+        let (status, _, text) = f
+            .call(
+                "GET",
+                "/api/events",
+                &[("Host", &rebound), ("Cookie", &cookie)],
+                "",
+            )
+            .await;
+        assert_eq!(status, 421);
+        assert!(!text.contains("joris"), "the ledger leaked: {text}");
+        // Cross-site requests: a form or a no-cors fetch of another site, to 127.0.0.1.
+        let host = f.host();
+        for (kind, body) in [
+            ("application/x-www-form-urlencoded", "action=produce"),
+            ("text/plain", EVENT),
+            ("application/json", EVENT),
+        ] {
+            for origin in ["http://evil.example", "null"] {
+                let (status, _, _) = f
+                    .call(
+                        "POST",
+                        "/api/events",
+                        &[
+                            ("Host", &host),
+                            ("Origin", origin),
+                            ("Cookie", &cookie),
+                            ("Content-Type", kind),
+                        ],
+                        body,
+                    )
+                    .await;
+                assert_eq!(status, 403, "{kind} from {origin}");
+            }
+        }
+        // Reads from another site's page: with its Origin (a CORS fetch), or marked by the
+        // browser (a <script src> of the API, from another port of 127.0.0.1 too).
+        let sites: [&[(&str, &str)]; 3] = [
+            &[("Origin", "http://127.0.0.1:1")],
+            &[("Sec-Fetch-Site", "cross-site")],
+            &[("Sec-Fetch-Site", "same-site")],
+        ];
+        for extra in sites {
+            let mut headers = vec![("Host", host.as_str()), ("Cookie", cookie.as_str())];
+            headers.extend(extra.iter().copied());
+            let (status, _, text) = f.call("GET", "/api/events", &headers, "").await;
+            assert_eq!(status, 403, "{extra:?}");
+            assert!(!text.contains("joris"), "the ledger leaked: {text}");
+        }
+        // The page's own requests (same-origin) and the user's own navigation pass.
+        for site in ["same-origin", "none"] {
+            let headers = [
+                ("Host", host.as_str()),
+                ("Cookie", cookie.as_str()),
+                ("Sec-Fetch-Site", site),
+            ];
+            let (status, _, _) = f.call("GET", "/api/events", &headers, "").await;
+            assert_eq!(status, 200, "{site}");
+        }
+        assert_eq!(
+            f.events(),
+            before,
+            "an attacker's request recorded an event"
+        );
+    }
+
+    #[test]
+    fn keys_are_random_long_and_never_shown() {
+        let (a, b) = (Key::random().expect("key"), Key::random().expect("key"));
+        assert_ne!(a.reveal(), b.reveal());
+        assert_eq!(a.reveal().len(), 64);
+        assert!(a.reveal().bytes().all(|c| c.is_ascii_hexdigit()));
+        assert!(a.matches(a.reveal()));
+        assert!(!a.matches(b.reveal()));
+        assert!(!a.matches(""));
+        assert!(!a.matches(&a.reveal()[..63]));
+        let shown = format!(
+            "{a:?} {:?}",
+            Guard::new(SocketAddr::from(([127, 0, 0, 1], 8080)), a.clone())
+        );
+        assert!(!shown.contains(a.reveal()), "{shown}");
+        assert!(shown.contains("redacted"), "{shown}");
+    }
 
     #[test]
     fn assets_reference_nothing_on_the_internet() {

@@ -6,6 +6,9 @@
 //! on the market stall's (node B): an event recorded through A's form appears live in B's
 //! inventory (without a reload); the map, a trace, a conflict and its correction, an offer,
 //! the peers page, the invite with its QR code, and the inventory on a phone-sized window.
+//! It opens each page with the key the demo printed, and shows that without the key, from a
+//! foreign Host (DNS rebinding, simulated by resolving evil.example to 127.0.0.1 in Chromium)
+//! or from another site's page, the node records nothing and answers nothing.
 //! Every wait polls the DOM with a deadline; nothing sleeps for synchronisation.
 //!
 //! With `REFLOW_SCREENSHOTS=1` the main pages are saved as PNG under `docs/screenshots/`.
@@ -60,6 +63,17 @@ fn browser_tools() -> Option<(PathBuf, PathBuf)> {
 
 /// One HTTP/1.1 request to a loopback URL; the status and the JSON body.
 fn http(method: &str, url: &str, body: Option<&Value>) -> std::io::Result<(u16, Value)> {
+    http_with(method, url, None, "", body)
+}
+
+/// [`http`] with `Host` (default: the URL's) and extra header lines (each ending in CRLF).
+fn http_with(
+    method: &str,
+    url: &str,
+    host: Option<&str>,
+    headers: &str,
+    body: Option<&Value>,
+) -> std::io::Result<(u16, Value)> {
     let rest = url
         .strip_prefix("http://127.0.0.1:")
         .unwrap_or_else(|| panic!("only loopback URLs: {url}"));
@@ -67,9 +81,10 @@ fn http(method: &str, url: &str, body: Option<&Value>) -> std::io::Result<(u16, 
     let mut s = TcpStream::connect(("127.0.0.1", port.parse::<u16>().expect("port")))?;
     s.set_read_timeout(Some(Duration::from_secs(120)))?;
     let body = body.map(Value::to_string).unwrap_or_default();
+    let host = host.map_or_else(|| format!("127.0.0.1:{port}"), str::to_string);
     write!(
         s,
-        "{method} /{path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
+        "{method} /{path} HTTP/1.1\r\nHost: {host}\r\n{headers}Content-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
@@ -160,7 +175,26 @@ fn stop(child: &mut Child) {
 /// `reflow demo` on free ports: three nodes, their UIs' URLs.
 struct Demo {
     child: Child,
+    /// `http://127.0.0.1:<port>`, without the key.
     urls: Vec<String>,
+    /// Each launch's key, from the printed URLs (`<url>/?key=<key>`).
+    keys: Vec<String>,
+}
+
+impl Demo {
+    /// The URL the demo printed for node `i`: it opens the page with the key.
+    fn login(&self, i: usize) -> String {
+        format!("{}/?key={}", self.urls[i], self.keys[i])
+    }
+
+    /// How many events node `i`'s API lists (asked with its key, as a non-browser client).
+    fn events(&self, i: usize) -> usize {
+        let key = format!("X-Reflow-Key: {}\r\n", self.keys[i]);
+        let url = format!("{}/api/events", self.urls[i]);
+        let (status, v) = http_with("GET", &url, None, &key, None).expect("GET /api/events");
+        assert_eq!(status, 200, "{v}");
+        v.as_array().map(Vec::len).expect("the event list")
+    }
 }
 
 impl Demo {
@@ -184,13 +218,19 @@ impl Demo {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(180);
-        let mut urls = Vec::new();
+        let (mut urls, mut keys) = (Vec::new(), Vec::new());
         while urls.len() < 3 {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
                     if let Some(i) = line.find("http://") {
-                        urls.push(line[i..].trim().trim_end_matches('/').to_string());
+                        let printed = line[i..].trim();
+                        let (url, key) = printed
+                            .split_once("/?key=")
+                            .unwrap_or_else(|| panic!("no key in the printed URL {printed}"));
+                        assert_eq!(key.len(), 64, "the key in {printed}");
+                        urls.push(url.to_string());
+                        keys.push(key.to_string());
                     }
                 }
                 Err(e) => {
@@ -205,7 +245,7 @@ impl Demo {
                 "UI not on loopback: {u}"
             );
         }
-        Demo { child, urls }
+        Demo { child, urls, keys }
     }
 }
 
@@ -269,6 +309,9 @@ impl Driver {
                     "--disable-background-networking", "--disable-component-update",
                     "--disable-sync", "--disable-default-apps", "--disable-extensions",
                     "--disable-features=Translate,OptimizationHints,MediaRouter",
+                    // A foreign name that resolves to this machine, as after DNS rebinding
+                    // (nothing is looked up on the internet).
+                    "--host-resolver-rules=MAP evil.example 127.0.0.1",
                     format!("--user-data-dir={}", profile.display()),
                 ],
             },
@@ -311,6 +354,16 @@ impl Browser {
 
     fn js(&self, script: &str, args: Value) -> Value {
         self.post("/execute/sync", json!({"script": script, "args": args}))
+    }
+
+    /// Run `script`, which calls its last argument with the result (a promise's, say).
+    fn js_async(&self, script: &str, args: Value) -> Value {
+        self.post("/execute/async", json!({"script": script, "args": args}))
+    }
+
+    fn location(&self) -> String {
+        let v = self.js("return location.href", json!([]));
+        v.as_str().unwrap_or_default().to_string()
     }
 
     /// Poll `script` (a function body returning a value) until it returns something truthy.
@@ -468,6 +521,24 @@ fn web_ui_in_a_real_browser() {
     let a = driver.session(&chromium, &tmp.path().join("profile-a"));
     let b = driver.session(&chromium, &tmp.path().join("profile-b"));
 
+    // Without the key the page loads but the node's API refuses, and the page says why.
+    b.goto(&format!("{stall}/#inventory"));
+    b.wait_text("#no-access", "key");
+    b.wait_text("#no-access", "?key=");
+    // The printed URL: the key goes into a cookie and the browser goes on to the page without
+    // it (the fragment kept).
+    b.goto(&format!("{}#inventory", demo.login(1)));
+    b.wait_text("#inventory-table", "Apple jam");
+    assert_eq!(
+        b.location(),
+        format!("{stall}/#inventory"),
+        "the key left the URL"
+    );
+    assert_eq!(
+        b.js("return document.cookie", json!([])),
+        json!(""),
+        "the key's cookie is HttpOnly"
+    );
     // B watches its inventory; a marker on `window` shows the page was never reloaded.
     b.goto(&format!("{stall}/#inventory"));
     b.wait_text("#inventory-table", "Apple jam");
@@ -481,6 +552,8 @@ fn web_ui_in_a_real_browser() {
     assert_eq!(foreign, json!([]), "resources loaded from elsewhere");
 
     // A records a produce of a new resource through its form.
+    a.goto(&demo.login(0));
+    a.find("#inventory-table");
     a.goto(&format!("{cafe}/#record"));
     let id = record(
         &a,
@@ -670,8 +743,147 @@ fn web_ui_in_a_real_browser() {
         );
     }
 
+    attacks_are_refused(&a, &demo);
+
     a.quit();
     b.quit();
     drop(driver);
     drop(demo);
+}
+
+/// A web site on another port of 127.0.0.1: every request gets the same small page.
+fn another_site() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind another site");
+    let port = listener.local_addr().expect("local addr").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { break };
+            let _ = s.set_read_timeout(Some(WAIT));
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let page = "<!doctype html><title>another site</title><p>another site</p>";
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{page}",
+                page.len()
+            );
+        }
+    });
+    port
+}
+
+/// Requests of other sites to the café's node, which `a`'s browser has the key of, record
+/// nothing and read nothing.
+fn attacks_are_refused(a: &Browser, demo: &Demo) {
+    let cafe = &demo.urls[0];
+    let port = cafe.rsplit(':').next().expect("port");
+    let before = demo.events(0);
+    let event = json!({"action": "produce", "provider": "cafe", "receiver": "cafe",
+        "quantity": "1 jar", "newResource": "script-jam", "newResourceName": "Jam from a script"});
+    let body = event.to_string();
+
+    // DNS rebinding: evil.example resolves to 127.0.0.1, so its page at evil.example:<port>
+    // reaches the node as its own origin. The node answers it nothing.
+    let rebound = format!("http://evil.example:{port}");
+    a.goto(&format!("{rebound}/"));
+    a.wait_js(
+        "the refusal of a foreign Host",
+        "return document.body && document.body.innerText.includes('is not this server')",
+        json!([]),
+    );
+    let answers = a.js_async(
+        "const [body, done] = arguments;
+         const status = p => p.then(r => r.status, e => 'failed: ' + e);
+         Promise.all([
+           status(fetch('/api/events')),
+           status(fetch('/app.js')),
+           status(fetch('/api/events', {method: 'POST', headers: {'content-type': 'application/json'}, body})),
+         ]).then(done);",
+        json!([body]),
+    );
+    assert_eq!(
+        answers,
+        json!([421, 421, 421]),
+        "the rebound page's requests"
+    );
+
+    // Cross-site requests from pages of another port of 127.0.0.1 (the same site: the key's
+    // SameSite cookie goes along) and of evil.example (another site): a form-like POST and a
+    // read.
+    let other = another_site();
+    for page in [
+        format!("http://127.0.0.1:{other}/"),
+        format!("http://evil.example:{other}/"),
+    ] {
+        a.goto(&page);
+        a.wait_text("body", "another site");
+        let answers = a.js_async(
+            "const [cafe, body, done] = arguments;
+             Promise.all([
+               fetch(cafe + '/api/events', {method: 'POST', mode: 'no-cors', credentials: 'include',
+                   headers: {'content-type': 'text/plain'}, body})
+                 .then(r => 'sent ' + r.type, e => 'failed: ' + e),
+               fetch(cafe + '/api/events', {credentials: 'include'})
+                 .then(r => r.text().then(t => 'READ ' + t.slice(0, 200)), e => 'refused: ' + e.name),
+             ]).then(done);",
+            json!([cafe, body]),
+        );
+        eprintln!("requests from {page}: {answers}");
+        // The POST left the browser: the node, not the browser, refused it.
+        assert_eq!(answers[0], json!("sent opaque"), "{page}: {answers}");
+        assert!(
+            !answers[1].as_str().unwrap_or_default().starts_with("READ"),
+            "{page} read the café's ledger: {answers}"
+        );
+    }
+
+    // Raw HTTP: a forged Host with the key is refused, and so is a POST with the right Host
+    // and key from another Origin.
+    let key = format!("X-Reflow-Key: {}\r\n", demo.keys[0]);
+    let url = format!("{cafe}/api/events");
+    for method in ["GET", "POST"] {
+        let (status, v) = http_with(
+            method,
+            &url,
+            Some("evil.example"),
+            &format!("{key}Origin: http://evil.example\r\n"),
+            Some(&event),
+        )
+        .expect("forged Host");
+        assert_eq!(status, 421, "{method} with a forged Host: {v}");
+    }
+    let (status, v) = http_with(
+        "POST",
+        &url,
+        None,
+        &format!("{key}Origin: http://evil.example\r\n"),
+        Some(&event),
+    )
+    .expect("foreign Origin");
+    assert_eq!(status, 403, "a POST from another Origin: {v}");
+    assert!(
+        v["error"].as_str().is_some_and(|e| e.contains("Origin")),
+        "{v}"
+    );
+
+    assert_eq!(demo.events(0), before, "an attack recorded an event");
+    // The same POST as the café's own page sends it is recorded: the refusals above were
+    // about where the requests came from, not about the event.
+    let (status, v) = http_with(
+        "POST",
+        &url,
+        None,
+        &format!("{key}Origin: {cafe}\r\n"),
+        Some(&event),
+    )
+    .expect("own Origin");
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(demo.events(0), before + 1);
 }

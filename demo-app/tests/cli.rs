@@ -282,11 +282,49 @@ impl Drop for Server {
     }
 }
 
-fn http(port: u16, method: &str, path: &str, body: &str) -> (String, String) {
+/// A web UI as its printed URL names it: `http://127.0.0.1:<port>/?key=<key>`.
+struct Ui {
+    port: u16,
+    key: String,
+}
+
+impl Ui {
+    /// The UI whose URL ends `text` (a line that `serve` or `demo` printed).
+    fn from_line(text: &str) -> Ui {
+        let url = &text[text
+            .find("http://")
+            .unwrap_or_else(|| panic!("no URL in {text:?}"))..];
+        let url = url.split_whitespace().next().unwrap_or_default();
+        let rest = url
+            .strip_prefix("http://127.0.0.1:")
+            .unwrap_or_else(|| panic!("not a loopback URL: {url:?}"));
+        let (port, key) = rest
+            .split_once("/?key=")
+            .unwrap_or_else(|| panic!("no key in the URL {url:?}"));
+        assert_eq!(key.len(), 64, "the key in {url:?}");
+        Ui {
+            port: port.parse().expect("port"),
+            key: key.to_string(),
+        }
+    }
+
+    /// A request as the UI's own page makes it: its Host, its Origin and the key.
+    fn http(&self, method: &str, path: &str, body: &str) -> (String, String) {
+        let host = format!("127.0.0.1:{}", self.port);
+        let headers = format!(
+            "Host: {host}\r\nOrigin: http://{host}\r\nX-Reflow-Key: {}\r\n",
+            self.key
+        );
+        http(self.port, method, path, &headers, body)
+    }
+}
+
+/// One request with the given header lines; the status line and the body.
+fn http(port: u16, method: &str, path: &str, headers: &str, body: &str) -> (String, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(20)))
         .expect("timeout");
-    let req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    let req = format!("{method} {path} HTTP/1.1\r\n{headers}Connection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
     s.write_all(req.as_bytes()).expect("send");
     let mut text = String::new();
     s.read_to_string(&mut text).expect("read");
@@ -309,38 +347,70 @@ fn serve_http_api_and_live_updates() {
         .expect("spawn serve");
     let mut server = Server(child);
     let mut lines = BufReader::new(server.0.stdout.take().expect("stdout")).lines();
-    let port: u16 = loop {
+    let ui = loop {
         let line = lines
             .next()
             .expect("serve printed its address")
             .expect("line");
-        if let Some(rest) = line.strip_prefix("serving http://127.0.0.1:") {
-            break rest
-                .split('/')
-                .next()
-                .and_then(|p| p.parse().ok())
-                .expect("port");
+        if line.starts_with("serving http://127.0.0.1:") {
+            break Ui::from_line(&line);
         }
     };
-    let (status, body) = http(port, "GET", "/", "");
+    let port = ui.port;
+    let (status, body) = ui.http("GET", "/", "");
     assert!(
         status.contains("200") && body.contains("<title>Reflow</title>"),
         "{status}"
     );
-    let (status, body) = http(port, "GET", "/api/inventory", "");
+    let (status, body) = ui.http("GET", "/api/inventory", "");
     assert!(
         status.contains("200") && body.contains("apples"),
         "{status} {body}"
     );
-    assert!(http(port, "GET", "/api/actions", "")
+    assert!(ui
+        .http("GET", "/api/actions", "")
         .1
         .contains("transferCustody"));
+    // Another Host (DNS rebinding), no key, another Origin (a cross-site POST): refused.
+    let key = format!("X-Reflow-Key: {}\r\n", ui.key);
+    let (status, body) = http(
+        port,
+        "GET",
+        "/api/inventory",
+        &format!("Host: localhost\r\n{key}"),
+        "",
+    );
+    assert!(
+        status.contains("421") && !body.contains("apples"),
+        "{status} {body}"
+    );
+    let host = format!("Host: 127.0.0.1:{port}\r\n");
+    let (status, body) = http(port, "GET", "/api/inventory", &host, "");
+    assert!(
+        status.contains("403") && body.contains("key"),
+        "{status} {body}"
+    );
+    let (status, body) = http(
+        port,
+        "POST",
+        "/api/events",
+        &format!("{host}{key}Origin: http://evil.example\r\n"),
+        r#"{"action":"consume","provider":"joris","receiver":"joris","resource":"apples","quantity":"5 kg"}"#,
+    );
+    assert!(
+        status.contains("403") && body.contains("Origin"),
+        "{status} {body}"
+    );
     // Subscribe to live updates, then record an event through the API.
     let mut sse = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     sse.set_read_timeout(Some(Duration::from_secs(20)))
         .expect("timeout");
-    sse.write_all(b"GET /api/updates HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .expect("send");
+    write!(
+        sse,
+        "GET /api/updates HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Reflow-Key: {}\r\n\r\n",
+        ui.key
+    )
+    .expect("send");
     let mut sse = BufReader::new(sse);
     let mut line = String::new();
     while !line.starts_with("event: hello") {
@@ -348,7 +418,7 @@ fn serve_http_api_and_live_updates() {
         sse.read_line(&mut line).expect("sse hello");
     }
     let event = r#"{"action":"consume","provider":"joris","receiver":"joris","resource":"apples","quantity":"1 kg"}"#;
-    let (status, body) = http(port, "POST", "/api/events", event);
+    let (status, body) = ui.http("POST", "/api/events", event);
     assert!(
         status.contains("200") && body.contains('@'),
         "{status} {body}"
@@ -357,8 +427,7 @@ fn serve_http_api_and_live_updates() {
         line.clear();
         sse.read_line(&mut line).expect("sse update within 20 s");
     }
-    let (status, body) = http(
-        port,
+    let (status, body) = ui.http(
         "POST",
         "/api/events",
         r#"{"action":"consume","provider":"joris","receiver":"joris","resource":"nope","quantity":"1 kg"}"#,
@@ -367,7 +436,8 @@ fn serve_http_api_and_live_updates() {
         status.contains("400") && body.contains("error"),
         "{status} {body}"
     );
-    let (_, body) = http(port, "GET", "/api/resource/apples", "");
+    let (_, body) = ui.http("GET", "/api/resource/apples", "");
+    // 10 kg less the 1 kg consumed: the refused 5 kg consume recorded nothing.
     assert!(body.contains("\"9\"") && body.contains("trace"), "{body}");
 }
 
@@ -1202,23 +1272,28 @@ fn demo_serves_three_nodes_and_stops_on_sigterm() {
     );
     let mut lines = Lines::of(&mut demo.0);
     lines.wait_for("converged: 3 nodes agree on 12 events");
-    let mut ports = Vec::new();
+    let mut uis = Vec::new();
     for name in ["repair-cafe", "market-stall", "volunteer-laptop"] {
-        let line = lines.wait_for(name);
-        let port: u16 = line
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.trim_end_matches('/').parse().ok())
-            .unwrap_or_else(|| panic!("no port in {line:?}"));
-        ports.push(port);
+        uis.push(Ui::from_line(&lines.wait_for(name)));
     }
     lines.wait_for("Ctrl-C");
-    for port in ports {
-        let (status, body) = http(port, "GET", "/api/inventory", "");
+    for ui in &uis {
+        let (status, body) = ui.http("GET", "/api/inventory", "");
         assert!(
             status.contains("200") && body.contains("jam"),
             "{status} {body}"
         );
     }
+    // Each launch has its own key: one node's key opens no other node's API.
+    assert!(uis[0].key != uis[1].key && uis[1].key != uis[2].key);
+    let other = Ui {
+        port: uis[1].port,
+        key: uis[0].key.clone(),
+    };
+    let (status, body) = other.http("GET", "/api/inventory", "");
+    assert!(
+        status.contains("403") && !body.contains("jam"),
+        "{status} {body}"
+    );
     terminate(demo, &mut lines, "TERM");
 }
