@@ -6,8 +6,8 @@
 //! network is listed by [`crate::Node::networks`], and [`crate::Node::network_status`] and
 //! [`crate::Node::network_problems`] say what is wrong; every read or write of it returns
 //! [`crate::NetError::NetworkUnavailable`]; peers that dial this node for it are refused
-//! ([`crate::sync::RefuseCode::WrongNetwork`], with a reason); it is never joined again
-//! over; and its stored data is left exactly as it is, so that a build that can read it
+//! ([`crate::sync::RefuseCode::WrongNetwork`], with a reason); it cannot be joined again
+//! (that would replace it); and its stored data is left exactly as it is, so that a build that can read it
 //! opens it later. See docs/storage.md, "A network that fails to open".
 
 use std::fmt;
