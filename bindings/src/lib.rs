@@ -68,6 +68,14 @@ pub enum ReflowError {
         /// Why.
         message: String,
     },
+    /// The node holds the network but could not open its replica (see
+    /// `ReflowNode::network_status`): nothing of it is read, written or served, and its
+    /// stored data is kept as it is.
+    #[error("network unavailable: {message}")]
+    NetworkUnavailable {
+        /// Why.
+        message: String,
+    },
     /// This node already holds the network.
     #[error("already joined: {message}")]
     AlreadyJoined {
@@ -164,6 +172,7 @@ impl From<NetError> for ReflowError {
             }
             NetError::Closed => ReflowError::Closed { message },
             NetError::UnknownNetwork { .. } => ReflowError::UnknownNetwork { message },
+            NetError::NetworkUnavailable { .. } => ReflowError::NetworkUnavailable { message },
             NetError::AlreadyJoined { .. } => ReflowError::AlreadyJoined { message },
             NetError::Refused { .. }
             | NetError::PeerNotAMember { .. }
@@ -291,9 +300,25 @@ impl ReflowNode {
         self.with_node(|n| Ok(n.addr().into()))
     }
 
-    /// The networks this node holds (ids, hex).
+    /// The networks this node holds (ids, hex), unavailable ones included.
     pub fn networks(&self) -> Result<Vec<String>> {
         self.with_node(|n| Ok(n.networks().iter().map(ToString::to_string).collect()))
+    }
+
+    /// Whether `network` can be used, or why not (its replica could not be opened).
+    pub fn network_status(&self, network: String) -> Result<NetworkStatusRecord> {
+        let network = parse_network(&network)?;
+        self.with_node(|n| Ok(n.network_status(network)?.into()))
+    }
+
+    /// The networks this node holds but could not open, and why (empty when all is well).
+    pub fn network_problems(&self) -> Result<Vec<NetworkProblemRecord>> {
+        self.with_node(|n| {
+            Ok(n.network_problems()
+                .into_iter()
+                .map(NetworkProblemRecord::from)
+                .collect())
+        })
     }
 
     /// Create a network with this device as its first admin, acting for `agent`. Returns

@@ -887,3 +887,80 @@ impl From<Trace> for TraceRecord {
         }
     }
 }
+
+/// Why a network's replica could not be opened, by kind (the engine's
+/// [`reflow::UnavailableKind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum UnavailableKindRecord {
+    /// Written by a newer Reflow: upgrade.
+    UnsupportedVersion,
+    /// The network's stored data is damaged, or is not a ledger of this network.
+    Damaged,
+    /// The store could not be read.
+    Storage,
+    /// Anything else.
+    Other,
+}
+
+impl From<reflow::UnavailableKind> for UnavailableKindRecord {
+    fn from(k: reflow::UnavailableKind) -> Self {
+        use reflow::UnavailableKind as K;
+        match k {
+            K::UnsupportedVersion => UnavailableKindRecord::UnsupportedVersion,
+            K::Damaged => UnavailableKindRecord::Damaged,
+            K::Storage => UnavailableKindRecord::Storage,
+            _ => UnavailableKindRecord::Other,
+        }
+    }
+}
+
+/// Whether a network of the node can be used (the engine's [`reflow::NetworkStatus`]).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
+pub enum NetworkStatusRecord {
+    /// Its replica is open: it is read, written and synced.
+    Available,
+    /// Its replica could not be opened: every call on it fails with
+    /// `ReflowError::NetworkUnavailable`, it is not served to peers, and its stored data is
+    /// kept as it is.
+    Unavailable {
+        /// Why, by kind.
+        kind: UnavailableKindRecord,
+        /// Why, for people.
+        reason: String,
+    },
+}
+
+impl From<reflow::NetworkStatus> for NetworkStatusRecord {
+    fn from(s: reflow::NetworkStatus) -> Self {
+        match s {
+            reflow::NetworkStatus::Available => NetworkStatusRecord::Available,
+            reflow::NetworkStatus::Unavailable { kind, reason } => {
+                NetworkStatusRecord::Unavailable {
+                    kind: kind.into(),
+                    reason,
+                }
+            }
+        }
+    }
+}
+
+/// A network the node holds but could not open (the engine's [`reflow::NetworkProblem`]).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct NetworkProblemRecord {
+    /// The network id (hex).
+    pub network: String,
+    /// Why, by kind.
+    pub kind: UnavailableKindRecord,
+    /// Why, for people.
+    pub reason: String,
+}
+
+impl From<reflow::NetworkProblem> for NetworkProblemRecord {
+    fn from(p: reflow::NetworkProblem) -> Self {
+        NetworkProblemRecord {
+            network: p.network.to_string(),
+            kind: p.kind.into(),
+            reason: p.reason,
+        }
+    }
+}

@@ -20,12 +20,12 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use reflow::node::{Invitee, Ticket};
-use reflow::NetError;
 use reflow::{
     Action, Agent, DeviceId, EconomicEvent, EventFilter, Id, Intent, Measure, NetworkId, Node,
     Process, ProcessSpecification, Proposal, ProposalStatus, ResourceFilter, ResourceSpecification,
     Role, SpatialThing, Unit,
 };
+use reflow::{NetError, NetworkStatus};
 use serde::Serialize;
 
 use crate::app::{EventInput, StoreError};
@@ -620,18 +620,33 @@ async fn command(cli: &Cli, dir: &std::path::Path, node: &Arc<Node>) -> Result<(
         Command::Network(NetworkCmd::List(o)) => {
             let mut rows = Vec::new();
             for id in node.networks() {
-                let name = node.read(id, |r| r.ledger().network_name())?;
-                rows.push(serde_json::json!({"id": id, "name": name}));
+                // A network whose replica cannot be opened is listed with its reason.
+                rows.push(match node.network_status(id)? {
+                    NetworkStatus::Available => {
+                        let name = node.read(id, |r| r.ledger().network_name())?;
+                        serde_json::json!({"id": id, "name": name, "status": "available"})
+                    }
+                    NetworkStatus::Unavailable { kind, reason } => serde_json::json!({
+                        "id": id,
+                        "name": null,
+                        "status": "unavailable",
+                        "kind": kind.to_string(),
+                        "reason": reason,
+                    }),
+                });
             }
             if o.json {
                 print_json(&rows)?;
             } else {
                 for r in rows {
-                    println!(
-                        "{}  {}",
-                        r["id"].as_str().unwrap_or(""),
-                        r["name"].as_str().unwrap_or("")
-                    );
+                    let id = r["id"].as_str().unwrap_or("");
+                    match r["reason"].as_str() {
+                        None => println!("{id}  {}", r["name"].as_str().unwrap_or("")),
+                        Some(reason) => println!(
+                            "{id}  UNAVAILABLE ({}): {reason}",
+                            r["kind"].as_str().unwrap_or("")
+                        ),
+                    }
                 }
             }
         }
@@ -926,6 +941,19 @@ async fn command(cli: &Cli, dir: &std::path::Path, node: &Arc<Node>) -> Result<(
         Command::Serve(args) => {
             let net = net()?;
             println!("device {}", node.device());
+            // The node serves and syncs every other network; these are not served.
+            for p in node.network_problems() {
+                let ui = if p.network == net {
+                    " (the web UI's network)"
+                } else {
+                    ""
+                };
+                eprintln!(
+                    "warning: network {}{ui} is unavailable ({}): {}; it is not served, and \
+                     its stored data is kept as it is",
+                    p.network, p.kind, p.reason
+                );
+            }
             let server = web::start(node.clone(), net, args.port).await?;
             // The URL carries this launch's key: it goes to the terminal only.
             println!("serving {}  (Ctrl-C to stop)", server.url());

@@ -429,9 +429,14 @@ fn read<R>(
     s: &AppState,
     f: impl FnOnce(&reflow::Replica) -> R,
 ) -> std::result::Result<R, ApiError> {
-    s.node
-        .read(s.net, f)
-        .map_err(|e| err(StatusCode::INTERNAL_SERVER_ERROR, e))
+    s.node.read(s.net, f).map_err(|e| {
+        // A network whose replica could not be opened: say so, with its reason.
+        let code = match e {
+            reflow::NetError::NetworkUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        err(code, e)
+    })
 }
 
 /// Records as JSON objects with their `id` added (the model keeps ids out of stored bodies).

@@ -335,6 +335,100 @@ fn http(port: u16, method: &str, path: &str, headers: &str, body: &str) -> (Stri
     )
 }
 
+/// Write a row of garbage into `network`'s changes in the store of `dir` (docs/storage.md,
+/// "Layout"), so that its ledger no longer loads.
+fn damage_network(dir: &Path, network: &str) {
+    const CHANGES: redb::TableDefinition<
+        'static,
+        (&'static str, &'static [u8; 32]),
+        &'static [u8],
+    > = redb::TableDefinition::new("reflow_changes");
+    let db = redb::Database::open(dir.join("reflow.redb")).expect("open the store with redb");
+    let tx = db.begin_write().expect("write");
+    {
+        let mut t = tx.open_table(CHANGES).expect("changes");
+        t.insert((network, &[0x5a; 32]), b"garbage".as_slice())
+            .expect("insert");
+    }
+    tx.commit().expect("commit");
+}
+
+#[test]
+fn an_unavailable_network_is_listed_with_its_reason_and_the_rest_works() {
+    let t = setup();
+    let d = t.path();
+    let broken = ok(d, &["network", "create", "broken", "--as", "Joris"])
+        .trim()
+        .to_string();
+    damage_network(d, &broken);
+
+    let list = ok(d, &["network", "list"]);
+    assert!(list.contains("market"), "{list}");
+    assert!(
+        list.contains(&format!(
+            "{broken}  UNAVAILABLE (damaged): its stored data is damaged"
+        )),
+        "{list}"
+    );
+    let rows: serde_json::Value =
+        serde_json::from_str(&ok(d, &["network", "list", "--json"])).expect("json");
+    let row = rows
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["id"] == broken.as_str()))
+        .expect("the broken network is listed");
+    assert_eq!(row["status"], "unavailable", "{rows}");
+    assert_eq!(row["kind"], "damaged", "{rows}");
+    assert!(row["reason"]
+        .as_str()
+        .is_some_and(|r| r.contains("cannot be loaded")));
+
+    // The default network works; the broken one says why it does not.
+    assert!(ok(d, &["inventory"]).contains("apples"));
+    fails(
+        d,
+        &["--network", &broken, "inventory"],
+        1,
+        "is unavailable on this node",
+    );
+
+    // `serve` starts, warns, and its UI answers with the reason.
+    let child = Command::new(env!("CARGO_BIN_EXE_reflow"))
+        .arg("--data-dir")
+        .arg(d)
+        .args(["--network", &broken, "serve", "--port", "0", "--local-only"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn serve");
+    let mut server = Server(child);
+    let mut lines = BufReader::new(server.0.stdout.take().expect("stdout")).lines();
+    let ui = loop {
+        let line = lines
+            .next()
+            .expect("serve printed its address")
+            .expect("line");
+        if line.starts_with("serving http://127.0.0.1:") {
+            break Ui::from_line(&line);
+        }
+    };
+    let (status, body) = ui.http("GET", "/api/info", "");
+    assert!(
+        status.contains("503") && body.contains("is unavailable on this node"),
+        "{status} {body}"
+    );
+    let mut stderr = server.0.stderr.take().expect("stderr");
+    let _ = server.0.kill();
+    let _ = server.0.wait();
+    let mut err = String::new();
+    stderr.read_to_string(&mut err).expect("stderr");
+    assert!(
+        err.contains(&format!(
+            "warning: network {broken} (the web UI's network) is unavailable (damaged)"
+        )),
+        "{err}"
+    );
+}
+
 #[test]
 fn serve_http_api_and_live_updates() {
     let t = setup();

@@ -36,7 +36,10 @@ pub use membership::{
 #[cfg(feature = "net")]
 pub use net::{NetError, NetResult, PeerAddr};
 #[cfg(feature = "net")]
-pub use node::{LedgerUpdate, Node, NodeConfig, NodeEvent, PeerStatus, RelayConfig};
+pub use node::{
+    LedgerUpdate, NetworkProblem, NetworkStatus, Node, NodeConfig, NodeEvent, PeerStatus,
+    RelayConfig, UnavailableKind,
+};
 pub use replica::{Provenance, Quarantined, Receipt, Replica};
 pub use store::{CompactionJob, DurableLedger, DurableReplica, Store, StoreStats};
 pub use sync::{Frame, FrameError, SyncError, SyncSession};

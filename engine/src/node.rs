@@ -19,6 +19,9 @@
 //! device an admin added by id joins with [`Node::join`]. Peers are remembered and redialed
 //! with backoff ([`reconnect`]).
 //!
+//! A network whose stored replica cannot be opened is kept unavailable, not fatal: the node
+//! opens its other networks as usual ([`status`]).
+//!
 //! Threading: the node runs on the caller's tokio runtime. Ledger reads and writes take a
 //! short lock on the network's replica and are synchronous (a write returns after its fsync);
 //! no lock is ever held across an `.await`.
@@ -55,9 +58,11 @@ use crate::vf::{Agent, Id, NewEvent};
 
 pub mod discovery;
 pub mod reconnect;
+pub mod status;
 pub mod ticket;
 
 pub use reconnect::Backoff;
+pub use status::{NetworkProblem, NetworkStatus, UnavailableKind};
 pub use ticket::{Invitee, Ticket, TicketError};
 
 /// File name of the node's store inside its data directory.
@@ -286,6 +291,8 @@ struct Inner {
     endpoint: Endpoint,
     config: NodeConfig,
     networks: RwLock<HashMap<NetworkId, Arc<Net>>>,
+    /// The networks whose replica could not be opened ([`status`]): listed, refused, kept.
+    unavailable: RwLock<BTreeMap<NetworkId, NetworkProblem>>,
     tracker: TaskTracker,
     cancel: CancellationToken,
     events: broadcast::Sender<NodeEvent>,
@@ -646,6 +653,12 @@ impl Net {
 impl Node {
     /// Open (or create) the node in `config.data_dir`: its store, its device key, its
     /// replicas, and its endpoint, which starts accepting connections at once.
+    ///
+    /// A network whose replica cannot be opened does not fail the node: it is kept
+    /// unavailable, with the reason ([`Node::network_problems`], an `error!` in the log), and
+    /// every other network opens, serves and syncs as usual ([`status`]). The node fails to
+    /// open only when the store itself cannot be (a typed [`crate::Error`]: damaged, locked,
+    /// of a newer version, not a store) or the endpoint cannot be bound.
     pub async fn open(config: NodeConfig) -> NetResult<Node> {
         std::fs::create_dir_all(&config.data_dir).map_err(|source| NetError::Io {
             path: config.data_dir.clone(),
@@ -657,17 +670,38 @@ impl Node {
         let span = info_span!("node", device = %short(&device));
         let events = broadcast::channel(CHANNEL_CAPACITY).0;
         let mut networks = HashMap::new();
+        let mut unavailable = BTreeMap::new();
         for name in store.networks()? {
             let Ok(id) = name.parse::<NetworkId>() else {
                 debug!(%name, "not a network replica; skipped");
                 continue;
             };
-            let replica = span.in_scope(|| store.open_replica(&id, key.clone()))?;
+            // One network that cannot be opened does not stop the others (see [`status`]).
+            let replica = match span.in_scope(|| open_replica(&store, id, &key)) {
+                Ok(replica) => replica,
+                Err(problem) => {
+                    span.in_scope(|| {
+                        error!(
+                            network = %id,
+                            kind = %problem.kind,
+                            reason = %problem.reason,
+                            "this network's replica cannot be opened; it is unavailable \
+                             (its stored data is kept as it is), the other networks open as usual"
+                        )
+                    });
+                    unavailable.insert(id, problem);
+                    continue;
+                }
+            };
             let net = Net::new(replica, events.clone());
             span.in_scope(|| net.load_book(device));
             networks.insert(id, Arc::new(net));
         }
-        let alpns = networks.keys().map(alpn).collect();
+        let alpns = networks
+            .keys()
+            .chain(unavailable.keys())
+            .map(alpn)
+            .collect();
         let endpoint = bind(&config, &key, alpns, &store)
             .instrument(span.clone())
             .await?;
@@ -675,6 +709,7 @@ impl Node {
             info!(
                 addr = ?endpoint.bound_sockets(),
                 networks = networks.len(),
+                unavailable = unavailable.len(),
                 "node open"
             )
         });
@@ -685,6 +720,7 @@ impl Node {
             endpoint,
             config,
             networks: RwLock::new(networks),
+            unavailable: RwLock::new(unavailable),
             tracker: TaskTracker::new(),
             cancel: CancellationToken::new(),
             events,
@@ -720,11 +756,32 @@ impl Node {
         PeerAddr::from_endpoint_addr(&addr).unwrap_or_else(|| PeerAddr::new(self.inner.device))
     }
 
-    /// The networks this node holds a replica of.
+    /// The networks this node holds a replica of, unavailable ones included (see
+    /// [`Node::network_status`]).
     pub fn networks(&self) -> Vec<NetworkId> {
         let mut ids: Vec<NetworkId> = self.inner.read_networks().keys().copied().collect();
+        ids.extend(self.inner.read_unavailable().keys().copied());
         ids.sort();
+        ids.dedup();
         ids
+    }
+
+    /// Whether `network` can be used: [`NetworkStatus::Unavailable`] says why not (its
+    /// replica could not be opened; see [`status`]). [`NetError::UnknownNetwork`] if this
+    /// node does not hold it.
+    pub fn network_status(&self, network: NetworkId) -> NetResult<NetworkStatus> {
+        match self.inner.net(network) {
+            Ok(_) => Ok(NetworkStatus::Available),
+            Err(NetError::NetworkUnavailable { kind, reason, .. }) => {
+                Ok(NetworkStatus::Unavailable { kind, reason })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The networks this node holds but could not open, and why (empty when all is well).
+    pub fn network_problems(&self) -> Vec<NetworkProblem> {
+        self.inner.read_unavailable().values().cloned().collect()
     }
 
     /// Create a network with this device as its first admin, acting for `agent`.
@@ -849,9 +906,7 @@ impl Node {
         let inner = &self.inner;
         inner.live()?;
         let network = ticket.network;
-        if inner.net(network).is_ok() {
-            return Err(NetError::AlreadyJoined { network });
-        }
+        inner.check_not_held(network)?;
         let inviter = &ticket.inviter;
         if inviter.device == inner.device {
             return Err(NetError::SelfConnect);
@@ -904,9 +959,7 @@ impl Node {
     pub async fn join(&self, network: NetworkId, peer: &PeerAddr) -> NetResult<()> {
         let inner = &self.inner;
         inner.live()?;
-        if inner.net(network).is_ok() {
-            return Err(NetError::AlreadyJoined { network });
-        }
+        inner.check_not_held(network)?;
         if peer.device == inner.device {
             return Err(NetError::SelfConnect);
         }
@@ -1025,6 +1078,28 @@ fn gives_up(e: &NetError) -> bool {
         | NetError::Timeout { .. }
         | NetError::ConnectionLost { .. } => false,
         _ => true,
+    }
+}
+
+/// Open the stored replica of `network`; what went wrong if it cannot be opened (an error,
+/// or a panic on data this build does not expect, caught so that it stops this network only).
+fn open_replica(
+    store: &Store,
+    network: NetworkId,
+    key: &DeviceKey,
+) -> Result<DurableReplica, NetworkProblem> {
+    let open = std::panic::AssertUnwindSafe(|| store.open_replica(&network, key.clone()));
+    match std::panic::catch_unwind(open) {
+        Ok(Ok(replica)) => Ok(replica),
+        Ok(Err(e)) => Err(NetworkProblem::of_error(network, &e)),
+        Err(panic) => {
+            let detail = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "a panic".to_owned());
+            Err(NetworkProblem::of_panic(network, detail))
+        }
     }
 }
 
@@ -1172,11 +1247,46 @@ impl Inner {
         }
     }
 
+    fn read_unavailable(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, BTreeMap<NetworkId, NetworkProblem>> {
+        self.unavailable
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The network's replica; [`NetError::NetworkUnavailable`] if it could not be opened.
     fn net(&self, network: NetworkId) -> NetResult<Arc<Net>> {
-        self.read_networks()
-            .get(&network)
-            .cloned()
-            .ok_or(NetError::UnknownNetwork { network })
+        if let Some(net) = self.read_networks().get(&network) {
+            return Ok(net.clone());
+        }
+        match self.read_unavailable().get(&network) {
+            Some(problem) => Err(NetError::NetworkUnavailable {
+                network,
+                kind: problem.kind,
+                reason: problem.reason.clone(),
+            }),
+            None => Err(NetError::UnknownNetwork { network }),
+        }
+    }
+
+    /// Before a join: the node must not hold the network at all (an unavailable network is
+    /// never joined over: its stored data is kept as it is).
+    fn check_not_held(&self, network: NetworkId) -> NetResult<()> {
+        match self.net(network) {
+            Ok(_) => Err(NetError::AlreadyJoined { network }),
+            Err(e @ NetError::NetworkUnavailable { .. }) => Err(e),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// The ALPNs to accept: every network held, unavailable ones too (their peers are
+    /// refused with a reason rather than failing the handshake).
+    fn alpns(&self, nets: &HashMap<NetworkId, Arc<Net>>) -> Vec<Vec<u8>> {
+        nets.keys()
+            .chain(self.read_unavailable().keys())
+            .map(alpn)
+            .collect()
     }
 
     /// Add a replica and serve its ALPN.
@@ -1188,7 +1298,7 @@ impl Inner {
             .write()
             .unwrap_or_else(PoisonError::into_inner);
         nets.insert(net.id, net.clone());
-        self.endpoint.set_alpns(nets.keys().map(alpn).collect());
+        self.endpoint.set_alpns(self.alpns(&nets));
         net
     }
 
@@ -1809,10 +1919,17 @@ impl Inner {
         };
         let span = conn_span(network, peer, "in");
         async {
-            let Ok(net) = self.net(network) else {
-                let code = RefuseCode::WrongNetwork.to_u16();
-                close(&conn, u32::from(code), "this node does not hold that network");
-                return;
+            let net = match self.net(network) {
+                Ok(net) => net,
+                Err(NetError::NetworkUnavailable { .. }) => {
+                    self.refuse_unavailable(&conn, network, peer).await;
+                    return;
+                }
+                Err(_) => {
+                    let code = RefuseCode::WrongNetwork.to_u16();
+                    close(&conn, u32::from(code), "this node does not hold that network");
+                    return;
+                }
             };
             if self.cancel.is_cancelled() {
                 close(&conn, close_code::SHUTTING_DOWN, "the node is shutting down");
@@ -1905,6 +2022,29 @@ impl Inner {
 }
 
 impl Inner {
+    /// Refuse a peer that dialed this node for a network it holds but could not open: a
+    /// Refuse frame ([`RefuseCode::WrongNetwork`], saying the network is unavailable here)
+    /// on its stream, then close. Nothing of the network is read.
+    async fn refuse_unavailable(&self, conn: &Connection, network: NetworkId, peer: DeviceId) {
+        let Some(reason) = self.read_unavailable().get(&network).map(|p| p.refusal()) else {
+            return;
+        };
+        let code = RefuseCode::WrongNetwork;
+        warn!("refusing a peer: this network is unavailable on this node");
+        self.emit(NodeEvent::Refused {
+            network,
+            peer,
+            by_us: true,
+            code,
+            reason: reason.clone(),
+        });
+        let after = self.config.connect_timeout;
+        match tokio::time::timeout(after, conn.accept_bi()).await {
+            Ok(Ok((mut send, _recv))) => refuse_on(conn, &mut send, code, &reason).await,
+            _ => close(conn, u32::from(code.to_u16()), &reason),
+        }
+    }
+
     /// Refuse a device that is not a member: a Refuse frame on its stream, then close.
     async fn refuse_not_member(
         &self,

@@ -162,6 +162,19 @@ pub enum NetError {
         network: NetworkId,
     },
 
+    /// The node holds the network but could not open its replica (see
+    /// [`crate::node::NetworkStatus`]): nothing of it is read, written or served until a
+    /// Reflow that can read it opens it. Its stored data is kept as it is.
+    #[error("network {network} is unavailable on this node: {reason} (its stored data is kept as it is)")]
+    NetworkUnavailable {
+        /// The network.
+        network: NetworkId,
+        /// Why, by kind.
+        kind: crate::node::UnavailableKind,
+        /// Why, for people.
+        reason: String,
+    },
+
     /// `join` for a network the node already holds.
     #[error("this node already holds network {network}: connect to peers instead of joining")]
     AlreadyJoined {

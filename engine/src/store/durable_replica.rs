@@ -106,6 +106,11 @@ impl Store {
     }
 
     /// Open a stored replica of `network` as the device `key` (a new session actor).
+    ///
+    /// Reads only; an error concerns this network alone (its rows: a snapshot or change that
+    /// does not decode, a ledger of a newer schema, a history that does not verify), and the
+    /// store and its other networks stay usable. [`crate::Node::open`] keeps such a network
+    /// unavailable instead of failing.
     pub fn open_replica(&self, network: &NetworkId, key: DeviceKey) -> Result<DurableReplica> {
         let name = network.to_string();
         let _span = info_span!("store_open_replica", network = %name).entered();
@@ -131,7 +136,7 @@ impl Store {
                     let (k, v) = row.ctx(&self.path, "read signatures")?;
                     let sig: [u8; 64] = v.value().try_into().map_err(|_| Error::CorruptStore {
                         path: self.path.to_path_buf(),
-                        detail: "a stored signature is not 64 bytes".into(),
+                        detail: format!("a stored signature of `{name}` is not 64 bytes"),
                     })?;
                     signatures.insert(ChangeHash(*k.value().1), ChangeSignature(sig));
                 }
