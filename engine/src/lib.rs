@@ -17,6 +17,7 @@ pub mod membership;
 pub mod net;
 #[cfg(feature = "net")]
 pub mod node;
+mod rejudge;
 pub mod replica;
 pub mod store;
 pub mod sync;

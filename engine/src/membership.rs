@@ -207,6 +207,15 @@ pub enum Rejection {
         /// The other change with the same (actor, seq), hex.
         other: String,
     },
+    /// The author was removed by a change concurrent with this one (neither in the other's
+    /// causal past): strong removal refuses it (docs/security.md).
+    #[serde(rename_all = "camelCase")]
+    RemovedConcurrently {
+        /// The author.
+        device: DeviceId,
+        /// The removing change (hex).
+        removal: String,
+    },
     /// A change it depends on was refused.
     #[serde(rename_all = "camelCase")]
     DependsOnRefused {
@@ -247,6 +256,10 @@ impl std::fmt::Display for Rejection {
                 agent,
                 edited,
             } => write!(f, "{device} acts for {agent} but edited agent {edited}"),
+            Rejection::RemovedConcurrently { device, removal } => write!(
+                f,
+                "{device} was removed by {removal}, which this change does not know of"
+            ),
             Rejection::Equivocation { device, other } => write!(
                 f,
                 "{device} signed two different changes with one actor and sequence number (the other is {other})"
@@ -485,6 +498,14 @@ impl Membership {
     /// other one follows count; if they disagree, the least powerful role wins, then the
     /// smallest change hash.
     fn state(&self, past: &Bits) -> BTreeMap<DeviceId, Member> {
+        self.state_indexed(past)
+            .into_iter()
+            .map(|(d, (m, _))| (d, m))
+            .collect()
+    }
+
+    /// [`Membership::state`] with the index of the record each member holds by.
+    fn state_indexed(&self, past: &Bits) -> BTreeMap<DeviceId, (Member, usize)> {
         let mut adds: BTreeMap<DeviceId, Vec<usize>> = BTreeMap::new();
         let mut removes: BTreeMap<DeviceId, Vec<usize>> = BTreeMap::new();
         for i in past.iter() {
@@ -527,17 +548,29 @@ impl Membership {
                 };
                 out.insert(
                     device,
-                    Member {
-                        device,
-                        role,
-                        agent,
-                        added_by: e.author,
-                        invite,
-                    },
+                    (
+                        Member {
+                            device,
+                            role,
+                            agent,
+                            added_by: e.author,
+                            invite,
+                        },
+                        i,
+                    ),
                 );
             }
         }
         out
+    }
+
+    /// The change carrying the record by which `device` is a member in the causal past of
+    /// change `at` (inclusive): its grant, for seniority.
+    pub(crate) fn grant_at(&self, at: &ChangeHash, device: &DeviceId) -> Option<ChangeHash> {
+        let past = self.past.get(at)?;
+        self.state_indexed(past)
+            .remove(device)
+            .map(|(_, i)| self.records[i].change)
     }
 
     fn role_of_record(&self, i: usize) -> Role {

@@ -569,8 +569,12 @@ impl Net {
             }
         }
         let mut applied = Vec::new();
+        let mut revoked = false;
         if !changes.is_empty() {
             let receipt = replica.receive(changes).map_err(LinkEnd::Storage)?;
+            revoked = !receipt.revoked.is_empty();
+            // Proof of equivocation travels on to every peer (it applies nothing).
+            let evidence = receipt.evidence.clone();
             debug!(
                 applied = receipt.applied.len(),
                 waiting = receipt.waiting,
@@ -578,6 +582,7 @@ impl Net {
                 "received changes"
             );
             applied = receipt.applied;
+            applied.extend(evidence);
             if let Some((hash, reason)) = receipt.refused.first() {
                 warn!(
                     refused = receipt.refused.len(),
@@ -599,7 +604,7 @@ impl Net {
             }
         }
         link.transmit(replica.replica());
-        if !applied.is_empty() {
+        if !applied.is_empty() || revoked {
             self.after_change(&replica, &applied, Some((link.id, link.peer)));
         }
         Ok(())

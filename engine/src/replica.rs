@@ -48,6 +48,12 @@ pub struct Receipt {
     pub waiting: usize,
     /// Already known (duplicates and replays), ignored.
     pub duplicates: usize,
+    /// Accepted earlier, refused now (strong removal, equivocation): the ledger was rebuilt
+    /// without them; a store deletes them and keeps them in its quarantine (their reasons
+    /// are in `refused`).
+    pub revoked: Vec<ChangeHash>,
+    /// Proof of equivocation to pass on to peers (both twins), though neither is applied.
+    pub evidence: Vec<SignedChange>,
 }
 
 /// Who recorded an event: the signing device and the Agent it acted for.
@@ -76,6 +82,82 @@ pub struct Replica {
     admission: Admission,
     /// The accepted change of every (actor, seq), to catch equivocation.
     seqs: HashMap<(automerge::ActorId, u64), ChangeHash>,
+    /// Removals in force (see [`Judge::removals`]), from the last full judgment.
+    removals: Vec<(DeviceId, usize, ChangeHash)>,
+}
+
+/// The judging state of a replica, borrowed: membership, admission, the (actor, seq) index
+/// and the removals in force. Used for each change as it arrives and for a re-judgment of
+/// every known change from scratch (`rejudge`).
+pub(crate) struct Judge<'a> {
+    pub membership: &'a mut Membership,
+    pub admission: &'a mut Admission,
+    pub seqs: &'a mut HashMap<(automerge::ActorId, u64), ChangeHash>,
+    /// Accepted removals: (removed device, membership record index, removing change); kept
+    /// up to date as removals are admitted. `None` in a from-scratch judgment, which applies
+    /// strong removal itself (`rejudge`).
+    pub removals: Option<&'a mut Vec<(DeviceId, usize, ChangeHash)>>,
+    /// Whether a second change with an accepted (actor, seq) is refused (off only to find
+    /// which twins would each stand on their own).
+    pub check_seqs: bool,
+}
+
+impl Judge<'_> {
+    /// Judge a change that membership accepted (`record`) and index it if admitted.
+    /// `dep_max` is the largest op counter of its dependencies.
+    pub(crate) fn admit(
+        &mut self,
+        change: &Change,
+        head: &Header<'_>,
+        record: Option<MembershipRecord>,
+        dep_max: u64,
+    ) -> std::result::Result<(), Rejection> {
+        let seq_key = (change.actor_id().clone(), change.seq());
+        // Strong removal: a change by a removed device that does not have its removal in
+        // its causal past is concurrent with it (a new change cannot be in the removal's
+        // past: the removal was accepted, so its past was).
+        for (device, index, removal) in self.removals.iter().flat_map(|r| r.iter()) {
+            if *device == head.author && !self.membership.past_has_record(head.deps, *index) {
+                return Err(Rejection::RemovedConcurrently {
+                    device: head.author,
+                    removal: removal.to_string(),
+                });
+            }
+        }
+        let kind = record_kind(&record);
+        let decoded = change.decode();
+        let author = self.membership.author_in_past(head);
+        let membership = &*self.membership;
+        let deps = head.deps;
+        let has_record = move |i: usize| membership.past_has_record(deps, i);
+        let past = Past {
+            author: author.as_ref(),
+            has_record: &has_record,
+        };
+        self.admission
+            .judge(&decoded, change.raw_bytes().len(), dep_max, kind, &past)?;
+        // Only a change that would stand on its own proves equivocation.
+        if self.check_seqs {
+            if let Some(other) = self.seqs.get(&seq_key) {
+                if *other != head.hash {
+                    return Err(Rejection::Equivocation {
+                        device: head.author,
+                        other: other.to_string(),
+                    });
+                }
+            }
+        }
+        let index = self.membership.next_record_index();
+        self.admission.admit(&decoded, kind, index);
+        if let (Some(removals), Some(MembershipRecord::Remove { device })) =
+            (self.removals.as_deref_mut(), &record)
+        {
+            removals.push((*device, index, head.hash));
+        }
+        self.membership.admit(head, record);
+        self.seqs.insert(seq_key, head.hash);
+        Ok(())
+    }
 }
 
 fn record_kind(record: &Option<MembershipRecord>) -> RecordKind {
@@ -103,7 +185,7 @@ impl std::fmt::Debug for Replica {
     }
 }
 
-fn header(change: &Change) -> Option<Header<'_>> {
+pub(crate) fn header(change: &Change) -> Option<Header<'_>> {
     Some(Header {
         hash: change.hash(),
         deps: change.deps(),
@@ -143,6 +225,7 @@ impl Replica {
             waiting: HashMap::new(),
             admission: Admission::default(),
             seqs: HashMap::new(),
+            removals: Vec::new(),
         };
         let mut signed = replica.adopt_local(&[])?;
         let (_, more) = replica.write(|l| l.create(agent))?;
@@ -211,6 +294,7 @@ impl Replica {
                 (genesis.change.actor_id().clone(), genesis.change.seq()),
                 genesis_hash,
             )]),
+            removals: Vec::new(),
         };
         let mut receipt = replica.receive(changes)?;
         receipt.applied.insert(0, genesis);
@@ -275,6 +359,13 @@ impl Replica {
                 }
             }
         }
+        let removals = membership
+            .records()
+            .filter_map(|(i, h, r)| match r {
+                MembershipRecord::Remove { device } => Some((*device, i, *h)),
+                _ => None,
+            })
+            .collect();
         let seqs = metas
             .iter()
             .map(|m| ((m.actor.clone().into_owned(), m.seq), m.hash))
@@ -295,6 +386,7 @@ impl Replica {
             waiting: HashMap::new(),
             admission,
             seqs,
+            removals,
         })
     }
 
@@ -467,45 +559,26 @@ impl Replica {
         record: Option<MembershipRecord>,
         batch: &HashMap<ChangeHash, u64>,
     ) -> std::result::Result<(), Rejection> {
-        let seq_key = (change.actor_id().clone(), change.seq());
-        if let Some(other) = self.seqs.get(&seq_key) {
-            if *other != head.hash {
-                return Err(Rejection::Equivocation {
-                    device: head.author,
-                    other: other.to_string(),
-                });
-            }
-        }
-        let kind = record_kind(&record);
-        let decoded = change.decode();
+        let doc = self.ledger.doc();
         let dep_max = head
             .deps
             .iter()
             .map(|d| {
-                batch.get(d).copied().unwrap_or_else(|| {
-                    self.ledger
-                        .doc()
-                        .get_change_meta_by_hash(d)
-                        .map_or(0, |m| m.max_op)
-                })
+                batch
+                    .get(d)
+                    .copied()
+                    .unwrap_or_else(|| doc.get_change_meta_by_hash(d).map_or(0, |m| m.max_op))
             })
             .max()
             .unwrap_or(0);
-        let author = self.membership.author_in_past(head);
-        let membership = &self.membership;
-        let deps = head.deps;
-        let has_record = move |i: usize| membership.past_has_record(deps, i);
-        let past = Past {
-            author: author.as_ref(),
-            has_record: &has_record,
+        let mut judge = Judge {
+            membership: &mut self.membership,
+            admission: &mut self.admission,
+            seqs: &mut self.seqs,
+            removals: Some(&mut self.removals),
+            check_seqs: true,
         };
-        self.admission
-            .judge(&decoded, change.raw_bytes().len(), dep_max, kind, &past)?;
-        let index = self.membership.next_record_index();
-        self.admission.admit(&decoded, kind, index);
-        self.membership.admit(head, record);
-        self.seqs.insert(seq_key, head.hash);
-        Ok(())
+        judge.admit(change, head, record, dep_max)
     }
 
     /// Migrate a schema-version-1 ledger to version 2 (admins only): one signed change, the
@@ -767,6 +840,7 @@ impl Replica {
         }
         let mut accepted: Vec<SignedChange> = Vec::new();
         let mut batch_max: HashMap<ChangeHash, u64> = HashMap::new();
+        let mut rejudge = false;
         while let Some(h) = ready.pop_front() {
             let Some(c) = by_hash.remove(&h) else {
                 continue;
@@ -789,10 +863,33 @@ impl Replica {
                     problem: crate::identity::SignatureProblem::ActorNotADevice,
                 }),
             };
+            let carries_record = matches!(
+                MembershipRecord::from_message(header(&c.change).and_then(|h| h.message)),
+                Some(Ok(
+                    MembershipRecord::Add { .. } | MembershipRecord::Remove { .. }
+                ))
+            );
             let verdict = match verdict {
                 Ok((head, record)) => self.admit_judged(&c.change, &head, record, &batch_max),
                 Err(reason) => Err(reason),
             };
+            // Facts that can refuse changes accepted earlier: judge everything again.
+            if carries_record
+                || matches!(
+                    verdict,
+                    Err(Rejection::Equivocation { .. } | Rejection::RemovedConcurrently { .. })
+                )
+            {
+                rejudge = true;
+            }
+            if let Err(Rejection::Equivocation { other, .. }) = &verdict {
+                let twin = other.parse::<ChangeHash>().ok().and_then(|o| {
+                    self.signed(&o)
+                        .or_else(|| self.quarantine.get(&o).map(|q| q.change.clone()))
+                });
+                receipt.evidence.extend(twin);
+                receipt.evidence.push(c.clone());
+            }
             match verdict {
                 Ok(()) => {
                     // A forged copy of this change may have been quarantined earlier.
@@ -824,6 +921,105 @@ impl Replica {
             debug!(applied = accepted.len(), "changes accepted");
         }
         receipt.applied.extend(accepted);
+        if rejudge {
+            self.rejudge(receipt)?;
+        }
+        Ok(())
+    }
+
+    /// A stored change with its signature.
+    fn signed(&self, hash: &ChangeHash) -> Option<SignedChange> {
+        let change = automerge::ReadDoc::get_change_by_hash(self.ledger.doc(), hash)?.clone();
+        let signature = *self.signatures.get(hash)?;
+        Some(SignedChange { change, signature })
+    }
+
+    /// Judge every known change again from scratch (`crate::rejudge`): accepted ones, the
+    /// quarantined ones whose signature is valid, and the waiting ones. If the accepted set
+    /// changes, the ledger is rebuilt from the new set; `receipt` says what was revoked and
+    /// what is newly applied.
+    fn rejudge(&mut self, receipt: &mut Receipt) -> Result<()> {
+        let _span = tracing::info_span!("rejudge", network = %self.network).entered();
+        let before: Vec<ChangeHash> = self.ledger.change_hashes();
+        let mut pool: HashMap<ChangeHash, SignedChange> = self
+            .signed_changes_since(&[])
+            .into_iter()
+            .map(|c| (c.hash(), c))
+            .collect();
+        for q in self.quarantine.values() {
+            if !matches!(q.reason, Rejection::Signature { .. }) {
+                pool.entry(q.change.hash())
+                    .or_insert_with(|| q.change.clone());
+            }
+        }
+        for (h, c) in &self.waiting {
+            pool.entry(*h).or_insert_with(|| c.clone());
+        }
+        let judgment = crate::rejudge::judge_all(self.network, &pool);
+        let after: HashSet<ChangeHash> = judgment.accepted.iter().copied().collect();
+        let before_set: HashSet<ChangeHash> = before.iter().copied().collect();
+        self.removals = judgment.removals.clone();
+        for (device, (a, b)) in &judgment.equivocations {
+            warn!(%device, a = %a, b = %b, "equivocation: the device is cut off");
+        }
+        // The verdicts of this batch as the full judgment gives them (a change refused on
+        // arrival for a removal may be refused for a dependency in the judgment of the set).
+        let mut seen = HashSet::new();
+        receipt.refused = std::mem::take(&mut receipt.refused)
+            .into_iter()
+            .filter_map(|(h, old)| match judgment.refused.get(&h) {
+                Some(r) => Some((h, r.clone())),
+                None if matches!(old, Rejection::Signature { .. }) => Some((h, old)),
+                None => None,
+            })
+            .filter(|(h, _)| seen.insert(*h))
+            .collect();
+        for (h, reason) in &judgment.refused {
+            if let Some(q) = self.quarantine.get_mut(h) {
+                q.reason = reason.clone();
+            }
+        }
+        if after == before_set {
+            return Ok(());
+        }
+        let changes = judgment
+            .accepted
+            .iter()
+            .map(|h| pool[h].change.clone())
+            .collect();
+        self.ledger = Ledger::from_changes(changes, self.key.session_actor()?)?;
+        self.membership = judgment.membership;
+        self.admission = judgment.admission;
+        self.seqs = judgment.seqs;
+        for (h, reason) in &judgment.refused {
+            if before_set.contains(h) {
+                receipt.revoked.push(*h);
+                if seen.insert(*h) {
+                    receipt.refused.push((*h, reason.clone()));
+                }
+                warn!(change = %h, %reason, "an accepted change is revoked");
+            }
+            self.quarantine.insert(
+                *h,
+                Quarantined {
+                    change: pool[h].clone(),
+                    reason: reason.clone(),
+                },
+            );
+        }
+        receipt.applied.retain(|c| after.contains(&c.hash()));
+        for h in &judgment.accepted {
+            if !before_set.contains(h) && !receipt.applied.iter().any(|c| c.hash() == *h) {
+                receipt.applied.push(pool[h].clone());
+            }
+            self.quarantine.remove(h);
+        }
+        self.waiting = judgment
+            .waiting
+            .iter()
+            .map(|h| (*h, pool[h].clone()))
+            .collect();
+        receipt.waiting = self.waiting.len();
         Ok(())
     }
 

@@ -285,6 +285,13 @@ fn deliver_everywhere(
             .filter(|h| r.ledger().has_change(h))
             .copied()
             .collect();
+        // A change this replica already refused with the same reason (its own write, revoked
+        // when it learned of a concurrent removal) is a duplicate now.
+        let judged: BTreeSet<ChangeHash> = r
+            .quarantine()
+            .filter(|q| expected_refused.get(&q.change.hash()) == Some(&q.reason))
+            .map(|q| q.change.hash())
+            .collect();
         let batch = ordering(i, honest, bad);
         let receipt = r.receive(batch.clone()).expect("receive");
         let applied = hashes(&receipt.applied);
@@ -300,12 +307,21 @@ fn deliver_everywhere(
             receipt.refused.len(),
             "replica {i}: refused once each"
         );
+        let expected_now: BTreeMap<ChangeHash, Rejection> = expected_refused
+            .iter()
+            .filter(|(h, _)| !judged.contains(h))
+            .map(|(h, r)| (*h, r.clone()))
+            .collect();
         assert_eq!(
-            refused, expected_refused,
+            refused, expected_now,
             "replica {i}: the bad changes are refused"
         );
         assert_eq!(receipt.waiting, 0, "replica {i}: nothing waits");
-        assert_eq!(receipt.duplicates, known.len(), "replica {i}: duplicates");
+        assert_eq!(
+            receipt.duplicates,
+            known.len() + judged.len(),
+            "replica {i}: duplicates"
+        );
         for h in honest_hashes.iter() {
             assert!(
                 r.ledger().has_change(h),
@@ -978,10 +994,8 @@ fn removed_member_is_refused_after_removal_only() {
     assert!(m3.change.deps().contains(&rm[0].hash()));
     // m5: builds on m3.
     let (_, m5) = f.record(produce("m-5", "bo"));
-    // m4: written after the removal by wall clock, but on a branch that ignores it. Nothing
-    // in its causal past removes the member, so every replica accepts it alike: acceptance
-    // depends on the causal past only (see docs/security.md). It is not a removal bypass
-    // forever: anything that later merges it with the removal is judged with the removal.
+    // m4: written after the removal by wall clock, but on a branch that ignores it: nothing
+    // in its causal past removes the member, but the removal is concurrent with it.
     let unaware = Ledger::load(&unaware, member_key.session_actor().expect("actor")).expect("load");
     let mut f = Forger::new(
         &unaware,
@@ -992,8 +1006,15 @@ fn removed_member_is_refused_after_removal_only() {
     let (e4, m4) = f.record(produce("m-4", "bo"));
     assert!(!m4.change.deps().contains(&rm[0].hash()));
 
-    let honest: Vec<SignedChange> = [m1, rm.clone(), m2, vec![m4]].concat();
-    let bad = vec![
+    let honest: Vec<SignedChange> = [m1, rm.clone()].concat();
+    // Strong removal (docs/security.md): the member's changes concurrent with its removal
+    // (m2, made before it learned of it; m4, on a branch that ignores it) are refused on
+    // every replica, however they arrive.
+    let concurrent = Rejection::RemovedConcurrently {
+        device: member,
+        removal: rm[0].hash().to_string(),
+    };
+    let mut bad = vec![
         (m3.clone(), Rejection::Removed { device: member }),
         (
             m5,
@@ -1002,11 +1023,26 @@ fn removed_member_is_refused_after_removal_only() {
             },
         ),
     ];
+    // m4 was written on top of m2, so it is refused for depending on it.
+    let m2_hash = m2[0].hash();
+    bad.extend(m2.into_iter().map(|c| (c, concurrent.clone())));
+    bad.push((
+        m4,
+        Rejection::DependsOnRefused {
+            dependency: m2_hash.to_string(),
+        },
+    ));
     deliver_everywhere(&mut net.all(), &honest, &bad);
 
     for r in net.all() {
         assert!(r.member(&member).is_none(), "removed everywhere");
-        for e in [&e1, &e2, &e4] {
+        for e in [&e2, &e4] {
+            assert!(
+                r.ledger().event(e).is_none(),
+                "{e}: concurrent with the removal"
+            );
+        }
+        for e in [&e1] {
             assert!(
                 r.ledger().event(e).is_some(),
                 "{e}: an accepted change of the member"
@@ -1021,7 +1057,7 @@ fn removed_member_is_refused_after_removal_only() {
             "the refused event is not there"
         );
         assert!(r.ledger().resource(&Id::from("m-3")).is_none());
-        assert!(r.ledger().resource(&Id::from("m-4")).is_some());
+        assert!(r.ledger().resource(&Id::from("m-4")).is_none());
     }
     assert_history_verifies(&net.peers[0]);
 

@@ -272,6 +272,13 @@ impl Ledger {
         Ok(())
     }
 
+    /// A ledger made of exactly `changes` (a causal order), written to as `actor`.
+    pub(crate) fn from_changes(changes: Vec<Change>, actor: ActorId) -> Result<Ledger> {
+        let mut doc = Automerge::new().with_actor(actor);
+        doc.apply_changes(changes)?;
+        Ledger::from_doc(doc)
+    }
+
     /// Go back to the state at `heads` (which this ledger holds), writing from now on as
     /// `actor`: what was written after them is dropped, the views folded again. For a
     /// write that must not stand (all or nothing).

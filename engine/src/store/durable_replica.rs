@@ -267,7 +267,34 @@ impl DurableReplica {
             })
             .collect();
         self.persist(&receipt.applied, &refused)?;
+        if !receipt.revoked.is_empty() {
+            // Changes accepted earlier are refused now (strong removal, equivocation): the
+            // replica was rebuilt without them. Their rows go (the quarantine keeps them)
+            // and a new snapshot replaces any that held them, in one transaction each.
+            self.delete_changes(&receipt.revoked)?;
+            self.compact()?;
+        }
         Ok(receipt)
+    }
+
+    fn delete_changes(&mut self, hashes: &[automerge::ChangeHash]) -> Result<()> {
+        let _span = info_span!("store_revoke", network = %self.key, n = hashes.len()).entered();
+        let tx = self.store.write_tx(Durability::Immediate)?;
+        {
+            let mut t = tx
+                .open_table(CHANGES)
+                .ctx(&self.store.path, "open changes")?;
+            for h in hashes {
+                if t.remove((self.key.as_str(), &h.0))
+                    .ctx(&self.store.path, "delete change")?
+                    .is_some()
+                {
+                    self.tail = self.tail.saturating_sub(1);
+                }
+            }
+        }
+        tx.commit().ctx(&self.store.path, "commit")?;
+        Ok(())
     }
 
     /// Admit a device (admins only), durably.

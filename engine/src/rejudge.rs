@@ -1,0 +1,324 @@
+//! The judgment of a whole set of changes, from scratch: strong removal and equivocation.
+//!
+//! Most changes are judged once, on arrival, by their causal past alone. Two facts can turn
+//! an accepted change into a refused one later, when a change that is *concurrent* with it
+//! arrives: a removal of its author (strong removal: a removed device's changes that its
+//! removal did not know of are refused), and a second change by its author with the same
+//! actor and sequence number (equivocation: the device is cut off). For those, the set of
+//! accepted changes is defined as a function of the set of known changes, computed here
+//! from scratch, so that every replica that knows the same changes accepts the same ones,
+//! whatever order they arrived in (docs/security.md, "Strong removal", "Equivocation").
+//!
+//! Pure: no I/O.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+
+use automerge::{ActorId, ChangeHash};
+
+use crate::admission::Admission;
+use crate::identity::{DeviceId, NetworkId, SignedChange};
+use crate::membership::{Membership, MembershipRecord, Rejection};
+use crate::replica::Judge;
+
+/// The verdict on a set of changes.
+pub(crate) struct Judgment {
+    /// Accepted, in a causal order.
+    pub accepted: Vec<ChangeHash>,
+    /// Refused, with the reason.
+    pub refused: BTreeMap<ChangeHash, Rejection>,
+    /// Neither: waiting for a dependency that is not in the set.
+    pub waiting: Vec<ChangeHash>,
+    /// The indexes of the accepted changes.
+    pub membership: Membership,
+    /// The admission index of the accepted changes.
+    pub admission: Admission,
+    /// (actor, seq) of every accepted change.
+    pub seqs: HashMap<(ActorId, u64), ChangeHash>,
+    /// The removals in force: (removed device, record index, removing change).
+    pub removals: Vec<(DeviceId, usize, ChangeHash)>,
+    /// Devices proven to have equivocated, with one pair of twins each.
+    pub equivocations: BTreeMap<DeviceId, (ChangeHash, ChangeHash)>,
+}
+
+fn author(c: &SignedChange) -> Option<DeviceId> {
+    DeviceId::of_actor(c.change.actor_id())
+}
+
+/// Every change in `pool` reachable from `from` through dependencies (`from` included).
+fn ancestors(pool: &HashMap<ChangeHash, SignedChange>, from: &ChangeHash) -> HashSet<ChangeHash> {
+    let mut seen = HashSet::new();
+    let mut stack = vec![*from];
+    while let Some(h) = stack.pop() {
+        if !seen.insert(h) {
+            continue;
+        }
+        if let Some(c) = pool.get(&h) {
+            stack.extend(c.change.deps().iter().copied());
+        }
+    }
+    seen
+}
+
+/// Every change in `pool` that depends on `from`, directly or not (`from` included).
+fn descendants(
+    children: &HashMap<ChangeHash, Vec<ChangeHash>>,
+    from: &ChangeHash,
+) -> HashSet<ChangeHash> {
+    let mut seen = HashSet::new();
+    let mut stack = vec![*from];
+    while let Some(h) = stack.pop() {
+        if seen.insert(h) {
+            stack.extend(children.get(&h).into_iter().flatten().copied());
+        }
+    }
+    seen
+}
+
+/// Judge every change of `pool` (signatures already verified) for `network`.
+pub(crate) fn judge_all(network: NetworkId, pool: &HashMap<ChangeHash, SignedChange>) -> Judgment {
+    let mut children: HashMap<ChangeHash, Vec<ChangeHash>> = HashMap::new();
+    for (h, c) in pool {
+        for d in c.change.deps() {
+            children.entry(*d).or_default().push(*h);
+        }
+    }
+
+    // Equivocation is a fact of the set: two changes with one (actor, seq). The device is cut
+    // off: every change of it that is not a strict ancestor of a twin is refused, both twins
+    // included (so no replica keeps either, whichever it saw first).
+    let mut by_seq: BTreeMap<(Vec<u8>, u64), Vec<ChangeHash>> = BTreeMap::new();
+    for (h, c) in pool {
+        by_seq
+            .entry((c.change.actor_id().to_bytes().to_vec(), c.change.seq()))
+            .or_default()
+            .push(*h);
+    }
+    let mut excluded: BTreeMap<ChangeHash, Rejection> = BTreeMap::new();
+    let mut equivocations: BTreeMap<DeviceId, (ChangeHash, ChangeHash)> = BTreeMap::new();
+    // Only twins that would each stand on their own prove anything (a forger's refused
+    // variants of one change do not).
+    let standing: HashSet<ChangeHash> = if by_seq.values().any(|t| t.len() > 1) {
+        one_pass(network, pool, &children, &excluded, false)
+            .accepted
+            .into_iter()
+            .collect()
+    } else {
+        HashSet::new()
+    };
+    for twins in by_seq.values_mut() {
+        twins.retain(|h| standing.contains(h));
+        if twins.len() < 2 {
+            continue;
+        }
+        twins.sort();
+        let Some(device) = pool.get(&twins[0]).and_then(author) else {
+            continue;
+        };
+        equivocations.entry(device).or_insert((twins[0], twins[1]));
+    }
+    for (device, (a, b)) in &equivocations {
+        let mut keep: HashSet<ChangeHash> = ancestors(pool, a);
+        keep.extend(ancestors(pool, b));
+        keep.remove(a);
+        keep.remove(b);
+        for (h, c) in pool {
+            if author(c) == Some(*device) && !keep.contains(h) {
+                let other = if h == a { b } else { a };
+                excluded.insert(
+                    *h,
+                    Rejection::Equivocation {
+                        device: *device,
+                        other: other.to_string(),
+                    },
+                );
+            }
+        }
+    }
+
+    // Strong removal, to a fixed point: judge in causal order with the exclusions so far;
+    // take the removals that stand, most senior remover first (the one whose own grant has
+    // the smallest op counter, the genesis creator first); each refuses the changes of the
+    // removed device that are concurrent with it, unless an earlier removal in this order
+    // already refused the removal itself. Exclusions only grow, so this ends.
+    loop {
+        let mut pass = one_pass(network, pool, &children, &excluded, true);
+        let mut removals: Vec<(
+            (u64, ChangeHash, u64, ChangeHash),
+            DeviceId,
+            usize,
+            ChangeHash,
+        )> = Vec::new();
+        for (index, hash, record) in pass.membership.records() {
+            let MembershipRecord::Remove { device } = record else {
+                continue;
+            };
+            let Some(c) = pool.get(hash) else { continue };
+            let Some(remover) = author(c) else { continue };
+            let grant = pass.membership.grant_at(hash, &remover);
+            let grant_op = grant
+                .and_then(|g| pool.get(&g))
+                .map_or(u64::MAX, |g| g.change.start_op().get());
+            let key = (
+                grant_op,
+                grant.unwrap_or(ChangeHash([0xff; 32])),
+                c.change.start_op().get(),
+                *hash,
+            );
+            removals.push((key, *device, index, *hash));
+        }
+        removals.sort_by(|a, b| a.0.cmp(&b.0));
+        let accepted_by: HashMap<DeviceId, Vec<ChangeHash>> =
+            pass.accepted.iter().fold(HashMap::new(), |mut m, h| {
+                if let Some(d) = pool.get(h).and_then(author) {
+                    m.entry(d).or_default().push(*h);
+                }
+                m
+            });
+        let mut grew = false;
+        let mut in_force = Vec::new();
+        for (_, target, index, removal) in removals {
+            if excluded.contains_key(&removal) {
+                continue;
+            }
+            in_force.push((target, index, removal));
+            let anc = ancestors(pool, &removal);
+            let desc = descendants(&children, &removal);
+            for h in accepted_by.get(&target).into_iter().flatten() {
+                if !anc.contains(h) && !desc.contains(h) && !excluded.contains_key(h) {
+                    excluded.insert(
+                        *h,
+                        Rejection::RemovedConcurrently {
+                            device: target,
+                            removal: removal.to_string(),
+                        },
+                    );
+                    grew = true;
+                }
+            }
+        }
+        if !grew {
+            pass.removals = in_force;
+            pass.equivocations = equivocations;
+            return pass;
+        }
+    }
+}
+
+/// One judgment of `pool` in causal order (ties by first op counter, then hash), with the
+/// changes in `excluded` refused for the reason given.
+fn one_pass(
+    network: NetworkId,
+    pool: &HashMap<ChangeHash, SignedChange>,
+    children: &HashMap<ChangeHash, Vec<ChangeHash>>,
+    excluded: &BTreeMap<ChangeHash, Rejection>,
+    check_seqs: bool,
+) -> Judgment {
+    let mut membership = Membership::new(network);
+    let mut admission = Admission::default();
+    let mut seqs = HashMap::new();
+    let mut accepted = Vec::new();
+    let mut refused: BTreeMap<ChangeHash, Rejection> = BTreeMap::new();
+    let mut max_ops: HashMap<ChangeHash, u64> = HashMap::new();
+    let mut missing: HashMap<ChangeHash, usize> = HashMap::new();
+    let mut ready: BinaryHeap<Reverse<(u64, ChangeHash)>> = BinaryHeap::new();
+    for (h, c) in pool {
+        let n = c
+            .change
+            .deps()
+            .iter()
+            .filter(|d| pool.contains_key(d))
+            .count();
+        if c.change.deps().iter().any(|d| !pool.contains_key(d)) {
+            continue; // waits for a dependency outside the set
+        }
+        if n == 0 {
+            ready.push(Reverse((c.change.start_op().get(), *h)));
+        } else {
+            missing.insert(*h, n);
+        }
+    }
+    let mut decided: HashSet<ChangeHash> = HashSet::new();
+    while let Some(Reverse((_, h))) = ready.pop() {
+        let c = &pool[&h];
+        decided.insert(h);
+        let refused_dep = c
+            .change
+            .deps()
+            .iter()
+            .filter(|d| refused.contains_key(d))
+            .min()
+            .copied();
+        // The same precedence as a judgment on arrival: a refused dependency first.
+        let verdict = if let Some(d) = refused_dep {
+            Err(Rejection::DependsOnRefused {
+                dependency: d.to_string(),
+            })
+        } else if let Some(reason) = excluded.get(&h) {
+            Err(reason.clone())
+        } else {
+            match author(c) {
+                None => Err(Rejection::Signature {
+                    problem: crate::identity::SignatureProblem::ActorNotADevice,
+                }),
+                Some(_) => {
+                    let Some(head) = crate::replica::header(&c.change) else {
+                        continue;
+                    };
+                    let dep_max = c
+                        .change
+                        .deps()
+                        .iter()
+                        .filter_map(|d| max_ops.get(d))
+                        .max()
+                        .copied()
+                        .unwrap_or(0);
+                    membership.judge(&head).and_then(|record| {
+                        Judge {
+                            membership: &mut membership,
+                            admission: &mut admission,
+                            seqs: &mut seqs,
+                            removals: None,
+                            check_seqs,
+                        }
+                        .admit(&c.change, &head, record, dep_max)
+                    })
+                }
+            }
+        };
+        match verdict {
+            Ok(()) => {
+                let max = (c.change.start_op().get() + c.change.len() as u64).saturating_sub(1);
+                max_ops.insert(h, max);
+                accepted.push(h);
+            }
+            Err(reason) => {
+                refused.insert(h, reason);
+            }
+        }
+        for child in children.get(&h).into_iter().flatten() {
+            if let Some(n) = missing.get_mut(child) {
+                *n -= 1;
+                if *n == 0 {
+                    missing.remove(child);
+                    ready.push(Reverse((pool[child].change.start_op().get(), *child)));
+                }
+            }
+        }
+    }
+    let waiting = pool
+        .keys()
+        .filter(|h| !decided.contains(h))
+        .copied()
+        .collect();
+    Judgment {
+        accepted,
+        refused,
+        waiting,
+        membership,
+        admission,
+        seqs,
+        removals: Vec::new(),
+        equivocations: BTreeMap::new(),
+    }
+}

@@ -1,0 +1,335 @@
+//! Strong removal and equivocation: verdicts that depend on changes concurrent with the
+//! judged one, the same on every replica whatever order the changes arrive in.
+//!
+//! - A removed admin's hidden branch (it admits a new admin, who writes) concurrent with its
+//!   removal is refused everywhere, and so is everything built on it.
+//! - Two admins removing each other concurrently: the more senior one's removal stands (the
+//!   genesis creator's first), so the network keeps an admin.
+//! - A member that signs two different changes with one (actor, seq) is cut off: neither twin
+//!   nor anything it signed after stands, on every replica.
+//!
+//! Each case is delivered to four replicas in four orders and batchings; checked: identical
+//! heads, quarantine (hash and reason), members and views; honest changes applied.
+
+use std::collections::BTreeMap;
+
+use automerge::transaction::Transactable;
+use automerge::{Automerge, ReadDoc, ROOT};
+use reflow::*;
+
+fn key() -> DeviceKey {
+    DeviceKey::generate().expect("OS randomness")
+}
+
+fn produce(resource: &str, agent: &str) -> NewEvent {
+    EconomicEvent::new(Action::Produce, agent, agent)
+        .quantity(1, "kg")
+        .creating(ResourceDescription::new(resource, resource))
+}
+
+/// ana (genesis admin), dee (admin), bo (member), with their replicas and the shared history.
+struct Net {
+    ana: Replica,
+    dee: Replica,
+    bo: Replica,
+    history: Vec<SignedChange>,
+}
+
+fn net() -> Net {
+    let dee_key = key();
+    let bo_key = key();
+    let (mut ana, mut history) =
+        Replica::create_network("market", key(), Agent::person("ana", "Ana")).expect("create");
+    let (_, c) = ana
+        .write(|l| {
+            l.create(Unit::new("kg", "kilogram", "kg"))?;
+            l.create(Agent::person("dee", "Dee"))?;
+            l.create(Agent::person("bo", "Bo"))?;
+            l.create(Agent::person("eve", "Eve"))
+        })
+        .expect("setup");
+    history.extend(c);
+    history.extend(
+        ana.add_member(dee_key.id(), Role::Admin, "dee".into())
+            .expect("dee"),
+    );
+    history.extend(
+        ana.add_member(bo_key.id(), Role::Member, "bo".into())
+            .expect("bo"),
+    );
+    let (dee, _) = Replica::join(ana.network(), dee_key, history.clone()).expect("join");
+    let (bo, _) = Replica::join(ana.network(), bo_key, history.clone()).expect("join");
+    Net {
+        ana,
+        dee,
+        bo,
+        history,
+    }
+}
+
+fn sorted_heads(r: &Replica) -> Vec<ChangeHash> {
+    let mut h = r.ledger().heads();
+    h.sort();
+    h
+}
+
+fn quarantine(r: &Replica) -> BTreeMap<ChangeHash, String> {
+    r.quarantine()
+        .map(|q| {
+            (
+                q.change.hash(),
+                format!("{:?}", std::mem::discriminant(&q.reason)),
+            )
+        })
+        .collect()
+}
+
+/// Deliver `changes` to four fresh replicas of `history` in four orders and batchings and
+/// check they agree; returns one of them.
+fn deliver_everywhere(
+    network: NetworkId,
+    history: &[SignedChange],
+    changes: &[SignedChange],
+) -> Replica {
+    let mut reversed = changes.to_vec();
+    reversed.reverse();
+    let orders: Vec<(&str, Vec<Vec<SignedChange>>)> = vec![
+        ("one batch", vec![changes.to_vec()]),
+        (
+            "one by one",
+            changes.iter().map(|c| vec![c.clone()]).collect(),
+        ),
+        (
+            "reversed, one by one",
+            reversed.iter().map(|c| vec![c.clone()]).collect(),
+        ),
+        (
+            "reversed, pairs",
+            reversed.chunks(2).map(<[SignedChange]>::to_vec).collect(),
+        ),
+    ];
+    let mut out: Vec<(&str, Replica)> = Vec::new();
+    for (name, batches) in orders {
+        let (mut r, _) = Replica::join(network, key(), history.to_vec()).expect("join");
+        for b in batches {
+            r.receive(b).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        out.push((name, r));
+    }
+    let (_, first) = &out[0];
+    for (name, r) in &out[1..] {
+        assert_eq!(sorted_heads(r), sorted_heads(first), "{name}: heads");
+        assert_eq!(quarantine(r), quarantine(first), "{name}: quarantine");
+        assert_eq!(r.members(), first.members(), "{name}: members");
+        assert_eq!(
+            r.ledger().snapshot(),
+            first.ledger().snapshot(),
+            "{name}: views"
+        );
+        assert_eq!(
+            r.ledger().snapshot(),
+            r.ledger().snapshot_from_scratch(),
+            "{name}"
+        );
+    }
+    out.swap_remove(0).1
+}
+
+fn reason_of(r: &Replica, h: &ChangeHash) -> Option<Rejection> {
+    r.quarantine()
+        .find(|q| q.change.hash() == *h)
+        .map(|q| q.reason.clone())
+}
+
+#[test]
+fn a_removed_admins_hidden_branch_is_refused_everywhere() {
+    let Net {
+        mut ana,
+        mut dee,
+        mut bo,
+        history,
+    } = net();
+    let network = ana.network();
+    // dee, offline and about to be removed, admits a device of its own as admin, which
+    // records an event; concurrently ana removes dee.
+    let eve_key = key();
+    let hidden_add = dee
+        .add_member(eve_key.id(), Role::Admin, "eve".into())
+        .expect("hidden add");
+    let mut eve_history = history.clone();
+    eve_history.extend(hidden_add.clone());
+    let (mut eve, _) = Replica::join(network, eve_key.clone(), eve_history).expect("eve");
+    let (_, eve_event) = eve
+        .write(|l| l.record_event(produce("eve-goods", "eve")))
+        .expect("eve writes");
+    let removal = ana.remove_member(dee.device()).expect("remove dee");
+    let (_, honest) = bo
+        .write(|l| l.record_event(produce("pears", "bo")))
+        .expect("bo writes");
+
+    let mut all = Vec::new();
+    all.extend(hidden_add.clone());
+    all.extend(eve_event.clone());
+    all.extend(removal.clone());
+    all.extend(honest.clone());
+    let r = deliver_everywhere(network, &history, &all);
+
+    for c in &removal {
+        assert!(r.ledger().has_change(&c.hash()), "the removal stands");
+    }
+    for c in &honest {
+        assert!(r.ledger().has_change(&c.hash()), "bo's event stands");
+    }
+    for c in &hidden_add {
+        assert!(!r.ledger().has_change(&c.hash()));
+        assert!(
+            matches!(reason_of(&r, &c.hash()), Some(Rejection::RemovedConcurrently { device, .. }) if device == dee.device()),
+            "{:?}",
+            reason_of(&r, &c.hash())
+        );
+    }
+    for c in &eve_event {
+        assert!(!r.ledger().has_change(&c.hash()), "eve's event is refused");
+    }
+    assert!(r.member(&dee.device()).is_none());
+    assert!(r.member(&eve_key.id()).is_none());
+    assert!(r.ledger().resource(&"eve-goods".into()).is_none());
+
+    // ana's own replica, which accepted the hidden branch before it learned of... nothing:
+    // it made the removal itself; receiving the branch afterwards refuses it.
+    let receipt = ana
+        .receive(all.clone())
+        .expect("ana receives the hidden branch");
+    assert!(receipt
+        .applied
+        .iter()
+        .all(|c| !hidden_add.iter().any(|h| h.hash() == c.hash())));
+    assert_eq!(sorted_heads(&ana), sorted_heads(&r));
+
+    // dee's replica had the branch applied; learning of its removal revokes it there too.
+    let receipt = dee.receive(all).expect("dee learns of its removal");
+    assert!(
+        !receipt.revoked.is_empty(),
+        "the hidden add is revoked on dee's replica"
+    );
+    assert_eq!(sorted_heads(&dee), sorted_heads(&r));
+    assert_eq!(dee.ledger().snapshot(), r.ledger().snapshot());
+}
+
+#[test]
+fn two_admins_removing_each_other_leave_the_senior_one() {
+    let Net {
+        mut ana,
+        mut dee,
+        history,
+        ..
+    } = net();
+    let network = ana.network();
+    let ana_removes_dee = ana.remove_member(dee.device()).expect("ana removes dee");
+    let dee_removes_ana = dee.remove_member(ana.device()).expect("dee removes ana");
+    let mut all = dee_removes_ana.clone();
+    all.extend(ana_removes_dee.clone());
+    let r = deliver_everywhere(network, &history, &all);
+    // ana is the genesis creator: the most senior admin; its removal of dee stands.
+    assert!(r.ledger().has_change(&ana_removes_dee[0].hash()));
+    assert!(!r.ledger().has_change(&dee_removes_ana[0].hash()));
+    assert_eq!(r.member(&ana.device()).map(|m| m.role), Some(Role::Admin));
+    assert!(r.member(&dee.device()).is_none());
+    // Both sides converge on the same outcome once they see each other's removal.
+    ana.receive(all.clone()).expect("ana");
+    dee.receive(all).expect("dee");
+    assert_eq!(sorted_heads(&ana), sorted_heads(&r));
+    assert_eq!(sorted_heads(&dee), sorted_heads(&r));
+    assert_eq!(dee.members(), r.members());
+}
+
+/// A change by `key` on `r`'s document with session `suffix`, setting unit kg's label.
+fn label_change(r: &Replica, key: &DeviceKey, suffix: u8, label: &str) -> SignedChange {
+    let mut doc = Automerge::load(&r.ledger().save())
+        .expect("load")
+        .with_actor(key.id().actor([suffix; 8]));
+    let (_, buckets) = doc.get(ROOT, "objectBuckets").expect("get").expect("set");
+    let bucket = (0..256)
+        .map(|i| {
+            doc.get(&buckets, format!("{i:02x}"))
+                .expect("get")
+                .expect("bucket")
+                .1
+        })
+        .find(|b| doc.get(b, "[\"units\",\"kg\"]").ok().flatten().is_some())
+        .expect("kg's bucket");
+    let mut tx = doc.transaction();
+    tx.put(
+        &bucket,
+        "[\"units\",\"kg\",\"label\"]",
+        serde_json::to_string(label).expect("json"),
+    )
+    .expect("put");
+    tx.commit();
+    let change = doc.get_last_local_change().expect("change");
+    let signature = key.sign_change(&r.network(), &change.hash());
+    SignedChange { change, signature }
+}
+
+#[test]
+fn an_equivocating_member_is_cut_off_identically() {
+    let Net {
+        mut ana,
+        bo,
+        history,
+        ..
+    } = net();
+    let network = ana.network();
+    let bo_key_secret = bo.key().clone();
+    // Two different changes with one (actor, seq), and one more by bo on top of the first.
+    let a = label_change(&bo, &bo_key_secret, 7, "Kilo");
+    let b = label_change(&bo, &bo_key_secret, 7, "Kilogramme");
+    assert_eq!(
+        (a.change.actor_id(), a.change.seq()),
+        (b.change.actor_id(), b.change.seq())
+    );
+    let mut on_a = Replica::join(network, bo_key_secret.clone(), history.clone())
+        .expect("join")
+        .0;
+    on_a.receive(vec![a.clone()]).expect("a");
+    let after_a = label_change(&on_a, &bo_key_secret, 8, "kg!");
+    let (_, honest) = ana
+        .write(|l| l.record_event(produce("plums", "ana")))
+        .expect("ana writes");
+    let mut all = vec![a.clone(), after_a.clone(), b.clone()];
+    all.extend(honest.clone());
+    let r = deliver_everywhere(network, &history, &all);
+    for c in [&a, &b] {
+        assert!(!r.ledger().has_change(&c.hash()), "neither twin stands");
+        assert!(
+            matches!(
+                reason_of(&r, &c.hash()),
+                Some(Rejection::Equivocation { .. })
+            ),
+            "{:?}",
+            reason_of(&r, &c.hash())
+        );
+    }
+    // What it built on a twin goes with it.
+    assert!(!r.ledger().has_change(&after_a.hash()));
+    assert_eq!(
+        reason_of(&r, &after_a.hash()),
+        Some(Rejection::DependsOnRefused {
+            dependency: a.hash().to_string()
+        })
+    );
+    for c in &honest {
+        assert!(r.ledger().has_change(&c.hash()));
+    }
+    assert_eq!(
+        r.ledger().get::<Unit>(&"kg".into()).map(|u| u.label),
+        Some("kilogram".into())
+    );
+    // A replica that applied one twin revokes it when the other arrives, and passes the
+    // proof on.
+    let receipt = on_a.receive(vec![b.clone()]).expect("b arrives");
+    assert!(receipt.revoked.contains(&a.hash()));
+    assert_eq!(receipt.evidence.len(), 2);
+    on_a.receive(honest).expect("honest");
+    assert_eq!(sorted_heads(&on_a), sorted_heads(&r));
+}
