@@ -8,6 +8,9 @@
 //! - `other_network_is_refused_at_the_handshake`: a node of another network dialing with its
 //!   own network's ALPN fails the TLS handshake (no common ALPN) and gets a typed error; the
 //!   refusing node keeps syncing.
+//! - `an_old_protocol_version_is_refused_at_the_handshake`: a member's device speaking
+//!   protocol version 2 (schema-v1 software, ALPN `reflow/2/<network>`) fails the TLS
+//!   handshake; the node emits `HandshakeFailed` and keeps syncing.
 //! - `malformed_frames_close_only_that_connection`: a member speaking garbage (an oversized
 //!   length prefix, an unknown frame type, an undecodable sync message) over a raw iroh
 //!   connection is refused with `ProtocolViolation`; the node keeps syncing with others.
@@ -199,6 +202,47 @@ async fn other_network_is_refused_at_the_handshake() {
         "other_network_is_refused_at_the_handshake: {:?}",
         started.elapsed()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_old_protocol_version_is_refused_at_the_handshake() {
+    let (da, db) = (tempdir(), tempdir());
+    let a = open(da.path()).await;
+    let b = open(db.path()).await;
+    let network = create_network(&a);
+    admit(&a, network, b.device(), "bob");
+    within("B joins", b.join(network, &a.addr()))
+        .await
+        .expect("B joins");
+    // An old build of a member's device: its key is admitted, its protocol is version 2.
+    let old = DeviceKey::generate().expect("key");
+    admit(&a, network, old.id(), "old");
+    let ep = raw_endpoint(&old).await;
+    let current = reflow::net::alpn(&network);
+    assert!(current.starts_with(b"reflow/3/"), "{current:?}");
+    let mut v2 = current.clone();
+    v2[7] = b'2';
+    let mut a_events = a.events();
+    // The server's TLS alert (no application protocol, 120) ends the handshake: the
+    // connection never opens, so no Refuse frame can be sent.
+    let err = within("an old dial", ep.connect(endpoint_addr(&a.addr()), &v2))
+        .await
+        .expect_err("a version-2 dial is refused at the handshake");
+    let text = err.to_string();
+    assert!(text.contains("120"), "{text}");
+    wait_event(&mut a_events, "A's handshake failure", |e| {
+        matches!(e, NodeEvent::HandshakeFailed { .. })
+    })
+    .await;
+    // A keeps syncing with B.
+    let e = a
+        .record_event(network, produce("ana", "after-old", 1))
+        .expect("write");
+    wait_until(&b, network, "A's event on B", |r| has_event(r, &e)).await;
+    ep.close().await;
+    for n in [a, b] {
+        n.close().await.expect("close");
+    }
 }
 
 /// A raw iroh endpoint with `key` (a member's key), on loopback only.

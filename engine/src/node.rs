@@ -22,6 +22,10 @@
 //! A network whose stored replica cannot be opened is kept unavailable, not fatal: the node
 //! opens its other networks as usual ([`status`]).
 //!
+//! A ledger of schema version 1 is migrated to version 2 when an admin's node opens it (one
+//! signed, durable change, synced like a local write); a member's node keeps it read-only
+//! until that change arrives (docs/data-model.md, "Migration from version 1").
+//!
 //! Threading: the node runs on the caller's tokio runtime. Ledger reads and writes take a
 //! short lock on the network's replica and are synchronous (a write returns after its fsync);
 //! no lock is ever held across an `.await`.
@@ -698,6 +702,8 @@ impl Node {
                     continue;
                 }
             };
+            let mut replica = replica;
+            span.in_scope(|| migrate_if_admin(&mut replica));
             let net = Net::new(replica, events.clone());
             span.in_scope(|| net.load_book(device));
             networks.insert(id, Arc::new(net));
@@ -1105,6 +1111,35 @@ fn open_replica(
                 .unwrap_or_else(|| "a panic".to_owned());
             Err(NetworkProblem::of_panic(network, detail))
         }
+    }
+}
+
+/// An admin's node migrates a schema-version-1 ledger to version 2 when it opens it
+/// ([`crate::Replica::migrate`]): one signed change, stored durably like any local write (it
+/// syncs with the first peer that connects, as every stored change does). A member's node
+/// keeps the ledger read-only ([`crate::Error::MigrationRequired`]) until it receives an
+/// admin's migration. A migration that fails (the store cannot write) is logged; the ledger
+/// stays readable and the next open tries again.
+fn migrate_if_admin(replica: &mut DurableReplica) {
+    if !replica.ledger().needs_migration() {
+        return;
+    }
+    let network = replica.replica().network();
+    if replica.replica().role() != Some(Role::Admin) {
+        info!(%network, "this ledger is at schema version 1: read-only until an admin's node migrates it");
+        return;
+    }
+    match replica.migrate() {
+        Ok(changes) => info!(
+            %network,
+            changes = changes.len(),
+            "migrated the ledger from schema version 1 to 2"
+        ),
+        Err(e) => error!(
+            %network,
+            error = %e,
+            "could not migrate the ledger from schema version 1; it stays read-only"
+        ),
     }
 }
 

@@ -166,11 +166,9 @@ fn attacks(s: &Setup) -> Vec<(&'static str, SignedChange, Expect)> {
             .expect("put");
     });
     attack("edit-other-agent", Expect::NotYourAgent, &|tx, d| {
-        let kind = ObjectKind::Agent;
-        let b = bucket(d, "objectBuckets", object_bucket(kind, "ana"));
-        tx.put(&b, format!("[\"agents\",\"ana\",\"name\"]"), "\"Mallory\"")
+        let b = bucket(d, "objectBuckets", object_bucket(ObjectKind::Agent, "ana"));
+        tx.put(&b, "[\"agents\",\"ana\",\"name\"]", "\"Mallory\"")
             .expect("put");
-        let _ = kind;
     });
     attack("make-object", Expect::Schema, &|tx, d| {
         let b = bucket(d, "objectBuckets", 3);
@@ -219,7 +217,6 @@ fn attacks(s: &Setup) -> Vec<(&'static str, SignedChange, Expect)> {
         let b = bucket(d, "eventBuckets", 5);
         tx.put(&b, "x", ScalarValue::Int(1)).expect("put");
     });
-    drop(attack);
 
     // Speak for others and bad JSON need the op id: build them as the ledger would, with
     // the key the ledger computes, then alter the value.

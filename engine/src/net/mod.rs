@@ -368,12 +368,14 @@ mod tests {
     fn alpn_names_the_network_and_version() {
         let n = NetworkId([7; 32]);
         let a = alpn(&n);
-        assert!(a.starts_with(b"reflow/2/0707"));
+        assert!(a.starts_with(b"reflow/3/0707"));
         assert_eq!(network_of_alpn(&a), Some(n));
         // Another protocol version is not this protocol.
-        let mut v1 = a.clone();
-        v1[7] = b'1';
-        assert_eq!(network_of_alpn(&v1), None);
+        for old in [b'1', b'2'] {
+            let mut v = a.clone();
+            v[7] = old;
+            assert_eq!(network_of_alpn(&v), None);
+        }
         assert_eq!(network_of_alpn(b"other"), None);
     }
 }

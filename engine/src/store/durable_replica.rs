@@ -297,6 +297,15 @@ impl DurableReplica {
         Ok(())
     }
 
+    /// Migrate a schema-version-1 ledger to version 2 (admins only), durably: see
+    /// [`Replica::migrate`]. Returns the migration change (none if the ledger is at version 2
+    /// already), stored before this returns, to send to peers.
+    pub fn migrate(&mut self) -> Result<Vec<SignedChange>> {
+        let signed = self.replica.migrate()?;
+        self.persist(&signed, &[])?;
+        Ok(signed)
+    }
+
     /// Admit a device (admins only), durably.
     pub fn add_member(
         &mut self,

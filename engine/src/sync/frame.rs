@@ -1,4 +1,4 @@
-//! Frames of the Reflow sync protocol, version 1. Byte layout: docs/protocol.md.
+//! Frames of the Reflow sync protocol, version 3. Byte layout: docs/protocol.md.
 //!
 //! A frame on the wire is a 4-byte big-endian length prefix followed by the frame body. The
 //! body starts with the protocol version and the frame type. Every length inside a frame is
@@ -12,8 +12,10 @@ use crate::membership::{BearerSecret, Invite, InviteError};
 use crate::vf::{Agent, Id};
 
 /// Protocol version carried in every frame and in the ALPN. Version 2 added the
-/// compressed frame (type `0x05`); version 1 nodes do not connect to version 2 nodes.
-pub const PROTOCOL_VERSION: u8 = 2;
+/// compressed frame (type `0x05`); version 3 carries ledgers of schema version 2 (judged by
+/// admission), which version-2 software cannot read. Frames are the same as in version 2;
+/// nodes of different versions do not connect (no common ALPN: the handshake fails).
+pub const PROTOCOL_VERSION: u8 = 3;
 
 /// Largest frame body accepted or sent (bytes after the length prefix, version and type
 /// included).

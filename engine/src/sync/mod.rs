@@ -58,7 +58,7 @@ use tracing::{debug, warn};
 use crate::identity::{DeviceId, NetworkId, SignedChange};
 use crate::replica::Replica;
 
-/// The ALPN of the Reflow sync protocol for one network: `reflow/2/<network id hex>`. A
+/// The ALPN of the Reflow sync protocol for one network: `reflow/3/<network id hex>`. A
 /// connection is for one network; a node that does not replicate the network never
 /// completes the handshake.
 pub fn alpn(network: &NetworkId) -> Vec<u8> {
