@@ -41,7 +41,7 @@ pub use node::{
     LedgerUpdate, NetworkProblem, NetworkStatus, Node, NodeConfig, NodeEvent, PeerStatus,
     RelayConfig, UnavailableKind,
 };
-pub use replica::{Provenance, Quarantined, Receipt, Replica};
+pub use replica::{Limits, Provenance, Quarantined, Receipt, Replica};
 pub use store::{CompactionJob, DurableLedger, DurableReplica, Store, StoreStats};
 pub use sync::{Frame, FrameError, SyncError, SyncSession};
 pub use vf::{

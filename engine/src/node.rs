@@ -577,6 +577,24 @@ impl Net {
         if !changes.is_empty() {
             let receipt = replica.receive(changes).map_err(LinkEnd::Storage)?;
             revoked = !receipt.revoked.is_empty();
+            if receipt.overflow > 0 {
+                // What was judged is stored below; the link ends (the peer floods).
+                warn!(
+                    dropped = receipt.overflow,
+                    "the peer floods: disconnecting it"
+                );
+                self.record_error(
+                    link.peer,
+                    format!(
+                        "{} change(s) over the waiting or quarantine limit",
+                        receipt.overflow
+                    ),
+                );
+                return Err(LinkEnd::Protocol(format!(
+                    "{} change(s) over the waiting or quarantine limits",
+                    receipt.overflow
+                )));
+            }
             // Proof of equivocation travels on to every peer (it applies nothing).
             let evidence = receipt.evidence.clone();
             debug!(

@@ -41,6 +41,15 @@ pub(crate) struct Judgment {
     pub equivocations: BTreeMap<DeviceId, (ChangeHash, ChangeHash)>,
 }
 
+/// A removal to apply: (seniority key: the remover's grant op counter and hash, the removal's
+/// op counter and hash), the removed device, its record index, the removing change.
+type Removal = (
+    (u64, ChangeHash, u64, ChangeHash),
+    DeviceId,
+    usize,
+    ChangeHash,
+);
+
 fn author(c: &SignedChange) -> Option<DeviceId> {
     DeviceId::of_actor(c.change.actor_id())
 }
@@ -143,12 +152,7 @@ pub(crate) fn judge_all(network: NetworkId, pool: &HashMap<ChangeHash, SignedCha
     // already refused the removal itself. Exclusions only grow, so this ends.
     loop {
         let mut pass = one_pass(network, pool, &children, &excluded, true);
-        let mut removals: Vec<(
-            (u64, ChangeHash, u64, ChangeHash),
-            DeviceId,
-            usize,
-            ChangeHash,
-        )> = Vec::new();
+        let mut removals: Vec<Removal> = Vec::new();
         for (index, hash, record) in pass.membership.records() {
             let MembershipRecord::Remove { device } = record else {
                 continue;
@@ -167,7 +171,7 @@ pub(crate) fn judge_all(network: NetworkId, pool: &HashMap<ChangeHash, SignedCha
             );
             removals.push((key, *device, index, *hash));
         }
-        removals.sort_by(|a, b| a.0.cmp(&b.0));
+        removals.sort_by_key(|r| r.0);
         let accepted_by: HashMap<DeviceId, Vec<ChangeHash>> =
             pass.accepted.iter().fold(HashMap::new(), |mut m, h| {
                 if let Some(d) = pool.get(h).and_then(author) {

@@ -25,6 +25,29 @@ use crate::membership::{
 };
 use crate::vf::{Agent, Id};
 
+/// Bounds on what a replica keeps for changes it cannot apply (defaults in [`Limits::default`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most changes kept waiting for their dependencies; more are dropped (not stored, not
+    /// acknowledged: they come again with a later sync) and counted in [`Receipt::overflow`].
+    pub waiting: usize,
+    /// Most bytes of changes kept waiting for their dependencies.
+    pub waiting_bytes: usize,
+    /// Most refused changes kept in the quarantine; a refusal past it is reported (with the
+    /// same verdict) but the change is not kept, and counts in [`Receipt::overflow`].
+    pub quarantine: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            waiting: 100_000,
+            waiting_bytes: 256 * 1024 * 1024,
+            quarantine: 50_000,
+        }
+    }
+}
+
 /// Batches larger than this are verified in chunks of this size, overlapping with applying.
 const PIPELINE_CHUNK: usize = 8192;
 
@@ -54,6 +77,10 @@ pub struct Receipt {
     pub revoked: Vec<ChangeHash>,
     /// Proof of equivocation to pass on to peers (both twins), though neither is applied.
     pub evidence: Vec<SignedChange>,
+    /// Changes neither kept waiting nor quarantined because those queues are full
+    /// ([`Limits`]): the peer that sent them floods; a node
+    /// disconnects it.
+    pub overflow: usize,
 }
 
 /// Who recorded an event: the signing device and the Agent it acted for.
@@ -84,6 +111,7 @@ pub struct Replica {
     seqs: HashMap<(automerge::ActorId, u64), ChangeHash>,
     /// Removals in force (see [`Judge::removals`]), from the last full judgment.
     removals: Vec<(DeviceId, usize, ChangeHash)>,
+    limits: Limits,
 }
 
 /// The judging state of a replica, borrowed: membership, admission, the (actor, seq) index
@@ -226,6 +254,7 @@ impl Replica {
             admission: Admission::default(),
             seqs: HashMap::new(),
             removals: Vec::new(),
+            limits: Limits::default(),
         };
         let mut signed = replica.adopt_local(&[])?;
         let (_, more) = replica.write(|l| l.create(agent))?;
@@ -295,6 +324,7 @@ impl Replica {
                 genesis_hash,
             )]),
             removals: Vec::new(),
+            limits: Limits::default(),
         };
         let mut receipt = replica.receive(changes)?;
         receipt.applied.insert(0, genesis);
@@ -387,12 +417,18 @@ impl Replica {
             admission,
             seqs,
             removals,
+            limits: Limits::default(),
         })
     }
 
     /// The ledger (read API).
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
+    }
+
+    /// Set the bounds on waiting and quarantined changes.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
     }
 
     /// The network id.
@@ -909,6 +945,32 @@ impl Replica {
                 }
             }
         }
+        // Bounded: a peer cannot make this replica hold unboundedly many changes it cannot
+        // judge yet. The excess (largest hashes first: the same whatever the arrival order
+        // within the batch) is dropped, unacknowledged.
+        let limits = self.limits;
+        if by_hash.len() > limits.waiting
+            || by_hash
+                .values()
+                .map(|c| c.change.raw_bytes().len())
+                .sum::<usize>()
+                > limits.waiting_bytes
+        {
+            let mut keys: Vec<ChangeHash> = by_hash.keys().copied().collect();
+            keys.sort();
+            let mut bytes = 0;
+            for (i, h) in keys.iter().enumerate() {
+                bytes += by_hash[h].change.raw_bytes().len();
+                if i >= limits.waiting || bytes > limits.waiting_bytes {
+                    by_hash.remove(h);
+                    receipt.overflow += 1;
+                }
+            }
+            warn!(
+                dropped = receipt.overflow,
+                "too many changes waiting for dependencies"
+            );
+        }
         receipt.waiting = by_hash.len();
         self.waiting = by_hash;
 
@@ -1033,6 +1095,10 @@ impl Replica {
         let hash = change.hash();
         warn!(change = %hash, %reason, "change refused and quarantined");
         receipt.refused.push((hash, reason.clone()));
+        if self.quarantine.len() >= self.limits.quarantine {
+            receipt.overflow += 1;
+            return;
+        }
         self.quarantine.insert(hash, Quarantined { change, reason });
     }
 }
@@ -1091,6 +1157,72 @@ mod tests {
             eve.write(|l| l.create(Unit::new("g", "gram", "g"))),
             Err(Error::NotAllowed { .. })
         ));
+    }
+
+    #[test]
+    fn waiting_and_quarantine_are_bounded() {
+        let (mut admin, _) = Replica::create_network(
+            "market",
+            DeviceKey::generate().expect("key"),
+            Agent::person("ana", "Ana"),
+        )
+        .expect("create");
+        admin
+            .write(|l| l.create(Unit::new("kg", "kilogram", "kg")))
+            .expect("unit");
+        let base = admin.signed_changes_since(&[]);
+        let mut chain = Vec::new();
+        for i in 0..6 {
+            let (_, c) = admin
+                .write(|l| {
+                    l.record_event(
+                        EconomicEvent::new(Action::Produce, "ana", "ana")
+                            .quantity(1, "kg")
+                            .creating(ResourceDescription::new(format!("r{i}"), "Apples")),
+                    )
+                })
+                .expect("write");
+            chain.extend(c);
+        }
+        let (mut r, _) = Replica::join(admin.network(), DeviceKey::generate().expect("key"), base)
+            .expect("join");
+        r.set_limits(Limits {
+            waiting: 3,
+            ..Limits::default()
+        });
+        // Everything but the first change: five wait for it, two of them are dropped.
+        let receipt = r.receive(chain[1..].to_vec()).expect("receive");
+        assert_eq!((receipt.waiting, receipt.overflow), (3, 2));
+        assert!(receipt.applied.is_empty());
+        // The missing change arrives: what waited applies; the dropped ones come again.
+        let receipt = r.receive(vec![chain[0].clone()]).expect("receive");
+        assert_eq!(receipt.overflow, 0);
+        assert!(receipt.applied.len() < chain.len());
+        let receipt = r.receive(chain.clone()).expect("again");
+        assert_eq!(receipt.overflow, 0);
+        assert_eq!(r.ledger().heads(), admin.ledger().heads());
+
+        // The quarantine keeps at most its limit; the verdicts are reported all the same (two
+        // forged signatures of one new change: the second does not fit).
+        r.set_limits(Limits {
+            quarantine: r.quarantine().count() + 1,
+            ..Limits::default()
+        });
+        let before = admin.ledger().event_count();
+        let (_, more) = admin
+            .write(|l| l.create(Unit::new("g", "gram", "g")))
+            .expect("unit");
+        let mut bad: Vec<SignedChange> = more.clone();
+        let mut other = more[0].clone();
+        other.signature.0[1] ^= 1;
+        bad[0] = other.clone();
+        let mut again = other;
+        again.signature.0[2] ^= 1;
+        bad.push(again);
+        let receipt = r.receive(bad).expect("receive");
+        assert_eq!(receipt.refused.len(), 2);
+        assert_eq!(receipt.overflow, 1);
+        assert_eq!(admin.ledger().event_count(), before);
     }
 
     #[test]

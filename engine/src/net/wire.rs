@@ -32,6 +32,9 @@ impl std::fmt::Display for ReadFrameError {
     }
 }
 
+/// How much of a frame body is read (and allocated) at a time.
+const READ_CHUNK: usize = 64 * 1024;
+
 /// Read one frame. `Ok(None)` if the peer finished the stream cleanly between frames.
 pub(crate) async fn read_frame(recv: &mut RecvStream) -> Result<Option<Frame>, ReadFrameError> {
     read_frame_limited(recv, crate::sync::MAX_FRAME_LEN).await
@@ -55,13 +58,20 @@ pub(crate) async fn read_frame_limited(
     if len > max {
         return Err(ReadFrameError::Frame(FrameError::TooLong { len, max }));
     }
-    let mut body = vec![0u8; len];
-    match recv.read_exact(&mut body).await {
-        Ok(()) => {}
-        Err(ReadExactError::FinishedEarly(_)) => return Err(ReadFrameError::Truncated),
-        Err(ReadExactError::ReadError(e)) => return Err(ReadFrameError::Read(e)),
+    // The body grows as its bytes arrive, never by more than 64 KiB ahead of them: a length
+    // prefix alone allocates nothing large.
+    let mut body = Vec::with_capacity(len.min(READ_CHUNK));
+    while body.len() < len {
+        let start = body.len();
+        let end = len.min(start + READ_CHUNK);
+        body.resize(end, 0);
+        match recv.read_exact(&mut body[start..end]).await {
+            Ok(()) => {}
+            Err(ReadExactError::FinishedEarly(_)) => return Err(ReadFrameError::Truncated),
+            Err(ReadExactError::ReadError(e)) => return Err(ReadFrameError::Read(e)),
+        }
     }
-    Frame::decode(&body)
+    Frame::decode_limited(&body, max)
         .map(Some)
         .map_err(ReadFrameError::Frame)
 }

@@ -374,13 +374,10 @@ fn compress_body(body: &[u8]) -> Option<Vec<u8>> {
 /// Inflate a compressed frame's body, which must come to exactly `len` bytes, at most
 /// [`MAX_FRAME_LEN`]: inflation stops one byte past `len`, so a bomb costs no more memory
 /// than an honest frame.
-fn inflate_body(compressed: &[u8], len: usize) -> Result<Vec<u8>, FrameError> {
+fn inflate_body(compressed: &[u8], len: usize, max: usize) -> Result<Vec<u8>, FrameError> {
     use std::io::Read as _;
-    if len > MAX_FRAME_LEN {
-        return Err(FrameError::TooLong {
-            len,
-            max: MAX_FRAME_LEN,
-        });
+    if len > max {
+        return Err(FrameError::TooLong { len, max });
     }
     let mut inner = Vec::with_capacity(len);
     flate2::read::DeflateDecoder::new(compressed)
@@ -593,6 +590,14 @@ impl Frame {
 
     /// Decode one frame body (after the length prefix has been read and checked).
     pub fn decode(body: &[u8]) -> Result<Frame, FrameError> {
+        Frame::decode_limited(body, MAX_FRAME_LEN)
+    }
+
+    /// [`Frame::decode`] where a compressed body may inflate to at most `max` bytes: the first
+    /// frame of a device that is not (yet) a member is read with [`MAX_REDEEM_LEN`], so a
+    /// stranger's small frame never inflates into a large allocation.
+    pub fn decode_limited(body: &[u8], max: usize) -> Result<Frame, FrameError> {
+        let max = max.min(MAX_FRAME_LEN);
         if body.len() > MAX_FRAME_LEN {
             return Err(FrameError::TooLong {
                 len: body.len(),
@@ -610,9 +615,9 @@ impl Frame {
         let frame = match r.u8("frame type")? {
             TYPE_COMPRESSED => {
                 let len = r.u32("inflated length")?;
-                let inner = inflate_body(r.take(r.remaining(), "compressed body")?, len)?;
+                let inner = inflate_body(r.take(r.remaining(), "compressed body")?, len, max)?;
                 return match inner.get(1) {
-                    Some(&TYPE_SYNC) | Some(&TYPE_PUSH) => Frame::decode(&inner),
+                    Some(&TYPE_SYNC) | Some(&TYPE_PUSH) => Frame::decode_limited(&inner, max),
                     _ => Err(malformed(
                         "a compressed frame holds only a Sync or Push frame",
                     )),

@@ -1084,3 +1084,44 @@ fn large_frames_travel_compressed_and_bombs_are_refused() {
         Err(FrameError::Malformed(_))
     ));
 }
+
+#[test]
+fn a_strangers_small_compressed_frame_cannot_inflate_past_its_limit() {
+    use crate::sync::frame::MAX_REDEEM_LEN;
+    // A Push frame of 200 KiB of highly compressible changes, compressed below 64 KiB.
+    let mut doc = automerge::Automerge::new();
+    let mut changes = Vec::new();
+    for i in 0..40 {
+        let mut tx = doc.transaction();
+        automerge::transaction::Transactable::put(
+            &mut tx,
+            automerge::ROOT,
+            format!("k{i}"),
+            "x".repeat(5000),
+        )
+        .expect("put");
+        tx.commit();
+        changes.push(crate::SignedChange {
+            change: doc.get_last_local_change().expect("change"),
+            signature: crate::ChangeSignature([0; 64]),
+        });
+    }
+    let encoded = Frame::Push { changes }.encode();
+    let body = &encoded[crate::sync::frame::LEN_PREFIX..];
+    assert!(
+        body.len() < MAX_REDEEM_LEN,
+        "compressed: {} bytes",
+        body.len()
+    );
+    assert!(
+        Frame::decode(body).is_ok(),
+        "a member's frame of this size decodes"
+    );
+    assert!(
+        matches!(
+            Frame::decode_limited(body, MAX_REDEEM_LEN),
+            Err(FrameError::TooLong { .. })
+        ),
+        "a stranger's does not inflate past the redeem limit"
+    );
+}
