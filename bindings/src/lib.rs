@@ -155,7 +155,7 @@ impl From<reflow::Error> for ReflowError {
             | E::StoreLocked { .. } => ReflowError::Storage { message },
             E::UnknownNetwork { .. } => ReflowError::UnknownNetwork { message },
             E::NetworkExists { .. } => ReflowError::AlreadyJoined { message },
-            E::NotAllowed { .. } => ReflowError::NotAllowed { message },
+            E::NotAllowed { .. } | E::Refused { .. } => ReflowError::NotAllowed { message },
             _ => ReflowError::Other { message },
         }
     }

@@ -214,11 +214,16 @@ const FIELDS = {
   state: ["state", "State (e.g. pass, fail)", "text"],
 };
 
+// This device, from /api/info: its agent, and whether it may record for other agents.
+let me = {};
+
 function fieldInput(vf, required, pre) {
   const [name, label, kind] = FIELDS[vf];
   const r = required ? " required" : "";
   const star = required ? ` <b class="req">*</b>` : "";
-  const val = pre?.[name] ?? "";
+  // A member records only events it takes part in: its own agent is the default provider.
+  const own = vf === "provider" && !me.recordsForOthers && me.agent ? me.agent : "";
+  const val = pre?.[name] ?? own;
   let input;
   switch (kind) {
     case "agent": input = `<select name="${name}"${r}>${options(objects.agents, val)}</select>`; break;
@@ -271,6 +276,7 @@ async function eventForm(v, original) {
   v.innerHTML = (original ? `<p><a href="#events">← events</a></p><h2>Correct event ${evId(original.id)}</h2>` +
       `<div class="card">${describe(original)}</div><p class="muted small">The correcting event replaces it: change what was wrong (a quantity of 0 undoes it).</p>`
       : `<h2>Record an event</h2>`) +
+    (me.recordsForOthers ? "" : `<p class="small muted" id="acting-for">This device records as ${esc(agentName(me.agent))}: as provider or receiver.</p>`) +
     `<form class="stack" id="record-form" novalidate><label><span>Action</span><select name="action" id="act"${original ? " disabled" : ""}>` +
     actions.map(a => `<option value="${a.action}"${a.action === start ? " selected" : ""}>${a.action}</option>`).join("") + `</select></label>` +
     `<p class="small muted" id="act-help"></p><div id="fields"></div><label><span>Note</span><input name="note" value="${esc(pre.note || "")}"></label>` +
@@ -297,6 +303,12 @@ async function eventForm(v, original) {
     if (missing.length) { m.className = "msg err"; m.textContent = "Missing: " + missing.join(", "); return; }
     const body = formBody(form);
     body.action = $("#act").value;
+    // The network refuses a member's event between two other agents: say so before sending.
+    if (!me.recordsForOthers && me.agent && body.provider !== me.agent && body.receiver !== me.agent) {
+      m.className = "msg err";
+      m.textContent = `This device acts for ${agentName(me.agent)}: record events where ${agentName(me.agent)} is the provider or the receiver (an admin can record for others).`;
+      return;
+    }
     const r = original ? await post(`/api/events/${enc(original.id)}/correct`, body) : await post("/api/events", body);
     m.className = "msg " + (r.ok ? "ok" : "err");
     m.textContent = r.ok ? `recorded ${r.body.id}` : r.body.error;
@@ -418,6 +430,7 @@ window.addEventListener("hashchange", render);
 (async () => {
   try {
     const i = await get("/api/info");
+    me = i;
     $("#net-name").textContent = i.name;
     $("#device").textContent = `device ${String(i.device).slice(0, 10)}… · ${i.role || "not a member"}`;
   } catch (e) {

@@ -454,14 +454,24 @@ fn ids<T: serde::Serialize>(list: &[T], id: impl Fn(&T) -> &Id) -> Vec<Value> {
 
 async fn info(State(s): State<AppState>) -> ApiResult {
     let device = s.node.device();
-    let (name, role) = read(&s, |r| {
-        (r.ledger().network_name(), r.role().map(|x| x.to_string()))
+    let (name, role, agent) = read(&s, |r| {
+        let me = r.member(&r.device());
+        (
+            r.ledger().network_name(),
+            me.as_ref().map(|m| m.role.to_string()),
+            me.map(|m| m.agent),
+        )
     })?;
+    // What this device may record (admission's agent binding): an admin records for anyone,
+    // a member only events it takes part in as its agent.
+    let for_others = role.as_deref() == Some("admin");
     Ok(Json(json!({
         "device": device,
         "network": s.net,
         "name": name,
         "role": role,
+        "agent": agent,
+        "recordsForOthers": for_others,
     })))
 }
 

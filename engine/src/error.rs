@@ -250,6 +250,15 @@ pub enum Error {
         network: String,
     },
 
+    /// This device's own write would make a change that admission refuses (and so would
+    /// every peer): e.g. an event between two other agents by a member, or an edit of
+    /// another agent. Nothing was written.
+    #[error("this write is refused by the network's rules: {reason}")]
+    Refused {
+        /// Why.
+        reason: crate::membership::Rejection,
+    },
+
     /// The action needs a role this device does not have in the network.
     #[error("device {device} is {role} in this network; {action} needs {needed}")]
     NotAllowed {

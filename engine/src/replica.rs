@@ -571,12 +571,7 @@ impl Replica {
             // No honest replica makes a change that its peers would refuse.
             if let Err(reason) = self.admit_judged(&change, &h, record, &HashMap::new()) {
                 warn!(change = %hash, %reason, "this device made a change admission refuses");
-                return Err(Error::NotAllowed {
-                    device: self.key.id().to_string(),
-                    role: reason.to_string(),
-                    action: "writing this change",
-                    needed: "a change within the ledger's schema and this device's rights",
-                });
+                return Err(Error::Refused { reason });
             }
             let signature = self.key.sign_change(&self.network, &hash);
             self.signatures.insert(hash, signature);
