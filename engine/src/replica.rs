@@ -872,6 +872,7 @@ impl Replica {
         let mut accepted: Vec<SignedChange> = Vec::new();
         let mut batch_max: HashMap<ChangeHash, u64> = HashMap::new();
         let mut rejudge = false;
+        let mut removed_now: Vec<(ChangeHash, DeviceId)> = Vec::new();
         while let Some(h) = ready.pop_front() {
             let Some(c) = by_hash.remove(&h) else {
                 continue;
@@ -894,24 +895,25 @@ impl Replica {
                     problem: crate::identity::SignatureProblem::ActorNotADevice,
                 }),
             };
-            let carries_record = matches!(
-                MembershipRecord::from_message(header(&c.change).and_then(|h| h.message)),
-                Some(Ok(
-                    MembershipRecord::Add { .. } | MembershipRecord::Remove { .. }
-                ))
-            );
+            // Only a removal can refuse changes accepted earlier (an add cannot).
+            let removes =
+                match MembershipRecord::from_message(header(&c.change).and_then(|h| h.message)) {
+                    Some(Ok(MembershipRecord::Remove { device })) => Some(device),
+                    _ => None,
+                };
             let verdict = match verdict {
                 Ok((head, record)) => self.admit_judged(&c.change, &head, record, &batch_max),
                 Err(reason) => Err(reason),
             };
-            // Facts that can refuse changes accepted earlier: judge everything again.
-            if carries_record
-                || matches!(
-                    verdict,
-                    Err(Rejection::Equivocation { .. } | Rejection::RemovedConcurrently { .. })
-                )
-            {
-                rejudge = true;
+            // Facts that can refuse changes accepted earlier: judge everything again (a
+            // removal that stands and has the removed device's changes concurrent with it, a
+            // removal refused for a concurrent removal of its author, which seniority may
+            // still let win, an equivocation).
+            match (&verdict, removes) {
+                (Ok(()), Some(device)) => removed_now.push((h, device)),
+                (Err(Rejection::RemovedConcurrently { .. }), Some(_))
+                | (Err(Rejection::Equivocation { .. }), _) => rejudge = true,
+                _ => {}
             }
             if let Err(Rejection::Equivocation { other, .. }) = &verdict {
                 let twin = other.parse::<ChangeHash>().ok().and_then(|o| {
@@ -978,10 +980,64 @@ impl Replica {
             debug!(applied = accepted.len(), "changes accepted");
         }
         receipt.applied.extend(accepted);
-        if rejudge {
+        if rejudge
+            || removed_now
+                .iter()
+                .any(|(removal, device)| self.has_concurrent_changes(removal, device))
+        {
             self.rejudge(receipt)?;
         }
         Ok(())
+    }
+
+    /// Whether `device` has accepted changes concurrent with the accepted removal `removal`:
+    /// neither in its causal past nor having it in theirs.
+    fn has_concurrent_changes(&self, removal: &ChangeHash, device: &DeviceId) -> bool {
+        let doc = self.ledger.doc();
+        let theirs: Vec<ChangeHash> = self
+            .seqs
+            .iter()
+            .filter(|((actor, _), _)| DeviceId::of_actor(actor).as_ref() == Some(device))
+            .map(|(_, h)| *h)
+            .collect();
+        if theirs.is_empty() {
+            return false;
+        }
+        let Some(index) = self
+            .membership
+            .records()
+            .find(|(_, h, _)| *h == removal)
+            .map(|(i, _, _)| i)
+        else {
+            return true;
+        };
+        let Some(removal_meta) = doc.get_change_meta_by_hash(removal) else {
+            return true;
+        };
+        let floor = theirs
+            .iter()
+            .filter_map(|h| doc.get_change_meta_by_hash(h).map(|m| m.start_op))
+            .min()
+            .unwrap_or(0);
+        let mut past: HashSet<ChangeHash> = HashSet::new();
+        let mut stack: Vec<ChangeHash> = removal_meta.deps.clone();
+        while let Some(h) = stack.pop() {
+            if !past.insert(h) {
+                continue;
+            }
+            if let Some(m) = doc.get_change_meta_by_hash(&h) {
+                // Below the oldest of the device's changes there is nothing left to find.
+                if m.start_op > floor {
+                    stack.extend(m.deps.iter().copied());
+                }
+            }
+        }
+        theirs.iter().any(|h| {
+            !past.contains(h)
+                && doc
+                    .get_change_meta_by_hash(h)
+                    .is_some_and(|m| !self.membership.past_has_record(&m.deps, index))
+        })
     }
 
     /// A stored change with its signature.

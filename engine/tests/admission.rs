@@ -436,7 +436,15 @@ fn a_device_never_makes_a_change_its_peers_would_refuse() {
     // ...nor rename ana.
     let r =
         s.bo.write(|l| l.update::<Agent>(&Id::from("ana"), |a| a.name = "X".into()));
-    assert!(matches!(r, Err(Error::NotAllowed { .. })), "{r:?}");
+    assert!(
+        matches!(
+            r,
+            Err(Error::Refused {
+                reason: Rejection::NotYourAgent { .. }
+            })
+        ),
+        "{r:?}"
+    );
     // bo may edit its own agent and record its own events.
     s.bo.write(|l| l.update::<Agent>(&Id::from("bo"), |a| a.note = Some("stall 4".into())))
         .expect("own agent");
