@@ -16,41 +16,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{actor, test_mode, Samples, Workload};
+use common::{actor, seeded_replica, test_mode, Samples, Workload};
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use reflow::identity::verify_changes;
-use reflow::{Agent, DeviceKey, Ledger, Replica, SignedChange};
+use reflow::{DeviceKey, Ledger, Replica};
 
 const BIG: usize = 100_000;
 const WRITE_CAP: usize = 10_000;
-
-/// A replica seeded with the workload's genesis objects (agents, unit, specs, locations).
-fn seeded_replica() -> (Replica, Vec<SignedChange>) {
-    let key = DeviceKey::generate().expect("key");
-    let (mut r, mut signed) =
-        Replica::create_network(common::NETWORK, key, Agent::person("admin", "Admin"))
-            .expect("network");
-    let template = Workload::genesis();
-    let (_, more) = r
-        .write(|l| {
-            for a in template.list::<reflow::Agent>() {
-                l.create(a)?;
-            }
-            for u in template.list::<reflow::Unit>() {
-                l.create(u)?;
-            }
-            for s in template.list::<reflow::ResourceSpecification>() {
-                l.create(s)?;
-            }
-            for p in template.list::<reflow::SpatialThing>() {
-                l.create(p)?;
-            }
-            Ok(())
-        })
-        .expect("seed");
-    signed.extend(more);
-    (r, signed)
-}
 
 fn overhead(c: &mut Criterion) {
     let [signed_write, unsigned_write, join, apply, batch, single] =

@@ -6,9 +6,37 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use reflow::{
-    Action, ActorId, Agent, EconomicEvent, Ledger, NewEvent, Quantity, ResourceDescription,
-    ResourceSpecification, SpatialThing, Unit,
+    Action, ActorId, Agent, DeviceKey, EconomicEvent, Ledger, NewEvent, Quantity, Replica,
+    ResourceDescription, ResourceSpecification, SignedChange, SpatialThing, Unit,
 };
+
+/// A signed replica of a new network seeded with the workload's genesis objects (agents,
+/// unit, specifications, locations), and its signed changes.
+pub fn seeded_replica() -> (Replica, Vec<SignedChange>) {
+    let key = DeviceKey::generate().expect("key");
+    let (mut r, mut signed) =
+        Replica::create_network(NETWORK, key, Agent::person("admin", "Admin")).expect("network");
+    let template = Workload::genesis();
+    let (_, more) = r
+        .write(|l| {
+            for a in template.list::<Agent>() {
+                l.create(a)?;
+            }
+            for u in template.list::<Unit>() {
+                l.create(u)?;
+            }
+            for s in template.list::<ResourceSpecification>() {
+                l.create(s)?;
+            }
+            for p in template.list::<SpatialThing>() {
+                l.create(p)?;
+            }
+            Ok(())
+        })
+        .expect("seed");
+    signed.extend(more);
+    (r, signed)
+}
 
 /// The network name of every benchmark ledger.
 pub const NETWORK: &str = "market";

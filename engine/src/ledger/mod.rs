@@ -495,30 +495,41 @@ impl Ledger {
                             .add_invalid(key, "an event's key is not its own op id".into());
                         continue;
                     }
-                    match event_at(key, &value) {
-                        Ok(entry) => new.push(entry),
-                        Err((key, reason)) => {
-                            warn!(event = %key.to_id(), %reason, "rejected an event from a peer");
-                            self.views.add_invalid(key, reason);
-                        }
-                    }
+                    let read = event_at(key, &value).map_err(|(k, r)| (Some(k), r));
+                    self.take_event(read, &mut new);
                 } else if legacy_list.as_ref() == Some(&target) {
                     if !op.insert || !matches!(op.action, automerge::legacy::OpType::Put(_)) {
                         self.tampered();
                         return;
                     }
                     self.events_len += 1;
-                    match event_at(key, &value) {
-                        Ok(entry) => new.push(entry),
-                        Err((key, reason)) => {
-                            warn!(event = %key.to_id(), %reason, "rejected an event from a peer");
-                            self.views.add_invalid(key, reason);
-                        }
-                    }
+                    let read = event_at(key, &value).map_err(|(k, r)| (Some(k), r));
+                    self.take_event(read, &mut new);
                 }
             }
         }
         self.views.add_events(new, &DocCausality(&self.doc));
+    }
+
+    /// Keep an event read from the document, or list it as invalid. `false` (after folding
+    /// from scratch) if what was read is not an event entry at all.
+    fn take_event(
+        &mut self,
+        read: std::result::Result<Entry, (Option<OrderKey>, String)>,
+        new: &mut Vec<Entry>,
+    ) -> bool {
+        match read {
+            Ok(entry) => new.push(entry),
+            Err((Some(key), reason)) => {
+                warn!(event = %key.to_id(), %reason, "rejected an event from a peer");
+                self.views.add_invalid(key, reason);
+            }
+            Err((None, _)) => {
+                self.tampered();
+                return false;
+            }
+        }
+        true
     }
 
     /// The events were edited in place (never done by an honest replica, and refused by
@@ -563,16 +574,8 @@ impl Ledger {
                 match patch.action {
                     PatchAction::PutMap { key, value, .. } => {
                         self.events_len += 1;
-                        match read_bucket_event(&key, &value.0, &value.1) {
-                            Ok(entry) => new.push(entry),
-                            Err((Some(key), reason)) => {
-                                warn!(event = %key.to_id(), %reason, "rejected an event from a peer");
-                                self.views.add_invalid(key, reason);
-                            }
-                            Err((None, _)) => {
-                                self.tampered();
-                                return;
-                            }
+                        if !self.take_event(read_bucket_event(&key, &value.0, &value.1), &mut new) {
+                            return;
                         }
                     }
                     _ => {
@@ -585,16 +588,8 @@ impl Ledger {
                     PatchAction::Insert { values, .. } => {
                         self.events_len += values.len();
                         for (value, id, _) in values.iter() {
-                            match read_event(value, id) {
-                                Ok(entry) => new.push(entry),
-                                Err((Some(key), reason)) => {
-                                    warn!(event = %key.to_id(), %reason, "rejected an event from a peer");
-                                    self.views.add_invalid(key, reason);
-                                }
-                                Err((None, _)) => {
-                                    self.tampered();
-                                    return;
-                                }
+                            if !self.take_event(read_event(value, id), &mut new) {
+                                return;
                             }
                         }
                     }
