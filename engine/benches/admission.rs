@@ -23,7 +23,8 @@ const BIG: usize = 100_000;
 
 fn admission(c: &mut Criterion) {
     let report = Report::default();
-    let [receive, apply, judge, load, join] = std::array::from_fn(|_| Samples::default());
+    let [receive, reopen, apply, bare, judge, load, join] =
+        std::array::from_fn(|_| Samples::default());
     let big = if test_mode() { 1_000 } else { BIG };
 
     let (mut source, _) = seeded_replica();
@@ -33,13 +34,6 @@ fn admission(c: &mut Criterion) {
     }
     let history = source.signed_changes_since(&[]);
     let network = source.network();
-    // The changes received one at a time, made on top of the big ledger.
-    let more: Vec<SignedChange> = (0..4000)
-        .flat_map(|_| {
-            let e = w.next();
-            source.write(|l| l.record_event(e)).expect("record").1
-        })
-        .collect();
     let (mut target, _) = Replica::join(
         network,
         DeviceKey::generate().expect("key"),
@@ -50,14 +44,50 @@ fn admission(c: &mut Criterion) {
         .iter()
         .flat_map(|c| c.change.raw_bytes().to_vec())
         .collect();
-    let mut plain = Ledger::load(&bytes, actor(9)).expect("load");
+    // Both opened from the saved document, as a store opens a compacted ledger.
+    let saved = target.ledger().save();
+    let mut plain = Ledger::load(&saved, actor(9)).expect("load");
+    let mut raw = automerge::Automerge::load(&saved).expect("load");
+    // A replica opened from its saved document, as a node opens its store after a restart.
+    let signatures = history.iter().map(|c| (c.hash(), c.signature)).collect();
+    let mut reopened = Replica::open(
+        Ledger::load(&saved, actor(8)).expect("load"),
+        DeviceKey::generate().expect("key"),
+        network,
+        signatures,
+        Vec::new(),
+    )
+    .expect("open");
 
+    // Each iteration receives one change made on top of the big ledger (made untimed, by the
+    // source replica, which keeps recording the workload).
     let mut g = c.benchmark_group("admission/receive one change");
     g.sample_size(10).measurement_time(Duration::from_secs(3));
-    let mut next = 0;
+    let mut made: Vec<SignedChange> = Vec::new();
+    let mut make = |n: usize, made: &mut Vec<SignedChange>| -> Vec<SignedChange> {
+        let start = made.len();
+        for _ in 0..n {
+            let e = w.next();
+            made.extend(source.write(|l| l.record_event(e)).expect("record").1);
+        }
+        made[start..].to_vec()
+    };
     g.bench_function(format!("Replica::receive on {big} events"), |b| {
         b.iter_custom(|iters| {
-            let batch: Vec<SignedChange> = more
+            let batch = make(iters as usize, &mut made);
+            let t = Instant::now();
+            for c in batch {
+                target.receive(vec![c]).expect("receive");
+            }
+            receive.record(iters, t.elapsed())
+        })
+    });
+    // The same changes, in the same order, into the reopened replica, an unsigned ledger
+    // and a bare document.
+    let mut next = 0;
+    g.bench_function(format!("Replica::receive on {big} events, reopened"), |b| {
+        b.iter_custom(|iters| {
+            let batch: Vec<SignedChange> = made
                 .iter()
                 .skip(next)
                 .take(iters as usize)
@@ -66,10 +96,9 @@ fn admission(c: &mut Criterion) {
             next += batch.len();
             let t = Instant::now();
             for c in batch.iter() {
-                target.receive(vec![c.clone()]).expect("receive");
+                reopened.receive(vec![c.clone()]).expect("receive");
             }
-            let d = t.elapsed();
-            receive.record(batch.len().max(1) as u64, d)
+            reopen.record(batch.len().max(1) as u64, t.elapsed())
         })
     });
     let mut next = 0;
@@ -77,7 +106,7 @@ fn admission(c: &mut Criterion) {
         format!("Ledger::apply_changes on {big} events, unjudged"),
         |b| {
             b.iter_custom(|iters| {
-                let batch: Vec<SignedChange> = more
+                let batch: Vec<SignedChange> = made
                     .iter()
                     .skip(next)
                     .take(iters as usize)
@@ -88,11 +117,27 @@ fn admission(c: &mut Criterion) {
                 for c in batch.iter() {
                     plain.apply_changes(vec![c.change.clone()]).expect("apply");
                 }
-                let d = t.elapsed();
-                apply.record(batch.len().max(1) as u64, d)
+                apply.record(batch.len().max(1) as u64, t.elapsed())
             })
         },
     );
+    let mut next = 0;
+    g.bench_function(format!("Automerge::apply_changes on {big} events"), |b| {
+        b.iter_custom(|iters| {
+            let batch: Vec<SignedChange> = made
+                .iter()
+                .skip(next)
+                .take(iters as usize)
+                .cloned()
+                .collect();
+            next += batch.len();
+            let t = Instant::now();
+            for c in batch.iter() {
+                raw.apply_changes(vec![c.change.clone()]).expect("apply");
+            }
+            bare.record(batch.len().max(1) as u64, t.elapsed())
+        })
+    });
     g.finish();
 
     let mut g = c.benchmark_group("admission/initial load");
@@ -150,10 +195,12 @@ fn admission(c: &mut Criterion) {
 
     let ms = |s: &Samples| s.median().map_or(f64::NAN, |v| v * 1e3);
     report.line(format!(
-        "receive one change at {big} events: Replica::receive {:.3} ms, Ledger::apply_changes {:.3} ms (ratio {:.2})",
+        "receive one change at {big} events: Replica::receive {:.3} ms (reopened from the saved document: {:.3} ms), Ledger::apply_changes {:.3} ms, Automerge::apply_changes {:.3} ms (receive / Automerge {:.2})",
         ms(&receive),
+        ms(&reopen),
         ms(&apply),
-        ms(&receive) / ms(&apply)
+        ms(&bare),
+        ms(&receive) / ms(&bare)
     ));
     report.line(format!(
         "initial load of {big} changes: judge alone {:.0} ms ({:.2} us/change), unjudged apply {:.0} ms, Replica::join {:.0} ms; (apply + judge) / apply = {:.2}",
