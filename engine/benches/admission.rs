@@ -40,10 +40,6 @@ fn admission(c: &mut Criterion) {
         history.clone(),
     )
     .expect("join");
-    let bytes: Vec<u8> = history
-        .iter()
-        .flat_map(|c| c.change.raw_bytes().to_vec())
-        .collect();
     // Both opened from the saved document, as a store opens a compacted ledger.
     let saved = target.ledger().save();
     let mut plain = Ledger::load(&saved, actor(9)).expect("load");
