@@ -131,15 +131,27 @@ def test_two_nodes_sync_an_event_via_a_ticket_and_the_callback_fires(tmp_path):
         assert [e.id for e in b.events(net, EventFilterInput(agent="ana"))] == [event_id]
         assert any(p.device == a.device_id() and p.connected for p in b.peers(net))
 
-        # and back: B writes, A's listener fires
+        # B acts for bo: an event in ana's name is refused before anything is written...
+        with pytest.raises(ReflowError.NotAllowed):
+            b.record_event(
+                net,
+                EventInput(
+                    action="consume",
+                    provider="ana",
+                    receiver="ana",
+                    resource_inventoried_as="apples",
+                    resource_quantity=MeasureRecord(value="2", unit="kg"),
+                ),
+            )
+        # ...and back: B writes as bo, A's listener fires
         on_a = Updates()
         sub_a = a.subscribe(net, on_a)
         b.record_event(
             net,
             EventInput(
                 action="consume",
-                provider="ana",
-                receiver="ana",
+                provider="bo",
+                receiver="bo",
                 resource_inventoried_as="apples",
                 resource_quantity=MeasureRecord(value="2", unit="kg"),
             ),
