@@ -11,6 +11,7 @@
 pub mod admission;
 pub mod error;
 pub mod identity;
+mod judge;
 mod ledger;
 pub mod membership;
 #[cfg(feature = "net")]

@@ -18,8 +18,8 @@ use automerge::{ActorId, ChangeHash};
 
 use crate::admission::Admission;
 use crate::identity::{DeviceId, NetworkId, SignedChange};
+use crate::judge::Judge;
 use crate::membership::{Membership, MembershipRecord, Rejection};
-use crate::replica::Judge;
 
 /// The verdict on a set of changes.
 pub(crate) struct Judgment {
@@ -266,7 +266,7 @@ fn one_pass(
                     problem: crate::identity::SignatureProblem::ActorNotADevice,
                 }),
                 Some(_) => {
-                    let Some(head) = crate::replica::header(&c.change) else {
+                    let Some(head) = crate::judge::header(&c.change) else {
                         continue;
                     };
                     let dep_max = c

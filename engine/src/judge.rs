@@ -1,0 +1,108 @@
+//! Judging one change on its causal past: membership's verdict is in, this applies strong
+//! removal (the removals in force), admission (what the change does) and equivocation (one
+//! accepted change per actor and sequence number), and indexes what stands. Used by
+//! [`crate::Replica`] for each arriving change and by `crate::rejudge` to judge a whole set
+//! from scratch.
+//!
+//! Pure: no I/O.
+
+use std::collections::HashMap;
+
+use automerge::{Change, ChangeHash};
+
+use crate::admission::{Admission, Past, RecordKind};
+use crate::identity::DeviceId;
+use crate::membership::{Header, Membership, MembershipRecord, Rejection};
+
+/// A change's header as membership needs it (`None` if its actor is not a device's).
+pub(crate) fn header(change: &Change) -> Option<Header<'_>> {
+    Some(Header {
+        hash: change.hash(),
+        deps: change.deps(),
+        author: DeviceId::of_actor(change.actor_id())?,
+        message: change.message(),
+    })
+}
+
+/// The judging state of a replica, borrowed: membership, admission, the (actor, seq) index
+/// and the removals in force. Used for each change as it arrives and for a re-judgment of
+/// every known change from scratch (`rejudge`).
+pub(crate) struct Judge<'a> {
+    pub membership: &'a mut Membership,
+    pub admission: &'a mut Admission,
+    pub seqs: &'a mut HashMap<(automerge::ActorId, u64), ChangeHash>,
+    /// Accepted removals: (removed device, membership record index, removing change); kept
+    /// up to date as removals are admitted. `None` in a from-scratch judgment, which applies
+    /// strong removal itself (`rejudge`).
+    pub removals: Option<&'a mut Vec<(DeviceId, usize, ChangeHash)>>,
+    /// Whether a second change with an accepted (actor, seq) is refused (off only to find
+    /// which twins would each stand on their own).
+    pub check_seqs: bool,
+}
+
+impl Judge<'_> {
+    /// Judge a change that membership accepted (`record`) and index it if admitted.
+    /// `dep_max` is the largest op counter of its dependencies.
+    pub(crate) fn admit(
+        &mut self,
+        change: &Change,
+        head: &Header<'_>,
+        record: Option<MembershipRecord>,
+        dep_max: u64,
+    ) -> std::result::Result<(), Rejection> {
+        let seq_key = (change.actor_id().clone(), change.seq());
+        // Strong removal: a change by a removed device that does not have its removal in
+        // its causal past is concurrent with it (a new change cannot be in the removal's
+        // past: the removal was accepted, so its past was).
+        for (device, index, removal) in self.removals.iter().flat_map(|r| r.iter()) {
+            if *device == head.author && !self.membership.past_has_record(head.deps, *index) {
+                return Err(Rejection::RemovedConcurrently {
+                    device: head.author,
+                    removal: removal.to_string(),
+                });
+            }
+        }
+        let kind = record_kind(&record);
+        let decoded = change.decode();
+        let author = self.membership.author_in_past(head);
+        let membership = &*self.membership;
+        let deps = head.deps;
+        let has_record = move |i: usize| membership.past_has_record(deps, i);
+        let past = Past {
+            author: author.as_ref(),
+            has_record: &has_record,
+        };
+        self.admission
+            .judge(&decoded, change.raw_bytes().len(), dep_max, kind, &past)?;
+        // Only a change that would stand on its own proves equivocation.
+        if self.check_seqs {
+            if let Some(other) = self.seqs.get(&seq_key) {
+                if *other != head.hash {
+                    return Err(Rejection::Equivocation {
+                        device: head.author,
+                        other: other.to_string(),
+                    });
+                }
+            }
+        }
+        let index = self.membership.next_record_index();
+        self.admission.admit(&decoded, kind, index);
+        if let (Some(removals), Some(MembershipRecord::Remove { device })) =
+            (self.removals.as_deref_mut(), &record)
+        {
+            removals.push((*device, index, head.hash));
+        }
+        self.membership.admit(head, record);
+        self.seqs.insert(seq_key, head.hash);
+        Ok(())
+    }
+}
+
+pub(crate) fn record_kind(record: &Option<MembershipRecord>) -> RecordKind {
+    match record {
+        None => RecordKind::None,
+        Some(MembershipRecord::Genesis { schema, .. }) => RecordKind::Genesis(*schema),
+        Some(MembershipRecord::Migrate { .. }) => RecordKind::Migrate,
+        Some(_) => RecordKind::Membership,
+    }
+}
