@@ -333,3 +333,72 @@ fn an_equivocating_member_is_cut_off_identically() {
     on_a.receive(honest).expect("honest");
     assert_eq!(sorted_heads(&on_a), sorted_heads(&r));
 }
+
+#[test]
+fn a_revocation_is_durable_and_survives_a_reopen() {
+    let Net {
+        mut ana,
+        mut dee,
+        history,
+        ..
+    } = net();
+    let network = ana.network();
+    let dee_key = dee.key().clone();
+    // dee's hidden branch, stored durably on dee's device as accepted.
+    let hidden_add = dee
+        .add_member(key().id(), Role::Admin, "eve".into())
+        .expect("hidden add");
+    let (_, hidden_event) = dee
+        .write(|l| l.record_event(produce("dee-goods", "dee")))
+        .expect("dee writes");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path().join("store.redb")).expect("store");
+    let mut stored: Vec<SignedChange> = history.clone();
+    stored.extend(hidden_add.clone());
+    stored.extend(hidden_event.clone());
+    let mut durable = store.create_replica(dee, &stored).expect("create");
+    durable
+        .compact()
+        .expect("snapshot holding the hidden branch");
+
+    // The removal arrives: the branch is revoked, durably.
+    let removal = ana.remove_member(dee_key.id()).expect("remove dee");
+    let receipt = durable.receive(removal.clone()).expect("receive");
+    let mut revoked = receipt.revoked.clone();
+    revoked.sort();
+    let mut expected: Vec<ChangeHash> = hidden_add
+        .iter()
+        .chain(&hidden_event)
+        .map(SignedChange::hash)
+        .collect();
+    expected.sort();
+    assert_eq!(revoked, expected);
+    let heads = sorted_heads(durable.replica());
+    let snapshot = durable.ledger().snapshot();
+    drop(durable);
+    drop(store);
+
+    // Reopened, nothing revoked comes back, and the quarantine still says why.
+    let store = Store::open(dir.path().join("store.redb")).expect("reopen");
+    let reopened = store.open_replica(&network, dee_key).expect("open");
+    assert_eq!(sorted_heads(reopened.replica()), heads);
+    assert_eq!(reopened.ledger().snapshot(), snapshot);
+    for h in &expected {
+        assert!(!reopened.ledger().has_change(h), "{h} came back");
+    }
+    assert!(matches!(
+        reason_of(reopened.replica(), &hidden_add[0].hash()),
+        Some(Rejection::RemovedConcurrently { .. })
+    ));
+    // dee's event was written on top of the hidden add.
+    assert_eq!(
+        reason_of(reopened.replica(), &hidden_event[0].hash()),
+        Some(Rejection::DependsOnRefused {
+            dependency: hidden_add[0].hash().to_string()
+        })
+    );
+    assert!(reopened.ledger().resource(&"dee-goods".into()).is_none());
+    for c in &removal {
+        assert!(reopened.ledger().has_change(&c.hash()));
+    }
+}

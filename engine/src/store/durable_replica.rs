@@ -211,27 +211,68 @@ impl DurableReplica {
         }
         let _span = info_span!("store_persist", network = %self.key, changes = changes.len(), refused = refused.len()).entered();
         let tx = self.store.write_tx(Durability::Immediate)?;
-        write_changes(&self.store, &tx, &self.key, changes)?;
-        {
-            let mut q = tx
-                .open_table(QUARANTINE)
-                .ctx(&self.store.path, "open quarantine")?;
-            // A change accepted now may have been quarantined earlier under a forged
-            // signature: its row goes.
-            for c in changes {
-                q.remove((self.key.as_str(), &c.hash().0))
-                    .ctx(&self.store.path, "delete quarantine row")?;
-            }
-            for r in refused {
-                q.insert(
-                    (self.key.as_str(), &r.change.hash().0),
-                    encode_quarantined(r).as_slice(),
-                )
-                .ctx(&self.store.path, "write quarantine")?;
-            }
-        }
+        self.persist_in(&tx, changes, refused)?;
         tx.commit().ctx(&self.store.path, "commit")?;
         self.tail += changes.len();
+        Ok(())
+    }
+
+    /// Write accepted changes and refusals inside `tx`.
+    fn persist_in(
+        &self,
+        tx: &redb::WriteTransaction,
+        changes: &[SignedChange],
+        refused: &[Quarantined],
+    ) -> Result<()> {
+        write_changes(&self.store, tx, &self.key, changes)?;
+        let mut q = tx
+            .open_table(QUARANTINE)
+            .ctx(&self.store.path, "open quarantine")?;
+        // A change accepted now may have been quarantined earlier (under a forged signature,
+        // or refused for a fact that a later judgment undid): its row goes.
+        for c in changes {
+            q.remove((self.key.as_str(), &c.hash().0))
+                .ctx(&self.store.path, "delete quarantine row")?;
+        }
+        for r in refused {
+            q.insert(
+                (self.key.as_str(), &r.change.hash().0),
+                encode_quarantined(r).as_slice(),
+            )
+            .ctx(&self.store.path, "write quarantine")?;
+        }
+        Ok(())
+    }
+
+    /// [`DurableReplica::persist`] for a receipt that revokes changes accepted earlier
+    /// (strong removal, equivocation): in one transaction, the new changes and refusals,
+    /// the revoked rows deleted, and a snapshot of the rebuilt ledger replacing any that held
+    /// them. A crash leaves either the state before or the state after, never revoked changes
+    /// on disk without their quarantine rows or the reverse.
+    fn persist_revoking(
+        &mut self,
+        changes: &[SignedChange],
+        refused: &[Quarantined],
+        revoked: &[automerge::ChangeHash],
+    ) -> Result<()> {
+        let _span =
+            info_span!("store_revoke", network = %self.key, revoked = revoked.len()).entered();
+        let tx = self.store.write_tx(Durability::Immediate)?;
+        self.persist_in(&tx, changes, refused)?;
+        {
+            let mut t = tx
+                .open_table(CHANGES)
+                .ctx(&self.store.path, "open changes")?;
+            for h in revoked {
+                t.remove((self.key.as_str(), &h.0))
+                    .ctx(&self.store.path, "delete change")?;
+            }
+        }
+        let job = self.compaction_job();
+        job.write_in(&self.store, &tx)?;
+        tx.commit().ctx(&self.store.path, "commit")?;
+        // The snapshot holds every change that stands.
+        self.tail = 0;
         Ok(())
     }
 
@@ -266,35 +307,12 @@ impl DurableReplica {
                     .cloned()
             })
             .collect();
-        self.persist(&receipt.applied, &refused)?;
-        if !receipt.revoked.is_empty() {
-            // Changes accepted earlier are refused now (strong removal, equivocation): the
-            // replica was rebuilt without them. Their rows go (the quarantine keeps them)
-            // and a new snapshot replaces any that held them, in one transaction each.
-            self.delete_changes(&receipt.revoked)?;
-            self.compact()?;
+        if receipt.revoked.is_empty() {
+            self.persist(&receipt.applied, &refused)?;
+        } else {
+            self.persist_revoking(&receipt.applied, &refused, &receipt.revoked)?;
         }
         Ok(receipt)
-    }
-
-    fn delete_changes(&mut self, hashes: &[automerge::ChangeHash]) -> Result<()> {
-        let _span = info_span!("store_revoke", network = %self.key, n = hashes.len()).entered();
-        let tx = self.store.write_tx(Durability::Immediate)?;
-        {
-            let mut t = tx
-                .open_table(CHANGES)
-                .ctx(&self.store.path, "open changes")?;
-            for h in hashes {
-                if t.remove((self.key.as_str(), &h.0))
-                    .ctx(&self.store.path, "delete change")?
-                    .is_some()
-                {
-                    self.tail = self.tail.saturating_sub(1);
-                }
-            }
-        }
-        tx.commit().ctx(&self.store.path, "commit")?;
-        Ok(())
     }
 
     /// Migrate a schema-version-1 ledger to version 2 (admins only), durably: see
@@ -343,15 +361,19 @@ impl DurableReplica {
 
     /// Fold the stored changes into a snapshot (signatures are kept).
     pub fn compact(&mut self) -> Result<()> {
-        let job = super::CompactionJob {
+        let removed = self.compaction_job().run(&self.store)?;
+        self.tail = self.tail.saturating_sub(removed);
+        Ok(())
+    }
+
+    /// A compaction of the ledger as it is now.
+    fn compaction_job(&self) -> super::CompactionJob {
+        super::CompactionJob {
             network: self.key.clone(),
             heads: self.replica.ledger().heads(),
             document: self.replica.ledger().save(),
             covered: self.replica.ledger().change_hashes().into_iter().collect(),
-        };
-        let removed = job.run(&self.store)?;
-        self.tail = self.tail.saturating_sub(removed);
-        Ok(())
+        }
     }
 
     /// Changes stored after the latest snapshot.

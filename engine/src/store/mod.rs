@@ -934,8 +934,17 @@ impl CompactionJob {
         let _span =
             info_span!("store_compact", network = %self.network, bytes = self.document.len())
                 .entered();
-        let path = store.path();
         let tx = store.write_tx(Durability::Immediate)?;
+        let removed = self.write_in(store, &tx)?;
+        tx.commit().ctx(store.path(), "commit")?;
+        debug!(removed, "compacted");
+        Ok(removed)
+    }
+
+    /// [`CompactionJob::run`]'s writes inside a transaction the caller commits (so that a
+    /// snapshot can be written atomically with other rows).
+    pub(crate) fn write_in(&self, store: &Store, tx: &redb::WriteTransaction) -> Result<usize> {
+        let path = store.path();
         let removed;
         {
             let mut t = tx.open_table(CHANGES).ctx(path, "open changes")?;
@@ -963,8 +972,6 @@ impl CompactionJob {
                 )
                 .ctx(path, "write snapshot")?;
         }
-        tx.commit().ctx(path, "commit")?;
-        debug!(removed, "compacted");
         Ok(removed)
     }
 }
