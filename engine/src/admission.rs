@@ -167,19 +167,12 @@ impl Admission {
             match target {
                 Some(Target::EventBucket { set, index }) => {
                     self.require_set(set, past).map_err(at)?;
-                    check_event_op(op, counter, &change.actor_id, index, author).map_err(|e| {
-                        match e {
-                            Checked::Refused(r) => r,
-                            Checked::Detail(d) => at(d),
-                        }
-                    })?;
+                    check_event_op(op, counter, &change.actor_id, index, author)
+                        .map_err(|e| e.at_op(i))?;
                 }
                 Some(Target::ObjectBucket { set, index }) => {
                     self.require_set(set, past).map_err(at)?;
-                    check_object_op(op, index, author).map_err(|e| match e {
-                        Checked::Refused(r) => r,
-                        Checked::Detail(d) => at(d),
-                    })?;
+                    check_object_op(op, index, author).map_err(|e| e.at_op(i))?;
                 }
                 Some(Target::V1Events) => {
                     if v2 {
@@ -193,10 +186,7 @@ impl Admission {
                     let OpType::Put(ScalarValue::Str(text)) = &op.action else {
                         return Err(at("an event is a JSON string".into()));
                     };
-                    check_event_text(text, author).map_err(|e| match e {
-                        Checked::Refused(r) => r,
-                        Checked::Detail(d) => at(d),
-                    })?;
+                    check_event_text(text, author).map_err(|e| e.at_op(i))?;
                 }
                 Some(Target::Network) => return Err(at("the network map is immutable".into())),
                 None if v2 => {
@@ -281,9 +271,20 @@ impl Admission {
     }
 }
 
+/// Why an op is refused: a reason of its own, or a schema detail to name with the op.
 enum Checked {
     Refused(Rejection),
     Detail(String),
+}
+
+impl Checked {
+    /// The rejection, the detail prefixed with the op's index.
+    fn at_op(self, i: usize) -> Rejection {
+        match self {
+            Checked::Refused(r) => r,
+            Checked::Detail(d) => refuse(format!("op {i}: {d}")),
+        }
+    }
 }
 
 impl From<String> for Checked {

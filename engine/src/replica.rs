@@ -923,26 +923,9 @@ impl Replica {
         let Some(removal_meta) = doc.get_change_meta_by_hash(removal) else {
             return true;
         };
-        let floor = theirs
-            .iter()
-            .filter_map(|h| doc.get_change_meta_by_hash(h).map(|m| m.start_op))
-            .min()
-            .unwrap_or(0);
-        let mut past: HashSet<ChangeHash> = HashSet::new();
-        let mut stack: Vec<ChangeHash> = removal_meta.deps.clone();
-        while let Some(h) = stack.pop() {
-            if !past.insert(h) {
-                continue;
-            }
-            if let Some(m) = doc.get_change_meta_by_hash(&h) {
-                // Below the oldest of the device's changes there is nothing left to find.
-                if m.start_op > floor {
-                    stack.extend(m.deps.iter().copied());
-                }
-            }
-        }
-        theirs.iter().any(|h| {
-            !past.contains(h)
+        let in_past = self.ledger.in_past_of(&removal_meta.deps, &theirs);
+        theirs.iter().zip(in_past).any(|(h, in_past)| {
+            !in_past
                 && doc
                     .get_change_meta_by_hash(h)
                     .is_some_and(|m| !self.membership.past_has_record(&m.deps, index))

@@ -140,26 +140,32 @@ impl Causality for DocCausality<'_> {
         };
         let wanted: Vec<Option<ChangeHash>> = candidates.iter().map(|c| self.hash(c)).collect();
         let floor = candidates.iter().map(|c| c.counter).min().unwrap_or(0);
-        let mut seen: HashSet<ChangeHash> = HashSet::new();
-        let mut stack = vec![start];
-        while let Some(h) = stack.pop() {
-            if !seen.insert(h) {
-                continue;
-            }
-            let Some(meta) = self.0.get_change_meta_by_hash(&h) else {
-                continue;
-            };
-            // Every ancestor of a change has smaller op counters than the change's first op:
-            // below the oldest candidate there is nothing left to find.
-            if meta.start_op > floor {
-                stack.extend(meta.deps.iter().copied());
-            }
-        }
+        let seen = ancestors_down_to(self.0, vec![start], floor);
         wanted
             .into_iter()
             .map(|w| w.is_some_and(|h| seen.contains(&h)))
             .collect()
     }
+}
+
+/// `starts` and their ancestors in `doc`, walked no further than changes whose first op
+/// counter is at most `floor`: every ancestor of a change has smaller op counters than the
+/// change's first op, so below the oldest change sought there is nothing left to find.
+fn ancestors_down_to(doc: &Automerge, starts: Vec<ChangeHash>, floor: u64) -> HashSet<ChangeHash> {
+    let mut seen: HashSet<ChangeHash> = HashSet::new();
+    let mut stack = starts;
+    while let Some(h) = stack.pop() {
+        if !seen.insert(h) {
+            continue;
+        }
+        let Some(meta) = doc.get_change_meta_by_hash(&h) else {
+            continue;
+        };
+        if meta.start_op > floor {
+            stack.extend(meta.deps.iter().copied());
+        }
+    }
+    seen
 }
 
 fn json_err(what: &'static str) -> impl FnOnce(serde_json::Error) -> Error {
@@ -386,6 +392,18 @@ impl Ledger {
     pub fn event_change(&self, id: &Id) -> Option<ChangeHash> {
         let key = OrderKey::parse(id)?;
         DocCausality(&self.doc).hash(&key)
+    }
+
+    /// Which of `candidates` are in the causal past of `deps` (the dependencies of some
+    /// change): one walk of the change graph, pruned below the oldest candidate.
+    pub(crate) fn in_past_of(&self, deps: &[ChangeHash], candidates: &[ChangeHash]) -> Vec<bool> {
+        let floor = candidates
+            .iter()
+            .filter_map(|h| self.doc.get_change_meta_by_hash(h).map(|m| m.start_op))
+            .min()
+            .unwrap_or(0);
+        let seen = ancestors_down_to(&self.doc, deps.to_vec(), floor);
+        candidates.iter().map(|c| seen.contains(c)).collect()
     }
 
     /// Whether the ledger holds this change.
@@ -683,10 +701,9 @@ impl Ledger {
     fn write_bucket(&self, kind: ObjectKind, id: &Id) -> Result<ObjId> {
         let set = self
             .layout
-            .event_sets
+            .object_sets
             .first()
-            .and(self.layout.object_sets.first());
-        let set = set.ok_or(Error::MigrationRequired)?;
+            .ok_or(Error::MigrationRequired)?;
         Ok(set[schema::object_bucket(kind, id.as_str())].clone())
     }
 
