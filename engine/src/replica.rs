@@ -375,6 +375,34 @@ impl Replica {
         self.quarantine.values()
     }
 
+    /// The proofs of equivocation this replica holds: for each quarantined change refused as
+    /// an [`Rejection::Equivocation`], that change and its twin (the other change with the
+    /// same actor and sequence number), in a deterministic order. A node sends them to every
+    /// peer when a connection opens, so that a peer that accepted one twin before it could
+    /// see the other cuts the device off too, however late it connects (docs/security.md,
+    /// "Equivocation").
+    pub fn equivocation_evidence(&self) -> Vec<SignedChange> {
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for q in self.quarantine.values() {
+            let Rejection::Equivocation { other, .. } = &q.reason else {
+                continue;
+            };
+            let twin = other.parse::<ChangeHash>().ok().and_then(|o| {
+                self.quarantine
+                    .get(&o)
+                    .map(|t| t.change.clone())
+                    .or_else(|| self.signed(&o))
+            });
+            for c in std::iter::once(q.change.clone()).chain(twin) {
+                if seen.insert(c.hash()) {
+                    out.push(c);
+                }
+            }
+        }
+        out
+    }
+
     /// Whether a change was refused and is quarantined.
     pub fn is_quarantined(&self, hash: &ChangeHash) -> bool {
         self.quarantine.contains_key(hash)
