@@ -352,17 +352,31 @@ fn check_event_text(text: &str, author: &Member) -> Result<(), Checked> {
             return Err(format!("invalid id {:?}", id.as_str()).into());
         }
     }
+    speaks_for(&event, author).map_err(Checked::Refused)
+}
+
+/// Agent binding: a member records an event only if its own agent is the provider or the
+/// receiver; an admin records for anyone (a paper receipt, an import). The one place this
+/// rule is written: admission applies it to every event, [`crate::Replica::may_record`]
+/// before a write.
+pub(crate) fn speaks_for(event: &EconomicEvent, author: &Member) -> Result<(), Rejection> {
     let speaks_for_itself = event.provider.as_ref() == Some(&author.agent)
         || event.receiver.as_ref() == Some(&author.agent);
-    if !speaks_for_itself && author.role != Role::Admin {
-        return Err(Checked::Refused(Rejection::SpeaksForOthers {
+    if speaks_for_itself || records_for_others(author.role) {
+        Ok(())
+    } else {
+        Err(Rejection::SpeaksForOthers {
             device: author.device,
             agent: author.agent.clone(),
             provider: event.provider.clone(),
             receiver: event.receiver.clone(),
-        }));
+        })
     }
-    Ok(())
+}
+
+/// Whether a device with `role` may record events between other agents.
+pub(crate) fn records_for_others(role: Role) -> bool {
+    role == Role::Admin
 }
 
 fn check_object_op(

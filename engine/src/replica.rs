@@ -24,7 +24,7 @@ use crate::membership::{
     BearerSecret, Header, Invite, InviteAudience, InviteError, Member, Membership,
     MembershipRecord, Rejection, Role,
 };
-use crate::vf::{Agent, Id};
+use crate::vf::{Agent, EconomicEvent, Id};
 
 /// Bounds on what a replica keeps for changes it cannot apply (defaults in [`Limits::default`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -368,6 +368,37 @@ impl Replica {
     /// The role of this device now.
     pub fn role(&self) -> Option<Role> {
         self.member(&self.key.id()).map(|m| m.role)
+    }
+
+    /// The agent this device acts for now, if it is a member.
+    pub fn agent(&self) -> Option<Id> {
+        self.member(&self.key.id()).map(|m| m.agent)
+    }
+
+    /// Whether this device may record events between other agents (admins may: a paper
+    /// receipt, an import); a member records only events its own agent takes part in.
+    pub fn records_for_others(&self) -> bool {
+        self.role()
+            .is_some_and(crate::admission::records_for_others)
+    }
+
+    /// Whether this device may record `event` as far as agent binding goes (the rule
+    /// admission applies to every event, docs/security.md): `Error::Refused` with
+    /// `Rejection::SpeaksForOthers` if its agent is neither the provider nor the receiver
+    /// and it is not an admin; `Error::NotAllowed` if it may not write at all (an observer,
+    /// not a member). Lets a user interface say so before anything is written; a write
+    /// checks it again.
+    pub fn may_record(&self, event: &EconomicEvent) -> Result<()> {
+        self.require(Role::Member, "recording an event", "member")?;
+        let member = self
+            .member(&self.key.id())
+            .ok_or_else(|| Error::NotAllowed {
+                device: self.key.id().to_string(),
+                role: "not a member".into(),
+                action: "recording an event",
+                needed: "member",
+            })?;
+        crate::admission::speaks_for(event, &member).map_err(|reason| Error::Refused { reason })
     }
 
     /// The refused changes (for admins to inspect).
