@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::identity::{
     verify_changes, ChangeSignature, DeviceId, DeviceKey, NetworkId, SignedChange,
 };
-use crate::judge::{header, record_kind, Judge};
+use crate::judge::{header, record_kind, ChangeMeta, Judge};
 use crate::ledger::Ledger;
 use crate::membership::{
     BearerSecret, Header, Invite, InviteAudience, InviteError, Member, Membership,
@@ -201,6 +201,7 @@ impl Replica {
                 let past = Past {
                     author: None,
                     has_record: &|_| false,
+                    has_op: &|_, _| false,
                 };
                 if let Err(reason) =
                     admission.judge(&decoded, genesis.change.raw_bytes().len(), 0, kind, &past)
@@ -298,6 +299,8 @@ impl Replica {
                 }
             }
         }
+        // The version-1 objects, for judging changes made on a version-1 past.
+        admission.index_v1_objects(ledger.v1_objects());
         let removals = membership
             .records()
             .filter_map(|(i, h, r)| match r {
@@ -549,23 +552,33 @@ impl Replica {
     }
 
     /// Judge a change whose membership verdict is `record` (already accepted by membership)
-    /// by what it does, and index it if admitted. `batch` holds the largest op counter of
-    /// changes accepted in the current batch but not applied yet.
+    /// by what it does, and index it if admitted. `batch` holds the changes accepted in the
+    /// current batch but not applied yet.
     fn admit_judged(
         &mut self,
         change: &Change,
         head: &Header<'_>,
         record: Option<MembershipRecord>,
-        batch: &HashMap<ChangeHash, u64>,
+        batch: &HashMap<ChangeHash, ChangeMeta>,
     ) -> std::result::Result<(), Rejection> {
         let doc = self.ledger.doc();
+        let metas = |d: &ChangeHash| -> Option<ChangeMeta> {
+            match batch.get(d) {
+                Some(m) => Some(m.clone()),
+                None => doc.get_change_meta_by_hash(d).map(|m| ChangeMeta {
+                    actor: m.actor.into_owned(),
+                    max_op: m.max_op,
+                    deps: m.deps,
+                }),
+            }
+        };
         let dep_max = head
             .deps
             .iter()
             .map(|d| {
                 batch
                     .get(d)
-                    .copied()
+                    .map(|m| m.max_op)
                     .unwrap_or_else(|| doc.get_change_meta_by_hash(d).map_or(0, |m| m.max_op))
             })
             .max()
@@ -576,6 +589,7 @@ impl Replica {
             seqs: &mut self.seqs,
             removals: Some(&mut self.removals),
             check_seqs: true,
+            metas: &metas,
         };
         judge.admit(change, head, record, dep_max)
     }
@@ -838,7 +852,7 @@ impl Replica {
             }
         }
         let mut accepted: Vec<SignedChange> = Vec::new();
-        let mut batch_max: HashMap<ChangeHash, u64> = HashMap::new();
+        let mut batch_max: HashMap<ChangeHash, ChangeMeta> = HashMap::new();
         let mut rejudge = false;
         let mut removed_now: Vec<(ChangeHash, DeviceId)> = Vec::new();
         while let Some(h) = ready.pop_front() {
@@ -895,7 +909,14 @@ impl Replica {
                 Ok(()) => {
                     // A forged copy of this change may have been quarantined earlier.
                     self.quarantine.remove(&h);
-                    batch_max.insert(h, max_op_of(&c.change));
+                    batch_max.insert(
+                        h,
+                        ChangeMeta {
+                            actor: c.change.actor_id().clone(),
+                            max_op: max_op_of(&c.change),
+                            deps: c.change.deps().to_vec(),
+                        },
+                    );
                     accepted.push(c);
                 }
                 Err(reason) => self.refuse(c, reason, receipt),
