@@ -735,7 +735,9 @@ fn version_1_era_changes_are_judged_by_the_version_1_rules() {
     let admin_key = DeviceKey::from_secret_bytes(&[7u8; 32]);
     let (mut admin, _) = Replica::join(network, admin_key, history.clone()).expect("join");
     let migration = admin.migrate().expect("migrate");
-    let orders: Vec<(&str, Vec<SignedChange>, Vec<Vec<SignedChange>>)> = vec![
+    // (name, changes joined with the history, batches received after)
+    type Order<'a> = (&'a str, Vec<SignedChange>, Vec<Vec<SignedChange>>);
+    let orders: Vec<Order<'_>> = vec![
         ("one batch", vec![], vec![mixed.clone()]),
         (
             "one by one, reversed",
