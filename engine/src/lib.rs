@@ -10,6 +10,8 @@
 
 pub mod admission;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identity;
 mod judge;
 mod ledger;

@@ -780,6 +780,60 @@ impl Store {
     }
 }
 
+/// A row of the store, for [`Store::put_raw_row`].
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub enum RawRow {
+    /// The network's snapshot.
+    Snapshot,
+    /// A change after the snapshot, under the given hash.
+    Change,
+    /// A change's signature, under the given hash.
+    Signature,
+    /// A quarantine row, under the given hash.
+    Quarantine,
+    /// The node's device key.
+    DeviceKey,
+}
+
+impl Store {
+    /// Write `value` as a raw row, bypassing every encoder: for the fuzz harnesses of the
+    /// decoders ([`crate::fuzzing::store_rows`]) and tests of damaged rows. Not for use.
+    #[doc(hidden)]
+    pub fn put_raw_row(
+        &self,
+        row: RawRow,
+        network: &str,
+        hash: &[u8; 32],
+        value: &[u8],
+    ) -> Result<()> {
+        let tx = self.write_tx(Durability::Immediate)?;
+        {
+            let p = &self.path;
+            match row {
+                RawRow::Snapshot => {
+                    let mut t = tx.open_table(SNAPSHOTS).ctx(p, "open snapshots")?;
+                    t.insert(network, value).ctx(p, "write")?;
+                }
+                RawRow::Change | RawRow::Signature | RawRow::Quarantine => {
+                    let table = match row {
+                        RawRow::Change => CHANGES,
+                        RawRow::Signature => SIGNATURES,
+                        _ => QUARANTINE,
+                    };
+                    let mut t = tx.open_table(table).ctx(p, "open table")?;
+                    t.insert((network, hash), value).ctx(p, "write")?;
+                }
+                RawRow::DeviceKey => {
+                    let mut t = tx.open_table(META).ctx(p, "open meta")?;
+                    t.insert("node.device_key", value).ctx(p, "write")?;
+                }
+            }
+        }
+        tx.commit().ctx(&self.path, "commit")
+    }
+}
+
 /// Sizes of one network's data in a store.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoreStats {
