@@ -152,6 +152,7 @@ impl From<reflow::Error> for ReflowError {
             E::NotFound { .. } => ReflowError::NotFound { message },
             E::InvalidKey(_) | E::InvalidNetworkId(_) => ReflowError::InvalidArgument { message },
             E::Storage { .. }
+            | E::StoreFull { .. }
             | E::CorruptStore { .. }
             | E::NotAStore { .. }
             | E::UnsupportedStoreVersion { .. }

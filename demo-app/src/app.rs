@@ -29,10 +29,23 @@ impl std::error::Error for StoreError {}
 
 /// The node's configuration on `dir`. `public`: listen on every interface with relays and
 /// local discovery; else loopback only (commands that do not talk to peers send nothing to
-/// the network).
+/// the network). `REFLOW_RELAY` (comma-separated URLs) names the relay servers the network
+/// runs, instead of iroh's public ones; the tickets this node issues carry them.
 pub fn node_config(dir: &Path, public: bool) -> NodeConfig {
     if public {
-        NodeConfig::new(dir)
+        let mut config = NodeConfig::new(dir);
+        if let Ok(urls) = std::env::var("REFLOW_RELAY") {
+            let urls: Vec<String> = urls
+                .split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if !urls.is_empty() {
+                config.relay = reflow::node::RelayConfig::Custom(urls);
+            }
+        }
+        config
     } else {
         NodeConfig::loopback(dir)
     }

@@ -500,75 +500,106 @@ pub fn import(node: &Node, net: NetworkId, text: &str) -> Result<Summary> {
     if problems.is_empty() {
         node.read(net, |r| precheck(r.ledger(), &plan, &mut problems))?;
     }
-    if !problems.is_empty() {
-        let n = problems.len();
-        let shown: Vec<String> = problems.iter().take(20).cloned().collect();
-        let more = if n > 20 {
-            format!("; and {} more", n - 20)
-        } else {
-            String::new()
-        };
-        bail!(
-            "nothing imported: {n} problem{} in the file: {}{more}",
-            if n == 1 { "" } else { "s" },
-            shown.join("; ")
-        );
-    }
-    let total = plan.units.len()
-        + plan.places.len()
-        + plan.agents.len()
-        + plan.specs.len()
-        + plan.pspecs.len()
-        + plan.plans.len()
-        + plan.processes.len()
-        + plan.agreements.len()
-        + plan.commitments.len()
-        + plan.events.len()
-        + plan.intents.len()
-        + plan.proposals.len();
-    let bar = progress::bar(total as u64, "importing");
-    let summary = node.write(net, |l| {
-        let mut s = Summary::default();
-        create_all(l, &plan.units, "units", &mut s, &bar)?;
-        create_all(l, &plan.places, "locations", &mut s, &bar)?;
-        create_all(l, &plan.agents, "agents", &mut s, &bar)?;
-        create_all(l, &plan.specs, "resource specifications", &mut s, &bar)?;
-        create_all(l, &plan.pspecs, "process specifications", &mut s, &bar)?;
-        create_all(l, &plan.plans, "plans", &mut s, &bar)?;
-        create_all(l, &plan.processes, "processes", &mut s, &bar)?;
-        create_all(l, &plan.agreements, "agreements", &mut s, &bar)?;
-        create_all(l, &plan.commitments, "commitments", &mut s, &bar)?;
-        let mut ids: HashMap<Id, Id> = HashMap::new();
-        for e in &plan.events {
-            let old = e.id.clone();
-            let mut e = e.clone();
-            e.id = Id::default();
-            if let Some(c) = &e.corrects {
-                e.corrects = Some(ids.get(c).cloned().unwrap_or_else(|| c.clone()));
-            }
-            let creates = creates(l, &plan, &e);
-            e.created_resource = None;
-            let new = match creates {
-                Some(d) => {
-                    // The new resource becomes the event's (to-)resource.
-                    match e.action.effects().create_resource {
-                        CreateResource::OptionalTo => e.to_resource_inventoried_as = None,
-                        _ => e.resource_inventoried_as = None,
-                    }
-                    l.record_event(e.creating(d))?
-                }
-                None => l.record_event(e)?,
-            };
-            ids.insert(old, new);
-            s.events += 1;
-            bar.inc(1);
-        }
-        create_all(l, &plan.intents, "intents", &mut s, &bar)?;
-        create_all(l, &plan.proposals, "proposals", &mut s, &bar)?;
-        Ok(s)
-    });
+    refuse_problems(&problems)?;
+    let bar = progress::bar(plan.total() as u64, "importing");
+    let summary = node.write(net, |l| apply(l, &plan, &bar));
     bar.finish_and_clear();
     Ok(summary?)
+}
+
+/// [`import`] into a plain ledger (no node, no progress bar), all or nothing: the same
+/// checks and writes. What the JSON-LD fuzz target and tests drive.
+pub fn import_ledger(l: &mut Ledger, text: &str) -> Result<Summary> {
+    let mut problems = Vec::new();
+    let items = items(text, &mut problems)?;
+    let plan = plan(&items, &mut problems);
+    if problems.is_empty() {
+        precheck(l, &plan, &mut problems);
+    }
+    refuse_problems(&problems)?;
+    // All or nothing: the plan is written into a fork, which replaces the ledger only if
+    // every write succeeded (a node gets the same from its write path's rewind).
+    let mut work = l.fork(l.actor().clone());
+    let summary = apply(&mut work, &plan, &indicatif::ProgressBar::hidden())?;
+    *l = work;
+    Ok(summary)
+}
+
+fn refuse_problems(problems: &[String]) -> Result<()> {
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let n = problems.len();
+    let shown: Vec<String> = problems.iter().take(20).cloned().collect();
+    let more = if n > 20 {
+        format!("; and {} more", n - 20)
+    } else {
+        String::new()
+    };
+    bail!(
+        "nothing imported: {n} problem{} in the file: {}{more}",
+        if n == 1 { "" } else { "s" },
+        shown.join("; ")
+    );
+}
+
+impl Plan_ {
+    fn total(&self) -> usize {
+        self.units.len()
+            + self.places.len()
+            + self.agents.len()
+            + self.specs.len()
+            + self.pspecs.len()
+            + self.plans.len()
+            + self.processes.len()
+            + self.agreements.len()
+            + self.commitments.len()
+            + self.events.len()
+            + self.intents.len()
+            + self.proposals.len()
+    }
+}
+
+/// Write a checked plan into `l`.
+fn apply(l: &mut Ledger, plan: &Plan_, bar: &indicatif::ProgressBar) -> reflow::Result<Summary> {
+    let mut s = Summary::default();
+    create_all(l, &plan.units, "units", &mut s, bar)?;
+    create_all(l, &plan.places, "locations", &mut s, bar)?;
+    create_all(l, &plan.agents, "agents", &mut s, bar)?;
+    create_all(l, &plan.specs, "resource specifications", &mut s, bar)?;
+    create_all(l, &plan.pspecs, "process specifications", &mut s, bar)?;
+    create_all(l, &plan.plans, "plans", &mut s, bar)?;
+    create_all(l, &plan.processes, "processes", &mut s, bar)?;
+    create_all(l, &plan.agreements, "agreements", &mut s, bar)?;
+    create_all(l, &plan.commitments, "commitments", &mut s, bar)?;
+    let mut ids: HashMap<Id, Id> = HashMap::new();
+    for e in &plan.events {
+        let old = e.id.clone();
+        let mut e = e.clone();
+        e.id = Id::default();
+        if let Some(c) = &e.corrects {
+            e.corrects = Some(ids.get(c).cloned().unwrap_or_else(|| c.clone()));
+        }
+        let creates = creates(l, plan, &e);
+        e.created_resource = None;
+        let new = match creates {
+            Some(d) => {
+                // The new resource becomes the event's (to-)resource.
+                match e.action.effects().create_resource {
+                    CreateResource::OptionalTo => e.to_resource_inventoried_as = None,
+                    _ => e.resource_inventoried_as = None,
+                }
+                l.record_event(e.creating(d))?
+            }
+            None => l.record_event(e)?,
+        };
+        ids.insert(old, new);
+        s.events += 1;
+        bar.inc(1);
+    }
+    create_all(l, &plan.intents, "intents", &mut s, bar)?;
+    create_all(l, &plan.proposals, "proposals", &mut s, bar)?;
+    Ok(s)
 }
 
 /// The description of the resource `e` creates, if it creates one: the one named by

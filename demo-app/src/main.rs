@@ -7,8 +7,6 @@
 
 mod app;
 mod demo;
-mod jsonld;
-mod progress;
 mod sync;
 mod web;
 
@@ -29,6 +27,7 @@ use reflow::{NetError, NetworkStatus};
 use serde::Serialize;
 
 use crate::app::{EventInput, StoreError};
+use reflow_app::{jsonld, progress};
 
 /// Reflow: a local-first ValueFlows ledger for repair cafés, markets and circular economies.
 #[derive(Debug, Parser)]

@@ -181,6 +181,26 @@ pub enum Error {
         source: Box<redb::Error>,
     },
 
+    /// The disk holding the store is full: nothing of this operation was stored (the
+    /// replica is still at its last stored state and serves reads). Free some space; the
+    /// next write tries again.
+    #[error("store {path}: {op} failed: the disk is full; nothing was stored, free some space and try again")]
+    StoreFull {
+        /// The store file.
+        path: std::path::PathBuf,
+        /// What was being done.
+        op: &'static str,
+    },
+
+    /// A compaction prepared earlier would replace a newer snapshot (one holding changes the
+    /// compaction's document lacks): it was not run, so that the store never goes back in
+    /// time. Prepare a new one.
+    #[error("compaction of `{network}` is older than the stored snapshot; it was not run: prepare a new one")]
+    StaleCompaction {
+        /// The network key.
+        network: String,
+    },
+
     /// The store file is damaged (truncated or corrupted). It was not modified.
     #[error("store {path} is damaged ({detail}); it was left untouched: restore it from a backup or another device, or move it away to start afresh")]
     CorruptStore {

@@ -10,6 +10,8 @@
 
 pub mod admission;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identity;
 mod judge;
 mod ledger;
@@ -43,7 +45,9 @@ pub use node::{
     RelayConfig, UnavailableKind,
 };
 pub use replica::{Limits, Provenance, Quarantined, Receipt, Replica};
-pub use store::{CompactionJob, DurableLedger, DurableReplica, Store, StoreStats};
+pub use store::{
+    CompactionJob, CompactionPolicy, DurableLedger, DurableReplica, Store, StoreStats,
+};
 pub use sync::{Frame, FrameError, SyncError, SyncSession};
 pub use vf::{
     Action, Agent, AgentKind, Agreement, Commitment, EconomicEvent, EconomicResource, Id, Intent,

@@ -112,8 +112,15 @@ pub struct NodeConfig {
     /// on a free port, and on IPv6 as well if the system has it; a specific address binds
     /// that address only (tests bind `127.0.0.1:0`).
     pub bind_addr: SocketAddr,
-    /// Relay servers.
+    /// Relay servers. A network can run its own: an iroh relay server (the `iroh-relay`
+    /// crate's) named here as [`RelayConfig::Custom`] on every device, and put by the node in
+    /// the tickets it issues ([`Node::addr`]), so that devices that cannot reach each other
+    /// directly meet through it (docs/architecture.md, "Relays").
     pub relay: RelayConfig,
+    /// Use direct UDP paths (`bind_addr`). `false`: no IP socket at all, peers are reached
+    /// and reach this node only through the relays (for a device behind a network that
+    /// blocks peer-to-peer traffic, and for tests of the relay path).
+    pub direct_paths: bool,
     /// Ask the home router for a port mapping (UPnP, PCP, NAT-PMP).
     pub portmapper: bool,
     /// Longest wait for a dial, a handshake, or a join's first answer.
@@ -138,6 +145,7 @@ impl NodeConfig {
             data_dir: data_dir.into(),
             bind_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             relay: RelayConfig::Default,
+            direct_paths: true,
             portmapper: true,
             connect_timeout: Duration::from_secs(10),
             mdns: true,
@@ -779,10 +787,19 @@ impl Node {
         self.inner.device
     }
 
-    /// Where peers can dial this node: its id and its direct (and relay) addresses.
+    /// Where peers can dial this node: its id and its direct (and relay) addresses. The
+    /// relays of [`RelayConfig::Custom`] are named even before the endpoint has reached them,
+    /// so that a ticket issued right after opening carries the network's relay.
     pub fn addr(&self) -> PeerAddr {
         let addr = self.inner.endpoint.addr();
-        PeerAddr::from_endpoint_addr(&addr).unwrap_or_else(|| PeerAddr::new(self.inner.device))
+        let mut addr =
+            PeerAddr::from_endpoint_addr(&addr).unwrap_or_else(|| PeerAddr::new(self.inner.device));
+        if let RelayConfig::Custom(urls) = &self.inner.config.relay {
+            if addr.relays.is_empty() {
+                addr.relays = urls.clone();
+            }
+        }
+        addr
     }
 
     /// The networks this node holds a replica of, unavailable ones included (see
@@ -1248,10 +1265,17 @@ async fn bind_endpoint(
         .secret_key(SecretKey::from_bytes(&key.secret_bytes()))
         .alpns(alpns)
         .relay_mode(relay_mode)
-        .clear_ip_transports()
-        .bind_addr(bind_addr)
-        .map_err(|e| bind_error(e.to_string()))?;
-    if bind_addr.ip().is_unspecified() && bind_addr.is_ipv4() {
+        .clear_ip_transports();
+    if config.direct_paths {
+        builder = builder
+            .bind_addr(bind_addr)
+            .map_err(|e| bind_error(e.to_string()))?;
+    } else if config.relay == RelayConfig::Disabled {
+        return Err(bind_error(
+            "no direct paths and no relays: the node could reach no one".into(),
+        ));
+    }
+    if config.direct_paths && bind_addr.ip().is_unspecified() && bind_addr.is_ipv4() {
         builder = builder
             .bind_addr_with_opts(
                 SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),

@@ -343,6 +343,11 @@ impl Replica {
         self.limits = limits;
     }
 
+    /// The bounds in force (see [`Replica::set_limits`]).
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
     /// The network id.
     pub fn network(&self) -> NetworkId {
         self.network

@@ -120,6 +120,39 @@ fn compaction_keeps_a_write_made_while_it_ran() {
 }
 
 #[test]
+fn a_stale_compaction_never_replaces_a_newer_snapshot() {
+    // A job prepared, then overtaken by a newer compaction that deleted the rows it folded:
+    // run late, the old job would put back an older snapshot and lose those changes.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = populated(tmp.path(), 2);
+    let store = Store::open(&path).expect("reopen");
+    let mut l = store.open_ledger("net", actor(2)).expect("open");
+    let stale = l.compaction_job();
+    let folded = l.record_event(consume("1")).expect("write");
+    l.compact().expect("newer compaction");
+    let after = l.record_event(consume("2")).expect("write");
+    let snapshot_before = store.stats("net").expect("stats");
+    let err = stale.run(&store).expect_err("a stale job is refused");
+    assert!(matches!(err, Error::StaleCompaction { .. }), "got {err}");
+    assert_eq!(
+        store.stats("net").expect("stats"),
+        snapshot_before,
+        "the refused job changed nothing"
+    );
+    drop(l);
+    let reopened = store.open_ledger("net", actor(3)).expect("reopen");
+    assert!(
+        reopened.ledger().event(&folded).is_some(),
+        "compacted change kept"
+    );
+    assert!(
+        reopened.ledger().event(&after).is_some(),
+        "later change kept"
+    );
+    assert_eq!(flour(&store, 4), "6.98 kg");
+}
+
+#[test]
 fn buffered_writes_are_durable_after_flush() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let path = populated(tmp.path(), 0);

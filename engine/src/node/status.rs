@@ -43,7 +43,9 @@ impl UnavailableKind {
             | Error::WrongNetwork { .. }
             | Error::UnknownNetwork { .. }
             | Error::InvalidJson { .. } => UnavailableKind::Damaged,
-            Error::Storage { .. } | Error::StoreLocked { .. } => UnavailableKind::Storage,
+            Error::Storage { .. } | Error::StoreFull { .. } | Error::StoreLocked { .. } => {
+                UnavailableKind::Storage
+            }
             _ => UnavailableKind::Other,
         }
     }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use automerge::{Change, ChangeHash};
 use redb::Durability;
-use tracing::{info_span, warn};
+use tracing::{debug, error, info_span, warn};
 
 use super::{guarded, Ctx, Store, CHANGES, NETWORKS, QUARANTINE, SIGNATURES};
 use crate::error::{Error, Result};
@@ -21,11 +21,72 @@ const META_DEVICE_KEY: &str = "device_key";
 /// A replica stored in a [`Store`]: see the module documentation. The durability contract is
 /// [`super::DurableLedger`]'s: every call that changes the replica returns after an fsync'd
 /// commit of what it changed.
+///
+/// One write path, all or nothing: if the commit fails, it is tried once more on a reopened
+/// database; if that fails too, the replica is reloaded from the store, so that memory never
+/// holds (nor sync hands out) a change that is not stored. The call returns the first error.
+/// If even the reload fails, the replica refuses every change until a later call manages to
+/// reload it ([`DurableReplica::is_stale`]).
+///
+/// The replica compacts its store on its own ([`CompactionPolicy`]), so the store stays
+/// within a small factor of the saved document and opening reads few rows.
 pub struct DurableReplica {
     store: Store,
     key: String,
     replica: Replica,
     tail: usize,
+    /// Bytes of the changes stored after the snapshot.
+    tail_bytes: usize,
+    /// Bytes of the stored snapshot's document.
+    snapshot_bytes: usize,
+    policy: CompactionPolicy,
+    /// Memory may differ from the store (a failed commit whose reload failed too).
+    stale: bool,
+}
+
+/// When a [`DurableReplica`] folds its stored changes into a new snapshot by itself: after a
+/// write that leaves more than `min_tail_bytes` and more than `factor` times the snapshot's
+/// size in changes after the snapshot, or more than `max_tail_changes` of them. The stored
+/// data then stays below `(1 + factor)` times the snapshot plus `min_tail_bytes`, and each
+/// compaction (which saves the whole document) is paid for by as many bytes of new changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompactionPolicy {
+    /// Tail bytes below which no compaction runs.
+    pub min_tail_bytes: usize,
+    /// Compact when the tail exceeds this many times the snapshot's bytes.
+    pub factor: usize,
+    /// Compact when this many changes are stored after the snapshot, whatever their size.
+    pub max_tail_changes: usize,
+    /// Whether the replica compacts by itself at all.
+    pub enabled: bool,
+}
+
+impl Default for CompactionPolicy {
+    fn default() -> Self {
+        CompactionPolicy {
+            min_tail_bytes: 256 << 10,
+            factor: 1,
+            max_tail_changes: 4096,
+            enabled: true,
+        }
+    }
+}
+
+impl CompactionPolicy {
+    /// Never compact by itself (for tests of the store's contents).
+    pub fn never() -> CompactionPolicy {
+        CompactionPolicy {
+            enabled: false,
+            ..CompactionPolicy::default()
+        }
+    }
+
+    fn due(&self, tail: usize, tail_bytes: usize, snapshot_bytes: usize) -> bool {
+        self.enabled
+            && ((tail_bytes > self.min_tail_bytes
+                && tail_bytes > snapshot_bytes.saturating_mul(self.factor))
+                || tail > self.max_tail_changes)
+    }
 }
 
 impl std::fmt::Debug for DurableReplica {
@@ -102,6 +163,10 @@ impl Store {
             key,
             replica,
             tail: changes.len(),
+            tail_bytes: changes.iter().map(|c| c.change.raw_bytes().len()).sum(),
+            snapshot_bytes: 0,
+            policy: CompactionPolicy::default(),
+            stale: false,
         })
     }
 
@@ -114,7 +179,8 @@ impl Store {
     pub fn open_replica(&self, network: &NetworkId, key: DeviceKey) -> Result<DurableReplica> {
         let name = network.to_string();
         let _span = info_span!("store_open_replica", network = %name).entered();
-        let (bytes, tail) = guarded(&self.path, "read ledger", || self.read_ledger_bytes(&name))?;
+        let (bytes, tail, snapshot_bytes) =
+            guarded(&self.path, "read ledger", || self.read_ledger_parts(&name))?;
         let ledger = Ledger::load(&bytes, key.session_actor()?).map_err(|e| match e {
             Error::NotALedger(detail) => Error::CorruptStore {
                 path: self.path.to_path_buf(),
@@ -165,6 +231,10 @@ impl Store {
             key: name,
             replica,
             tail,
+            tail_bytes: bytes.len() - snapshot_bytes,
+            snapshot_bytes,
+            policy: CompactionPolicy::default(),
+            stale: false,
         })
     }
 }
@@ -205,16 +275,103 @@ impl DurableReplica {
         &self.store
     }
 
+    /// Commit what the last call changed in memory, or put memory back.
+    ///
+    /// `write` fills a transaction; it is tried on the open database, then once more on a
+    /// reopened one (redb refuses every operation of a handle that saw an I/O error). If both
+    /// fail, the replica is reloaded from the store: memory goes back to the last stored
+    /// state. Returns the first error.
+    fn commit_or_restore(
+        &mut self,
+        write: impl Fn(&Self, &redb::WriteTransaction) -> Result<()>,
+    ) -> Result<()> {
+        let attempt = |this: &Self| -> Result<()> {
+            let tx = this.store.write_tx(Durability::Immediate)?;
+            write(this, &tx)?;
+            tx.commit().ctx(&this.store.path, "commit")
+        };
+        let first = match attempt(self) {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        warn!(error = %first, "commit failed; retrying on a reopened store");
+        if self.store.reopen().is_ok() && attempt(self).is_ok() {
+            debug!("the retried commit succeeded");
+            return Ok(());
+        }
+        self.restore();
+        Err(first)
+    }
+
+    /// Reload the replica from the store (its last stored state), after a commit that failed.
+    fn restore(&mut self) {
+        let network = self.replica.network();
+        let key = self.replica.key().clone();
+        let limits = self.replica.limits();
+        let reloaded = self
+            .store
+            .reopen()
+            .and_then(|()| self.store.open_replica(&network, key));
+        match reloaded {
+            Ok(fresh) => {
+                self.replica = fresh.replica;
+                self.replica.set_limits(limits);
+                self.tail = fresh.tail;
+                self.tail_bytes = fresh.tail_bytes;
+                self.snapshot_bytes = fresh.snapshot_bytes;
+                self.stale = false;
+                warn!("replica put back to its last stored state");
+            }
+            Err(e) => {
+                error!(error = %e, "the replica could not be reloaded from its store; it refuses changes until it can");
+                self.stale = true;
+            }
+        }
+    }
+
+    /// Refuse to change a replica whose memory may hold what the store lacks, unless it can
+    /// be reloaded now.
+    fn usable(&mut self) -> Result<()> {
+        if self.stale {
+            self.restore();
+        }
+        if self.stale {
+            return Err(Error::Storage {
+                path: self.store.path().to_owned(),
+                op: "reload the replica after a failed commit",
+                source: Box::new(redb::Error::PreviousIo),
+            });
+        }
+        Ok(())
+    }
+
     fn persist(&mut self, changes: &[SignedChange], refused: &[Quarantined]) -> Result<()> {
         if changes.is_empty() && refused.is_empty() {
             return Ok(());
         }
         let _span = info_span!("store_persist", network = %self.key, changes = changes.len(), refused = refused.len()).entered();
-        let tx = self.store.write_tx(Durability::Immediate)?;
-        self.persist_in(&tx, changes, refused)?;
-        tx.commit().ctx(&self.store.path, "commit")?;
+        self.commit_or_restore(|this, tx| this.persist_in(tx, changes, refused))?;
         self.tail += changes.len();
+        self.tail_bytes += changes
+            .iter()
+            .map(|c| c.change.raw_bytes().len())
+            .sum::<usize>();
+        self.compact_if_due();
         Ok(())
+    }
+
+    /// Run the compaction policy after an acknowledged write. A failed compaction changes
+    /// nothing stored and is only logged: the write it follows is durable already.
+    fn compact_if_due(&mut self) {
+        if !self
+            .policy
+            .due(self.tail, self.tail_bytes, self.snapshot_bytes)
+        {
+            return;
+        }
+        if let Err(e) = self.compact() {
+            warn!(error = %e, "automatic compaction failed; the store keeps its changes");
+        }
     }
 
     /// Write accepted changes and refusals inside `tx`.
@@ -257,22 +414,25 @@ impl DurableReplica {
     ) -> Result<()> {
         let _span =
             info_span!("store_revoke", network = %self.key, revoked = revoked.len()).entered();
-        let tx = self.store.write_tx(Durability::Immediate)?;
-        self.persist_in(&tx, changes, refused)?;
-        {
-            let mut t = tx
-                .open_table(CHANGES)
-                .ctx(&self.store.path, "open changes")?;
-            for h in revoked {
-                t.remove((self.key.as_str(), &h.0))
-                    .ctx(&self.store.path, "delete change")?;
+        let mut job = self.compaction_job();
+        job.replaces_history = true;
+        self.commit_or_restore(|this, tx| {
+            this.persist_in(tx, changes, refused)?;
+            {
+                let mut t = tx
+                    .open_table(CHANGES)
+                    .ctx(&this.store.path, "open changes")?;
+                for h in revoked {
+                    t.remove((this.key.as_str(), &h.0))
+                        .ctx(&this.store.path, "delete change")?;
+                }
             }
-        }
-        let job = self.compaction_job();
-        job.write_in(&self.store, &tx)?;
-        tx.commit().ctx(&self.store.path, "commit")?;
+            job.write_in(&this.store, tx).map(|_| ())
+        })?;
         // The snapshot holds every change that stands.
         self.tail = 0;
+        self.tail_bytes = 0;
+        self.snapshot_bytes = job.document.len();
         Ok(())
     }
 
@@ -282,6 +442,7 @@ impl DurableReplica {
         &mut self,
         mutation: impl FnOnce(&mut Ledger) -> Result<R>,
     ) -> Result<(R, Vec<SignedChange>)> {
+        self.usable()?;
         let (r, signed) = self.replica.write(mutation)?;
         self.persist(&signed, &[])?;
         Ok((r, signed))
@@ -296,6 +457,7 @@ impl DurableReplica {
     /// Take changes from a peer (see [`Replica::receive`]); accepted changes and refusals
     /// are durable when this returns.
     pub fn receive(&mut self, changes: Vec<SignedChange>) -> Result<Receipt> {
+        self.usable()?;
         let receipt = self.replica.receive(changes)?;
         let refused: Vec<Quarantined> = receipt
             .refused
@@ -319,6 +481,7 @@ impl DurableReplica {
     /// [`Replica::migrate`]. Returns the migration change (none if the ledger is at version 2
     /// already), stored before this returns, to send to peers.
     pub fn migrate(&mut self) -> Result<Vec<SignedChange>> {
+        self.usable()?;
         let signed = self.replica.migrate()?;
         self.persist(&signed, &[])?;
         Ok(signed)
@@ -331,6 +494,7 @@ impl DurableReplica {
         role: Role,
         agent: Id,
     ) -> Result<Vec<SignedChange>> {
+        self.usable()?;
         let signed = self.replica.add_member(device, role, agent)?;
         self.persist(&signed, &[])?;
         Ok(signed)
@@ -338,6 +502,7 @@ impl DurableReplica {
 
     /// Remove a device (admins only), durably.
     pub fn remove_member(&mut self, device: DeviceId) -> Result<Vec<SignedChange>> {
+        self.usable()?;
         let signed = self.replica.remove_member(device)?;
         self.persist(&signed, &[])?;
         Ok(signed)
@@ -352,6 +517,7 @@ impl DurableReplica {
         new_agent: Option<Agent>,
         now: u64,
     ) -> Result<Vec<SignedChange>> {
+        self.usable()?;
         let signed = self
             .replica
             .redeem_invite(invite, redeemer, secret, new_agent, now)?;
@@ -359,11 +525,38 @@ impl DurableReplica {
         Ok(signed)
     }
 
-    /// Fold the stored changes into a snapshot (signatures are kept).
+    /// Fold the stored changes into a snapshot (signatures are kept). On failure nothing
+    /// stored changes and the store is reopened for the next write.
     pub fn compact(&mut self) -> Result<()> {
-        let removed = self.compaction_job().run(&self.store)?;
-        self.tail = self.tail.saturating_sub(removed);
-        Ok(())
+        self.usable()?;
+        let job = self.compaction_job();
+        let bytes = job.document.len();
+        match job.run(&self.store) {
+            Ok(removed) => {
+                self.tail = self.tail.saturating_sub(removed);
+                self.tail_bytes = if self.tail == 0 { 0 } else { self.tail_bytes };
+                self.snapshot_bytes = bytes;
+                debug!(removed, bytes, "compacted");
+                Ok(())
+            }
+            Err(e) => {
+                if let Err(again) = self.store.reopen() {
+                    warn!(error = %again, "could not reopen the store after a failed compaction");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// How this replica compacts its store by itself.
+    pub fn set_compaction_policy(&mut self, policy: CompactionPolicy) {
+        self.policy = policy;
+    }
+
+    /// Whether memory may hold changes the store lacks: a commit failed and the replica could
+    /// not be reloaded from the store yet. Such a replica refuses every change.
+    pub fn is_stale(&self) -> bool {
+        self.stale
     }
 
     /// A compaction of the ledger as it is now.
@@ -373,6 +566,7 @@ impl DurableReplica {
             heads: self.replica.ledger().heads(),
             document: self.replica.ledger().save(),
             covered: self.replica.ledger().change_hashes().into_iter().collect(),
+            replaces_history: false,
         }
     }
 

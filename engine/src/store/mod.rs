@@ -12,12 +12,12 @@ use std::collections::HashSet;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use automerge::{ActorId, Change, ChangeHash};
 use redb::{
     Database, DatabaseError, Durability, ReadOnlyDatabase, ReadableDatabase, ReadableTable,
-    StorageError, TableDefinition, TableError,
+    StorageBackend, StorageError, TableDefinition, TableError,
 };
 use tracing::{debug, info, info_span, warn};
 
@@ -51,6 +51,26 @@ const SYNC_STATES: TableDefinition<'static, (&'static str, &'static [u8]), &'sta
 const META_FORMAT: &str = "format";
 const META_VERSION: &str = "version";
 
+/// Create the tables of a new store and write its format marker and version.
+fn init_tables(path: &Path, db: &Database) -> Result<()> {
+    let tx = db.begin_write().ctx(path, "begin write")?;
+    {
+        let mut meta = tx.open_table(META).ctx(path, "create tables")?;
+        meta.insert(META_FORMAT, STORE_FORMAT)
+            .ctx(path, "write meta")?;
+        meta.insert(META_VERSION, STORE_VERSION.to_le_bytes().as_slice())
+            .ctx(path, "write meta")?;
+        for table in [NETWORKS, SNAPSHOTS] {
+            tx.open_table(table).ctx(path, "create tables")?;
+        }
+        for table in [CHANGES, SIGNATURES, QUARANTINE] {
+            tx.open_table(table).ctx(path, "create tables")?;
+        }
+        tx.open_table(SYNC_STATES).ctx(path, "create tables")?;
+    }
+    tx.commit().ctx(path, "commit")
+}
+
 /// The first bytes of every redb file.
 const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
 
@@ -82,8 +102,43 @@ fn add_quarantine_table(tx: &redb::WriteTransaction) -> std::result::Result<(), 
 /// A node's store: one redb file. Cheap to clone; all clones share the open database.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
+    db: Arc<Slot>,
     path: Arc<PathBuf>,
+}
+
+/// How a store's database is opened again after an I/O error (redb refuses every operation
+/// of a handle that saw one, `PreviousIo`, until it is closed and reopened).
+type Opener = dyn Fn() -> std::result::Result<Database, DatabaseError> + Send + Sync;
+
+/// The open database, replaceable by [`Store::reopen`].
+struct Slot {
+    db: RwLock<Option<Database>>,
+    opener: Box<Opener>,
+}
+
+impl Slot {
+    fn new(db: Database, opener: Box<Opener>) -> Arc<Slot> {
+        Arc::new(Slot {
+            db: RwLock::new(Some(db)),
+            opener,
+        })
+    }
+
+    fn file(db: Database, path: &Path) -> Arc<Slot> {
+        let path = path.to_owned();
+        Slot::new(db, Box::new(move || Database::open(&path)))
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&Database) -> std::result::Result<T, redb::Error>,
+    ) -> std::result::Result<T, redb::Error> {
+        let guard = self.db.read().unwrap_or_else(PoisonError::into_inner);
+        match guard.as_ref() {
+            Some(db) => f(db),
+            None => Err(redb::Error::DatabaseClosed),
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -111,6 +166,10 @@ fn storage(path: &Path, op: &'static str, e: redb::Error) -> Error {
         },
         redb::Error::DatabaseAlreadyOpen => Error::StoreLocked {
             path: path.to_owned(),
+        },
+        redb::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => Error::StoreFull {
+            path: path.to_owned(),
+            op,
         },
         other => Error::Storage {
             path: path.to_owned(),
@@ -322,7 +381,7 @@ impl Store {
         let mut db = Database::open(path).map_err(|e| open_error(path, e))?;
         reclaim_free_pages(path, &mut db);
         let store = Store {
-            db: Arc::new(db),
+            db: Slot::file(db, path),
             path: Arc::new(path.to_owned()),
         };
         if let MetaCheck::Older(v) = check {
@@ -334,26 +393,78 @@ impl Store {
     fn create(path: &Path) -> Result<Store> {
         info!("creating a new store");
         let db = Database::create(path).map_err(|e| open_error(path, e))?;
-        let tx = db.begin_write().ctx(path, "begin write")?;
-        {
-            let mut meta = tx.open_table(META).ctx(path, "create tables")?;
-            meta.insert(META_FORMAT, STORE_FORMAT)
-                .ctx(path, "write meta")?;
-            meta.insert(META_VERSION, STORE_VERSION.to_le_bytes().as_slice())
-                .ctx(path, "write meta")?;
-            for table in [NETWORKS, SNAPSHOTS] {
-                tx.open_table(table).ctx(path, "create tables")?;
-            }
-            for table in [CHANGES, SIGNATURES, QUARANTINE] {
-                tx.open_table(table).ctx(path, "create tables")?;
-            }
-            tx.open_table(SYNC_STATES).ctx(path, "create tables")?;
-        }
-        tx.commit().ctx(path, "commit")?;
+        init_tables(path, &db)?;
         Ok(Store {
-            db: Arc::new(db),
+            db: Slot::file(db, path),
             path: Arc::new(path.to_owned()),
         })
+    }
+
+    /// Open (or create, if it is empty) a store kept by a custom redb backend instead of a
+    /// file, e.g. the fault-injecting [`fault::FaultyDisk`]. `open` makes a fresh backend
+    /// handle over the same storage; it is called again whenever the store is reopened after
+    /// an I/O error ([`Store::reopen`]). `label` names the store in errors and logs. The
+    /// checks of [`Store::open`] apply, except those on the file itself (redb's magic bytes,
+    /// the copy kept while repairing): a damaged backend gives [`Error::CorruptStore`].
+    #[doc(hidden)]
+    pub fn open_backend<B: StorageBackend>(
+        label: impl Into<PathBuf>,
+        open: impl Fn() -> B + Send + Sync + 'static,
+    ) -> Result<Store> {
+        let path: PathBuf = label.into();
+        let _span = info_span!("store_open_backend", path = %path.display()).entered();
+        let opener: Box<Opener> = Box::new(move || Database::builder().create_with_backend(open()));
+        let db = guarded(&path, "open", || opener().map_err(|e| open_error(&path, e)))?;
+        let fresh = guarded(&path, "inspect", || {
+            let tx = db.begin_read().ctx(&path, "begin read")?;
+            match tx.open_table(META) {
+                Ok(meta) => match check_meta(&path, &meta)? {
+                    MetaCheck::Current => Ok(false),
+                    MetaCheck::Older(v) => Err(Error::NotAStore {
+                        path: path.clone(),
+                        detail: format!(
+                            "a store of version {v} over a custom backend (migrate it as a file)"
+                        ),
+                    }),
+                },
+                Err(TableError::TableDoesNotExist(_)) => Ok(true),
+                Err(e) => Err(storage(&path, "open meta", e.into())),
+            }
+        })?;
+        if fresh {
+            init_tables(&path, &db)?;
+        }
+        Ok(Store {
+            db: Slot::new(db, opener),
+            path: Arc::new(path),
+        })
+    }
+
+    /// Close the database and open it again: after an I/O error (a failed write or fsync,
+    /// a full disk) redb refuses every operation of the handle that saw it. Opening repairs
+    /// the file if the failed commit left it half-written. Every clone of this store uses the
+    /// new handle.
+    pub fn reopen(&self) -> Result<()> {
+        let path = self.path.as_path();
+        let _span = info_span!("store_reopen", path = %path.display()).entered();
+        let mut slot = self.db.db.write().unwrap_or_else(PoisonError::into_inner);
+        // The old handle must be closed first: it holds the file's lock.
+        drop(slot.take());
+        let db = guarded(path, "reopen", || {
+            (self.db.opener)().map_err(|e| open_error(path, e))
+        })?;
+        {
+            let tx = db.begin_read().ctx(path, "begin read")?;
+            let meta = tx.open_table(META).ctx(path, "open meta")?;
+            check_meta(path, &meta)?;
+        }
+        // Settle: an empty durable commit fsyncs whatever a failed commit left in the page
+        // cache, so that what the store now shows is also what survives a power loss.
+        let tx = db.begin_write().ctx(path, "begin write")?;
+        tx.commit().ctx(path, "commit")?;
+        *slot = Some(db);
+        info!("store reopened");
+        Ok(())
     }
 
     /// The file was not closed cleanly: let redb repair it, keeping a copy until it is known
@@ -400,7 +511,7 @@ impl Store {
             }
         };
         let store = Store {
-            db: Arc::new(db),
+            db: Slot::file(db, path),
             path: Arc::new(path.to_owned()),
         };
         if let MetaCheck::Older(v) = check {
@@ -413,7 +524,10 @@ impl Store {
     fn migrate(&self, mut version: u64, migrations: &[Migration]) -> Result<()> {
         let path = self.path.as_path();
         migration_path(path, version, migrations)?;
-        let tx = self.db.begin_write().ctx(path, "begin write")?;
+        let tx = self
+            .db
+            .with(|db| Ok(db.begin_write()?))
+            .ctx(path, "begin write")?;
         while version < STORE_VERSION {
             let Some(step) = migrations.iter().find(|m| m.from == version) else {
                 return Err(Error::NotAStore {
@@ -439,7 +553,10 @@ impl Store {
     }
 
     fn write_tx(&self, durability: Durability) -> Result<redb::WriteTransaction> {
-        let mut tx = self.db.begin_write().ctx(&self.path, "begin write")?;
+        let mut tx = self
+            .db
+            .with(|db| Ok(db.begin_write()?))
+            .ctx(&self.path, "begin write")?;
         tx.set_durability(durability).map_err(|e| Error::Storage {
             path: self.path.to_path_buf(),
             op: "set durability",
@@ -449,7 +566,9 @@ impl Store {
     }
 
     fn read_tx(&self) -> Result<redb::ReadTransaction> {
-        self.db.begin_read().ctx(&self.path, "begin read")
+        self.db
+            .with(|db| Ok(db.begin_read()?))
+            .ctx(&self.path, "begin read")
     }
 
     /// The networks this store holds a ledger for, sorted.
@@ -523,6 +642,13 @@ impl Store {
 
     /// The snapshot and the changes after it, concatenated (Automerge loads the sequence).
     fn read_ledger_bytes(&self, network: &str) -> Result<(Vec<u8>, usize)> {
+        self.read_ledger_parts(network)
+            .map(|(bytes, tail, _)| (bytes, tail))
+    }
+
+    /// [`Store::read_ledger_bytes`], with the size of the snapshot's document (the bytes
+    /// after it are the tail's changes).
+    fn read_ledger_parts(&self, network: &str) -> Result<(Vec<u8>, usize, usize)> {
         let tx = self.read_tx()?;
         let mut bytes = Vec::new();
         {
@@ -535,6 +661,7 @@ impl Store {
                 bytes.extend_from_slice(doc);
             }
         }
+        let snapshot_len = bytes.len();
         let mut tail = 0;
         {
             let t = tx.open_table(CHANGES).ctx(&self.path, "open changes")?;
@@ -552,7 +679,7 @@ impl Store {
                 network: network.to_owned(),
             });
         }
-        Ok((bytes, tail))
+        Ok((bytes, tail, snapshot_len))
     }
 
     /// Store the signature of a change (the identity layer's slot).
@@ -650,6 +777,60 @@ impl Store {
             stats.snapshot_bytes = v.value().len() as u64;
         }
         Ok(stats)
+    }
+}
+
+/// A row of the store, for [`Store::put_raw_row`].
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub enum RawRow {
+    /// The network's snapshot.
+    Snapshot,
+    /// A change after the snapshot, under the given hash.
+    Change,
+    /// A change's signature, under the given hash.
+    Signature,
+    /// A quarantine row, under the given hash.
+    Quarantine,
+    /// The node's device key.
+    DeviceKey,
+}
+
+impl Store {
+    /// Write `value` as a raw row, bypassing every encoder: for the fuzz harnesses of the
+    /// decoders ([`crate::fuzzing::store_rows`]) and tests of damaged rows. Not for use.
+    #[doc(hidden)]
+    pub fn put_raw_row(
+        &self,
+        row: RawRow,
+        network: &str,
+        hash: &[u8; 32],
+        value: &[u8],
+    ) -> Result<()> {
+        let tx = self.write_tx(Durability::Immediate)?;
+        {
+            let p = &self.path;
+            match row {
+                RawRow::Snapshot => {
+                    let mut t = tx.open_table(SNAPSHOTS).ctx(p, "open snapshots")?;
+                    t.insert(network, value).ctx(p, "write")?;
+                }
+                RawRow::Change | RawRow::Signature | RawRow::Quarantine => {
+                    let table = match row {
+                        RawRow::Change => CHANGES,
+                        RawRow::Signature => SIGNATURES,
+                        _ => QUARANTINE,
+                    };
+                    let mut t = tx.open_table(table).ctx(p, "open table")?;
+                    t.insert((network, hash), value).ctx(p, "write")?;
+                }
+                RawRow::DeviceKey => {
+                    let mut t = tx.open_table(META).ctx(p, "open meta")?;
+                    t.insert("node.device_key", value).ctx(p, "write")?;
+                }
+            }
+        }
+        tx.commit().ctx(&self.path, "commit")
     }
 }
 
@@ -912,6 +1093,7 @@ impl DurableLedger {
             heads: self.ledger.heads(),
             document: self.ledger.save(),
             covered: self.ledger.change_hashes().into_iter().collect(),
+            replaces_history: false,
         }
     }
 }
@@ -924,12 +1106,17 @@ pub struct CompactionJob {
     heads: Vec<ChangeHash>,
     document: Vec<u8>,
     covered: HashSet<ChangeHash>,
+    /// A revocation's snapshot: it drops changes on purpose, so it replaces any snapshot.
+    replaces_history: bool,
 }
 
 impl CompactionJob {
     /// Write the snapshot and delete the changes it contains, in one transaction (all or
     /// nothing, durable on return). Changes written after the job was prepared are kept.
     /// Returns how many stored changes were folded into the snapshot.
+    ///
+    /// A job older than the stored snapshot (another compaction ran after it was prepared)
+    /// is refused with [`Error::StaleCompaction`] and changes nothing.
     pub fn run(self, store: &Store) -> Result<usize> {
         let _span =
             info_span!("store_compact", network = %self.network, bytes = self.document.len())
@@ -945,6 +1132,27 @@ impl CompactionJob {
     /// snapshot can be written atomically with other rows).
     pub(crate) fn write_in(&self, store: &Store, tx: &redb::WriteTransaction) -> Result<usize> {
         let path = store.path();
+        if !self.replaces_history {
+            // Never back in time: the stored snapshot's heads must all be in this document
+            // (the covered set is closed under dependencies, so then all of it is).
+            let snaps = tx.open_table(SNAPSHOTS).ctx(path, "open snapshots")?;
+            let stored = snaps
+                .get(self.network.as_str())
+                .ctx(path, "read snapshot")?
+                .map(|v| decode_snapshot(v.value()).map(|(heads, _)| heads));
+            if let Some(heads) = stored {
+                let heads = heads.ok_or_else(|| Error::CorruptStore {
+                    path: path.to_owned(),
+                    detail: format!("the snapshot of `{}` cannot be decoded", self.network),
+                })?;
+                if let Some(missing) = heads.iter().find(|h| !self.covered.contains(h)) {
+                    warn!(network = %self.network, head = %missing, "stale compaction refused");
+                    return Err(Error::StaleCompaction {
+                        network: self.network.clone(),
+                    });
+                }
+            }
+        }
         let removed;
         {
             let mut t = tx.open_table(CHANGES).ctx(path, "open changes")?;
@@ -977,7 +1185,8 @@ impl CompactionJob {
 }
 
 mod durable_replica;
-pub use durable_replica::DurableReplica;
+pub mod fault;
+pub use durable_replica::{CompactionPolicy, DurableReplica};
 
 #[cfg(test)]
 mod tests {
