@@ -181,6 +181,8 @@ fn run_phase(phase: &str, args: &str) -> Result<()> {
             nodes::record(tmp.path(), num("events"))
         }
         "reflow-open" => nodes::open(&dir, a["compact"].as_bool().unwrap_or(true)),
+        // Profiling aid: open the store file at `dir`/reflow.redb as it is (no copy).
+        "reflow-open-in-place" => nodes::open_in_place(&dir),
         "reflow-join" => runtime.block_on(nodes::sync(&dir, false)),
         "reflow-catch-up" => runtime.block_on(nodes::sync(&dir, true)),
         "reflow-live" => runtime.block_on(nodes::live(

@@ -244,9 +244,19 @@ pub fn open(dir: &Path, compact: bool) -> Value {
         let mut r = store.open_replica(&network, key).expect("replica");
         r.compact().expect("compact");
     }
+    open_store(&path, compact)
+}
+
+/// Open the store at `dir` as it is (for profiling: `reflow-bench __phase
+/// reflow-open-in-place '{"dir": …}'` under `perf record`).
+pub fn open_in_place(dir: &Path) -> Value {
+    open_store(&dir.join(STORE_FILE), false)
+}
+
+fn open_store(path: &Path, compact: bool) -> Value {
     let rss0 = proc_status("VmRSS");
     let t0 = Instant::now();
-    let store = Store::open(&path).expect("store");
+    let store = Store::open(path).expect("store");
     let t_store = t0.elapsed().as_secs_f64();
     let key = store.device_key().expect("key");
     let network: NetworkId = store.networks().expect("networks")[0]

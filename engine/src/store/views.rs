@@ -50,7 +50,7 @@ impl Store {
 mod tests {
     use std::path::Path;
 
-    use redb::Database;
+    use redb::{Database, ReadableDatabase as _};
     use sha2::Digest as _;
 
     use super::*;
@@ -69,7 +69,6 @@ mod tests {
             .resource("flour")
             .to_resource("bread")
             .quantity(q.parse::<Quantity>().expect("decimal"), "kg")
-            .at("stall")
     }
 
     /// A store holding `net`: flour and bread, transfers (one overdraws flour), a correction,
