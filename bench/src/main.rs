@@ -182,7 +182,9 @@ fn run_phase(phase: &str, args: &str) -> Result<()> {
         }
         "reflow-open" => nodes::open(&dir, a["compact"].as_bool().unwrap_or(true)),
         // Profiling aid: open the store file at `dir`/reflow.redb as it is (no copy).
-        "reflow-open-in-place" => nodes::open_in_place(&dir),
+        "reflow-open-in-place" => {
+            nodes::open_in_place(&dir, a["compact"].as_bool().unwrap_or(false))
+        }
         "reflow-join" => runtime.block_on(nodes::sync(&dir, false)),
         "reflow-catch-up" => runtime.block_on(nodes::sync(&dir, true)),
         "reflow-live" => runtime.block_on(nodes::live(
@@ -280,6 +282,7 @@ struct Plan {
     live_events: usize,
     conflicts: usize,
     repo: bool,
+    quick: bool,
 }
 
 fn plan(cli: &Cli) -> Result<Plan> {
@@ -319,8 +322,9 @@ fn plan(cli: &Cli) -> Result<Plan> {
             vec![2, 4, 8]
         },
         live_events: cli.live_events.unwrap_or(if quick { 20 } else { 100 }),
-        conflicts: cli.conflicts.unwrap_or(if quick { 20 } else { 50 }),
+        conflicts: cli.conflicts.unwrap_or(if quick { 10 } else { 50 }),
         repo: !cli.no_repo,
+        quick,
     })
 }
 
@@ -370,7 +374,13 @@ fn main() -> Result<()> {
                     let dir = build(n, "live")?;
                     for &nodes in &plan.nodes {
                         for mesh in [false, true] {
-                            if mesh && nodes < 3 {
+                            // The quick tier: a 2-node line and a 4-node mesh only.
+                            let skip = if plan.quick {
+                                mesh != (nodes > 2)
+                            } else {
+                                mesh && nodes < 3
+                            };
+                            if skip {
                                 continue;
                             }
                             live(&mut rows, n, nodes, mesh, &dir, &plan, netns, repo.as_ref())?;

@@ -236,7 +236,16 @@ pub fn open(dir: &Path, compact: bool) -> Value {
     copy_dir(&dir.join("a"), tmp.path());
     let path = tmp.path().join(STORE_FILE);
     if compact {
-        let store = Store::open(&path).expect("store");
+        compact_store(&path);
+    }
+    open_store(&path, compact)
+}
+
+/// Compact the store's network, then open the file once more, untimed: that open gives the
+/// freed pages back to the file system (redb's own compaction, once after a compaction).
+fn compact_store(path: &Path) {
+    {
+        let store = Store::open(path).expect("store");
         let key = store.device_key().expect("key");
         let network: NetworkId = store.networks().expect("networks")[0]
             .parse()
@@ -244,13 +253,18 @@ pub fn open(dir: &Path, compact: bool) -> Value {
         let mut r = store.open_replica(&network, key).expect("replica");
         r.compact().expect("compact");
     }
-    open_store(&path, compact)
+    drop(Store::open(path).expect("store"));
 }
 
-/// Open the store at `dir` as it is (for profiling: `reflow-bench __phase
-/// reflow-open-in-place '{"dir": …}'` under `perf record`).
-pub fn open_in_place(dir: &Path) -> Value {
-    open_store(&dir.join(STORE_FILE), false)
+/// For profiling (`reflow-bench __phase reflow-open-in-place '{"dir": …}'` under `perf
+/// record`): open the store at `dir` as it is, or only compact it (`compact`).
+pub fn open_in_place(dir: &Path, compact: bool) -> Value {
+    let path = dir.join(STORE_FILE);
+    if compact {
+        compact_store(&path);
+        return json!({ "compacted": true });
+    }
+    open_store(&path, false)
 }
 
 fn open_store(path: &Path, compact: bool) -> Value {
@@ -414,13 +428,15 @@ pub async fn live(
 
 /// The `k`-th conflicting transfer of node `node`: 3,000 kg out of a lot that holds about
 /// 10,000, so that the four nodes' concurrent transfers overdraw it (and one node's own
-/// repeated transfers of one lot do too).
+/// repeated transfers of one lot do too), and each hands on a custody the others hand on too.
 fn conflicting_transfer(node: usize, k: usize) -> NewEvent {
     const AGENTS: [&str; 10] = [
         "ana", "ben", "cleo", "dev", "eli", "fay", "gus", "hana", "ivo", "jon",
     ];
-    let from = k % common::RESOURCES;
-    let to = (from + 1) % common::RESOURCES;
+    // Lots 0..49 only give, lots 50..99 only receive: every transfer of a lot is
+    // concurrent with the other nodes' transfers of it.
+    let from = k % (common::RESOURCES / 2);
+    let to = from + common::RESOURCES / 2;
     EconomicEvent::new(Action::Transfer, AGENTS[from % 10], AGENTS[to % 10])
         .resource(format!("r{from}"))
         .to_resource(format!("r{to}"))
