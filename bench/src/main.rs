@@ -393,6 +393,14 @@ fn main() -> Result<()> {
                 }
                 "memory" => {
                     let dir = build(n, "sync")?;
+                    if !dir.join("c").exists() {
+                        nodes::copy_dir(&dir.join("a"), &dir.join("c"));
+                        child(
+                            false,
+                            "reflow-open-in-place",
+                            json!({"dir": dir.join("c"), "compact": true}),
+                        )?;
+                    }
                     for what in ["document", "ledger", "replica", "node"] {
                         let r = child(false, "reflow-memory", json!({"dir": dir, "what": what}))?;
                         eprintln!("  {r}");
@@ -809,7 +817,7 @@ fn memory_table(memory: &[(usize, Value)]) -> String {
             f(&get("ledger")["rss"]) / doc,
             f(&get("node")["rss"]) / doc,
             fmt_bytes(Some(f(&get("document")["doc_bytes"]))),
-            fmt_bytes(Some(f(&get("document")["views_bytes"]))),
+            fmt_bytes(Some(f(&get("ledger")["views_bytes"]))),
         ));
     }
     out.join("\n")
