@@ -32,7 +32,9 @@ pub use error::{Error, Result};
 pub use identity::{
     ChangeSignature, DeviceId, DeviceKey, NetworkId, SignatureProblem, SignedChange,
 };
-pub use ledger::{EventFilter, Ledger, Object, ResourceFilter, ViewSnapshot, SCHEMA_VERSION};
+pub use ledger::{
+    EventFilter, Ledger, Object, ResourceFilter, ViewSnapshot, ViewsOrigin, SCHEMA_VERSION,
+};
 pub use membership::{
     BearerSecret, Invite, InviteAudience, InviteError, Member, Membership, MembershipRecord,
     Rejection, Role,

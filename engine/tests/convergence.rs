@@ -824,6 +824,17 @@ fn assert_same_views(a: &[(String, Vec<u8>)], b: &[(String, Vec<u8>)], what: &st
     }
 }
 
+/// Whether stored views (docs/storage.md: heads from byte 37) were folded at `heads`.
+fn halfway_heads_are(views: &[u8], heads: &[ChangeHash]) -> bool {
+    let n = u32::from_le_bytes(views[37..41].try_into().expect("4 bytes")) as usize;
+    let mut stored: Vec<ChangeHash> = views[41..41 + 32 * n]
+        .chunks_exact(32)
+        .map(|c| ChangeHash(c.try_into().expect("32 bytes")))
+        .collect();
+    stored.sort();
+    stored == heads
+}
+
 /// Run a scenario; returns what happened, for the statistics. Without `full`, the incremental
 /// views are compared with a fold from scratch (and a reload) only at the end, and only on
 /// one replica and the fresh ones, which keeps the seeded run short.
@@ -833,8 +844,14 @@ fn run(s: &Scenario, full: bool, ctx: &str) -> Outcome {
     let n = s.replicas;
     let mut reps: Vec<Ledger> = (0..n).map(|i| g.fork(actor(i as u8 + 1))).collect();
     let mut out = Outcome::default();
+    // Replica 0's views halfway, as a snapshot would store them: a reload with them folds
+    // only what came after.
+    let mut halfway_views = None;
 
     for (k, step) in s.steps.iter().enumerate() {
+        if k == s.steps.len() / 2 {
+            halfway_views = Some(reps[0].encode_views());
+        }
         let ctx = format!("{ctx}, step {k}");
         match *step {
             Step::Record { replica, op } => {
@@ -883,6 +900,36 @@ fn run(s: &Scenario, full: bool, ctx: &str) -> Outcome {
             text(&reference[0].1),
             "{ctx}: reloaded from its saved bytes"
         );
+        // Stored views: the replica's own (folded at these heads) are used as they are;
+        // replica 0's from halfway are used with the changes after them folded in. Both
+        // give the views of a fold from scratch.
+        let (restored, origin) =
+            Ledger::load_with_views(&bytes, actor(0xD0 + i as u8), Some(&r.encode_views()))
+                .unwrap_or_else(|e| panic!("{ctx}: reload with views: {e}"));
+        assert_eq!(origin, ViewsOrigin::Stored, "{ctx}: stored views used");
+        assert_same_views(
+            &views_bytes(&restored, &ctx),
+            &reference,
+            "stored views",
+            &ctx,
+        );
+        if let Some(halfway) = &halfway_views {
+            let (restored, origin) =
+                Ledger::load_with_views(&bytes, actor(0xE0 + i as u8), Some(halfway))
+                    .unwrap_or_else(|e| panic!("{ctx}: reload with halfway views: {e}"));
+            let expected = if halfway_heads_are(halfway, &heads) {
+                ViewsOrigin::Stored
+            } else {
+                ViewsOrigin::StoredAndTail
+            };
+            assert_eq!(origin, expected, "{ctx}: halfway views used");
+            assert_same_views(
+                &views_bytes(&restored, &ctx),
+                &reference,
+                "halfway views",
+                &ctx,
+            );
+        }
         saved.push(bytes);
     }
 

@@ -93,6 +93,21 @@ pub struct ViewSnapshot {
     pub conflicts: Vec<Conflict>,
 }
 
+/// How an opened ledger got its views.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ViewsOrigin {
+    /// No views were stored: folded from the events.
+    Folded,
+    /// The stored views, folded at the document's heads.
+    Stored,
+    /// The stored views, plus the changes stored after them folded in.
+    StoredAndTail,
+    /// Stored views that do not decode or verify: folded again.
+    Refused(crate::views::StoredViewsError),
+    /// Stored views folded at heads the document does not hold: folded again.
+    Stale,
+}
+
 /// A replica of one network's ledger.
 pub struct Ledger {
     doc: Automerge,
@@ -226,9 +241,16 @@ impl Ledger {
     }
 
     fn from_doc(doc: Automerge) -> Result<Ledger> {
+        let mut ledger = Ledger::unfolded(doc)?;
+        ledger.rebuild_views();
+        Ok(ledger)
+    }
+
+    /// A ledger of `doc` whose views are still empty.
+    fn unfolded(doc: Automerge) -> Result<Ledger> {
         let layout = Layout::resolve(&doc)?;
         let actor = doc.get_actor().clone();
-        let mut ledger = Ledger {
+        Ok(Ledger {
             doc,
             layout,
             views: Views::default(),
@@ -237,9 +259,70 @@ impl Ledger {
             id_prefix: prefix_for(&actor),
             next_id: 1,
             next_op: None,
+        })
+    }
+
+    /// [`Ledger::load`] with the views stored beside the snapshot (`views`, written by
+    /// [`Ledger::encode_views`]): they are used if they decode, pass their checksum and fold
+    /// version, and were folded at heads this document holds (then only the changes after
+    /// those heads are folded); otherwise the views are folded from scratch, as by `load`.
+    /// Returns how the views were obtained.
+    pub fn load_with_views(
+        bytes: &[u8],
+        actor: ActorId,
+        views: Option<&[u8]>,
+    ) -> Result<(Ledger, ViewsOrigin)> {
+        let doc = Automerge::load(bytes)
+            .map_err(|e| Error::NotALedger(format!("not an Automerge document: {e}")))?
+            .with_actor(actor);
+        let mut ledger = Ledger::unfolded(doc)?;
+        let origin = match views.map(crate::views::stored::decode) {
+            None => ViewsOrigin::Folded,
+            Some(Err(e)) => ViewsOrigin::Refused(e),
+            Some(Ok(s)) => {
+                let heads = ledger.doc.get_heads();
+                if s.heads
+                    .iter()
+                    .all(|h| ledger.doc.get_change_meta_by_hash(h).is_some())
+                {
+                    ledger.views = s.views;
+                    ledger.events_len = s.events_len;
+                    let mut stored = s.heads.clone();
+                    stored.sort();
+                    let mut now = heads;
+                    now.sort();
+                    if stored == now {
+                        ViewsOrigin::Stored
+                    } else {
+                        ledger.ingest_since(&s.heads);
+                        ViewsOrigin::StoredAndTail
+                    }
+                } else {
+                    ViewsOrigin::Stale
+                }
+            }
         };
-        ledger.rebuild_views();
-        Ok(ledger)
+        match &origin {
+            ViewsOrigin::Folded | ViewsOrigin::Stored | ViewsOrigin::StoredAndTail => {}
+            ViewsOrigin::Refused(e) => {
+                warn!(reason = %e, "stored views refused; folding the views again");
+                ledger.rebuild_views();
+            }
+            ViewsOrigin::Stale => {
+                warn!("stored views were folded at heads this document lacks; folding again");
+                ledger.rebuild_views();
+            }
+        }
+        if matches!(origin, ViewsOrigin::Folded) {
+            ledger.rebuild_views();
+        }
+        Ok((ledger, origin))
+    }
+
+    /// The views as stored beside a snapshot of this ledger (docs/storage.md, "A views
+    /// value"): folded at the current heads.
+    pub fn encode_views(&self) -> Vec<u8> {
+        crate::views::stored::encode(&self.views, self.events_len, &self.doc.get_heads())
     }
 
     /// The schema version of the document now (1 until a v1 ledger is migrated).

@@ -181,13 +181,18 @@ impl Store {
         let _span = info_span!("store_open_replica", network = %name).entered();
         let (bytes, tail, snapshot_bytes) =
             guarded(&self.path, "read ledger", || self.read_ledger_parts(&name))?;
-        let ledger = Ledger::load(&bytes, key.session_actor()?).map_err(|e| match e {
-            Error::NotALedger(detail) => Error::CorruptStore {
-                path: self.path.to_path_buf(),
-                detail: format!("the ledger of `{name}` cannot be loaded: {detail}"),
-            },
-            other => other,
-        })?;
+        let stored = self.stored_views(&name)?;
+        let (ledger, views) =
+            Ledger::load_with_views(&bytes, key.session_actor()?, stored.as_deref()).map_err(
+                |e| match e {
+                    Error::NotALedger(detail) => Error::CorruptStore {
+                        path: self.path.to_path_buf(),
+                        detail: format!("the ledger of `{name}` cannot be loaded: {detail}"),
+                    },
+                    other => other,
+                },
+            )?;
+        debug!(tail, ?views, "replica's ledger loaded");
         let (signatures, quarantine) = guarded(&self.path, "read signatures", || {
             let tx = self.read_tx()?;
             let mut signatures = HashMap::new();
@@ -565,6 +570,7 @@ impl DurableReplica {
             network: self.key.clone(),
             heads: self.replica.ledger().heads(),
             document: self.replica.ledger().save(),
+            views: self.replica.ledger().encode_views(),
             covered: self.replica.ledger().change_hashes().into_iter().collect(),
             replaces_history: false,
         }

@@ -28,7 +28,7 @@ use crate::Ledger;
 pub const STORE_FORMAT: &[u8] = b"reflow-store";
 
 /// The store layout version this build writes (see docs/storage.md).
-pub const STORE_VERSION: u64 = 2;
+pub const STORE_VERSION: u64 = 3;
 
 /// The version tag of an encoded snapshot value.
 const SNAPSHOT_ENCODING: u8 = 1;
@@ -67,6 +67,7 @@ fn init_tables(path: &Path, db: &Database) -> Result<()> {
             tx.open_table(table).ctx(path, "create tables")?;
         }
         tx.open_table(SYNC_STATES).ctx(path, "create tables")?;
+        tx.open_table(views::VIEWS).ctx(path, "create tables")?;
     }
     tx.commit().ctx(path, "commit")
 }
@@ -87,11 +88,18 @@ pub(crate) struct Migration {
 }
 
 /// The migrations of this build.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    from: 1,
-    name: "v1-to-v2-quarantine-table",
-    run: add_quarantine_table,
-}];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        from: 1,
+        name: "v1-to-v2-quarantine-table",
+        run: add_quarantine_table,
+    },
+    Migration {
+        from: 2,
+        name: "v2-to-v3-views-table",
+        run: views::add_views_table,
+    },
+];
 
 /// Version 2 adds the table of refused changes (the identity layer's quarantine).
 fn add_quarantine_table(tx: &redb::WriteTransaction) -> std::result::Result<(), redb::Error> {
@@ -293,6 +301,7 @@ fn inspect_read_only(path: &Path) -> Result<MetaCheck> {
     scan_table(path, &tx, SIGNATURES)?;
     scan_table(path, &tx, QUARANTINE)?;
     scan_table(path, &tx, SYNC_STATES)?;
+    scan_table(path, &tx, views::VIEWS)?;
     Ok(check)
 }
 
@@ -622,14 +631,16 @@ impl Store {
         let (bytes, tail) = guarded(&self.path, "read ledger", || {
             self.read_ledger_bytes(network)
         })?;
-        let ledger = Ledger::load(&bytes, actor).map_err(|e| match e {
-            Error::NotALedger(detail) => Error::CorruptStore {
-                path: self.path.to_path_buf(),
-                detail: format!("the ledger of `{network}` cannot be loaded: {detail}"),
-            },
-            other => other,
-        })?;
-        debug!(tail, events = ledger.event_count(), "ledger opened");
+        let stored = self.stored_views(network)?;
+        let (ledger, views) =
+            Ledger::load_with_views(&bytes, actor, stored.as_deref()).map_err(|e| match e {
+                Error::NotALedger(detail) => Error::CorruptStore {
+                    path: self.path.to_path_buf(),
+                    detail: format!("the ledger of `{network}` cannot be loaded: {detail}"),
+                },
+                other => other,
+            })?;
+        debug!(tail, events = ledger.event_count(), ?views, "ledger opened");
         Ok(DurableLedger {
             store: self.clone(),
             network: network.to_owned(),
@@ -1092,6 +1103,7 @@ impl DurableLedger {
             network: self.network.clone(),
             heads: self.ledger.heads(),
             document: self.ledger.save(),
+            views: self.ledger.encode_views(),
             covered: self.ledger.change_hashes().into_iter().collect(),
             replaces_history: false,
         }
@@ -1105,6 +1117,8 @@ pub struct CompactionJob {
     network: String,
     heads: Vec<ChangeHash>,
     document: Vec<u8>,
+    /// The views folded at `heads` (`Ledger::encode_views`), stored with the snapshot.
+    views: Vec<u8>,
     covered: HashSet<ChangeHash>,
     /// A revocation's snapshot: it drops changes on purpose, so it replaces any snapshot.
     replaces_history: bool,
@@ -1180,12 +1194,14 @@ impl CompactionJob {
                 )
                 .ctx(path, "write snapshot")?;
         }
+        views::write_views(store, tx, &self.network, &self.views)?;
         Ok(removed)
     }
 }
 
 mod durable_replica;
 pub mod fault;
+mod views;
 pub use durable_replica::{CompactionPolicy, DurableReplica};
 
 #[cfg(test)]

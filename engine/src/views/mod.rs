@@ -14,6 +14,7 @@
 //! resources it touches fold again from their first event; other resources are untouched.
 
 mod fold;
+pub(crate) mod stored;
 mod trace;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -24,6 +25,7 @@ use serde::{Serialize, Serializer};
 
 use fold::{FoldIssue, FoldState, Side};
 pub use fold::{QuantityKind, TransferOf};
+pub use stored::StoredViewsError;
 pub use trace::{Trace, TraceNode, TraceStep};
 
 use crate::vf::{EconomicEvent, Id, Measure, Quantity};

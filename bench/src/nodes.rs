@@ -1,0 +1,541 @@
+//! The Reflow side: histories built straight into redb stores, then real nodes (iroh endpoints
+//! bound to 127.0.0.1, relays and address lookup off) syncing them.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use automerge::{Automerge, ReadDoc};
+use reflow::node::STORE_FILE;
+use reflow::*;
+use serde_json::{json, Value};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+
+use crate::common::{self, Workload};
+use crate::measure::{lo_overhead, proc_status, Wire};
+
+/// Seed of the workload.
+pub const SEED: u64 = 0x5eed;
+/// Longest wait for one sync or one live event.
+const WAIT: Duration = Duration::from_secs(900);
+
+fn sorted(mut h: Vec<ChangeHash>) -> Vec<ChangeHash> {
+    h.sort();
+    h
+}
+
+/// Copy a store directory.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create directory");
+    for entry in std::fs::read_dir(from).expect("read directory") {
+        let entry = entry.expect("directory entry");
+        std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy store");
+    }
+}
+
+/// What a build makes besides the admin's store.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Members {
+    /// `m1`: an empty store (joins); `m2`: a member holding the network's first changes
+    /// (catches up).
+    Sync,
+    /// `m1`..`m7`: empty member stores (they join in a line before the measure).
+    Live,
+    /// `m1`..`m3`: admins holding the whole history (they write conflicting events offline).
+    Conflict,
+}
+
+fn seed_objects(replica: &mut Replica) -> Vec<SignedChange> {
+    let genesis = Workload::genesis();
+    replica
+        .write(|l| {
+            for u in genesis.list::<Unit>() {
+                l.create(u)?;
+            }
+            for ag in genesis.list::<Agent>() {
+                if ag.id.as_str() != "ana" {
+                    l.create(ag)?;
+                }
+            }
+            for s in genesis.list::<ResourceSpecification>() {
+                l.create(s)?;
+            }
+            for s in genesis.list::<SpatialThing>() {
+                l.create(s)?;
+            }
+            Ok(())
+        })
+        .expect("objects")
+        .1
+}
+
+/// Build in `dir`: `a`, the admin's store with a network of the workload's objects and `events`
+/// events (one signed change each), the member stores of `members`, and for the other
+/// contestants `doc.bin` (the saved document), `prefix.bin` (the document of the network's
+/// first changes: genesis, objects, members) and `events.tsv` (every event's bucket, key and
+/// JSON text, in order, as Reflow stored it).
+pub fn build(dir: &Path, events: usize, members: Members) -> Value {
+    let started = Instant::now();
+    let (count, role) = match members {
+        Members::Sync => (2, Role::Member),
+        Members::Live => (7, Role::Member),
+        Members::Conflict => (3, Role::Admin),
+    };
+    let mut keys = Vec::new();
+    for i in 1..=count {
+        let d = dir.join(format!("m{i}"));
+        std::fs::create_dir_all(&d).expect("member directory");
+        let store = Store::open(d.join(STORE_FILE)).expect("member store");
+        keys.push(store.device_key().expect("member key"));
+    }
+    let a = dir.join("a");
+    std::fs::create_dir_all(&a).expect("admin directory");
+    let store = Store::open(a.join(STORE_FILE)).expect("admin store");
+    let key = store.device_key().expect("admin key");
+    let (mut replica, mut signed) =
+        Replica::create_network(common::NETWORK, key, Agent::person("ana", "ana"))
+            .expect("create network");
+    signed.extend(seed_objects(&mut replica));
+    for k in &keys {
+        signed.extend(
+            replica
+                .add_member(k.id(), role, Id::from("ben"))
+                .expect("add member"),
+        );
+    }
+    let first = signed.clone();
+    std::fs::write(dir.join("prefix.bin"), replica.ledger().save()).expect("write prefix");
+    let mut w = Workload::new(SEED);
+    let t0 = Instant::now();
+    for _ in 0..events {
+        let e = w.next();
+        signed.extend(replica.write(|l| l.record_event(e)).expect("event").1);
+    }
+    let record_s = t0.elapsed().as_secs_f64();
+    let network = replica.network();
+    let saved = replica.ledger().save();
+    std::fs::write(dir.join("doc.bin"), &saved).expect("write doc");
+    write_events(&saved, &dir.join("events.tsv"));
+    let t1 = Instant::now();
+    let stored = store
+        .create_replica(replica, &signed)
+        .expect("store the history");
+    let store_s = t1.elapsed().as_secs_f64();
+    drop(stored);
+    drop(store);
+    match members {
+        Members::Sync => {
+            let d = dir.join("m2");
+            let store = Store::open(d.join(STORE_FILE)).expect("member store");
+            let (r, receipt) =
+                Replica::join(network, keys[1].clone(), first).expect("prefix replica");
+            store
+                .create_replica(r, &receipt.applied)
+                .expect("store the prefix");
+        }
+        Members::Live => {}
+        Members::Conflict => {
+            for (i, k) in keys.iter().enumerate() {
+                let d = dir.join(format!("m{}", i + 1));
+                let store = Store::open(d.join(STORE_FILE)).expect("member store");
+                let (r, receipt) =
+                    Replica::join(network, k.clone(), signed.clone()).expect("full replica");
+                store
+                    .create_replica(r, &receipt.applied)
+                    .expect("store the replica");
+            }
+        }
+    }
+    json!({
+        "network": network.to_string(),
+        "changes": signed.len(),
+        "doc_bytes": saved.len(),
+        "record_s": record_s,
+        "store_s": store_s,
+        "build_s": started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Every event of a saved schema-v2 document as `bucket<TAB>key<TAB>json` lines, in the order
+/// of their op counters.
+fn write_events(saved: &[u8], path: &Path) {
+    let doc = Automerge::load(saved).expect("load");
+    let Ok(Some((_, set))) = doc.get(automerge::ROOT, "eventBuckets") else {
+        panic!("not a schema-v2 document");
+    };
+    let mut rows: Vec<(u64, String)> = Vec::new();
+    for b in doc.map_range(&set, ..) {
+        let bucket = b.key.to_string();
+        let obj = b.id();
+        for item in doc.map_range(&obj, ..) {
+            let automerge::ObjId::Id(counter, _, _) = item.id() else {
+                continue;
+            };
+            let value = match item.value.clone().into_value() {
+                automerge::Value::Scalar(s) => match s.as_ref() {
+                    automerge::ScalarValue::Str(t) => t.to_string(),
+                    _ => continue,
+                },
+                automerge::Value::Object(_) => continue,
+            };
+            rows.push((counter, format!("{bucket}\t{}\t{value}", item.key)));
+        }
+    }
+    rows.sort();
+    let text: Vec<String> = rows.into_iter().map(|(_, l)| l).collect();
+    std::fs::write(path, text.join("\n") + "\n").expect("write events");
+}
+
+/// A loopback node.
+async fn open_node(dir: &Path) -> Node {
+    let config = NodeConfig {
+        connect_timeout: Duration::from_secs(300),
+        ..NodeConfig::loopback(dir)
+    };
+    let node = Node::open(config).await.expect("open a loopback node");
+    let addr = node.addr();
+    assert!(
+        !addr.direct.is_empty()
+            && addr.direct.iter().all(|a| a.ip().is_loopback())
+            && addr.relays.is_empty(),
+        "loopback only: {addr}"
+    );
+    node
+}
+
+async fn wait_heads(node: &Node, network: NetworkId, target: &[ChangeHash], what: &str) {
+    let mut rx = node.subscribe(network).expect("subscribe");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if sorted(node.heads(network).expect("heads")) == target {
+            return;
+        }
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Err(_) => panic!("timed out waiting for {what}"),
+            Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => {}
+            Ok(Err(RecvError::Closed)) => panic!("node closed waiting for {what}"),
+        }
+    }
+}
+
+/// Record: `events` events written one change each by a signed replica in memory (signing,
+/// admission, views), then the whole history stored durably in one commit. Measured by the
+/// build itself.
+pub fn record(dir: &Path, events: usize) -> Value {
+    let r = build(dir, events, Members::Sync);
+    json!({
+        "s": r["record_s"].as_f64().unwrap_or(f64::NAN) + r["store_s"].as_f64().unwrap_or(f64::NAN),
+        "in_memory_s": r["record_s"], "store_s": r["store_s"],
+    })
+}
+
+/// Open: `Store::open` + `Store::open_replica` of a copy of the admin's store (`compact`:
+/// after a compaction, else as built: every change a row).
+pub fn open(dir: &Path, compact: bool) -> Value {
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    copy_dir(&dir.join("a"), tmp.path());
+    let path = tmp.path().join(STORE_FILE);
+    if compact {
+        compact_store(&path);
+    }
+    open_store(&path, compact)
+}
+
+/// Compact the store's network, then open the file once more, untimed: that open gives the
+/// freed pages back to the file system (redb's own compaction, once after a compaction).
+fn compact_store(path: &Path) {
+    {
+        let store = Store::open(path).expect("store");
+        let key = store.device_key().expect("key");
+        let network: NetworkId = store.networks().expect("networks")[0]
+            .parse()
+            .expect("network id");
+        let mut r = store.open_replica(&network, key).expect("replica");
+        r.compact().expect("compact");
+    }
+    drop(Store::open(path).expect("store"));
+}
+
+/// For profiling (`reflow-bench __phase reflow-open-in-place '{"dir": …}'` under `perf
+/// record`): open the store at `dir` as it is, or only compact it (`compact`).
+pub fn open_in_place(dir: &Path, compact: bool) -> Value {
+    let path = dir.join(STORE_FILE);
+    if compact {
+        compact_store(&path);
+        return json!({ "compacted": true });
+    }
+    open_store(&path, false)
+}
+
+fn open_store(path: &Path, compact: bool) -> Value {
+    let rss0 = proc_status("VmRSS");
+    let t0 = Instant::now();
+    let store = Store::open(path).expect("store");
+    let t_store = t0.elapsed().as_secs_f64();
+    let key = store.device_key().expect("key");
+    let network: NetworkId = store.networks().expect("networks")[0]
+        .parse()
+        .expect("network id");
+    let r = store.open_replica(&network, key).expect("replica");
+    let s = t0.elapsed().as_secs_f64();
+    let events = r.ledger().event_count();
+    assert!(events > 0);
+    json!({ "s": s, "store_open_s": t_store, "events": events,
+            "rss_delta": proc_status("VmRSS").saturating_sub(rss0), "compacted": compact })
+}
+
+/// Join (`catch_up` false: an empty store, `Node::join`) or catch-up (a member holding the
+/// first changes, `Node::connect`) of copies of the built stores; time until equal heads.
+pub async fn sync(dir: &Path, catch_up: bool) -> Value {
+    let overhead = lo_overhead();
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    let (da, db) = (tmp.path().join("a"), tmp.path().join("b"));
+    copy_dir(&dir.join("a"), &da);
+    copy_dir(&dir.join(if catch_up { "m2" } else { "m1" }), &db);
+    let a = open_node(&da).await;
+    let b = open_node(&db).await;
+    let network = a.networks()[0];
+    let target = sorted(a.heads(network).expect("heads"));
+    let wire = Wire::start(overhead);
+    let t0 = Instant::now();
+    if catch_up {
+        b.connect(network, &a.addr()).await.expect("connect");
+    } else {
+        b.join(network, &a.addr()).await.expect("join");
+    }
+    wait_heads(&b, network, &target, "the new node's heads").await;
+    let s = t0.elapsed().as_secs_f64();
+    let (rss, hwm) = (proc_status("VmRSS"), proc_status("VmHWM"));
+    let (bytes, _) = wire.quiet().await;
+    a.close().await.expect("close");
+    b.close().await.expect("close");
+    json!({ "s": s, "bytes": bytes, "rss": rss, "hwm": hwm })
+}
+
+/// Live: `nodes` nodes (line: each joined through the previous; mesh: then connected to all
+/// earlier ones), `events` events after `warmup` written on node 1; latency from
+/// `record_event` returning to the farthest (line) or last (mesh) node's notification.
+pub async fn live(
+    dir: &Path,
+    nodes: usize,
+    mesh: bool,
+    ledger_events: usize,
+    warmup: usize,
+    events: usize,
+) -> Value {
+    let rss0 = proc_status("VmRSS");
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    let mut all = Vec::new();
+    for i in 0..nodes {
+        let from = if i == 0 {
+            "a".to_string()
+        } else {
+            format!("m{i}")
+        };
+        let d = tmp.path().join(&from);
+        copy_dir(&dir.join(&from), &d);
+        all.push(open_node(&d).await);
+    }
+    let network = all[0].networks()[0];
+    for i in 1..nodes {
+        all[i]
+            .join(network, &all[i - 1].addr())
+            .await
+            .expect("join through the previous node");
+    }
+    if mesh {
+        for j in 2..nodes {
+            for i in 0..j - 1 {
+                all[j]
+                    .connect(network, &all[i].addr())
+                    .await
+                    .expect("connect");
+            }
+        }
+    }
+    let target = sorted(all[0].heads(network).expect("heads"));
+    for n in &all[1..] {
+        wait_heads(n, network, &target, "convergence").await;
+    }
+    let rss_setup = proc_status("VmRSS");
+    let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Instant, Vec<ChangeHash>)>();
+    let mut tasks = Vec::new();
+    for (i, n) in all.iter().enumerate().skip(1) {
+        let mut sub = n.subscribe(network).expect("subscribe");
+        let tx = tx.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                match sub.recv().await {
+                    Ok(u) => {
+                        if tx.send((i, Instant::now(), sorted(u.heads))).is_err() {
+                            return;
+                        }
+                    }
+                    Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        }));
+    }
+    let mut w = Workload::new(SEED);
+    for _ in 0..ledger_events {
+        w.next();
+    }
+    let overhead = lo_overhead();
+    let mut wire = Wire::start(overhead);
+    let (mut lat, mut first) = (Vec::new(), Vec::new());
+    for k in 0..warmup + events {
+        if k == warmup {
+            wire = Wire::start(overhead);
+        }
+        all[0].record_event(network, w.next()).expect("write");
+        let t = Instant::now();
+        let target = sorted(all[0].heads(network).expect("heads"));
+        let mut got: Vec<Option<f64>> = vec![None; nodes];
+        got[0] = Some(0.0);
+        while got.iter().any(Option::is_none) {
+            let (i, at, heads) = tokio::time::timeout(WAIT, rx.recv())
+                .await
+                .expect("a live event propagates")
+                .expect("subscribers alive");
+            if heads == target && got[i].is_none() {
+                got[i] = Some(at.saturating_duration_since(t).as_secs_f64());
+            }
+        }
+        if k >= warmup {
+            let times: Vec<f64> = got[1..].iter().map(|g| g.unwrap_or(f64::NAN)).collect();
+            lat.push(if mesh {
+                times.iter().copied().fold(0.0, f64::max)
+            } else {
+                times[nodes - 2]
+            });
+            first.push(times.iter().copied().fold(f64::INFINITY, f64::min));
+        }
+    }
+    let (bytes, _) = wire.quiet().await;
+    for t in tasks {
+        t.abort();
+    }
+    for n in all {
+        n.close().await.expect("close");
+    }
+    json!({
+        "lat": lat, "first": first, "bytes_per_event": bytes as f64 / events.max(1) as f64,
+        "rss_per_node": rss_setup.saturating_sub(rss0) as f64 / nodes as f64,
+        "hwm": proc_status("VmHWM"),
+    })
+}
+
+/// The `k`-th conflicting transfer of node `node`: 3,000 kg out of a lot that holds about
+/// 10,000, so that the four nodes' concurrent transfers overdraw it (and one node's own
+/// repeated transfers of one lot do too), and each hands on a custody the others hand on too.
+fn conflicting_transfer(node: usize, k: usize) -> NewEvent {
+    const AGENTS: [&str; 10] = [
+        "ana", "ben", "cleo", "dev", "eli", "fay", "gus", "hana", "ivo", "jon",
+    ];
+    // Lots 0..49 only give, lots 50..99 only receive: every transfer of a lot is
+    // concurrent with the other nodes' transfers of it.
+    let from = k % (common::RESOURCES / 2);
+    let to = from + common::RESOURCES / 2;
+    EconomicEvent::new(Action::Transfer, AGENTS[from % 10], AGENTS[to % 10])
+        .resource(format!("r{from}"))
+        .to_resource(format!("r{to}"))
+        .quantity(3000, "kg")
+        .at("stall-1")
+        .at_time(format!("2026-01-01T00:{:02}:{:02}Z", node, k % 60))
+        .into()
+}
+
+/// Conflict merge: the admin and three admins holding the whole history, offline (no
+/// connection), each records `k` conflicting transfers; then they connect in a full mesh;
+/// time until all four have the same heads, and the conflicts every node lists are checked
+/// equal (and not empty).
+pub async fn conflict_merge(dir: &Path, k: usize) -> Value {
+    let overhead = lo_overhead();
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    let mut all = Vec::new();
+    for from in ["a", "m1", "m2", "m3"] {
+        let d = tmp.path().join(from);
+        copy_dir(&dir.join(from), &d);
+        all.push(open_node(&d).await);
+    }
+    let network = all[0].networks()[0];
+    for (i, n) in all.iter().enumerate() {
+        for j in 0..k {
+            n.record_event(network, conflicting_transfer(i, j))
+                .expect("an offline transfer");
+        }
+    }
+    let mut target: Vec<ChangeHash> = all
+        .iter()
+        .flat_map(|n| n.heads(network).expect("heads"))
+        .collect();
+    target.sort();
+    target.dedup();
+    let wire = Wire::start(overhead);
+    let t0 = Instant::now();
+    for j in 1..4 {
+        for i in 0..j {
+            all[j]
+                .connect(network, &all[i].addr())
+                .await
+                .expect("connect");
+        }
+    }
+    for n in &all {
+        wait_heads(n, network, &target, "the merge").await;
+    }
+    let s = t0.elapsed().as_secs_f64();
+    let (bytes, _) = wire.quiet().await;
+    let conflicts: Vec<Vec<Conflict>> = all
+        .iter()
+        .map(|n| n.read(network, |r| r.ledger().conflicts()).expect("read"))
+        .collect();
+    assert!(!conflicts[0].is_empty(), "the offline transfers conflict");
+    assert!(
+        conflicts.iter().all(|c| *c == conflicts[0]),
+        "every node lists the same conflicts"
+    );
+    let n_conflicts = conflicts[0].len();
+    for n in all {
+        n.close().await.expect("close");
+    }
+    json!({ "s": s, "bytes": bytes, "conflicts": n_conflicts, "hwm": proc_status("VmHWM") })
+}
+
+/// Memory: the resident set one opened ledger costs, as `what`: `document` (the saved
+/// document loaded by bare Automerge), `ledger` (the document and its views, `Ledger::load`),
+/// `replica` (`Store::open` + `open_replica` of the compacted store in `dir/c`: the ledger,
+/// the stored views, membership, signatures, the store's handle) or `node` (`Node::open` of
+/// it: the replica, the endpoint, the runtime's tasks). One measure per fresh process (the
+/// compaction was done by another), the RSS after minus the RSS before.
+pub async fn memory(dir: &Path, what: &str) -> Value {
+    let saved = std::fs::read(dir.join("doc.bin")).expect("saved document");
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    copy_dir(&dir.join("c"), tmp.path());
+    let path = tmp.path().join(STORE_FILE);
+    let rss0 = proc_status("VmRSS");
+    let t0 = Instant::now();
+    let keep: Box<dyn std::any::Any> = match what {
+        "document" => Box::new(Automerge::load(&saved).expect("load")),
+        "ledger" => Box::new(Ledger::load(&saved, ActorId::random()).expect("load")),
+        "replica" => {
+            let store = Store::open(&path).expect("store");
+            let key = store.device_key().expect("key");
+            let network: NetworkId = store.networks().expect("networks")[0]
+                .parse()
+                .expect("network id");
+            Box::new(store.open_replica(&network, key).expect("replica"))
+        }
+        "node" => Box::new(open_node(tmp.path()).await),
+        other => panic!("unknown memory case {other}"),
+    };
+    let s = t0.elapsed().as_secs_f64();
+    let rss = proc_status("VmRSS").saturating_sub(rss0);
+    let views_bytes = match keep.downcast_ref::<Ledger>() {
+        Some(l) => l.encode_views().len(),
+        None => 0,
+    };
+    drop(keep);
+    json!({ "what": what, "rss": rss, "s": s, "doc_bytes": saved.len(), "views_bytes": views_bytes })
+}
