@@ -20,6 +20,7 @@ pub mod net;
 pub mod node;
 mod rejudge;
 pub mod replica;
+pub mod rules;
 pub mod store;
 pub mod sync;
 pub mod vf;
@@ -42,6 +43,7 @@ pub use node::{
     LedgerUpdate, NetworkProblem, NetworkStatus, Node, NodeConfig, NodeEvent, PeerStatus,
     RelayConfig, UnavailableKind,
 };
+pub use rules::{CompiledRules, Finding, Outcome, Recorder, Rule, RuleError, RuleSet};
 pub use replica::{Limits, Provenance, Quarantined, Receipt, Replica};
 pub use store::{CompactionJob, DurableLedger, DurableReplica, Store, StoreStats};
 pub use sync::{Frame, FrameError, SyncError, SyncSession};

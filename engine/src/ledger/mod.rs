@@ -406,6 +406,32 @@ impl Ledger {
         candidates.iter().map(|c| seen.contains(c)).collect()
     }
 
+    /// A resource's state as a rule sees it, from the views (now).
+    pub(crate) fn resource_seen(&self, id: &Id) -> Option<crate::rules::ResourceSeen> {
+        let (state, _) = self.views.resource_state(id)?;
+        Some(crate::rules::ResourceSeen {
+            id: id.clone(),
+            unit: state.unit.clone(),
+            onhand: state.onhand,
+            accounting: state.accounting,
+            custodian: state.custodian.clone(),
+            accountable: state.primary_accountable.clone(),
+            location: state.location.clone(),
+            state: state.state.clone(),
+        })
+    }
+
+    /// Set the rules each event is judged by (the replica's rule index, `crate::rules`).
+    pub(crate) fn set_rule_inputs(
+        &mut self,
+        inputs: Vec<(crate::views::OrderKey, std::sync::Arc<crate::rules::EventRules>)>,
+    ) {
+        if !inputs.is_empty() {
+            self.views
+                .set_rule_inputs(inputs, &DocCausality(&self.doc));
+        }
+    }
+
     /// Whether the ledger holds this change.
     pub fn has_change(&self, hash: &ChangeHash) -> bool {
         self.doc.get_change_meta_by_hash(hash).is_some()
@@ -722,6 +748,7 @@ impl Ledger {
             ObjectKind::Plan => "plan",
             ObjectKind::Proposal => "proposal",
             ObjectKind::Agreement => "agreement",
+            ObjectKind::RuleSet => "rules",
         };
         loop {
             let id = Id(format!("{prefix}-{}-{}", self.id_prefix, self.next_id));

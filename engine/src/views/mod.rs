@@ -26,6 +26,9 @@ use fold::{FoldIssue, FoldState, Side};
 pub use fold::{QuantityKind, TransferOf};
 pub use trace::{Trace, TraceNode, TraceStep};
 
+use std::sync::Arc;
+
+use crate::rules::{EventRules, ResourceSeen, Which};
 use crate::vf::{EconomicEvent, Id, Measure, Quantity};
 
 /// The position of an event in the ledger's total order: the Lamport counter of the
@@ -135,6 +138,25 @@ pub enum Conflict {
         /// The event.
         event: Id,
     },
+    /// An event breaks a *flag* rule of the network's rule set in force in its causal past, or
+    /// a rule could not be evaluated for it (then `error` says why: a rule that fails is
+    /// never a silent pass). The event stands (docs/rules.md).
+    #[serde(rename_all = "camelCase")]
+    RuleViolation {
+        /// The event.
+        event: Id,
+        /// The rule's name.
+        rule: String,
+        /// The rule's outcome (`flag`, or `refuse` for a refuse rule that failed to evaluate).
+        outcome: crate::rules::Outcome,
+        /// The rule's message, or what went wrong evaluating it.
+        message: String,
+        /// The rule set version that judged it.
+        version: u64,
+        /// The evaluation error, if the rule could not be evaluated.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     /// An event from a peer could not be read or breaks the ledger's rules; it is not applied.
     #[serde(rename_all = "camelCase")]
     InvalidEvent {
@@ -153,6 +175,7 @@ impl Conflict {
             | Conflict::DoubleTransfer { event, .. }
             | Conflict::EventOnRemovedResource { event, .. }
             | Conflict::QuantityOverflow { event, .. }
+            | Conflict::RuleViolation { event, .. }
             | Conflict::InvalidEvent { event, .. } => event,
             Conflict::ConcurrentCorrections { applied, .. } => applied,
         }
@@ -192,6 +215,11 @@ pub struct Views {
     creators: HashMap<Id, BTreeSet<OrderKey>>,
     correction_conflicts: BTreeMap<OrderKey, Conflict>,
     invalid: BTreeMap<OrderKey, Conflict>,
+    /// The rules each event is judged by (set by the replica, `crate::rules`).
+    rule_inputs: HashMap<OrderKey, Arc<EventRules>>,
+    /// Rule findings of events that touch no resource (the others' are in their resource's
+    /// fold: they are found again whenever it folds again).
+    rule_flags: BTreeMap<OrderKey, Vec<Conflict>>,
 }
 
 /// A serializer helper: conflicts sorted in the one order every replica uses.
@@ -308,6 +336,14 @@ impl Views {
                     .or_default()
                     .insert(key.clone());
                 corrections_changed.insert(target);
+            }
+            if fold::sides(e).is_empty() {
+                if let Some(r) = self.rule_inputs.get(&key) {
+                    let found = judge_rules(r, e, None);
+                    if !found.is_empty() {
+                        self.rule_flags.insert(key.clone(), found);
+                    }
+                }
             }
             for (rid, side) in fold::sides(e) {
                 let f = self.resources.entry(rid.clone()).or_default();
@@ -443,6 +479,7 @@ impl Views {
     }
 
     fn fold_step(&mut self, rid: &Id, key: &OrderKey, side: Side, causality: &dyn Causality) {
+        self.rule_step(rid, key, side);
         if self.excluded.contains(key) {
             return;
         }
@@ -496,6 +533,65 @@ impl Views {
         if let Some(f) = self.resources.get_mut(rid) {
             f.state = state;
             f.conflicts.extend(conflicts);
+        }
+    }
+
+    /// Judge the event at `key` by its rules with its first resource's state at its place in
+    /// the order (before the event): only on that resource's fold, so once per fold.
+    fn rule_step(&mut self, rid: &Id, key: &OrderKey, side: Side) {
+        let Some(r) = self.rule_inputs.get(key) else {
+            return;
+        };
+        let (Some(entry), Some(f)) = (self.entries.get(key), self.resources.get(rid)) else {
+            return;
+        };
+        let first = fold::sides(&entry.event).first().map(|(r, s)| ((*r).clone(), *s));
+        if first != Some((rid.clone(), side)) {
+            return;
+        }
+        let seen = ResourceSeen {
+            id: rid.clone(),
+            unit: f.state.unit.clone(),
+            onhand: f.state.onhand,
+            accounting: f.state.accounting,
+            custodian: f.state.custodian.clone(),
+            accountable: f.state.primary_accountable.clone(),
+            location: f.state.location.clone(),
+            state: f.state.state.clone(),
+        };
+        let found = judge_rules(r, &entry.event, Some(&seen));
+        if let Some(f) = self.resources.get_mut(rid) {
+            f.conflicts.extend(found);
+        }
+    }
+
+    /// Set the rules events are judged by (`crate::rules`): an event already held is judged
+    /// again (its resource folds again).
+    pub(crate) fn set_rule_inputs(
+        &mut self,
+        inputs: Vec<(OrderKey, Arc<EventRules>)>,
+        causality: &dyn Causality,
+    ) {
+        let mut refold: BTreeSet<Id> = BTreeSet::new();
+        for (key, r) in inputs {
+            if let Some(entry) = self.entries.get(&key) {
+                match fold::sides(&entry.event).first() {
+                    Some((rid, _)) => {
+                        refold.insert((*rid).clone());
+                    }
+                    None => {
+                        let found = judge_rules(&r, &entry.event, None);
+                        self.rule_flags.remove(&key);
+                        if !found.is_empty() {
+                            self.rule_flags.insert(key.clone(), found);
+                        }
+                    }
+                }
+            }
+            self.rule_inputs.insert(key, r);
+        }
+        for rid in refold {
+            self.refold(&rid, causality);
         }
     }
 
@@ -586,9 +682,29 @@ impl Views {
                 .chain(self.invalid.iter())
                 .map(|(k, c)| (k.clone(), c.clone())),
         );
+        for (k, found) in &self.rule_flags {
+            all.extend(found.iter().map(|c| (k.clone(), c.clone())));
+        }
         sort_conflicts(&mut all);
         all.into_iter().map(|(_, c)| c).collect()
     }
+}
+
+/// The rule findings on one event, as conflicts.
+fn judge_rules(r: &EventRules, event: &EconomicEvent, seen: Option<&ResourceSeen>) -> Vec<Conflict> {
+    let version = r.rules.rule_set().version;
+    r.rules
+        .evaluate(event, &r.recorder, seen, Which::All)
+        .into_iter()
+        .map(|f| Conflict::RuleViolation {
+            event: event.id.clone(),
+            rule: f.rule,
+            outcome: f.outcome,
+            message: f.message,
+            version,
+            error: f.error,
+        })
+        .collect()
 }
 
 /// Serialize an [`OrderKey`] as its id string.
