@@ -487,16 +487,46 @@ fn concurrent_history() -> (Vec<SignedChange>, NetworkId, Vec<SignedChange>) {
             )
         })
         .expect("after v2");
+    // ana's client, bypassing her replica's own check, makes 5 hours after v2 anyway.
+    let forged = {
+        let mut doc = Automerge::load(&ana.ledger().save())
+            .expect("load")
+            .with_actor(ana.key().id().actor([0xf0; 8]));
+        let start = doc
+            .get_heads()
+            .iter()
+            .filter_map(|h| doc.get_change_meta_by_hash(h))
+            .map(|m| m.max_op)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let (_, buckets) = doc.get(ROOT, "eventBuckets").expect("get").expect("buckets");
+        let (_, b) = doc
+            .get(&buckets, format!("{:02x}", start & 0xff))
+            .expect("get")
+            .expect("bucket");
+        let event = EconomicEvent::new(Action::Work, "ana", "bo")
+            .effort(5, "hour")
+            .input_of("garden");
+        let id = format!("{start}@{}", doc.get_actor());
+        let mut tx = doc.transaction();
+        tx.put(&b, id, serde_json::to_string(&event).expect("json"))
+            .expect("put");
+        let (hash, _) = tx.commit_with(CommitOptions::default());
+        let change = doc.get_change_by_hash(&hash.expect("a change")).expect("change").clone();
+        let signature = ana.key().sign_change(&ana.network(), &change.hash());
+        SignedChange { change, signature }
+    };
     let network = net.admin.network();
     let mut all = net.history.clone();
     all.extend(offline.clone());
     all.extend(v2c);
     all.extend(after);
+    all.push(forged);
     (all, network, offline)
 }
 
-/// Forge a change that breaks v2 after v2: an admin-made helper would refuse to make it, so
-/// it is written with Automerge on a member's copy and signed with that member's key.
+/// A fresh replica that gets the genesis, then `history` in `order`, `batch` at a time.
 fn deliver(network: NetworkId, history: &[SignedChange], order: &[usize], batch: usize) -> Replica {
     let genesis: Vec<SignedChange> = history[..1].to_vec();
     let (mut r, _) = Replica::join(network, key(), genesis).expect("join");
@@ -530,15 +560,7 @@ fn shuffled(n: usize, seed: u64) -> Vec<usize> {
 
 #[test]
 fn four_replicas_in_any_order_judge_causally() {
-    let (mut history, network, offline) = concurrent_history();
-    // An event breaking v2 made after v2 by a member (hand-made: its own replica would not
-    // make it): refused on every replica.
-    let ana_past = {
-        let (r, _) = Replica::join(network, key(), history.clone()).expect("join");
-        r
-    };
-    let member = ana_past.members().into_iter().find(|m| m.agent == Id::from("ana")).expect("ana");
-    let _ = member;
+    let (history, network, offline) = concurrent_history();
     let n = history.len();
     let orders: Vec<(Vec<usize>, usize)> = vec![
         ((1..n).collect(), n),
@@ -559,7 +581,18 @@ fn four_replicas_in_any_order_judge_causally() {
     // holds v2 now; the flag names the production under v2.
     let offline_change = offline[0].hash();
     assert!(replicas[0].ledger().has_change(&offline_change));
-    assert!(replicas[0].quarantine().next().is_none());
+    // The 5 hours made after v2 (by a client that skipped its own check) are refused by v2's
+    // cap, everywhere, with the rule's name.
+    let refused: Vec<String> = replicas[0]
+        .rule_refusals()
+        .iter()
+        .map(|q| match &q.reason {
+            Rejection::RuleRefused { rule, version, .. } => format!("{rule}@{version}"),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(refused, vec!["hours-per-event@2".to_string()]);
+    assert_eq!(replicas[0].quarantine().count(), 1);
     let flagged: Vec<String> = first
         .2
         .iter()
@@ -570,7 +603,6 @@ fn four_replicas_in_any_order_judge_causally() {
         .collect();
     assert_eq!(flagged, vec!["small-ids@2".to_string()]);
     assert_eq!(replicas[0].rules().map(|r| r.version), Some(2));
-    history.truncate(n);
 }
 
 #[test]
