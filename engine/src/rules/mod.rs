@@ -529,6 +529,12 @@ impl CompiledRules {
         self.has_flags
     }
 
+    /// Whether any rule reads `resource` (so the views work out the resource's state as
+    /// seen).
+    pub fn reads_resource(&self) -> bool {
+        self.rules.iter().any(|c| c.uses_resource)
+    }
+
     /// Whether any rule refuses.
     pub fn has_refusals(&self) -> bool {
         self.rules.iter().any(|c| c.rule.outcome == Outcome::Refuse)
@@ -561,7 +567,6 @@ impl CompiledRules {
                 ctx.add_variable_from_value("resource", resource_value(resource));
                 ctx
             });
-            let _ = c.uses_resource;
             let verdict = match c.program.execute(ctx) {
                 Ok(Value::Bool(b)) => Ok(b),
                 Ok(other) => Err(format!("the check gave {other:?}, not true or false")),

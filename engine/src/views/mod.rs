@@ -196,6 +196,9 @@ struct ResourceFold {
     state: FoldState,
     removed_by: Option<Id>,
     conflicts: Vec<Conflict>,
+    /// For rules: whether the recorder of an event had seen every earlier event on this
+    /// resource (memo, filled as rules need it; cleared when the resource folds again).
+    sees_all: HashMap<OrderKey, bool>,
 }
 
 /// The cached views over a ledger's events.
@@ -468,6 +471,7 @@ impl Views {
         f.state = FoldState::default();
         f.conflicts.clear();
         f.removed_by = None;
+        f.sees_all.clear();
         let events: Vec<(OrderKey, Side)> = f.events.clone();
         let removed = self.removal(rid);
         if let Some(f) = self.resources.get_mut(rid) {
@@ -479,7 +483,7 @@ impl Views {
     }
 
     fn fold_step(&mut self, rid: &Id, key: &OrderKey, side: Side, causality: &dyn Causality) {
-        self.rule_step(rid, key, side);
+        self.rule_step(rid, key, side, causality);
         if self.excluded.contains(key) {
             return;
         }
@@ -536,33 +540,113 @@ impl Views {
         }
     }
 
-    /// Judge the event at `key` by its rules with its first resource's state at its place in
-    /// the order (before the event): only on that resource's fold, so once per fold.
-    fn rule_step(&mut self, rid: &Id, key: &OrderKey, side: Side) {
-        let Some(r) = self.rule_inputs.get(key) else {
+    /// Judge the event at `key` by its rules with its first resource's state as its recorder
+    /// saw it (before the event): only on that resource's fold, so once per fold.
+    fn rule_step(&mut self, rid: &Id, key: &OrderKey, side: Side, causality: &dyn Causality) {
+        let Some(r) = self.rule_inputs.get(key).cloned() else {
             return;
         };
-        let (Some(entry), Some(f)) = (self.entries.get(key), self.resources.get(rid)) else {
+        let Some(entry) = self.entries.get(key) else {
             return;
         };
-        let first = fold::sides(&entry.event).first().map(|(r, s)| ((*r).clone(), *s));
+        let first = fold::sides(&entry.event)
+            .first()
+            .map(|(r, s)| ((*r).clone(), *s));
         if first != Some((rid.clone(), side)) {
             return;
         }
-        let seen = ResourceSeen {
-            id: rid.clone(),
-            unit: f.state.unit.clone(),
-            onhand: f.state.onhand,
-            accounting: f.state.accounting,
-            custodian: f.state.custodian.clone(),
-            accountable: f.state.primary_accountable.clone(),
-            location: f.state.location.clone(),
-            state: f.state.state.clone(),
+        let seen = if r.rules.reads_resource() {
+            let state = self.state_as_seen(rid, key, causality);
+            Some(ResourceSeen {
+                id: rid.clone(),
+                unit: state.unit,
+                onhand: state.onhand,
+                accounting: state.accounting,
+                custodian: state.custodian,
+                accountable: state.primary_accountable,
+                location: state.location,
+                state: state.state,
+            })
+        } else {
+            None
         };
-        let found = judge_rules(r, &entry.event, Some(&seen));
+        let Some(entry) = self.entries.get(key) else {
+            return;
+        };
+        let found = judge_rules(&r, &entry.event, seen.as_ref());
         if let Some(f) = self.resources.get_mut(rid) {
             f.conflicts.extend(found);
         }
+    }
+
+    /// The state of `rid` as the recorder of the event at `key` saw it: the events on `rid`
+    /// in that event's causal past, folded. Called while `rid` folds, just before that event,
+    /// so the fold state holds every earlier event; when the recorder had seen them all (the
+    /// usual case, checked along the chain of earlier events, each against the one before
+    /// it) that is the answer, else the seen ones are folded apart.
+    fn state_as_seen(&mut self, rid: &Id, key: &OrderKey, causality: &dyn Causality) -> FoldState {
+        let Some(f) = self.resources.get(rid) else {
+            return FoldState::default();
+        };
+        let pos = f.events.partition_point(|(k, _)| k < key);
+        if self.sees_all_before(rid, pos, causality) {
+            return self.resources.get(rid).map(|f| f.state.clone()).unwrap_or_default();
+        }
+        let Some(f) = self.resources.get(rid) else {
+            return FoldState::default();
+        };
+        let earlier: Vec<(OrderKey, Side)> = f.events[..pos].to_vec();
+        let keys: Vec<OrderKey> = earlier.iter().map(|(k, _)| k.clone()).collect();
+        let seen = causality.in_causal_past(key, &keys);
+        let mut state = FoldState::default();
+        for ((k, side), seen) in earlier.iter().zip(seen) {
+            if !seen || self.excluded.contains(k) {
+                continue;
+            }
+            let Some(e) = self.entries.get(k) else { continue };
+            let creates =
+                e.event.created_resource.as_ref() == Some(rid) || self.stands_in_for_creator(k, rid);
+            let _ = state.apply(&e.event, *side, creates);
+        }
+        state
+    }
+
+    /// Whether the recorder of the event at position `pos` of `rid`'s events had seen every
+    /// earlier one: event i saw all before it if it saw event i-1 and event i-1 saw all before
+    /// it. Memoised per resource.
+    fn sees_all_before(&mut self, rid: &Id, pos: usize, causality: &dyn Causality) -> bool {
+        let Some(f) = self.resources.get(rid).filter(|f| pos < f.events.len()) else {
+            return true;
+        };
+        // Walk back to the latest position whose answer is known (position 0: nothing earlier).
+        let mut start = pos;
+        while start > 0 && !f.sees_all.contains_key(&f.events[start].0) {
+            start -= 1;
+        }
+        let mut known = if start == 0 {
+            true
+        } else {
+            f.sees_all[&f.events[start].0]
+        };
+        let keys: Vec<OrderKey> = f.events[start..=pos]
+            .iter()
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut out = Vec::new();
+        for (i, k) in keys.iter().enumerate().skip(1) {
+            known = known && causality.in_causal_past(k, &[keys[i - 1].clone()])[0];
+            out.push((k.clone(), known));
+        }
+        if start == 0 {
+            if let Some(k) = keys.first() {
+                out.push((k.clone(), true));
+            }
+        }
+        if let Some(f) = self.resources.get_mut(rid) {
+            f.sees_all.extend(out);
+            return f.events.get(pos).and_then(|(k, _)| f.sees_all.get(k)).copied().unwrap_or(known);
+        }
+        known
     }
 
     /// Set the rules events are judged by (`crate::rules`): an event already held is judged
