@@ -43,8 +43,8 @@ pub use node::{
     LedgerUpdate, NetworkProblem, NetworkStatus, Node, NodeConfig, NodeEvent, PeerStatus,
     RelayConfig, UnavailableKind,
 };
-pub use rules::{CompiledRules, Finding, Outcome, Recorder, Rule, RuleError, RuleSet};
 pub use replica::{Limits, Provenance, Quarantined, Receipt, Replica};
+pub use rules::{CompiledRules, Finding, Outcome, Recorder, Rule, RuleError, RuleSet};
 pub use store::{CompactionJob, DurableLedger, DurableReplica, Store, StoreStats};
 pub use sync::{Frame, FrameError, SyncError, SyncSession};
 pub use vf::{

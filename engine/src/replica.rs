@@ -490,7 +490,11 @@ impl Replica {
     /// Try a draft rule set against an event before publishing it: the findings of every
     /// rule (refuse and flag) for `event` as if this device recorded it now, with the event's
     /// resource as this replica holds it. Nothing is written.
-    pub fn test_rules(&self, draft: &RuleSet, event: &crate::vf::EconomicEvent) -> Result<Vec<Finding>> {
+    pub fn test_rules(
+        &self,
+        draft: &RuleSet,
+        event: &crate::vf::EconomicEvent,
+    ) -> Result<Vec<Finding>> {
         let compiled = draft.compile()?;
         let me = self.member(&self.key.id());
         let recorder = crate::rules::Recorder {
@@ -578,6 +582,8 @@ impl Replica {
             })?;
             // No honest replica makes a change that its peers would refuse.
             if let Err(reason) = self.admit_judged(&change, &h, record, &HashMap::new()) {
+                // The write is undone: so are the rule inputs of its events.
+                drop(self.rules.take_pending());
                 warn!(change = %hash, %reason, "this device made a change admission refuses");
                 return Err(Error::Refused { reason });
             }

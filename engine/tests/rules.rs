@@ -70,7 +70,10 @@ impl Net {
     /// Send `changes` to every replica (admin and members).
     fn spread(&mut self, changes: &[SignedChange]) {
         self.history.extend(changes.iter().cloned());
-        let receipt = self.admin.receive(changes.to_vec()).expect("admin receives");
+        let receipt = self
+            .admin
+            .receive(changes.to_vec())
+            .expect("admin receives");
         assert!(receipt.refused.is_empty(), "{:?}", receipt.refused);
         for r in self.members.values_mut() {
             let receipt = r.receive(changes.to_vec()).expect("receive");
@@ -183,9 +186,14 @@ fn food_market_judges_stock_as_the_recorder_saw_it() {
             .creating(ResourceDescription::new(to, "Apples"))
     };
     let farm = net.members.get_mut("farm").expect("farm");
-    let (a, ca) = farm.write(|l| l.record_event(sale(6, "bo-1"))).expect("farm sells");
+    let (a, ca) = farm
+        .write(|l| l.record_event(sale(6, "bo-1")))
+        .expect("farm sells");
     // The market's admin sells for the stall at the same time (admins may), offline.
-    let (b, cb) = net.admin.write(|l| l.record_event(sale(6, "bo-2"))).expect("admin sells");
+    let (b, cb) = net
+        .admin
+        .write(|l| l.record_event(sale(6, "bo-2")))
+        .expect("admin sells");
     let mut both = ca;
     both.extend(cb);
     net.history.extend(both.clone());
@@ -193,7 +201,11 @@ fn food_market_judges_stock_as_the_recorder_saw_it() {
         r.receive(both.clone()).expect("receive");
     }
     net.admin.receive(both).expect("receive");
-    assert!(violations(&net.admin).is_empty(), "{:?}", violations(&net.admin));
+    assert!(
+        violations(&net.admin).is_empty(),
+        "{:?}",
+        violations(&net.admin)
+    );
     let overdraws: Vec<Id> = net
         .admin
         .ledger()
@@ -206,7 +218,9 @@ fn food_market_judges_stock_as_the_recorder_saw_it() {
         .collect();
     // Accounting and onhand, both on the later sale of the two.
     assert_eq!(overdraws.len(), 2);
-    assert!(overdraws.iter().all(|e| *e == overdraws[0] && (*e == a || *e == b)));
+    assert!(overdraws
+        .iter()
+        .all(|e| *e == overdraws[0] && (*e == a || *e == b)));
     // After both, 10 - 12 = -2 kg: a sale of 1 kg is flagged.
     let c = net.write("farm", sale(1, "bo-3")).expect("flagged, stands");
     for r in std::iter::once(&net.admin).chain(net.members.values()) {
@@ -328,11 +342,19 @@ fn time_bank() {
 
 /// A rule-set change made with Automerge directly, signed by `key` (bypassing
 /// `Replica::set_rules`, as an attacker or a buggy client would).
-fn raw_rules_change(r: &Replica, key: &DeviceKey, suffix: u8, fields: &[(&str, &str)]) -> SignedChange {
+fn raw_rules_change(
+    r: &Replica,
+    key: &DeviceKey,
+    suffix: u8,
+    fields: &[(&str, &str)],
+) -> SignedChange {
     let mut doc = Automerge::load(&r.ledger().save())
         .expect("load")
         .with_actor(key.id().actor([suffix; 8]));
-    let (_, buckets) = doc.get(ROOT, "objectBuckets").expect("get").expect("buckets");
+    let (_, buckets) = doc
+        .get(ROOT, "objectBuckets")
+        .expect("get")
+        .expect("buckets");
     let mut bucket_key = String::new();
     // The bucket of ruleSets/network: FNV-1a as docs/data-model.md says.
     let mut h: u32 = 0x811c_9dc5;
@@ -341,13 +363,24 @@ fn raw_rules_change(r: &Replica, key: &DeviceKey, suffix: u8, fields: &[(&str, &
         h = h.wrapping_mul(0x0100_0193);
     }
     bucket_key.push_str(&format!("{:02x}", h & 0xff));
-    let (_, bucket) = doc.get(&buckets, bucket_key.as_str()).expect("get").expect("bucket");
+    let (_, bucket) = doc
+        .get(&buckets, bucket_key.as_str())
+        .expect("get")
+        .expect("bucket");
     let mut tx = doc.transaction();
-    tx.put(&bucket, format!("[\"ruleSets\",\"{RULE_SET_ID}\"]"), "ruleSets")
-        .expect("marker");
+    tx.put(
+        &bucket,
+        format!("[\"ruleSets\",\"{RULE_SET_ID}\"]"),
+        "ruleSets",
+    )
+    .expect("marker");
     for (f, v) in fields {
-        tx.put(&bucket, format!("[\"ruleSets\",\"{RULE_SET_ID}\",\"{f}\"]"), *v)
-            .expect("field");
+        tx.put(
+            &bucket,
+            format!("[\"ruleSets\",\"{RULE_SET_ID}\",\"{f}\"]"),
+            *v,
+        )
+        .expect("field");
     }
     let (hash, _) = tx.commit_with(CommitOptions::default());
     let hash = hash.expect("a change");
@@ -362,14 +395,17 @@ fn only_admins_change_rules_and_malformed_rules_are_refused() {
     let (mut admin, mut history) =
         Replica::create_network("net", key(), Agent::organization("market", "Market"))
             .expect("create");
-    let (_, c) = admin.write(|l| l.create(Agent::person("bo", "Bo"))).expect("bo");
+    let (_, c) = admin
+        .write(|l| l.create(Agent::person("bo", "Bo")))
+        .expect("bo");
     history.extend(c);
     history.extend(
         admin
             .add_member(member_key.id(), Role::Member, Id::from("bo"))
             .expect("add"),
     );
-    let (mut bo, _) = Replica::join(admin.network(), member_key.clone(), history.clone()).expect("join");
+    let (mut bo, _) =
+        Replica::join(admin.network(), member_key.clone(), history.clone()).expect("join");
     let rules = template("time-bank").expect("template");
     // At write: the member's replica refuses to make it.
     assert!(matches!(
@@ -378,10 +414,22 @@ fn only_admins_change_rules_and_malformed_rules_are_refused() {
     ));
     // At admission: a member's hand-made rule-set change is refused with a typed reason.
     let rules_json = serde_json::to_string(&rules.rules).expect("json");
-    let forged = raw_rules_change(&bo, &member_key, 7, &[("name", "\"Mine\""), ("version", "5"), ("rules", &rules_json)]);
+    let forged = raw_rules_change(
+        &bo,
+        &member_key,
+        7,
+        &[
+            ("name", "\"Mine\""),
+            ("version", "5"),
+            ("rules", &rules_json),
+        ],
+    );
     let receipt = admin.receive(vec![forged]).expect("receive");
     assert!(
-        matches!(receipt.refused.as_slice(), [(_, Rejection::RulesNotByAdmin { .. })]),
+        matches!(
+            receipt.refused.as_slice(),
+            [(_, Rejection::RulesNotByAdmin { .. })]
+        ),
         "{:?}",
         receipt.refused
     );
@@ -399,22 +447,42 @@ fn only_admins_change_rules_and_malformed_rules_are_refused() {
     // ... and at admission, when an admin's client writes one anyway.
     let admin_key_id = admin.device();
     let _ = admin_key_id;
-    let looping = r#"[{"name":"loop","outcome":"refuse","check":"[1,2].all(x, x > 0)","message":"m"}]"#;
+    let looping =
+        r#"[{"name":"loop","outcome":"refuse","check":"[1,2].all(x, x > 0)","message":"m"}]"#;
     // Signed by an admin: the admin's replica would not make it, so make it on a copy with a
     // fresh admin device.
     let admin2 = key();
-    let c = admin.add_member(admin2.id(), Role::Admin, Id::from("market")).expect("admin 2");
+    let c = admin
+        .add_member(admin2.id(), Role::Admin, Id::from("market"))
+        .expect("admin 2");
     history.extend(c.clone());
     bo.receive(c).expect("bo learns of admin 2");
-    let malformed = raw_rules_change(&admin, &admin2, 9, &[("name", "\"Loops\""), ("version", "1"), ("rules", looping)]);
+    let malformed = raw_rules_change(
+        &admin,
+        &admin2,
+        9,
+        &[("name", "\"Loops\""), ("version", "1"), ("rules", looping)],
+    );
     let receipt = bo.receive(vec![malformed]).expect("receive");
     assert!(
-        matches!(receipt.refused.as_slice(), [(_, Rejection::InvalidRules { .. })]),
+        matches!(
+            receipt.refused.as_slice(),
+            [(_, Rejection::InvalidRules { .. })]
+        ),
         "{:?}",
         receipt.refused
     );
     // A well-formed one by admin 2 stands; the same version again (stale) is refused.
-    let fine = raw_rules_change(&admin, &admin2, 10, &[("name", "\"Bank\""), ("version", "1"), ("rules", &rules_json)]);
+    let fine = raw_rules_change(
+        &admin,
+        &admin2,
+        10,
+        &[
+            ("name", "\"Bank\""),
+            ("version", "1"),
+            ("rules", &rules_json),
+        ],
+    );
     let receipt = bo.receive(vec![fine.clone()]).expect("receive");
     assert!(receipt.refused.is_empty(), "{:?}", receipt.refused);
     assert_eq!(bo.rules().map(|r| r.version), Some(1));
@@ -478,7 +546,12 @@ fn a_rule_that_fails_to_evaluate_is_a_named_flag() {
     assert_eq!((&v[0].0, v[0].1.as_str()), (&work, "needs-quantity"));
     assert!(v[0].2.is_some(), "named as an evaluation error");
     assert_eq!((&v[1].0, v[1].1.as_str()), (&produce, "divides"));
-    assert!(v[1].2.as_deref().is_some_and(|e| e.to_lowercase().contains("division")), "{v:?}");
+    assert!(
+        v[1].2
+            .as_deref()
+            .is_some_and(|e| e.to_lowercase().contains("division")),
+        "{v:?}"
+    );
 }
 
 /// The scenario of the convergence tests: rules v1 (the time bank's), then an offline member
@@ -554,7 +627,10 @@ fn concurrent_history() -> (Vec<SignedChange>, NetworkId, Vec<SignedChange>) {
             .max()
             .unwrap_or(0)
             + 1;
-        let (_, buckets) = doc.get(ROOT, "eventBuckets").expect("get").expect("buckets");
+        let (_, buckets) = doc
+            .get(ROOT, "eventBuckets")
+            .expect("get")
+            .expect("buckets");
         let (_, b) = doc
             .get(&buckets, format!("{:02x}", start & 0xff))
             .expect("get")
@@ -567,7 +643,10 @@ fn concurrent_history() -> (Vec<SignedChange>, NetworkId, Vec<SignedChange>) {
         tx.put(&b, id, serde_json::to_string(&event).expect("json"))
             .expect("put");
         let (hash, _) = tx.commit_with(CommitOptions::default());
-        let change = doc.get_change_by_hash(&hash.expect("a change")).expect("change").clone();
+        let change = doc
+            .get_change_by_hash(&hash.expect("a change"))
+            .expect("change")
+            .clone();
         let signature = ana.key().sign_change(&ana.network(), &change.hash());
         SignedChange { change, signature }
     };
@@ -663,10 +742,7 @@ fn four_replicas_in_any_order_judge_causally() {
 fn reopened_replica_judges_the_same() {
     let (history, network, _) = concurrent_history();
     let (r, _) = Replica::join(network, key(), history.clone()).expect("join");
-    let signatures = history
-        .iter()
-        .map(|c| (c.hash(), c.signature))
-        .collect();
+    let signatures = history.iter().map(|c| (c.hash(), c.signature)).collect();
     let k = key();
     let ledger = Ledger::load(&r.ledger().save(), k.session_actor().expect("actor")).expect("load");
     let reopened = Replica::open(ledger, k, network, signatures, Vec::new()).expect("open");

@@ -424,11 +424,13 @@ impl Ledger {
     /// Set the rules each event is judged by (the replica's rule index, `crate::rules`).
     pub(crate) fn set_rule_inputs(
         &mut self,
-        inputs: Vec<(crate::views::OrderKey, std::sync::Arc<crate::rules::EventRules>)>,
+        inputs: Vec<(
+            crate::views::OrderKey,
+            std::sync::Arc<crate::rules::EventRules>,
+        )>,
     ) {
         if !inputs.is_empty() {
-            self.views
-                .set_rule_inputs(inputs, &DocCausality(&self.doc));
+            self.views.set_rule_inputs(inputs, &DocCausality(&self.doc));
         }
     }
 

@@ -267,7 +267,8 @@ impl RuleIndex {
             None => self.publication(change, deps, None).ok().flatten(),
         };
         let past = self.in_force_of(deps);
-        if let (Some(rules), Some(author)) = (past.map(|i| &self.versions[i as usize].rules), author)
+        if let (Some(rules), Some(author)) =
+            (past.map(|i| &self.versions[i as usize].rules), author)
         {
             let shared = Arc::new(EventRules {
                 rules: rules.clone(),
@@ -287,7 +288,10 @@ impl RuleIndex {
         let own = match version {
             Some(rules) => {
                 let i = self.versions.len() as u32;
-                self.versions.push(Version { change: hash, rules });
+                self.versions.push(Version {
+                    change: hash,
+                    rules,
+                });
                 Some(i)
             }
             None => past,

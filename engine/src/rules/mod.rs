@@ -327,19 +327,20 @@ fn check_tree(e: &IdedExpr, nodes: &mut usize, uses_resource: &mut bool) -> Resu
             }
             Ok(())
         }
-        Expr::Comprehension(_) => Err(
-            "a loop macro (all, exists, exists_one, map, filter): rules have no loops".into(),
-        ),
+        Expr::Comprehension(_) => {
+            Err("a loop macro (all, exists, exists_one, map, filter): rules have no loops".into())
+        }
         Expr::Struct(_) => Err("a struct literal".into()),
     }
 }
 
 fn check_text(rule: &str, what: &str, text: &str) -> Result<(), RuleError> {
-    if text.trim().is_empty() || text.len() > MAX_TEXT_BYTES || text.chars().any(char::is_control)
-    {
+    if text.trim().is_empty() || text.len() > MAX_TEXT_BYTES || text.chars().any(char::is_control) {
         return Err(RuleError::BadText {
             rule: rule.into(),
-            detail: format!("its {what} is empty, over {MAX_TEXT_BYTES} bytes or has control characters"),
+            detail: format!(
+                "its {what} is empty, over {MAX_TEXT_BYTES} bytes or has control characters"
+            ),
         });
     }
     Ok(())
@@ -391,7 +392,10 @@ impl RuleSet {
             if r.check.len() > MAX_CHECK_BYTES {
                 return Err(RuleError::NotAllowed {
                     rule: r.name.clone(),
-                    detail: format!("a check of {} bytes (at most {MAX_CHECK_BYTES})", r.check.len()),
+                    detail: format!(
+                        "a check of {} bytes (at most {MAX_CHECK_BYTES})",
+                        r.check.len()
+                    ),
                 });
             }
             let program = env.compile(&r.check).map_err(|e| RuleError::Parse {
@@ -489,10 +493,7 @@ fn event_value(e: &EconomicEvent) -> Value {
         ("atLocation", opt_id(&e.at_location)),
         ("toLocation", opt_id(&e.to_location)),
         ("corrects", opt_id(&e.corrects)),
-        (
-            "state",
-            e.state.as_deref().map_or(Value::Null, text),
-        ),
+        ("state", e.state.as_deref().map_or(Value::Null, text)),
     ])
 }
 

@@ -33,15 +33,15 @@ fn templates_compile() {
 #[test]
 fn what_a_rule_may_not_use_is_refused_at_compile() {
     for check in [
-        "event.quantity.milli > 1.5",                   // a double literal
-        "double(event.quantity.milli) > 1",             // double conversion
-        "[1, 2].all(x, x > 0)",                         // a loop macro
-        "[1, 2].map(x, x + 1) == [2, 3]",               // a loop macro
-        "now > 1",                                      // an unknown name
-        "event.note.matches('x')",                      // regex
-        "timestamp('2020-01-01T00:00:00Z') != null",    // clock types
-        "event.provider ==",                            // does not parse
-        "b'x' == b'x'",                                 // bytes
+        "event.quantity.milli > 1.5",                // a double literal
+        "double(event.quantity.milli) > 1",          // double conversion
+        "[1, 2].all(x, x > 0)",                      // a loop macro
+        "[1, 2].map(x, x + 1) == [2, 3]",            // a loop macro
+        "now > 1",                                   // an unknown name
+        "event.note.matches('x')",                   // regex
+        "timestamp('2020-01-01T00:00:00Z') != null", // clock types
+        "event.provider ==",                         // does not parse
+        "b'x' == b'x'",                              // bytes
     ] {
         assert!(compile(Outcome::Flag, check).is_err(), "{check}");
     }

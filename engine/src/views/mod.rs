@@ -590,7 +590,11 @@ impl Views {
         };
         let pos = f.events.partition_point(|(k, _)| k < key);
         if self.sees_all_before(rid, pos, causality) {
-            return self.resources.get(rid).map(|f| f.state.clone()).unwrap_or_default();
+            return self
+                .resources
+                .get(rid)
+                .map(|f| f.state.clone())
+                .unwrap_or_default();
         }
         let Some(f) = self.resources.get(rid) else {
             return FoldState::default();
@@ -603,9 +607,11 @@ impl Views {
             if !seen || self.excluded.contains(k) {
                 continue;
             }
-            let Some(e) = self.entries.get(k) else { continue };
-            let creates =
-                e.event.created_resource.as_ref() == Some(rid) || self.stands_in_for_creator(k, rid);
+            let Some(e) = self.entries.get(k) else {
+                continue;
+            };
+            let creates = e.event.created_resource.as_ref() == Some(rid)
+                || self.stands_in_for_creator(k, rid);
             let _ = state.apply(&e.event, *side, creates);
         }
         state
@@ -644,7 +650,12 @@ impl Views {
         }
         if let Some(f) = self.resources.get_mut(rid) {
             f.sees_all.extend(out);
-            return f.events.get(pos).and_then(|(k, _)| f.sees_all.get(k)).copied().unwrap_or(known);
+            return f
+                .events
+                .get(pos)
+                .and_then(|(k, _)| f.sees_all.get(k))
+                .copied()
+                .unwrap_or(known);
         }
         known
     }
@@ -775,7 +786,11 @@ impl Views {
 }
 
 /// The rule findings on one event, as conflicts.
-fn judge_rules(r: &EventRules, event: &EconomicEvent, seen: Option<&ResourceSeen>) -> Vec<Conflict> {
+fn judge_rules(
+    r: &EventRules,
+    event: &EconomicEvent,
+    seen: Option<&ResourceSeen>,
+) -> Vec<Conflict> {
     let version = r.rules.rule_set().version;
     r.rules
         .evaluate(event, &r.recorder, seen, Which::All)
