@@ -39,7 +39,8 @@ fn history(n: usize, rules: bool) -> (reflow::NetworkId, Vec<SignedChange>, Repl
 
 fn rules(c: &mut Criterion) {
     let report = Report::default();
-    let [eval, with, without] = std::array::from_fn(|_| Samples::default());
+    let [eval, with, without, open_with, open_without] =
+        std::array::from_fn(|_| Samples::default());
     let big = if test_mode() { 1_000 } else { BIG };
 
     let (network, plain, _) = history(big, false);
@@ -124,6 +125,49 @@ fn rules(c: &mut Criterion) {
     });
     g.finish();
 
+    // Reopening from the saved document (as a node opens its store): with rules the replica
+    // reads every stored change again to rebuild its rule index.
+    let (joined_with, _) = Replica::join(
+        network_of(&ruled),
+        DeviceKey::generate().expect("key"),
+        ruled.clone(),
+    )
+    .expect("join");
+    let (joined_without, _) =
+        Replica::join(network, DeviceKey::generate().expect("key"), plain.clone()).expect("join");
+    let mut g = c.benchmark_group("rules/reopen");
+    g.sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .measurement_time(Duration::from_secs(if test_mode() { 1 } else { 30 }));
+    for (name, replica, history, samples) in [
+        ("food-market rules", &joined_with, &ruled, &open_with),
+        ("no rules", &joined_without, &plain, &open_without),
+    ] {
+        let saved = replica.ledger().save();
+        let net = network_of(history);
+        g.bench_function(format!("Replica::open {big} changes, {name}"), |b| {
+            b.iter_custom(|iters| {
+                let t = Instant::now();
+                for _ in 0..iters {
+                    let signatures = history.iter().map(|c| (c.hash(), c.signature)).collect();
+                    let ledger =
+                        reflow::Ledger::load(&saved, common::actor(7)).expect("load");
+                    let r = Replica::open(
+                        ledger,
+                        DeviceKey::generate().expect("key"),
+                        net,
+                        signatures,
+                        Vec::new(),
+                    )
+                    .expect("open");
+                    assert_eq!(r.ledger().event_count(), big);
+                }
+                samples.record(iters, t.elapsed())
+            })
+        });
+    }
+    g.finish();
+
     let us = |s: &Samples| s.median().map_or(f64::NAN, |v| v * 1e6);
     let ms = |s: &Samples| s.median().map_or(f64::NAN, |v| v * 1e3);
     report.line(format!(
@@ -135,6 +179,12 @@ fn rules(c: &mut Criterion) {
         ms(&with),
         ms(&without),
         ms(&with) / ms(&without)
+    ));
+    report.line(format!(
+        "reopen from the saved document, {big} changes: with the food-market rules {:.0} ms, without rules {:.0} ms; with / without = {:.2}",
+        ms(&open_with),
+        ms(&open_without),
+        ms(&open_with) / ms(&open_without)
     ));
 }
 

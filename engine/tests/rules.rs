@@ -837,3 +837,43 @@ proptest! {
         }
     }
 }
+
+/// A removal concurrent with a flagged event makes a replica judge everything again from
+/// scratch (strong removal): the rules and the flags come out of that judgment the same.
+#[test]
+fn a_rejudgment_keeps_rules_and_flags() {
+    let mut net = network(&["ana"]);
+    net.publish(RuleSet::new(
+        "Small batches",
+        1,
+        vec![Rule {
+            name: "small".into(),
+            outcome: Outcome::Flag,
+            actions: vec![Action::Produce],
+            check: "event.quantity.milli <= 5000".into(),
+            message: "a large batch".into(),
+        }],
+    ));
+    let produce = |id: &str| {
+        EconomicEvent::new(Action::Produce, "ana", "ana")
+            .quantity(10, "kg")
+            .creating(ResourceDescription::new(id, "Jam"))
+    };
+    let a = net.write("ana", produce("a")).expect("flagged");
+    // ana, offline, records another large batch while the admin removes her.
+    let ana = net.members.get_mut("ana").expect("ana");
+    let (b, cb) = ana.write(|l| l.record_event(produce("b"))).expect("offline");
+    let ana_device = ana.device();
+    let removal = net.admin.remove_member(ana_device).expect("remove");
+    // A fresh replica gets b first (accepted, flagged), then the removal: b is revoked.
+    let network = net.admin.network();
+    let (mut r, _) = Replica::join(network, key(), net.history.clone()).expect("join");
+    r.receive(cb).expect("b");
+    assert_eq!(violations(&r).len(), 2);
+    let receipt = r.receive(removal).expect("removal");
+    assert_eq!(receipt.revoked.len(), 1, "{receipt:?}");
+    assert!(!r.ledger().has_change(&receipt.revoked[0]));
+    assert_eq!(violations(&r), vec![(a, "small".to_string(), None)]);
+    assert!(r.ledger().event(&b).is_none());
+    assert_eq!(r.rules().map(|s| s.version), Some(1));
+}

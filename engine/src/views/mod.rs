@@ -199,6 +199,9 @@ struct ResourceFold {
     /// For rules: whether the recorder of an event had seen every earlier event on this
     /// resource (memo, filled as rules need it; cleared when the resource folds again).
     sees_all: HashMap<OrderKey, bool>,
+    /// The last event folded and the state just before it, while rules are in use: rules
+    /// that arrive for that event (a local write's) are judged without folding again.
+    before_last: Option<(OrderKey, FoldState)>,
 }
 
 /// The cached views over a ledger's events.
@@ -340,7 +343,7 @@ impl Views {
                     .insert(key.clone());
                 corrections_changed.insert(target);
             }
-            if fold::sides(e).is_empty() {
+            if !self.rule_inputs.is_empty() && fold::sides(e).is_empty() {
                 if let Some(r) = self.rule_inputs.get(&key) {
                     let found = judge_rules(r, e, None);
                     if !found.is_empty() {
@@ -472,6 +475,7 @@ impl Views {
         f.conflicts.clear();
         f.removed_by = None;
         f.sees_all.clear();
+        f.before_last = None;
         let events: Vec<(OrderKey, Side)> = f.events.clone();
         let removed = self.removal(rid);
         if let Some(f) = self.resources.get_mut(rid) {
@@ -484,6 +488,11 @@ impl Views {
 
     fn fold_step(&mut self, rid: &Id, key: &OrderKey, side: Side, causality: &dyn Causality) {
         self.rule_step(rid, key, side, causality);
+        if !self.rule_inputs.is_empty() {
+            if let Some(f) = self.resources.get_mut(rid) {
+                f.before_last = Some((key.clone(), f.state.clone()));
+            }
+        }
         if self.excluded.contains(key) {
             return;
         }
@@ -543,6 +552,9 @@ impl Views {
     /// Judge the event at `key` by its rules with its first resource's state as its recorder
     /// saw it (before the event): only on that resource's fold, so once per fold.
     fn rule_step(&mut self, rid: &Id, key: &OrderKey, side: Side, causality: &dyn Causality) {
+        if self.rule_inputs.is_empty() {
+            return;
+        }
         let Some(r) = self.rule_inputs.get(key).cloned() else {
             return;
         };
@@ -555,8 +567,26 @@ impl Views {
         if first != Some((rid.clone(), side)) {
             return;
         }
+        let before = self
+            .resources
+            .get(rid)
+            .map(|f| f.state.clone())
+            .unwrap_or_default();
+        self.judge_on_resource(rid, key, &r, before, causality);
+    }
+
+    /// Judge the event at `key` by `r`, its resource `rid` being in state `before` just
+    /// before it in the order; the findings go with the resource's conflicts.
+    fn judge_on_resource(
+        &mut self,
+        rid: &Id,
+        key: &OrderKey,
+        r: &EventRules,
+        before: FoldState,
+        causality: &dyn Causality,
+    ) {
         let seen = if r.rules.reads_resource() {
-            let state = self.state_as_seen(rid, key, causality);
+            let state = self.state_as_seen(rid, key, causality, before);
             Some(ResourceSeen {
                 id: rid.clone(),
                 unit: state.unit,
@@ -573,7 +603,7 @@ impl Views {
         let Some(entry) = self.entries.get(key) else {
             return;
         };
-        let found = judge_rules(&r, &entry.event, seen.as_ref());
+        let found = judge_rules(r, &entry.event, seen.as_ref());
         if let Some(f) = self.resources.get_mut(rid) {
             f.conflicts.extend(found);
         }
@@ -581,20 +611,22 @@ impl Views {
 
     /// The state of `rid` as the recorder of the event at `key` saw it: the events on `rid`
     /// in that event's causal past, folded. Called while `rid` folds, just before that event,
-    /// so the fold state holds every earlier event; when the recorder had seen them all (the
+    /// so the fold state (`before`) holds every earlier event; when the recorder had seen them all (the
     /// usual case, checked along the chain of earlier events, each against the one before
     /// it) that is the answer, else the seen ones are folded apart.
-    fn state_as_seen(&mut self, rid: &Id, key: &OrderKey, causality: &dyn Causality) -> FoldState {
+    fn state_as_seen(
+        &mut self,
+        rid: &Id,
+        key: &OrderKey,
+        causality: &dyn Causality,
+        before: FoldState,
+    ) -> FoldState {
         let Some(f) = self.resources.get(rid) else {
             return FoldState::default();
         };
         let pos = f.events.partition_point(|(k, _)| k < key);
         if self.sees_all_before(rid, pos, causality) {
-            return self
-                .resources
-                .get(rid)
-                .map(|f| f.state.clone())
-                .unwrap_or_default();
+            return before;
         }
         let Some(f) = self.resources.get(rid) else {
             return FoldState::default();
@@ -668,11 +700,23 @@ impl Views {
         causality: &dyn Causality,
     ) {
         let mut refold: BTreeSet<Id> = BTreeSet::new();
+        let mut direct: Vec<(Id, OrderKey, Arc<EventRules>)> = Vec::new();
         for (key, r) in inputs {
             if let Some(entry) = self.entries.get(&key) {
                 match fold::sides(&entry.event).first() {
                     Some((rid, _)) => {
-                        refold.insert((*rid).clone());
+                        let rid = (*rid).clone();
+                        // The last event folded into its resource (a local write): judged with
+                        // the state kept from just before it; anything else folds again.
+                        let last = self.resources.get(&rid).is_some_and(|f| {
+                            f.events.last().map(|(k, _)| k) == Some(&key)
+                                && f.before_last.as_ref().map(|(k, _)| k) == Some(&key)
+                        });
+                        if last {
+                            direct.push((rid, key.clone(), r.clone()));
+                        } else {
+                            refold.insert(rid);
+                        }
                     }
                     None => {
                         let found = judge_rules(&r, &entry.event, None);
@@ -684,6 +728,22 @@ impl Views {
                 }
             }
             self.rule_inputs.insert(key, r);
+        }
+        for (rid, key, r) in direct {
+            if refold.contains(&rid) {
+                continue;
+            }
+            let Some(before) = self
+                .resources
+                .get(&rid)
+                .and_then(|f| f.before_last.as_ref())
+                .filter(|(k, _)| *k == key)
+                .map(|(_, s)| s.clone())
+            else {
+                refold.insert(rid);
+                continue;
+            };
+            self.judge_on_resource(&rid, &key, &r, before, causality);
         }
         for rid in refold {
             self.refold(&rid, causality);
