@@ -1020,7 +1020,7 @@ async fn command(cli: &Cli, dir: &std::path::Path, node: &Arc<Node>) -> Result<(
                     })
                 })
                 .collect();
-            if json {
+            if *json {
                 print_json(&rows)?;
             } else if found.is_empty() {
                 println!("the event keeps every rule");

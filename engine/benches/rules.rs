@@ -150,8 +150,7 @@ fn rules(c: &mut Criterion) {
                 let t = Instant::now();
                 for _ in 0..iters {
                     let signatures = history.iter().map(|c| (c.hash(), c.signature)).collect();
-                    let ledger =
-                        reflow::Ledger::load(&saved, common::actor(7)).expect("load");
+                    let ledger = reflow::Ledger::load(&saved, common::actor(7)).expect("load");
                     let r = Replica::open(
                         ledger,
                         DeviceKey::generate().expect("key"),

@@ -302,6 +302,8 @@ impl Ledger {
     /// Read every event from the document and fold the views from scratch.
     fn rebuild_views(&mut self) {
         let mut views = Views::default();
+        // The rules events are judged by come from the replica, not the document: kept.
+        views.keep_rule_inputs(&mut self.views);
         let mut entries = Vec::new();
         let mut len = 0;
         if let Some(legacy) = &self.layout.legacy {

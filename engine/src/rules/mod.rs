@@ -200,7 +200,7 @@ pub struct Finding {
 struct Compiled {
     rule: Rule,
     program: Program,
-    uses_resource: bool,
+    uses: Uses,
 }
 
 /// A compiled rule set: what replicas evaluate.
@@ -209,6 +209,9 @@ pub struct CompiledRules {
     rules: Vec<Compiled>,
     env: Arc<Env>,
     has_flags: bool,
+    /// What the rules read, all together (refuse rules alone: `uses_refuse`).
+    uses: Uses,
+    uses_refuse: Uses,
 }
 
 impl std::fmt::Debug for CompiledRules {
@@ -260,9 +263,6 @@ const ALLOWED_CALLS: &[&str] = &[
     "string",
 ];
 
-/// The variables a rule may read.
-const VARIABLES: &[&str] = &["event", "recorder", "resource"];
-
 fn env() -> Arc<Env> {
     // Without optional support: the optional library (and its syntax) is not part of the
     // rule language. The standard macros stay so that `has(x.f)` parses; the loop macros are
@@ -270,9 +270,75 @@ fn env() -> Arc<Env> {
     Arc::new(Env::stdlib().with_optional_support(false))
 }
 
-/// Walk a rule's syntax tree: count nodes, refuse what a rule may not use, note whether it
-/// reads `resource`.
-fn check_tree(e: &IdedExpr, nodes: &mut usize, uses_resource: &mut bool) -> Result<(), String> {
+/// Which fields of one input variable a rule set reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+enum VarUse {
+    /// Not at all.
+    #[default]
+    None,
+    /// Only these (`event.provider`, `has(event.note)`).
+    Fields(std::collections::BTreeSet<String>),
+    /// As a whole (`event == {...}`, `event['x']`): every field.
+    All,
+}
+
+impl VarUse {
+    fn add(&mut self, field: &str) {
+        match self {
+            VarUse::None => *self = VarUse::Fields([field.to_string()].into()),
+            VarUse::Fields(f) => {
+                f.insert(field.to_string());
+            }
+            VarUse::All => {}
+        }
+    }
+    fn union(&mut self, other: &VarUse) {
+        match other {
+            VarUse::None => {}
+            VarUse::All => *self = VarUse::All,
+            VarUse::Fields(f) => f.iter().for_each(|x| self.add(x)),
+        }
+    }
+    fn reads(&self) -> bool {
+        *self != VarUse::None
+    }
+    fn wants(&self, field: &str) -> bool {
+        match self {
+            VarUse::None => false,
+            VarUse::Fields(f) => f.contains(field),
+            VarUse::All => true,
+        }
+    }
+}
+
+/// What a rule (or a rule set) reads of `event`, `recorder`, `resource`: only that is built
+/// for each evaluation.
+#[derive(Debug, Clone, Default)]
+struct Uses {
+    event: VarUse,
+    recorder: VarUse,
+    resource: VarUse,
+}
+
+impl Uses {
+    fn var(&mut self, name: &str) -> Option<&mut VarUse> {
+        match name {
+            "event" => Some(&mut self.event),
+            "recorder" => Some(&mut self.recorder),
+            "resource" => Some(&mut self.resource),
+            _ => None,
+        }
+    }
+    fn union(&mut self, o: &Uses) {
+        self.event.union(&o.event);
+        self.recorder.union(&o.recorder);
+        self.resource.union(&o.resource);
+    }
+}
+
+/// Walk a rule's syntax tree: count nodes, refuse what a rule may not use, note what it reads
+/// of its inputs.
+fn check_tree(e: &IdedExpr, nodes: &mut usize, uses: &mut Uses) -> Result<(), String> {
     *nodes += 1;
     if *nodes > MAX_NODES {
         return Err(format!("more than {MAX_NODES} syntax nodes"));
@@ -285,33 +351,40 @@ fn check_tree(e: &IdedExpr, nodes: &mut usize, uses_resource: &mut bool) -> Resu
         ),
         Expr::Literal(LiteralValue::Bytes(_)) => Err("a bytes literal".into()),
         Expr::Literal(_) => Ok(()),
-        Expr::Ident(name) => {
-            if !VARIABLES.contains(&name.as_str()) {
-                return Err(format!(
-                    "unknown name {name:?}: a rule reads only event, recorder and resource"
-                ));
+        Expr::Ident(name) => match uses.var(name) {
+            Some(v) => {
+                *v = VarUse::All;
+                Ok(())
             }
-            if name == "resource" {
-                *uses_resource = true;
+            None => Err(format!(
+                "unknown name {name:?}: a rule reads only event, recorder and resource"
+            )),
+        },
+        Expr::Select(s) => {
+            if let Expr::Ident(name) = &s.operand.expr {
+                if let Some(v) = uses.var(name) {
+                    *nodes += 1;
+                    v.add(&s.field);
+                    return Ok(());
+                }
             }
-            Ok(())
+            check_tree(&s.operand, nodes, uses)
         }
-        Expr::Select(s) => check_tree(&s.operand, nodes, uses_resource),
         Expr::Call(c) => {
             if !ALLOWED_CALLS.contains(&c.func_name.as_str()) {
                 return Err(format!("the function {:?} is not allowed", c.func_name));
             }
             if let Some(t) = &c.target {
-                check_tree(t, nodes, uses_resource)?;
+                check_tree(t, nodes, uses)?;
             }
             for a in &c.args {
-                check_tree(a, nodes, uses_resource)?;
+                check_tree(a, nodes, uses)?;
             }
             Ok(())
         }
         Expr::List(l) => {
             for a in &l.elements {
-                check_tree(a, nodes, uses_resource)?;
+                check_tree(a, nodes, uses)?;
             }
             Ok(())
         }
@@ -319,8 +392,8 @@ fn check_tree(e: &IdedExpr, nodes: &mut usize, uses_resource: &mut bool) -> Resu
             for entry in &m.entries {
                 match &entry.expr {
                     EntryExpr::MapEntry(me) => {
-                        check_tree(&me.key, nodes, uses_resource)?;
-                        check_tree(&me.value, nodes, uses_resource)?;
+                        check_tree(&me.key, nodes, uses)?;
+                        check_tree(&me.value, nodes, uses)?;
                     }
                     EntryExpr::StructField(_) => return Err("a struct literal".into()),
                 }
@@ -403,14 +476,14 @@ impl RuleSet {
                 detail: e.to_string(),
             })?;
             let mut nodes = 0;
-            let mut uses_resource = false;
-            check_tree(program.expression(), &mut nodes, &mut uses_resource).map_err(|detail| {
+            let mut uses = Uses::default();
+            check_tree(program.expression(), &mut nodes, &mut uses).map_err(|detail| {
                 RuleError::NotAllowed {
                     rule: r.name.clone(),
                     detail,
                 }
             })?;
-            if uses_resource && r.outcome == Outcome::Refuse {
+            if uses.resource.reads() && r.outcome == Outcome::Refuse {
                 return Err(RuleError::NotAllowed {
                     rule: r.name.clone(),
                     detail: "a refuse rule reads `resource`: resource state is for flag rules \
@@ -421,15 +494,24 @@ impl RuleSet {
             rules.push(Compiled {
                 rule: r.clone(),
                 program,
-                uses_resource,
+                uses,
             });
         }
         let has_flags = rules.iter().any(|c| c.rule.outcome == Outcome::Flag);
+        let (mut all, mut refuse) = (Uses::default(), Uses::default());
+        for c in &rules {
+            all.union(&c.uses);
+            if c.rule.outcome == Outcome::Refuse {
+                refuse.union(&c.uses);
+            }
+        }
         Ok(CompiledRules {
             set: self.clone(),
             rules,
             env,
             has_flags,
+            uses: all,
+            uses_refuse: refuse,
         })
     }
 }
@@ -463,6 +545,16 @@ fn measure(m: &Option<Measure>) -> Value {
     })
 }
 
+/// A map of the entries `want` asks for; values are computed only for those.
+fn map_of(want: &VarUse, entries: &[(&'static str, &dyn Fn() -> Value)]) -> Value {
+    let m: HashMap<Key, Value> = entries
+        .iter()
+        .filter(|(k, _)| want.wants(k))
+        .map(|(k, v)| (Key::String(Arc::new((*k).to_string())), v()))
+        .collect();
+    Value::Map(m.into())
+}
+
 fn map(entries: Vec<(&'static str, Value)>) -> Value {
     let m: HashMap<Key, Value> = entries
         .into_iter()
@@ -471,52 +563,65 @@ fn map(entries: Vec<(&'static str, Value)>) -> Value {
     Value::Map(m.into())
 }
 
-/// `event` as a rule sees it.
-fn event_value(e: &EconomicEvent) -> Value {
-    let action = serde_json::to_value(e.action)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
-    map(vec![
-        ("id", text(e.id.as_str())),
-        ("action", text(&action)),
-        ("provider", opt_id(&e.provider)),
-        ("receiver", opt_id(&e.receiver)),
-        ("resource", opt_id(&e.resource_inventoried_as)),
-        ("toResource", opt_id(&e.to_resource_inventoried_as)),
-        ("createdResource", opt_id(&e.created_resource)),
-        ("conformsTo", opt_id(&e.resource_conforms_to)),
-        ("quantity", measure(&e.resource_quantity)),
-        ("effort", measure(&e.effort_quantity)),
-        ("inputOf", opt_id(&e.input_of)),
-        ("outputOf", opt_id(&e.output_of)),
-        ("atLocation", opt_id(&e.at_location)),
-        ("toLocation", opt_id(&e.to_location)),
-        ("corrects", opt_id(&e.corrects)),
-        ("state", e.state.as_deref().map_or(Value::Null, text)),
-    ])
+/// `event` as a rule sees it (the fields `want` asks for).
+fn event_value(e: &EconomicEvent, want: &VarUse) -> Value {
+    let action = || {
+        text(
+            &serde_json::to_value(e.action)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+        )
+    };
+    map_of(
+        want,
+        &[
+            ("id", &|| text(e.id.as_str())),
+            ("action", &action),
+            ("provider", &|| opt_id(&e.provider)),
+            ("receiver", &|| opt_id(&e.receiver)),
+            ("resource", &|| opt_id(&e.resource_inventoried_as)),
+            ("toResource", &|| opt_id(&e.to_resource_inventoried_as)),
+            ("createdResource", &|| opt_id(&e.created_resource)),
+            ("conformsTo", &|| opt_id(&e.resource_conforms_to)),
+            ("quantity", &|| measure(&e.resource_quantity)),
+            ("effort", &|| measure(&e.effort_quantity)),
+            ("inputOf", &|| opt_id(&e.input_of)),
+            ("outputOf", &|| opt_id(&e.output_of)),
+            ("atLocation", &|| opt_id(&e.at_location)),
+            ("toLocation", &|| opt_id(&e.to_location)),
+            ("corrects", &|| opt_id(&e.corrects)),
+            ("state", &|| e.state.as_deref().map_or(Value::Null, text)),
+        ],
+    )
 }
 
-fn recorder_value(r: &Recorder) -> Value {
-    map(vec![
-        ("device", text(&r.device)),
-        ("agent", text(r.agent.as_str())),
-        ("role", text(&r.role.to_string())),
-    ])
+fn recorder_value(r: &Recorder, want: &VarUse) -> Value {
+    map_of(
+        want,
+        &[
+            ("device", &|| text(&r.device)),
+            ("agent", &|| text(r.agent.as_str())),
+            ("role", &|| text(&r.role.to_string())),
+        ],
+    )
 }
 
-fn resource_value(r: Option<&ResourceSeen>) -> Value {
+fn resource_value(r: Option<&ResourceSeen>, want: &VarUse) -> Value {
     let Some(r) = r else { return Value::Null };
-    map(vec![
-        ("id", text(r.id.as_str())),
-        ("unit", opt_id(&r.unit)),
-        ("onhand", quantity(r.onhand, r.unit.as_ref())),
-        ("accounting", quantity(r.accounting, r.unit.as_ref())),
-        ("custodian", opt_id(&r.custodian)),
-        ("accountable", opt_id(&r.accountable)),
-        ("location", opt_id(&r.location)),
-        ("state", r.state.as_deref().map_or(Value::Null, text)),
-    ])
+    map_of(
+        want,
+        &[
+            ("id", &|| text(r.id.as_str())),
+            ("unit", &|| opt_id(&r.unit)),
+            ("onhand", &|| quantity(r.onhand, r.unit.as_ref())),
+            ("accounting", &|| quantity(r.accounting, r.unit.as_ref())),
+            ("custodian", &|| opt_id(&r.custodian)),
+            ("accountable", &|| opt_id(&r.accountable)),
+            ("location", &|| opt_id(&r.location)),
+            ("state", &|| r.state.as_deref().map_or(Value::Null, text)),
+        ],
+    )
 }
 
 impl CompiledRules {
@@ -533,7 +638,7 @@ impl CompiledRules {
     /// Whether any rule reads `resource` (so the views work out the resource's state as
     /// seen).
     pub fn reads_resource(&self) -> bool {
-        self.rules.iter().any(|c| c.uses_resource)
+        self.uses.resource.reads()
     }
 
     /// Whether any rule refuses.
@@ -562,10 +667,26 @@ impl CompiledRules {
                 continue;
             }
             let ctx = ctx.get_or_insert_with(|| {
+                let uses = match which {
+                    Which::Refuse => &self.uses_refuse,
+                    Which::All => &self.uses,
+                };
                 let mut ctx = Context::with_env(self.env.clone());
-                ctx.add_variable_from_value("event", event_value(event));
-                ctx.add_variable_from_value("recorder", recorder_value(recorder));
-                ctx.add_variable_from_value("resource", resource_value(resource));
+                if uses.event.reads() {
+                    ctx.add_variable_from_value("event", event_value(event, &uses.event));
+                }
+                if uses.recorder.reads() {
+                    ctx.add_variable_from_value(
+                        "recorder",
+                        recorder_value(recorder, &uses.recorder),
+                    );
+                }
+                if uses.resource.reads() {
+                    ctx.add_variable_from_value(
+                        "resource",
+                        resource_value(resource, &uses.resource),
+                    );
+                }
                 ctx
             });
             let verdict = match c.program.execute(ctx) {
