@@ -148,7 +148,8 @@ impl From<reflow::Error> for ReflowError {
             | E::ResourceNeedsEvent
             | E::CorrectsNonEvent { .. }
             | E::AlreadyCorrected { .. }
-            | E::InvalidJson { .. } => ReflowError::Invalid { message },
+            | E::InvalidJson { .. }
+            | E::InvalidRules(_) => ReflowError::Invalid { message },
             E::NotFound { .. } => ReflowError::NotFound { message },
             E::InvalidKey(_) | E::InvalidNetworkId(_) => ReflowError::InvalidArgument { message },
             E::Storage { .. }
@@ -195,6 +196,25 @@ impl From<NetError> for ReflowError {
 
 /// Result of the bindings.
 pub type Result<T, E = ReflowError> = std::result::Result<T, E>;
+
+/// A rule set from its JSON or a template name.
+fn rule_set(text: &str) -> Result<reflow::RuleSet> {
+    if let Some(t) = reflow::rules::template(text) {
+        return Ok(t);
+    }
+    reflow::RuleSet::from_json(text).map_err(|e| ReflowError::Invalid {
+        message: e.to_string(),
+    })
+}
+
+/// The names of the pilot rule-set templates.
+#[uniffi::export]
+pub fn rule_templates() -> Vec<String> {
+    reflow::rules::TEMPLATES
+        .iter()
+        .map(|t| t.name.to_string())
+        .collect()
+}
 
 fn invalid_arg(message: impl std::fmt::Display) -> ReflowError {
     ReflowError::InvalidArgument {
@@ -470,6 +490,60 @@ impl ReflowNode {
                 .into_iter()
                 .map(ConflictRecord::from)
                 .collect())
+        })
+    }
+
+    /// The network's rule set in force, as JSON (docs/rules.md), or `None` if it has none.
+    pub fn rules(&self, network: String) -> Result<Option<String>> {
+        let network = parse_network(&network)?;
+        self.with_node(|n| Ok(n.read(network, |r| r.rules())?.map(|s| s.to_json())))
+    }
+
+    /// Publish `rules_json` (a rule set's JSON, or a template name: food-market, repair-cafe,
+    /// collection, time-bank) as the network's next rule-set version (admins only). Returns
+    /// the version.
+    pub fn set_rules(&self, network: String, rules_json: String) -> Result<u64> {
+        let network = parse_network(&network)?;
+        let set = rule_set(&rules_json)?;
+        self.with_node(|n| Ok(n.set_rules(network, set)?))
+    }
+
+    /// Try a draft rule set (JSON or template name) against `event` as if this device
+    /// recorded it now; nothing is written.
+    pub fn test_rules(
+        &self,
+        network: String,
+        rules_json: String,
+        event: EventInput,
+    ) -> Result<Vec<RuleFindingRecord>> {
+        let network = parse_network(&network)?;
+        let set = rule_set(&rules_json)?;
+        let event = NewEvent::try_from(event)?.event;
+        self.with_node(|n| {
+            Ok(n.read(network, |r| r.test_rules(&set, &event))??
+                .into_iter()
+                .map(RuleFindingRecord::from)
+                .collect())
+        })
+    }
+
+    /// The changes the network's refuse rules quarantined.
+    pub fn rule_refusals(&self, network: String) -> Result<Vec<RuleRefusalRecord>> {
+        let network = parse_network(&network)?;
+        self.with_node(|n| {
+            Ok(n.read(network, |r| {
+                r.rule_refusals()
+                    .iter()
+                    .map(|q| RuleRefusalRecord {
+                        change: q.change.hash().to_string(),
+                        reason: q.reason.to_string(),
+                        rule: match &q.reason {
+                            reflow::Rejection::RuleRefused { rule, .. } => rule.clone(),
+                            _ => String::new(),
+                        },
+                    })
+                    .collect()
+            })?)
         })
     }
 

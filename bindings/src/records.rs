@@ -438,6 +438,22 @@ pub enum ConflictRecord {
         /// Why.
         reason: String,
     },
+    /// An event breaks a flag rule of the network's rules, or a rule failed to evaluate for
+    /// it (docs/rules.md); the event stands.
+    RuleViolation {
+        /// The event.
+        event: String,
+        /// The rule's name.
+        rule: String,
+        /// "flag", or "refuse" for a refuse rule that failed to evaluate.
+        outcome: String,
+        /// The rule's message, or what went wrong.
+        message: String,
+        /// The rule set version that judged it.
+        version: u64,
+        /// The evaluation error, if the rule could not be evaluated.
+        error: Option<String>,
+    },
     /// A conflict kind these bindings do not know yet.
     Other {
         /// The event.
@@ -504,6 +520,21 @@ impl From<Conflict> for ConflictRecord {
             Conflict::InvalidEvent { event, reason } => ConflictRecord::InvalidEvent {
                 event: event.to_string(),
                 reason,
+            },
+            Conflict::RuleViolation {
+                event,
+                rule,
+                outcome,
+                message,
+                version,
+                error,
+            } => ConflictRecord::RuleViolation {
+                event: event.to_string(),
+                rule,
+                outcome: outcome.to_string(),
+                message,
+                version,
+                error,
             },
             other => ConflictRecord::Other {
                 event: other.event().to_string(),
@@ -963,4 +994,39 @@ impl From<reflow::NetworkProblem> for NetworkProblemRecord {
             reason: p.reason,
         }
     }
+}
+
+/// What a rule says of an event (`test_rules`).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct RuleFindingRecord {
+    /// The rule's name.
+    pub rule: String,
+    /// "refuse" or "flag".
+    pub outcome: String,
+    /// The rule's message, or what went wrong evaluating it.
+    pub message: String,
+    /// The evaluation error, if the rule could not be evaluated.
+    pub error: Option<String>,
+}
+
+impl From<reflow::Finding> for RuleFindingRecord {
+    fn from(f: reflow::Finding) -> Self {
+        RuleFindingRecord {
+            rule: f.rule,
+            outcome: f.outcome.to_string(),
+            message: f.message,
+            error: f.error,
+        }
+    }
+}
+
+/// A change refused by a rule.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct RuleRefusalRecord {
+    /// The refused change (hex).
+    pub change: String,
+    /// Why, in words.
+    pub reason: String,
+    /// The rule's name.
+    pub rule: String,
 }

@@ -111,6 +111,7 @@ const pages = {
         case "doubleTransfer": return `${resLink(c.resource)} was handed on twice (${esc(c.of)}) by the same provider.`;
         case "eventOnRemovedResource": return `An event still uses ${resLink(c.resource)}, which a correction removed.`;
         case "concurrentCorrections": return `Event ${evId(c.corrected)} was corrected twice at the same time; only ${evId(c.applied)} counts.`;
+        case "ruleViolation": return `Event ${evId(c.event)} breaks the network's rule <b>${esc(c.rule)}</b>: ${esc(c.message)}` + (c.error ? ` <span class="muted">(the rule could not be evaluated)</span>` : "");
         default: return `<code>${esc(JSON.stringify(c))}</code>`;
       }
     };
@@ -119,6 +120,24 @@ const pages = {
         `<table class="cards"><tr><th>Event</th><th>What</th><th></th></tr>` + events.map(e => `<tr data-id="${esc(e.id)}"><td data-label="Event">${evId(e.id)}</td><td data-label="What">${describe(e)}</td>` +
           `<td><a class="button secondary correct-link" href="#correct/${enc(e.id)}">Correct</a></td></tr>`).join("") + `</table></div>`).join("")
         : `<p id="no-conflicts">No conflicts. Every replica agrees the ledger adds up.</p>`);
+  },
+
+  async rules(v) {
+    const d = await get("/api/rules");
+    const set = d.ruleSet;
+    const rules = set ? `<p id="rules-in-force">${esc(set.name)}, version ${esc(String(set.version))}</p>` +
+      `<table class="cards" id="rules-table"><tr><th>Rule</th><th>Outcome</th><th>Applies to</th><th>Check</th><th>Message</th></tr>` +
+      set.rules.map(r => `<tr data-rule="${esc(r.name)}"><td data-label="Rule"><b>${esc(r.name)}</b></td><td data-label="Outcome">${esc(r.outcome)}</td>` +
+        `<td data-label="Applies to">${esc((r.actions || []).join(", ") || "every event")}</td><td data-label="Check"><code>${esc(r.check)}</code></td><td data-label="Message">${esc(r.message)}</td></tr>`).join("") + `</table>`
+      : `<p id="no-rules">This network has published no rules.</p>`;
+    const refused = d.refused.length ? `<ul id="rules-refused">` + d.refused.map(q => `<li data-change="${esc(q.change)}">${esc(q.text)}</li>`).join("") + `</ul>`
+      : `<p class="muted" id="rules-refused-none">Nothing refused.</p>`;
+    const flagged = d.flagged.length ? `<table class="cards" id="rules-flagged"><tr><th>Event</th><th>Rule</th><th>What</th></tr>` +
+      d.flagged.map(({conflict: c, event: e}) => `<tr data-id="${esc(c.event)}" data-rule="${esc(c.rule)}"><td data-label="Event">${evId(c.event)}</td><td data-label="Rule"><b>${esc(c.rule)}</b>${c.error ? " (error)" : ""}</td>` +
+        `<td data-label="What">${e ? describe(e) : ""} <span class="muted">${esc(c.message)}</span></td></tr>`).join("") + `</table>`
+      : `<p class="muted" id="rules-flagged-none">Nothing flagged.</p>`;
+    v.innerHTML = `<h2>Rules</h2><p class="muted small">The network's own rules, published by its admins and enforced the same way on every device: a <i>refuse</i> rule keeps an event out of the ledger, a <i>flag</i> rule lets it stand and marks it for review.</p>` +
+      rules + `<h3>Refused</h3>` + refused + `<h3>Flagged</h3>` + flagged;
   },
 
   async offers(v) {

@@ -218,6 +218,12 @@ fn seed_catalogue(cafe: &Node, net: NetworkId) -> Result<()> {
         ))?;
         Ok(())
     })?;
+    // The network's own rules (docs/rules.md), the food-market template: a stall's sales are
+    // recorded by its own devices, and a sale larger than the stock as seen is flagged.
+    let mut rules = reflow::rules::template("food-market")
+        .ok_or_else(|| anyhow::anyhow!("the food-market template"))?;
+    rules.name = "Saturday market rules".into();
+    cafe.set_rules(net, rules)?;
     Ok(())
 }
 

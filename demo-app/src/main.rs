@@ -79,6 +79,10 @@ enum Command {
     Track(IdArg),
     /// Conflicts between replicas (double sales, overdraws) to resolve with corrections.
     Conflicts(ReadOpts),
+    /// The network's rules (docs/rules.md): show them with what they refused and flagged,
+    /// publish a rule set (admins), or test a draft against an event.
+    #[command(subcommand)]
+    Rules(RulesCmd),
     /// Processes (a repair, a sorting run) with their inputs and outputs.
     #[command(subcommand)]
     Process(ProcessCmd),
@@ -118,6 +122,39 @@ struct IdArg {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum RulesCmd {
+    /// The rule set in force, and the events its rules refused and flagged.
+    Show(ReadOpts),
+    /// Publish FILE (a rule set's JSON) as the network's next rule-set version (admins only).
+    /// FILE may also be a template name: food-market, repair-cafe, collection, time-bank.
+    Set {
+        /// The rule set file, or a template name.
+        file: String,
+    },
+    /// Try the draft FILE against one event (JSON, as `event list --json` prints it) as if
+    /// this device recorded it now; nothing is written.
+    Test {
+        /// The draft rule set file, or a template name.
+        file: String,
+        /// The event, as JSON.
+        #[arg(long)]
+        event: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A rule set from a file or a template name.
+fn rule_set_arg(file: &str) -> Result<reflow::RuleSet> {
+    if let Some(t) = reflow::rules::template(file) {
+        return Ok(t);
+    }
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?;
+    Ok(reflow::RuleSet::from_json(&text)?)
 }
 
 #[derive(Debug, Subcommand)]
@@ -923,6 +960,78 @@ async fn command(cli: &Cli, dir: &std::path::Path, node: &Arc<Node>) -> Result<(
             } else {
                 for c in list {
                     println!("{}", serde_json::to_string(&c)?);
+                }
+            }
+        }
+        Command::Rules(RulesCmd::Show(o)) => {
+            let (rules, refused, flagged) = node.read(net()?, |r| {
+                let refused: Vec<_> = r
+                    .rule_refusals()
+                    .iter()
+                    .map(|q| {
+                        serde_json::json!({"change": q.change.hash().to_string(), "reason": q.reason})
+                    })
+                    .collect();
+                let flagged: Vec<_> = r
+                    .ledger()
+                    .conflicts()
+                    .into_iter()
+                    .filter(|c| matches!(c, reflow::Conflict::RuleViolation { .. }))
+                    .collect();
+                (r.rules(), refused, flagged)
+            })?;
+            if o.json {
+                print_json(&serde_json::json!({
+                    "ruleSet": rules,
+                    "refused": refused,
+                    "flagged": flagged,
+                }))?;
+            } else {
+                match &rules {
+                    None => println!("no rules: this network has not published a rule set"),
+                    Some(set) => {
+                        println!("{} (version {})", set.name, set.version);
+                        for rule in &set.rules {
+                            println!("  {}  [{}]  {}", rule.name, rule.outcome, rule.check);
+                        }
+                    }
+                }
+                println!("refused: {}", refused.len());
+                for q in &refused {
+                    println!("  {}", serde_json::to_string(q)?);
+                }
+                println!("flagged: {}", flagged.len());
+                for c in &flagged {
+                    println!("  {}", serde_json::to_string(c)?);
+                }
+            }
+        }
+        Command::Rules(RulesCmd::Set { file }) => {
+            let set = rule_set_arg(&file)?;
+            let version = node.set_rules(net()?, set)?;
+            println!("rules published: version {version}");
+        }
+        Command::Rules(RulesCmd::Test { file, event, json }) => {
+            let draft = rule_set_arg(&file)?;
+            let event: EconomicEvent =
+                serde_json::from_str(&event).context("--event is not an event's JSON")?;
+            let found = node.read(net()?, |r| r.test_rules(&draft, &event))??;
+            let rows: Vec<_> = found
+                .iter()
+                .map(|f| {
+                    serde_json::json!({
+                        "rule": f.rule, "outcome": f.outcome, "message": f.message, "error": f.error
+                    })
+                })
+                .collect();
+            if *json {
+                print_json(&rows)?;
+            } else if found.is_empty() {
+                println!("the event keeps every rule");
+            } else {
+                for f in &found {
+                    let what = if f.error.is_some() { "error" } else { "breaks" };
+                    println!("{what} {} [{}]: {}", f.rule, f.outcome, f.message);
                 }
             }
         }

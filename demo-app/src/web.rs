@@ -182,6 +182,7 @@ fn router(state: AppState, access: Guard) -> Router {
         .route("/api/events/{id}/correct", post(correct))
         .route("/api/resource/{id}", get(resource))
         .route("/api/conflicts", get(conflicts))
+        .route("/api/rules", get(rules))
         .route("/api/offers", get(offers))
         .route("/api/intents", post(create_intent))
         .route("/api/peers", get(peers))
@@ -625,6 +626,40 @@ async fn conflicts(State(s): State<AppState>) -> ApiResult {
             })
             .collect();
         Json(json!(list))
+    })
+}
+
+/// The network's rules in force, their versions, and what they refused and flagged.
+async fn rules(State(s): State<AppState>) -> ApiResult {
+    read(&s, |r| {
+        let l = r.ledger();
+        let refused: Vec<Value> = r
+            .rule_refusals()
+            .iter()
+            .map(|q| json!({"change": q.change.hash().to_string(), "reason": q.reason, "text": q.reason.to_string()}))
+            .collect();
+        let flagged: Vec<Value> = l
+            .conflicts()
+            .into_iter()
+            .filter(|c| matches!(c, Conflict::RuleViolation { .. }))
+            .map(|c| {
+                let event = l.event(c.event()).map(|e| event_json(&e));
+                json!({"conflict": c, "event": event})
+            })
+            .collect();
+        let versions: Vec<Value> = r
+            .rule_versions()
+            .iter()
+            .map(
+                |(change, set)| json!({"change": change, "version": set.version, "name": set.name}),
+            )
+            .collect();
+        Json(json!({
+            "ruleSet": r.rules(),
+            "versions": versions,
+            "refused": refused,
+            "flagged": flagged,
+        }))
     })
 }
 

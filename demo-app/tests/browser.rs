@@ -713,6 +713,16 @@ fn web_ui_in_a_real_browser() {
         json!([]),
     );
 
+    // The network's rules: the demo's admin published two; the page lists them and says
+    // that nothing was refused or flagged.
+    a.goto(&format!("{cafe}/#rules"));
+    a.wait_text("#rules-in-force", "version 1");
+    a.wait_text("#rules-table", "sale-within-onhand");
+    a.wait_text("#rules-table", "stall-sells-own-produce");
+    a.find("#rules-refused-none");
+    a.find("#rules-flagged-none");
+    a.screenshot("rules");
+
     // A phone-sized window: the inventory fits without sideways scrolling.
     b.resize(390, 844);
     b.goto(&format!("{stall}/#inventory"));
@@ -726,7 +736,15 @@ fn web_ui_in_a_real_browser() {
         "the phone-sized page scrolls sideways by {overflow} px"
     );
     b.screenshot("inventory-phone");
-    for page in ["events", "record", "map", "conflicts", "offers", "peers"] {
+    for page in [
+        "events",
+        "record",
+        "map",
+        "conflicts",
+        "rules",
+        "offers",
+        "peers",
+    ] {
         b.goto(&format!("{stall}/#{page}"));
         b.wait_js(
             &format!("the {page} page"),

@@ -479,6 +479,11 @@ fn check_object_op(
         )
         .into());
     }
+    if kind == ObjectKind::RuleSet && author.role != Role::Admin {
+        return Err(Checked::Refused(Rejection::RulesNotByAdmin {
+            device: author.device,
+        }));
+    }
     if kind == ObjectKind::Agent && author.role != Role::Admin && author.agent.as_str() != id {
         return Err(Checked::Refused(Rejection::NotYourAgent {
             device: author.device,
@@ -800,6 +805,7 @@ fn minimal(kind: ObjectKind) -> Json {
         ObjectKind::Agent => serde_json::json!({"agentKind": "person", "name": ""}),
         ObjectKind::Unit => serde_json::json!({"label": "", "symbol": ""}),
         ObjectKind::Commitment | ObjectKind::Intent => serde_json::json!({"action": "produce"}),
+        ObjectKind::RuleSet => serde_json::json!({"name": "", "version": 0, "rules": []}),
         _ => serde_json::json!({"name": ""}),
     }
 }
@@ -841,6 +847,7 @@ pub(crate) fn check_field(kind: ObjectKind, field: &str, value: &Json) -> Result
         ObjectKind::Plan => round_trip::<Plan>(obj, field, value)?,
         ObjectKind::Proposal => round_trip::<Proposal>(obj, field, value)?,
         ObjectKind::Agreement => round_trip::<Agreement>(obj, field, value)?,
+        ObjectKind::RuleSet => round_trip::<crate::rules::RuleSet>(obj, field, value)?,
         ObjectKind::EconomicEvent => return Err("events are not objects".into()),
     }
     match field {

@@ -279,6 +279,10 @@ pub enum Error {
         reason: crate::membership::Rejection,
     },
 
+    /// A rule set that does not compile (docs/rules.md). Nothing was written.
+    #[error("the rule set is not valid: {0}")]
+    InvalidRules(#[from] crate::rules::RuleError),
+
     /// The action needs a role this device does not have in the network.
     #[error("device {device} is {role} in this network; {action} needs {needed}")]
     NotAllowed {

@@ -13,6 +13,7 @@ use automerge::{ActorId, Change, ChangeHash};
 use crate::admission::{Admission, Past, RecordKind};
 use crate::identity::DeviceId;
 use crate::membership::{Header, Membership, MembershipRecord, Rejection};
+use crate::rules::RuleIndex;
 
 /// A change's header as membership needs it (`None` if its actor is not a device's).
 pub(crate) fn header(change: &Change) -> Option<Header<'_>> {
@@ -80,6 +81,8 @@ pub(crate) struct Judge<'a> {
     pub check_seqs: bool,
     /// The changes known so far (accepted ones, for causal-past questions).
     pub metas: Metas<'a>,
+    /// The network's rule sets (`crate::rules`): the rule set in force in each change's past.
+    pub rules: &'a mut RuleIndex,
 }
 
 impl Judge<'_> {
@@ -119,6 +122,10 @@ impl Judge<'_> {
         };
         self.admission
             .judge(&decoded, change.raw_bytes().len(), dep_max, kind, &past)?;
+        // Network rules (crate::rules): rule-set writes and the refuse rules in force.
+        if let Some(author) = author.as_ref() {
+            self.rules.judge(&decoded, head.hash, deps, author)?;
+        }
         // Only a change that would stand on its own proves equivocation.
         if self.check_seqs {
             if let Some(other) = self.seqs.get(&seq_key) {
@@ -132,6 +139,7 @@ impl Judge<'_> {
         }
         let index = self.membership.next_record_index();
         self.admission.admit(&decoded, kind, index);
+        self.rules.admit(&decoded, head.hash, deps, author.as_ref());
         if let (Some(removals), Some(MembershipRecord::Remove { device })) =
             (self.removals.as_deref_mut(), &record)
         {

@@ -22,6 +22,7 @@ pub mod net;
 pub mod node;
 mod rejudge;
 pub mod replica;
+pub mod rules;
 pub mod store;
 pub mod sync;
 pub mod vf;
@@ -47,6 +48,7 @@ pub use node::{
     RelayConfig, UnavailableKind,
 };
 pub use replica::{Limits, Provenance, Quarantined, Receipt, Replica};
+pub use rules::{CompiledRules, Finding, Outcome, Recorder, Rule, RuleError, RuleSet};
 pub use store::{
     CompactionJob, CompactionPolicy, DurableLedger, DurableReplica, Store, StoreStats,
 };

@@ -222,6 +222,31 @@ pub enum Rejection {
         /// The refused dependency (hex).
         dependency: String,
     },
+    /// An event breaks a *refuse* rule of the network's rule set in force in the change's
+    /// causal past (docs/rules.md).
+    #[serde(rename_all = "camelCase")]
+    RuleRefused {
+        /// The rule's name.
+        rule: String,
+        /// The rule's message.
+        message: String,
+        /// The event (`<counter>@<actor>`).
+        event: String,
+        /// The version of the rule set that refused it.
+        version: u64,
+    },
+    /// The rule set written by a device that was not an admin in the change's causal past.
+    #[serde(rename_all = "camelCase")]
+    RulesNotByAdmin {
+        /// The author.
+        device: DeviceId,
+    },
+    /// A rule-set write that does not compile, or does not raise the version in force in its
+    /// causal past.
+    InvalidRules {
+        /// What is wrong.
+        detail: String,
+    },
 }
 
 impl std::fmt::Display for Rejection {
@@ -267,6 +292,19 @@ impl std::fmt::Display for Rejection {
             Rejection::DependsOnRefused { dependency } => {
                 write!(f, "depends on refused change {dependency}")
             }
+            Rejection::RuleRefused {
+                rule,
+                message,
+                event,
+                version,
+            } => write!(
+                f,
+                "event {event} breaks rule {rule:?} (rule set version {version}): {message}"
+            ),
+            Rejection::RulesNotByAdmin { device } => {
+                write!(f, "{device} wrote the network's rules but is not an admin")
+            }
+            Rejection::InvalidRules { detail } => write!(f, "invalid rule set: {detail}"),
         }
     }
 }

@@ -892,6 +892,16 @@ impl Node {
         Ok(())
     }
 
+    /// Publish the network's rule set (admins only; docs/rules.md): compiled first, written as
+    /// the next version, stored durably and pushed to the connected peers.
+    pub fn set_rules(&self, network: NetworkId, rules: crate::rules::RuleSet) -> NetResult<u64> {
+        let net = self.inner.net(network)?;
+        let mut replica = lock(&net.replica);
+        let signed = replica.set_rules(rules)?;
+        net.after_change(&replica, &signed, None);
+        Ok(replica.replica().rules().map_or(0, |r| r.version))
+    }
+
     /// Remove `device` (admins only). Its connections to this node are closed; every other
     /// node closes them when the record reaches it.
     pub fn remove_member(&self, network: NetworkId, device: DeviceId) -> NetResult<()> {

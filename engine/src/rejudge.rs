@@ -20,6 +20,7 @@ use crate::admission::Admission;
 use crate::identity::{DeviceId, NetworkId, SignedChange};
 use crate::judge::Judge;
 use crate::membership::{Membership, MembershipRecord, Rejection};
+use crate::rules::RuleIndex;
 
 /// The verdict on a set of changes.
 pub(crate) struct Judgment {
@@ -39,6 +40,8 @@ pub(crate) struct Judgment {
     pub removals: Vec<(DeviceId, usize, ChangeHash)>,
     /// Devices proven to have equivocated, with one pair of twins each.
     pub equivocations: BTreeMap<DeviceId, (ChangeHash, ChangeHash)>,
+    /// The rule sets of the accepted changes (`crate::rules`).
+    pub rules: RuleIndex,
 }
 
 /// A removal to apply: (seniority key: the remover's grant op counter and hash, the removal's
@@ -232,6 +235,7 @@ fn one_pass(
 ) -> Judgment {
     let mut membership = Membership::new(network);
     let mut admission = Admission::default();
+    let mut rules = RuleIndex::default();
     let mut seqs = HashMap::new();
     let mut accepted = Vec::new();
     let mut refused: BTreeMap<ChangeHash, Rejection> = BTreeMap::new();
@@ -297,6 +301,7 @@ fn one_pass(
                             removals: None,
                             check_seqs,
                             metas: &|d| pool_meta(pool, d),
+                            rules: &mut rules,
                         }
                         .admit(&c.change, &head, record, dep_max)
                     })
@@ -337,5 +342,6 @@ fn one_pass(
         seqs,
         removals: Vec::new(),
         equivocations: BTreeMap::new(),
+        rules,
     }
 }

@@ -24,6 +24,7 @@ use crate::membership::{
     BearerSecret, Header, Invite, InviteAudience, InviteError, Member, Membership,
     MembershipRecord, Rejection, Role,
 };
+use crate::rules::{Finding, RuleIndex, RuleSet, Which};
 use crate::vf::{Agent, EconomicEvent, Id};
 
 /// Bounds on what a replica keeps for changes it cannot apply (defaults in [`Limits::default`]).
@@ -112,6 +113,8 @@ pub struct Replica {
     seqs: HashMap<(automerge::ActorId, u64), ChangeHash>,
     /// Removals in force (see [`Judge::removals`]), from the last full judgment.
     removals: Vec<(DeviceId, usize, ChangeHash)>,
+    /// The network's rule sets, by causal past (`crate::rules`).
+    rules: RuleIndex,
     limits: Limits,
 }
 
@@ -163,6 +166,7 @@ impl Replica {
             admission: Admission::default(),
             seqs: HashMap::new(),
             removals: Vec::new(),
+            rules: RuleIndex::default(),
             limits: Limits::default(),
         };
         let mut signed = replica.adopt_local(&[])?;
@@ -234,6 +238,7 @@ impl Replica {
                 genesis_hash,
             )]),
             removals: Vec::new(),
+            rules: RuleIndex::default(),
             limits: Limits::default(),
         };
         let mut receipt = replica.receive(changes)?;
@@ -318,7 +323,7 @@ impl Replica {
             .filter(|q| !membership.knows(&q.change.hash()))
             .map(|q| (q.change.hash(), q))
             .collect();
-        Ok(Replica {
+        let mut replica = Replica {
             ledger,
             key,
             network,
@@ -329,8 +334,30 @@ impl Replica {
             admission,
             seqs,
             removals,
+            rules: RuleIndex::default(),
             limits: Limits::default(),
-        })
+        };
+        replica.reindex_rules();
+        Ok(replica)
+    }
+
+    /// Rebuild the rule index from the stored (accepted) changes, if the ledger has a rule
+    /// set: each change is read, in causal order, for the rule set it publishes and the
+    /// events it records; the views then judge those events.
+    fn reindex_rules(&mut self) {
+        let id = Id::from(crate::rules::RULE_SET_ID);
+        if !self.ledger.exists(crate::vf::ObjectKind::RuleSet, &id) {
+            return;
+        }
+        let mut rules = RuleIndex::default();
+        for change in self.ledger.doc().get_changes(&[]) {
+            let Some(h) = header(&change) else { continue };
+            let author = self.membership.author_in_past(&h);
+            rules.admit(&change.decode(), h.hash, h.deps, author.as_ref());
+        }
+        let pending = rules.take_pending();
+        self.rules = rules;
+        self.ledger.set_rule_inputs(pending);
     }
 
     /// The ledger (read API).
@@ -488,6 +515,82 @@ impl Replica {
         })
     }
 
+    /// The network's rule set in force now (at this replica's heads): what a change made now
+    /// is judged by. `None`: the network has no rules.
+    pub fn rules(&self) -> Option<RuleSet> {
+        self.rules
+            .in_force_at(&self.ledger.heads())
+            .map(|r| r.rule_set().clone())
+    }
+
+    /// Every published version of the rule set, in the order this replica accepted them,
+    /// with the change that published it (hex).
+    pub fn rule_versions(&self) -> Vec<(String, RuleSet)> {
+        self.rules
+            .versions()
+            .map(|v| (v.change.to_string(), v.rules.rule_set().clone()))
+            .collect()
+    }
+
+    /// Publish `rules` as the network's rule set (admins only): compiled first (a malformed
+    /// set is refused with [`Error::InvalidRules`], nothing written), then written as the
+    /// next version (one above the version in force, whatever `rules.version` says). Returns
+    /// the changes to store and send.
+    pub fn set_rules(&mut self, rules: RuleSet) -> Result<Vec<SignedChange>> {
+        self.require(Role::Admin, "changing the network's rules", "admin")?;
+        let mut rules = rules;
+        rules.id = Id::from(crate::rules::RULE_SET_ID);
+        rules.version = self.rules().map_or(1, |r| r.version + 1);
+        rules.compile()?;
+        let id = rules.id.clone();
+        let exists = self.ledger.get::<RuleSet>(&id).is_some();
+        let (_, signed) = self.write(move |l| {
+            if exists {
+                l.update::<RuleSet>(&id, move |r| *r = rules)
+            } else {
+                l.create(rules).map(|_| ())
+            }
+        })?;
+        Ok(signed)
+    }
+
+    /// Try a draft rule set against an event before publishing it: the findings of every
+    /// rule (refuse and flag) for `event` as if this device recorded it now, with the event's
+    /// resource as this replica holds it. Nothing is written.
+    pub fn test_rules(
+        &self,
+        draft: &RuleSet,
+        event: &crate::vf::EconomicEvent,
+    ) -> Result<Vec<Finding>> {
+        let compiled = draft.compile()?;
+        let me = self.member(&self.key.id());
+        let recorder = crate::rules::Recorder {
+            device: self.key.id().to_string(),
+            agent: me.as_ref().map(|m| m.agent.clone()).unwrap_or_default(),
+            role: me.map_or(Role::Observer, |m| m.role),
+        };
+        let seen = event
+            .resource_inventoried_as
+            .as_ref()
+            .or(event.to_resource_inventoried_as.as_ref())
+            .and_then(|r| self.ledger.resource_seen(r));
+        let mut found = compiled.evaluate(event, &recorder, seen.as_ref(), Which::All);
+        // With Which::All a broken refuse rule is reported but a refusing one is not: add
+        // the refusals.
+        found.extend(compiled.evaluate(event, &recorder, None, Which::Refuse));
+        found.sort();
+        found.dedup();
+        Ok(found)
+    }
+
+    /// The changes quarantined by a refuse rule, with the rejection.
+    pub fn rule_refusals(&self) -> Vec<&Quarantined> {
+        self.quarantine
+            .values()
+            .filter(|q| matches!(q.reason, Rejection::RuleRefused { .. }))
+            .collect()
+    }
+
     /// Run a mutation of the ledger as this device and sign the changes it makes. Refused
     /// with [`Error::NotAllowed`] before anything is written if this device may not write.
     /// Returns the mutation's result and the new signed changes (to store and to send).
@@ -546,6 +649,8 @@ impl Replica {
             })?;
             // No honest replica makes a change that its peers would refuse.
             if let Err(reason) = self.admit_judged(&change, &h, record, &HashMap::new()) {
+                // The write is undone: so are the rule inputs of its events.
+                drop(self.rules.take_pending());
                 warn!(change = %hash, %reason, "this device made a change admission refuses");
                 return Err(Error::Refused { reason });
             }
@@ -553,6 +658,8 @@ impl Replica {
             self.signatures.insert(hash, signature);
             out.push(SignedChange { change, signature });
         }
+        let pending = self.rules.take_pending();
+        self.ledger.set_rule_inputs(pending);
         Ok(out)
     }
 
@@ -595,6 +702,7 @@ impl Replica {
             removals: Some(&mut self.removals),
             check_seqs: true,
             metas: &metas,
+            rules: &mut self.rules,
         };
         judge.admit(change, head, record, dep_max)
     }
@@ -965,6 +1073,9 @@ impl Replica {
         receipt.waiting = by_hash.len();
         self.waiting = by_hash;
 
+        // The rules the accepted events are judged by, before the views fold them.
+        let pending = self.rules.take_pending();
+        self.ledger.set_rule_inputs(pending);
         if !accepted.is_empty() {
             for c in &accepted {
                 self.signatures.insert(c.hash(), c.signature);
@@ -1081,6 +1192,9 @@ impl Replica {
         self.membership = judgment.membership;
         self.admission = judgment.admission;
         self.seqs = judgment.seqs;
+        self.rules = judgment.rules;
+        let pending = self.rules.take_pending();
+        self.ledger.set_rule_inputs(pending);
         for (h, reason) in &judgment.refused {
             if before_set.contains(h) {
                 receipt.revoked.push(*h);

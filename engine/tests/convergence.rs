@@ -1022,6 +1022,7 @@ fn seeded_scenarios_produce_conflicts_and_converge() {
                 Conflict::ConcurrentCorrections { .. } => "concurrentCorrections",
                 Conflict::QuantityOverflow { .. } => "quantityOverflow",
                 Conflict::InvalidEvent { .. } => "invalidEvent",
+                Conflict::RuleViolation { .. } => "ruleViolation",
             });
         }
         for k in &seen {

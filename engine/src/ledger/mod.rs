@@ -385,6 +385,8 @@ impl Ledger {
     /// Read every event from the document and fold the views from scratch.
     fn rebuild_views(&mut self) {
         let mut views = Views::default();
+        // The rules events are judged by come from the replica, not the document: kept.
+        views.keep_rule_inputs(&mut self.views);
         let mut entries = Vec::new();
         let mut len = 0;
         if let Some(legacy) = &self.layout.legacy {
@@ -487,6 +489,34 @@ impl Ledger {
             .unwrap_or(0);
         let seen = ancestors_down_to(&self.doc, deps.to_vec(), floor);
         candidates.iter().map(|c| seen.contains(c)).collect()
+    }
+
+    /// A resource's state as a rule sees it, from the views (now).
+    pub(crate) fn resource_seen(&self, id: &Id) -> Option<crate::rules::ResourceSeen> {
+        let (state, _) = self.views.resource_state(id)?;
+        Some(crate::rules::ResourceSeen {
+            id: id.clone(),
+            unit: state.unit.clone(),
+            onhand: state.onhand,
+            accounting: state.accounting,
+            custodian: state.custodian.clone(),
+            accountable: state.primary_accountable.clone(),
+            location: state.location.clone(),
+            state: state.state.clone(),
+        })
+    }
+
+    /// Set the rules each event is judged by (the replica's rule index, `crate::rules`).
+    pub(crate) fn set_rule_inputs(
+        &mut self,
+        inputs: Vec<(
+            crate::views::OrderKey,
+            std::sync::Arc<crate::rules::EventRules>,
+        )>,
+    ) {
+        if !inputs.is_empty() {
+            self.views.set_rule_inputs(inputs, &DocCausality(&self.doc));
+        }
     }
 
     /// Whether the ledger holds this change.
@@ -826,6 +856,7 @@ impl Ledger {
             ObjectKind::Plan => "plan",
             ObjectKind::Proposal => "proposal",
             ObjectKind::Agreement => "agreement",
+            ObjectKind::RuleSet => "rules",
         };
         loop {
             let id = Id(format!("{prefix}-{}-{}", self.id_prefix, self.next_id));

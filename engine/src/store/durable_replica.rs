@@ -453,6 +453,13 @@ impl DurableReplica {
         Ok((r, signed))
     }
 
+    /// Publish the network's rule set (admins only; see [`Replica::set_rules`]), durably.
+    pub fn set_rules(&mut self, rules: crate::rules::RuleSet) -> Result<Vec<SignedChange>> {
+        let signed = self.replica.set_rules(rules)?;
+        self.persist(&signed, &[])?;
+        Ok(signed)
+    }
+
     /// Record one economic event, signed and durable.
     pub fn record_event(&mut self, event: impl Into<crate::NewEvent>) -> Result<Id> {
         let event = event.into();

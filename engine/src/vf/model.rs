@@ -85,6 +85,8 @@ pub enum ObjectKind {
     Proposal,
     /// [`Agreement`].
     Agreement,
+    /// A network's rule set ([`crate::rules::RuleSet`]; Reflow's own kind, not ValueFlows).
+    RuleSet,
 }
 
 impl ObjectKind {
@@ -104,11 +106,12 @@ impl ObjectKind {
             ObjectKind::Plan => "plans",
             ObjectKind::Proposal => "proposals",
             ObjectKind::Agreement => "agreements",
+            ObjectKind::RuleSet => "ruleSets",
         }
     }
 
     /// Every kind whose objects are mutable maps (all but events).
-    pub const MAPS: [ObjectKind; 12] = [
+    pub const MAPS: [ObjectKind; 13] = [
         ObjectKind::Agent,
         ObjectKind::Unit,
         ObjectKind::SpatialThing,
@@ -121,6 +124,7 @@ impl ObjectKind {
         ObjectKind::Plan,
         ObjectKind::Proposal,
         ObjectKind::Agreement,
+        ObjectKind::RuleSet,
     ];
 }
 
@@ -140,6 +144,7 @@ impl fmt::Display for ObjectKind {
             ObjectKind::Plan => "plan",
             ObjectKind::Proposal => "proposal",
             ObjectKind::Agreement => "agreement",
+            ObjectKind::RuleSet => "rule set",
         };
         f.write_str(s)
     }

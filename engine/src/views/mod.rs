@@ -28,6 +28,9 @@ pub use fold::{QuantityKind, TransferOf};
 pub use stored::StoredViewsError;
 pub use trace::{Trace, TraceNode, TraceStep};
 
+use std::sync::Arc;
+
+use crate::rules::{EventRules, ResourceSeen, Which};
 use crate::vf::{EconomicEvent, Id, Measure, Quantity};
 
 /// The position of an event in the ledger's total order: the Lamport counter of the
@@ -137,6 +140,25 @@ pub enum Conflict {
         /// The event.
         event: Id,
     },
+    /// An event breaks a *flag* rule of the network's rule set in force in its causal past, or
+    /// a rule could not be evaluated for it (then `error` says why: a rule that fails is
+    /// never a silent pass). The event stands (docs/rules.md).
+    #[serde(rename_all = "camelCase")]
+    RuleViolation {
+        /// The event.
+        event: Id,
+        /// The rule's name.
+        rule: String,
+        /// The rule's outcome (`flag`, or `refuse` for a refuse rule that failed to evaluate).
+        outcome: crate::rules::Outcome,
+        /// The rule's message, or what went wrong evaluating it.
+        message: String,
+        /// The rule set version that judged it.
+        version: u64,
+        /// The evaluation error, if the rule could not be evaluated.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     /// An event from a peer could not be read or breaks the ledger's rules; it is not applied.
     #[serde(rename_all = "camelCase")]
     InvalidEvent {
@@ -155,6 +177,7 @@ impl Conflict {
             | Conflict::DoubleTransfer { event, .. }
             | Conflict::EventOnRemovedResource { event, .. }
             | Conflict::QuantityOverflow { event, .. }
+            | Conflict::RuleViolation { event, .. }
             | Conflict::InvalidEvent { event, .. } => event,
             Conflict::ConcurrentCorrections { applied, .. } => applied,
         }
@@ -175,6 +198,12 @@ struct ResourceFold {
     state: FoldState,
     removed_by: Option<Id>,
     conflicts: Vec<Conflict>,
+    /// For rules: whether the recorder of an event had seen every earlier event on this
+    /// resource (memo, filled as rules need it; cleared when the resource folds again).
+    sees_all: HashMap<OrderKey, bool>,
+    /// The last event folded and the state just before it, while rules are in use: rules
+    /// that arrive for that event (a local write's) are judged without folding again.
+    before_last: Option<(OrderKey, FoldState)>,
 }
 
 /// The cached views over a ledger's events.
@@ -194,6 +223,11 @@ pub struct Views {
     creators: HashMap<Id, BTreeSet<OrderKey>>,
     correction_conflicts: BTreeMap<OrderKey, Conflict>,
     invalid: BTreeMap<OrderKey, Conflict>,
+    /// The rules each event is judged by (set by the replica, `crate::rules`).
+    rule_inputs: HashMap<OrderKey, Arc<EventRules>>,
+    /// Rule findings of events that touch no resource (the others' are in their resource's
+    /// fold: they are found again whenever it folds again).
+    rule_flags: BTreeMap<OrderKey, Vec<Conflict>>,
 }
 
 /// A serializer helper: conflicts sorted in the one order every replica uses.
@@ -310,6 +344,14 @@ impl Views {
                     .or_default()
                     .insert(key.clone());
                 corrections_changed.insert(target);
+            }
+            if !self.rule_inputs.is_empty() && fold::sides(e).is_empty() {
+                if let Some(r) = self.rule_inputs.get(&key) {
+                    let found = judge_rules(r, e, None);
+                    if !found.is_empty() {
+                        self.rule_flags.insert(key.clone(), found);
+                    }
+                }
             }
             for (rid, side) in fold::sides(e) {
                 let f = self.resources.entry(rid.clone()).or_default();
@@ -434,6 +476,8 @@ impl Views {
         f.state = FoldState::default();
         f.conflicts.clear();
         f.removed_by = None;
+        f.sees_all.clear();
+        f.before_last = None;
         let events: Vec<(OrderKey, Side)> = f.events.clone();
         let removed = self.removal(rid);
         if let Some(f) = self.resources.get_mut(rid) {
@@ -445,6 +489,12 @@ impl Views {
     }
 
     fn fold_step(&mut self, rid: &Id, key: &OrderKey, side: Side, causality: &dyn Causality) {
+        self.rule_step(rid, key, side, causality);
+        if !self.rule_inputs.is_empty() {
+            if let Some(f) = self.resources.get_mut(rid) {
+                f.before_last = Some((key.clone(), f.state.clone()));
+            }
+        }
         if self.excluded.contains(key) {
             return;
         }
@@ -498,6 +548,219 @@ impl Views {
         if let Some(f) = self.resources.get_mut(rid) {
             f.state = state;
             f.conflicts.extend(conflicts);
+        }
+    }
+
+    /// Judge the event at `key` by its rules with its first resource's state as its recorder
+    /// saw it (before the event): only on that resource's fold, so once per fold.
+    fn rule_step(&mut self, rid: &Id, key: &OrderKey, side: Side, causality: &dyn Causality) {
+        if self.rule_inputs.is_empty() {
+            return;
+        }
+        let Some(r) = self.rule_inputs.get(key).cloned() else {
+            return;
+        };
+        let Some(entry) = self.entries.get(key) else {
+            return;
+        };
+        let first = fold::sides(&entry.event)
+            .first()
+            .map(|(r, s)| ((*r).clone(), *s));
+        if first != Some((rid.clone(), side)) {
+            return;
+        }
+        let before = self
+            .resources
+            .get(rid)
+            .map(|f| f.state.clone())
+            .unwrap_or_default();
+        self.judge_on_resource(rid, key, &r, before, causality);
+    }
+
+    /// Judge the event at `key` by `r`, its resource `rid` being in state `before` just
+    /// before it in the order; the findings go with the resource's conflicts.
+    fn judge_on_resource(
+        &mut self,
+        rid: &Id,
+        key: &OrderKey,
+        r: &EventRules,
+        before: FoldState,
+        causality: &dyn Causality,
+    ) {
+        let seen = if r.rules.reads_resource() {
+            let state = self.state_as_seen(rid, key, causality, before);
+            Some(ResourceSeen {
+                id: rid.clone(),
+                unit: state.unit,
+                onhand: state.onhand,
+                accounting: state.accounting,
+                custodian: state.custodian,
+                accountable: state.primary_accountable,
+                location: state.location,
+                state: state.state,
+            })
+        } else {
+            None
+        };
+        let Some(entry) = self.entries.get(key) else {
+            return;
+        };
+        let found = judge_rules(r, &entry.event, seen.as_ref());
+        if let Some(f) = self.resources.get_mut(rid) {
+            f.conflicts.extend(found);
+        }
+    }
+
+    /// The state of `rid` as the recorder of the event at `key` saw it: the events on `rid`
+    /// in that event's causal past, folded. Called while `rid` folds, just before that event,
+    /// so the fold state (`before`) holds every earlier event; when the recorder had seen them all (the
+    /// usual case, checked along the chain of earlier events, each against the one before
+    /// it) that is the answer, else the seen ones are folded apart.
+    fn state_as_seen(
+        &mut self,
+        rid: &Id,
+        key: &OrderKey,
+        causality: &dyn Causality,
+        before: FoldState,
+    ) -> FoldState {
+        let Some(f) = self.resources.get(rid) else {
+            return FoldState::default();
+        };
+        let pos = f.events.partition_point(|(k, _)| k < key);
+        if self.sees_all_before(rid, pos, causality) {
+            return before;
+        }
+        let Some(f) = self.resources.get(rid) else {
+            return FoldState::default();
+        };
+        let earlier: Vec<(OrderKey, Side)> = f.events[..pos].to_vec();
+        let keys: Vec<OrderKey> = earlier.iter().map(|(k, _)| k.clone()).collect();
+        let seen = causality.in_causal_past(key, &keys);
+        let mut state = FoldState::default();
+        for ((k, side), seen) in earlier.iter().zip(seen) {
+            if !seen || self.excluded.contains(k) {
+                continue;
+            }
+            let Some(e) = self.entries.get(k) else {
+                continue;
+            };
+            let creates = e.event.created_resource.as_ref() == Some(rid)
+                || self.stands_in_for_creator(k, rid);
+            let _ = state.apply(&e.event, *side, creates);
+        }
+        state
+    }
+
+    /// Whether the recorder of the event at position `pos` of `rid`'s events had seen every
+    /// earlier one: event i saw all before it if it saw event i-1 and event i-1 saw all before
+    /// it. Memoised per resource.
+    fn sees_all_before(&mut self, rid: &Id, pos: usize, causality: &dyn Causality) -> bool {
+        let Some(f) = self.resources.get(rid).filter(|f| pos < f.events.len()) else {
+            return true;
+        };
+        // Walk back to the latest position whose answer is known (position 0: nothing earlier).
+        let mut start = pos;
+        while start > 0 && !f.sees_all.contains_key(&f.events[start].0) {
+            start -= 1;
+        }
+        let mut known = if start == 0 {
+            true
+        } else {
+            f.sees_all[&f.events[start].0]
+        };
+        let keys: Vec<OrderKey> = f.events[start..=pos]
+            .iter()
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut out = Vec::new();
+        for (i, k) in keys.iter().enumerate().skip(1) {
+            let prev = &keys[i - 1];
+            // One actor's changes are causally ordered (Automerge's own clocks count on it:
+            // a clock covers an actor's changes up to a sequence number), so an earlier op of
+            // the same actor is in the causal past without walking the change graph, which
+            // in Automerge 0.12 costs building every change it visits.
+            let seen = (prev.actor == k.actor && prev.counter < k.counter)
+                || causality.in_causal_past(k, std::slice::from_ref(prev))[0];
+            known = known && seen;
+            out.push((k.clone(), known));
+        }
+        if start == 0 {
+            if let Some(k) = keys.first() {
+                out.push((k.clone(), true));
+            }
+        }
+        if let Some(f) = self.resources.get_mut(rid) {
+            f.sees_all.extend(out);
+            return f
+                .events
+                .get(pos)
+                .and_then(|(k, _)| f.sees_all.get(k))
+                .copied()
+                .unwrap_or(known);
+        }
+        known
+    }
+
+    /// Take the rule inputs of `old` (views about to be rebuilt from the same document).
+    pub(crate) fn keep_rule_inputs(&mut self, old: &mut Views) {
+        self.rule_inputs = std::mem::take(&mut old.rule_inputs);
+    }
+
+    /// Set the rules events are judged by (`crate::rules`): an event already held is judged
+    /// again (its resource folds again).
+    pub(crate) fn set_rule_inputs(
+        &mut self,
+        inputs: Vec<(OrderKey, Arc<EventRules>)>,
+        causality: &dyn Causality,
+    ) {
+        let mut refold: BTreeSet<Id> = BTreeSet::new();
+        let mut direct: Vec<(Id, OrderKey, Arc<EventRules>)> = Vec::new();
+        for (key, r) in inputs {
+            if let Some(entry) = self.entries.get(&key) {
+                match fold::sides(&entry.event).first() {
+                    Some((rid, _)) => {
+                        let rid = (*rid).clone();
+                        // The last event folded into its resource (a local write): judged with
+                        // the state kept from just before it; anything else folds again.
+                        let last = self.resources.get(&rid).is_some_and(|f| {
+                            f.events.last().map(|(k, _)| k) == Some(&key)
+                                && f.before_last.as_ref().map(|(k, _)| k) == Some(&key)
+                        });
+                        if last {
+                            direct.push((rid, key.clone(), r.clone()));
+                        } else {
+                            refold.insert(rid);
+                        }
+                    }
+                    None => {
+                        let found = judge_rules(&r, &entry.event, None);
+                        self.rule_flags.remove(&key);
+                        if !found.is_empty() {
+                            self.rule_flags.insert(key.clone(), found);
+                        }
+                    }
+                }
+            }
+            self.rule_inputs.insert(key, r);
+        }
+        for (rid, key, r) in direct {
+            if refold.contains(&rid) {
+                continue;
+            }
+            let Some(before) = self
+                .resources
+                .get(&rid)
+                .and_then(|f| f.before_last.as_ref())
+                .filter(|(k, _)| *k == key)
+                .map(|(_, s)| s.clone())
+            else {
+                refold.insert(rid);
+                continue;
+            };
+            self.judge_on_resource(&rid, &key, &r, before, causality);
+        }
+        for rid in refold {
+            self.refold(&rid, causality);
         }
     }
 
@@ -588,9 +851,33 @@ impl Views {
                 .chain(self.invalid.iter())
                 .map(|(k, c)| (k.clone(), c.clone())),
         );
+        for (k, found) in &self.rule_flags {
+            all.extend(found.iter().map(|c| (k.clone(), c.clone())));
+        }
         sort_conflicts(&mut all);
         all.into_iter().map(|(_, c)| c).collect()
     }
+}
+
+/// The rule findings on one event, as conflicts.
+fn judge_rules(
+    r: &EventRules,
+    event: &EconomicEvent,
+    seen: Option<&ResourceSeen>,
+) -> Vec<Conflict> {
+    let version = r.rules.rule_set().version;
+    r.rules
+        .evaluate(event, &r.recorder, seen, Which::All)
+        .into_iter()
+        .map(|f| Conflict::RuleViolation {
+            event: event.id.clone(),
+            rule: f.rule,
+            outcome: f.outcome,
+            message: f.message,
+            version,
+            error: f.error,
+        })
+        .collect()
 }
 
 /// Serialize an [`OrderKey`] as its id string.

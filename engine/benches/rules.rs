@@ -1,0 +1,196 @@
+//! What network rules cost (issue 15, item 7), with the food-market template.
+//!
+//! 1. Rule evaluation per event: `CompiledRules::evaluate` (every rule of the template, with
+//!    the event's resource as seen) for the events of the 100,000-event workload.
+//!    Target: median ≤ 20 µs.
+//! 2. Initial load of 100,000 changes: `Replica::join` of a history whose rule set is the
+//!    food-market template (published right after the genesis objects, so every event is
+//!    judged: refuse rules at admission, flag rules in the views, resource state as seen)
+//!    next to the same workload without rules, same run. Target: ≤ 1.2x.
+//!
+//! `cargo bench -p reflow --bench rules`. In criterion's test mode the ledger has 1,000
+//! events.
+
+#[allow(dead_code)] // each benchmark uses part of it
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{seeded_replica, test_mode, Report, Samples, Workload};
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
+use reflow::rules::{template, Recorder, ResourceSeen, Which};
+use reflow::{DeviceKey, EventFilter, Id, Quantity, Replica, Role, SignedChange};
+
+const BIG: usize = 100_000;
+
+fn history(n: usize, rules: bool) -> (reflow::NetworkId, Vec<SignedChange>, Replica) {
+    let (mut source, _) = seeded_replica();
+    if rules {
+        source
+            .set_rules(template("food-market").expect("template"))
+            .expect("rules");
+    }
+    let mut w = Workload::new(11);
+    for e in w.take(n) {
+        source.write(|l| l.record_event(e)).expect("record");
+    }
+    (source.network(), source.signed_changes_since(&[]), source)
+}
+
+fn rules(c: &mut Criterion) {
+    let report = Report::default();
+    let [eval, with, without, open_with, open_without] =
+        std::array::from_fn(|_| Samples::default());
+    let big = if test_mode() { 1_000 } else { BIG };
+
+    let (network, plain, _) = history(big, false);
+    let (_, ruled, source) = history(big, true);
+    let flagged = source
+        .ledger()
+        .conflicts()
+        .iter()
+        .filter(|c| matches!(c, reflow::Conflict::RuleViolation { .. }))
+        .count();
+    assert_eq!(flagged, 0, "the workload keeps the market's rules");
+    let compiled = template("food-market")
+        .expect("template")
+        .compile()
+        .expect("compiles");
+    let events = source.ledger().events(&EventFilter::default());
+    let recorder = Recorder {
+        device: source.device().to_string(),
+        agent: Id::from("admin"),
+        role: Role::Admin,
+    };
+    let seen = ResourceSeen {
+        id: Id::from("r1"),
+        unit: Some(Id::from("kg")),
+        onhand: Quantity::from_i64(10_000),
+        accounting: Quantity::from_i64(10_000),
+        custodian: Some(Id::from("ana")),
+        accountable: Some(Id::from("ana")),
+        location: None,
+        state: None,
+    };
+
+    let mut g = c.benchmark_group("rules/evaluate");
+    g.sample_size(20).measurement_time(Duration::from_secs(3));
+    let mut next = 0;
+    g.bench_function(format!("food-market, per event of {big}"), |b| {
+        b.iter_custom(|iters| {
+            let t = Instant::now();
+            for _ in 0..iters {
+                let e = &events[next % events.len()];
+                next += 1;
+                let found = compiled.evaluate(e, &recorder, Some(&seen), Which::All);
+                assert!(found.is_empty());
+            }
+            eval.record(iters, t.elapsed())
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("rules/initial load");
+    g.sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .measurement_time(Duration::from_secs(if test_mode() { 1 } else { 60 }));
+    g.bench_function(
+        format!("Replica::join {big} changes, food-market rules"),
+        |b| {
+            b.iter_custom(|iters| {
+                let t = Instant::now();
+                for _ in 0..iters {
+                    let (r, receipt) = Replica::join(
+                        network_of(&ruled),
+                        DeviceKey::generate().expect("key"),
+                        ruled.clone(),
+                    )
+                    .expect("join");
+                    assert!(receipt.refused.is_empty());
+                    assert!(r.rules().is_some());
+                }
+                with.record(iters, t.elapsed())
+            })
+        },
+    );
+    g.bench_function(format!("Replica::join {big} changes, no rules"), |b| {
+        b.iter_custom(|iters| {
+            let t = Instant::now();
+            for _ in 0..iters {
+                Replica::join(network, DeviceKey::generate().expect("key"), plain.clone())
+                    .expect("join");
+            }
+            without.record(iters, t.elapsed())
+        })
+    });
+    g.finish();
+
+    // Reopening from the saved document (as a node opens its store): with rules the replica
+    // reads every stored change again to rebuild its rule index.
+    let (joined_with, _) = Replica::join(
+        network_of(&ruled),
+        DeviceKey::generate().expect("key"),
+        ruled.clone(),
+    )
+    .expect("join");
+    let (joined_without, _) =
+        Replica::join(network, DeviceKey::generate().expect("key"), plain.clone()).expect("join");
+    let mut g = c.benchmark_group("rules/reopen");
+    g.sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .measurement_time(Duration::from_secs(if test_mode() { 1 } else { 30 }));
+    for (name, replica, history, samples) in [
+        ("food-market rules", &joined_with, &ruled, &open_with),
+        ("no rules", &joined_without, &plain, &open_without),
+    ] {
+        let saved = replica.ledger().save();
+        let net = network_of(history);
+        g.bench_function(format!("Replica::open {big} changes, {name}"), |b| {
+            b.iter_custom(|iters| {
+                let t = Instant::now();
+                for _ in 0..iters {
+                    let signatures = history.iter().map(|c| (c.hash(), c.signature)).collect();
+                    let ledger = reflow::Ledger::load(&saved, common::actor(7)).expect("load");
+                    let r = Replica::open(
+                        ledger,
+                        DeviceKey::generate().expect("key"),
+                        net,
+                        signatures,
+                        Vec::new(),
+                    )
+                    .expect("open");
+                    assert_eq!(r.ledger().event_count(), big);
+                }
+                samples.record(iters, t.elapsed())
+            })
+        });
+    }
+    g.finish();
+
+    let us = |s: &Samples| s.median().map_or(f64::NAN, |v| v * 1e6);
+    let ms = |s: &Samples| s.median().map_or(f64::NAN, |v| v * 1e3);
+    report.line(format!(
+        "rule evaluation (food-market, both rules, resource as seen): median {:.2} us per event",
+        us(&eval)
+    ));
+    report.line(format!(
+        "initial load of {big} changes: Replica::join with the food-market rules {:.0} ms, without rules {:.0} ms; with / without = {:.2}",
+        ms(&with),
+        ms(&without),
+        ms(&with) / ms(&without)
+    ));
+    report.line(format!(
+        "reopen from the saved document, {big} changes: with the food-market rules {:.0} ms, without rules {:.0} ms; with / without = {:.2}",
+        ms(&open_with),
+        ms(&open_without),
+        ms(&open_with) / ms(&open_without)
+    ));
+}
+
+/// The network of a history (its genesis change's hash).
+fn network_of(history: &[SignedChange]) -> reflow::NetworkId {
+    reflow::NetworkId(history[0].hash().0)
+}
+
+criterion_group!(benches, rules);
+criterion_main!(benches);

@@ -1,0 +1,308 @@
+//! The rule sets of a network as its accepted changes published them, and which one is in
+//! force in any change's causal past.
+//!
+//! Every accepted change that writes the rule set (kind `ruleSets`, id `network`) makes a
+//! *version*: the rule set in force in its causal past with the fields it writes. The rule set
+//! in force for a change is, of the versions in its causal past, the one with the highest
+//! version number (ties, from two admins publishing concurrently: the greater change hash).
+//! That is a function of the causal past alone (a maximum over the dependencies' own), so it
+//! is the same on every replica whatever order changes arrived in, and a replica holding a
+//! newer version still judges an older change by the version its recorder had.
+//!
+//! Pure: no I/O.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use automerge::legacy::{Key, OpType};
+use automerge::{ActorId, ChangeHash, ExpandedChange, ScalarValue};
+
+use super::{CompiledRules, Recorder, RuleSet, Which, RULE_SET_ID};
+use crate::ledger::schema::ObjectKey;
+use crate::membership::{Member, Rejection, Role};
+use crate::vf::{EconomicEvent, ObjectKind};
+use crate::views::OrderKey;
+
+/// One published version.
+#[derive(Debug, Clone)]
+pub(crate) struct Version {
+    /// The change that published it.
+    pub change: ChangeHash,
+    /// Its compiled rules.
+    pub rules: Arc<CompiledRules>,
+}
+
+/// What the views need to judge one event by the rules: the rules in force in its causal
+/// past and its recorder.
+#[derive(Debug, Clone)]
+pub(crate) struct EventRules {
+    pub rules: Arc<CompiledRules>,
+    pub recorder: Recorder,
+}
+
+/// What [`RuleIndex::judge`] found in a change, for [`RuleIndex::admit`].
+#[derive(Debug, Clone)]
+struct Staged {
+    change: ChangeHash,
+    version: Option<Arc<CompiledRules>>,
+}
+
+/// The rule-set versions of the accepted changes; see the module documentation.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct RuleIndex {
+    versions: Vec<Version>,
+    /// The version in force for each accepted change that has one in its causal past (or
+    /// publishes one). Absent: no rule set.
+    in_force: HashMap<ChangeHash, u32>,
+    /// Events of accepted changes under a rule set, for the views (drained by the replica).
+    pending: Vec<(OrderKey, Arc<EventRules>)>,
+    staged: Option<Staged>,
+}
+
+fn refuse_rules(detail: impl Into<String>) -> Rejection {
+    Rejection::InvalidRules {
+        detail: detail.into(),
+    }
+}
+
+/// The recorder of a change, as rules see it.
+pub(crate) fn recorder(m: &Member) -> Recorder {
+    Recorder {
+        device: m.device.to_string(),
+        agent: m.agent.clone(),
+        role: m.role,
+    }
+}
+
+/// The events a change records: (op index, JSON text). An event is a put in an event bucket
+/// under the op's own id (`<counter>@<actor>`); admission has checked that such keys occur
+/// only there (object-bucket keys are JSON arrays).
+fn events(change: &ExpandedChange) -> impl Iterator<Item = (usize, &str)> + '_ {
+    change
+        .operations
+        .iter()
+        .enumerate()
+        .filter_map(|(i, op)| match (&op.key, &op.action) {
+            (Key::Map(k), OpType::Put(ScalarValue::Str(text)))
+                if !k.starts_with('[') && k.contains('@') =>
+            {
+                Some((i, text.as_str()))
+            }
+            _ => None,
+        })
+}
+
+impl RuleIndex {
+    /// The version in force for a change with these dependencies.
+    fn in_force_of(&self, deps: &[ChangeHash]) -> Option<u32> {
+        deps.iter()
+            .filter_map(|d| self.in_force.get(d).copied())
+            .max_by_key(|i| {
+                let v = &self.versions[*i as usize];
+                (v.rules.rule_set().version, v.change)
+            })
+    }
+
+    /// The rules in force for a change with these dependencies.
+    pub(crate) fn rules_for(&self, deps: &[ChangeHash]) -> Option<&Arc<CompiledRules>> {
+        self.in_force_of(deps)
+            .map(|i| &self.versions[i as usize].rules)
+    }
+
+    /// The rules in force at `heads` (what a new change would be judged by).
+    pub(crate) fn in_force_at(&self, heads: &[ChangeHash]) -> Option<&Arc<CompiledRules>> {
+        self.rules_for(heads)
+    }
+
+    /// Every published version, oldest first (in the order accepted).
+    pub(crate) fn versions(&self) -> impl Iterator<Item = &Version> {
+        self.versions.iter()
+    }
+
+    /// Judge what a change does to the rules and what the rules say of its events: a rule-set
+    /// write by an admin, with a version above the one in force in its causal past, that
+    /// compiles; every event kept by the refuse rules in force in its causal past.
+    pub(crate) fn judge(
+        &mut self,
+        change: &ExpandedChange,
+        hash: ChangeHash,
+        deps: &[ChangeHash],
+        author: &Member,
+    ) -> Result<(), Rejection> {
+        let version = self.publication(change, deps, Some(author))?;
+        // The events, by the refuse rules in force in the causal past (a rule set this
+        // change publishes judges only the changes that come after it).
+        if let Some(rules) = self.rules_for(deps).filter(|r| r.has_refusals()) {
+            let rec = recorder(author);
+            for (i, text) in events(change) {
+                let Ok(mut event) = serde_json::from_str::<EconomicEvent>(text) else {
+                    continue; // admission refuses an unreadable event
+                };
+                event.id = crate::vf::Id(format!(
+                    "{}@{}",
+                    change.start_op.get() + i as u64,
+                    change.actor_id
+                ));
+                if let Some(f) = rules
+                    .evaluate(&event, &rec, None, Which::Refuse)
+                    .into_iter()
+                    .next()
+                {
+                    return Err(Rejection::RuleRefused {
+                        rule: f.rule,
+                        message: f.message,
+                        event: event.id.to_string(),
+                        version: rules.rule_set().version,
+                    });
+                }
+            }
+        }
+        self.staged = Some(Staged {
+            change: hash,
+            version,
+        });
+        Ok(())
+    }
+
+    /// The rule-set version a change publishes, if it writes the rule set. `author`: the
+    /// author, whose role is checked (None: a stored change, accepted earlier).
+    fn publication(
+        &self,
+        change: &ExpandedChange,
+        deps: &[ChangeHash],
+        author: Option<&Member>,
+    ) -> Result<Option<Arc<CompiledRules>>, Rejection> {
+        let past_rules = self.rules_for(deps);
+        // Rule-set writes: collect the fields this change puts.
+        let mut fields: BTreeMap<String, &str> = BTreeMap::new();
+        let mut writes = false;
+        for op in &change.operations {
+            let Key::Map(k) = &op.key else { continue };
+            if !k.starts_with("[\"ruleSets\"") {
+                continue;
+            }
+            let Some(parsed) = ObjectKey::parse(k) else {
+                continue;
+            };
+            let (kind, id, field) = match &parsed {
+                ObjectKey::Marker(kind, id) => (*kind, id, None),
+                ObjectKey::Field(kind, id, f) => (*kind, id, Some(f)),
+            };
+            if kind != ObjectKind::RuleSet {
+                continue;
+            }
+            writes = true;
+            if let Some(a) = author.filter(|a| a.role != Role::Admin) {
+                return Err(Rejection::RulesNotByAdmin { device: a.device });
+            }
+            if id != RULE_SET_ID {
+                return Err(refuse_rules(format!(
+                    "a rule set with id {id:?}: a network has one, {RULE_SET_ID:?}"
+                )));
+            }
+            match (field, &op.action) {
+                (Some(f), OpType::Put(ScalarValue::Str(text))) => {
+                    fields.insert(f.clone(), text.as_str());
+                }
+                (Some(f), OpType::Delete) => {
+                    return Err(refuse_rules(format!(
+                        "deletes the field {f} of the rule set"
+                    )))
+                }
+                (None, _) => {}
+                (Some(f), _) => return Err(refuse_rules(format!("field {f} is not JSON text"))),
+            }
+        }
+        if !writes {
+            return Ok(None);
+        }
+        if !fields.contains_key("version") {
+            return Err(refuse_rules(
+                "a rule-set write that does not set a new version",
+            ));
+        }
+        let mut json = match past_rules {
+            Some(r) => {
+                serde_json::to_value(r.rule_set()).map_err(|e| refuse_rules(e.to_string()))?
+            }
+            None => serde_json::json!({}),
+        };
+        if let Some(obj) = json.as_object_mut() {
+            for (f, text) in &fields {
+                let value: serde_json::Value = serde_json::from_str(text)
+                    .map_err(|e| refuse_rules(format!("field {f}: {e}")))?;
+                obj.insert(f.clone(), value);
+            }
+        }
+        let mut set: RuleSet = serde_json::from_value(json)
+            .map_err(|e| refuse_rules(format!("not a rule set: {e}")))?;
+        set.id = crate::vf::Id::from(RULE_SET_ID);
+        if let Some(p) = past_rules {
+            let before = p.rule_set().version;
+            if set.version <= before {
+                return Err(refuse_rules(format!(
+                    "version {} is not above version {before}, in force in its causal past",
+                    set.version
+                )));
+            }
+        }
+        let compiled = set.compile().map_err(|e| refuse_rules(e.to_string()))?;
+        Ok(Some(Arc::new(compiled)))
+    }
+
+    /// Index an accepted change (after [`RuleIndex::judge`] accepted it, or when a replica
+    /// opens stored changes that were accepted earlier: then `judged` is false and the change
+    /// is read without judging).
+    pub(crate) fn admit(
+        &mut self,
+        change: &ExpandedChange,
+        hash: ChangeHash,
+        deps: &[ChangeHash],
+        author: Option<&Member>,
+    ) {
+        let staged = self.staged.take().filter(|s| s.change == hash);
+        let version = match staged {
+            Some(s) => s.version,
+            // A stored change, accepted earlier: read what it publishes.
+            None => self.publication(change, deps, None).ok().flatten(),
+        };
+        let past = self.in_force_of(deps);
+        if let (Some(rules), Some(author)) =
+            (past.map(|i| &self.versions[i as usize].rules), author)
+        {
+            let shared = Arc::new(EventRules {
+                rules: rules.clone(),
+                recorder: recorder(author),
+            });
+            let actor: &ActorId = &change.actor_id;
+            for (i, _) in events(change) {
+                self.pending.push((
+                    OrderKey {
+                        counter: change.start_op.get() + i as u64,
+                        actor: actor.clone(),
+                    },
+                    shared.clone(),
+                ));
+            }
+        }
+        let own = match version {
+            Some(rules) => {
+                let i = self.versions.len() as u32;
+                self.versions.push(Version {
+                    change: hash,
+                    rules,
+                });
+                Some(i)
+            }
+            None => past,
+        };
+        if let Some(i) = own {
+            self.in_force.insert(hash, i);
+        }
+    }
+
+    /// Take the events waiting to be judged by the views.
+    pub(crate) fn take_pending(&mut self) -> Vec<(OrderKey, Arc<EventRules>)> {
+        std::mem::take(&mut self.pending)
+    }
+}

@@ -1,0 +1,757 @@
+//! Network rules: each economic network's own governance, written down as data in its ledger
+//! and judged identically on every replica (docs/rules.md).
+//!
+//! A network's [`RuleSet`] is an object of the ledger (kind `ruleSets`, id `network`), written
+//! only by admins, versioned. Each [`Rule`] is an expression of the Common Expression Language
+//! (crate `cel`) that must hold for an economic event; it is compiled and checked before it is
+//! written ([`RuleSet::compile`]) and again by every replica that admits the write. A rule's
+//! outcome is either *refuse* (the change recording the event is quarantined with the rule's
+//! name and message: [`crate::Rejection::RuleRefused`]) or *flag* (the event stands, and a
+//! [`crate::Conflict::RuleViolation`] names it and the rule). A rule that fails to evaluate
+//! is a flagged error, never a silent pass.
+//!
+//! What a rule sees, and nothing else: `event` (the event as recorded), `recorder` (the
+//! recording device, the agent it acts for and its role in the change's causal past) and, for
+//! flag rules only, `resource` (the state of the event's resource at the event's place in
+//! the ledger's order). No clock, no randomness, no I/O, no floating point, no loops: every
+//! rule is a bounded, side-effect-free expression whose value depends only on those inputs.
+//!
+//! Pure: no I/O.
+
+mod index;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cel::common::ast::{EntryExpr, Expr, LiteralValue};
+use cel::objects::{Key, Value};
+use cel::{Context, Env, IdedExpr, Program};
+use serde::{Deserialize, Serialize};
+
+use crate::membership::Role;
+use crate::vf::{Action, EconomicEvent, Id, Measure, ObjectKind, Quantity, VfObject};
+
+pub(crate) use index::{EventRules, RuleIndex};
+
+/// The id of a network's one rule set.
+pub const RULE_SET_ID: &str = "network";
+/// Most rules in one rule set.
+pub const MAX_RULES: usize = 64;
+/// Longest rule expression, in bytes.
+pub const MAX_CHECK_BYTES: usize = 2048;
+/// Most syntax-tree nodes of one rule expression: evaluating a rule costs at most this many
+/// steps (plus the length of the strings it compares), since the language has no loops here.
+pub const MAX_NODES: usize = 256;
+/// Longest rule name or message, in bytes.
+pub const MAX_TEXT_BYTES: usize = 512;
+
+/// What happens to an event a rule does not hold for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Outcome {
+    /// The change that records it is refused at admission and quarantined.
+    Refuse,
+    /// The event stands; a `RuleViolation` conflict names it and the rule.
+    Flag,
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Outcome::Refuse => "refuse",
+            Outcome::Flag => "flag",
+        })
+    }
+}
+
+/// One rule: for the events it applies to, `check` must be true.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rule {
+    /// The rule's name, unique in its set: how refusals and flags name it.
+    pub name: String,
+    /// Refuse or flag.
+    pub outcome: Outcome,
+    /// The actions it applies to (empty: every event).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<Action>,
+    /// A CEL expression over `event`, `recorder` (and `resource` for flag rules) that is true
+    /// for an event that keeps the rule.
+    pub check: String,
+    /// What a person is told when an event breaks the rule.
+    pub message: String,
+}
+
+/// A network's rules, as stored in its ledger (kind `ruleSets`, id [`RULE_SET_ID`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuleSet {
+    /// Id (always [`RULE_SET_ID`]).
+    #[serde(skip)]
+    pub id: Id,
+    /// A display name ("Saturday market rules").
+    pub name: String,
+    /// The version: every publication raises it above the version in force in its causal
+    /// past.
+    pub version: u64,
+    /// The rules.
+    pub rules: Vec<Rule>,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl VfObject for RuleSet {
+    const KIND: ObjectKind = ObjectKind::RuleSet;
+    fn id(&self) -> &Id {
+        &self.id
+    }
+    fn set_id(&mut self, id: Id) {
+        self.id = id;
+    }
+}
+
+/// Why a rule set cannot be compiled (it is refused at write and at admission).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleError {
+    /// The rule set is not readable JSON of a rule set.
+    #[error("not a rule set: {0}")]
+    Unreadable(String),
+    /// More rules than [`MAX_RULES`].
+    #[error("{0} rules; at most {MAX_RULES}")]
+    TooManyRules(usize),
+    /// Two rules share a name.
+    #[error("two rules are named {0:?}")]
+    DuplicateName(String),
+    /// A name or message is empty or too long.
+    #[error("rule {rule:?}: {detail}")]
+    BadText {
+        /// The rule.
+        rule: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The expression does not parse.
+    #[error("rule {rule:?}: the check does not parse: {detail}")]
+    Parse {
+        /// The rule.
+        rule: String,
+        /// The parser's message.
+        detail: String,
+    },
+    /// The expression uses something a rule may not (a floating-point number, a loop, an
+    /// unknown variable or function), or is too large.
+    #[error("rule {rule:?}: {detail}")]
+    NotAllowed {
+        /// The rule.
+        rule: String,
+        /// What it uses.
+        detail: String,
+    },
+}
+
+/// The recording device as a rule sees it: `recorder.device`, `recorder.agent`,
+/// `recorder.role` (`"admin"`, `"member"`, `"observer"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recorder {
+    /// The device id (hex).
+    pub device: String,
+    /// The agent the device acts for.
+    pub agent: Id,
+    /// Its role in the change's causal past.
+    pub role: Role,
+}
+
+/// The state of an event's resource as a flag rule sees it (`resource`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ResourceSeen {
+    /// The resource.
+    pub id: Id,
+    /// Its unit, if known.
+    pub unit: Option<Id>,
+    /// Onhand quantity.
+    pub onhand: Quantity,
+    /// Accounting quantity.
+    pub accounting: Quantity,
+    /// Custodian.
+    pub custodian: Option<Id>,
+    /// Primary accountable agent.
+    pub accountable: Option<Id>,
+    /// Current location.
+    pub location: Option<Id>,
+    /// State (pass/fail...).
+    pub state: Option<String>,
+}
+
+/// A rule an event does not keep, or could not be judged by.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Finding {
+    /// The rule's name.
+    pub rule: String,
+    /// Its outcome.
+    pub outcome: Outcome,
+    /// The rule's message, or (evaluation error) what went wrong.
+    pub message: String,
+    /// The evaluation error, if the rule could not be evaluated (it is flagged, whatever
+    /// its outcome).
+    pub error: Option<String>,
+}
+
+struct Compiled {
+    rule: Rule,
+    program: Program,
+    uses: Uses,
+}
+
+/// A compiled rule set: what replicas evaluate.
+pub struct CompiledRules {
+    set: RuleSet,
+    rules: Vec<Compiled>,
+    env: Arc<Env>,
+    has_flags: bool,
+    /// What the rules read, all together (refuse rules alone: `uses_refuse`).
+    uses: Uses,
+    uses_refuse: Uses,
+}
+
+impl std::fmt::Debug for CompiledRules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompiledRules")
+            .field("version", &self.set.version)
+            .field("rules", &self.rules.len())
+            .finish()
+    }
+}
+
+/// Which rules [`CompiledRules::evaluate`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    /// Refuse rules only (admission).
+    Refuse,
+    /// Every rule (the views: flag rules, and refuse rules that fail to evaluate).
+    All,
+}
+
+/// Functions and operators a rule may call. Everything else (`double`, `timestamp`,
+/// `duration`, `matches`, the optional library, macros that loop) is refused.
+const ALLOWED_CALLS: &[&str] = &[
+    "_?_:_",
+    "_&&_",
+    "_||_",
+    "!_",
+    "-_",
+    "_+_",
+    "_-_",
+    "_*_",
+    "_/_",
+    "_%_",
+    "_==_",
+    "_!=_",
+    "_<_",
+    "_<=_",
+    "_>_",
+    "_>=_",
+    "_[_]",
+    "@in",
+    "@not_strictly_false",
+    "size",
+    "contains",
+    "startsWith",
+    "endsWith",
+    "int",
+    "uint",
+    "string",
+];
+
+fn env() -> Arc<Env> {
+    // Without optional support: the optional library (and its syntax) is not part of the
+    // rule language. The standard macros stay so that `has(x.f)` parses; the loop macros are
+    // refused by `check_tree`.
+    Arc::new(Env::stdlib().with_optional_support(false))
+}
+
+/// Which fields of one input variable a rule set reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+enum VarUse {
+    /// Not at all.
+    #[default]
+    None,
+    /// Only these (`event.provider`, `has(event.note)`).
+    Fields(std::collections::BTreeSet<String>),
+    /// As a whole (`event == {...}`, `event['x']`): every field.
+    All,
+}
+
+impl VarUse {
+    fn add(&mut self, field: &str) {
+        match self {
+            VarUse::None => *self = VarUse::Fields([field.to_string()].into()),
+            VarUse::Fields(f) => {
+                f.insert(field.to_string());
+            }
+            VarUse::All => {}
+        }
+    }
+    fn union(&mut self, other: &VarUse) {
+        match other {
+            VarUse::None => {}
+            VarUse::All => *self = VarUse::All,
+            VarUse::Fields(f) => f.iter().for_each(|x| self.add(x)),
+        }
+    }
+    fn reads(&self) -> bool {
+        *self != VarUse::None
+    }
+    fn wants(&self, field: &str) -> bool {
+        match self {
+            VarUse::None => false,
+            VarUse::Fields(f) => f.contains(field),
+            VarUse::All => true,
+        }
+    }
+}
+
+/// What a rule (or a rule set) reads of `event`, `recorder`, `resource`: only that is built
+/// for each evaluation.
+#[derive(Debug, Clone, Default)]
+struct Uses {
+    event: VarUse,
+    recorder: VarUse,
+    resource: VarUse,
+}
+
+impl Uses {
+    fn var(&mut self, name: &str) -> Option<&mut VarUse> {
+        match name {
+            "event" => Some(&mut self.event),
+            "recorder" => Some(&mut self.recorder),
+            "resource" => Some(&mut self.resource),
+            _ => None,
+        }
+    }
+    fn union(&mut self, o: &Uses) {
+        self.event.union(&o.event);
+        self.recorder.union(&o.recorder);
+        self.resource.union(&o.resource);
+    }
+}
+
+/// Walk a rule's syntax tree: count nodes, refuse what a rule may not use, note what it reads
+/// of its inputs.
+fn check_tree(e: &IdedExpr, nodes: &mut usize, uses: &mut Uses) -> Result<(), String> {
+    *nodes += 1;
+    if *nodes > MAX_NODES {
+        return Err(format!("more than {MAX_NODES} syntax nodes"));
+    }
+    match &e.expr {
+        Expr::Unspecified => Err("an unspecified expression".into()),
+        Expr::Literal(LiteralValue::Double(_)) => Err(
+            "a floating-point number: rules use integers (quantities in thousandths: `milli`)"
+                .into(),
+        ),
+        Expr::Literal(LiteralValue::Bytes(_)) => Err("a bytes literal".into()),
+        Expr::Literal(_) => Ok(()),
+        Expr::Ident(name) => match uses.var(name) {
+            Some(v) => {
+                *v = VarUse::All;
+                Ok(())
+            }
+            None => Err(format!(
+                "unknown name {name:?}: a rule reads only event, recorder and resource"
+            )),
+        },
+        Expr::Select(s) => {
+            if let Expr::Ident(name) = &s.operand.expr {
+                if let Some(v) = uses.var(name) {
+                    *nodes += 1;
+                    v.add(&s.field);
+                    return Ok(());
+                }
+            }
+            check_tree(&s.operand, nodes, uses)
+        }
+        Expr::Call(c) => {
+            if !ALLOWED_CALLS.contains(&c.func_name.as_str()) {
+                return Err(format!("the function {:?} is not allowed", c.func_name));
+            }
+            if let Some(t) = &c.target {
+                check_tree(t, nodes, uses)?;
+            }
+            for a in &c.args {
+                check_tree(a, nodes, uses)?;
+            }
+            Ok(())
+        }
+        Expr::List(l) => {
+            for a in &l.elements {
+                check_tree(a, nodes, uses)?;
+            }
+            Ok(())
+        }
+        Expr::Map(m) => {
+            for entry in &m.entries {
+                match &entry.expr {
+                    EntryExpr::MapEntry(me) => {
+                        check_tree(&me.key, nodes, uses)?;
+                        check_tree(&me.value, nodes, uses)?;
+                    }
+                    EntryExpr::StructField(_) => return Err("a struct literal".into()),
+                }
+            }
+            Ok(())
+        }
+        Expr::Comprehension(_) => {
+            Err("a loop macro (all, exists, exists_one, map, filter): rules have no loops".into())
+        }
+        Expr::Struct(_) => Err("a struct literal".into()),
+    }
+}
+
+fn check_text(rule: &str, what: &str, text: &str) -> Result<(), RuleError> {
+    if text.trim().is_empty() || text.len() > MAX_TEXT_BYTES || text.chars().any(char::is_control) {
+        return Err(RuleError::BadText {
+            rule: rule.into(),
+            detail: format!(
+                "its {what} is empty, over {MAX_TEXT_BYTES} bytes or has control characters"
+            ),
+        });
+    }
+    Ok(())
+}
+
+impl RuleSet {
+    /// A rule set named `name` at `version`.
+    pub fn new(name: impl Into<String>, version: u64, rules: Vec<Rule>) -> RuleSet {
+        RuleSet {
+            id: Id::from(RULE_SET_ID),
+            name: name.into(),
+            version,
+            rules,
+            note: None,
+        }
+    }
+
+    /// Read a rule set from its JSON (the file format of `reflow rules set`).
+    pub fn from_json(text: &str) -> Result<RuleSet, RuleError> {
+        let mut set: RuleSet =
+            serde_json::from_str(text).map_err(|e| RuleError::Unreadable(e.to_string()))?;
+        set.id = Id::from(RULE_SET_ID);
+        Ok(set)
+    }
+
+    /// The rule set as pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Compile and check every rule (names, sizes, the language subset).
+    pub fn compile(&self) -> Result<CompiledRules, RuleError> {
+        if self.rules.len() > MAX_RULES {
+            return Err(RuleError::TooManyRules(self.rules.len()));
+        }
+        check_text("", "set name", &self.name).map_err(|_| RuleError::BadText {
+            rule: String::new(),
+            detail: "the rule set's name is empty or too long".into(),
+        })?;
+        let env = env();
+        let mut names = std::collections::BTreeSet::new();
+        let mut rules = Vec::with_capacity(self.rules.len());
+        for r in &self.rules {
+            check_text(&r.name, "name", &r.name)?;
+            check_text(&r.name, "message", &r.message)?;
+            if !names.insert(r.name.clone()) {
+                return Err(RuleError::DuplicateName(r.name.clone()));
+            }
+            if r.check.len() > MAX_CHECK_BYTES {
+                return Err(RuleError::NotAllowed {
+                    rule: r.name.clone(),
+                    detail: format!(
+                        "a check of {} bytes (at most {MAX_CHECK_BYTES})",
+                        r.check.len()
+                    ),
+                });
+            }
+            let program = env.compile(&r.check).map_err(|e| RuleError::Parse {
+                rule: r.name.clone(),
+                detail: e.to_string(),
+            })?;
+            let mut nodes = 0;
+            let mut uses = Uses::default();
+            check_tree(program.expression(), &mut nodes, &mut uses).map_err(|detail| {
+                RuleError::NotAllowed {
+                    rule: r.name.clone(),
+                    detail,
+                }
+            })?;
+            if uses.resource.reads() && r.outcome == Outcome::Refuse {
+                return Err(RuleError::NotAllowed {
+                    rule: r.name.clone(),
+                    detail: "a refuse rule reads `resource`: resource state is for flag rules \
+                             (admission judges a change without applying it)"
+                        .into(),
+                });
+            }
+            rules.push(Compiled {
+                rule: r.clone(),
+                program,
+                uses,
+            });
+        }
+        let has_flags = rules.iter().any(|c| c.rule.outcome == Outcome::Flag);
+        let (mut all, mut refuse) = (Uses::default(), Uses::default());
+        for c in &rules {
+            all.union(&c.uses);
+            if c.rule.outcome == Outcome::Refuse {
+                refuse.union(&c.uses);
+            }
+        }
+        Ok(CompiledRules {
+            set: self.clone(),
+            rules,
+            env,
+            has_flags,
+            uses: all,
+            uses_refuse: refuse,
+        })
+    }
+}
+
+fn text(s: &str) -> Value {
+    Value::String(Arc::new(s.to_string()))
+}
+
+fn opt_id(id: &Option<Id>) -> Value {
+    id.as_ref().map_or(Value::Null, |i| text(i.as_str()))
+}
+
+/// A quantity as rules see it: `value` (the exact decimal as a string), `milli` (thousandths
+/// of the unit, an integer, truncated toward zero: exact for up to three decimals) and `unit`.
+fn quantity(q: Quantity, unit: Option<&Id>) -> Value {
+    use rust_decimal::prelude::ToPrimitive;
+    let milli = (q.value() * rust_decimal::Decimal::from(1000))
+        .trunc()
+        .to_i64()
+        .unwrap_or(i64::MAX);
+    map(vec![
+        ("value", text(&q.to_string())),
+        ("milli", Value::Int(milli)),
+        ("unit", unit.map_or(Value::Null, |u| text(u.as_str()))),
+    ])
+}
+
+fn measure(m: &Option<Measure>) -> Value {
+    m.as_ref().map_or(Value::Null, |m| {
+        quantity(m.has_numerical_value, Some(&m.has_unit))
+    })
+}
+
+/// A map of the entries `want` asks for; values are computed only for those.
+fn map_of(want: &VarUse, entries: &[(&'static str, &dyn Fn() -> Value)]) -> Value {
+    let m: HashMap<Key, Value> = entries
+        .iter()
+        .filter(|(k, _)| want.wants(k))
+        .map(|(k, v)| (Key::String(Arc::new((*k).to_string())), v()))
+        .collect();
+    Value::Map(m.into())
+}
+
+fn map(entries: Vec<(&'static str, Value)>) -> Value {
+    let m: HashMap<Key, Value> = entries
+        .into_iter()
+        .map(|(k, v)| (Key::String(Arc::new(k.to_string())), v))
+        .collect();
+    Value::Map(m.into())
+}
+
+/// `event` as a rule sees it (the fields `want` asks for).
+fn event_value(e: &EconomicEvent, want: &VarUse) -> Value {
+    let action = || {
+        text(
+            &serde_json::to_value(e.action)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+        )
+    };
+    map_of(
+        want,
+        &[
+            ("id", &|| text(e.id.as_str())),
+            ("action", &action),
+            ("provider", &|| opt_id(&e.provider)),
+            ("receiver", &|| opt_id(&e.receiver)),
+            ("resource", &|| opt_id(&e.resource_inventoried_as)),
+            ("toResource", &|| opt_id(&e.to_resource_inventoried_as)),
+            ("createdResource", &|| opt_id(&e.created_resource)),
+            ("conformsTo", &|| opt_id(&e.resource_conforms_to)),
+            ("quantity", &|| measure(&e.resource_quantity)),
+            ("effort", &|| measure(&e.effort_quantity)),
+            ("inputOf", &|| opt_id(&e.input_of)),
+            ("outputOf", &|| opt_id(&e.output_of)),
+            ("atLocation", &|| opt_id(&e.at_location)),
+            ("toLocation", &|| opt_id(&e.to_location)),
+            ("corrects", &|| opt_id(&e.corrects)),
+            ("state", &|| e.state.as_deref().map_or(Value::Null, text)),
+        ],
+    )
+}
+
+fn recorder_value(r: &Recorder, want: &VarUse) -> Value {
+    map_of(
+        want,
+        &[
+            ("device", &|| text(&r.device)),
+            ("agent", &|| text(r.agent.as_str())),
+            ("role", &|| text(&r.role.to_string())),
+        ],
+    )
+}
+
+fn resource_value(r: Option<&ResourceSeen>, want: &VarUse) -> Value {
+    let Some(r) = r else { return Value::Null };
+    map_of(
+        want,
+        &[
+            ("id", &|| text(r.id.as_str())),
+            ("unit", &|| opt_id(&r.unit)),
+            ("onhand", &|| quantity(r.onhand, r.unit.as_ref())),
+            ("accounting", &|| quantity(r.accounting, r.unit.as_ref())),
+            ("custodian", &|| opt_id(&r.custodian)),
+            ("accountable", &|| opt_id(&r.accountable)),
+            ("location", &|| opt_id(&r.location)),
+            ("state", &|| r.state.as_deref().map_or(Value::Null, text)),
+        ],
+    )
+}
+
+impl CompiledRules {
+    /// The rule set these were compiled from.
+    pub fn rule_set(&self) -> &RuleSet {
+        &self.set
+    }
+
+    /// Whether any rule flags (so the views have something to evaluate).
+    pub fn has_flags(&self) -> bool {
+        self.has_flags
+    }
+
+    /// Whether any rule reads `resource` (so the views work out the resource's state as
+    /// seen).
+    pub fn reads_resource(&self) -> bool {
+        self.uses.resource.reads()
+    }
+
+    /// Whether any rule refuses.
+    pub fn has_refusals(&self) -> bool {
+        self.rules.iter().any(|c| c.rule.outcome == Outcome::Refuse)
+    }
+
+    /// Judge one event. With [`Which::Refuse`], only refuse rules run and an evaluation error
+    /// is not reported (the views flag it); with [`Which::All`] every rule runs, and refuse
+    /// rules are reported only when they fail to evaluate (a broken one would have refused).
+    /// Findings come in rule order.
+    pub fn evaluate(
+        &self,
+        event: &EconomicEvent,
+        recorder: &Recorder,
+        resource: Option<&ResourceSeen>,
+        which: Which,
+    ) -> Vec<Finding> {
+        let mut out = Vec::new();
+        let mut ctx: Option<Context<'_, '_>> = None;
+        for c in &self.rules {
+            if which == Which::Refuse && c.rule.outcome != Outcome::Refuse {
+                continue;
+            }
+            if !c.rule.actions.is_empty() && !c.rule.actions.contains(&event.action) {
+                continue;
+            }
+            let ctx = ctx.get_or_insert_with(|| {
+                let uses = match which {
+                    Which::Refuse => &self.uses_refuse,
+                    Which::All => &self.uses,
+                };
+                let mut ctx = Context::with_env(self.env.clone());
+                if uses.event.reads() {
+                    ctx.add_variable_from_value("event", event_value(event, &uses.event));
+                }
+                if uses.recorder.reads() {
+                    ctx.add_variable_from_value(
+                        "recorder",
+                        recorder_value(recorder, &uses.recorder),
+                    );
+                }
+                if uses.resource.reads() {
+                    ctx.add_variable_from_value(
+                        "resource",
+                        resource_value(resource, &uses.resource),
+                    );
+                }
+                ctx
+            });
+            let verdict = match c.program.execute(ctx) {
+                Ok(Value::Bool(b)) => Ok(b),
+                Ok(other) => Err(format!("the check gave {other:?}, not true or false")),
+                Err(e) => Err(e.to_string()),
+            };
+            match (verdict, which, c.rule.outcome) {
+                (Ok(true), _, _) => {}
+                (Ok(false), Which::All, Outcome::Refuse) => {}
+                (Ok(false), _, outcome) => out.push(Finding {
+                    rule: c.rule.name.clone(),
+                    outcome,
+                    message: c.rule.message.clone(),
+                    error: None,
+                }),
+                (Err(_), Which::Refuse, _) => {}
+                (Err(e), Which::All, outcome) => out.push(Finding {
+                    rule: c.rule.name.clone(),
+                    outcome,
+                    message: format!("the rule could not be evaluated: {e}"),
+                    error: Some(e),
+                }),
+            }
+        }
+        out
+    }
+}
+
+/// A pilot template: a rule set to start from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Template {
+    /// Its name (`food-market`, `repair-cafe`, `collection`, `time-bank`).
+    pub name: &'static str,
+    /// Its JSON; agent ids in it (`cafe`, `market`) are the ones a network replaces.
+    pub json: &'static str,
+}
+
+/// The pilot templates (engine/src/rules/templates/).
+pub const TEMPLATES: [Template; 4] = [
+    Template {
+        name: "food-market",
+        json: include_str!("templates/food-market.json"),
+    },
+    Template {
+        name: "repair-cafe",
+        json: include_str!("templates/repair-cafe.json"),
+    },
+    Template {
+        name: "collection",
+        json: include_str!("templates/collection.json"),
+    },
+    Template {
+        name: "time-bank",
+        json: include_str!("templates/time-bank.json"),
+    },
+];
+
+/// The template named `name`, parsed.
+pub fn template(name: &str) -> Option<RuleSet> {
+    TEMPLATES
+        .iter()
+        .find(|t| t.name == name)
+        .and_then(|t| RuleSet::from_json(t.json).ok())
+}
+
+#[cfg(test)]
+mod tests;
