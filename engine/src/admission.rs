@@ -22,8 +22,10 @@ use crate::ledger::schema::{self, ObjectKey};
 use crate::ledger::validate;
 use crate::membership::{Member, Rejection, Role};
 use crate::vf::{
-    Agent, Agreement, Commitment, EconomicEvent, Intent, Measure, ObjectKind, Plan, Process,
-    ProcessSpecification, Proposal, ResourceDescription, ResourceSpecification, SpatialThing, Unit,
+    Agent, AgentRelationship, AgentRelationshipRole, Agreement, Claim, Commitment, EconomicEvent,
+    Intent, Measure, ObjectKind, Plan, Process, ProcessSpecification, Proposal, Recipe,
+    RecipeExchange, RecipeFlow, RecipeProcess, ResourceDescription, ResourceSpecification,
+    SpatialThing, Unit,
 };
 
 /// Largest change, in bytes (raw Automerge encoding). Also refused at write time.
@@ -434,7 +436,14 @@ fn minimal(kind: ObjectKind) -> Json {
     match kind {
         ObjectKind::Agent => serde_json::json!({"agentKind": "person", "name": ""}),
         ObjectKind::Unit => serde_json::json!({"label": "", "symbol": ""}),
-        ObjectKind::Commitment | ObjectKind::Intent => serde_json::json!({"action": "produce"}),
+        ObjectKind::Commitment
+        | ObjectKind::Intent
+        | ObjectKind::Claim
+        | ObjectKind::RecipeFlow => serde_json::json!({"action": "produce"}),
+        ObjectKind::AgentRelationship => {
+            serde_json::json!({"subject": "", "object": "", "relationship": ""})
+        }
+        ObjectKind::AgentRelationshipRole => serde_json::json!({"roleLabel": ""}),
         _ => serde_json::json!({"name": ""}),
     }
 }
@@ -476,6 +485,15 @@ pub(crate) fn check_field(kind: ObjectKind, field: &str, value: &Json) -> Result
         ObjectKind::Plan => round_trip::<Plan>(obj, field, value)?,
         ObjectKind::Proposal => round_trip::<Proposal>(obj, field, value)?,
         ObjectKind::Agreement => round_trip::<Agreement>(obj, field, value)?,
+        ObjectKind::Claim => round_trip::<Claim>(obj, field, value)?,
+        ObjectKind::Recipe => round_trip::<Recipe>(obj, field, value)?,
+        ObjectKind::RecipeProcess => round_trip::<RecipeProcess>(obj, field, value)?,
+        ObjectKind::RecipeFlow => round_trip::<RecipeFlow>(obj, field, value)?,
+        ObjectKind::RecipeExchange => round_trip::<RecipeExchange>(obj, field, value)?,
+        ObjectKind::AgentRelationship => round_trip::<AgentRelationship>(obj, field, value)?,
+        ObjectKind::AgentRelationshipRole => {
+            round_trip::<AgentRelationshipRole>(obj, field, value)?
+        }
         ObjectKind::EconomicEvent => return Err("events are not objects".into()),
     }
     match field {
@@ -483,7 +501,8 @@ pub(crate) fn check_field(kind: ObjectKind, field: &str, value: &Json) -> Result
         "long" => {
             validate::check_coordinate("long", value.as_f64(), 180.0).map_err(|e| e.to_string())
         }
-        "resourceQuantity" | "effortQuantity" => {
+        "resourceQuantity" | "effortQuantity" | "availableQuantity" | "minimumQuantity"
+        | "hasDuration" => {
             let m: Measure = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
             validate::check_measure("quantity", &m).map_err(|e| e.to_string())
         }

@@ -10,6 +10,7 @@
 
 pub mod admission;
 pub mod error;
+pub mod flows;
 pub mod identity;
 mod judge;
 mod ledger;
@@ -18,6 +19,7 @@ pub mod membership;
 pub mod net;
 #[cfg(feature = "net")]
 pub mod node;
+pub mod planning;
 mod rejudge;
 pub mod replica;
 pub mod store;
@@ -26,7 +28,8 @@ pub mod vf;
 pub mod views;
 
 pub use automerge::{ActorId, Change, ChangeHash};
-pub use error::{Error, Result};
+pub use error::{Error, PlanningError, Result};
+pub use flows::{FlowDimension, FlowQuery, FlowReport, FlowRow, Period};
 pub use identity::{
     ChangeSignature, DeviceId, DeviceKey, NetworkId, SignatureProblem, SignedChange,
 };
@@ -42,12 +45,18 @@ pub use node::{
     LedgerUpdate, NetworkProblem, NetworkStatus, Node, NodeConfig, NodeEvent, PeerStatus,
     RelayConfig, UnavailableKind,
 };
+pub use planning::{
+    Accepted, AgreementStatus, ClaimStatus, CommitmentStatus, IntentStatus, NotCounted, PlanStatus,
+    Planned, Progress, RecipePlanning,
+};
 pub use replica::{Limits, Provenance, Quarantined, Receipt, Replica};
 pub use store::{CompactionJob, DurableLedger, DurableReplica, Store, StoreStats};
 pub use sync::{Frame, FrameError, SyncError, SyncSession};
 pub use vf::{
-    Action, Agent, AgentKind, Agreement, Commitment, EconomicEvent, EconomicResource, Id, Intent,
-    Measure, NewEvent, ObjectKind, Plan, Process, ProcessSpecification, Proposal, ProposalStatus,
-    Quantity, ResourceDescription, ResourceSpecification, SpatialThing, Unit, VfObject,
+    Action, Agent, AgentKind, AgentRelationship, AgentRelationshipRole, Agreement, Claim,
+    Commitment, EconomicEvent, EconomicResource, Id, Intent, Measure, NewEvent, ObjectKind, Plan,
+    Process, ProcessSpecification, Proposal, ProposalStatus, Quantity, Recipe, RecipeExchange,
+    RecipeFlow, RecipeProcess, ResourceDescription, ResourceSpecification, SpatialThing, Unit,
+    VfObject,
 };
 pub use views::{Conflict, QuantityKind, Trace, TraceNode, TraceStep, TransferOf};
