@@ -5,7 +5,9 @@
 //! UI on 127.0.0.1) and drives two browsers, one on the repair café's page (node A) and one
 //! on the market stall's (node B): an event recorded through A's form appears live in B's
 //! inventory (without a reload); the map, a trace, a conflict and its correction, an offer,
-//! the peers page, the invite with its QR code, and the inventory on a phone-sized window.
+//! the market flow (an offer with a price accepted on the other node, delivered and paid
+//! through the commitments' prefilled forms, seen live on both), the flows chart, the peers
+//! page, the invite with its QR code, and the inventory on a phone-sized window.
 //! It opens each page with the key the demo printed, and shows that without the key, from a
 //! foreign Host (DNS rebinding, simulated by resolving evil.example to 127.0.0.1 in Chromium)
 //! or from another site's page, the node records nothing and answers nothing.
@@ -683,6 +685,73 @@ fn web_ui_in_a_real_browser() {
     b.wait_text("#intents-table", "Bicycle mechanics");
     b.screenshot("offers");
 
+    // The market flow across the two nodes: the café offers a brake check for a jar of jam
+    // (an intent, a reciprocal intent, a proposal); the stall accepts it on its node, which
+    // makes an agreement with commitments both ways; the café delivers the service and the
+    // stall pays, each through the prefilled form of its commitment; both nodes see the
+    // progress live; the flows page charts what happened.
+    a.goto(&format!("{cafe}/?market#offers"));
+    a.select("#intent-form [name=\"agent\"]", "cafe");
+    a.select("#intent-form [name=\"action\"]", "deliverService");
+    a.select("#intent-form [name=\"conformsTo\"]", "mechanics");
+    a.fill("#intent-form [name=\"quantityValue\"]", "1");
+    a.select("#intent-form [name=\"quantityUnit\"]", "hour");
+    a.fill("#intent-form [name=\"proposal\"]", "Brake check");
+    a.fill("#intent-form [name=\"priceValue\"]", "1");
+    a.select("#intent-form [name=\"priceUnit\"]", "jar");
+    a.click("#intent-form button");
+    a.wait_text("#intent-msg", "published");
+    b.goto(&format!("{stall}/?market#offers"));
+    b.wait_text("#proposals-table", "Brake check");
+    b.click("#proposals-table tr button.accept");
+    b.wait_text("#accept-msg", "agreement");
+    // The café's commitments page shows the agreement, live, both clauses open.
+    a.goto(&format!("{cafe}/#commitments"));
+    a.wait_text(".card.agreement", "Brake check");
+    a.wait_js(
+        "two open clauses",
+        "return document.querySelectorAll('.card.agreement tr[data-progress=\"open\"]').length === 2",
+        json!([]),
+    );
+    a.click(".card.agreement table.commitments:nth-of-type(1) a.fulfil");
+    let delivered = record(&a, "deliverService", &[], None);
+    assert!(delivered.contains('@'), "delivery {delivered}");
+    b.goto(&format!("{stall}/#commitments"));
+    b.wait_js(
+        "the delivery fulfilled on the stall's node",
+        "return document.querySelectorAll('.card.agreement tr[data-progress=\"fulfilled\"]').length === 1",
+        json!([]),
+    );
+    b.click(".card.agreement table.commitments:nth-of-type(2) a.fulfil");
+    record(
+        &b,
+        "transfer",
+        &[("resource", "jam"), ("newResource", "cafe-jam")],
+        None,
+    );
+    a.goto(&format!("{cafe}/?paid#commitments"));
+    a.wait_text(".card.agreement", "complete");
+    a.screenshot("commitments");
+    // The repair café plans a brake repair from its recipe: the work, the pads and the
+    // repaired bicycle become commitments of a new process.
+    a.select("#recipe-form [name=\"recipeProcess\"]", "brake-repair");
+    a.select("#recipe-form [name=\"provider\"]", "sam");
+    a.select("#recipe-form [name=\"receiver\"]", "ana");
+    a.fill("#recipe-form [name=\"plan\"]", "saturday");
+    a.click("#recipe-form button");
+    a.wait_js(
+        "three planned commitments",
+        "return [...document.querySelectorAll('table.commitments tr[data-progress=\"open\"]')]
+           .filter(r => !r.closest('.agreement')).length === 3",
+        json!([]),
+    );
+    // The flows of the day: the two recorded events carry a time, so they are charted.
+    a.goto(&format!("{cafe}/#flows"));
+    a.find("#flows-out svg.chart");
+    a.wait_text("#flows-table", "hour");
+    a.wait_text("#flows-table", "jar");
+    a.screenshot("flows");
+
     // Peers and sync: the café sees the two other devices connected.
     a.goto(&format!("{cafe}/#peers"));
     a.wait_js(
@@ -726,7 +795,16 @@ fn web_ui_in_a_real_browser() {
         "the phone-sized page scrolls sideways by {overflow} px"
     );
     b.screenshot("inventory-phone");
-    for page in ["events", "record", "map", "conflicts", "offers", "peers"] {
+    for page in [
+        "events",
+        "record",
+        "map",
+        "conflicts",
+        "offers",
+        "commitments",
+        "flows",
+        "peers",
+    ] {
         b.goto(&format!("{stall}/#{page}"));
         b.wait_js(
             &format!("the {page} page"),

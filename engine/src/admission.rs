@@ -613,3 +613,90 @@ pub fn judge_history(network: crate::NetworkId, history: &[crate::SignedChange])
     let pool = history.iter().map(|c| (c.hash(), c.clone())).collect();
     crate::rejudge::judge_all(network, &pool).accepted.len()
 }
+
+#[cfg(test)]
+mod planning_field_tests {
+    use super::check_field;
+    use crate::vf::ObjectKind;
+    use serde_json::json;
+
+    /// The planning kinds are typed by the field table like every other kind: a peer's
+    /// change that writes a wrong type, an unknown field or a negative quantity is refused.
+    #[test]
+    fn planning_kinds_are_typed_by_the_field_table() {
+        let ok = [
+            (ObjectKind::Claim, "triggeredBy", json!("5@0a")),
+            (
+                ObjectKind::Claim,
+                "resourceQuantity",
+                json!({"hasNumericalValue": "140", "hasUnit": "one"}),
+            ),
+            (ObjectKind::Commitment, "fulfilledBy", json!("x")),
+            (ObjectKind::Commitment, "satisfies", json!("offer")),
+            (ObjectKind::Commitment, "reciprocalClauseOf", json!("a")),
+            (ObjectKind::Commitment, "independentDemandOf", json!("plan")),
+            (
+                ObjectKind::Intent,
+                "availableQuantity",
+                json!({"hasNumericalValue": "3", "hasUnit": "kg"}),
+            ),
+            (ObjectKind::Proposal, "reciprocal", json!(["price"])),
+            (ObjectKind::RecipeFlow, "recipeInputOf", json!("rp")),
+            (
+                ObjectKind::RecipeProcess,
+                "hasDuration",
+                json!({"hasNumericalValue": "1", "hasUnit": "hour"}),
+            ),
+            (ObjectKind::Recipe, "recipeIncludes", json!(["rp"])),
+            (ObjectKind::RecipeExchange, "name", json!("Sale")),
+            (ObjectKind::AgentRelationship, "subject", json!("ana")),
+            (
+                ObjectKind::AgentRelationshipRole,
+                "inverseRoleLabel",
+                json!("has volunteer"),
+            ),
+            (
+                ObjectKind::EconomicResource,
+                "classifiedAs",
+                json!(["textile:cotton"]),
+            ),
+            (ObjectKind::Process, "classifiedAs", json!(["repair"])),
+        ];
+        for (kind, field, value) in ok {
+            let r = check_field(kind, field, &value);
+            if field == "fulfilledBy" {
+                // Fulfilment is derived from events, never stored.
+                assert!(r.is_err(), "{kind} {field} must not be a stored field");
+            } else {
+                assert!(r.is_ok(), "{kind} {field} = {value}: {r:?}");
+            }
+        }
+        let bad = [
+            (
+                ObjectKind::Claim,
+                "resourceQuantity",
+                json!({"hasNumericalValue": "-1", "hasUnit": "one"}),
+            ),
+            (ObjectKind::Claim, "finished", json!("yes")),
+            (
+                ObjectKind::RecipeProcess,
+                "hasDuration",
+                json!({"hasNumericalValue": "-2", "hasUnit": "hour"}),
+            ),
+            (
+                ObjectKind::Intent,
+                "minimumQuantity",
+                json!({"hasNumericalValue": "1e400", "hasUnit": "kg"}),
+            ),
+            (ObjectKind::AgentRelationship, "subject", json!(7)),
+            (ObjectKind::RecipeFlow, "action", json!("steal")),
+            (ObjectKind::Recipe, "sideEffect", json!("x")),
+        ];
+        for (kind, field, value) in bad {
+            assert!(
+                check_field(kind, field, &value).is_err(),
+                "{kind} {field} = {value} was accepted"
+            );
+        }
+    }
+}
