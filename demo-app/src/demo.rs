@@ -227,9 +227,30 @@ fn seed_catalogue(cafe: &Node, net: NetworkId) -> Result<()> {
             note: None,
         })?;
         let flows = [
-            ("brake-work", A::Work, false, None, Some((1, "hour")), Some("mechanics")),
-            ("brake-pads", A::Consume, false, Some((2, "one")), None, None),
-            ("brake-bike", A::Modify, true, Some((1, "one")), None, Some("bicycle")),
+            (
+                "brake-work",
+                A::Work,
+                false,
+                None,
+                Some((1, "hour")),
+                Some("mechanics"),
+            ),
+            (
+                "brake-pads",
+                A::Consume,
+                false,
+                Some((2, "one")),
+                None,
+                None,
+            ),
+            (
+                "brake-bike",
+                A::Modify,
+                true,
+                Some((1, "one")),
+                None,
+                Some("bicycle"),
+            ),
         ];
         for (id, action, output, q, effort, spec) in flows {
             let mut f = reflow::RecipeFlow::new(action);

@@ -48,7 +48,8 @@ pub fn my_agent(node: &Node, net: NetworkId) -> Result<Id> {
         .ok_or_else(|| anyhow!("this device is not a member of the network"))
 }
 
-/// `reflow commitment ...`
+/// `reflow commitment ...` (parsed once per run, like `Command`).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum CommitmentCmd {
     /// Promise a flow (a commitment).
@@ -281,6 +282,7 @@ pub fn agreement_cmd(node: &Node, net: NetworkId, cmd: &AgreementCmd) -> Result<
 }
 
 /// `reflow claim ...`
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum ClaimCmd {
     /// Claim a flow in return for an event that happened.
@@ -368,6 +370,7 @@ pub fn claim_cmd(node: &Node, net: NetworkId, cmd: &ClaimCmd) -> Result<()> {
 }
 
 /// `reflow recipe ...`
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum RecipeCmd {
     /// Add a recipe process (the template of a repair, a sorting run).

@@ -1097,7 +1097,14 @@ fn flows_report_by_period_place_and_action() {
             ..Default::default()
         })
         .expect("report");
-    let rows: Vec<(Option<&str>, Option<&str>, Option<&str>, String, usize)> = report
+    type Row<'a> = (
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+        String,
+        usize,
+    );
+    let rows: Vec<Row<'_>> = report
         .rows
         .iter()
         .map(|r| {
