@@ -122,12 +122,12 @@ const pages = {
   },
 
   async offers(v) {
-    v.innerHTML = `<h2>Offers &amp; requests</h2><div id="offers-list"></div>` +
+    v.innerHTML = `<h2>Offers &amp; requests</h2><div id="offers-list"></div><p><span class="msg" id="accept-msg"></span></p>` +
 
       `<h3>New offer or request</h3><form class="stack" id="intent-form">` +
       `<label><span>Kind</span><select name="kind"><option value="offer">Offer (I provide)</option><option value="request">Request (I need)</option></select></label>` +
       `<label><span>Agent <b class="req">*</b></span><select name="agent" required>${options(objects.agents)}</select></label>` +
-      `<label><span>Action</span><select name="action">${actions.map(a => `<option${a.action === "transfer" ? " selected" : ""}>${a.action}</option>`).join("")}</select></label>` +
+      `<label><span>Action</span><select name="action">${actions.map(a => `<option value="${a.action}"${a.action === "transfer" ? " selected" : ""}>${a.action}</option>`).join("")}</select></label>` +
       `<label><span>Kind of resource</span><select name="conformsTo">${options(objects.specs)}</select></label>` +
       `<label><span>Or a specific resource</span><select name="resource">${options(objects.resources)}</select></label>` +
       `<label><span>Quantity</span><div class="pair"><input name="quantityValue" inputmode="decimal" placeholder="e.g. 3"><select name="quantityUnit">${options(objects.units)}</select></div></label>` +
@@ -203,13 +203,13 @@ async function offersList() {
       const mine = (p.publishes || []).map(id => byIdIntent(o, id)).some(i => i && (i.provider === me.agent || i.receiver === me.agent));
       return `<tr data-id="${esc(p.id)}"><td data-label="Proposal">${esc(p.name)}</td><td data-label="Gives">${what(p.publishes)}</td><td data-label="Asks">${what(p.reciprocal)}</td>` +
         `<td>${mine ? `<span class="muted small">yours</span>` : `<button class="accept" data-proposal="${esc(p.id)}">Accept</button>`}</td></tr>`;
-    }).join("") + `</table><span class="msg" id="accept-msg"></span>`;
+    }).join("") + `</table>`;
   for (const b of document.querySelectorAll("button.accept")) b.onclick = async () => {
     const r = await post(`/api/proposals/${enc(b.dataset.proposal)}/accept`);
+    if (r.ok) await offersList();
     const m = $("#accept-msg");
     m.className = "msg " + (r.ok ? "ok" : "err");
     m.textContent = r.ok ? `agreement ${r.body.agreement}: see Commitments` : r.body.error;
-    if (r.ok) await offersList();
   };
 }
 const byIdIntent = (o, id) => o.intents.find(i => i.id === id);
@@ -220,7 +220,7 @@ const PROGRESS = {open: "open", partly: "partly fulfilled", fulfilled: "fulfille
 function fulfilLink(s) {
   const c = s.commitment, left = s.committed && s.fulfilled ? Number(s.committed.hasNumericalValue) - Number(s.fulfilled.hasNumericalValue) : null;
   const unit = (s.committed || {}).hasUnit;
-  const params = new URLSearchParams({action: c.action, provider: c.provider || "", receiver: c.receiver || "", fulfills: c.id});
+  const params = new URLSearchParams({action: c.action, provider: c.provider || "", receiver: c.receiver || "", fulfills: s.id});
   if (c.resourceConformsTo) params.set("conformsTo", c.resourceConformsTo);
   if (left !== null && left > 0) params.set(c.resourceQuantity ? "quantity" : "effort", `${left} ${unit}`);
   if (c.clauseOf || c.reciprocalClauseOf) params.set("realizationOf", c.clauseOf || c.reciprocalClauseOf);
@@ -230,7 +230,7 @@ async function commitmentsList(v) {
   const [cs, as] = await Promise.all([get("/api/commitments?now=" + enc(new Date().toISOString())), get("/api/agreements")]);
   const row = s => {
     const c = s.commitment;
-    return `<tr data-id="${esc(c.id)}" data-progress="${esc(s.progress)}"><td data-label="Commitment"><b>${esc(c.action)}</b> ${qty(s.committed)} ${esc(specName(c.resourceConformsTo))}` +
+    return `<tr data-id="${esc(s.id)}" data-progress="${esc(s.progress)}"><td data-label="Commitment"><b>${esc(c.action)}</b> ${qty(s.committed)} ${esc(specName(c.resourceConformsTo))}` +
       ` <span class="muted">${esc(agentName(c.provider))} → ${esc(agentName(c.receiver))}</span></td>` +
       td("Fulfilled", `${qty(s.fulfilled)}${s.percent ? ` (${esc(s.percent)} %)` : ""}`, "num") +
       `<td data-label="Status"><span class="tag progress-${esc(s.progress)}">${PROGRESS[s.progress]}</span>${c.finished ? ` <span class="tag">finished</span>` : ""}${s.overdue ? ` <span class="tag bad overdue">overdue</span>` : ""}</td>` +
@@ -238,10 +238,10 @@ async function commitmentsList(v) {
       `<td class="keep">${s.progress === "fulfilled" || c.finished ? "" : `<a class="button secondary fulfil" href="${fulfilLink(s)}">Record</a>`}</td></tr>`;
   };
   const table = list => `<table class="cards commitments"><tr><th>Commitment</th><th>Fulfilled</th><th>Status</th><th>Due</th><th></th></tr>` + list.map(row).join("") + `</table>`;
-  const inAgreement = new Set(as.flatMap(a => a.stipulates.concat(a.stipulatesReciprocal).map(s => s.commitment.id)));
-  const other = cs.filter(s => !inAgreement.has(s.commitment.id));
+  const inAgreement = new Set(as.flatMap(a => a.stipulates.concat(a.stipulatesReciprocal).map(s => s.id)));
+  const other = cs.filter(s => !inAgreement.has(s.id));
   v.innerHTML = `<h2>Commitments</h2><p class="muted small">Fulfilment is worked out from the events that fulfil each commitment; overdue is judged by this device's clock.</p>` +
-    (as.length ? `<h3>Agreements</h3>` + as.map(a => `<div class="card agreement" data-id="${esc(a.agreement.id)}"><b>${esc(a.agreement.name)}</b>${a.complete ? ` <span class="tag offer">complete</span>` : ""}` +
+    (as.length ? `<h3>Agreements</h3>` + as.map(a => `<div class="card agreement" data-id="${esc(a.id)}"><b>${esc(a.agreement.name)}</b>${a.complete ? ` <span class="tag offer">complete</span>` : ""}` +
       `<p class="small muted">gives</p>${table(a.stipulates)}<p class="small muted">in return</p>${table(a.stipulatesReciprocal)}</div>`).join("") : "") +
     `<h3>Other commitments</h3>` + (other.length ? table(other) : `<p class="muted">None.</p>`) +
     `<h3>Plan from a recipe</h3><form class="stack" id="recipe-form">` +

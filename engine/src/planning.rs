@@ -45,6 +45,8 @@ pub struct NotCounted {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CommitmentStatus {
+    /// The commitment's id (the stored body keeps ids out).
+    pub id: Id,
     /// The commitment as stored.
     pub commitment: Commitment,
     /// What is committed: its `resourceQuantity`, else its `effortQuantity`.
@@ -80,6 +82,8 @@ impl CommitmentStatus {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IntentStatus {
+    /// The intent's id (the stored body keeps ids out).
+    pub id: Id,
     /// The intent as stored.
     pub intent: Intent,
     /// What it offers or asks: `resourceQuantity`, else `effortQuantity`, else
@@ -104,6 +108,8 @@ pub struct IntentStatus {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClaimStatus {
+    /// The claim's id (the stored body keeps ids out).
+    pub id: Id,
     /// The claim as stored.
     pub claim: Claim,
     /// What is claimed.
@@ -126,6 +132,8 @@ pub struct ClaimStatus {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AgreementStatus {
+    /// The agreement's id (the stored body keeps ids out).
+    pub id: Id,
     /// The agreement as stored.
     pub agreement: Agreement,
     /// `stipulates`: the primary clauses, by id.
@@ -144,6 +152,8 @@ pub struct AgreementStatus {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PlanStatus {
+    /// The plan's id (the stored body keeps ids out).
+    pub id: Id,
     /// The plan as stored.
     pub plan: Plan,
     /// `planIncludes`: processes planned within it.

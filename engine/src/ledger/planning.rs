@@ -185,6 +185,7 @@ impl Ledger {
             competing,
         });
         let status = CommitmentStatus {
+            id: c.id.clone(),
             progress: progress_of(committed.as_ref(), t.total, !t.counted.is_empty()),
             percent: percent_of(committed.as_ref(), t.total),
             committed,
@@ -282,6 +283,7 @@ impl Ledger {
         let (by_c, by_e): (Vec<Id>, Vec<Id>) =
             t.counted.into_iter().partition(|id| is_commitment(id));
         let status = IntentStatus {
+            id: i.id.clone(),
             progress: progress_of(
                 wanted_m.as_ref(),
                 t.total,
@@ -334,6 +336,7 @@ impl Ledger {
             competing,
         });
         let status = ClaimStatus {
+            id: c.id.clone(),
             progress: progress_of(claimed.as_ref(), t.total, !t.counted.is_empty()),
             claimed,
             settled,
@@ -390,6 +393,7 @@ impl Ledger {
         let complete = !(stipulates.is_empty() && reciprocal.is_empty())
             && stipulates.iter().chain(&reciprocal).all(|s| s.is_done());
         Ok(AgreementStatus {
+            id: id.clone(),
             agreement,
             stipulates,
             stipulates_reciprocal: reciprocal,
@@ -435,6 +439,7 @@ impl Ledger {
             .map(|i| i.id)
             .collect();
         Ok(PlanStatus {
+            id: id.clone(),
             plan,
             processes,
             commitments,
