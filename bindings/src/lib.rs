@@ -15,6 +15,7 @@
 //! executor (Python's asyncio, Kotlin coroutines, Swift concurrency) only awaits results.
 
 mod logging;
+mod planning;
 mod records;
 
 use std::path::PathBuf;
@@ -30,6 +31,7 @@ use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 
 pub use logging::{set_log_level, set_log_sink, LogLevel, LogRecord, LogSink};
+pub use planning::*;
 pub use records::*;
 
 uniffi::setup_scaffolding!();
@@ -150,6 +152,7 @@ impl From<reflow::Error> for ReflowError {
             | E::AlreadyCorrected { .. }
             | E::InvalidJson { .. }
             | E::InvalidRules(_) => ReflowError::Invalid { message },
+            | E::Planning(_) => ReflowError::Invalid { message },
             E::NotFound { .. } => ReflowError::NotFound { message },
             E::InvalidKey(_) | E::InvalidNetworkId(_) => ReflowError::InvalidArgument { message },
             E::Storage { .. }

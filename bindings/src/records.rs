@@ -131,6 +131,15 @@ pub struct EventInput {
     /// Agreement it realizes.
     #[uniffi(default = None)]
     pub realization_of: Option<String>,
+    /// Commitment it fulfils.
+    #[uniffi(default = None)]
+    pub fulfills: Option<String>,
+    /// Intent it satisfies directly.
+    #[uniffi(default = None)]
+    pub satisfies: Option<String>,
+    /// Claim it settles.
+    #[uniffi(default = None)]
+    pub settles: Option<String>,
     /// State after a test or review.
     #[uniffi(default = None)]
     pub state: Option<String>,
@@ -161,6 +170,9 @@ impl TryFrom<EventInput> for NewEvent {
         event.to_location = id(e.to_location);
         event.corrects = id(e.corrects);
         event.realization_of = id(e.realization_of);
+        event.fulfills = id(e.fulfills);
+        event.satisfies = id(e.satisfies);
+        event.settles = id(e.settles);
         event.state = e.state;
         event.note = e.note;
         Ok(match e.creates {
@@ -212,6 +224,12 @@ pub struct EventRecord {
     pub corrects: Option<String>,
     /// Agreement it realizes.
     pub realization_of: Option<String>,
+    /// Commitment it fulfils.
+    pub fulfills: Option<String>,
+    /// Intent it satisfies.
+    pub satisfies: Option<String>,
+    /// Claim it settles.
+    pub settles: Option<String>,
     /// State.
     pub state: Option<String>,
     /// Free text.
@@ -239,6 +257,9 @@ impl From<EconomicEvent> for EventRecord {
             to_location: text(e.to_location),
             corrects: text(e.corrects),
             realization_of: text(e.realization_of),
+            fulfills: text(e.fulfills),
+            satisfies: text(e.satisfies),
+            settles: text(e.settles),
             state: e.state,
             note: e.note,
             created_resource: text(e.created_resource),
@@ -453,6 +474,20 @@ pub enum ConflictRecord {
         version: u64,
         /// The evaluation error, if the rule could not be evaluated.
         error: Option<String>,
+    /// Flows naming a commitment, intent or claim add up to more than it asked for.
+    Overfilled {
+        /// "commitment", "intent" or "claim".
+        kind: String,
+        /// Its id.
+        target: String,
+        /// The event (or commitment) that took the total over.
+        by: String,
+        /// What was asked.
+        wanted: MeasureRecord,
+        /// What the flows add up to.
+        total: MeasureRecord,
+        /// Earlier concurrent ones.
+        competing: Vec<String>,
     },
     /// A conflict kind these bindings do not know yet.
     Other {
@@ -535,6 +570,47 @@ impl From<Conflict> for ConflictRecord {
                 message,
                 version,
                 error,
+            Conflict::OverFulfilment {
+                commitment,
+                event,
+                committed,
+                fulfilled,
+                competing,
+            } => ConflictRecord::Overfilled {
+                kind: "commitment".into(),
+                target: commitment.to_string(),
+                by: event.to_string(),
+                wanted: committed.into(),
+                total: fulfilled.into(),
+                competing: texts(competing),
+            },
+            Conflict::OverSatisfaction {
+                intent,
+                by,
+                wanted,
+                satisfied,
+                competing,
+            } => ConflictRecord::Overfilled {
+                kind: "intent".into(),
+                target: intent.to_string(),
+                by: by.to_string(),
+                wanted: wanted.into(),
+                total: satisfied.into(),
+                competing: texts(competing),
+            },
+            Conflict::OverSettlement {
+                claim,
+                event,
+                claimed,
+                settled,
+                competing,
+            } => ConflictRecord::Overfilled {
+                kind: "claim".into(),
+                target: claim.to_string(),
+                by: event.to_string(),
+                wanted: claimed.into(),
+                total: settled.into(),
+                competing: texts(competing),
             },
             other => ConflictRecord::Other {
                 event: other.event().to_string(),

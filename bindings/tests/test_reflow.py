@@ -382,5 +382,105 @@ def test_network_rules_publish_test_refuse_and_flag(tmp_path):
             node.record_event(net, delivery("60", "hub-3"))
         assert "cap" in str(err.value)
         assert node.rule_refusals(net) == []
+def test_market_flow_commitments_and_flows(tmp_path):
+    """An offer with a price, accepted by another agent: an agreement with commitments both
+    ways; a delivery fulfils one side (the engine derives it); the flows report totals it."""
+    from reflow import CommitmentInput, FlowQueryInput, IntentInput
+
+    node = open_node(tmp_path / "a")
+    try:
+        net = new_network(node)
+        node.create_unit(net, "EUR", "euro", "€")
+        node.create_unit(net, "hour", "hour", "h")
+        node.create_agent(net, AgentInput(id="bo", name="Bo"))
+        node.record_event(net, produce("apples", "10"))
+        offer = node.create_intent(
+            net,
+            IntentInput(
+                id="offer",
+                action="transfer",
+                provider="ana",
+                resource_quantity=MeasureRecord(value="2", unit="kg"),
+            ),
+        )
+        price = node.create_intent(
+            net,
+            IntentInput(
+                id="price",
+                action="transfer",
+                receiver="ana",
+                resource_quantity=MeasureRecord(value="3", unit="EUR"),
+            ),
+        )
+        node.create_proposal(net, "p", "2 kg apples", [offer], [price])
+        accepted = node.accept_proposal(net, "p", "bo")
+        assert len(accepted.commitments) == 1 and len(accepted.reciprocal_commitments) == 1
+        with pytest.raises(ReflowError.Invalid) as e:
+            node.accept_proposal(net, "p", "bo")
+        assert "not open" in str(e.value)
+
+        deliver = accepted.commitments[0]
+        by_id = {c.id: c for c in node.commitments(net, None)}
+        assert by_id[deliver].progress == "open"
+        assert (by_id[deliver].provider, by_id[deliver].receiver) == ("ana", "bo")
+        assert by_id[deliver].agreement == accepted.agreement
+
+        event = node.record_event(
+            net,
+            EventInput(
+                action="transfer",
+                provider="ana",
+                receiver="bo",
+                resource_inventoried_as="apples",
+                resource_quantity=MeasureRecord(value="1.5", unit="kg"),
+                has_point_in_time="2026-03-07T10:00:00Z",
+                fulfills=deliver,
+                creates=ResourceDescriptionInput(id="bo-apples", name="Apples"),
+            ),
+        )
+        status = {c.id: c for c in node.commitments(net, "2026-03-08")}[deliver]
+        # 1.5 of 2 kg: 75 %.
+        assert status.progress == "partly"
+        assert status.fulfilled == MeasureRecord(value="1.5", unit="kg")
+        assert status.percent == "75"
+        assert status.fulfilled_by == [event]
+        assert node.event(net, event).fulfills == deliver
+
+        # A fulfilling event of another action is refused, typed.
+        with pytest.raises(ReflowError.Invalid):
+            node.record_event(
+                net,
+                EventInput(
+                    action="consume",
+                    provider="ana",
+                    receiver="ana",
+                    resource_inventoried_as="apples",
+                    resource_quantity=MeasureRecord(value="1", unit="kg"),
+                    fulfills=deliver,
+                ),
+            )
+
+        node.create_commitment(
+            net,
+            CommitmentInput(
+                id="late",
+                action="work",
+                provider="bo",
+                receiver="ana",
+                effort_quantity=MeasureRecord(value="2", unit="hour"),
+                due="2026-03-01",
+            ),
+        )
+        overdue = [c.id for c in node.commitments(net, "2026-03-02") if c.overdue]
+        assert overdue == ["late"]
+
+        report = node.flows(net, FlowQueryInput(group_by=["action"], period="month"))
+        assert [(r.period, r.action, r.unit, r.quantity, r.events) for r in report.rows] == [
+            ("2026-03", "transfer", "kg", "1.5", 1)
+        ]
+        assert report.undated == 1  # the produce has no time
+        assert report.csv.splitlines()[1] == "2026-03,transfer,,,,,kg,1.5,1"
+        with pytest.raises(ReflowError.InvalidArgument):
+            node.flows(net, FlowQueryInput(period="fortnight"))
     finally:
         close(node)

@@ -141,17 +141,19 @@ const pages = {
   },
 
   async offers(v) {
-    v.innerHTML = `<h2>Offers &amp; requests</h2><div id="offers-list"></div>` +
+    v.innerHTML = `<h2>Offers &amp; requests</h2><div id="offers-list"></div><p><span class="msg" id="accept-msg"></span></p>` +
 
       `<h3>New offer or request</h3><form class="stack" id="intent-form">` +
       `<label><span>Kind</span><select name="kind"><option value="offer">Offer (I provide)</option><option value="request">Request (I need)</option></select></label>` +
       `<label><span>Agent <b class="req">*</b></span><select name="agent" required>${options(objects.agents)}</select></label>` +
-      `<label><span>Action</span><select name="action">${actions.map(a => `<option${a.action === "transfer" ? " selected" : ""}>${a.action}</option>`).join("")}</select></label>` +
+      `<label><span>Action</span><select name="action">${actions.map(a => `<option value="${a.action}"${a.action === "transfer" ? " selected" : ""}>${a.action}</option>`).join("")}</select></label>` +
       `<label><span>Kind of resource</span><select name="conformsTo">${options(objects.specs)}</select></label>` +
       `<label><span>Or a specific resource</span><select name="resource">${options(objects.resources)}</select></label>` +
       `<label><span>Quantity</span><div class="pair"><input name="quantityValue" inputmode="decimal" placeholder="e.g. 3"><select name="quantityUnit">${options(objects.units)}</select></div></label>` +
       `<label><span>Where</span><select name="atLocation">${options(objects.locations)}</select></label>` +
       `<label><span>Publish in a new proposal named</span><input name="proposal" placeholder="e.g. Saturday market"></label>` +
+      `<label><span>Price (asked in return)</span><div class="pair"><input name="priceValue" inputmode="decimal" placeholder="e.g. 3"><select name="priceUnit">${options(objects.units)}</select></div></label>` +
+      `<label><span>Kind of payment</span><select name="priceConformsTo">${options(objects.specs)}</select></label>` +
       `<label><span>Note</span><input name="note"></label>` +
       `<button type="submit">Publish</button><span class="msg" id="intent-msg"></span></form>`;
     $("#intent-form").onsubmit = async ev => {
@@ -213,7 +215,121 @@ async function offersList() {
         `<td data-label="Who">${esc(agentName(i.provider || i.receiver))}</td><td data-label="Where">${esc(placeName(i.atLocation))}</td>` +
         `<td data-label="Proposal">${esc(inProposal(i.id))}</td><td data-label="Note">${esc(i.note)}${i.due ? ` <span class="muted">due ${esc(i.due)}</span>` : ""}</td></tr>`).join("") + `</table>`
     : `<p class="muted">No offers or requests yet.</p>`;
+  const open = o.proposals.filter(p => p.status === "open");
+  if (el && open.length) el.innerHTML += `<h3>Open proposals</h3><table class="cards" id="proposals-table"><tr><th>Proposal</th><th>Gives</th><th>Asks</th><th></th></tr>` +
+    open.map(p => {
+      const what = ids => (ids || []).map(id => byIdIntent(o, id)).filter(Boolean).map(i => `${esc(i.action)} ${qty(i.resourceQuantity || i.effortQuantity)} ${esc(specName(i.resourceConformsTo))}`).join(", ");
+      const mine = (p.publishes || []).map(id => byIdIntent(o, id)).some(i => i && (i.provider === me.agent || i.receiver === me.agent));
+      return `<tr data-id="${esc(p.id)}"><td data-label="Proposal">${esc(p.name)}</td><td data-label="Gives">${what(p.publishes)}</td><td data-label="Asks">${what(p.reciprocal)}</td>` +
+        `<td>${mine ? `<span class="muted small">yours</span>` : `<button class="accept" data-proposal="${esc(p.id)}">Accept</button>`}</td></tr>`;
+    }).join("") + `</table>`;
+  for (const b of document.querySelectorAll("button.accept")) b.onclick = async () => {
+    const r = await post(`/api/proposals/${enc(b.dataset.proposal)}/accept`);
+    if (r.ok) await offersList();
+    const m = $("#accept-msg");
+    m.className = "msg " + (r.ok ? "ok" : "err");
+    m.textContent = r.ok ? `agreement ${r.body.agreement}: see Commitments` : r.body.error;
+  };
 }
+const byIdIntent = (o, id) => o.intents.find(i => i.id === id);
+
+// ---------------------------------------------------------------- commitments and flows
+const PROGRESS = {open: "open", partly: "partly fulfilled", fulfilled: "fulfilled"};
+// A link to the event form, prefilled to record what fulfils commitment `c`.
+function fulfilLink(s) {
+  const c = s.commitment, left = s.committed && s.fulfilled ? Number(s.committed.hasNumericalValue) - Number(s.fulfilled.hasNumericalValue) : null;
+  const unit = (s.committed || {}).hasUnit;
+  const params = new URLSearchParams({action: c.action, provider: c.provider || "", receiver: c.receiver || "", fulfills: s.id});
+  if (c.resourceConformsTo) params.set("conformsTo", c.resourceConformsTo);
+  if (left !== null && left > 0) params.set(c.resourceQuantity ? "quantity" : "effort", `${left} ${unit}`);
+  if (c.clauseOf || c.reciprocalClauseOf) params.set("realizationOf", c.clauseOf || c.reciprocalClauseOf);
+  return `#record?${params}`;
+}
+async function commitmentsList(v) {
+  const [cs, as] = await Promise.all([get("/api/commitments?now=" + enc(new Date().toISOString())), get("/api/agreements")]);
+  const row = s => {
+    const c = s.commitment;
+    return `<tr data-id="${esc(s.id)}" data-progress="${esc(s.progress)}"><td data-label="Commitment"><b>${esc(c.action)}</b> ${qty(s.committed)} ${esc(specName(c.resourceConformsTo))}` +
+      ` <span class="muted">${esc(agentName(c.provider))} → ${esc(agentName(c.receiver))}</span></td>` +
+      td("Fulfilled", `${qty(s.fulfilled)}${s.percent ? ` (${esc(s.percent)} %)` : ""}`, "num") +
+      `<td data-label="Status"><span class="tag progress-${esc(s.progress)}">${PROGRESS[s.progress]}</span>${c.finished ? ` <span class="tag">finished</span>` : ""}${s.overdue ? ` <span class="tag bad overdue">overdue</span>` : ""}</td>` +
+      td("Due", esc(c.due)) +
+      `<td class="keep">${s.progress === "fulfilled" || c.finished ? "" : `<a class="button secondary fulfil" href="${fulfilLink(s)}">Record</a>`}</td></tr>`;
+  };
+  const table = list => `<table class="cards commitments"><tr><th>Commitment</th><th>Fulfilled</th><th>Status</th><th>Due</th><th></th></tr>` + list.map(row).join("") + `</table>`;
+  const inAgreement = new Set(as.flatMap(a => a.stipulates.concat(a.stipulatesReciprocal).map(s => s.id)));
+  const other = cs.filter(s => !inAgreement.has(s.id));
+  v.innerHTML = `<h2>Commitments</h2><p class="muted small">Fulfilment is worked out from the events that fulfil each commitment; overdue is judged by this device's clock.</p>` +
+    (as.length ? `<h3>Agreements</h3>` + as.map(a => `<div class="card agreement" data-id="${esc(a.id)}"><b>${esc(a.agreement.name)}</b>${a.complete ? ` <span class="tag offer">complete</span>` : ""}` +
+      `<p class="small muted">gives</p>${table(a.stipulates)}<p class="small muted">in return</p>${table(a.stipulatesReciprocal)}</div>`).join("") : "") +
+    `<h3>Other commitments</h3>` + (other.length ? table(other) : `<p class="muted">None.</p>`) +
+    `<h3>Plan from a recipe</h3><form class="stack" id="recipe-form">` +
+    `<label><span>Recipe <b class="req">*</b></span><select name="recipeProcess" required>${options(objects.recipeProcesses || [])}</select></label>` +
+    `<label><span>Who does the work <b class="req">*</b></span><select name="provider" required>${options(objects.agents, me.agent)}</select></label>` +
+    `<label><span>For <b class="req">*</b></span><select name="receiver" required>${options(objects.agents)}</select></label>` +
+    `<label><span>Plan</span><input name="plan" placeholder="e.g. saturday"></label><label><span>Due (ISO 8601)</span><input name="due" placeholder="2026-03-07T17:00:00Z"></label>` +
+    `<button type="submit">Plan</button><span class="msg" id="recipe-msg"></span></form>`;
+  $("#recipe-form").onsubmit = async ev => {
+    ev.preventDefault();
+    const r = await post("/api/recipe-plan", formBody(ev.target));
+    const m = $("#recipe-msg");
+    m.className = "msg " + (r.ok ? "ok" : "err");
+    m.textContent = r.ok ? `planned ${r.body.process}: ${r.body.inputs.length + r.body.outputs.length} commitments` : r.body.error;
+  };
+}
+
+// A bar chart of rows as inline SVG (no library, nothing from the network): one bar per row.
+function barChart(rows, unit) {
+  const W = 640, H = 220, pad = 34, n = rows.length;
+  const max = Math.max(...rows.map(r => Number(r.quantity)), 0) || 1;
+  const bw = Math.max(4, (W - pad * 2) / Math.max(n, 1) - 6);
+  const label = r => [r.period, r.action, specName(r.resourceSpecification), agentName(r.provider), agentName(r.receiver), placeName(r.place)].filter(Boolean).join(" · ");
+  const bars = rows.map((r, i) => {
+    const h = Math.round((Number(r.quantity) / max) * (H - pad * 2));
+    const x = pad + i * (bw + 6), y = H - pad - h;
+    return `<g class="bar"><rect x="${x}" y="${y}" width="${bw}" height="${h}" fill="#2f7d5b"><title>${esc(label(r))}: ${esc(r.quantity)} ${esc(unitName(unit))}</title></rect>` +
+      `<text x="${x + bw / 2}" y="${y - 3}" font-size="10" text-anchor="middle">${esc(r.quantity)}</text>` +
+      `<text x="${x + bw / 2}" y="${H - pad + 12}" font-size="9" text-anchor="middle">${esc(String(label(r)).slice(0, 14))}</text></g>`;
+  }).join("");
+  return `<svg class="chart" data-unit="${esc(unit)}" viewBox="0 0 ${W} ${H}" width="100%" role="img" aria-label="flows in ${esc(unitName(unit))}">` +
+    `<line x1="${pad}" y1="${H - pad}" x2="${W - pad}" y2="${H - pad}" stroke="#888"/><text x="4" y="14" font-size="11">${esc(unitName(unit))} (max ${max})</text>${bars}</svg>`;
+}
+async function flowsReport() {
+  const f = $("#flows-form");
+  const p = new URLSearchParams();
+  const by = [...f.querySelectorAll("input[name=by]:checked")].map(x => x.value).join(",");
+  if (by) p.set("by", by);
+  for (const k of ["period", "from", "to", "action", "place", "spec"]) if (f[k].value) p.set(k, f[k].value);
+  const out = $("#flows-out");
+  let d;
+  try { d = await get("/api/flows?" + p); } catch (e) { out.innerHTML = `<p class="err">${esc(e.message)}</p>`; return; }
+  const rows = d.report.rows;
+  const units = [...new Set(rows.map(r => r.unit || ""))];
+  out.innerHTML = (rows.length ? units.map(u => `<h4>${esc(unitName(u) || "no quantity")}</h4>${barChart(rows.filter(r => (r.unit || "") === u), u)}`).join("") +
+    `<table class="cards" id="flows-table"><tr><th>Period</th><th>Action</th><th>Kind</th><th>Provider</th><th>Receiver</th><th>Place</th><th>Total</th><th>Events</th></tr>` +
+    rows.map(r => `<tr>${td("Period", esc(r.period))}${td("Action", esc(r.action))}${td("Kind", esc(specName(r.resourceSpecification)))}${td("Provider", esc(agentName(r.provider)))}` +
+      `${td("Receiver", esc(agentName(r.receiver)))}${td("Place", esc(placeName(r.place)))}${td("Total", `${esc(r.quantity)} ${esc(unitName(r.unit))}`, "num")}${td("Events", r.events, "num")}</tr>`).join("") + `</table>`
+    : `<p class="muted" id="no-flows">No events match.</p>`) +
+    (d.report.undated ? `<p class="small muted">${d.report.undated} events without a readable time left out.</p>` : "") +
+    `<p><a class="button secondary" id="flows-csv" download="flows.csv" href="data:text/csv;charset=utf-8,${enc(d.csv)}">Download CSV</a></p>`;
+}
+Object.assign(pages, {
+  async commitments(v) { await commitmentsList(v); },
+  async flows(v) {
+    v.innerHTML = `<h2>Flows</h2><p class="muted small">Totals of the events, grouped as you choose, drawn here (nothing from the internet).</p>` +
+      `<form class="stack" id="flows-form"><fieldset><legend>Group by</legend>` +
+      [["action", "action"], ["spec", "kind of resource"], ["provider", "provider"], ["receiver", "receiver"], ["place", "place"]].map(([k, l]) =>
+        `<label class="inline"><input type="checkbox" name="by" value="${k}"${k === "place" ? " checked" : ""}> ${l}</label>`).join(" ") + `</fieldset>` +
+      `<label><span>Period</span><select name="period"><option value="">none</option><option value="day">day</option><option value="week">week</option><option value="month" selected>month</option></select></label>` +
+      `<label><span>From (ISO date)</span><input name="from" placeholder="2026-03-01"></label><label><span>To (exclusive)</span><input name="to" placeholder="2026-04-01"></label>` +
+      `<label><span>Action</span><select name="action"><option value=""></option>${actions.map(a => `<option>${a.action}</option>`).join("")}</select></label>` +
+      `<label><span>Place</span><select name="place">${options(objects.locations)}</select></label>` +
+      `<label><span>Kind of resource</span><select name="spec">${options(objects.specs)}</select></label>` +
+      `<button type="submit">Show</button></form><div id="flows-out"></div>`;
+    $("#flows-form").onsubmit = ev => { ev.preventDefault(); flowsReport(); };
+    await flowsReport();
+  },
+});
 
 // ---------------------------------------------------------------- event form
 // VF field name -> [input name, label, kind].
@@ -299,6 +415,9 @@ async function eventForm(v, original) {
     `<form class="stack" id="record-form" novalidate><label><span>Action</span><select name="action" id="act"${original ? " disabled" : ""}>` +
     actions.map(a => `<option value="${a.action}"${a.action === start ? " selected" : ""}>${a.action}</option>`).join("") + `</select></label>` +
     `<p class="small muted" id="act-help"></p><div id="fields"></div><label><span>Note</span><input name="note" value="${esc(pre.note || "")}"></label>` +
+    (original ? "" : `<label><span>When (ISO 8601, or now)</span><input name="atTime" value="${esc(pre.atTime || "now")}"></label>`) +
+    (pre.fulfills ? `<p class="small" id="fulfils">Fulfils commitment <span class="mono">${esc(pre.fulfills)}</span></p><input type="hidden" name="fulfills" value="${esc(pre.fulfills)}">` : "") +
+    (pre.realizationOf ? `<input type="hidden" name="realizationOf" value="${esc(pre.realizationOf)}">` : "") +
     `<button type="submit" id="record-submit">${original ? "Record correction" : "Record"}</button><span class="msg" id="msg"></span></form>`;
   const draw = () => {
     const a = actions.find(x => x.action === $("#act").value);
@@ -401,7 +520,7 @@ function drawMap(v, d) {
 }
 
 // ---------------------------------------------------------------- routing and live updates
-const FORMS = new Set(["record", "correct", "offers", "invite"]);
+const FORMS = new Set(["record", "correct", "offers", "invite", "flows"]);
 let current = "inventory";
 function route() {
   const h = decodeURIComponent(location.hash.slice(1).split("?")[0]) || "inventory";
@@ -432,6 +551,7 @@ async function onChange(kind) {
   if (kind === "update") { await loadObjects(); refreshBadges(); }
   // Forms keep what the user typed; every other page redraws.
   if (current === "offers" && kind === "update") offersList();
+  if (current === "flows" && kind === "update") flowsReport();
   if (!FORMS.has(current) && (kind === "update" || current === "peers")) {
     clearTimeout(pending);
     pending = setTimeout(render, 50);

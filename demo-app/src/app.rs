@@ -161,6 +161,21 @@ pub struct EventInput {
     /// The new resource's name.
     #[arg(long)]
     pub new_resource_name: Option<String>,
+    /// When it happened (ISO 8601, e.g. 2026-03-07T10:00:00Z), or `now`.
+    #[arg(long)]
+    pub at_time: Option<String>,
+    /// The commitment this event fulfils.
+    #[arg(long)]
+    pub fulfills: Option<String>,
+    /// The intent this event satisfies directly.
+    #[arg(long)]
+    pub satisfies: Option<String>,
+    /// The claim this event settles.
+    #[arg(long)]
+    pub settles: Option<String>,
+    /// The agreement this event realizes.
+    #[arg(long)]
+    pub realization_of: Option<String>,
 }
 
 /// The trimmed text of an optional field, `None` when absent or blank.
@@ -234,6 +249,17 @@ impl EventInput {
         set(&mut e.output_of, &self.output_of);
         set(&mut e.at_location, &self.at_location);
         set(&mut e.to_location, &self.to_location);
+        set(&mut e.fulfills, &self.fulfills);
+        set(&mut e.satisfies, &self.satisfies);
+        set(&mut e.settles, &self.settles);
+        set(&mut e.realization_of, &self.realization_of);
+        if let Some(t) = nonempty(&self.at_time) {
+            e.has_point_in_time = Some(if t == "now" {
+                crate::planning_cli::now_utc()
+            } else {
+                t.to_string()
+            });
+        }
         if let Some(s) = nonempty(&self.state) {
             e.state = Some(s.to_string());
         }

@@ -216,6 +216,55 @@ fn seed_catalogue(cafe: &Node, net: NetworkId) -> Result<()> {
             "Fix Ana's brakes",
             Some(Id::from("repair")),
         ))?;
+        // The café's recipe for a brake repair: an hour of mechanics and two pads in, the
+        // bicycle modified out. "Plan from recipe" turns it into a process and commitments.
+        l.create(reflow::RecipeProcess {
+            id: Id::from("brake-repair"),
+            name: "Brake repair".into(),
+            process_conforms_to: Some(Id::from("repair")),
+            process_classified_as: Vec::new(),
+            has_duration: None,
+            note: None,
+        })?;
+        let flows = [
+            (
+                "brake-work",
+                A::Work,
+                false,
+                None,
+                Some((1, "hour")),
+                Some("mechanics"),
+            ),
+            (
+                "brake-pads",
+                A::Consume,
+                false,
+                Some((2, "one")),
+                None,
+                None,
+            ),
+            (
+                "brake-bike",
+                A::Modify,
+                true,
+                Some((1, "one")),
+                None,
+                Some("bicycle"),
+            ),
+        ];
+        for (id, action, output, q, effort, spec) in flows {
+            let mut f = reflow::RecipeFlow::new(action);
+            f.id = Id::from(id);
+            if output {
+                f.recipe_output_of = Some(Id::from("brake-repair"));
+            } else {
+                f.recipe_input_of = Some(Id::from("brake-repair"));
+            }
+            f.resource_quantity = q.map(|(n, u)| reflow::Measure::new(n, u));
+            f.effort_quantity = effort.map(|(n, u)| reflow::Measure::new(n, u));
+            f.resource_conforms_to = spec.map(Id::from);
+            l.create(f)?;
+        }
         Ok(())
     })?;
     // The network's own rules (docs/rules.md), the food-market template: a stall's sales are

@@ -7,6 +7,7 @@
 
 mod app;
 mod demo;
+mod planning_cli;
 mod sync;
 mod web;
 
@@ -89,9 +90,23 @@ enum Command {
     /// Intents: offers (with a provider) and requests (with a receiver) at a market.
     #[command(subcommand)]
     Intent(IntentCmd),
-    /// Proposals: published offers or requests made of intents.
+    /// Proposals: published offers or requests made of intents; accept one.
     #[command(subcommand)]
     Proposal(ProposalCmd),
+    /// Commitments and their fulfilment (open, partly fulfilled, fulfilled, overdue).
+    #[command(subcommand)]
+    Commitment(planning_cli::CommitmentCmd),
+    /// Agreements: what each side committed and how far it is fulfilled.
+    #[command(subcommand)]
+    Agreement(planning_cli::AgreementCmd),
+    /// Claims and their settlement.
+    #[command(subcommand)]
+    Claim(planning_cli::ClaimCmd),
+    /// Recipes, and planning a process (a repair) from one.
+    #[command(subcommand)]
+    Recipe(planning_cli::RecipeCmd),
+    /// Totals of events by action, specification, agent, place and period (--json, --csv).
+    Flows(planning_cli::FlowsArgs),
     /// Peers of the network known to this device.
     Peers(ReadOpts),
     /// Run the node in the foreground, syncing with peers, with live status lines; Ctrl-C or
@@ -346,6 +361,9 @@ struct IntentInput {
     /// Quantity with its unit id: "5 kg".
     #[arg(long)]
     quantity: Option<String>,
+    /// Effort with its unit id: "2 hour".
+    #[arg(long)]
+    effort: Option<String>,
     /// Where.
     #[arg(long)]
     at_location: Option<String>,
@@ -368,6 +386,9 @@ enum ProposalCmd {
         /// An intent it publishes (repeat for several).
         #[arg(long = "intent", required = true)]
         intents: Vec<String>,
+        /// An intent it asks in return (the price; repeat for several).
+        #[arg(long = "reciprocal")]
+        reciprocal: Vec<String>,
         /// All intents must be taken together.
         #[arg(long)]
         unit_based: bool,
@@ -382,6 +403,17 @@ enum ProposalCmd {
     List(ReadOpts),
     /// Show one proposal with its intents.
     Show(IdArg),
+    /// Accept a proposal: an agreement with commitments both ways, in one change.
+    Accept {
+        /// The proposal id.
+        id: String,
+        /// The agent accepting (default: the agent this device acts for).
+        #[arg(long)]
+        agent: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Set a proposal's status.
     Status {
         /// The proposal id.
@@ -765,6 +797,11 @@ async fn command(cli: &Cli, dir: &std::path::Path, node: &Arc<Node>) -> Result<(
         Command::Process(p) => process_cmd(node, net()?, p)?,
         Command::Intent(i) => intent_cmd(node, net()?, i)?,
         Command::Proposal(p) => proposal_cmd(node, net()?, p)?,
+        Command::Commitment(c) => planning_cli::commitment_cmd(node, net()?, c)?,
+        Command::Agreement(c) => planning_cli::agreement_cmd(node, net()?, c)?,
+        Command::Claim(c) => planning_cli::claim_cmd(node, net()?, c)?,
+        Command::Recipe(c) => planning_cli::recipe_cmd(node, net()?, c)?,
+        Command::Flows(a) => planning_cli::flows_cmd(node, net()?, a)?,
         Command::Sync(a) => sync::run(node, net()?, a.json).await?,
         Command::Export(a) => {
             let doc = jsonld::export(node, net()?)?;
@@ -1206,19 +1243,21 @@ fn intent_cmd(node: &Node, net: NetworkId, cmd: &IntentCmd) -> Result<()> {
                 .transpose()?
                 .map(|(n, u)| Measure::new(n, u));
             let id = |s: &Option<String>| s.as_deref().map(Id::from);
-            let intent = Intent {
-                id: Id::from(i.id.as_str()),
-                action: Action::from_str(&i.action)?,
-                provider: id(&i.provider),
-                receiver: id(&i.receiver),
-                resource_conforms_to: id(&i.conforms_to),
-                resource_inventoried_as: id(&i.resource),
-                resource_quantity: measure,
-                at_location: id(&i.at_location),
-                due: i.due.clone(),
-                finished: false,
-                note: i.note.clone(),
-            };
+            let mut intent = Intent::request(Action::from_str(&i.action)?, id(&i.receiver));
+            intent.id = Id::from(i.id.as_str());
+            intent.provider = id(&i.provider);
+            intent.resource_conforms_to = id(&i.conforms_to);
+            intent.resource_inventoried_as = id(&i.resource);
+            intent.resource_quantity = measure;
+            intent.effort_quantity = i
+                .effort
+                .as_deref()
+                .map(|q| app::measure(q, "effort"))
+                .transpose()?
+                .map(|(n, u)| Measure::new(n, u));
+            intent.at_location = id(&i.at_location);
+            intent.due = i.due.clone();
+            intent.note = i.note.clone();
             println!("{}", node.write(net, |l| l.create(intent))?);
         }
         IntentCmd::List {
@@ -1281,6 +1320,7 @@ fn proposal_cmd(node: &Node, net: NetworkId, cmd: &ProposalCmd) -> Result<()> {
             id,
             name,
             intents,
+            reciprocal,
             unit_based,
             location,
             note,
@@ -1289,12 +1329,39 @@ fn proposal_cmd(node: &Node, net: NetworkId, cmd: &ProposalCmd) -> Result<()> {
                 id: Id::from(id.as_str()),
                 name: name.clone(),
                 publishes: intents.iter().map(|i| Id::from(i.as_str())).collect(),
+                reciprocal: reciprocal.iter().map(|i| Id::from(i.as_str())).collect(),
+                proposed_to: Vec::new(),
+                created: Some(planning_cli::now_utc()),
+                has_beginning: None,
+                has_end: None,
                 unit_based: *unit_based,
                 eligible_location: location.as_deref().map(Id::from),
                 status: ProposalStatus::Open,
                 note: note.clone(),
             };
             println!("{}", node.write(net, |l| l.create(p))?);
+        }
+        ProposalCmd::Accept { id, agent, json } => {
+            let agent = match agent {
+                Some(a) => Id::from(a.as_str()),
+                None => planning_cli::my_agent(node, net)?,
+            };
+            let now = planning_cli::now_utc();
+            let accepted = node.write(net, |l| {
+                l.accept_proposal(&Id::from(id.as_str()), &agent, Some(now))
+            })?;
+            if *json {
+                print_json(&accepted)?;
+            } else {
+                println!("agreement {}", accepted.agreement);
+                for c in accepted
+                    .commitments
+                    .iter()
+                    .chain(&accepted.reciprocal_commitments)
+                {
+                    println!("  commitment {c}");
+                }
+            }
         }
         ProposalCmd::List(o) => {
             let (list, intents) = node.read(net, |r| {

@@ -25,6 +25,11 @@
 //! | `POST /api/invite` | a one-time ticket (admins) and its QR code as SVG |
 //! | `GET /api/map` | located places, resources, moves between places |
 //! | `GET /api/updates` | server-sent events: `update` (ledger changes), `peers` |
+//! | `GET /api/commitments?now=` | every commitment with its fulfilment; `overdue` by `now` |
+//! | `GET /api/agreements` | every agreement with its clauses both ways |
+//! | `POST /api/proposals/{id}/accept` | accept a proposal as this device's agent |
+//! | `GET /api/flows?by=&period=&from=&to=&action=&agent=&place=&spec=` | the flows report |
+//! | `POST /api/recipe-plan` | plan a process (a repair) from a recipe process |
 //!
 //! Access ([`guard`]): any web page the user visits can make the browser send requests to
 //! 127.0.0.1, so listening on loopback is not enough.
@@ -189,6 +194,11 @@ fn router(state: AppState, access: Guard) -> Router {
         .route("/api/invite", post(invite))
         .route("/api/map", get(map))
         .route("/api/updates", get(updates))
+        .route("/api/commitments", get(commitments))
+        .route("/api/agreements", get(agreements))
+        .route("/api/proposals/{id}/accept", post(accept_proposal))
+        .route("/api/flows", get(flows))
+        .route("/api/recipe-plan", post(plan_from_recipe))
         .fallback(not_found)
         .with_state(state)
         // After the routes and the fallback: the guard sees every request.
@@ -496,6 +506,7 @@ async fn objects(State(s): State<AppState>) -> ApiResult {
             "specs": ids(&l.list::<ResourceSpecification>(), |x| &x.id),
             "locations": ids(&l.list::<SpatialThing>(), |x| &x.id),
             "processes": ids(&l.list::<Process>(), |x| &x.id),
+            "recipeProcesses": ids(&l.list::<reflow::RecipeProcess>(), |x| &x.id),
             "resources": l.inventory(&ResourceFilter::default()),
         }))
     })
@@ -689,6 +700,10 @@ struct IntentInput {
     note: Option<String>,
     /// If given, also publish the intent in a new proposal of this name.
     proposal: Option<String>,
+    /// What is asked in return, with its unit: "3 EUR" (a reciprocal intent of the proposal).
+    price: Option<String>,
+    /// The kind of resource asked in return (e.g. the currency's specification).
+    price_conforms_to: Option<String>,
 }
 
 fn intent_from(input: &IntentInput) -> std::result::Result<Intent, ApiError> {
@@ -715,34 +730,52 @@ fn intent_from(input: &IntentInput) -> std::result::Result<Intent, ApiError> {
             "say what is offered or requested: a resource specification or a resource",
         ));
     }
-    Ok(Intent {
-        id: Id::from(""),
-        action,
-        provider,
-        receiver,
-        resource_conforms_to: id(&input.conforms_to),
-        resource_inventoried_as: id(&input.resource),
-        resource_quantity,
-        at_location: id(&input.at_location),
-        due: nonempty(&input.due).map(str::to_string),
-        finished: false,
-        note: nonempty(&input.note).map(str::to_string),
-    })
+    let mut intent = Intent::request(action, receiver);
+    intent.provider = provider;
+    intent.resource_conforms_to = id(&input.conforms_to);
+    intent.resource_inventoried_as = id(&input.resource);
+    intent.resource_quantity = resource_quantity;
+    intent.at_location = id(&input.at_location);
+    intent.due = nonempty(&input.due).map(str::to_string);
+    intent.note = nonempty(&input.note).map(str::to_string);
+    Ok(intent)
 }
 
 async fn create_intent(State(s): State<AppState>, Json(input): Json<IntentInput>) -> ApiResult {
     let intent = intent_from(&input)?;
     let proposal = nonempty(&input.proposal).map(str::to_string);
+    // The price: the reciprocal intent, with the sides of the intent swapped.
+    let price = match nonempty(&input.price) {
+        Some(p) => {
+            if proposal.is_none() {
+                return Err(bad("a price needs a proposal to publish it in"));
+            }
+            let (n, unit) = app::measure(p, "price").map_err(bad)?;
+            let mut r = Intent::request(Action::Transfer, intent.provider.clone());
+            r.provider = intent.receiver.clone();
+            r.resource_quantity = Some(Measure::new(n, unit));
+            r.resource_conforms_to = nonempty(&input.price_conforms_to).map(Id::from);
+            Some(r)
+        }
+        None => None,
+    };
     let location = intent.at_location.clone();
+    let created = crate::planning_cli::now_utc();
     let (intent_id, proposal_id) = s
         .node
         .write(s.net, move |l| {
             let iid = l.create(intent)?;
+            let rid = price.map(|p| l.create(p)).transpose()?;
             let pid = match proposal {
                 Some(name) => Some(l.create(Proposal {
                     id: Id::from(""),
                     name,
                     publishes: vec![iid.clone()],
+                    reciprocal: rid.into_iter().collect(),
+                    proposed_to: Vec::new(),
+                    created: Some(created),
+                    has_beginning: None,
+                    has_end: None,
                     unit_based: false,
                     eligible_location: location,
                     status: ProposalStatus::Open,
@@ -754,6 +787,132 @@ async fn create_intent(State(s): State<AppState>, Json(input): Json<IntentInput>
         })
         .map_err(bad)?;
     Ok(Json(json!({"id": intent_id, "proposal": proposal_id})))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct NowQuery {
+    /// The viewer's clock (ISO 8601); default: this device's.
+    now: Option<String>,
+}
+
+async fn commitments(
+    State(s): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<NowQuery>,
+) -> ApiResult {
+    let now = q.now.unwrap_or_else(crate::planning_cli::now_utc);
+    let list = read(&s, |r| r.ledger().commitment_statuses(Some(&now)))?.map_err(bad)?;
+    Ok(Json(json!(list)))
+}
+
+async fn agreements(State(s): State<AppState>) -> ApiResult {
+    let list = read(&s, |r| {
+        r.ledger()
+            .list::<reflow::Agreement>()
+            .into_iter()
+            .map(|a| r.ledger().agreement_status(&a.id))
+            .collect::<reflow::Result<Vec<_>>>()
+    })?
+    .map_err(bad)?;
+    Ok(Json(json!(list)))
+}
+
+async fn accept_proposal(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    let agent = read(&s, |r| r.member(&r.device()).map(|m| m.agent))?
+        .ok_or_else(|| bad("this device is not a member of the network"))?;
+    let now = crate::planning_cli::now_utc();
+    let accepted = s
+        .node
+        .write(s.net, |l| {
+            l.accept_proposal(&Id::from(id.as_str()), &agent, Some(now))
+        })
+        .map_err(bad)?;
+    Ok(Json(json!(accepted)))
+}
+
+/// What to plan from a recipe process.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct RecipePlanInput {
+    recipe_process: String,
+    provider: String,
+    receiver: String,
+    /// A plan id (created if new).
+    plan: Option<String>,
+    name: Option<String>,
+    due: Option<String>,
+}
+
+async fn plan_from_recipe(
+    State(s): State<AppState>,
+    Json(input): Json<RecipePlanInput>,
+) -> ApiResult {
+    let need = |x: &str, what: &str| {
+        if x.trim().is_empty() {
+            Err(bad(format!("planning from a recipe needs {what}")))
+        } else {
+            Ok(Id::from(x.trim()))
+        }
+    };
+    let req = reflow::RecipePlanning {
+        recipe_process: need(&input.recipe_process, "a recipe process")?,
+        provider: need(&input.provider, "a provider")?,
+        receiver: need(&input.receiver, "a receiver")?,
+        plan: nonempty(&input.plan).map(Id::from),
+        name: nonempty(&input.name).map(str::to_string),
+        due: nonempty(&input.due).map(str::to_string),
+        output_is_independent_demand: nonempty(&input.plan).is_some(),
+    };
+    let planned = s
+        .node
+        .write(s.net, |l| {
+            if let Some(p) = &req.plan {
+                if l.get::<reflow::Plan>(p).is_none() {
+                    let mut new = reflow::Plan::new(p.clone(), p.as_str());
+                    new.due = req.due.clone();
+                    l.create(new)?;
+                }
+            }
+            l.plan_from_recipe(&req)
+        })
+        .map_err(bad)?;
+    Ok(Json(json!(planned)))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct FlowsQuery {
+    by: Option<String>,
+    period: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    action: Option<String>,
+    agent: Option<String>,
+    place: Option<String>,
+    spec: Option<String>,
+}
+
+async fn flows(
+    State(s): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<FlowsQuery>,
+) -> ApiResult {
+    let blank = |x: &Option<String>| nonempty(x).map(str::to_string);
+    let args = crate::planning_cli::FlowsArgs::new(
+        nonempty(&q.by)
+            .map(|b| b.split(',').map(str::to_string).collect())
+            .unwrap_or_default(),
+        blank(&q.period),
+        blank(&q.from),
+        blank(&q.to),
+        blank(&q.action),
+        blank(&q.agent),
+        blank(&q.place),
+        blank(&q.spec),
+    );
+    let query = args.query().map_err(bad)?;
+    let report = read(&s, |r| r.ledger().flows(&query))?.map_err(bad)?;
+    let csv = report.to_csv();
+    Ok(Json(json!({"report": report, "csv": csv})))
 }
 
 async fn peers(State(s): State<AppState>) -> ApiResult {

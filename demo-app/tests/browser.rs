@@ -5,7 +5,9 @@
 //! UI on 127.0.0.1) and drives two browsers, one on the repair café's page (node A) and one
 //! on the market stall's (node B): an event recorded through A's form appears live in B's
 //! inventory (without a reload); the map, a trace, a conflict and its correction, an offer,
-//! the peers page, the invite with its QR code, and the inventory on a phone-sized window.
+//! the market flow (an offer with a price accepted on the other node, delivered and paid
+//! through the commitments' prefilled forms, seen live on both), the flows chart, the peers
+//! page, the invite with its QR code, and the inventory on a phone-sized window.
 //! It opens each page with the key the demo printed, and shows that without the key, from a
 //! foreign Host (DNS rebinding, simulated by resolving evil.example to 127.0.0.1 in Chromium)
 //! or from another site's page, the node records nothing and answers nothing.
@@ -683,6 +685,100 @@ fn web_ui_in_a_real_browser() {
     b.wait_text("#intents-table", "Bicycle mechanics");
     b.screenshot("offers");
 
+    // The market flow across the two nodes: the café offers a brake check for a jar of jam
+    // (an intent, a reciprocal intent, a proposal); the stall accepts it on its node, which
+    // makes an agreement with commitments both ways; the café delivers the service and the
+    // stall pays, each through the prefilled form of its commitment; both nodes see the
+    // progress live. (Navigation stays within one page load: each full load leaves its
+    // live-update connection open for a while, and Chromium allows 6 per host.)
+    // Both pages are still on their offers tab (from above): the list there redraws live.
+    a.find("#intent-form");
+    a.select("#intent-form [name=\"agent\"]", "cafe");
+    a.select("#intent-form [name=\"action\"]", "deliverService");
+    a.select("#intent-form [name=\"conformsTo\"]", "mechanics");
+    a.fill("#intent-form [name=\"quantityValue\"]", "1");
+    a.select("#intent-form [name=\"quantityUnit\"]", "hour");
+    a.fill("#intent-form [name=\"proposal\"]", "Brake check");
+    a.fill("#intent-form [name=\"priceValue\"]", "1");
+    a.select("#intent-form [name=\"priceUnit\"]", "jar");
+    a.click("#intent-form button");
+    a.wait_text("#intents-table", "Brake check");
+    b.wait_text("#proposals-table", "Brake check");
+    b.js(
+        "[...document.querySelectorAll('#proposals-table tr')]
+           .find(r => r.innerText.includes('Brake check')).querySelector('button.accept').click()",
+        json!([]),
+    );
+    b.wait_text("#accept-msg", "agreement");
+    // The café's commitments page shows the agreement, both clauses open.
+    a.goto(&format!("{cafe}/#commitments"));
+    a.wait_text(".card.agreement", "Brake check");
+    a.wait_js(
+        "two open clauses",
+        "return document.querySelectorAll('.card.agreement tr[data-progress=\"open\"]').length === 2",
+        json!([]),
+    );
+    // Its Record button opens the event form prefilled to fulfil the delivery.
+    a.js(
+        "document.querySelector('.card.agreement table.commitments:nth-of-type(1) a.fulfil').click()",
+        json!([]),
+    );
+    a.wait_text("#fulfils", "Fulfils commitment");
+    let prefilled = a.js(
+        "return ['provider', 'receiver', 'quantityValue', 'quantityUnit', 'conformsTo', 'fulfills']
+           .map(n => document.querySelector('#record-form [name=\"' + n + '\"]').value).join(' ')",
+        json!([]),
+    );
+    let prefilled = prefilled.as_str().unwrap_or_default().to_string();
+    assert!(
+        prefilled.starts_with("cafe stall 1 hour mechanics commit-"),
+        "the form to fulfil the delivery: {prefilled}"
+    );
+    let delivered = record(&a, "deliverService", &[], None);
+    assert!(delivered.contains('@'), "delivery {delivered}");
+    // The stall sees the delivery fulfilled, live, and pays through its own Record button.
+    b.goto(&format!("{stall}/#commitments"));
+    b.wait_js(
+        "the delivery fulfilled on the stall's node",
+        "return document.querySelectorAll('.card.agreement tr[data-progress=\"fulfilled\"]').length === 1",
+        json!([]),
+    );
+    b.js(
+        "document.querySelector('.card.agreement table.commitments:nth-of-type(2) a.fulfil').click()",
+        json!([]),
+    );
+    b.wait_text("#fulfils", "Fulfils commitment");
+    record(
+        &b,
+        "transfer",
+        &[("resource", "jam"), ("newResource", "cafe-jam")],
+        None,
+    );
+    a.goto(&format!("{cafe}/#commitments"));
+    a.wait_text(".card.agreement", "complete");
+    a.screenshot("commitments");
+    // The repair café plans a brake repair from its recipe: the work, the pads and the
+    // repaired bicycle become open commitments of a new process.
+    a.select("#recipe-form [name=\"recipeProcess\"]", "brake-repair");
+    a.select("#recipe-form [name=\"provider\"]", "sam");
+    a.select("#recipe-form [name=\"receiver\"]", "ana");
+    a.fill("#recipe-form [name=\"plan\"]", "saturday");
+    a.click("#recipe-form button");
+    a.wait_js(
+        "three planned commitments",
+        "return [...document.querySelectorAll('table.commitments tr[data-progress=\"open\"]')]
+           .filter(r => !r.closest('.agreement')).length === 3",
+        json!([]),
+    );
+    // The flows: the events recorded through the form carry their time, so they are charted
+    // by month and place (the demo's seed events carry none and are counted as undated).
+    a.goto(&format!("{cafe}/#flows"));
+    a.find("#flows-out svg.chart rect");
+    a.wait_text("#flows-table", "Café workshop");
+    a.wait_text("#flows-table", "1 jar");
+    a.wait_text("#flows-out", "without a readable time");
+    a.screenshot("flows");
+
     // Peers and sync: the café sees the two other devices connected.
     a.goto(&format!("{cafe}/#peers"));
     a.wait_js(
@@ -743,6 +839,8 @@ fn web_ui_in_a_real_browser() {
         "conflicts",
         "rules",
         "offers",
+        "commitments",
+        "flows",
         "peers",
     ] {
         b.goto(&format!("{stall}/#{page}"));

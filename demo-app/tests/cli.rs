@@ -1386,6 +1386,19 @@ fn help_on_every_subcommand() {
         &["proposal", "list"],
         &["proposal", "show"],
         &["proposal", "status"],
+        &["proposal", "accept"],
+        &["commitment", "add"],
+        &["commitment", "list"],
+        &["commitment", "show"],
+        &["commitment", "finish"],
+        &["agreement", "list"],
+        &["agreement", "show"],
+        &["claim", "add"],
+        &["claim", "list"],
+        &["recipe", "process"],
+        &["recipe", "flow"],
+        &["recipe", "plan"],
+        &["flows"],
         &["peers"],
         &["sync"],
         &["serve"],
@@ -1477,6 +1490,84 @@ fn rules_show_set_test() {
     );
 
     assert!(ok(d, &["rules", "set", "food-market"]).contains("version 1"));
+/// The market flow on the command line: an offer with a price, accepted by another agent
+/// (an agreement with commitments both ways), a delivery that fulfils one side; the flows
+/// report as CSV; a repair planned from a recipe.
+#[test]
+fn market_flow_and_flows_report() {
+    let t = setup();
+    let d = t.path();
+    ok(d, &["unit", "add", "EUR", "euro"]);
+    ok(d, &["unit", "add", "hour", "hour"]);
+    ok(d, &["spec", "add", "euro", "Euro"]);
+    ok(
+        d,
+        &[
+            "intent",
+            "add",
+            "offer",
+            "--action",
+            "transfer",
+            "--provider",
+            "joris",
+            "--conforms-to",
+            "apple",
+            "--quantity",
+            "2 kg",
+        ],
+    );
+    ok(
+        d,
+        &[
+            "intent",
+            "add",
+            "price",
+            "--action",
+            "transfer",
+            "--receiver",
+            "joris",
+            "--conforms-to",
+            "euro",
+            "--quantity",
+            "3 EUR",
+        ],
+    );
+    ok(
+        d,
+        &[
+            "proposal",
+            "create",
+            "p",
+            "2 kg apples",
+            "--intent",
+            "offer",
+            "--reciprocal",
+            "price",
+        ],
+    );
+    let accepted = json(d, &["proposal", "accept", "p", "--agent", "ana", "--json"]);
+    let deliver = accepted["commitments"][0]
+        .as_str()
+        .expect("commitment")
+        .to_string();
+    let agreement = accepted["agreement"]
+        .as_str()
+        .expect("agreement")
+        .to_string();
+    fails(
+        d,
+        &["proposal", "accept", "p", "--agent", "ana"],
+        1,
+        "not open",
+    );
+    let list = json(d, &["commitment", "list", "--json"]);
+    assert_eq!(list.as_array().map(Vec::len), Some(2), "{list}");
+    assert!(list
+        .as_array()
+        .expect("list")
+        .iter()
+        .all(|c| c["progress"] == "open"));
+
     ok(
         d,
         &[
@@ -1503,4 +1594,115 @@ fn rules_show_set_test() {
     assert_eq!(shown["flagged"][0]["rule"], "sale-within-onhand", "{shown}");
     assert_eq!(shown["refused"], serde_json::json!([]), "{shown}");
     assert!(ok(d, &["rules", "set", "time-bank"]).contains("version 2"));
+            "2 kg",
+            "--new-resource",
+            "ana-apples",
+            "--fulfills",
+            &deliver,
+            "--realization-of",
+            &agreement,
+            "--at-time",
+            "2026-03-07T10:00:00Z",
+        ],
+    );
+    let c = json(d, &["commitment", "show", &deliver, "--json"]);
+    assert_eq!(c["progress"], "fulfilled", "{c}");
+    assert_eq!(c["fulfilled"]["hasNumericalValue"], "2", "{c}");
+    let open = ok(d, &["commitment", "list"]);
+    assert!(open.contains("3 EUR") && !open.contains(&deliver), "{open}");
+    let a = ok(d, &["agreement", "show", &agreement]);
+    assert!(a.contains("fulfilled") && !a.contains("complete"), "{a}");
+    fails(
+        d,
+        &[
+            "event",
+            "record",
+            "--action",
+            "consume",
+            "--provider",
+            "joris",
+            "--receiver",
+            "joris",
+            "--resource",
+            "apples",
+            "--quantity",
+            "1 kg",
+            "--fulfills",
+            &deliver,
+        ],
+        1,
+        "transfer",
+    );
+
+    // The flows: the setup's produce has no time, so a period leaves it out.
+    let csv = ok(
+        d,
+        &["flows", "--by", "action", "--period", "month", "--csv"],
+    );
+    assert_eq!(
+        csv,
+        "period,action,resourceSpecification,provider,receiver,place,unit,quantity,events\r\n\
+         2026-03,transfer,,,,,kg,2,1\r\n"
+    );
+    let all = json(d, &["flows", "--by", "action,spec", "--json"]);
+    assert_eq!(all["rows"][0]["action"], "produce", "{all}");
+    assert_eq!(all["rows"][0]["resourceSpecification"], "apple", "{all}");
+    assert_eq!(all["rows"][0]["quantity"], "10", "{all}");
+    fails(d, &["flows", "--from", "March"], 1, "ISO 8601");
+    fails(d, &["flows", "--by", "colour"], 1, "unknown dimension");
+
+    // A repair planned from its recipe: the work and the part, as commitments.
+    ok(d, &["recipe", "process", "fix-bike", "Fix a bike"]);
+    ok(
+        d,
+        &[
+            "recipe",
+            "flow",
+            "--process",
+            "fix-bike",
+            "--action",
+            "work",
+            "--effort",
+            "1 hour",
+        ],
+    );
+    ok(
+        d,
+        &[
+            "recipe",
+            "flow",
+            "--process",
+            "fix-bike",
+            "--action",
+            "consume",
+            "--quantity",
+            "1 kg",
+            "--conforms-to",
+            "apple",
+        ],
+    );
+    let planned = json(
+        d,
+        &[
+            "recipe",
+            "plan",
+            "fix-bike",
+            "--provider",
+            "ana",
+            "--receiver",
+            "cafe",
+            "--plan",
+            "repairs",
+            "--due",
+            "2026-01-01",
+            "--json",
+        ],
+    );
+    assert_eq!(
+        planned["inputs"].as_array().map(Vec::len),
+        Some(2),
+        "{planned}"
+    );
+    let overdue = ok(d, &["commitment", "list", "--now", "2026-02-01"]);
+    assert_eq!(overdue.matches("OVERDUE").count(), 2, "{overdue}");
 }

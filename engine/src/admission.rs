@@ -22,8 +22,10 @@ use crate::ledger::schema::{self, ObjectKey};
 use crate::ledger::validate;
 use crate::membership::{Member, Rejection, Role};
 use crate::vf::{
-    Agent, Agreement, Commitment, EconomicEvent, Intent, Measure, ObjectKind, Plan, Process,
-    ProcessSpecification, Proposal, ResourceDescription, ResourceSpecification, SpatialThing, Unit,
+    Agent, AgentRelationship, AgentRelationshipRole, Agreement, Claim, Commitment, EconomicEvent,
+    Intent, Measure, ObjectKind, Plan, Process, ProcessSpecification, Proposal, Recipe,
+    RecipeExchange, RecipeFlow, RecipeProcess, ResourceDescription, ResourceSpecification,
+    SpatialThing, Unit,
 };
 
 /// Largest change, in bytes (raw Automerge encoding). Also refused at write time.
@@ -804,7 +806,14 @@ fn minimal(kind: ObjectKind) -> Json {
     match kind {
         ObjectKind::Agent => serde_json::json!({"agentKind": "person", "name": ""}),
         ObjectKind::Unit => serde_json::json!({"label": "", "symbol": ""}),
-        ObjectKind::Commitment | ObjectKind::Intent => serde_json::json!({"action": "produce"}),
+        ObjectKind::Commitment
+        | ObjectKind::Intent
+        | ObjectKind::Claim
+        | ObjectKind::RecipeFlow => serde_json::json!({"action": "produce"}),
+        ObjectKind::AgentRelationship => {
+            serde_json::json!({"subject": "", "object": "", "relationship": ""})
+        }
+        ObjectKind::AgentRelationshipRole => serde_json::json!({"roleLabel": ""}),
         ObjectKind::RuleSet => serde_json::json!({"name": "", "version": 0, "rules": []}),
         _ => serde_json::json!({"name": ""}),
     }
@@ -848,6 +857,15 @@ pub(crate) fn check_field(kind: ObjectKind, field: &str, value: &Json) -> Result
         ObjectKind::Proposal => round_trip::<Proposal>(obj, field, value)?,
         ObjectKind::Agreement => round_trip::<Agreement>(obj, field, value)?,
         ObjectKind::RuleSet => round_trip::<crate::rules::RuleSet>(obj, field, value)?,
+        ObjectKind::Claim => round_trip::<Claim>(obj, field, value)?,
+        ObjectKind::Recipe => round_trip::<Recipe>(obj, field, value)?,
+        ObjectKind::RecipeProcess => round_trip::<RecipeProcess>(obj, field, value)?,
+        ObjectKind::RecipeFlow => round_trip::<RecipeFlow>(obj, field, value)?,
+        ObjectKind::RecipeExchange => round_trip::<RecipeExchange>(obj, field, value)?,
+        ObjectKind::AgentRelationship => round_trip::<AgentRelationship>(obj, field, value)?,
+        ObjectKind::AgentRelationshipRole => {
+            round_trip::<AgentRelationshipRole>(obj, field, value)?
+        }
         ObjectKind::EconomicEvent => return Err("events are not objects".into()),
     }
     match field {
@@ -855,7 +873,8 @@ pub(crate) fn check_field(kind: ObjectKind, field: &str, value: &Json) -> Result
         "long" => {
             validate::check_coordinate("long", value.as_f64(), 180.0).map_err(|e| e.to_string())
         }
-        "resourceQuantity" | "effortQuantity" => {
+        "resourceQuantity" | "effortQuantity" | "availableQuantity" | "minimumQuantity"
+        | "hasDuration" => {
             let m: Measure = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
             validate::check_measure("quantity", &m).map_err(|e| e.to_string())
         }
@@ -965,4 +984,91 @@ fn check_bucket_creation(
 pub fn judge_history(network: crate::NetworkId, history: &[crate::SignedChange]) -> usize {
     let pool = history.iter().map(|c| (c.hash(), c.clone())).collect();
     crate::rejudge::judge_all(network, &pool).accepted.len()
+}
+
+#[cfg(test)]
+mod planning_field_tests {
+    use super::check_field;
+    use crate::vf::ObjectKind;
+    use serde_json::json;
+
+    /// The planning kinds are typed by the field table like every other kind: a peer's
+    /// change that writes a wrong type, an unknown field or a negative quantity is refused.
+    #[test]
+    fn planning_kinds_are_typed_by_the_field_table() {
+        let ok = [
+            (ObjectKind::Claim, "triggeredBy", json!("5@0a")),
+            (
+                ObjectKind::Claim,
+                "resourceQuantity",
+                json!({"hasNumericalValue": "140", "hasUnit": "one"}),
+            ),
+            (ObjectKind::Commitment, "fulfilledBy", json!("x")),
+            (ObjectKind::Commitment, "satisfies", json!("offer")),
+            (ObjectKind::Commitment, "reciprocalClauseOf", json!("a")),
+            (ObjectKind::Commitment, "independentDemandOf", json!("plan")),
+            (
+                ObjectKind::Intent,
+                "availableQuantity",
+                json!({"hasNumericalValue": "3", "hasUnit": "kg"}),
+            ),
+            (ObjectKind::Proposal, "reciprocal", json!(["price"])),
+            (ObjectKind::RecipeFlow, "recipeInputOf", json!("rp")),
+            (
+                ObjectKind::RecipeProcess,
+                "hasDuration",
+                json!({"hasNumericalValue": "1", "hasUnit": "hour"}),
+            ),
+            (ObjectKind::Recipe, "recipeIncludes", json!(["rp"])),
+            (ObjectKind::RecipeExchange, "name", json!("Sale")),
+            (ObjectKind::AgentRelationship, "subject", json!("ana")),
+            (
+                ObjectKind::AgentRelationshipRole,
+                "inverseRoleLabel",
+                json!("has volunteer"),
+            ),
+            (
+                ObjectKind::EconomicResource,
+                "classifiedAs",
+                json!(["textile:cotton"]),
+            ),
+            (ObjectKind::Process, "classifiedAs", json!(["repair"])),
+        ];
+        for (kind, field, value) in ok {
+            let r = check_field(kind, field, &value);
+            if field == "fulfilledBy" {
+                // Fulfilment is derived from events, never stored.
+                assert!(r.is_err(), "{kind} {field} must not be a stored field");
+            } else {
+                assert!(r.is_ok(), "{kind} {field} = {value}: {r:?}");
+            }
+        }
+        let bad = [
+            (
+                ObjectKind::Claim,
+                "resourceQuantity",
+                json!({"hasNumericalValue": "-1", "hasUnit": "one"}),
+            ),
+            (ObjectKind::Claim, "finished", json!("yes")),
+            (
+                ObjectKind::RecipeProcess,
+                "hasDuration",
+                json!({"hasNumericalValue": "-2", "hasUnit": "hour"}),
+            ),
+            (
+                ObjectKind::Intent,
+                "minimumQuantity",
+                json!({"hasNumericalValue": "1e400", "hasUnit": "kg"}),
+            ),
+            (ObjectKind::AgentRelationship, "subject", json!(7)),
+            (ObjectKind::RecipeFlow, "action", json!("steal")),
+            (ObjectKind::Recipe, "sideEffect", json!("x")),
+        ];
+        for (kind, field, value) in bad {
+            assert!(
+                check_field(kind, field, &value).is_err(),
+                "{kind} {field} = {value} was accepted"
+            );
+        }
+    }
 }

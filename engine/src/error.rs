@@ -303,6 +303,65 @@ pub enum Error {
     /// A peer broke the sync protocol; the connection is closed.
     #[error(transparent)]
     Sync(#[from] crate::sync::SyncError),
+
+    /// A planning or exchange operation was refused (nothing was written).
+    #[error(transparent)]
+    Planning(#[from] PlanningError),
+}
+
+/// Why a planning or exchange operation (fulfil, satisfy, settle, accept a proposal, plan
+/// from a recipe) was refused. Nothing was written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlanningError {
+    /// An event's `fulfills`, `satisfies` or `settles` names an object it cannot count for.
+    #[error("`{field}` names {kind} `{target}`, but {detail}")]
+    DoesNotMatch {
+        /// The event's field.
+        field: &'static str,
+        /// The kind named.
+        kind: ObjectKind,
+        /// The object named.
+        target: Id,
+        /// What differs, and what to do.
+        detail: String,
+    },
+    /// The proposal is not open any more.
+    #[error("proposal `{proposal}` is {status}, not open: it cannot be accepted")]
+    ProposalNotOpen {
+        /// The proposal.
+        proposal: Id,
+        /// Its status.
+        status: String,
+    },
+    /// The proposal is proposed to other agents only.
+    #[error("proposal `{proposal}` is proposed to other agents, not to `{agent}`")]
+    NotProposedTo {
+        /// The proposal.
+        proposal: Id,
+        /// Who tried to accept.
+        agent: Id,
+    },
+    /// The proposal publishes no intent.
+    #[error("proposal `{proposal}` publishes no intent: there is nothing to accept")]
+    EmptyProposal {
+        /// The proposal.
+        proposal: Id,
+    },
+    /// The recipe process has no recipe flows.
+    #[error("recipe process `{recipe_process}` has no recipe flows (recipeInputOf/recipeOutputOf): add them first")]
+    EmptyRecipe {
+        /// The recipe process.
+        recipe_process: Id,
+    },
+    /// A time filter or clock value is not an ISO 8601 date or date-time.
+    #[error("`{field}` is {value:?}: give an ISO 8601 date (2026-03-01) or date-time (2026-03-01T10:00:00Z)")]
+    InvalidTime {
+        /// The field.
+        field: &'static str,
+        /// The value given.
+        value: String,
+    },
 }
 
 /// Result with [`Error`].

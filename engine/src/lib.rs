@@ -12,6 +12,7 @@ pub mod admission;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod flows;
 pub mod identity;
 mod judge;
 mod ledger;
@@ -20,6 +21,7 @@ pub mod membership;
 pub mod net;
 #[cfg(feature = "net")]
 pub mod node;
+pub mod planning;
 mod rejudge;
 pub mod replica;
 pub mod rules;
@@ -29,7 +31,8 @@ pub mod vf;
 pub mod views;
 
 pub use automerge::{ActorId, Change, ChangeHash};
-pub use error::{Error, Result};
+pub use error::{Error, PlanningError, Result};
+pub use flows::{FlowDimension, FlowQuery, FlowReport, FlowRow, Period};
 pub use identity::{
     ChangeSignature, DeviceId, DeviceKey, NetworkId, SignatureProblem, SignedChange,
 };
@@ -47,6 +50,10 @@ pub use node::{
     LedgerUpdate, NetworkProblem, NetworkStatus, Node, NodeConfig, NodeEvent, PeerStatus,
     RelayConfig, UnavailableKind,
 };
+pub use planning::{
+    Accepted, AgreementStatus, ClaimStatus, CommitmentStatus, IntentStatus, NotCounted, PlanStatus,
+    Planned, Progress, RecipePlanning,
+};
 pub use replica::{Limits, Provenance, Quarantined, Receipt, Replica};
 pub use rules::{CompiledRules, Finding, Outcome, Recorder, Rule, RuleError, RuleSet};
 pub use store::{
@@ -54,8 +61,10 @@ pub use store::{
 };
 pub use sync::{Frame, FrameError, SyncError, SyncSession};
 pub use vf::{
-    Action, Agent, AgentKind, Agreement, Commitment, EconomicEvent, EconomicResource, Id, Intent,
-    Measure, NewEvent, ObjectKind, Plan, Process, ProcessSpecification, Proposal, ProposalStatus,
-    Quantity, ResourceDescription, ResourceSpecification, SpatialThing, Unit, VfObject,
+    Action, Agent, AgentKind, AgentRelationship, AgentRelationshipRole, Agreement, Claim,
+    Commitment, EconomicEvent, EconomicResource, Id, Intent, Measure, NewEvent, ObjectKind, Plan,
+    Process, ProcessSpecification, Proposal, ProposalStatus, Quantity, Recipe, RecipeExchange,
+    RecipeFlow, RecipeProcess, ResourceDescription, ResourceSpecification, SpatialThing, Unit,
+    VfObject,
 };
 pub use views::{Conflict, QuantityKind, Trace, TraceNode, TraceStep, TransferOf};

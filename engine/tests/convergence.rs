@@ -14,6 +14,11 @@
 //! snapshots, conflicts, and trace and track of every resource; each equals its own fold from
 //! scratch and a reload of its saved bytes; fresh replicas fed every change one at a time in a
 //! random order, or all in one batch, give the same bytes.
+//!
+//! The planning layer rides along: replicas make work commitments (some satisfying a shared
+//! intent), record work that fulfils them, satisfies the intent directly or settles a shared
+//! claim; the snapshot carries every commitment's fulfilment, intent's satisfaction and
+//! claim's settlement, and concurrent over-fulfilment is a conflict like an overdraw.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
@@ -127,6 +132,19 @@ fn genesis() -> Ledger {
     produce_new(&mut l, "bo", "flour", 6, "kg", "depot").expect("flour");
     produce_new(&mut l, "cy", "bike", 1, "one", "depot").expect("bike");
     produce_new(&mut l, "ana", "crate", 1, "one", "stall").expect("crate");
+    // The planning layer: a work commitment, an intent asking for work, a claim for work.
+    let mut c = Commitment::new(Action::Work, "bo", "ana");
+    c.id = Id::from("c-base");
+    c.effort_quantity = Some(Measure::new(4, "hour"));
+    l.create(c).expect("commitment");
+    let mut i = Intent::request(Action::Work, Some("ana"));
+    i.id = Id::from("i-base");
+    i.effort_quantity = Some(Measure::new(4, "hour"));
+    l.create(i).expect("intent");
+    let mut k = Claim::new(Action::Work, "ana", "bo");
+    k.id = Id::from("k-base");
+    k.effort_quantity = Some(Measure::new(3, "hour"));
+    l.create(k).expect("claim");
     l
 }
 
@@ -220,6 +238,19 @@ enum Op {
         kind: u8,
         res: u8,
     },
+    /// A new work commitment from an agent to ana (satisfying the shared intent or not).
+    Commit {
+        agent: u8,
+        hours: u8,
+        satisfies: bool,
+    },
+    /// Work that fulfils a commitment (picked by index), satisfies the shared intent
+    /// directly, or settles the shared claim.
+    PlanEvent {
+        kind: u8,
+        which: u8,
+        hours: u8,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -286,18 +317,34 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn step() -> impl Strategy<Value = Step> {
+/// The planning operations: commitments, and work that fulfils, satisfies or settles.
+fn planning_op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        3 => (any::<u8>(), op()).prop_map(|(replica, op)| Step::Record { replica, op }),
+        1 => (0u8..4, 0u8..6, any::<bool>())
+            .prop_map(|(agent, hours, satisfies)| Op::Commit { agent, hours, satisfies }),
+        2 => (0u8..4, any::<u8>(), 0u8..6)
+            .prop_map(|(kind, which, hours)| Op::PlanEvent { kind, which, hours }),
+    ]
+}
+
+fn step(planning: bool) -> impl Strategy<Value = Step> {
+    let op = if planning {
+        prop_oneof![3 => op(), 2 => planning_op()].boxed()
+    } else {
+        op().boxed()
+    };
+    prop_oneof![
+        3 => (any::<u8>(), op).prop_map(|(replica, op)| Step::Record { replica, op }),
         1 => (any::<u8>(), any::<u8>(), any::<bool>())
             .prop_map(|(into, from, via_changes)| Step::Merge { into, from, via_changes }),
     ]
 }
 
-fn scenario() -> impl Strategy<Value = Scenario> {
+/// A scenario of resource operations only, or (`planning`) mixed with planning operations.
+fn scenario(planning: bool) -> impl Strategy<Value = Scenario> {
     (
         3usize..=5,
-        proptest::collection::vec(step(), 1..40),
+        proptest::collection::vec(step(planning), 1..40),
         any::<u64>(),
     )
         .prop_map(|(replicas, steps, merge_seed)| Scenario {
@@ -537,6 +584,32 @@ fn build(
             }
             one(e)
         }
+        Op::Commit { .. } => None,
+        Op::PlanEvent { kind, which, hours } => {
+            let h = i64::from(hours % 6) + 1;
+            let e = match kind {
+                // Fulfil a commitment (half the time the shared one, so replicas collide).
+                0 | 1 => {
+                    let cs = l.list::<Commitment>();
+                    let c = if kind == 0 {
+                        cs.iter().find(|c| c.id.as_str() == "c-base")?
+                    } else {
+                        cs.get(usize::from(which) % cs.len().max(1))?
+                    };
+                    let who = c.provider.clone()?;
+                    EconomicEvent::new(Action::Work, who, "ana")
+                        .effort(h, "hour")
+                        .fulfilling(c.id.clone())
+                }
+                2 => EconomicEvent::new(Action::Work, "cy", "ana")
+                    .effort(h, "hour")
+                    .satisfying("i-base"),
+                _ => EconomicEvent::new(Action::Work, "ana", "bo")
+                    .effort(h, "hour")
+                    .settling("k-base"),
+            };
+            one(e)
+        }
         Op::Correct { event, fix } => {
             let all = l.events(&EventFilter {
                 include_corrected: true,
@@ -680,6 +753,22 @@ struct Outcome {
 
 /// Record `op` on replica `i`, checking that a rejection changes nothing.
 fn record_op(l: &mut Ledger, op: &Op, i: usize, full: bool, ctx: &str, out: &mut Outcome) {
+    if let Op::Commit {
+        agent: a,
+        hours,
+        satisfies,
+    } = *op
+    {
+        let mut c = Commitment::new(Action::Work, agent(a), "ana");
+        c.effort_quantity = Some(Measure::new(i64::from(hours % 6) + 1, "hour"));
+        if satisfies {
+            c.satisfies = Some(Id::from("i-base"));
+        }
+        l.create(c)
+            .unwrap_or_else(|e| panic!("{ctx}: replica {i}: commitment: {e}"));
+        out.recorded += 1;
+        return;
+    }
     let snapshot = l.snapshot();
     let Some((events, must_fail)) = build(l, &snapshot.resources, op, i) else {
         out.skipped += 1;
@@ -979,7 +1068,7 @@ proptest! {
     /// Replicas that record random (and conflicting) events offline and merge in random orders
     /// and pairings end with byte-identical views.
     #[test]
-    fn replicas_converge_whatever_the_merge_order(s in scenario()) {
+    fn replicas_converge_whatever_the_merge_order(s in scenario(true)) {
         run(&s, true, "proptest case");
     }
 }
@@ -1005,7 +1094,7 @@ fn seeded_scenarios_produce_conflicts_and_converge() {
             ProptestConfig::default(),
             TestRng::from_seed(RngAlgorithm::XorShift, &bytes),
         );
-        let s = scenario()
+        let s = scenario(false)
             .new_tree(&mut runner)
             .expect("a scenario")
             .current();
@@ -1023,6 +1112,9 @@ fn seeded_scenarios_produce_conflicts_and_converge() {
                 Conflict::QuantityOverflow { .. } => "quantityOverflow",
                 Conflict::InvalidEvent { .. } => "invalidEvent",
                 Conflict::RuleViolation { .. } => "ruleViolation",
+                Conflict::OverFulfilment { .. } => "overFulfilment",
+                Conflict::OverSatisfaction { .. } => "overSatisfaction",
+                Conflict::OverSettlement { .. } => "overSettlement",
             });
         }
         for k in &seen {
@@ -1031,6 +1123,7 @@ fn seeded_scenarios_produce_conflicts_and_converge() {
         if seen.contains("overdraw") {
             with_overdraw += 1;
         }
+
         if out
             .conflicts
             .iter()
@@ -1069,6 +1162,67 @@ fn seeded_scenarios_produce_conflicts_and_converge() {
     );
     assert!(rejected * 10 >= recorded, "too few rejections: {stats}");
     assert!(recorded >= rejected, "too many rejections: {stats}");
+}
+
+/// The planning mix from fixed seeds: the planning conflicts actually arise (over-fulfilment
+/// of a commitment by work recorded concurrently on two replicas, over-satisfaction, over-
+/// settlement) and replicas converge on them, as on everything else.
+#[test]
+fn seeded_planning_scenarios_over_fulfil_and_converge() {
+    const SEEDS: u64 = 30;
+    let mut kinds: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut concurrent = 0;
+    for seed in 1000..1000 + SEEDS {
+        let mut bytes = [0u8; 16];
+        let mut rng = XorShift::new(seed);
+        for chunk in bytes.chunks_mut(8) {
+            chunk.copy_from_slice(&rng.next().to_le_bytes());
+        }
+        let mut runner = TestRunner::new_with_rng(
+            ProptestConfig::default(),
+            TestRng::from_seed(RngAlgorithm::XorShift, &bytes),
+        );
+        let s = scenario(true)
+            .new_tree(&mut runner)
+            .expect("a scenario")
+            .current();
+        let out = run(&s, false, &format!("planning seed {seed}"));
+        let mut seen = BTreeSet::new();
+        for c in &out.conflicts {
+            match c {
+                Conflict::OverFulfilment { competing, .. } => {
+                    seen.insert("overFulfilment");
+                    if !competing.is_empty() {
+                        seen.insert("concurrent");
+                    }
+                }
+                Conflict::OverSatisfaction { .. } => {
+                    seen.insert("overSatisfaction");
+                }
+                Conflict::OverSettlement { .. } => {
+                    seen.insert("overSettlement");
+                }
+                _ => {}
+            }
+        }
+        if seen.remove("concurrent") {
+            concurrent += 1;
+        }
+        for k in seen {
+            *kinds.entry(k).or_default() += 1;
+        }
+    }
+    let stats = format!("{concurrent} of {SEEDS} over-fulfil concurrently; {kinds:?}");
+    assert!(
+        concurrent >= 2,
+        "too few concurrent over-fulfilments: {stats}"
+    );
+    for kind in ["overFulfilment", "overSatisfaction", "overSettlement"] {
+        assert!(
+            kinds.get(kind).copied().unwrap_or(0) >= 2,
+            "{kind} too rare: {stats}"
+        );
+    }
 }
 
 /// Two replicas sell the same last 5 kg to different buyers, a third consumes 1 kg; merged in

@@ -487,9 +487,9 @@ fn unknown_references() {
         ),
         (
             "realizationOf",
-            base().realizing("ghost-commitment").into(),
-            ObjectKind::Commitment,
-            "ghost-commitment".into(),
+            base().realizing("ghost-agreement").into(),
+            ObjectKind::Agreement,
+            "ghost-agreement".into(),
         ),
         (
             "resourceQuantity",
@@ -806,21 +806,9 @@ fn quantities_of_commitments_and_intents_are_checked() {
     let mut f = fixture();
     let commitment = |q: Quantity| Commitment {
         id: id("c1"),
-        action: Action::Transfer,
-        provider: Some(id("alice")),
-        receiver: Some(id("bob")),
-        resource_inventoried_as: None,
         resource_conforms_to: Some(id("apples")),
         resource_quantity: Some(Measure::new(q, "kg")),
-        effort_quantity: None,
-        due: None,
-        input_of: None,
-        output_of: None,
-        clause_of: None,
-        planned_within: None,
-        at_location: None,
-        finished: false,
-        note: None,
+        ..Commitment::new(Action::Transfer, "alice", "bob")
     };
     let e = rejects(&mut f.l, "commitment of -5 kg", |l| {
         l.create(commitment(Quantity::from_i64(-5)))
@@ -834,16 +822,9 @@ fn quantities_of_commitments_and_intents_are_checked() {
     assert!(matches!(&e, Error::InvalidNumber { .. }), "{e:?}");
     let intent = Intent {
         id: id("i1"),
-        action: Action::Transfer,
-        provider: Some(id("alice")),
-        receiver: None,
         resource_conforms_to: Some(id("apples")),
-        resource_inventoried_as: None,
         resource_quantity: Some(Measure::new(-1, "kg")),
-        at_location: None,
-        due: None,
-        finished: false,
-        note: None,
+        ..Intent::offer(Action::Transfer, "alice")
     };
     let e = rejects(&mut f.l, "intent of -1 kg", |l| l.create(intent));
     assert!(matches!(&e, Error::NegativeQuantity { .. }), "{e:?}");

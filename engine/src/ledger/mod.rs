@@ -5,6 +5,8 @@
 //! take bytes and changes from it. The document schema is in docs/data-model.md.
 
 mod doc;
+mod flows;
+mod planning;
 pub(crate) mod schema;
 pub(crate) mod validate;
 
@@ -21,9 +23,10 @@ use tracing::warn;
 use crate::error::{Error, Result};
 use crate::vf::action::CreateResource;
 use crate::vf::{
-    Agent, Agreement, Commitment, EconomicEvent, EconomicResource, Id, Intent, Measure, NewEvent,
-    ObjectKind, Plan, Process, ProcessSpecification, Proposal, ResourceDescription,
-    ResourceSpecification, SpatialThing, Unit, VfObject,
+    Agent, AgentRelationship, AgentRelationshipRole, Agreement, Claim, Commitment, EconomicEvent,
+    EconomicResource, Id, Intent, Measure, NewEvent, ObjectKind, Plan, Process,
+    ProcessSpecification, Proposal, Recipe, RecipeExchange, RecipeFlow, RecipeProcess,
+    ResourceDescription, ResourceSpecification, SpatialThing, Unit, VfObject,
 };
 use crate::views::{Causality, Conflict, Entry, OrderKey, Trace, Views};
 
@@ -48,6 +51,13 @@ pub enum Object {
     Plan(Plan),
     Proposal(Proposal),
     Agreement(Agreement),
+    Claim(Claim),
+    Recipe(Recipe),
+    RecipeProcess(RecipeProcess),
+    RecipeFlow(RecipeFlow),
+    RecipeExchange(RecipeExchange),
+    AgentRelationship(AgentRelationship),
+    AgentRelationshipRole(AgentRelationshipRole),
 }
 
 /// Which events [`Ledger::events`] returns. Empty fields match everything.
@@ -91,6 +101,15 @@ pub struct ViewSnapshot {
     pub resources: Vec<EconomicResource>,
     /// Every conflict, in order.
     pub conflicts: Vec<Conflict>,
+    /// Every commitment with its fulfilment (no clock: `overdue` is never set here).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub commitments: Vec<crate::planning::CommitmentStatus>,
+    /// Every intent with what satisfies it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub intents: Vec<crate::planning::IntentStatus>,
+    /// Every claim with its settlement.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub claims: Vec<crate::planning::ClaimStatus>,
 }
 
 /// How an opened ledger got its views.
@@ -857,6 +876,13 @@ impl Ledger {
             ObjectKind::Proposal => "proposal",
             ObjectKind::Agreement => "agreement",
             ObjectKind::RuleSet => "rules",
+            ObjectKind::Claim => "claim",
+            ObjectKind::Recipe => "recipe",
+            ObjectKind::RecipeProcess => "rprocess",
+            ObjectKind::RecipeFlow => "rflow",
+            ObjectKind::RecipeExchange => "rexchange",
+            ObjectKind::AgentRelationship => "relationship",
+            ObjectKind::AgentRelationshipRole => "role",
         };
         loop {
             let id = Id(format!("{prefix}-{}-{}", self.id_prefix, self.next_id));
@@ -882,6 +908,11 @@ impl Ledger {
 
     fn check_object<T: VfObject>(&self, obj: &T) -> Result<()> {
         self.check_refs(obj.references(), "reference")?;
+        self.check_object_values(obj)
+    }
+
+    /// The checks of an object's values (coordinates, measures), not of its references.
+    fn check_object_values<T: VfObject>(&self, obj: &T) -> Result<()> {
         let json = serde_json::to_value(obj).map_err(json_err("object"))?;
         let Some(fields) = json.as_object() else {
             return Ok(());
@@ -899,7 +930,13 @@ impl Ledger {
             }
         }
         // Commitments and intents carry measures: the same limits as an event's.
-        for field in ["resourceQuantity", "effortQuantity"] {
+        for field in [
+            "resourceQuantity",
+            "effortQuantity",
+            "availableQuantity",
+            "minimumQuantity",
+            "hasDuration",
+        ] {
             if let Some(v) = fields.get(field) {
                 let m: Measure = serde_json::from_value(v.clone()).map_err(json_err("measure"))?;
                 validate::check_measure(field, &m)?;
@@ -1031,7 +1068,14 @@ impl Ledger {
             Intent,
             Plan,
             Proposal,
-            Agreement
+            Agreement,
+            Claim,
+            Recipe,
+            RecipeProcess,
+            RecipeFlow,
+            RecipeExchange,
+            AgentRelationship,
+            AgentRelationshipRole
         );
         None
     }
@@ -1179,7 +1223,7 @@ impl Ledger {
             event.created_resource = Some(r.id.clone());
         }
 
-        let refs: [(&'static str, ObjectKind, &Option<Id>); 8] = [
+        let refs: [(&'static str, ObjectKind, &Option<Id>); 12] = [
             ("provider", ObjectKind::Agent, &event.provider),
             ("receiver", ObjectKind::Agent, &event.receiver),
             (
@@ -1193,15 +1237,24 @@ impl Ledger {
             ("toLocation", ObjectKind::SpatialThing, &event.to_location),
             (
                 "realizationOf",
-                ObjectKind::Commitment,
+                ObjectKind::Agreement,
                 &event.realization_of,
             ),
+            (
+                "reciprocalRealizationOf",
+                ObjectKind::Agreement,
+                &event.reciprocal_realization_of,
+            ),
+            ("fulfills", ObjectKind::Commitment, &event.fulfills),
+            ("satisfies", ObjectKind::Intent, &event.satisfies),
+            ("settles", ObjectKind::Claim, &event.settles),
         ];
         for (field, kind, id) in refs {
             if let Some(id) = id {
                 self.check_refs(vec![(kind, id)], field)?;
             }
         }
+        self.check_planning_refs(&event)?;
         for (field, m) in [
             ("resourceQuantity", &event.resource_quantity),
             ("effortQuantity", &event.effort_quantity),
@@ -1412,6 +1465,7 @@ impl Ledger {
             stage,
             state: state.state.clone(),
             unit_of_effort: desc.unit_of_effort,
+            classified_as: desc.classified_as,
             note: desc.note,
             removed_by: removed_by.cloned(),
         })
@@ -1458,9 +1512,13 @@ impl Ledger {
             .collect()
     }
 
-    /// Every conflict, in the order every replica shares.
+    /// Every conflict, in the order every replica shares: the resource conflicts (by the
+    /// event that revealed them), then the planning conflicts (over-fulfilment,
+    /// over-satisfaction, over-settlement; by the event or commitment that revealed them).
     pub fn conflicts(&self) -> Vec<Conflict> {
-        self.views.conflicts()
+        let mut all = self.views.conflicts();
+        all.extend(self.planning_conflicts());
+        all
     }
 
     /// Trace a resource backwards: the events, processes and resources it came from.
@@ -1473,6 +1531,28 @@ impl Ledger {
     pub fn track(&self, resource: &Id) -> Result<Trace> {
         self.require_resource(resource)?;
         Ok(self.views.track(resource))
+    }
+
+    /// The VF "previous" of an event: the events it directly came from (see
+    /// [`Views::previous`]); following it again and again walks the chain back.
+    pub fn previous_events(&self, event: &Id) -> Result<Vec<Id>> {
+        let key = self.require_event(event)?;
+        Ok(self.views.previous(&key))
+    }
+
+    /// The VF "next" of an event: the events that directly followed from it.
+    pub fn next_events(&self, event: &Id) -> Result<Vec<Id>> {
+        let key = self.require_event(event)?;
+        Ok(self.views.next(&key))
+    }
+
+    fn require_event(&self, id: &Id) -> Result<OrderKey> {
+        OrderKey::parse(id)
+            .filter(|k| self.views.entry(k).is_some())
+            .ok_or_else(|| Error::NotFound {
+                kind: ObjectKind::EconomicEvent,
+                id: id.clone(),
+            })
     }
 
     fn require_resource(&self, id: &Id) -> Result<()> {
@@ -1496,6 +1576,9 @@ impl Ledger {
         ViewSnapshot {
             resources: self.inventory(&all),
             conflicts: self.conflicts(),
+            commitments: self.commitment_statuses(None).unwrap_or_default(),
+            intents: self.intent_statuses(),
+            claims: self.claim_statuses(),
         }
     }
 

@@ -87,6 +87,20 @@ pub enum ObjectKind {
     Agreement,
     /// A network's rule set ([`crate::rules::RuleSet`]; Reflow's own kind, not ValueFlows).
     RuleSet,
+    /// [`Claim`].
+    Claim,
+    /// [`Recipe`].
+    Recipe,
+    /// [`RecipeProcess`].
+    RecipeProcess,
+    /// [`RecipeFlow`].
+    RecipeFlow,
+    /// [`RecipeExchange`].
+    RecipeExchange,
+    /// [`AgentRelationship`].
+    AgentRelationship,
+    /// [`AgentRelationshipRole`].
+    AgentRelationshipRole,
 }
 
 impl ObjectKind {
@@ -107,11 +121,18 @@ impl ObjectKind {
             ObjectKind::Proposal => "proposals",
             ObjectKind::Agreement => "agreements",
             ObjectKind::RuleSet => "ruleSets",
+            ObjectKind::Claim => "claims",
+            ObjectKind::Recipe => "recipes",
+            ObjectKind::RecipeProcess => "recipeProcesses",
+            ObjectKind::RecipeFlow => "recipeFlows",
+            ObjectKind::RecipeExchange => "recipeExchanges",
+            ObjectKind::AgentRelationship => "agentRelationships",
+            ObjectKind::AgentRelationshipRole => "agentRelationshipRoles",
         }
     }
 
     /// Every kind whose objects are mutable maps (all but events).
-    pub const MAPS: [ObjectKind; 13] = [
+    pub const MAPS: [ObjectKind; 20] = [
         ObjectKind::Agent,
         ObjectKind::Unit,
         ObjectKind::SpatialThing,
@@ -125,6 +146,13 @@ impl ObjectKind {
         ObjectKind::Proposal,
         ObjectKind::Agreement,
         ObjectKind::RuleSet,
+        ObjectKind::Claim,
+        ObjectKind::Recipe,
+        ObjectKind::RecipeProcess,
+        ObjectKind::RecipeFlow,
+        ObjectKind::RecipeExchange,
+        ObjectKind::AgentRelationship,
+        ObjectKind::AgentRelationshipRole,
     ];
 }
 
@@ -145,6 +173,13 @@ impl fmt::Display for ObjectKind {
             ObjectKind::Proposal => "proposal",
             ObjectKind::Agreement => "agreement",
             ObjectKind::RuleSet => "rule set",
+            ObjectKind::Claim => "claim",
+            ObjectKind::Recipe => "recipe",
+            ObjectKind::RecipeProcess => "recipe process",
+            ObjectKind::RecipeFlow => "recipe flow",
+            ObjectKind::RecipeExchange => "recipe exchange",
+            ObjectKind::AgentRelationship => "agent relationship",
+            ObjectKind::AgentRelationshipRole => "agent relationship role",
         };
         f.write_str(s)
     }
@@ -398,6 +433,9 @@ pub struct Process {
     /// Whether the process is done.
     #[serde(default)]
     pub finished: bool,
+    /// Free-text or IRI classifications (`classifiedAs`), e.g. a repair category.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub classified_as: Vec<String>,
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
@@ -420,6 +458,7 @@ impl Process {
             has_beginning: None,
             has_end: None,
             finished: false,
+            classified_as: Vec::new(),
             note: None,
         }
     }
@@ -447,6 +486,9 @@ pub struct ResourceDescription {
     /// The unit used for effort when the resource is used (`use`), e.g. `hour`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unit_of_effort: Option<Id>,
+    /// Free-text or IRI classifications (`classifiedAs`), e.g. `textile:cotton`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub classified_as: Vec<String>,
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
@@ -467,6 +509,7 @@ impl ResourceDescription {
             tracking_identifier: None,
             conforms_to: None,
             unit_of_effort: None,
+            classified_as: Vec::new(),
             note: None,
         }
     }
@@ -518,6 +561,9 @@ pub struct EconomicResource {
     /// Unit for effort when it is used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unit_of_effort: Option<Id>,
+    /// Classifications (`classifiedAs`), from the description.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub classified_as: Vec<String>,
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
@@ -582,9 +628,28 @@ pub struct EconomicEvent {
     /// The event this one corrects; the corrected event no longer counts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub corrects: Option<Id>,
-    /// The commitment this event fulfils.
+    /// The agreement this event realizes (`realizationOf`, VF 1.0: range `vf:Agreement`).
+    ///
+    /// Events recorded before Reflow knew `fulfills` used this field for the commitment they
+    /// fulfil; such an event still counts toward that commitment when the id names a
+    /// commitment and no agreement (see docs/data-model.md, "Fulfilment").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub realization_of: Option<Id>,
+    /// The agreement whose reciprocal side this event realizes (`reciprocalRealizationOf`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reciprocal_realization_of: Option<Id>,
+    /// The commitment this event fulfils, fully or partly (`fulfills`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fulfills: Option<Id>,
+    /// The intent this event satisfies directly, fully or partly (`satisfies`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub satisfies: Option<Id>,
+    /// The claim this event settles, fully or partly (`settles`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settles: Option<Id>,
+    /// Classifications of the resource flow (`resourceClassifiedAs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resource_classified_as: Vec<String>,
     /// The resource's state after this event (e.g. `pass`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
@@ -620,6 +685,11 @@ impl EconomicEvent {
             to_location: None,
             corrects: None,
             realization_of: None,
+            reciprocal_realization_of: None,
+            fulfills: None,
+            satisfies: None,
+            settles: None,
+            resource_classified_as: Vec::new(),
             state: None,
             note: None,
             created_resource: None,
@@ -704,9 +774,33 @@ impl EconomicEvent {
         self
     }
 
-    /// Set `realizationOf`.
-    pub fn realizing(mut self, commitment: impl Into<Id>) -> Self {
-        self.realization_of = Some(commitment.into());
+    /// Set `realizationOf` (an agreement).
+    pub fn realizing(mut self, agreement: impl Into<Id>) -> Self {
+        self.realization_of = Some(agreement.into());
+        self
+    }
+
+    /// Set `fulfills` (a commitment).
+    pub fn fulfilling(mut self, commitment: impl Into<Id>) -> Self {
+        self.fulfills = Some(commitment.into());
+        self
+    }
+
+    /// Set `satisfies` (an intent).
+    pub fn satisfying(mut self, intent: impl Into<Id>) -> Self {
+        self.satisfies = Some(intent.into());
+        self
+    }
+
+    /// Set `settles` (a claim).
+    pub fn settling(mut self, claim: impl Into<Id>) -> Self {
+        self.settles = Some(claim.into());
+        self
+    }
+
+    /// Set `resourceClassifiedAs`.
+    pub fn classified_as(mut self, classes: Vec<String>) -> Self {
+        self.resource_classified_as = classes;
         self
     }
 }
@@ -746,6 +840,9 @@ impl EconomicEvent {
 }
 
 /// A promised future flow (`vf:Commitment`).
+///
+/// How much of it has been fulfilled is never stored: it is derived from the events that
+/// [`fulfil`](EconomicEvent::fulfills) it ([`crate::planning::CommitmentStatus`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Commitment {
@@ -766,31 +863,59 @@ pub struct Commitment {
     /// The kind of resource.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_conforms_to: Option<Id>,
+    /// Classifications of the resource (`resourceClassifiedAs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resource_classified_as: Vec<String>,
     /// How much.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_quantity: Option<Measure>,
     /// How much effort.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub effort_quantity: Option<Measure>,
+    /// Planned start (ISO 8601).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub has_beginning: Option<String>,
+    /// Planned end (ISO 8601).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub has_end: Option<String>,
     /// Due date (ISO 8601).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub due: Option<String>,
+    /// When it was made (ISO 8601).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
     /// Process input.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_of: Option<Id>,
     /// Process output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_of: Option<Id>,
-    /// The agreement this commitment is a clause of.
+    /// The agreement this commitment is a (primary) clause of (`clauseOf`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clause_of: Option<Id>,
+    /// The agreement this commitment is the reciprocal clause of (`reciprocalClauseOf`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reciprocal_clause_of: Option<Id>,
     /// The plan it belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub planned_within: Option<Id>,
+    /// The plan whose deliverable this is (`independentDemandOf`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub independent_demand_of: Option<Id>,
+    /// The intent this commitment satisfies, fully or partly (`satisfies`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub satisfies: Option<Id>,
     /// Where.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at_location: Option<Id>,
-    /// Whether it has been fulfilled.
+    /// The stage the resource should be at (`stage`, a process specification).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<Id>,
+    /// The state the resource should be in (`state`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// VF's `finished`: set by a person when no more will be done, whether or not the
+    /// quantity was reached. Explicit, as VF defines it; fulfilment is derived separately.
     #[serde(default)]
     pub finished: bool,
     /// Free text.
@@ -806,8 +931,12 @@ vf_object!(Commitment, Commitment, |s| {
         opt(ObjectKind::Process, &s.input_of),
         opt(ObjectKind::Process, &s.output_of),
         opt(ObjectKind::Agreement, &s.clause_of),
+        opt(ObjectKind::Agreement, &s.reciprocal_clause_of),
         opt(ObjectKind::Plan, &s.planned_within),
+        opt(ObjectKind::Plan, &s.independent_demand_of),
+        opt(ObjectKind::Intent, &s.satisfies),
         opt(ObjectKind::SpatialThing, &s.at_location),
+        opt(ObjectKind::ProcessSpecification, &s.stage),
     ]
     .into_iter()
     .flatten()
@@ -824,7 +953,43 @@ vf_object!(Commitment, Commitment, |s| {
     .collect()
 });
 
+impl Commitment {
+    /// A commitment of `action` from `provider` to `receiver`; set the rest directly.
+    pub fn new(action: Action, provider: impl Into<Id>, receiver: impl Into<Id>) -> Self {
+        Commitment {
+            id: Id::default(),
+            action,
+            provider: Some(provider.into()),
+            receiver: Some(receiver.into()),
+            resource_inventoried_as: None,
+            resource_conforms_to: None,
+            resource_classified_as: Vec::new(),
+            resource_quantity: None,
+            effort_quantity: None,
+            has_beginning: None,
+            has_end: None,
+            due: None,
+            created: None,
+            input_of: None,
+            output_of: None,
+            clause_of: None,
+            reciprocal_clause_of: None,
+            planned_within: None,
+            independent_demand_of: None,
+            satisfies: None,
+            at_location: None,
+            stage: None,
+            state: None,
+            finished: false,
+            note: None,
+        }
+    }
+}
+
 /// An offer or a request not yet agreed (`vf:Intent`): it has a provider or a receiver.
+///
+/// What satisfies it (commitments and events that name it in `satisfies`) is derived
+/// ([`crate::planning::IntentStatus`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Intent {
@@ -833,6 +998,9 @@ pub struct Intent {
     pub id: Id,
     /// The offered or requested action.
     pub action: Action,
+    /// Short label (`name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// Set for an offer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<Id>,
@@ -842,19 +1010,46 @@ pub struct Intent {
     /// The kind of resource.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_conforms_to: Option<Id>,
+    /// Classifications of the resource (`resourceClassifiedAs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resource_classified_as: Vec<String>,
     /// A specific resource.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_inventoried_as: Option<Id>,
     /// How much.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_quantity: Option<Measure>,
+    /// How much effort.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effort_quantity: Option<Measure>,
+    /// How much is on offer in total (`availableQuantity`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available_quantity: Option<Measure>,
+    /// The least that can be taken (`minimumQuantity`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minimum_quantity: Option<Measure>,
     /// Where.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at_location: Option<Id>,
+    /// Process input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_of: Option<Id>,
+    /// Process output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_of: Option<Id>,
+    /// The plan it belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned_within: Option<Id>,
+    /// Start (ISO 8601).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub has_beginning: Option<String>,
+    /// End (ISO 8601).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub has_end: Option<String>,
     /// Due date (ISO 8601).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub due: Option<String>,
-    /// Whether it is done or withdrawn.
+    /// Whether it is done or withdrawn (VF's explicit `finished`).
     #[serde(default)]
     pub finished: bool,
     /// Free text.
@@ -868,16 +1063,62 @@ vf_object!(Intent, Intent, |s| {
         opt(ObjectKind::ResourceSpecification, &s.resource_conforms_to),
         opt(ObjectKind::EconomicResource, &s.resource_inventoried_as),
         opt(ObjectKind::SpatialThing, &s.at_location),
+        opt(ObjectKind::Process, &s.input_of),
+        opt(ObjectKind::Process, &s.output_of),
+        opt(ObjectKind::Plan, &s.planned_within),
     ]
     .into_iter()
     .flatten()
     .chain(
-        s.resource_quantity
-            .iter()
-            .map(|m| (ObjectKind::Unit, &m.has_unit)),
+        [
+            &s.resource_quantity,
+            &s.effort_quantity,
+            &s.available_quantity,
+            &s.minimum_quantity,
+        ]
+        .into_iter()
+        .flatten()
+        .map(|m| (ObjectKind::Unit, &m.has_unit)),
     )
     .collect()
 });
+
+impl Intent {
+    /// An offer: `provider` offers `action` (set the quantity and the rest directly).
+    pub fn offer(action: Action, provider: impl Into<Id>) -> Self {
+        Intent {
+            provider: Some(provider.into()),
+            ..Intent::request(action, None::<Id>)
+        }
+    }
+
+    /// A request: `receiver` asks for `action`; `None` leaves both agents open.
+    pub fn request(action: Action, receiver: Option<impl Into<Id>>) -> Self {
+        Intent {
+            id: Id::default(),
+            action,
+            name: None,
+            provider: None,
+            receiver: receiver.map(Into::into),
+            resource_conforms_to: None,
+            resource_classified_as: Vec::new(),
+            resource_inventoried_as: None,
+            resource_quantity: None,
+            effort_quantity: None,
+            available_quantity: None,
+            minimum_quantity: None,
+            at_location: None,
+            input_of: None,
+            output_of: None,
+            planned_within: None,
+            has_beginning: None,
+            has_end: None,
+            due: None,
+            finished: false,
+            note: None,
+        }
+    }
+}
 
 /// A set of processes and commitments toward a goal (`vf:Plan`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -891,11 +1132,27 @@ pub struct Plan {
     /// Due date (ISO 8601).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub due: Option<String>,
+    /// When it was made (ISO 8601).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }
 vf_object!(Plan, Plan, |_s| Vec::new());
+
+impl Plan {
+    /// A plan with a name.
+    pub fn new(id: impl Into<Id>, name: impl Into<String>) -> Self {
+        Plan {
+            id: id.into(),
+            name: name.into(),
+            due: None,
+            created: None,
+            note: None,
+        }
+    }
+}
 
 /// Whether a proposal is still open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -922,6 +1179,21 @@ pub struct Proposal {
     /// The intents that make up the proposal (`publishes`).
     #[serde(default)]
     pub publishes: Vec<Id>,
+    /// What is asked in return (`reciprocal`): e.g. the payment for an offer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reciprocal: Vec<Id>,
+    /// Who it is proposed to (`proposedTo`); empty: everyone in the network.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proposed_to: Vec<Id>,
+    /// When it was published (ISO 8601).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+    /// From when it is valid (ISO 8601).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub has_beginning: Option<String>,
+    /// Until when it is valid (ISO 8601).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub has_end: Option<String>,
     /// Whether all intents must be taken together.
     #[serde(default)]
     pub unit_based: bool,
@@ -938,12 +1210,18 @@ pub struct Proposal {
 vf_object!(Proposal, Proposal, |s| {
     s.publishes
         .iter()
+        .chain(&s.reciprocal)
         .map(|i| (ObjectKind::Intent, i))
+        .chain(s.proposed_to.iter().map(|a| (ObjectKind::Agent, a)))
         .chain(opt(ObjectKind::SpatialThing, &s.eligible_location))
         .collect()
 });
 
 /// A set of reciprocal commitments agreed between agents (`vf:Agreement`).
+///
+/// Its clauses are not stored here: `stipulates` and `stipulatesReciprocal` are the inverses
+/// of the commitments' `clauseOf` and `reciprocalClauseOf`, and `realizes` the inverse of the
+/// events' `realizationOf` ([`crate::planning::AgreementStatus`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Agreement {
@@ -960,3 +1238,304 @@ pub struct Agreement {
     pub note: Option<String>,
 }
 vf_object!(Agreement, Agreement, |_s| Vec::new());
+
+/// A claim for a future flow in return for a flow that happened (`vf:Claim`): Bob worked 7
+/// hours, the group owes him 140 credits. What settles it is derived from the events that
+/// name it in [`settles`](EconomicEvent::settles) ([`crate::planning::ClaimStatus`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Claim {
+    /// Id.
+    #[serde(skip)]
+    pub id: Id,
+    /// The claimed action (usually `transfer`).
+    pub action: Action,
+    /// Who owes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<Id>,
+    /// Who is owed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receiver: Option<Id>,
+    /// The kind of resource claimed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_conforms_to: Option<Id>,
+    /// Classifications of the resource (`resourceClassifiedAs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resource_classified_as: Vec<String>,
+    /// How much.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_quantity: Option<Measure>,
+    /// How much effort.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effort_quantity: Option<Measure>,
+    /// The event that gave rise to the claim (`triggeredBy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub triggered_by: Option<Id>,
+    /// Due date (ISO 8601).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due: Option<String>,
+    /// When it was made (ISO 8601).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+    /// VF's explicit `finished`.
+    #[serde(default)]
+    pub finished: bool,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+vf_object!(Claim, Claim, |s| {
+    [
+        opt(ObjectKind::Agent, &s.provider),
+        opt(ObjectKind::Agent, &s.receiver),
+        opt(ObjectKind::ResourceSpecification, &s.resource_conforms_to),
+        opt(ObjectKind::EconomicEvent, &s.triggered_by),
+    ]
+    .into_iter()
+    .flatten()
+    .chain(
+        [&s.resource_quantity, &s.effort_quantity]
+            .into_iter()
+            .flatten()
+            .map(|m| (ObjectKind::Unit, &m.has_unit)),
+    )
+    .collect()
+});
+
+impl Claim {
+    /// A claim that `provider` owes `receiver` a flow of `action`.
+    pub fn new(action: Action, provider: impl Into<Id>, receiver: impl Into<Id>) -> Self {
+        Claim {
+            id: Id::default(),
+            action,
+            provider: Some(provider.into()),
+            receiver: Some(receiver.into()),
+            resource_conforms_to: None,
+            resource_classified_as: Vec::new(),
+            resource_quantity: None,
+            effort_quantity: None,
+            triggered_by: None,
+            due: None,
+            created: None,
+            finished: false,
+            note: None,
+        }
+    }
+}
+
+/// A recipe (`vf:Recipe`): how to make (or repair) something, as a set of recipe processes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Recipe {
+    /// Id.
+    #[serde(skip)]
+    pub id: Id,
+    /// Name.
+    pub name: String,
+    /// What the recipe makes (`primaryOutput`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_output: Option<Id>,
+    /// The recipe processes it includes (`recipeIncludes`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recipe_includes: Vec<Id>,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+vf_object!(Recipe, Recipe, |s| {
+    opt(ObjectKind::ResourceSpecification, &s.primary_output)
+        .into_iter()
+        .chain(
+            s.recipe_includes
+                .iter()
+                .map(|p| (ObjectKind::RecipeProcess, p)),
+        )
+        .collect()
+});
+
+/// A process in a recipe (`vf:RecipeProcess`), the template a planned process is made from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecipeProcess {
+    /// Id.
+    #[serde(skip)]
+    pub id: Id,
+    /// Name.
+    pub name: String,
+    /// The process specification planned processes are based on (`processConformsTo`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_conforms_to: Option<Id>,
+    /// Classifications planned processes get (`processClassifiedAs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub process_classified_as: Vec<String>,
+    /// How long it usually takes (`hasDuration`), e.g. 1 hour.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub has_duration: Option<Measure>,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+vf_object!(RecipeProcess, RecipeProcess, |s| {
+    opt(ObjectKind::ProcessSpecification, &s.process_conforms_to)
+        .into_iter()
+        .chain(
+            s.has_duration
+                .iter()
+                .map(|m| (ObjectKind::Unit, &m.has_unit)),
+        )
+        .collect()
+});
+
+/// One input or output of a recipe process, or one clause of a recipe exchange
+/// (`vf:RecipeFlow`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecipeFlow {
+    /// Id.
+    #[serde(skip)]
+    pub id: Id,
+    /// The action of the planned flow.
+    pub action: Action,
+    /// The kind of resource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_conforms_to: Option<Id>,
+    /// Classifications of the resource (`resourceClassifiedAs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resource_classified_as: Vec<String>,
+    /// How much.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_quantity: Option<Measure>,
+    /// How much effort.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effort_quantity: Option<Measure>,
+    /// The recipe process this flow goes into (`recipeInputOf`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipe_input_of: Option<Id>,
+    /// The recipe process this flow comes out of (`recipeOutputOf`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipe_output_of: Option<Id>,
+    /// The recipe exchange this flow is a clause of (`recipeClauseOf`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipe_clause_of: Option<Id>,
+    /// The recipe exchange this flow is the reciprocal clause of (`recipeReciprocalClauseOf`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipe_reciprocal_clause_of: Option<Id>,
+    /// The stage the resource should be at (`stage`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<Id>,
+    /// The state the resource should be in (`state`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+vf_object!(RecipeFlow, RecipeFlow, |s| {
+    [
+        opt(ObjectKind::ResourceSpecification, &s.resource_conforms_to),
+        opt(ObjectKind::RecipeProcess, &s.recipe_input_of),
+        opt(ObjectKind::RecipeProcess, &s.recipe_output_of),
+        opt(ObjectKind::RecipeExchange, &s.recipe_clause_of),
+        opt(ObjectKind::RecipeExchange, &s.recipe_reciprocal_clause_of),
+        opt(ObjectKind::ProcessSpecification, &s.stage),
+    ]
+    .into_iter()
+    .flatten()
+    .chain(
+        [&s.resource_quantity, &s.effort_quantity]
+            .into_iter()
+            .flatten()
+            .map(|m| (ObjectKind::Unit, &m.has_unit)),
+    )
+    .collect()
+});
+
+impl RecipeFlow {
+    /// A recipe flow of `action`; set the rest directly.
+    pub fn new(action: Action) -> Self {
+        RecipeFlow {
+            id: Id::default(),
+            action,
+            resource_conforms_to: None,
+            resource_classified_as: Vec::new(),
+            resource_quantity: None,
+            effort_quantity: None,
+            recipe_input_of: None,
+            recipe_output_of: None,
+            recipe_clause_of: None,
+            recipe_reciprocal_clause_of: None,
+            stage: None,
+            state: None,
+            note: None,
+        }
+    }
+}
+
+/// An exchange in a recipe (`vf:RecipeExchange`): the template of an agreement; its clauses
+/// are the recipe flows that name it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecipeExchange {
+    /// Id.
+    #[serde(skip)]
+    pub id: Id,
+    /// Name.
+    pub name: String,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+vf_object!(RecipeExchange, RecipeExchange, |_s| Vec::new());
+
+/// A kind of relationship between agents (`AgentRelationshipRole` of the VF examples):
+/// "is volunteer of" / "has volunteer", "is stall of" / "has stall".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentRelationshipRole {
+    /// Id.
+    #[serde(skip)]
+    pub id: Id,
+    /// The label read from subject to object ("is volunteer of").
+    pub role_label: String,
+    /// The label read from object to subject ("has volunteer").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inverse_role_label: Option<String>,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+vf_object!(AgentRelationshipRole, AgentRelationshipRole, |_s| Vec::new(
+));
+
+/// A relationship between two agents (`AgentRelationship` of the VF examples): the subject
+/// is `relationship` of the object, optionally in the scope of a third agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentRelationship {
+    /// Id.
+    #[serde(skip)]
+    pub id: Id,
+    /// The agent the role is about ("Ana").
+    pub subject: Id,
+    /// The other agent ("the repair café").
+    pub object: Id,
+    /// The role (an [`AgentRelationshipRole`]).
+    pub relationship: Id,
+    /// The agent in whose scope the relationship holds (`inScopeOf`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_scope_of: Option<Id>,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+vf_object!(AgentRelationship, AgentRelationship, |s| {
+    [
+        Some((ObjectKind::Agent, &s.subject)),
+        Some((ObjectKind::Agent, &s.object)),
+        Some((ObjectKind::AgentRelationshipRole, &s.relationship)),
+        opt(ObjectKind::Agent, &s.in_scope_of),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+});

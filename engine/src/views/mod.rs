@@ -158,6 +158,52 @@ pub enum Conflict {
         /// The evaluation error, if the rule could not be evaluated.
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+    /// Events fulfilling a commitment add up to more than it committed: typically two stalls
+    /// that both delivered what one commitment asked, offline. `event` is the one that took
+    /// the total over; `competing` the earlier fulfilments its recorder had not seen
+    /// (concurrent with it; empty when someone knowingly delivered more).
+    #[serde(rename_all = "camelCase")]
+    OverFulfilment {
+        /// The commitment.
+        commitment: Id,
+        /// The fulfilling event that took the total over the committed quantity.
+        event: Id,
+        /// What was committed.
+        committed: Measure,
+        /// What all counted fulfilling events add up to.
+        fulfilled: Measure,
+        /// Earlier fulfilling events concurrent with `event`, in order.
+        competing: Vec<Id>,
+    },
+    /// Commitments and events satisfying an intent add up to more than it offered or asked
+    /// for: two buyers who both accepted the same offer, offline. `by` (a commitment or an
+    /// event) took the total over; `competing` are the earlier satisfiers concurrent with it.
+    #[serde(rename_all = "camelCase")]
+    OverSatisfaction {
+        /// The intent.
+        intent: Id,
+        /// The commitment or event that took the total over.
+        by: Id,
+        /// What the intent offered or asked for.
+        wanted: Measure,
+        /// What all satisfiers add up to.
+        satisfied: Measure,
+        /// Earlier satisfiers concurrent with `by`, in order.
+        competing: Vec<Id>,
+    },
+    /// Events settling a claim add up to more than was claimed.
+    #[serde(rename_all = "camelCase")]
+    OverSettlement {
+        /// The claim.
+        claim: Id,
+        /// The settling event that took the total over.
+        event: Id,
+        /// What was claimed.
+        claimed: Measure,
+        /// What all settling events add up to.
+        settled: Measure,
+        /// Earlier settling events concurrent with `event`, in order.
+        competing: Vec<Id>,
     },
     /// An event from a peer could not be read or breaks the ledger's rules; it is not applied.
     #[serde(rename_all = "camelCase")]
@@ -178,6 +224,9 @@ impl Conflict {
             | Conflict::EventOnRemovedResource { event, .. }
             | Conflict::QuantityOverflow { event, .. }
             | Conflict::RuleViolation { event, .. }
+            | Conflict::OverFulfilment { event, .. }
+            | Conflict::OverSettlement { event, .. }
+            | Conflict::OverSatisfaction { by: event, .. }
             | Conflict::InvalidEvent { event, .. } => event,
             Conflict::ConcurrentCorrections { applied, .. } => applied,
         }
@@ -228,6 +277,48 @@ pub struct Views {
     /// Rule findings of events that touch no resource (the others' are in their resource's
     /// fold: they are found again whenever it folds again).
     rule_flags: BTreeMap<OrderKey, Vec<Conflict>>,
+    /// For each planning object an event points to (`fulfills`, `satisfies`, `settles`,
+    /// `realizationOf`, `reciprocalRealizationOf`), the events that point to it, in order.
+    planning_refs: HashMap<(PlanningRef, Id), BTreeSet<OrderKey>>,
+    /// For each container, the events that combined something into it, in order.
+    by_container: HashMap<Id, BTreeSet<OrderKey>>,
+}
+
+/// Which planning field of an event refers to an object (see [`Views::referring`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PlanningRef {
+    /// `fulfills` (a commitment).
+    Fulfills,
+    /// `satisfies` (an intent).
+    Satisfies,
+    /// `settles` (a claim).
+    Settles,
+    /// `realizationOf` (an agreement; a commitment in events written before `fulfills`).
+    RealizationOf,
+    /// `reciprocalRealizationOf` (an agreement).
+    ReciprocalRealizationOf,
+}
+
+impl PlanningRef {
+    /// Every planning reference field.
+    pub const ALL: [PlanningRef; 5] = [
+        PlanningRef::Fulfills,
+        PlanningRef::Satisfies,
+        PlanningRef::Settles,
+        PlanningRef::RealizationOf,
+        PlanningRef::ReciprocalRealizationOf,
+    ];
+
+    /// The id this field of `event` names, if set.
+    pub fn of(self, event: &EconomicEvent) -> Option<&Id> {
+        match self {
+            PlanningRef::Fulfills => event.fulfills.as_ref(),
+            PlanningRef::Satisfies => event.satisfies.as_ref(),
+            PlanningRef::Settles => event.settles.as_ref(),
+            PlanningRef::RealizationOf => event.realization_of.as_ref(),
+            PlanningRef::ReciprocalRealizationOf => event.reciprocal_realization_of.as_ref(),
+        }
+    }
 }
 
 /// A serializer helper: conflicts sorted in the one order every replica uses.
@@ -277,6 +368,29 @@ impl Views {
             .into_iter()
             .flat_map(|f| f.events.iter())
             .filter_map(|(k, _)| self.entries.get(k))
+    }
+
+    /// The events whose `field` names `target`, in the total order, corrected ones left out.
+    pub(crate) fn referring(
+        &self,
+        field: PlanningRef,
+        target: &Id,
+    ) -> impl Iterator<Item = &Entry> + '_ {
+        self.planning_refs
+            .get(&(field, target.clone()))
+            .into_iter()
+            .flatten()
+            .filter(|k| !self.excluded.contains(*k))
+            .filter_map(|k| self.entries.get(k))
+    }
+
+    /// The combine events that put something into `container`, in order.
+    pub(crate) fn combined_into(&self, container: &Id) -> impl Iterator<Item = &Entry> + '_ {
+        self.by_container
+            .get(container)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.entries.get(k))
     }
 
     /// Whether the views know this resource (some event touches it).
@@ -330,6 +444,22 @@ impl Views {
                     .entry(p.clone())
                     .or_default()
                     .insert(key.clone());
+            }
+            for r in PlanningRef::ALL {
+                if let Some(target) = r.of(e) {
+                    self.planning_refs
+                        .entry((r, target.clone()))
+                        .or_default()
+                        .insert(key.clone());
+                }
+            }
+            if e.action == crate::vf::Action::Combine {
+                if let Some(container) = &e.to_resource_inventoried_as {
+                    self.by_container
+                        .entry(container.clone())
+                        .or_default()
+                        .insert(key.clone());
+                }
             }
             if let Some(created) = &e.created_resource {
                 self.creators

@@ -185,6 +185,103 @@ impl Views {
         for entry in incoming.into_iter().rev() {
             self.trace_event(entry, Some(rid), depth + 1, walk);
         }
+        // A container is made of what was packed into it (combine): trace its contents.
+        let packed: Vec<&Entry> = self
+            .combined_into(rid)
+            .filter(|e| self.counts(&e.key))
+            .collect();
+        for entry in packed.into_iter().rev() {
+            self.trace_event(entry, Some(rid), depth + 1, walk);
+        }
+    }
+
+    /// The container `rid` was in just before the event at `key` (the to-resource of the
+    /// latest counted combine on it before `key`, unless a separate came after that).
+    fn container_before(&self, rid: &Id, key: &OrderKey) -> Option<Id> {
+        let mut container = None;
+        for e in self.resource_events(rid) {
+            if e.key >= *key {
+                break;
+            }
+            if !self.counts(&e.key) || side_of(e, rid) != Some(Side::From) {
+                continue;
+            }
+            match e.event.action {
+                Action::Combine => container = e.event.to_resource_inventoried_as.clone(),
+                Action::Separate => container = None,
+                _ => {}
+            }
+        }
+        container
+    }
+
+    /// The VF "previous" of an event: the flows it directly came from. For an output of a
+    /// process, the process's counted inputs; for a separate, the combine that packed the
+    /// resource; otherwise the latest counted event before it that brought quantity into its
+    /// (from-side) resource. In the total order, oldest first.
+    pub fn previous(&self, key: &OrderKey) -> Vec<Id> {
+        let Some(entry) = self.entries.get(key) else {
+            return Vec::new();
+        };
+        let e = &entry.event;
+        if let Some(p) = &e.output_of {
+            return self
+                .process_events(p)
+                .filter(|x| self.counts(&x.key) && x.event.input_of.as_ref() == Some(p))
+                .map(|x| x.event.id.clone())
+                .collect();
+        }
+        let Some(rid) = &e.resource_inventoried_as else {
+            return Vec::new();
+        };
+        let before: Vec<&Entry> = self
+            .resource_events(rid)
+            .filter(|x| x.key < *key && self.counts(&x.key))
+            .collect();
+        let found = if e.action == Action::Separate {
+            before
+                .iter()
+                .rev()
+                .find(|x| x.event.action == Action::Combine && side_of(x, rid) == Some(Side::From))
+        } else {
+            before
+                .iter()
+                .rev()
+                .find(|x| side_of(x, rid).is_some_and(|s| flows_into(x, s)))
+        };
+        found.map(|x| vec![x.event.id.clone()]).unwrap_or_default()
+    }
+
+    /// The VF "next" of an event: the flows that directly followed from it. For an input of a
+    /// process, the process's counted outputs; for a combine, the events on the container
+    /// after it; otherwise the counted events after it that took from its resource (or, for a
+    /// transfer, from its to-resource). In the total order.
+    pub fn next(&self, key: &OrderKey) -> Vec<Id> {
+        let Some(entry) = self.entries.get(key) else {
+            return Vec::new();
+        };
+        let e = &entry.event;
+        if let Some(p) = &e.input_of {
+            return self
+                .process_events(p)
+                .filter(|x| self.counts(&x.key) && x.event.output_of.as_ref() == Some(p))
+                .map(|x| x.event.id.clone())
+                .collect();
+        }
+        let target = if e.action == Action::Combine {
+            e.to_resource_inventoried_as.as_ref()
+        } else {
+            fold::to_side_resource(e).or(e.resource_inventoried_as.as_ref())
+        };
+        let Some(rid) = target else {
+            return Vec::new();
+        };
+        self.resource_events(rid)
+            .filter(|x| x.key > *key && self.counts(&x.key))
+            .filter(|x| side_of(x, rid).is_some_and(|s| flows_out(x, s)))
+            .take(1)
+            .map(|x| x.event.id.clone())
+            .collect()
     }
 
     fn trace_event(&self, entry: &Entry, from: Option<&Id>, depth: usize, walk: &mut Walk) {
@@ -206,6 +303,12 @@ impl Views {
         if let Some(src) = &e.resource_inventoried_as {
             if Some(src) != from {
                 self.trace_resource(src, depth + 1, walk);
+            }
+            // Unpacked (separate): it came out of the container it was packed into.
+            if e.action == Action::Separate && e.output_of.is_none() {
+                if let Some(c) = self.container_before(src, &entry.key) {
+                    self.trace_resource(&c, depth + 1, walk);
+                }
             }
         }
     }
@@ -264,6 +367,26 @@ impl Views {
             if let Some(to) = fold::to_side_resource(e) {
                 if to != rid {
                     self.track_resource(to, depth + 2, walk);
+                }
+            }
+            // Packed (combine): it goes wherever its container goes.
+            if e.action == Action::Combine {
+                if let Some(c) = &e.to_resource_inventoried_as {
+                    if c != rid {
+                        self.track_resource(c, depth + 2, walk);
+                    }
+                }
+            }
+        }
+        // A container carries its contents: track what was packed into it.
+        let packed: Vec<&Entry> = self
+            .combined_into(rid)
+            .filter(|e| self.counts(&e.key))
+            .collect();
+        for entry in packed {
+            if let Some(content) = &entry.event.resource_inventoried_as {
+                if content != rid {
+                    self.track_resource(content, depth + 1, walk);
                 }
             }
         }
