@@ -485,3 +485,180 @@ async fn a_change_planted_in_a_members_store_poisons_only_that_member() {
         n.close().await.expect("close");
     }
 }
+
+/// An event by `key`'s device (acting for `agent`) on `saved`, stored as the ledger stores
+/// one, with session `suffix`: two calls with one suffix make two changes with one (actor,
+/// seq), i.e. an equivocation.
+fn own_event(
+    network: NetworkId,
+    key: &DeviceKey,
+    saved: &[u8],
+    suffix: u8,
+    agent: &str,
+    resource: &str,
+) -> SignedChange {
+    let mut d = Automerge::load(saved)
+        .expect("load")
+        .with_actor(key.id().actor([suffix; 8]));
+    let start = d
+        .get_heads()
+        .iter()
+        .filter_map(|h| d.get_change_meta_by_hash(h))
+        .map(|m| m.max_op)
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let id = format!("{start}@{}", d.get_actor());
+    let b = bucket(&d, "eventBuckets", (start & 0xff) as usize);
+    let event = EconomicEvent::new(Action::Produce, agent, agent)
+        .resource(resource)
+        .quantity(1, "kg");
+    let mut tx = d.transaction();
+    tx.put(
+        &b,
+        id.as_str(),
+        serde_json::to_string(&event).expect("json"),
+    )
+    .expect("put");
+    tx.commit();
+    sign(network, key, &d)
+}
+
+/// Push `changes` to `to` over a raw connection with `ep` (a member's key), and wait until
+/// `until` holds on `to`.
+async fn push_raw(
+    ep: &Endpoint,
+    to: &Node,
+    network: NetworkId,
+    changes: Vec<SignedChange>,
+    until: impl AsyncFnOnce(),
+) {
+    let conn = within(
+        "the attacker dials",
+        ep.connect(endpoint_addr(&to.addr()), &reflow::net::alpn(&network)),
+    )
+    .await
+    .expect("a member's key: the handshake succeeds");
+    let (mut send, mut recv) = conn.open_bi().await.expect("stream");
+    let drain = tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(Some(_)) = recv.read(&mut buf).await {}
+    });
+    send.write_all(&opening()).await.expect("opening");
+    send.write_all(&Frame::Push { changes }.encode())
+        .await
+        .expect("push");
+    until().await;
+    conn.close(0u32.into(), b"done");
+    drain.abort();
+}
+
+/// Equivocation between real nodes, where the proof must travel: member B (modified software
+/// with its own key) gives C one twin while A is offline, then gives A both while C is
+/// offline. A cuts B off. When C connects to A later, A sends the proof as the connection
+/// opens (`Replica::equivocation_evidence`), and C revokes the twin it had accepted: both
+/// replicas end with the same heads and neither twin. Without the proof C would keep its
+/// twin for good: A's ledger holds neither twin, so no sync round would ever carry one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_proof_of_equivocation_reaches_a_peer_that_connects_later() {
+    let (da, db, dc) = (tempdir(), tempdir(), tempdir());
+    let a = open(da.path()).await;
+    let b = open(db.path()).await;
+    let c = open(dc.path()).await;
+    let network = create_network(&a);
+    admit(&a, network, b.device(), "bo");
+    admit(&a, network, c.device(), "cy");
+    within("B joins", b.join(network, &a.addr()))
+        .await
+        .expect("B joins");
+    within("C joins", c.join(network, &a.addr()))
+        .await
+        .expect("C joins");
+    converge(&[&a, &b, &c], network).await;
+
+    let saved = b.read(network, |r| r.ledger().save()).expect("read");
+    b.close().await.expect("close B");
+    let key = Store::open(db.path().join(STORE_FILE))
+        .expect("B's store")
+        .device_key()
+        .expect("B's key");
+    let one = own_event(network, &key, &saved, 41, "bo", "bo-apples");
+    let two = own_event(network, &key, &saved, 41, "bo", "bo-pears");
+    assert_eq!(
+        (one.change.actor_id(), one.change.seq()),
+        (two.change.actor_id(), two.change.seq()),
+        "twins"
+    );
+    let ep = raw_endpoint(&key).await;
+
+    // A offline: C accepts the first twin.
+    a.close().await.expect("close A");
+    let h1 = one.hash();
+    push_raw(&ep, &c, network, vec![one.clone()], async || {
+        wait_until(&c, network, "the first twin on C", |r| {
+            r.ledger().has_change(&h1)
+        })
+        .await;
+    })
+    .await;
+    c.close().await.expect("close C");
+
+    // C offline: A gets both and cuts B off.
+    let a = open(da.path()).await;
+    let mut a_events = a.events();
+    let twins = [one.hash(), two.hash()];
+    push_raw(
+        &ep,
+        &a,
+        network,
+        vec![one.clone(), two.clone()],
+        async || {
+            wait_quarantined(&a, network, &mut a_events, &twins).await;
+        },
+    )
+    .await;
+    ep.close().await;
+    for h in &twins {
+        assert!(
+            a.read(network, |r| matches!(
+                r.quarantine()
+                    .find(|q| q.change.hash() == *h)
+                    .map(|q| &q.reason),
+                Some(Rejection::Equivocation { .. })
+            ))
+            .expect("read"),
+            "A refuses twin {h} as an equivocation"
+        );
+    }
+
+    // C comes back and connects to A: the proof reaches it, the twin it held is revoked.
+    let c = open(dc.path()).await;
+    assert!(
+        c.read(network, |r| r.ledger().has_change(&h1))
+            .expect("read"),
+        "C reopened with its twin"
+    );
+    let mut c_events = c.events();
+    within("C connects to A", c.connect(network, &a.addr()))
+        .await
+        .expect("C connects");
+    wait_quarantined(&c, network, &mut c_events, &twins).await;
+    let heads = converge(&[&a, &c], network).await;
+    for (who, n) in [("A", &a), ("C", &c)] {
+        n.read(network, |r| {
+            for h in &twins {
+                assert!(!r.ledger().has_change(h), "a twin stands on {who}");
+            }
+        })
+        .expect("read");
+    }
+    // And it stays so across a reopen of C.
+    c.close().await.expect("close C");
+    let c = open(dc.path()).await;
+    let mut now = c.heads(network).expect("heads");
+    now.sort();
+    assert_eq!(now, heads, "C reopens without the twin");
+    for n in [a, c] {
+        n.close().await.expect("close");
+    }
+}

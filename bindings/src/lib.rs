@@ -36,8 +36,11 @@ pub use records::*;
 
 uniffi::setup_scaffolding!();
 
-/// What went wrong, by kind; `message` is the engine's readable explanation.
+/// What went wrong, by kind; `message` is the engine's readable explanation. A flat error in
+/// the foreign languages: each kind is an exception class whose message is this one's
+/// `Display` (a field named `message` would clash with Kotlin's `Throwable.message`).
 #[derive(Debug, thiserror::Error, uniffi::Error)]
+#[uniffi(flat_error)]
 pub enum ReflowError {
     /// The event or object is invalid (missing or forbidden field, unknown reference,
     /// negative quantity, unit mismatch, already corrected, unknown action, ...).
@@ -650,7 +653,7 @@ impl ReflowNode {
     /// Shut the node down (every change is already durable). Afterwards every call fails with
     /// `Closed`; the data directory can be opened again. Fails with `Other` if a network call
     /// is still running on this node.
-    pub async fn close(&self) -> Result<()> {
+    pub async fn shutdown(&self) -> Result<()> {
         let node = self
             .node
             .lock()

@@ -33,7 +33,7 @@ def open_node(path):
 
 def close(*nodes):
     for node in nodes:
-        asyncio.run(node.close())
+        asyncio.run(node.shutdown())
 
 
 def produce(resource, value, provider="ana"):
@@ -274,10 +274,10 @@ def test_node_survives_close_and_reopen(tmp_path):
     net = new_network(a)
     a.record_event(net, produce("apples", "2.5"))
     heads = a.heads(net)
-    asyncio.run(a.close())
+    asyncio.run(a.shutdown())
     with pytest.raises(ReflowError.Closed):
         a.networks()
-    asyncio.run(a.close())  # closing twice is harmless
+    asyncio.run(a.shutdown())  # closing twice is harmless
 
     again = open_node(tmp_path / "a")
     try:
@@ -288,13 +288,13 @@ def test_node_survives_close_and_reopen(tmp_path):
         assert [(r.id, r.onhand_quantity.value) for r in stock] == [("apples", "2.5")]
         again.record_event(net, produce("pears", "1"))
     finally:
-        asyncio.run(again.close())
+        asyncio.run(again.shutdown())
     third = open_node(tmp_path / "a")
     try:
         ids = sorted(r.id for r in third.inventory(net, ResourceFilterInput()))
         assert ids == ["apples", "pears"]
     finally:
-        asyncio.run(third.close())
+        asyncio.run(third.shutdown())
 
 
 class Lines(reflow.LogSink):
@@ -322,7 +322,7 @@ def test_log_level_and_callback(tmp_path):
         reflow.set_log_level(reflow.LogLevel.INFO)
         a.create_network("market", AgentInput(id="ana", name="Ana"))
         assert lines.created.wait(WAIT)
-        asyncio.run(a.close())
+        asyncio.run(a.shutdown())
     finally:
         reflow.set_log_level(reflow.LogLevel.OFF)
     with lines.lock:

@@ -181,6 +181,19 @@ pub fn measure(text: &str, what: &str) -> Result<(Quantity, Id)> {
 }
 
 impl EventInput {
+    /// A provider or receiver left out is `agent`, the agent this device acts for (a member
+    /// records only events its agent takes part in: `Replica::may_record`).
+    pub fn acting_for(mut self, agent: Option<&Id>) -> Self {
+        if let Some(agent) = agent {
+            for field in [&mut self.provider, &mut self.receiver] {
+                if nonempty(field).is_none() {
+                    *field = Some(agent.to_string());
+                }
+            }
+        }
+        self
+    }
+
     /// The event: from these fields, or, for a correction, the `original`'s fields overridden
     /// by the given ones.
     pub fn build(&self, original: Option<EconomicEvent>) -> Result<NewEvent> {

@@ -860,8 +860,12 @@ async fn command(cli: &Cli, dir: &std::path::Path, node: &Arc<Node>) -> Result<(
             )?;
         }
         Command::Event(EventCmd::Record(input)) => {
-            let event = input.build(None)?;
-            println!("{}", node.record_event(net()?, event)?);
+            let net = net()?;
+            let agent = node.read(net, |r| r.agent())?;
+            let event = input.clone().acting_for(agent.as_ref()).build(None)?;
+            // What this device may not record is said before anything is written.
+            node.read(net, |r| r.may_record(&event.event))??;
+            println!("{}", node.record_event(net, event)?);
         }
         Command::Event(EventCmd::Correct { event, input }) => {
             let net = net()?;
@@ -870,6 +874,7 @@ async fn command(cli: &Cli, dir: &std::path::Path, node: &Arc<Node>) -> Result<(
                 .read(net, |r| r.ledger().event(&id))?
                 .ok_or_else(|| anyhow!("no event {event}"))?;
             let new = input.build(Some(original))?;
+            node.read(net, |r| r.may_record(&new.event))??;
             println!("{}", node.record_event(net, new)?);
         }
         Command::Event(EventCmd::List {

@@ -464,17 +464,15 @@ fn ids<T: serde::Serialize>(list: &[T], id: impl Fn(&T) -> &Id) -> Vec<Value> {
 
 async fn info(State(s): State<AppState>) -> ApiResult {
     let device = s.node.device();
-    let (name, role, agent) = read(&s, |r| {
-        let me = r.member(&r.device());
+    // What this device may record (admission's agent binding, decided by the engine).
+    let (name, role, agent, for_others) = read(&s, |r| {
         (
             r.ledger().network_name(),
-            me.as_ref().map(|m| m.role.to_string()),
-            me.map(|m| m.agent),
+            r.role().map(|role| role.to_string()),
+            r.agent(),
+            r.records_for_others(),
         )
     })?;
-    // What this device may record (admission's agent binding): an admin records for anyone,
-    // a member only events it takes part in as its agent.
-    let for_others = role.as_deref() == Some("admin");
     Ok(Json(json!({
         "device": device,
         "network": s.net,
@@ -532,7 +530,9 @@ async fn events(State(s): State<AppState>) -> ApiResult {
 }
 
 async fn record(State(s): State<AppState>, Json(input): Json<EventInput>) -> ApiResult {
-    let event = input.build(None).map_err(bad)?;
+    let agent = read(&s, |r| r.agent())?;
+    let event = input.acting_for(agent.as_ref()).build(None).map_err(bad)?;
+    read(&s, |r| r.may_record(&event.event))?.map_err(|e| err(StatusCode::FORBIDDEN, e))?;
     let id = s.node.record_event(s.net, event).map_err(bad)?;
     Ok(Json(json!({"id": id})))
 }

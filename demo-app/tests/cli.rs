@@ -740,13 +740,64 @@ fn network_invite_join_sync_remove() {
         "1 kg",
     ];
     ok(bd, &consume);
+    // B acts for bea: an event between other agents is refused before anything is written;
+    // a provider and receiver left out are bea.
+    let events = json(bd, &["event", "list", "--json"]);
+    fails(
+        bd,
+        &[
+            "event",
+            "record",
+            "--action",
+            "produce",
+            "--provider",
+            "joris",
+            "--receiver",
+            "joris",
+            "--new-resource",
+            "forged",
+            "--quantity",
+            "1 kg",
+        ],
+        1,
+        "acts for bea but recorded an event between joris and joris",
+    );
+    assert_eq!(
+        json(bd, &["event", "list", "--json"]),
+        events,
+        "nothing written"
+    );
+    ok(
+        bd,
+        &[
+            "event",
+            "record",
+            "--action",
+            "consume",
+            "--resource",
+            "apples",
+            "--quantity",
+            "1 kg",
+        ],
+    );
+    let mine = json(bd, &["event", "list", "--json"]);
+    let last = mine
+        .as_array()
+        .and_then(|l| l.iter().find(|e| !events.as_array().unwrap().contains(e)))
+        .cloned()
+        .expect("the new event");
+    assert_eq!(
+        (&last["provider"], &last["receiver"]),
+        (&"bea".into(), &"bea".into()),
+        "{last}"
+    );
     let mut sync_b = spawn(bd, &["sync", "--local-only"]);
     let mut lines_b = Lines::of(&mut sync_b.0);
     lines_a.wait_for(&format!("change(s) from {b_device}"));
     lines_b.wait_for("connected");
     terminate(sync_b, &mut lines_b, "INT"); // as Ctrl-C does
     terminate(sync_a, &mut lines_a, "TERM");
-    assert_eq!(onhand(ad, "apples"), "9");
+    assert_eq!(onhand(ad, "apples"), "8");
     let peers = ok(ad, &["peers", "--json"]);
     assert!(peers.contains(&b_device), "A remembers B: {peers}");
 

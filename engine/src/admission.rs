@@ -48,6 +48,8 @@ enum Target {
     ObjectBucket { set: usize, index: usize },
     /// The v1 events list.
     V1Events,
+    /// The v1 map of one kind's objects (made by a v1 genesis).
+    V1Kind(ObjectKind),
     /// The network map.
     Network,
 }
@@ -66,6 +68,8 @@ pub struct Admission {
     sets: Vec<BucketSet>,
     /// Whether the genesis was a version-1 genesis.
     v1_genesis: bool,
+    /// Version-1 objects (the maps made under a v1 kind map), by the op id that made them.
+    v1_objects: HashMap<(u64, ActorId), (ObjectKind, String)>,
 }
 
 /// What admission needs to know of a change's causal past (from the membership index).
@@ -74,6 +78,9 @@ pub(crate) struct Past<'a> {
     pub author: Option<&'a Member>,
     /// Whether membership record `index` is in the causal past.
     pub has_record: &'a dyn Fn(usize) -> bool,
+    /// Whether the op with this (counter, actor) is in the causal past (asked only of
+    /// version-1-era changes that edit a version-1 object).
+    pub has_op: &'a dyn Fn(u64, &ActorId) -> bool,
 }
 
 /// What kind of membership record the change carries, as admission needs it.
@@ -148,6 +155,7 @@ impl Admission {
             return Err(refuse("a membership record carries operations"));
         }
         let author = past.author.ok_or_else(|| refuse("no author"))?;
+        let mut v1 = V1Writes::default();
         for (i, op) in change.operations.iter().enumerate() {
             let counter = start + i as u64;
             let at = |d: String| refuse(format!("op {i}: {d}"));
@@ -191,18 +199,40 @@ impl Admission {
                     check_event_text(text, author).map_err(|e| e.at_op(i))?;
                 }
                 Some(Target::Network) => return Err(at("the network map is immutable".into())),
-                None if v2 => {
+                Some(Target::V1Kind(_)) | None if v2 => {
                     return Err(at(format!(
                         "targets object {}@{}, which is not a bucket",
                         obj.0, obj.1
                     )))
                 }
-                // v1 era: descriptive objects (v1 maps and the objects in them) are mutable
-                // maps that admission cannot tell apart; events and the root are protected.
-                None => {}
+                // v1 era: the version-1 rules (docs/data-model.md): objects are made whole
+                // under their kind's map, fields written whole, typed as in version 2.
+                Some(Target::V1Kind(kind)) => v1
+                    .create(kind, op, (counter, &change.actor_id), author)
+                    .map_err(|e| e.at_op(i))?,
+                None => {
+                    let key = (obj.0, obj.1.clone());
+                    if v1.made(&key) {
+                        v1.nested(&key, op, (counter, &change.actor_id))
+                            .map_err(|e| e.at_op(i))?;
+                    } else if let Some((kind, id)) = self.v1_objects.get(&key) {
+                        if !(past.has_op)(obj.0, &obj.1) {
+                            return Err(at(format!(
+                                "edits {kind} {id}, made by a change outside its causal past"
+                            )));
+                        }
+                        v1.field(*kind, id, op, (counter, &change.actor_id), author)
+                            .map_err(|e| e.at_op(i))?;
+                    } else {
+                        return Err(at(format!(
+                            "targets object {}@{}, which is not part of the schema",
+                            obj.0, obj.1
+                        )));
+                    }
+                }
             }
         }
-        Ok(())
+        v1.check().map_err(Checked::at_change)
     }
 
     fn v2_in_past(&self, past: &Past<'_>) -> bool {
@@ -242,6 +272,13 @@ impl Admission {
                         {
                             self.targets.insert(id, Target::V1Events);
                         }
+                        (ObjectId::Root, Key::Map(k), OpType::Make(automerge::ObjType::Map))
+                            if version < 2 =>
+                        {
+                            if let Some(kind) = schema::kind_of_root_key(k) {
+                                self.targets.insert(id, Target::V1Kind(kind));
+                            }
+                        }
                         _ => {}
                     }
                 }
@@ -250,7 +287,35 @@ impl Admission {
                 }
             }
             RecordKind::Migrate => self.index_buckets(change, record_index),
+            RecordKind::Membership | RecordKind::None if self.v1_genesis => {
+                // The version-1 objects it made (only a v1-era change can make one).
+                let start = change.start_op.get();
+                for (i, op) in change.operations.iter().enumerate() {
+                    let (ObjectId::Id(o), Key::Map(id), OpType::Make(automerge::ObjType::Map)) =
+                        (&op.obj, &op.key, &op.action)
+                    else {
+                        continue;
+                    };
+                    if let Some(Target::V1Kind(kind)) = self.targets.get(&(o.0, o.1.clone())) {
+                        self.v1_objects.insert(
+                            (start + i as u64, change.actor_id.clone()),
+                            (*kind, id.to_string()),
+                        );
+                    }
+                }
+            }
             RecordKind::Membership | RecordKind::None => {}
+        }
+    }
+
+    /// Index version-1 objects found in a stored document (a replica opened from its store
+    /// judges new changes against them): (op id that made the object, kind, id).
+    pub(crate) fn index_v1_objects(
+        &mut self,
+        objects: impl IntoIterator<Item = ((u64, ActorId), ObjectKind, String)>,
+    ) {
+        for (op, kind, id) in objects {
+            self.v1_objects.insert(op, (kind, id));
         }
     }
 
@@ -280,6 +345,14 @@ enum Checked {
 }
 
 impl Checked {
+    /// The rejection, the detail as it is (a fact of the whole change).
+    fn at_change(self) -> Rejection {
+        match self {
+            Checked::Refused(r) => r,
+            Checked::Detail(d) => refuse(d),
+        }
+    }
+
     /// The rejection, the detail prefixed with the op's index.
     fn at_op(self, i: usize) -> Rejection {
         match self {
@@ -354,17 +427,31 @@ fn check_event_text(text: &str, author: &Member) -> Result<(), Checked> {
             return Err(format!("invalid id {:?}", id.as_str()).into());
         }
     }
+    speaks_for(&event, author).map_err(Checked::Refused)
+}
+
+/// Agent binding: a member records an event only if its own agent is the provider or the
+/// receiver; an admin records for anyone (a paper receipt, an import). The one place this
+/// rule is written: admission applies it to every event, [`crate::Replica::may_record`]
+/// before a write.
+pub(crate) fn speaks_for(event: &EconomicEvent, author: &Member) -> Result<(), Rejection> {
     let speaks_for_itself = event.provider.as_ref() == Some(&author.agent)
         || event.receiver.as_ref() == Some(&author.agent);
-    if !speaks_for_itself && author.role != Role::Admin {
-        return Err(Checked::Refused(Rejection::SpeaksForOthers {
+    if speaks_for_itself || records_for_others(author.role) {
+        Ok(())
+    } else {
+        Err(Rejection::SpeaksForOthers {
             device: author.device,
             agent: author.agent.clone(),
             provider: event.provider.clone(),
             receiver: event.receiver.clone(),
-        }));
+        })
     }
-    Ok(())
+}
+
+/// Whether a device with `role` may record events between other agents.
+pub(crate) fn records_for_others(role: Role) -> bool {
+    role == Role::Admin
 }
 
 fn check_object_op(
@@ -428,6 +515,284 @@ fn check_object_op(
         (ObjectKey::Field(_, _, field), _) => {
             Err(format!("field {field} is not a JSON string").into())
         }
+    }
+}
+
+/// An op id: (counter, actor).
+type OpId<'a> = (u64, &'a ActorId);
+
+/// A value made by a version-1-era change (a nested map or list, or a new object).
+#[derive(Debug)]
+enum V1Node {
+    /// A new object of `kind` with `id`, and the fields this change gives it.
+    Object {
+        kind: ObjectKind,
+        id: String,
+        fields: HashMap<String, V1Value>,
+    },
+    /// A nested map (a measure, say).
+    Map(HashMap<String, V1Value>),
+    /// A nested list, in list order, each element with the op id that inserted it.
+    List(Vec<((u64, ActorId), V1Value)>),
+}
+
+/// A field's or element's value as a version-1-era change writes it.
+#[derive(Debug, Clone)]
+enum V1Value {
+    Scalar(Json),
+    Node((u64, ActorId)),
+}
+
+/// What a version-1-era change writes to version-1 objects, gathered op by op and checked
+/// whole at the end: every value must be a valid field of its kind (as in version 2), a new
+/// object must have its required fields, a value is written whole (nested maps and lists
+/// only inside values this change makes), and an agent's description is written only by its
+/// own devices or admins. This is how the version-1 code wrote objects (`put_json`: an
+/// object made with all its fields in one change, a changed field written whole).
+#[derive(Debug, Default)]
+struct V1Writes {
+    nodes: HashMap<(u64, ActorId), V1Node>,
+    /// Fields of objects made by earlier changes, written whole by this one.
+    fields: Vec<(ObjectKind, String, String, V1Value)>,
+}
+
+/// Deepest nesting of a version-1 value (a measure is 1).
+const MAX_V1_DEPTH: usize = 8;
+
+fn v1_scalar(v: &ScalarValue) -> Result<Json, Checked> {
+    Ok(match v {
+        ScalarValue::Str(s) => Json::String(s.to_string()),
+        ScalarValue::Int(i) => Json::from(*i),
+        ScalarValue::Uint(u) => Json::from(*u),
+        ScalarValue::F64(f) => serde_json::Number::from_f64(*f)
+            .map(Json::Number)
+            .ok_or_else(|| Checked::Detail("a number that is not finite".into()))?,
+        ScalarValue::Boolean(b) => Json::Bool(*b),
+        ScalarValue::Null => Json::Null,
+        other => return Err(format!("a value of type {other:?} is not JSON").into()),
+    })
+}
+
+fn agent_check(kind: ObjectKind, id: &str, author: &Member) -> Result<(), Checked> {
+    if kind == ObjectKind::Agent && author.role != Role::Admin && author.agent.as_str() != id {
+        return Err(Checked::Refused(Rejection::NotYourAgent {
+            device: author.device,
+            agent: author.agent.clone(),
+            edited: id.into(),
+        }));
+    }
+    Ok(())
+}
+
+impl V1Writes {
+    fn made(&self, obj: &(u64, ActorId)) -> bool {
+        self.nodes.contains_key(obj)
+    }
+
+    /// A value for a map key: a scalar, or a nested object this op makes.
+    fn value(&mut self, op: &automerge::legacy::Op, at: OpId<'_>) -> Result<V1Value, Checked> {
+        match &op.action {
+            OpType::Put(v) => Ok(V1Value::Scalar(v1_scalar(v)?)),
+            OpType::Make(automerge::ObjType::Map) => {
+                let id = (at.0, at.1.clone());
+                self.nodes.insert(id.clone(), V1Node::Map(HashMap::new()));
+                Ok(V1Value::Node(id))
+            }
+            OpType::Make(automerge::ObjType::List) => {
+                let id = (at.0, at.1.clone());
+                self.nodes.insert(id.clone(), V1Node::List(Vec::new()));
+                Ok(V1Value::Node(id))
+            }
+            _ => Err("only puts of JSON values".to_string().into()),
+        }
+    }
+
+    /// An op on a v1 kind map: it makes a new object (a map under its id, nothing replaced).
+    fn create(
+        &mut self,
+        kind: ObjectKind,
+        op: &automerge::legacy::Op,
+        at: OpId<'_>,
+        author: &Member,
+    ) -> Result<(), Checked> {
+        let Key::Map(id) = &op.key else {
+            return Err("a kind map is a map".to_string().into());
+        };
+        if op.insert
+            || !op.pred.is_empty()
+            || !matches!(op.action, OpType::Make(automerge::ObjType::Map))
+        {
+            return Err(format!("replaces or deletes {kind} {id}: objects are made once").into());
+        }
+        if !schema::valid_id(id) {
+            return Err(format!("invalid id {:?}", id.as_str()).into());
+        }
+        agent_check(kind, id, author)?;
+        self.nodes.insert(
+            (at.0, at.1.clone()),
+            V1Node::Object {
+                kind,
+                id: id.to_string(),
+                fields: HashMap::new(),
+            },
+        );
+        Ok(())
+    }
+
+    /// An op on a field of an object made by an earlier change: written whole, or deleted
+    /// if optional.
+    fn field(
+        &mut self,
+        kind: ObjectKind,
+        id: &str,
+        op: &automerge::legacy::Op,
+        at: OpId<'_>,
+        author: &Member,
+    ) -> Result<(), Checked> {
+        agent_check(kind, id, author)?;
+        let Key::Map(field) = &op.key else {
+            return Err(format!("{kind} {id} is a map").into());
+        };
+        if op.insert {
+            return Err(format!("{kind} {id} is a map").into());
+        }
+        if matches!(op.action, OpType::Delete) {
+            if minimal(kind).get(field.as_str()).is_some() {
+                return Err(format!("deletes the required field {field} of {kind} {id}").into());
+            }
+            self.fields
+                .retain(|(k, i, f, _)| !(*k == kind && i == id && f == field.as_str()));
+            return Ok(());
+        }
+        let value = self.value(op, at)?;
+        self.fields
+            .push((kind, id.to_string(), field.to_string(), value));
+        Ok(())
+    }
+
+    /// An op on a map or list this change made (a new object's field, a nested value).
+    fn nested(
+        &mut self,
+        obj: &(u64, ActorId),
+        op: &automerge::legacy::Op,
+        at: OpId<'_>,
+    ) -> Result<(), Checked> {
+        if !op.pred.is_empty() || matches!(op.action, OpType::Delete) {
+            return Err("overwrites a value it made itself".to_string().into());
+        }
+        let is_list = matches!(self.nodes.get(obj), Some(V1Node::List(_)));
+        if is_list != op.insert {
+            return Err("a list op on a map, or a map op on a list"
+                .to_string()
+                .into());
+        }
+        let value = self.value(op, at)?;
+        match (self.nodes.get_mut(obj), &op.key) {
+            (Some(V1Node::Object { fields, .. } | V1Node::Map(fields)), Key::Map(k)) => {
+                fields.insert(k.to_string(), value);
+            }
+            (Some(V1Node::List(items)), Key::Seq(elem)) => {
+                let index = match elem {
+                    automerge::legacy::ElementId::Head => 0,
+                    automerge::legacy::ElementId::Id(after) => {
+                        let after = (after.0, after.1.clone());
+                        items
+                            .iter()
+                            .position(|(id, _)| *id == after)
+                            .map(|p| p + 1)
+                            .ok_or_else(|| {
+                                Checked::Detail("inserts after an unknown element".into())
+                            })?
+                    }
+                };
+                items.insert(index, ((at.0, at.1.clone()), value));
+            }
+            _ => {
+                return Err("an op that does not fit the value it edits"
+                    .to_string()
+                    .into())
+            }
+        }
+        Ok(())
+    }
+
+    /// The JSON of a value.
+    fn json(&self, v: &V1Value, depth: usize) -> Result<Json, Checked> {
+        if depth > MAX_V1_DEPTH {
+            return Err(format!("a value nested over {MAX_V1_DEPTH} levels").into());
+        }
+        match v {
+            V1Value::Scalar(j) => Ok(j.clone()),
+            V1Value::Node(id) => match self.nodes.get(id) {
+                Some(V1Node::Map(fields)) => {
+                    let mut m = serde_json::Map::new();
+                    for (k, v) in fields {
+                        m.insert(k.clone(), self.json(v, depth + 1)?);
+                    }
+                    Ok(Json::Object(m))
+                }
+                Some(V1Node::List(items)) => Ok(Json::Array(
+                    items
+                        .iter()
+                        .map(|(_, v)| self.json(v, depth + 1))
+                        .collect::<Result<_, _>>()?,
+                )),
+                _ => Err("an object nested in a value".to_string().into()),
+            },
+        }
+    }
+
+    fn check_value(
+        &self,
+        kind: ObjectKind,
+        id: &str,
+        field: &str,
+        v: &V1Value,
+    ) -> Result<(), Checked> {
+        let value = self.json(v, 0)?;
+        let len = value.to_string().len();
+        if len > MAX_VALUE_BYTES {
+            return Err(format!("a field of {len} bytes").into());
+        }
+        check_field_v1(kind, field, &value)
+            .map_err(|e| Checked::Detail(format!("{kind} {id}: {e}")))
+    }
+
+    /// Check everything written, whole.
+    fn check(&self) -> Result<(), Checked> {
+        for (kind, id, field, v) in &self.fields {
+            self.check_value(*kind, id, field, v)?;
+        }
+        for node in self.nodes.values() {
+            let V1Node::Object { kind, id, fields } = node else {
+                continue;
+            };
+            for (field, v) in fields {
+                self.check_value(*kind, id, field, v)?;
+            }
+            if let Some(required) = minimal(*kind).as_object() {
+                if let Some(missing) = required.keys().find(|f| !fields.contains_key(*f)) {
+                    return Err(format!("{kind} {id} is made without its field {missing}").into());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// [`check_field`] for a value as the version-1 code wrote it: a number's spelling (an
+/// integer for a float field) is not part of its value there.
+fn check_field_v1(kind: ObjectKind, field: &str, value: &Json) -> Result<(), String> {
+    match check_field(kind, field, value) {
+        Err(_) if value.is_number() => {
+            let as_float = value
+                .as_f64()
+                .and_then(serde_json::Number::from_f64)
+                .map(Json::Number)
+                .ok_or_else(|| format!("field {field}: not a number"))?;
+            check_field(kind, field, &as_float)
+        }
+        other => other,
     }
 }
 

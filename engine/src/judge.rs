@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use automerge::{Change, ChangeHash};
+use automerge::{ActorId, Change, ChangeHash};
 
 use crate::admission::{Admission, Past, RecordKind};
 use crate::identity::DeviceId;
@@ -22,6 +22,46 @@ pub(crate) fn header(change: &Change) -> Option<Header<'_>> {
         author: DeviceId::of_actor(change.actor_id())?,
         message: change.message(),
     })
+}
+
+/// What the causal-past walk needs of one change.
+#[derive(Debug, Clone)]
+pub(crate) struct ChangeMeta {
+    pub actor: ActorId,
+    pub max_op: u64,
+    pub deps: Vec<ChangeHash>,
+}
+
+/// Where the judge finds the changes it walks: the replica's document and its current
+/// batch, or the set judged from scratch.
+pub(crate) type Metas<'a> = &'a dyn Fn(&ChangeHash) -> Option<ChangeMeta>;
+
+/// Whether the op `(counter, actor)` (one that exists) is in the causal past of `deps`.
+/// An actor's changes form a chain with growing op counters, so it is iff some change of
+/// that actor with a largest op of at least `counter` is; a change whose largest op is
+/// below `counter` has only smaller counters in its past, so the walk stops there.
+pub(crate) fn op_in_past(
+    deps: &[ChangeHash],
+    counter: u64,
+    actor: &ActorId,
+    metas: Metas<'_>,
+) -> bool {
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = deps.to_vec();
+    while let Some(h) = stack.pop() {
+        if !seen.insert(h) {
+            continue;
+        }
+        let Some(m) = metas(&h) else { continue };
+        if m.max_op < counter {
+            continue;
+        }
+        if m.actor == *actor {
+            return true;
+        }
+        stack.extend(m.deps);
+    }
+    false
 }
 
 /// The judging state of a replica, borrowed: membership, admission, the (actor, seq) index
@@ -38,6 +78,8 @@ pub(crate) struct Judge<'a> {
     /// Whether a second change with an accepted (actor, seq) is refused (off only to find
     /// which twins would each stand on their own).
     pub check_seqs: bool,
+    /// The changes known so far (accepted ones, for causal-past questions).
+    pub metas: Metas<'a>,
 }
 
 impl Judge<'_> {
@@ -68,9 +110,12 @@ impl Judge<'_> {
         let membership = &*self.membership;
         let deps = head.deps;
         let has_record = move |i: usize| membership.past_has_record(deps, i);
+        let metas = self.metas;
+        let has_op = move |counter: u64, actor: &ActorId| op_in_past(deps, counter, actor, metas);
         let past = Past {
             author: author.as_ref(),
             has_record: &has_record,
+            has_op: &has_op,
         };
         self.admission
             .judge(&decoded, change.raw_bytes().len(), dep_max, kind, &past)?;
@@ -104,5 +149,49 @@ pub(crate) fn record_kind(record: &Option<MembershipRecord>) -> RecordKind {
         Some(MembershipRecord::Genesis { schema, .. }) => RecordKind::Genesis(*schema),
         Some(MembershipRecord::Migrate { .. }) => RecordKind::Migrate,
         Some(_) => RecordKind::Membership,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small change graph: actor a's chain a1 (ops 1-2) ← a2 (ops 5-6); actor b's b1
+    /// (ops 3-4) is concurrent with a1; c1 (ops 7-9) depends on a2 only.
+    #[test]
+    fn op_in_past_follows_dependencies_only() {
+        let (a, b, c) = (
+            ActorId::from([1u8; 16]),
+            ActorId::from([2u8; 16]),
+            ActorId::from([3u8; 16]),
+        );
+        let h = |n: u8| ChangeHash([n; 32]);
+        let graph: std::collections::HashMap<ChangeHash, ChangeMeta> = [
+            (h(1), a.clone(), 2, vec![]),
+            (h(2), b.clone(), 4, vec![]),
+            (h(3), a.clone(), 6, vec![h(1)]),
+            (h(4), c.clone(), 9, vec![h(3)]),
+        ]
+        .into_iter()
+        .map(|(hash, actor, max_op, deps)| {
+            (
+                hash,
+                ChangeMeta {
+                    actor,
+                    max_op,
+                    deps,
+                },
+            )
+        })
+        .collect();
+        let metas = |x: &ChangeHash| graph.get(x).cloned();
+        // From c1: a's ops 1 and 5 are in its past, b's op 3 is not (concurrent).
+        assert!(op_in_past(&[h(4)], 1, &a, &metas));
+        assert!(op_in_past(&[h(4)], 5, &a, &metas));
+        assert!(!op_in_past(&[h(4)], 3, &b, &metas));
+        assert!(op_in_past(&[h(4), h(2)], 3, &b, &metas));
+        // a1 alone does not hold a2's op.
+        assert!(!op_in_past(&[h(1)], 5, &a, &metas));
+        assert!(!op_in_past(&[], 1, &a, &metas));
     }
 }

@@ -1759,6 +1759,28 @@ impl Inner {
             closing: AtomicBool::new(false),
         });
         lock(&net.links).insert(link.id, link.clone());
+        // Proofs of equivocation go to every peer as the connection opens: one that accepted
+        // a twin before this node saw both cuts the device off too (they apply nothing).
+        {
+            let replica = lock(&net.replica);
+            let evidence = replica.replica().equivocation_evidence();
+            if !evidence.is_empty() {
+                debug!(
+                    changes = evidence.len(),
+                    "sending the proofs of equivocation"
+                );
+                let mut session = lock(&link.session);
+                if let Some(frame) = session.push(&evidence) {
+                    link.send(&frame);
+                }
+                while session.has_queued_frames() {
+                    match session.poll_transmit(replica.replica()) {
+                        Some(frame) => link.send(&frame),
+                        None => break,
+                    }
+                }
+            }
+        }
         // A new connection ends a pause (Node::disconnect) either way.
         if let Some(r) = lock(&net.peers).get_mut(&peer) {
             r.paused = false;

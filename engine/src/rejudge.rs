@@ -84,6 +84,18 @@ fn descendants(
     seen
 }
 
+/// What the causal-past walk needs of a change of the set.
+fn pool_meta(
+    pool: &HashMap<ChangeHash, SignedChange>,
+    h: &ChangeHash,
+) -> Option<crate::judge::ChangeMeta> {
+    pool.get(h).map(|c| crate::judge::ChangeMeta {
+        actor: c.change.actor_id().clone(),
+        max_op: (c.change.start_op().get() + c.change.len() as u64).saturating_sub(1),
+        deps: c.change.deps().to_vec(),
+    })
+}
+
 /// Judge every change of `pool` (signatures already verified) for `network`.
 pub(crate) fn judge_all(network: NetworkId, pool: &HashMap<ChangeHash, SignedChange>) -> Judgment {
     let mut children: HashMap<ChangeHash, Vec<ChangeHash>> = HashMap::new();
@@ -284,6 +296,7 @@ fn one_pass(
                             seqs: &mut seqs,
                             removals: None,
                             check_seqs,
+                            metas: &|d| pool_meta(pool, d),
                         }
                         .admit(&c.change, &head, record, dep_max)
                     })

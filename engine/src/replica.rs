@@ -18,13 +18,13 @@ use crate::error::{Error, Result};
 use crate::identity::{
     verify_changes, ChangeSignature, DeviceId, DeviceKey, NetworkId, SignedChange,
 };
-use crate::judge::{header, record_kind, Judge};
+use crate::judge::{header, record_kind, ChangeMeta, Judge};
 use crate::ledger::Ledger;
 use crate::membership::{
     BearerSecret, Header, Invite, InviteAudience, InviteError, Member, Membership,
     MembershipRecord, Rejection, Role,
 };
-use crate::vf::{Agent, Id};
+use crate::vf::{Agent, EconomicEvent, Id};
 
 /// Bounds on what a replica keeps for changes it cannot apply (defaults in [`Limits::default`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,6 +201,7 @@ impl Replica {
                 let past = Past {
                     author: None,
                     has_record: &|_| false,
+                    has_op: &|_, _| false,
                 };
                 if let Err(reason) =
                     admission.judge(&decoded, genesis.change.raw_bytes().len(), 0, kind, &past)
@@ -298,6 +299,8 @@ impl Replica {
                 }
             }
         }
+        // The version-1 objects, for judging changes made on a version-1 past.
+        admission.index_v1_objects(ledger.v1_objects());
         let removals = membership
             .records()
             .filter_map(|(i, h, r)| match r {
@@ -370,9 +373,68 @@ impl Replica {
         self.member(&self.key.id()).map(|m| m.role)
     }
 
+    /// The agent this device acts for now, if it is a member.
+    pub fn agent(&self) -> Option<Id> {
+        self.member(&self.key.id()).map(|m| m.agent)
+    }
+
+    /// Whether this device may record events between other agents (admins may: a paper
+    /// receipt, an import); a member records only events its own agent takes part in.
+    pub fn records_for_others(&self) -> bool {
+        self.role()
+            .is_some_and(crate::admission::records_for_others)
+    }
+
+    /// Whether this device may record `event` as far as agent binding goes (the rule
+    /// admission applies to every event, docs/security.md): `Error::Refused` with
+    /// `Rejection::SpeaksForOthers` if its agent is neither the provider nor the receiver
+    /// and it is not an admin; `Error::NotAllowed` if it may not write at all (an observer,
+    /// not a member). Lets a user interface say so before anything is written; a write
+    /// checks it again.
+    pub fn may_record(&self, event: &EconomicEvent) -> Result<()> {
+        self.require(Role::Member, "recording an event", "member")?;
+        let member = self
+            .member(&self.key.id())
+            .ok_or_else(|| Error::NotAllowed {
+                device: self.key.id().to_string(),
+                role: "not a member".into(),
+                action: "recording an event",
+                needed: "member",
+            })?;
+        crate::admission::speaks_for(event, &member).map_err(|reason| Error::Refused { reason })
+    }
+
     /// The refused changes (for admins to inspect).
     pub fn quarantine(&self) -> impl Iterator<Item = &Quarantined> {
         self.quarantine.values()
+    }
+
+    /// The proofs of equivocation this replica holds: for each quarantined change refused as
+    /// an [`Rejection::Equivocation`], that change and its twin (the other change with the
+    /// same actor and sequence number), in a deterministic order. A node sends them to every
+    /// peer when a connection opens, so that a peer that accepted one twin before it could
+    /// see the other cuts the device off too, however late it connects (docs/security.md,
+    /// "Equivocation").
+    pub fn equivocation_evidence(&self) -> Vec<SignedChange> {
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for q in self.quarantine.values() {
+            let Rejection::Equivocation { other, .. } = &q.reason else {
+                continue;
+            };
+            let twin = other.parse::<ChangeHash>().ok().and_then(|o| {
+                self.quarantine
+                    .get(&o)
+                    .map(|t| t.change.clone())
+                    .or_else(|| self.signed(&o))
+            });
+            for c in std::iter::once(q.change.clone()).chain(twin) {
+                if seen.insert(c.hash()) {
+                    out.push(c);
+                }
+            }
+        }
+        out
     }
 
     /// Whether a change was refused and is quarantined.
@@ -490,23 +552,33 @@ impl Replica {
     }
 
     /// Judge a change whose membership verdict is `record` (already accepted by membership)
-    /// by what it does, and index it if admitted. `batch` holds the largest op counter of
-    /// changes accepted in the current batch but not applied yet.
+    /// by what it does, and index it if admitted. `batch` holds the changes accepted in the
+    /// current batch but not applied yet.
     fn admit_judged(
         &mut self,
         change: &Change,
         head: &Header<'_>,
         record: Option<MembershipRecord>,
-        batch: &HashMap<ChangeHash, u64>,
+        batch: &HashMap<ChangeHash, ChangeMeta>,
     ) -> std::result::Result<(), Rejection> {
         let doc = self.ledger.doc();
+        let metas = |d: &ChangeHash| -> Option<ChangeMeta> {
+            match batch.get(d) {
+                Some(m) => Some(m.clone()),
+                None => doc.get_change_meta_by_hash(d).map(|m| ChangeMeta {
+                    actor: m.actor.into_owned(),
+                    max_op: m.max_op,
+                    deps: m.deps,
+                }),
+            }
+        };
         let dep_max = head
             .deps
             .iter()
             .map(|d| {
                 batch
                     .get(d)
-                    .copied()
+                    .map(|m| m.max_op)
                     .unwrap_or_else(|| doc.get_change_meta_by_hash(d).map_or(0, |m| m.max_op))
             })
             .max()
@@ -517,6 +589,7 @@ impl Replica {
             seqs: &mut self.seqs,
             removals: Some(&mut self.removals),
             check_seqs: true,
+            metas: &metas,
         };
         judge.admit(change, head, record, dep_max)
     }
@@ -779,7 +852,7 @@ impl Replica {
             }
         }
         let mut accepted: Vec<SignedChange> = Vec::new();
-        let mut batch_max: HashMap<ChangeHash, u64> = HashMap::new();
+        let mut batch_max: HashMap<ChangeHash, ChangeMeta> = HashMap::new();
         let mut rejudge = false;
         let mut removed_now: Vec<(ChangeHash, DeviceId)> = Vec::new();
         while let Some(h) = ready.pop_front() {
@@ -836,7 +909,14 @@ impl Replica {
                 Ok(()) => {
                     // A forged copy of this change may have been quarantined earlier.
                     self.quarantine.remove(&h);
-                    batch_max.insert(h, max_op_of(&c.change));
+                    batch_max.insert(
+                        h,
+                        ChangeMeta {
+                            actor: c.change.actor_id().clone(),
+                            max_op: max_op_of(&c.change),
+                            deps: c.change.deps().to_vec(),
+                        },
+                    );
                     accepted.push(c);
                 }
                 Err(reason) => self.refuse(c, reason, receipt),

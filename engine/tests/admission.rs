@@ -549,3 +549,261 @@ fn a_v1_golden_ledger_loads_and_migrates() {
     let second = admin.migrate().expect("no-op");
     assert!(second.is_empty());
 }
+
+/// The golden v1 network: its id and signed changes.
+fn golden_v1() -> (NetworkId, Vec<SignedChange>) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/v1-network.json");
+    let text = std::fs::read_to_string(path).expect("golden file");
+    let golden: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let network: NetworkId = golden["network"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("network id");
+    let changes = golden["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .map(|c| {
+            let bytes = hex::decode(c["change"].as_str().expect("hex")).expect("hex");
+            let sig = hex::decode(c["signature"].as_str().expect("hex")).expect("hex");
+            SignedChange {
+                change: Change::from_bytes(bytes).expect("change"),
+                signature: ChangeSignature(sig.try_into().expect("64 bytes")),
+            }
+        })
+        .collect();
+    (network, changes)
+}
+
+/// A v1 root kind map and one of its objects.
+fn v1_object(doc: &Automerge, root_key: &str, id: &str) -> (ObjId, ObjId) {
+    let (_, map) = doc.get(ROOT, root_key).expect("get").expect("kind map");
+    let (_, obj) = doc.get(&map, id).expect("get").expect("object");
+    (map, obj)
+}
+
+/// Changes that member `bo` makes on a version-1 past (as modified or older software
+/// would): what the version-1 rules refuse, and two honest edits.
+fn v1_era_changes(
+    network: NetworkId,
+    bo: &Replica,
+    key: &DeviceKey,
+) -> (Vec<(&'static str, SignedChange, Expect)>, Vec<SignedChange>) {
+    let saved = bo.ledger().save();
+    let doc = |suffix: u8| {
+        Automerge::load(&saved)
+            .expect("load")
+            .with_actor(key.id().actor([suffix; 8]))
+    };
+    let mut attacks = Vec::new();
+    let mut attack =
+        |name,
+         expect,
+         suffix,
+         f: &dyn Fn(&mut automerge::transaction::Transaction<'_>, &Automerge)| {
+            let mut d = doc(suffix);
+            let snapshot = d.clone();
+            let mut tx = d.transaction();
+            f(&mut tx, &snapshot);
+            tx.commit();
+            attacks.push((name, sign(network, key, &d), expect));
+        };
+    attack(
+        "v1-rename-another-agent",
+        Expect::NotYourAgent,
+        61,
+        &|tx, d| {
+            let (_, ana) = v1_object(d, "agents", "ana");
+            tx.put(&ana, "name", "Mallory").expect("put");
+        },
+    );
+    attack("v1-unknown-field", Expect::Schema, 62, &|tx, d| {
+        let (_, kg) = v1_object(d, "units", "kg");
+        tx.put(&kg, "colour", "red").expect("put");
+    });
+    attack("v1-wrong-type", Expect::Schema, 63, &|tx, d| {
+        let (_, kg) = v1_object(d, "units", "kg");
+        tx.put(&kg, "label", 5i64).expect("put");
+    });
+    attack("v1-delete-required-field", Expect::Schema, 64, &|tx, d| {
+        let (_, kg) = v1_object(d, "units", "kg");
+        tx.delete(&kg, "symbol").expect("delete");
+    });
+    attack("v1-replace-an-object", Expect::Schema, 65, &|tx, d| {
+        let (units, _) = v1_object(d, "units", "kg");
+        let kg = tx
+            .put_object(&units, "kg", automerge::ObjType::Map)
+            .expect("put");
+        tx.put(&kg, "label", "kilo").expect("put");
+        tx.put(&kg, "symbol", "k").expect("put");
+    });
+    attack(
+        "v1-object-without-its-fields",
+        Expect::Schema,
+        66,
+        &|tx, d| {
+            let (units, _) = v1_object(d, "units", "kg");
+            let lb = tx
+                .put_object(&units, "lb", automerge::ObjType::Map)
+                .expect("put");
+            tx.put(&lb, "label", "pound").expect("put");
+        },
+    );
+    attack(
+        "v1-nested-value-of-a-wrong-type",
+        Expect::Schema,
+        67,
+        &|tx, d| {
+            let (units, _) = v1_object(d, "units", "kg");
+            let oz = tx
+                .put_object(&units, "oz", automerge::ObjType::Map)
+                .expect("put");
+            let label = tx
+                .put_object(&oz, "label", automerge::ObjType::Map)
+                .expect("put");
+            tx.put(&label, "x", 1i64).expect("put");
+            tx.put(&oz, "symbol", "oz").expect("put");
+        },
+    );
+    attack(
+        "v1-an-agent-for-someone-else",
+        Expect::NotYourAgent,
+        68,
+        &|tx, d| {
+            let (agents, _) = v1_object(d, "agents", "ana");
+            let cy = tx
+                .put_object(&agents, "cy", automerge::ObjType::Map)
+                .expect("put");
+            tx.put(&cy, "agentKind", "person").expect("put");
+            tx.put(&cy, "name", "Cy").expect("put");
+        },
+    );
+    attack("v1-an-object-in-a-value", Expect::Schema, 69, &|tx, d| {
+        let (_, kg) = v1_object(d, "units", "kg");
+        let label = tx
+            .put_object(&kg, "label", automerge::ObjType::List)
+            .expect("put");
+        tx.insert(&label, 0, "kilo").expect("insert");
+    });
+
+    let mut honest = Vec::new();
+    let mut d = doc(71);
+    let (_, me) = v1_object(&d, "agents", "bo");
+    let mut tx = d.transaction();
+    tx.put(&me, "note", "at the market on Saturdays")
+        .expect("put");
+    tx.commit();
+    honest.push(sign(network, key, &d));
+    let mut d = doc(72);
+    let (units, _) = v1_object(&d, "units", "kg");
+    let mut tx = d.transaction();
+    let lb = tx
+        .put_object(&units, "lb", automerge::ObjType::Map)
+        .expect("put");
+    tx.put(&lb, "label", "pound").expect("put");
+    tx.put(&lb, "symbol", "lb").expect("put");
+    tx.commit();
+    honest.push(sign(network, key, &d));
+    (attacks, honest)
+}
+
+/// The version-1 rules: a change whose causal past holds no migration edits version-1
+/// objects only as the version-1 code did (objects made whole, fields written whole, typed
+/// as in version 2, an agent's description by its own devices or admins). The golden v1
+/// history passes them whole; each attack is refused identically by replicas that receive
+/// everything in different orders, before and after the ledger is migrated.
+#[test]
+fn version_1_era_changes_are_judged_by_the_version_1_rules() {
+    let (network, history) = golden_v1();
+    let bo_key = DeviceKey::from_secret_bytes(&[8u8; 32]);
+    let (bo, receipt) = Replica::join(network, bo_key.clone(), history.clone()).expect("join");
+    assert!(
+        receipt.refused.is_empty(),
+        "the golden history: {:?}",
+        receipt.refused
+    );
+    let (attacks, honest) = v1_era_changes(network, &bo, &bo_key);
+    let mut mixed: Vec<SignedChange> = Vec::new();
+    for (i, (_, c, _)) in attacks.iter().enumerate() {
+        mixed.push(c.clone());
+        if let Some(h) = honest.get(i) {
+            mixed.push(h.clone());
+        }
+    }
+    // A migrated replica judges them too (their past holds no migration).
+    let admin_key = DeviceKey::from_secret_bytes(&[7u8; 32]);
+    let (mut admin, _) = Replica::join(network, admin_key, history.clone()).expect("join");
+    let migration = admin.migrate().expect("migrate");
+    // (name, changes joined with the history, batches received after)
+    type Order<'a> = (&'a str, Vec<SignedChange>, Vec<Vec<SignedChange>>);
+    let orders: Vec<Order<'_>> = vec![
+        ("one batch", vec![], vec![mixed.clone()]),
+        (
+            "one by one, reversed",
+            vec![],
+            mixed.iter().rev().map(|c| vec![c.clone()]).collect(),
+        ),
+        ("in the history's batch", mixed.clone(), vec![]),
+        (
+            "after the migration",
+            migration.clone(),
+            mixed.chunks(2).map(<[SignedChange]>::to_vec).collect(),
+        ),
+    ];
+    for (name, extra, batches) in orders {
+        let mut all = history.clone();
+        all.extend(extra);
+        let (mut r, _) = Replica::join(network, key(), all).expect("join");
+        for batch in batches {
+            r.receive(batch)
+                .unwrap_or_else(|e| panic!("{name}: receive failed: {e}"));
+        }
+        for h in &honest {
+            assert!(
+                r.ledger().has_change(&h.hash()),
+                "{name}: an honest v1 edit refused: {:?}",
+                r.quarantine()
+                    .find(|q| q.change.hash() == h.hash())
+                    .map(|q| q.reason.clone())
+            );
+        }
+        for (attack, change, expect) in &attacks {
+            let h = change.hash();
+            assert!(!r.ledger().has_change(&h), "{name}: {attack} applied");
+            let reason = r
+                .quarantine()
+                .find(|q| q.change.hash() == h)
+                .map(|q| q.reason.clone());
+            assert_eq!(
+                reason.as_ref().and_then(kind),
+                Some(*expect),
+                "{name}: {attack} refused as {reason:?}"
+            );
+        }
+        assert_eq!(
+            r.ledger().get::<Agent>(&Id::from("ana")).map(|a| a.name),
+            Some("Ana".to_string()),
+            "{name}"
+        );
+        assert_eq!(
+            r.ledger()
+                .get::<Agent>(&Id::from("bo"))
+                .and_then(|a| a.note),
+            Some("at the market on Saturdays".to_string()),
+            "{name}"
+        );
+        assert_eq!(
+            r.ledger().get::<Unit>(&Id::from("lb")).map(|u| u.label),
+            Some("pound".to_string()),
+            "{name}"
+        );
+        assert_eq!(
+            r.ledger()
+                .get::<Unit>(&Id::from("kg"))
+                .map(|u| (u.label, u.symbol)),
+            Some(("kilogram".to_string(), "kg".to_string())),
+            "{name}"
+        );
+    }
+}

@@ -640,6 +640,27 @@ impl Ledger {
         self.views.add_events(new, &DocCausality(&self.doc));
     }
 
+    /// Every version-1 object (conflicting ones included): the (counter, actor) of the op
+    /// that made it, its kind and id. Empty for a ledger created at version 2.
+    pub(crate) fn v1_objects(&self) -> Vec<((u64, ActorId), ObjectKind, String)> {
+        let mut out = Vec::new();
+        let Some(legacy) = self.layout.legacy.as_ref() else {
+            return out;
+        };
+        for (kind, map) in &legacy.maps {
+            for key in self.doc.keys(map) {
+                for (value, obj) in self.doc.get_all(map, key.as_str()).unwrap_or_default() {
+                    if let (Value::Object(ObjType::Map), ObjId::Id(counter, actor, _)) =
+                        (value, &obj)
+                    {
+                        out.push(((*counter, actor.clone()), *kind, key.clone()));
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// The v1 map object of `(kind, id)`, if the ledger has a v1 part and the object is there.
     fn legacy_object(&self, kind: ObjectKind, id: &Id) -> Option<ObjId> {
         let legacy = self.layout.legacy.as_ref()?;
