@@ -779,7 +779,7 @@ mod tests {
                     organization: false,
                 };
                 let result = node.join_with_ticket("reflow1abc".into(), agent).await;
-                node.close().await?;
+                node.shutdown().await?;
                 let _ = std::fs::remove_dir_all(&dir);
                 result
             })
