@@ -1044,14 +1044,14 @@ async fn command(cli: &Cli, dir: &std::path::Path, node: &Arc<Node>) -> Result<(
             }
         }
         Command::Rules(RulesCmd::Set { file }) => {
-            let set = rule_set_arg(&file)?;
+            let set = rule_set_arg(file)?;
             let version = node.set_rules(net()?, set)?;
             println!("rules published: version {version}");
         }
         Command::Rules(RulesCmd::Test { file, event, json }) => {
-            let draft = rule_set_arg(&file)?;
+            let draft = rule_set_arg(file)?;
             let event: EconomicEvent =
-                serde_json::from_str(&event).context("--event is not an event's JSON")?;
+                serde_json::from_str(event).context("--event is not an event's JSON")?;
             let found = node.read(net()?, |r| r.test_rules(&draft, &event))??;
             let rows: Vec<_> = found
                 .iter()
