@@ -131,32 +131,5 @@ fn write_seed_corpus() {
     sig.extend_from_slice(&signed[0].signature.0);
     put("store_rows", "signature", &sig);
     put("store_rows", "device-key", &[4u8; 33]);
-    #[cfg(feature = "net")]
-    {
-        use reflow::node::Ticket;
-        use reflow::{Invite, InviteAudience, NetworkId, PeerAddr, Role};
-        let key = reflow::DeviceKey::from_secret_bytes(&[6; 32]);
-        let network = NetworkId([3; 32]);
-        let t = Ticket {
-            network,
-            network_name: "Repair Café".into(),
-            invite: Invite::issue(
-                &key,
-                network,
-                Role::Member,
-                None,
-                InviteAudience::Device { device: key.id() },
-                1_900_000_000,
-            )
-            .expect("invite"),
-            secret: None,
-            inviter: PeerAddr {
-                device: key.id(),
-                direct: vec!["127.0.0.1:4433".parse().expect("addr")],
-                relays: vec!["http://127.0.0.1:3340/".into()],
-            },
-        };
-        put("ticket", "bytes", &t.to_bytes());
-        put("ticket", "text", t.to_string().as_bytes());
-    }
+    // Ticket seeds: fuzz/corpus/ticket/ (an issued ticket needs a node; see tests/tickets.rs).
 }
