@@ -152,7 +152,7 @@ impl From<reflow::Error> for ReflowError {
             | E::AlreadyCorrected { .. }
             | E::InvalidJson { .. }
             | E::InvalidRules(_) => ReflowError::Invalid { message },
-            | E::Planning(_) => ReflowError::Invalid { message },
+            E::Planning(_) => ReflowError::Invalid { message },
             E::NotFound { .. } => ReflowError::NotFound { message },
             E::InvalidKey(_) | E::InvalidNetworkId(_) => ReflowError::InvalidArgument { message },
             E::Storage { .. }

@@ -474,6 +474,7 @@ pub enum ConflictRecord {
         version: u64,
         /// The evaluation error, if the rule could not be evaluated.
         error: Option<String>,
+    },
     /// Flows naming a commitment, intent or claim add up to more than it asked for.
     Overfilled {
         /// "commitment", "intent" or "claim".
@@ -570,6 +571,7 @@ impl From<Conflict> for ConflictRecord {
                 message,
                 version,
                 error,
+            },
             Conflict::OverFulfilment {
                 commitment,
                 event,

@@ -335,53 +335,6 @@ def test_log_level_and_callback(tmp_path):
     assert all(r.level not in (reflow.LogLevel.DEBUG, reflow.LogLevel.TRACE) for r in records)
 
 
-def test_network_rules_publish_test_refuse_and_flag(tmp_path):
-    """Rules (docs/rules.md): templates, a malformed set refused, a draft tested, a refusal
-    and a flag."""
-    node = open_node(tmp_path / "a")
-    try:
-        net = new_network(node)
-        node.create_agent(net, AgentInput(id="hub", name="Hub"))
-        assert node.rules(net) is None
-        assert reflow.rule_templates() == ["food-market", "repair-cafe", "collection", "time-bank"]
-
-        heads = node.heads(net)
-        with pytest.raises(ReflowError.Invalid) as err:
-            node.set_rules(net, '{"name": "x", "version": 1, "rules": [{"name": "r", '
-                           '"outcome": "flag", "check": "event.quantity.milli > 1.5", "message": "m"}]}')
-        assert "floating-point" in str(err.value)
-        assert node.heads(net) == heads
-
-        delivery = lambda kg, to: EventInput(
-            action="transferCustody",
-            provider="ana",
-            receiver="hub",
-            resource_inventoried_as="bags",
-            resource_quantity=MeasureRecord(value=kg, unit="kg"),
-            creates=ResourceDescriptionInput(id=to, name="At the hub"),
-        )
-        found = node.test_rules(net, "collection", delivery("30", "x"))
-        assert [(f.rule, f.outcome) for f in found] == [("delivery-weight-review", "flag")]
-        assert node.test_rules(net, "collection", delivery("3", "x")) == []
-
-        assert node.set_rules(net, "collection") == 1
-        assert '"delivery-weight-review"' in node.rules(net)
-        node.record_event(net, produce("bags", "100"))
-        node.record_event(net, delivery("20", "hub-1"))
-        heavy = node.record_event(net, delivery("30", "hub-2"))
-        flags = [c for c in node.conflicts(net) if c.is_rule_violation()]
-        assert len(flags) == 1
-        assert flags[0].event == heavy and flags[0].rule == "delivery-weight-review"
-        assert flags[0].version == 1 and flags[0].error is None
-
-        # Version 2 refuses deliveries above 50 kg: this device's own write is refused.
-        v2 = ('{"name": "Strict", "version": 1, "rules": [{"name": "cap", "outcome": "refuse", '
-              '"check": "event.quantity == null || event.quantity.milli <= 50000", "message": "too heavy"}]}')
-        assert node.set_rules(net, v2) == 2
-        with pytest.raises(ReflowError.NotAllowed) as err:
-            node.record_event(net, delivery("60", "hub-3"))
-        assert "cap" in str(err.value)
-        assert node.rule_refusals(net) == []
 def test_market_flow_commitments_and_flows(tmp_path):
     """An offer with a price, accepted by another agent: an agreement with commitments both
     ways; a delivery fulfils one side (the engine derives it); the flows report totals it."""
@@ -482,5 +435,56 @@ def test_market_flow_commitments_and_flows(tmp_path):
         assert report.csv.splitlines()[1] == "2026-03,transfer,,,,,kg,1.5,1"
         with pytest.raises(ReflowError.InvalidArgument):
             node.flows(net, FlowQueryInput(period="fortnight"))
+    finally:
+        close(node)
+
+
+def test_network_rules_publish_test_refuse_and_flag(tmp_path):
+    """Rules (docs/rules.md): templates, a malformed set refused, a draft tested, a refusal
+    and a flag."""
+    node = open_node(tmp_path / "a")
+    try:
+        net = new_network(node)
+        node.create_agent(net, AgentInput(id="hub", name="Hub"))
+        assert node.rules(net) is None
+        assert reflow.rule_templates() == ["food-market", "repair-cafe", "collection", "time-bank"]
+
+        heads = node.heads(net)
+        with pytest.raises(ReflowError.Invalid) as err:
+            node.set_rules(net, '{"name": "x", "version": 1, "rules": [{"name": "r", '
+                           '"outcome": "flag", "check": "event.quantity.milli > 1.5", "message": "m"}]}')
+        assert "floating-point" in str(err.value)
+        assert node.heads(net) == heads
+
+        delivery = lambda kg, to: EventInput(
+            action="transferCustody",
+            provider="ana",
+            receiver="hub",
+            resource_inventoried_as="bags",
+            resource_quantity=MeasureRecord(value=kg, unit="kg"),
+            creates=ResourceDescriptionInput(id=to, name="At the hub"),
+        )
+        found = node.test_rules(net, "collection", delivery("30", "x"))
+        assert [(f.rule, f.outcome) for f in found] == [("delivery-weight-review", "flag")]
+        assert node.test_rules(net, "collection", delivery("3", "x")) == []
+
+        assert node.set_rules(net, "collection") == 1
+        assert '"delivery-weight-review"' in node.rules(net)
+        node.record_event(net, produce("bags", "100"))
+        node.record_event(net, delivery("20", "hub-1"))
+        heavy = node.record_event(net, delivery("30", "hub-2"))
+        flags = [c for c in node.conflicts(net) if c.is_rule_violation()]
+        assert len(flags) == 1
+        assert flags[0].event == heavy and flags[0].rule == "delivery-weight-review"
+        assert flags[0].version == 1 and flags[0].error is None
+
+        # Version 2 refuses deliveries above 50 kg: this device's own write is refused.
+        v2 = ('{"name": "Strict", "version": 1, "rules": [{"name": "cap", "outcome": "refuse", '
+              '"check": "event.quantity == null || event.quantity.milli <= 50000", "message": "too heavy"}]}')
+        assert node.set_rules(net, v2) == 2
+        with pytest.raises(ReflowError.NotAllowed) as err:
+            node.record_event(net, delivery("60", "hub-3"))
+        assert "cap" in str(err.value)
+        assert node.rule_refusals(net) == []
     finally:
         close(node)

@@ -1456,40 +1456,6 @@ fn demo_serves_three_nodes_and_stops_on_sigterm() {
     terminate(demo, &mut lines, "TERM");
 }
 
-/// `reflow rules show | set | test` (docs/rules.md): a malformed set is refused with the
-/// compiler's reason, a template publishes, a draft is tested without writing, a sale above the
-/// stock is flagged and shown.
-#[test]
-fn rules_show_set_test() {
-    let t = setup();
-    let d = t.path();
-    assert!(ok(d, &["rules", "show"]).contains("no rules"));
-    let bad = d.join("bad.json");
-    std::fs::write(
-        &bad,
-        r#"{"name":"Bad","version":1,"rules":[{"name":"r","outcome":"flag","check":"event.quantity.milli > 2.5","message":"m"}]}"#,
-    )
-    .expect("write");
-    fails(
-        d,
-        &["rules", "set", bad.to_str().expect("path")],
-        1,
-        "floating-point",
-    );
-    assert!(ok(d, &["rules", "show"]).contains("no rules"));
-
-    let sale = r#"{"action":"transfer","provider":"joris","receiver":"ana","resourceInventoriedAs":"apples","resourceQuantity":{"hasNumericalValue":"12","hasUnit":"kg"}}"#;
-    let found = json(
-        d,
-        &["rules", "test", "food-market", "--json", "--event", sale],
-    );
-    assert_eq!(found[0]["rule"], "sale-within-onhand", "{found}");
-    assert!(
-        ok(d, &["rules", "show"]).contains("no rules"),
-        "test writes nothing"
-    );
-
-    assert!(ok(d, &["rules", "set", "food-market"]).contains("version 1"));
 /// The market flow on the command line: an offer with a price, accepted by another agent
 /// (an agreement with commitments both ways), a delivery that fulfils one side; the flows
 /// report as CSV; a repair planned from a recipe.
@@ -1582,18 +1548,6 @@ fn market_flow_and_flows_report() {
             "--resource",
             "apples",
             "--quantity",
-            "12 kg",
-            "--new-resource",
-            "ana-apples",
-            "--new-resource-name",
-            "Apples",
-        ],
-    );
-    let shown = json(d, &["rules", "show", "--json"]);
-    assert_eq!(shown["ruleSet"]["version"], 1, "{shown}");
-    assert_eq!(shown["flagged"][0]["rule"], "sale-within-onhand", "{shown}");
-    assert_eq!(shown["refused"], serde_json::json!([]), "{shown}");
-    assert!(ok(d, &["rules", "set", "time-bank"]).contains("version 2"));
             "2 kg",
             "--new-resource",
             "ana-apples",
@@ -1705,4 +1659,66 @@ fn market_flow_and_flows_report() {
     );
     let overdue = ok(d, &["commitment", "list", "--now", "2026-02-01"]);
     assert_eq!(overdue.matches("OVERDUE").count(), 2, "{overdue}");
+}
+
+/// `reflow rules show | set | test` (docs/rules.md): a malformed set is refused with the
+/// compiler's reason, a template publishes, a draft is tested without writing, a sale above the
+/// stock is flagged and shown.
+#[test]
+fn rules_show_set_test() {
+    let t = setup();
+    let d = t.path();
+    assert!(ok(d, &["rules", "show"]).contains("no rules"));
+    let bad = d.join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"name":"Bad","version":1,"rules":[{"name":"r","outcome":"flag","check":"event.quantity.milli > 2.5","message":"m"}]}"#,
+    )
+    .expect("write");
+    fails(
+        d,
+        &["rules", "set", bad.to_str().expect("path")],
+        1,
+        "floating-point",
+    );
+    assert!(ok(d, &["rules", "show"]).contains("no rules"));
+
+    let sale = r#"{"action":"transfer","provider":"joris","receiver":"ana","resourceInventoriedAs":"apples","resourceQuantity":{"hasNumericalValue":"12","hasUnit":"kg"}}"#;
+    let found = json(
+        d,
+        &["rules", "test", "food-market", "--json", "--event", sale],
+    );
+    assert_eq!(found[0]["rule"], "sale-within-onhand", "{found}");
+    assert!(
+        ok(d, &["rules", "show"]).contains("no rules"),
+        "test writes nothing"
+    );
+
+    assert!(ok(d, &["rules", "set", "food-market"]).contains("version 1"));
+    ok(
+        d,
+        &[
+            "event",
+            "record",
+            "--action",
+            "transfer",
+            "--provider",
+            "joris",
+            "--receiver",
+            "ana",
+            "--resource",
+            "apples",
+            "--quantity",
+            "12 kg",
+            "--new-resource",
+            "ana-apples",
+            "--new-resource-name",
+            "Apples",
+        ],
+    );
+    let shown = json(d, &["rules", "show", "--json"]);
+    assert_eq!(shown["ruleSet"]["version"], 1, "{shown}");
+    assert_eq!(shown["flagged"][0]["rule"], "sale-within-onhand", "{shown}");
+    assert_eq!(shown["refused"], serde_json::json!([]), "{shown}");
+    assert!(ok(d, &["rules", "set", "time-bank"]).contains("version 2"));
 }

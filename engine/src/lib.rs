@@ -10,9 +10,9 @@
 
 pub mod admission;
 pub mod error;
+pub mod flows;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod flows;
 pub mod identity;
 mod judge;
 mod ledger;

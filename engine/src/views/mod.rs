@@ -158,6 +158,7 @@ pub enum Conflict {
         /// The evaluation error, if the rule could not be evaluated.
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+    },
     /// Events fulfilling a commitment add up to more than it committed: typically two stalls
     /// that both delivered what one commitment asked, offline. `event` is the one that took
     /// the total over; `competing` the earlier fulfilments its recorder had not seen
