@@ -68,3 +68,5 @@ pub use vf::{
     VfObject,
 };
 pub use views::{Conflict, QuantityKind, Trace, TraceNode, TraceStep, TransferOf};
+/// Whether stored views are used on open (`views::stored::IN_USE`; not yet: docs/storage.md).
+pub const STORED_VIEWS_IN_USE: bool = views::stored::IN_USE;

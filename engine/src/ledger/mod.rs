@@ -295,6 +295,7 @@ impl Ledger {
             .map_err(|e| Error::NotALedger(format!("not an Automerge document: {e}")))?
             .with_actor(actor);
         let mut ledger = Ledger::unfolded(doc)?;
+        let views = views.filter(|_| crate::views::stored::IN_USE);
         let origin = match views.map(crate::views::stored::decode) {
             None => ViewsOrigin::Folded,
             Some(Err(e)) => ViewsOrigin::Refused(e),

@@ -50,7 +50,7 @@ impl Store {
 mod tests {
     use std::path::Path;
 
-    use redb::{Database, ReadableDatabase as _};
+    use redb::{Database, Durability};
     use sha2::Digest as _;
 
     use super::*;
@@ -120,12 +120,13 @@ mod tests {
     }
 
     fn put_views(store: &Store, value: &[u8]) {
-        let tx = store.db.begin_write().expect("tx");
+        let tx = store.write_tx(Durability::Immediate).expect("tx");
         write_views(store, &tx, "net", value).expect("write");
         tx.commit().expect("commit");
     }
 
     #[test]
+    #[ignore = "stored views are not used on open until their encoding covers planning and rules (views::stored::IN_USE)"]
     fn views_stored_with_the_snapshot_are_used_on_open() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let store = store_with_views(tmp.path(), 0);
@@ -138,6 +139,7 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "stored views are not used on open until their encoding covers planning and rules (views::stored::IN_USE)"]
     fn changes_stored_after_the_views_are_folded_into_them() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let store = store_with_views(tmp.path(), 5);
@@ -148,7 +150,7 @@ mod tests {
     fn a_store_without_views_folds() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let store = store_with_views(tmp.path(), 0);
-        let tx = store.db.begin_write().expect("tx");
+        let tx = store.write_tx(Durability::Immediate).expect("tx");
         tx.open_table(VIEWS)
             .expect("views")
             .remove("net")
@@ -158,6 +160,7 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "stored views are not used on open until their encoding covers planning and rules (views::stored::IN_USE)"]
     fn corrupt_stored_views_are_refused_and_folded_again() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let store = store_with_views(tmp.path(), 0);
@@ -213,6 +216,7 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "stored views are not used on open until their encoding covers planning and rules (views::stored::IN_USE)"]
     fn views_folded_at_heads_the_document_lacks_are_stale() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let store = store_with_views(tmp.path(), 0);
@@ -243,7 +247,7 @@ mod tests {
         let store = Store::open(&path).expect("migrated");
         assert_eq!(store.stored_views("net").expect("read"), None);
         assert_eq!(open(&store), ViewsOrigin::Folded);
-        let tx = store.db.begin_read().expect("tx");
+        let tx = store.read_tx().expect("tx");
         let meta = tx.open_table(super::super::META).expect("meta");
         let version = meta
             .get(super::super::META_VERSION)

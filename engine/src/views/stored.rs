@@ -31,6 +31,13 @@ pub const VIEWS_ENCODING: u8 = 1;
 /// events into different views: stored views of another version are folded again.
 pub const FOLD_VERSION: u32 = 1;
 
+/// Whether stored views are used on open. Not now: this encoding predates the planning and
+/// rules layers (the events' `fulfills`, `satisfies`, `settles` and the other planning
+/// fields, the planning indexes, the over-fulfilment and rule-violation conflicts), so views
+/// restored from it would lack them. Until the encoding covers them (issue 14), they are
+/// still written with each snapshot but the views are folded again on open.
+pub const IN_USE: bool = false;
+
 /// Why stored views were not used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoredViewsError {
@@ -427,6 +434,8 @@ impl Writer {
                 self.str(&event.0);
                 self.str(reason);
             }
+            // Kinds this encoding does not cover (see [`IN_USE`]): a tag no decoder accepts.
+            _ => self.0.push(0xff),
         }
     }
 }
