@@ -175,6 +175,8 @@ impl RuleIndex {
         let past_rules = self.rules_for(deps);
         // Rule-set writes: collect the fields this change puts.
         let mut fields: BTreeMap<String, &str> = BTreeMap::new();
+        // Optional fields a new version leaves out (its writer deletes their keys).
+        let mut deleted: Vec<String> = Vec::new();
         let mut writes = false;
         for op in &change.operations {
             let Key::Map(k) = &op.key else { continue };
@@ -204,6 +206,10 @@ impl RuleIndex {
                 (Some(f), OpType::Put(ScalarValue::Str(text))) => {
                     fields.insert(f.clone(), text.as_str());
                 }
+                (Some(f), OpType::Delete) if f == "note" => {
+                    fields.remove(f.as_str());
+                    deleted.push(f.clone());
+                }
                 (Some(f), OpType::Delete) => {
                     return Err(refuse_rules(format!(
                         "deletes the field {f} of the rule set"
@@ -228,6 +234,9 @@ impl RuleIndex {
             None => serde_json::json!({}),
         };
         if let Some(obj) = json.as_object_mut() {
+            for f in &deleted {
+                obj.remove(f);
+            }
             for (f, text) in &fields {
                 let value: serde_json::Value = serde_json::from_str(text)
                     .map_err(|e| refuse_rules(format!("field {f}: {e}")))?;
