@@ -24,9 +24,11 @@ impl Repo {
         let lock = modified(dir.join("package-lock.json"));
         let installed = modified(dir.join("node_modules/.package-lock.json"));
         if installed.is_none() || installed < lock {
-            eprintln!("npm ci in {}", dir.display());
+            // `npm install` with the committed lock (not `npm ci`: npm 11's `ci` refuses this
+            // lock for the other platforms' optional packages of cbor-extract).
+            eprintln!("npm install in {}", dir.display());
             let status = Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts"])
+                .args(["install", "--no-audit", "--no-fund", "--ignore-scripts"])
                 .current_dir(&dir)
                 .stdout(Stdio::null())
                 .status()
