@@ -458,27 +458,10 @@ fn a_device_never_makes_a_change_its_peers_would_refuse() {
 
 #[test]
 fn a_v1_golden_ledger_loads_and_migrates() {
+    let (network, changes) = golden_v1();
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/v1-network.json");
-    let text = std::fs::read_to_string(path).expect("golden file");
-    let golden: serde_json::Value = serde_json::from_str(&text).expect("json");
-    let network: NetworkId = golden["network"]
-        .as_str()
-        .expect("id")
-        .parse()
-        .expect("network id");
-    let changes: Vec<SignedChange> = golden["changes"]
-        .as_array()
-        .expect("changes")
-        .iter()
-        .map(|c| {
-            let bytes = hex::decode(c["change"].as_str().expect("hex")).expect("hex");
-            let sig = hex::decode(c["signature"].as_str().expect("hex")).expect("hex");
-            SignedChange {
-                change: Change::from_bytes(bytes).expect("change"),
-                signature: ChangeSignature(sig.try_into().expect("64 bytes")),
-            }
-        })
-        .collect();
+    let golden: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("golden file")).expect("json");
     let expected: serde_json::Value = golden["snapshot"].clone();
     // A member's replica of the v1 network: reads, but cannot write until migrated.
     let bo_key = DeviceKey::from_secret_bytes(&[8u8; 32]);
