@@ -1,6 +1,7 @@
 //! Judging one change on its causal past: membership's verdict is in, this applies strong
 //! removal (the removals in force), admission (what the change does) and equivocation (one
-//! accepted change per actor and sequence number), and indexes what stands. Used by
+//! accepted change per actor and sequence number, and one chain of changes per device: no
+//! fork), and indexes what stands. Used by
 //! [`crate::Replica`] for each arriving change and by `crate::rejudge` to judge a whole set
 //! from scratch.
 //!
@@ -65,6 +66,34 @@ pub(crate) fn op_in_past(
     false
 }
 
+/// The latest accepted change of a device. A device's changes form one chain (each has
+/// every earlier one in its causal past), so a new change of the device is honest only if
+/// the tip is in its past.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Tip {
+    pub hash: ChangeHash,
+    pub actor: ActorId,
+    pub max_op: u64,
+}
+
+impl Tip {
+    /// The tip a change makes.
+    pub(crate) fn of(change: &Change) -> Tip {
+        Tip {
+            hash: change.hash(),
+            actor: change.actor_id().clone(),
+            max_op: (change.start_op().get() + change.len() as u64).saturating_sub(1),
+        }
+    }
+}
+
+/// Whether a change of `actor` with dependencies `deps` continues the chain that ends at
+/// `tip` (its author's latest accepted change): the same actor (an actor's changes are a
+/// chain by sequence number), or the tip in its causal past.
+pub(crate) fn continues(tip: &Tip, actor: &ActorId, deps: &[ChangeHash], metas: Metas<'_>) -> bool {
+    tip.actor == *actor || op_in_past(deps, tip.max_op, &tip.actor, metas)
+}
+
 /// The judging state of a replica, borrowed: membership, admission, the (actor, seq) index
 /// and the removals in force. Used for each change as it arrives and for a re-judgment of
 /// every known change from scratch (`rejudge`).
@@ -72,6 +101,12 @@ pub(crate) struct Judge<'a> {
     pub membership: &'a mut Membership,
     pub admission: &'a mut Admission,
     pub seqs: &'a mut HashMap<(automerge::ActorId, u64), ChangeHash>,
+    /// The latest accepted change of each device ([`Tip`]), to catch forks.
+    pub tips: &'a mut HashMap<DeviceId, Tip>,
+    /// Devices cut off for equivocation or a fork, with the reason their changes are refused
+    /// (every new change of such a device: `rejudge`). `None` in a from-scratch judgment,
+    /// which refuses them itself.
+    pub cut_off: Option<&'a HashMap<DeviceId, Rejection>>,
     /// Accepted removals: (removed device, membership record index, removing change); kept
     /// up to date as removals are admitted. `None` in a from-scratch judgment, which applies
     /// strong removal itself (`rejudge`).
@@ -107,6 +142,9 @@ impl Judge<'_> {
                 });
             }
         }
+        if let Some(reason) = self.cut_off.and_then(|c| c.get(&head.author)) {
+            return Err(reason.clone());
+        }
         let kind = record_kind(&record);
         let decoded = change.decode();
         let author = self.membership.author_in_past(head);
@@ -137,6 +175,17 @@ impl Judge<'_> {
                 }
             }
         }
+        // A fork: the author's latest accepted change is not in this one's past.
+        if self.check_seqs {
+            if let Some(tip) = self.tips.get(&head.author) {
+                if tip.hash != head.hash && !continues(tip, change.actor_id(), deps, metas) {
+                    return Err(Rejection::Forked {
+                        device: head.author,
+                        other: tip.hash.to_string(),
+                    });
+                }
+            }
+        }
         let index = self.membership.next_record_index();
         self.admission.admit(&decoded, kind, index);
         self.rules.admit(&decoded, head.hash, deps, author.as_ref());
@@ -147,6 +196,13 @@ impl Judge<'_> {
         }
         self.membership.admit(head, record);
         self.seqs.insert(seq_key, head.hash);
+        let tip = Tip::of(change);
+        match self.tips.get(&head.author) {
+            Some(t) if t.max_op >= tip.max_op => {}
+            _ => {
+                self.tips.insert(head.author, tip);
+            }
+        }
         Ok(())
     }
 }

@@ -41,13 +41,20 @@ impl Role {
     }
 }
 
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+impl Role {
+    /// The role's name (`observer`, `member`, `admin`).
+    pub fn as_str(self) -> &'static str {
+        match self {
             Role::Observer => "observer",
             Role::Member => "member",
             Role::Admin => "admin",
-        })
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -207,6 +214,17 @@ pub enum Rejection {
         /// The other change with the same (actor, seq), hex.
         other: String,
     },
+    /// The author signed two changes neither of which has the other in its causal past (a
+    /// fork of its history, as a device that backdates a change to escape a removal or a
+    /// rule it had seen makes): proof of misbehaviour, like [`Rejection::Equivocation`]. An
+    /// honest device never forks: each change it makes builds on every earlier one it made.
+    #[serde(rename_all = "camelCase")]
+    Forked {
+        /// The author.
+        device: DeviceId,
+        /// A change of the author concurrent with this one, hex.
+        other: String,
+    },
     /// The author was removed by a change concurrent with this one (neither in the other's
     /// causal past): strong removal refuses it (docs/security.md).
     #[serde(rename_all = "camelCase")]
@@ -288,6 +306,10 @@ impl std::fmt::Display for Rejection {
             Rejection::Equivocation { device, other } => write!(
                 f,
                 "{device} signed two different changes with one actor and sequence number (the other is {other})"
+            ),
+            Rejection::Forked { device, other } => write!(
+                f,
+                "{device} signed two changes neither of which knows the other, a fork of its history (the other is {other})"
             ),
             Rejection::DependsOnRefused { dependency } => {
                 write!(f, "depends on refused change {dependency}")

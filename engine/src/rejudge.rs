@@ -4,10 +4,10 @@
 //! an accepted change into a refused one later, when a change that is *concurrent* with it
 //! arrives: a removal of its author (strong removal: a removed device's changes that its
 //! removal did not know of are refused), and a second change by its author with the same
-//! actor and sequence number (equivocation: the device is cut off). For those, the set of
-//! accepted changes is defined as a function of the set of known changes, computed here
-//! from scratch, so that every replica that knows the same changes accepts the same ones,
-//! whatever order they arrived in (docs/security.md, "Strong removal", "Equivocation").
+//! actor and sequence number, or one that forks its author's chain of changes (equivocation:
+//! the device is cut off). For those, the set of accepted changes is defined as a function
+//! of the set of known changes, computed here from scratch, so that every replica that knows
+//! the same changes accepts the same ones, whatever order they arrived in (docs/security.md, "Strong removal", "Equivocation").
 //!
 //! Pure: no I/O.
 
@@ -38,8 +38,14 @@ pub(crate) struct Judgment {
     pub seqs: HashMap<(ActorId, u64), ChangeHash>,
     /// The removals in force: (removed device, record index, removing change).
     pub removals: Vec<(DeviceId, usize, ChangeHash)>,
-    /// Devices proven to have equivocated, with one pair of twins each.
+    /// Devices proven to have equivocated, with one pair of twins each (two changes with one
+    /// (actor, seq), or a fork: two changes neither of which knows the other).
     pub equivocations: BTreeMap<DeviceId, (ChangeHash, ChangeHash)>,
+    /// The latest accepted change of each device.
+    pub tips: HashMap<DeviceId, crate::judge::Tip>,
+    /// The devices cut off (those of `equivocations`), with the reason any new change of
+    /// theirs is refused.
+    pub cut_off: HashMap<DeviceId, Rejection>,
     /// The rule sets of the accepted changes (`crate::rules`).
     pub rules: RuleIndex,
 }
@@ -99,6 +105,43 @@ fn pool_meta(
     })
 }
 
+/// The devices of `pool` whose changes (those `keep` selects) do not form one chain, each
+/// with its first pair of changes that proves it: in the order of their largest op counter
+/// (then hash), the first two consecutive changes of which the later does not continue the
+/// earlier (`judge::continues`). If every consecutive pair does, the changes are a chain.
+fn forks(
+    pool: &HashMap<ChangeHash, SignedChange>,
+    keep: impl Fn(&ChangeHash) -> bool,
+) -> BTreeMap<DeviceId, (ChangeHash, ChangeHash)> {
+    let mut by_device: HashMap<DeviceId, Vec<crate::judge::Tip>> = HashMap::new();
+    for (h, c) in pool {
+        if let Some(d) = author(c).filter(|_| keep(h)) {
+            by_device
+                .entry(d)
+                .or_default()
+                .push(crate::judge::Tip::of(&c.change));
+        }
+    }
+    let metas = |d: &ChangeHash| pool_meta(pool, d);
+    let mut out = BTreeMap::new();
+    for (device, mut chain) in by_device {
+        chain.sort_by_key(|t| (t.max_op, t.hash));
+        for pair in chain.windows(2) {
+            let later = &pool[&pair[1].hash].change;
+            if !crate::judge::continues(&pair[0], later.actor_id(), later.deps(), &metas) {
+                let (a, b) = if pair[0].hash < pair[1].hash {
+                    (pair[0].hash, pair[1].hash)
+                } else {
+                    (pair[1].hash, pair[0].hash)
+                };
+                out.insert(device, (a, b));
+                break;
+            }
+        }
+    }
+    out
+}
+
 /// Judge every change of `pool` (signatures already verified) for `network`.
 pub(crate) fn judge_all(network: NetworkId, pool: &HashMap<ChangeHash, SignedChange>) -> Judgment {
     let mut children: HashMap<ChangeHash, Vec<ChangeHash>> = HashMap::new();
@@ -122,14 +165,16 @@ pub(crate) fn judge_all(network: NetworkId, pool: &HashMap<ChangeHash, SignedCha
     let mut equivocations: BTreeMap<DeviceId, (ChangeHash, ChangeHash)> = BTreeMap::new();
     // Only twins that would each stand on their own prove anything (a forger's refused
     // variants of one change do not).
-    let standing: HashSet<ChangeHash> = if by_seq.values().any(|t| t.len() > 1) {
-        one_pass(network, pool, &children, &excluded, false)
-            .accepted
-            .into_iter()
-            .collect()
-    } else {
-        HashSet::new()
-    };
+    let standing: HashSet<ChangeHash> =
+        if by_seq.values().any(|t| t.len() > 1) || !forks(pool, |_| true).is_empty() {
+            one_pass(network, pool, &children, &excluded, false)
+                .accepted
+                .into_iter()
+                .collect()
+        } else {
+            HashSet::new()
+        };
+    let mut forked: HashSet<DeviceId> = HashSet::new();
     for twins in by_seq.values_mut() {
         twins.retain(|h| standing.contains(h));
         if twins.len() < 2 {
@@ -141,6 +186,34 @@ pub(crate) fn judge_all(network: NetworkId, pool: &HashMap<ChangeHash, SignedCha
         };
         equivocations.entry(device).or_insert((twins[0], twins[1]));
     }
+    // A fork is a fact of the set too: two standing changes of one device, neither in the
+    // other's past (twins first: a device with both is named for its twins).
+    if !standing.is_empty() {
+        for (device, pair) in forks(pool, |h| standing.contains(h)) {
+            if let std::collections::btree_map::Entry::Vacant(e) = equivocations.entry(device) {
+                e.insert(pair);
+                forked.insert(device);
+            }
+        }
+    }
+    let cut_off: HashMap<DeviceId, Rejection> = equivocations
+        .iter()
+        .map(|(device, (a, _))| {
+            let other = a.to_string();
+            let reason = if forked.contains(device) {
+                Rejection::Forked {
+                    device: *device,
+                    other,
+                }
+            } else {
+                Rejection::Equivocation {
+                    device: *device,
+                    other,
+                }
+            };
+            (*device, reason)
+        })
+        .collect();
     for (device, (a, b)) in &equivocations {
         let mut keep: HashSet<ChangeHash> = ancestors(pool, a);
         keep.extend(ancestors(pool, b));
@@ -149,13 +222,18 @@ pub(crate) fn judge_all(network: NetworkId, pool: &HashMap<ChangeHash, SignedCha
         for (h, c) in pool {
             if author(c) == Some(*device) && !keep.contains(h) {
                 let other = if h == a { b } else { a };
-                excluded.insert(
-                    *h,
+                let reason = if forked.contains(device) {
+                    Rejection::Forked {
+                        device: *device,
+                        other: other.to_string(),
+                    }
+                } else {
                     Rejection::Equivocation {
                         device: *device,
                         other: other.to_string(),
-                    },
-                );
+                    }
+                };
+                excluded.insert(*h, reason);
             }
         }
     }
@@ -219,6 +297,7 @@ pub(crate) fn judge_all(network: NetworkId, pool: &HashMap<ChangeHash, SignedCha
         if !grew {
             pass.removals = in_force;
             pass.equivocations = equivocations;
+            pass.cut_off = cut_off;
             return pass;
         }
     }
@@ -237,6 +316,7 @@ fn one_pass(
     let mut admission = Admission::default();
     let mut rules = RuleIndex::default();
     let mut seqs = HashMap::new();
+    let mut tips = HashMap::new();
     let mut accepted = Vec::new();
     let mut refused: BTreeMap<ChangeHash, Rejection> = BTreeMap::new();
     let mut max_ops: HashMap<ChangeHash, u64> = HashMap::new();
@@ -298,6 +378,8 @@ fn one_pass(
                             membership: &mut membership,
                             admission: &mut admission,
                             seqs: &mut seqs,
+                            tips: &mut tips,
+                            cut_off: None,
                             removals: None,
                             check_seqs,
                             metas: &|d| pool_meta(pool, d),
@@ -340,6 +422,8 @@ fn one_pass(
         membership,
         admission,
         seqs,
+        tips,
+        cut_off: HashMap::new(),
         removals: Vec::new(),
         equivocations: BTreeMap::new(),
         rules,

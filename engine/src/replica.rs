@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::identity::{
     verify_changes, ChangeSignature, DeviceId, DeviceKey, NetworkId, SignedChange,
 };
-use crate::judge::{header, record_kind, ChangeMeta, Judge};
+use crate::judge::{header, record_kind, ChangeMeta, Judge, Tip};
 use crate::ledger::Ledger;
 use crate::membership::{
     BearerSecret, Header, Invite, InviteAudience, InviteError, Member, Membership,
@@ -111,6 +111,11 @@ pub struct Replica {
     admission: Admission,
     /// The accepted change of every (actor, seq), to catch equivocation.
     seqs: HashMap<(automerge::ActorId, u64), ChangeHash>,
+    /// The latest accepted change of every device, to catch forks ([`Tip`]).
+    tips: HashMap<DeviceId, Tip>,
+    /// Devices cut off for equivocation or a fork: every new change of theirs is refused
+    /// with this reason (and judges nothing again: the proof is in).
+    cut_off: HashMap<DeviceId, Rejection>,
     /// Removals in force (see [`Judge::removals`]), from the last full judgment.
     removals: Vec<(DeviceId, usize, ChangeHash)>,
     /// The network's rule sets, by causal past (`crate::rules`).
@@ -165,6 +170,8 @@ impl Replica {
             waiting: HashMap::new(),
             admission: Admission::default(),
             seqs: HashMap::new(),
+            tips: HashMap::new(),
+            cut_off: HashMap::new(),
             removals: Vec::new(),
             rules: RuleIndex::default(),
             limits: Limits::default(),
@@ -237,6 +244,11 @@ impl Replica {
                 (genesis.change.actor_id().clone(), genesis.change.seq()),
                 genesis_hash,
             )]),
+            tips: DeviceId::of_actor(genesis.change.actor_id())
+                .map(|d| (d, Tip::of(&genesis.change)))
+                .into_iter()
+                .collect(),
+            cut_off: HashMap::new(),
             removals: Vec::new(),
             rules: RuleIndex::default(),
             limits: Limits::default(),
@@ -317,6 +329,30 @@ impl Replica {
             .iter()
             .map(|m| ((m.actor.clone().into_owned(), m.seq), m.hash))
             .collect();
+        let mut tips: HashMap<DeviceId, Tip> = HashMap::new();
+        for m in &metas {
+            let Some(device) = DeviceId::of_actor(&m.actor) else {
+                continue;
+            };
+            if tips.get(&device).is_none_or(|t| t.max_op < m.max_op) {
+                let tip = Tip {
+                    hash: m.hash,
+                    actor: m.actor.clone().into_owned(),
+                    max_op: m.max_op,
+                };
+                tips.insert(device, tip);
+            }
+        }
+        // Devices cut off: their changes quarantined for equivocation or a fork say so.
+        let cut_off: HashMap<DeviceId, Rejection> = quarantine
+            .iter()
+            .filter_map(|q| match &q.reason {
+                Rejection::Equivocation { device, .. } | Rejection::Forked { device, .. } => {
+                    Some((*device, q.reason.clone()))
+                }
+                _ => None,
+            })
+            .collect();
         // A forged copy quarantined before its genuine change was accepted is no refusal.
         let quarantine = quarantine
             .into_iter()
@@ -333,6 +369,8 @@ impl Replica {
             waiting: HashMap::new(),
             admission,
             seqs,
+            tips,
+            cut_off,
             removals,
             rules: RuleIndex::default(),
             limits: Limits::default(),
@@ -451,7 +489,9 @@ impl Replica {
         let mut seen = HashSet::new();
         let mut out = Vec::new();
         for q in self.quarantine.values() {
-            let Rejection::Equivocation { other, .. } = &q.reason else {
+            let (Rejection::Equivocation { other, .. } | Rejection::Forked { other, .. }) =
+                &q.reason
+            else {
                 continue;
             };
             let twin = other.parse::<ChangeHash>().ok().and_then(|o| {
@@ -574,10 +614,9 @@ impl Replica {
             .as_ref()
             .or(event.to_resource_inventoried_as.as_ref())
             .and_then(|r| self.ledger.resource_seen(r));
-        let mut found = compiled.evaluate(event, &recorder, seen.as_ref(), Which::All);
-        // With Which::All a broken refuse rule is reported but a refusing one is not: add
-        // the refusals.
-        found.extend(compiled.evaluate(event, &recorder, None, Which::Refuse));
+        // As admission (refuse rules, no resource) and the views (flag rules) judge it.
+        let mut found = compiled.evaluate(event, &recorder, None, Which::Refuse);
+        found.extend(compiled.evaluate(event, &recorder, seen.as_ref(), Which::Flag));
         found.sort();
         found.dedup();
         Ok(found)
@@ -699,6 +738,8 @@ impl Replica {
             membership: &mut self.membership,
             admission: &mut self.admission,
             seqs: &mut self.seqs,
+            tips: &mut self.tips,
+            cut_off: Some(&self.cut_off),
             removals: Some(&mut self.removals),
             check_seqs: true,
             metas: &metas,
@@ -1004,13 +1045,22 @@ impl Replica {
             // removal that stands and has the removed device's changes concurrent with it, a
             // removal refused for a concurrent removal of its author, which seniority may
             // still let win, an equivocation).
+            // A new proof of equivocation or a fork (a device already cut off has its new
+            // changes refused with the proof it gave: nothing to judge again, nothing new to
+            // pass on).
+            let proof = match &verdict {
+                Err(
+                    Rejection::Equivocation { device, other } | Rejection::Forked { device, other },
+                ) if !self.cut_off.contains_key(device) => Some(other.clone()),
+                _ => None,
+            };
             match (&verdict, removes) {
                 (Ok(()), Some(device)) => removed_now.push((h, device)),
-                (Err(Rejection::RemovedConcurrently { .. }), Some(_))
-                | (Err(Rejection::Equivocation { .. }), _) => rejudge = true,
+                (Err(Rejection::RemovedConcurrently { .. }), Some(_)) => rejudge = true,
+                _ if proof.is_some() => rejudge = true,
                 _ => {}
             }
-            if let Err(Rejection::Equivocation { other, .. }) = &verdict {
+            if let Some(other) = proof {
                 let twin = other.parse::<ChangeHash>().ok().and_then(|o| {
                     self.signed(&o)
                         .or_else(|| self.quarantine.get(&o).map(|q| q.change.clone()))
@@ -1180,6 +1230,7 @@ impl Replica {
                 q.reason = reason.clone();
             }
         }
+        self.cut_off = judgment.cut_off.clone();
         if after == before_set {
             return Ok(());
         }
@@ -1192,6 +1243,7 @@ impl Replica {
         self.membership = judgment.membership;
         self.admission = judgment.admission;
         self.seqs = judgment.seqs;
+        self.tips = judgment.tips;
         self.rules = judgment.rules;
         let pending = self.rules.take_pending();
         self.ledger.set_rule_inputs(pending);

@@ -678,7 +678,10 @@ fn v1_era_changes(
         .expect("put");
     tx.commit();
     honest.push(sign(network, key, &d));
-    let mut d = doc(72);
+    // The second honest edit builds on the first (a device's changes are one chain: two
+    // concurrent ones would be a fork, docs/security.md); the attacks above are each refused
+    // for what they do, before the fork would be looked at.
+    let mut d = d.with_actor(key.id().actor([72; 8]));
     let (units, _) = v1_object(&d, "units", "kg");
     let mut tx = d.transaction();
     let lb = tx

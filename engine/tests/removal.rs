@@ -7,6 +7,8 @@
 //!   genesis creator's first), so the network keeps an admin.
 //! - A member that signs two different changes with one (actor, seq) is cut off: neither twin
 //!   nor anything it signed after stands, on every replica.
+//! - So is a member that forks its history (a change on a past without its own earlier one);
+//!   an honest device's sessions continue its chain.
 //!
 //! Each case is delivered to four replicas in four orders and batchings; checked: identical
 //! heads, quarantine (hash and reason), members and views; honest changes applied.
@@ -332,6 +334,102 @@ fn an_equivocating_member_is_cut_off_identically() {
     assert_eq!(receipt.evidence.len(), 2);
     on_a.receive(honest).expect("honest");
     assert_eq!(sorted_heads(&on_a), sorted_heads(&r));
+}
+
+/// A member that signs a change on a past that leaves out its own earlier change (a new
+/// actor, as a new session has, written on an older past: how a device would pretend not to
+/// have seen a rule set or a removal) forks its history: both branches' tips are refused as
+/// `Forked` on every replica, in every order, and a replica that accepted one branch revokes
+/// it when the other arrives and passes the proof on.
+#[test]
+fn a_fork_cuts_the_device_off_in_any_order() {
+    let Net {
+        mut ana,
+        bo,
+        history,
+        ..
+    } = net();
+    let network = ana.network();
+    let bo_key = bo.key().clone();
+    // Branch one: a, then after_a on top of it (a second session: another actor).
+    let a = label_change(&bo, &bo_key, 7, "Kilo");
+    let mut on_a = Replica::join(network, bo_key.clone(), history.clone())
+        .expect("join")
+        .0;
+    on_a.receive(vec![a.clone()]).expect("a");
+    let after_a = label_change(&on_a, &bo_key, 8, "kg!");
+    assert!(after_a.change.deps().contains(&a.hash()));
+    // Branch two: b, by a third actor, on the history without a.
+    let b = label_change(&bo, &bo_key, 9, "Kilogramme");
+    assert_ne!(a.change.actor_id(), b.change.actor_id());
+    assert!(!b.change.deps().contains(&a.hash()));
+    let (_, honest) = ana
+        .write(|l| l.record_event(produce("plums", "ana")))
+        .expect("ana writes");
+    let mut all = vec![a.clone(), after_a.clone(), b.clone()];
+    all.extend(honest.clone());
+    let r = deliver_everywhere(network, &history, &all);
+    for c in [&a, &b] {
+        assert!(!r.ledger().has_change(&c.hash()), "neither branch stands");
+        assert!(
+            matches!(reason_of(&r, &c.hash()), Some(Rejection::Forked { .. })),
+            "{:?}",
+            reason_of(&r, &c.hash())
+        );
+    }
+    assert!(!r.ledger().has_change(&after_a.hash()));
+    for c in &honest {
+        assert!(r.ledger().has_change(&c.hash()));
+    }
+    assert_eq!(
+        r.ledger().get::<Unit>(&"kg".into()).map(|u| u.label),
+        Some("kilogram".into())
+    );
+    // A replica that accepted the first branch revokes it when the second arrives, and
+    // passes the proof on (both tips).
+    on_a.receive(vec![after_a.clone()]).expect("after_a");
+    let receipt = on_a.receive(vec![b.clone()]).expect("b arrives");
+    assert!(receipt.revoked.contains(&a.hash()), "{receipt:?}");
+    assert!(receipt.revoked.contains(&after_a.hash()));
+    assert_eq!(receipt.evidence.len(), 2);
+    on_a.receive(honest).expect("honest");
+    assert_eq!(sorted_heads(&on_a), sorted_heads(&r));
+    assert_eq!(quarantine(&on_a), quarantine(&r));
+}
+
+/// An honest device never forks: a device that writes, reopens (a new session, a new actor)
+/// and writes again continues its own chain, and nothing of it is refused.
+#[test]
+fn sessions_of_an_honest_device_continue_its_chain() {
+    let Net {
+        ana, bo, history, ..
+    } = net();
+    let network = ana.network();
+    let bo_key = bo.key().clone();
+    let mut bo = bo;
+    let (_, first) = bo
+        .write(|l| l.record_event(produce("pears", "bo")))
+        .expect("first session");
+    // A new session: the same device, its stored state, a new actor.
+    let saved = bo.ledger().save();
+    let signatures = history
+        .iter()
+        .chain(&first)
+        .map(|c| (c.hash(), c.signature))
+        .collect();
+    let ledger = Ledger::load(&saved, bo_key.session_actor().expect("actor")).expect("load");
+    let mut bo = Replica::open(ledger, bo_key, network, signatures, Vec::new()).expect("open");
+    let (_, second) = bo
+        .write(|l| l.record_event(produce("quinces", "bo")))
+        .expect("second session");
+    assert_ne!(first[0].change.actor_id(), second[0].change.actor_id());
+    let mut all = first.clone();
+    all.extend(second.clone());
+    let r = deliver_everywhere(network, &history, &all);
+    assert_eq!(r.quarantine().count(), 0, "{:?}", quarantine(&r));
+    for c in all {
+        assert!(r.ledger().has_change(&c.hash()));
+    }
 }
 
 #[test]

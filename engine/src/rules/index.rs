@@ -17,7 +17,7 @@ use std::sync::Arc;
 use automerge::legacy::{Key, OpType};
 use automerge::{ActorId, ChangeHash, ExpandedChange, ScalarValue};
 
-use super::{CompiledRules, Recorder, RuleSet, Which, RULE_SET_ID};
+use super::{CompiledRules, Finding, Recorder, RuleSet, Which, RULE_SET_ID};
 use crate::ledger::schema::ObjectKey;
 use crate::membership::{Member, Rejection, Role};
 use crate::vf::{EconomicEvent, ObjectKind};
@@ -33,11 +33,14 @@ pub(crate) struct Version {
 }
 
 /// What the views need to judge one event by the rules: the rules in force in its causal
-/// past and its recorder.
+/// past, its recorder, and the refuse rules that failed to evaluate for it at admission
+/// (flagged with the flag rules' findings). Shared by the events of one change that have no
+/// such failures.
 #[derive(Debug, Clone)]
 pub(crate) struct EventRules {
     pub rules: Arc<CompiledRules>,
     pub recorder: Recorder,
+    pub refuse_errors: Vec<Finding>,
 }
 
 /// What [`RuleIndex::judge`] found in a change, for [`RuleIndex::admit`].
@@ -45,6 +48,41 @@ pub(crate) struct EventRules {
 struct Staged {
     change: ChangeHash,
     version: Option<Arc<CompiledRules>>,
+    /// The refuse rules that failed to evaluate, by the event's op index in the change.
+    errors: Vec<(usize, Vec<Finding>)>,
+}
+
+/// Judge the events of `change` by the refuse rules of `rules`: the first refusal (a rule
+/// that does not hold), or the rules that failed to evaluate, by op index.
+fn refuse_events(
+    rules: &CompiledRules,
+    change: &ExpandedChange,
+    rec: &Recorder,
+) -> Result<Vec<(usize, Vec<Finding>)>, Rejection> {
+    let mut errors = Vec::new();
+    for (i, text) in events(change) {
+        let Ok(mut event) = serde_json::from_str::<EconomicEvent>(text) else {
+            continue; // admission refuses an unreadable event
+        };
+        event.id = crate::vf::Id(format!(
+            "{}@{}",
+            change.start_op.get() + i as u64,
+            change.actor_id
+        ));
+        let found = rules.evaluate(&event, rec, None, Which::Refuse);
+        if let Some(f) = found.iter().find(|f| f.error.is_none()) {
+            return Err(Rejection::RuleRefused {
+                rule: f.rule.clone(),
+                message: f.message.clone(),
+                event: event.id.to_string(),
+                version: rules.rule_set().version,
+            });
+        }
+        if !found.is_empty() {
+            errors.push((i, found));
+        }
+    }
+    Ok(errors)
 }
 
 /// The rule-set versions of the accepted changes; see the module documentation.
@@ -132,34 +170,14 @@ impl RuleIndex {
         let version = self.publication(change, deps, Some(author))?;
         // The events, by the refuse rules in force in the causal past (a rule set this
         // change publishes judges only the changes that come after it).
-        if let Some(rules) = self.rules_for(deps).filter(|r| r.has_refusals()) {
-            let rec = recorder(author);
-            for (i, text) in events(change) {
-                let Ok(mut event) = serde_json::from_str::<EconomicEvent>(text) else {
-                    continue; // admission refuses an unreadable event
-                };
-                event.id = crate::vf::Id(format!(
-                    "{}@{}",
-                    change.start_op.get() + i as u64,
-                    change.actor_id
-                ));
-                if let Some(f) = rules
-                    .evaluate(&event, &rec, None, Which::Refuse)
-                    .into_iter()
-                    .next()
-                {
-                    return Err(Rejection::RuleRefused {
-                        rule: f.rule,
-                        message: f.message,
-                        event: event.id.to_string(),
-                        version: rules.rule_set().version,
-                    });
-                }
-            }
-        }
+        let errors = match self.rules_for(deps).filter(|r| r.has_refusals()) {
+            Some(rules) => refuse_events(rules, change, &recorder(author))?,
+            None => Vec::new(),
+        };
         self.staged = Some(Staged {
             change: hash,
             version,
+            errors,
         });
         Ok(())
     }
@@ -270,27 +288,52 @@ impl RuleIndex {
         author: Option<&Member>,
     ) {
         let staged = self.staged.take().filter(|s| s.change == hash);
-        let version = match staged {
-            Some(s) => s.version,
-            // A stored change, accepted earlier: read what it publishes.
-            None => self.publication(change, deps, None).ok().flatten(),
-        };
         let past = self.in_force_of(deps);
+        let (version, errors) = match staged {
+            Some(s) => (s.version, s.errors),
+            // A stored change, accepted earlier: read what it publishes, and which refuse
+            // rules failed to evaluate for its events (none refused it).
+            None => {
+                let errors = match (past, author) {
+                    (Some(i), Some(author)) if self.versions[i as usize].rules.has_refusals() => {
+                        let rules = &self.versions[i as usize].rules;
+                        refuse_events(rules, change, &recorder(author)).unwrap_or_default()
+                    }
+                    _ => Vec::new(),
+                };
+                (self.publication(change, deps, None).ok().flatten(), errors)
+            }
+        };
         if let (Some(rules), Some(author)) =
             (past.map(|i| &self.versions[i as usize].rules), author)
         {
             let shared = Arc::new(EventRules {
                 rules: rules.clone(),
                 recorder: recorder(author),
+                refuse_errors: Vec::new(),
             });
             let actor: &ActorId = &change.actor_id;
+            let mut errors = errors.into_iter().peekable();
             for (i, _) in events(change) {
+                let own = match errors.peek() {
+                    Some((at, _)) if *at == i => errors.next().map(|(_, found)| {
+                        Arc::new(EventRules {
+                            refuse_errors: found,
+                            ..(*shared).clone()
+                        })
+                    }),
+                    _ => None,
+                };
+                // Nothing for the views to judge: no flag rule, no failed refuse rule.
+                if own.is_none() && !shared.rules.has_flags() {
+                    continue;
+                }
                 self.pending.push((
                     OrderKey {
                         counter: change.start_op.get() + i as u64,
                         actor: actor.clone(),
                     },
-                    shared.clone(),
+                    own.unwrap_or_else(|| shared.clone()),
                 ));
             }
         }

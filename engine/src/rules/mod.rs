@@ -24,7 +24,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use cel::common::ast::{EntryExpr, Expr, LiteralValue};
-use cel::objects::{Key, Value};
+use cel::common::types::{CelInt, CelMap, CelMapKey, CelNull, CelString};
+use cel::objects::Value;
 use cel::{Context, Env, IdedExpr, Program};
 use serde::{Deserialize, Serialize};
 
@@ -209,8 +210,8 @@ pub struct CompiledRules {
     rules: Vec<Compiled>,
     env: Arc<Env>,
     has_flags: bool,
-    /// What the rules read, all together (refuse rules alone: `uses_refuse`).
-    uses: Uses,
+    /// What the flag rules read, and what the refuse rules read.
+    uses_flag: Uses,
     uses_refuse: Uses,
 }
 
@@ -226,10 +227,11 @@ impl std::fmt::Debug for CompiledRules {
 /// Which rules [`CompiledRules::evaluate`] runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Which {
-    /// Refuse rules only (admission).
+    /// Refuse rules (admission, without `resource`): a finding with no `error` refuses the
+    /// change; one with an `error` does not, and the views flag it (carried from admission).
     Refuse,
-    /// Every rule (the views: flag rules, and refuse rules that fail to evaluate).
-    All,
+    /// Flag rules (the views, with the resource as seen).
+    Flag,
 }
 
 /// Functions and operators a rule may call. Everything else (`double`, `timestamp`,
@@ -498,11 +500,11 @@ impl RuleSet {
             });
         }
         let has_flags = rules.iter().any(|c| c.rule.outcome == Outcome::Flag);
-        let (mut all, mut refuse) = (Uses::default(), Uses::default());
+        let (mut flag, mut refuse) = (Uses::default(), Uses::default());
         for c in &rules {
-            all.union(&c.uses);
-            if c.rule.outcome == Outcome::Refuse {
-                refuse.union(&c.uses);
+            match c.rule.outcome {
+                Outcome::Flag => flag.union(&c.uses),
+                Outcome::Refuse => refuse.union(&c.uses),
             }
         }
         Ok(CompiledRules {
@@ -510,74 +512,80 @@ impl RuleSet {
             rules,
             env,
             has_flags,
-            uses: all,
+            uses_flag: flag,
             uses_refuse: refuse,
         })
     }
 }
 
-fn text(s: &str) -> Value {
-    Value::String(Arc::new(s.to_string()))
+/// An input value as the CEL interpreter holds it, borrowing its strings from the event,
+/// recorder and resource for the length of one evaluation (no copies, no conversion from
+/// `cel::Value`).
+type Val<'v> = Box<dyn cel::common::value::Val + 'v>;
+
+fn text(s: &str) -> Val<'_> {
+    Box::new(CelString::from(s))
 }
 
-fn opt_id(id: &Option<Id>) -> Value {
-    id.as_ref().map_or(Value::Null, |i| text(i.as_str()))
+fn null<'v>() -> Val<'v> {
+    Box::new(CelNull)
+}
+
+fn opt_id(id: &Option<Id>) -> Val<'_> {
+    id.as_ref().map_or_else(null, |i| text(i.as_str()))
+}
+
+fn opt_text(s: &Option<String>) -> Val<'_> {
+    s.as_deref().map_or_else(null, text)
 }
 
 /// A quantity as rules see it: `value` (the exact decimal as a string), `milli` (thousandths
 /// of the unit, an integer, truncated toward zero: exact for up to three decimals) and `unit`.
-fn quantity(q: Quantity, unit: Option<&Id>) -> Value {
+fn quantity(q: Quantity, unit: Option<&Id>) -> Val<'_> {
     use rust_decimal::prelude::ToPrimitive;
     let milli = (q.value() * rust_decimal::Decimal::from(1000))
         .trunc()
         .to_i64()
         .unwrap_or(i64::MAX);
-    map(vec![
-        ("value", text(&q.to_string())),
-        ("milli", Value::Int(milli)),
-        ("unit", unit.map_or(Value::Null, |u| text(u.as_str()))),
-    ])
+    let entries: [(&'static str, Val<'_>); 3] = [
+        ("value", Box::new(CelString::from(q.to_string()))),
+        ("milli", Box::new(CelInt::from(milli))),
+        ("unit", unit.map_or_else(null, |u| text(u.as_str()))),
+    ];
+    map(entries)
 }
 
-fn measure(m: &Option<Measure>) -> Value {
-    m.as_ref().map_or(Value::Null, |m| {
-        quantity(m.has_numerical_value, Some(&m.has_unit))
-    })
+fn measure(m: &Option<Measure>) -> Val<'_> {
+    m.as_ref()
+        .map_or_else(null, |m| quantity(m.has_numerical_value, Some(&m.has_unit)))
 }
 
-/// A map of the entries `want` asks for; values are computed only for those.
-fn map_of(want: &VarUse, entries: &[(&'static str, &dyn Fn() -> Value)]) -> Value {
-    let m: HashMap<Key, Value> = entries
+fn map<'v>(entries: impl IntoIterator<Item = (&'static str, Val<'v>)>) -> Val<'v> {
+    let m: HashMap<CelMapKey<'v>, Val<'v>> = entries
+        .into_iter()
+        .map(|(k, v)| (CelMapKey::from(k), v))
+        .collect();
+    Box::new(CelMap::from(m))
+}
+
+/// A field of an input: its name, and how to make its value (called only if a rule reads it).
+type Field<'a, 'v> = (&'static str, &'a dyn Fn() -> Val<'v>);
+
+/// A map of the entries `want` asks for; values are made only for those.
+fn map_of<'v>(want: &VarUse, entries: &[Field<'_, 'v>]) -> Val<'v> {
+    map(entries
         .iter()
         .filter(|(k, _)| want.wants(k))
-        .map(|(k, v)| (Key::String(Arc::new((*k).to_string())), v()))
-        .collect();
-    Value::Map(m.into())
-}
-
-fn map(entries: Vec<(&'static str, Value)>) -> Value {
-    let m: HashMap<Key, Value> = entries
-        .into_iter()
-        .map(|(k, v)| (Key::String(Arc::new(k.to_string())), v))
-        .collect();
-    Value::Map(m.into())
+        .map(|(k, v)| (*k, v())))
 }
 
 /// `event` as a rule sees it (the fields `want` asks for).
-fn event_value(e: &EconomicEvent, want: &VarUse) -> Value {
-    let action = || {
-        text(
-            &serde_json::to_value(e.action)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
-        )
-    };
+fn event_value<'v>(e: &'v EconomicEvent, want: &VarUse) -> Val<'v> {
     map_of(
         want,
         &[
             ("id", &|| text(e.id.as_str())),
-            ("action", &action),
+            ("action", &|| text(e.action.as_str())),
             ("provider", &|| opt_id(&e.provider)),
             ("receiver", &|| opt_id(&e.receiver)),
             ("resource", &|| opt_id(&e.resource_inventoried_as)),
@@ -591,24 +599,24 @@ fn event_value(e: &EconomicEvent, want: &VarUse) -> Value {
             ("atLocation", &|| opt_id(&e.at_location)),
             ("toLocation", &|| opt_id(&e.to_location)),
             ("corrects", &|| opt_id(&e.corrects)),
-            ("state", &|| e.state.as_deref().map_or(Value::Null, text)),
+            ("state", &|| opt_text(&e.state)),
         ],
     )
 }
 
-fn recorder_value(r: &Recorder, want: &VarUse) -> Value {
+fn recorder_value<'v>(r: &'v Recorder, want: &VarUse) -> Val<'v> {
     map_of(
         want,
         &[
             ("device", &|| text(&r.device)),
             ("agent", &|| text(r.agent.as_str())),
-            ("role", &|| text(&r.role.to_string())),
+            ("role", &|| text(r.role.as_str())),
         ],
     )
 }
 
-fn resource_value(r: Option<&ResourceSeen>, want: &VarUse) -> Value {
-    let Some(r) = r else { return Value::Null };
+fn resource_value<'v>(r: Option<&'v ResourceSeen>, want: &VarUse) -> Val<'v> {
+    let Some(r) = r else { return null() };
     map_of(
         want,
         &[
@@ -619,7 +627,7 @@ fn resource_value(r: Option<&ResourceSeen>, want: &VarUse) -> Value {
             ("custodian", &|| opt_id(&r.custodian)),
             ("accountable", &|| opt_id(&r.accountable)),
             ("location", &|| opt_id(&r.location)),
-            ("state", &|| r.state.as_deref().map_or(Value::Null, text)),
+            ("state", &|| opt_text(&r.state)),
         ],
     )
 }
@@ -635,10 +643,10 @@ impl CompiledRules {
         self.has_flags
     }
 
-    /// Whether any rule reads `resource` (so the views work out the resource's state as
-    /// seen).
+    /// Whether any flag rule reads `resource` (so the views work out the resource's state as
+    /// seen; refuse rules never see it).
     pub fn reads_resource(&self) -> bool {
-        self.uses.resource.reads()
+        self.uses_flag.resource.reads()
     }
 
     /// Whether any rule refuses.
@@ -646,10 +654,11 @@ impl CompiledRules {
         self.rules.iter().any(|c| c.rule.outcome == Outcome::Refuse)
     }
 
-    /// Judge one event. With [`Which::Refuse`], only refuse rules run and an evaluation error
-    /// is not reported (the views flag it); with [`Which::All`] every rule runs, and refuse
-    /// rules are reported only when they fail to evaluate (a broken one would have refused).
-    /// Findings come in rule order.
+    /// Judge one event by the refuse rules or the flag rules (`which`), in rule order: a
+    /// finding for each rule that does not hold for it (`error` is `None`) or could not be
+    /// evaluated (`error` says why). At admission a finding without an error refuses the
+    /// change; one with an error does not (an admin's typo must not lock a market out), and
+    /// the views flag it with the flag rules' findings.
     pub fn evaluate(
         &self,
         event: &EconomicEvent,
@@ -657,35 +666,30 @@ impl CompiledRules {
         resource: Option<&ResourceSeen>,
         which: Which,
     ) -> Vec<Finding> {
+        let (wanted, uses) = match which {
+            Which::Refuse => (Outcome::Refuse, &self.uses_refuse),
+            Which::Flag => (Outcome::Flag, &self.uses_flag),
+        };
         let mut out = Vec::new();
         let mut ctx: Option<Context<'_, '_>> = None;
         for c in &self.rules {
-            if which == Which::Refuse && c.rule.outcome != Outcome::Refuse {
+            if c.rule.outcome != wanted {
                 continue;
             }
             if !c.rule.actions.is_empty() && !c.rule.actions.contains(&event.action) {
                 continue;
             }
+            // The inputs, built once for all the rules that apply (only what they read).
             let ctx = ctx.get_or_insert_with(|| {
-                let uses = match which {
-                    Which::Refuse => &self.uses_refuse,
-                    Which::All => &self.uses,
-                };
                 let mut ctx = Context::with_env(self.env.clone());
                 if uses.event.reads() {
-                    ctx.add_variable_from_value("event", event_value(event, &uses.event));
+                    ctx.add_variable_as_val("event", event_value(event, &uses.event));
                 }
                 if uses.recorder.reads() {
-                    ctx.add_variable_from_value(
-                        "recorder",
-                        recorder_value(recorder, &uses.recorder),
-                    );
+                    ctx.add_variable_as_val("recorder", recorder_value(recorder, &uses.recorder));
                 }
                 if uses.resource.reads() {
-                    ctx.add_variable_from_value(
-                        "resource",
-                        resource_value(resource, &uses.resource),
-                    );
+                    ctx.add_variable_as_val("resource", resource_value(resource, &uses.resource));
                 }
                 ctx
             });
@@ -694,19 +698,17 @@ impl CompiledRules {
                 Ok(other) => Err(format!("the check gave {other:?}, not true or false")),
                 Err(e) => Err(e.to_string()),
             };
-            match (verdict, which, c.rule.outcome) {
-                (Ok(true), _, _) => {}
-                (Ok(false), Which::All, Outcome::Refuse) => {}
-                (Ok(false), _, outcome) => out.push(Finding {
+            match verdict {
+                Ok(true) => {}
+                Ok(false) => out.push(Finding {
                     rule: c.rule.name.clone(),
-                    outcome,
+                    outcome: c.rule.outcome,
                     message: c.rule.message.clone(),
                     error: None,
                 }),
-                (Err(_), Which::Refuse, _) => {}
-                (Err(e), Which::All, outcome) => out.push(Finding {
+                Err(e) => out.push(Finding {
                     rule: c.rule.name.clone(),
-                    outcome,
+                    outcome: c.rule.outcome,
                     message: format!("the rule could not be evaluated: {e}"),
                     error: Some(e),
                 }),

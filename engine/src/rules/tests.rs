@@ -71,9 +71,9 @@ fn evaluation_sees_decimals_as_text_and_thousandths() {
     .expect("compiles");
     let e = EconomicEvent::new(Action::Produce, "ana", "ana")
         .quantity("2.5".parse::<Quantity>().expect("decimal"), "kg");
-    assert!(c.evaluate(&e, &recorder(), None, Which::All).is_empty());
+    assert!(c.evaluate(&e, &recorder(), None, Which::Flag).is_empty());
     let e = EconomicEvent::new(Action::Produce, "ana", "ana").quantity(3, "kg");
-    let found = c.evaluate(&e, &recorder(), None, Which::All);
+    let found = c.evaluate(&e, &recorder(), None, Which::Flag);
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].error, None);
 }
@@ -82,16 +82,17 @@ fn evaluation_sees_decimals_as_text_and_thousandths() {
 fn failures_are_findings_with_errors() {
     let c = compile(Outcome::Refuse, "event.quantity.milli > 0").expect("compiles");
     let e = EconomicEvent::new(Action::Work, "ana", "ana");
-    // At admission a failing refuse rule refuses nothing...
-    assert!(c.evaluate(&e, &recorder(), None, Which::Refuse).is_empty());
-    // ... and the views flag it, named, with the error.
-    let found = c.evaluate(&e, &recorder(), None, Which::All);
+    // A failing refuse rule is a finding with its error (admission refuses only on a
+    // finding without one; the views flag this one), named.
+    let found = c.evaluate(&e, &recorder(), None, Which::Refuse);
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].rule, "r");
     assert!(found[0].error.is_some());
+    // Refuse rules do not run as flag rules.
+    assert!(c.evaluate(&e, &recorder(), None, Which::Flag).is_empty());
     // A check that is not a boolean is an error too.
     let c = compile(Outcome::Flag, "event.action").expect("compiles");
-    let found = c.evaluate(&e, &recorder(), None, Which::All);
+    let found = c.evaluate(&e, &recorder(), None, Which::Flag);
     assert!(found[0].error.is_some(), "{found:?}");
 }
 

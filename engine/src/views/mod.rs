@@ -998,8 +998,9 @@ fn judge_rules(
 ) -> Vec<Conflict> {
     let version = r.rules.rule_set().version;
     r.rules
-        .evaluate(event, &r.recorder, seen, Which::All)
+        .evaluate(event, &r.recorder, seen, Which::Flag)
         .into_iter()
+        .chain(r.refuse_errors.iter().cloned())
         .map(|f| Conflict::RuleViolation {
             event: event.id.clone(),
             rule: f.rule,
