@@ -40,7 +40,9 @@ pub(crate) struct Version {
 pub(crate) struct EventRules {
     pub rules: Arc<CompiledRules>,
     pub recorder: Recorder,
-    pub refuse_errors: Vec<Finding>,
+    /// `None`: not known (a stored change read again on open, not judged again): the views
+    /// evaluate the refuse rules themselves, for their errors only.
+    pub refuse_errors: Option<Vec<Finding>>,
 }
 
 /// What [`RuleIndex::judge`] found in a change, for [`RuleIndex::admit`].
@@ -290,42 +292,37 @@ impl RuleIndex {
         let staged = self.staged.take().filter(|s| s.change == hash);
         let past = self.in_force_of(deps);
         let (version, errors) = match staged {
-            Some(s) => (s.version, s.errors),
-            // A stored change, accepted earlier: read what it publishes, and which refuse
-            // rules failed to evaluate for its events (none refused it).
-            None => {
-                let errors = match (past, author) {
-                    (Some(i), Some(author)) if self.versions[i as usize].rules.has_refusals() => {
-                        let rules = &self.versions[i as usize].rules;
-                        refuse_events(rules, change, &recorder(author)).unwrap_or_default()
-                    }
-                    _ => Vec::new(),
-                };
-                (self.publication(change, deps, None).ok().flatten(), errors)
-            }
+            Some(s) => (s.version, Some(s.errors)),
+            // A stored change, accepted earlier: read what it publishes; which refuse rules
+            // failed to evaluate for its events (none refused it) the views work out from
+            // the events they hold (no second parse here).
+            None => (self.publication(change, deps, None).ok().flatten(), None),
         };
         if let (Some(rules), Some(author)) =
             (past.map(|i| &self.versions[i as usize].rules), author)
         {
+            let judged = errors.is_some();
             let shared = Arc::new(EventRules {
                 rules: rules.clone(),
                 recorder: recorder(author),
-                refuse_errors: Vec::new(),
+                refuse_errors: judged.then(Vec::new),
             });
             let actor: &ActorId = &change.actor_id;
-            let mut errors = errors.into_iter().peekable();
+            let mut errors = errors.unwrap_or_default().into_iter().peekable();
             for (i, _) in events(change) {
                 let own = match errors.peek() {
                     Some((at, _)) if *at == i => errors.next().map(|(_, found)| {
                         Arc::new(EventRules {
-                            refuse_errors: found,
+                            refuse_errors: Some(found),
                             ..(*shared).clone()
                         })
                     }),
                     _ => None,
                 };
-                // Nothing for the views to judge: no flag rule, no failed refuse rule.
-                if own.is_none() && !shared.rules.has_flags() {
+                // Nothing for the views to judge: no flag rule, and no refuse rule that
+                // failed (or might have: not judged here).
+                let unknown = !judged && shared.rules.has_refusals();
+                if own.is_none() && !unknown && !shared.rules.has_flags() {
                     continue;
                 }
                 self.pending.push((

@@ -997,10 +997,22 @@ fn judge_rules(
     seen: Option<&ResourceSeen>,
 ) -> Vec<Conflict> {
     let version = r.rules.rule_set().version;
+    // The refuse rules that failed at admission; for a stored change read again on open,
+    // evaluated here (the same inputs as at admission: no resource), errors only.
+    let refuse_errors = match &r.refuse_errors {
+        Some(found) => found.clone(),
+        None if r.rules.has_refusals() => r
+            .rules
+            .evaluate(event, &r.recorder, None, Which::Refuse)
+            .into_iter()
+            .filter(|f| f.error.is_some())
+            .collect(),
+        None => Vec::new(),
+    };
     r.rules
         .evaluate(event, &r.recorder, seen, Which::Flag)
         .into_iter()
-        .chain(r.refuse_errors.iter().cloned())
+        .chain(refuse_errors)
         .map(|f| Conflict::RuleViolation {
             event: event.id.clone(),
             rule: f.rule,
