@@ -148,8 +148,8 @@ struct VerifyArgs {
 
 /// `reflow verify`: no node is opened.
 fn verify_bundle(args: &VerifyArgs) -> Result<()> {
-    let bytes = std::fs::read(&args.file)
-        .with_context(|| format!("reading {}", args.file.display()))?;
+    let bytes =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let t = reflow::interop::bundle::verify(&bytes).context("trace bundle refused")?;
     if args.json {
         return print_json(&t);

@@ -1734,10 +1734,16 @@ fn trace_bundle_export_and_verify() {
     let file = d.join("ana-apples.bundle.json");
     let file_s = file.to_str().expect("utf-8 path");
     let out = ok(d, &["trace", "ana-apples", "--export", file_s]);
-    assert!(out.contains("wrote the trace bundle of ana-apples"), "{out}");
+    assert!(
+        out.contains("wrote the trace bundle of ana-apples"),
+        "{out}"
+    );
     let stranger = tempfile::tempdir().expect("tempdir");
     let v = ok(stranger.path(), &["verify", file_s]);
-    assert!(v.starts_with("verified: trace of ana-apples in network market"), "{v}");
+    assert!(
+        v.starts_with("verified: trace of ana-apples in network market"),
+        "{v}"
+    );
     assert!(v.contains("transfer"), "{v}");
     let verified = json(stranger.path(), &["verify", file_s, "--json"]);
     let traced: Vec<String> = json(d, &["trace", "ana-apples", "--json"])["steps"]
@@ -1756,7 +1762,10 @@ fn trace_bundle_export_and_verify() {
     assert!(!ids.is_empty());
     assert_eq!(ids, traced, "the bundle holds the trace the node shows");
     assert!(
-        std::fs::read_dir(stranger.path()).expect("dir").next().is_none(),
+        std::fs::read_dir(stranger.path())
+            .expect("dir")
+            .next()
+            .is_none(),
         "verify opens no store"
     );
 
@@ -1786,10 +1795,20 @@ fn trace_bundle_export_and_verify() {
     );
     // A signature flipped.
     let mut bad = bundle.clone();
-    let sig = bad["changes"][1]["signature"].as_str().expect("sig").to_string();
-    let flipped = format!("{}{}", if sig.starts_with('0') { "1" } else { "0" }, &sig[1..]);
+    let sig = bad["changes"][1]["signature"]
+        .as_str()
+        .expect("sig")
+        .to_string();
+    let flipped = format!(
+        "{}{}",
+        if sig.starts_with('0') { "1" } else { "0" },
+        &sig[1..]
+    );
     bad["changes"][1]["signature"] = serde_json::json!(flipped);
-    let hash = bad["changes"][1]["hash"].as_str().expect("hash").to_string();
+    let hash = bad["changes"][1]["hash"]
+        .as_str()
+        .expect("hash")
+        .to_string();
     let p = write("signature.json", &bad);
     fails(
         stranger.path(),
@@ -1805,7 +1824,15 @@ fn trace_bundle_export_and_verify() {
         stranger.path(),
         &["verify", &p],
         1,
-        &format!("change {} is missing", removed["hash"].as_str().expect("hash")),
+        &format!(
+            "change {} is missing",
+            removed["hash"].as_str().expect("hash")
+        ),
     );
-    fails(stranger.path(), &["verify", "/nonexistent/bundle.json"], 1, "reading");
+    fails(
+        stranger.path(),
+        &["verify", "/nonexistent/bundle.json"],
+        1,
+        "reading",
+    );
 }

@@ -30,9 +30,8 @@ use reflow::interop::bundle;
 use reflow::node::Ticket;
 use reflow::sync::frame::RefuseCode;
 use reflow::{
-    Action, Agent, Change, ChangeSignature, DeviceKey, EconomicEvent, Frame, Id, Ledger,
-    NetworkId, PeerAddr, Process, Quantity, Replica, ResourceDescription, Role, SignedChange,
-    Store, Unit,
+    Action, Agent, Change, ChangeSignature, DeviceKey, EconomicEvent, Frame, Id, Ledger, NetworkId,
+    PeerAddr, Process, Quantity, Replica, ResourceDescription, Role, SignedChange, Store, Unit,
 };
 
 fn golden(name: &str) -> PathBuf {
@@ -56,8 +55,10 @@ fn v2_network() -> (NetworkId, Vec<SignedChange>) {
         .expect("changes")
         .iter()
         .map(|c| SignedChange {
-            change: Change::from_bytes(hex::decode(c["change"].as_str().expect("hex")).expect("hex"))
-                .expect("change"),
+            change: Change::from_bytes(
+                hex::decode(c["change"].as_str().expect("hex")).expect("hex"),
+            )
+            .expect("change"),
             signature: ChangeSignature(
                 hex::decode(c["signature"].as_str().expect("hex"))
                     .expect("hex")
@@ -84,7 +85,10 @@ fn check_content(r: &Replica) {
         [Action::Produce, Action::Consume, Action::Produce],
         "{events:?}"
     );
-    assert_eq!(events[0].has_point_in_time.as_deref(), Some("2026-11-02T09:00:00Z"));
+    assert_eq!(
+        events[0].has_point_in_time.as_deref(),
+        Some("2026-11-02T09:00:00Z")
+    );
     let wool = l.resource(&Id::from("wool")).expect("wool");
     assert_eq!(wool.onhand_quantity.has_numerical_value, quantity("6"));
     let yarn = l.resource(&Id::from("yarn")).expect("yarn");
@@ -154,7 +158,10 @@ fn golden_v3_frames_read() {
     let second = 4 + first_len;
     let push_len = u32::from_be_bytes(bytes[second..second + 4].try_into().expect("4")) as usize;
     let raw: usize = changes.iter().map(|c| c.change.raw_bytes().len()).sum();
-    assert!(push_len < raw, "push frame of {push_len} bytes for {raw} bytes of changes");
+    assert!(
+        push_len < raw,
+        "push frame of {push_len} bytes for {raw} bytes of changes"
+    );
     match &frames[2] {
         Frame::Refuse { code, reason } => {
             assert_eq!(*code, RefuseCode::NotAMember);
@@ -188,7 +195,10 @@ fn golden_v3_store_opens() {
     let path = dir.path().join("store.redb");
     std::fs::copy(golden("v3-store.redb"), &path).expect("copy");
     let store = Store::open(&path).expect("open the golden store");
-    assert_eq!(store.networks().expect("networks"), vec![network.to_string()]);
+    assert_eq!(
+        store.networks().expect("networks"),
+        vec![network.to_string()]
+    );
     assert_eq!(store.device_key().expect("key").id(), key(7).id());
     let durable = store.open_replica(&network, key(7)).expect("replica");
     check_content(durable.replica());
@@ -202,7 +212,10 @@ fn golden_v3_store_opens() {
     let mut want_sorted = want.clone();
     want_sorted.sort();
     have.sort();
-    assert_eq!(have, want_sorted, "every change is stored with its signature");
+    assert_eq!(
+        have, want_sorted,
+        "every change is stored with its signature"
+    );
 }
 
 #[test]
@@ -276,8 +289,16 @@ fn write_golden_files() {
         Ok("1"),
         "set REFLOW_WRITE_GOLDEN=1 to overwrite the golden files"
     );
-    assert_eq!(reflow::SCHEMA_VERSION, 2, "name the files for the new version");
-    assert_eq!(reflow::store::STORE_VERSION, 3, "name the files for the new version");
+    assert_eq!(
+        reflow::SCHEMA_VERSION,
+        2,
+        "name the files for the new version"
+    );
+    assert_eq!(
+        reflow::store::STORE_VERSION,
+        3,
+        "name the files for the new version"
+    );
     let (mut admin, mut changes) =
         Replica::create_network(NETWORK_NAME, key(7), Agent::person("ana", "Ana")).expect("create");
     let (_, more) = admin
