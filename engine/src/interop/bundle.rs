@@ -138,8 +138,8 @@ pub enum BundleError {
     Refused {
         /// The change (hex).
         change: String,
-        /// Why.
-        reason: Rejection,
+        /// Why (boxed: a rejection is large, and errors are returned by value).
+        reason: Box<Rejection>,
     },
     /// The `trace` document's `@context` is not the one of this format version.
     #[error("the bundle's JSON-LD @context is not the trace-bundle context of format version 1")]
@@ -540,7 +540,7 @@ pub fn verify(bytes: &[u8]) -> Result<VerifiedTrace, BundleError> {
         .iter()
         .find(|c| c.hash() == network.genesis())
         .ok_or_else(|| BundleError::MissingGenesis(network.genesis().to_string()))?;
-    let creator = match MembershipRecord::from_message(genesis.change.message().map(|m| &m[..])) {
+    let creator = match MembershipRecord::from_message(genesis.change.message()) {
         Some(Ok(MembershipRecord::Genesis { creator, .. })) => creator,
         _ => return Err(BundleError::MissingGenesis(network.genesis().to_string())),
     };
@@ -560,7 +560,7 @@ pub fn verify(bytes: &[u8]) -> Result<VerifiedTrace, BundleError> {
     if let Some((change, reason)) = receipt.refused.first() {
         return Err(BundleError::Refused {
             change: change.to_string(),
-            reason: reason.clone(),
+            reason: Box::new(reason.clone()),
         });
     }
     if receipt.waiting > 0 {
@@ -1168,7 +1168,10 @@ mod tests {
         match check(&t) {
             Err(BundleError::Refused { change: c, reason }) => {
                 assert_eq!(c, change.hash().to_string());
-                assert!(matches!(reason, Rejection::NotAMember { .. }), "{reason:?}");
+                assert!(
+                    matches!(*reason, Rejection::NotAMember { .. }),
+                    "{reason:?}"
+                );
             }
             other => panic!("expected a refusal, got {other:?}"),
         }
