@@ -14,6 +14,7 @@
 //! Node tasks run on a runtime owned by this library (see [`runtime`]), so the host's async
 //! executor (Python's asyncio, Kotlin coroutines, Swift concurrency) only awaits results.
 
+mod bundle;
 mod logging;
 mod planning;
 mod records;
@@ -30,6 +31,7 @@ use reflow::{
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 
+pub use bundle::{verify_trace_bundle, VerifiedEventRecord, VerifiedTraceRecord};
 pub use logging::{set_log_level, set_log_sink, LogLevel, LogRecord, LogSink};
 pub use planning::*;
 pub use records::*;
@@ -123,6 +125,13 @@ pub enum ReflowError {
     /// The node is closed.
     #[error("closed: {message}")]
     Closed {
+        /// Why.
+        message: String,
+    },
+    /// A trace bundle was refused by `verify_trace_bundle`: a signature, a change, the
+    /// membership or an event field does not check (the message names which).
+    #[error("bundle refused: {message}")]
+    BundleRefused {
         /// Why.
         message: String,
     },

@@ -488,3 +488,56 @@ def test_network_rules_publish_test_refuse_and_flag(tmp_path):
         assert node.rule_refusals(net) == []
     finally:
         close(node)
+
+
+def test_trace_bundle_verifies_and_tampering_is_named(tmp_path):
+    """A trace bundle exported by a node is verified without any node; a flipped quantity
+    and a flipped signature are refused, naming the event and field, the change."""
+    import json
+
+    a = open_node(tmp_path / "a")
+    try:
+        net = new_network(a)
+        wool = a.record_event(net, produce("wool", "10"))
+        a.record_event(
+            net,
+            EventInput(
+                action="consume",
+                provider="ana",
+                receiver="ana",
+                resource_inventoried_as="wool",
+                resource_quantity=MeasureRecord(value="4", unit="kg"),
+            ),
+        )
+        bundle = a.export_trace_bundle(net, "wool")
+        with pytest.raises(ReflowError.NotFound):
+            a.export_trace_bundle(net, "no-such-resource")
+        device = a.device_id()
+    finally:
+        close(a)
+
+    verified = reflow.verify_trace_bundle(bundle)
+    assert verified.network == net and verified.network_name == "market"
+    assert verified.resource == "wool" and verified.creator == device
+    assert [e.event.id for e in verified.events] == [wool]
+    only = verified.events[0]
+    assert only.event.action == "produce"
+    assert only.event.resource_quantity == MeasureRecord(value="10", unit="kg")
+    assert only.member.device == device and only.member.agent == "ana"
+    assert only.member.role == RoleKind.ADMIN
+
+    doc = json.loads(bundle)
+    doc["trace"]["@graph"][0]["resourceQuantity"]["hasNumericalValue"] = "100"
+    with pytest.raises(ReflowError.BundleRefused) as err:
+        reflow.verify_trace_bundle(json.dumps(doc).encode())
+    assert f"event {wool}: field resourceQuantity.hasNumericalValue" in str(err.value)
+
+    doc = json.loads(bundle)
+    sig = doc["changes"][-1]["signature"]
+    doc["changes"][-1]["signature"] = ("1" if sig[0] == "0" else "0") + sig[1:]
+    with pytest.raises(ReflowError.BundleRefused) as err:
+        reflow.verify_trace_bundle(json.dumps(doc).encode())
+    assert f"change {doc['changes'][-1]['hash']}: signature refused" in str(err.value)
+
+    with pytest.raises(ReflowError.BundleRefused):
+        reflow.verify_trace_bundle(b"not a bundle")

@@ -74,8 +74,9 @@ enum Command {
     /// Resources.
     #[command(subcommand)]
     Resource(ResourceCmd),
-    /// Where a resource came from (events, processes, resources), newest first.
-    Trace(IdArg),
+    /// Where a resource came from (events, processes, resources), newest first; with
+    /// `--export FILE`, write a verifiable trace bundle (docs/interop.md).
+    Trace(TraceArgs),
     /// Where a resource went.
     Track(IdArg),
     /// Conflicts between replicas (double sales, overdraws) to resolve with corrections.
@@ -121,6 +122,60 @@ enum Command {
     Import(ImportArgs),
     /// Start three local nodes (repair café, market stall, volunteer laptop), seed and serve them.
     Demo(demo::DemoArgs),
+    /// Check a trace bundle offline, as anyone (no network, no data directory): signatures,
+    /// membership from the network's genesis, and that the events are what the signed changes
+    /// wrote. Exits 1 naming what is wrong.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+struct TraceArgs {
+    #[command(flatten)]
+    id: IdArg,
+    /// Write the trace as a verifiable bundle to this file (docs/interop.md).
+    #[arg(long, value_name = "FILE")]
+    export: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct VerifyArgs {
+    /// The trace bundle (written by `reflow trace RESOURCE --export FILE`).
+    file: PathBuf,
+    /// Print what was verified as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `reflow verify`: no node is opened.
+fn verify_bundle(args: &VerifyArgs) -> Result<()> {
+    let bytes =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let t = reflow::interop::bundle::verify(&bytes).context("trace bundle refused")?;
+    if args.json {
+        return print_json(&t);
+    }
+    let devices: std::collections::BTreeSet<_> = t.events.iter().map(|e| e.device).collect();
+    println!(
+        "verified: trace of {} in network {} ({}): {} events signed by {} devices, {} signed changes from the genesis of {}",
+        t.resource,
+        t.network_name,
+        t.network,
+        t.events.len(),
+        devices.len(),
+        t.changes,
+        t.creator
+    );
+    for e in &t.events {
+        println!(
+            "  {:<14} {}  by {} ({} for {})",
+            e.event.action.as_str(),
+            e.id,
+            e.device,
+            e.member.role,
+            e.member.agent
+        );
+    }
+    Ok(())
 }
 
 #[derive(Debug, Args)]
@@ -637,6 +692,9 @@ fn print_json(value: &impl Serialize) -> Result<()> {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    if let Command::Verify(args) = &cli.command {
+        return verify_bundle(args);
+    }
     let dir = data_dir(&cli)?;
     if let Command::Demo(args) = &cli.command {
         return demo::run(args).await;
@@ -970,7 +1028,23 @@ async fn command(cli: &Cli, dir: &std::path::Path, node: &Arc<Node>) -> Result<(
                 }
             }
         }
-        Command::Trace(a) | Command::Track(a) => {
+        Command::Trace(TraceArgs {
+            export: Some(file),
+            id: a,
+        }) => {
+            let id = Id::from(a.id.as_str());
+            let bytes = node.read(net()?, |r| reflow::interop::bundle::export(r, &id))??;
+            std::fs::write(file, &bytes).with_context(|| format!("writing {}", file.display()))?;
+            let t = reflow::interop::bundle::verify(&bytes)?;
+            println!(
+                "wrote the trace bundle of {} to {}: {} events, {} signed changes",
+                a.id,
+                file.display(),
+                t.events.len(),
+                t.changes
+            );
+        }
+        Command::Trace(TraceArgs { id: a, .. }) | Command::Track(a) => {
             let id = Id::from(a.id.as_str());
             let trace = matches!(cli.command, Command::Trace(_));
             let t = node.read(net()?, |r| {
@@ -1112,7 +1186,7 @@ async fn command(cli: &Cli, dir: &std::path::Path, node: &Arc<Node>) -> Result<(
                 () = sync::shutdown_signal() => {},
             }
         }
-        Command::Demo(_) => unreachable!("handled before opening a node"),
+        Command::Demo(_) | Command::Verify(_) => unreachable!("handled before opening a node"),
     }
     Ok(())
 }

@@ -1405,6 +1405,7 @@ fn help_on_every_subcommand() {
         &["export"],
         &["import"],
         &["demo"],
+        &["verify"],
     ];
     for c in cmds {
         let mut args = c.to_vec();
@@ -1721,4 +1722,117 @@ fn rules_show_set_test() {
     assert_eq!(shown["flagged"][0]["rule"], "sale-within-onhand", "{shown}");
     assert_eq!(shown["refused"], serde_json::json!([]), "{shown}");
     assert!(ok(d, &["rules", "set", "time-bank"]).contains("version 2"));
+}
+
+/// A trace bundle exported from a real node verifies offline (another, empty data dir: no
+/// node, no network); a flipped quantity, a flipped signature and a removed change are
+/// refused, naming the event and field, the change.
+#[test]
+fn trace_bundle_export_and_verify() {
+    let t = rich();
+    let d = t.path();
+    let file = d.join("ana-apples.bundle.json");
+    let file_s = file.to_str().expect("utf-8 path");
+    let out = ok(d, &["trace", "ana-apples", "--export", file_s]);
+    assert!(
+        out.contains("wrote the trace bundle of ana-apples"),
+        "{out}"
+    );
+    let stranger = tempfile::tempdir().expect("tempdir");
+    let v = ok(stranger.path(), &["verify", file_s]);
+    assert!(
+        v.starts_with("verified: trace of ana-apples in network market"),
+        "{v}"
+    );
+    assert!(v.contains("transfer"), "{v}");
+    let verified = json(stranger.path(), &["verify", file_s, "--json"]);
+    let traced: Vec<String> = json(d, &["trace", "ana-apples", "--json"])["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter(|s| s["node"]["type"] == "economicEvent")
+        .map(|s| s["node"]["id"].as_str().expect("id").to_string())
+        .collect();
+    let ids: Vec<String> = verified["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["id"].as_str().expect("id").to_string())
+        .collect();
+    assert!(!ids.is_empty());
+    assert_eq!(ids, traced, "the bundle holds the trace the node shows");
+    assert!(
+        std::fs::read_dir(stranger.path())
+            .expect("dir")
+            .next()
+            .is_none(),
+        "verify opens no store"
+    );
+
+    let bundle: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&file).expect("read")).expect("json");
+    let write = |name: &str, v: &serde_json::Value| {
+        let p = d.join(name);
+        std::fs::write(&p, serde_json::to_vec(v).expect("json")).expect("write");
+        p.to_str().expect("utf-8").to_string()
+    };
+    // A quantity flipped: 1 kg transferred becomes 100 kg.
+    let mut bad = bundle.clone();
+    let graph = bad["trace"]["@graph"].as_array_mut().expect("graph");
+    let transfer = graph
+        .iter_mut()
+        .find(|n| n["action"] == "transfer")
+        .expect("the transfer is in the trace");
+    let id = transfer["@id"].as_str().expect("id").to_string();
+    assert_eq!(transfer["resourceQuantity"]["hasNumericalValue"], "1");
+    transfer["resourceQuantity"]["hasNumericalValue"] = serde_json::json!("100");
+    let p = write("quantity.json", &bad);
+    fails(
+        stranger.path(),
+        &["verify", &p],
+        1,
+        &format!("event {id}: field resourceQuantity.hasNumericalValue is \"100\""),
+    );
+    // A signature flipped.
+    let mut bad = bundle.clone();
+    let sig = bad["changes"][1]["signature"]
+        .as_str()
+        .expect("sig")
+        .to_string();
+    let flipped = format!(
+        "{}{}",
+        if sig.starts_with('0') { "1" } else { "0" },
+        &sig[1..]
+    );
+    bad["changes"][1]["signature"] = serde_json::json!(flipped);
+    let hash = bad["changes"][1]["hash"]
+        .as_str()
+        .expect("hash")
+        .to_string();
+    let p = write("signature.json", &bad);
+    fails(
+        stranger.path(),
+        &["verify", &p],
+        1,
+        &format!("change {hash}: signature refused"),
+    );
+    // A change removed.
+    let mut bad = bundle;
+    let removed = bad["changes"].as_array_mut().expect("changes").remove(1);
+    let p = write("removed.json", &bad);
+    fails(
+        stranger.path(),
+        &["verify", &p],
+        1,
+        &format!(
+            "change {} is missing",
+            removed["hash"].as_str().expect("hash")
+        ),
+    );
+    fails(
+        stranger.path(),
+        &["verify", "/nonexistent/bundle.json"],
+        1,
+        "reading",
+    );
 }

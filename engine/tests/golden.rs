@@ -1,0 +1,433 @@
+//! Golden files of every versioned format (docs/reliability.md, "Golden files"): small files
+//! written once by the code of their version and committed in `tests/golden/`; these tests
+//! check that today's code still reads each one and finds what was written.
+//!
+//! - `v2-network.json`, `v2-ledger.automerge`: a schema-v2 network (signed changes) and the
+//!   admin's saved document;
+//! - `v3-frames.bin`: sync protocol version 3 frames, length-prefixed as on a QUIC stream
+//!   (Sync, a compressed Push, Refuse, Redeem);
+//! - `v3-store.redb`: a store of version 3 holding the network's replica;
+//! - `v1-ticket.txt`: a ticket (binary version 1, `reflow1` text);
+//! - `v1-trace-bundle.json`: a trace bundle of format version 1.
+//!
+//! (Schema v1 has its own golden files, read by `tests/admission.rs`.)
+//!
+//! Regenerate (only for a new format version, never to make a test pass; the files of older
+//! versions stay, with a reader or a migration):
+//!
+//! ```text
+//! REFLOW_WRITE_GOLDEN=1 cargo test -p reflow --test golden -- --ignored write_golden_files
+//! ```
+//!
+//! Test keys only: admin `ana` secret = 32 bytes of 0x07, member `bo` = 32 bytes of 0x08,
+//! the ticket's invitee = 32 bytes of 0x09.
+
+#![cfg(feature = "net")]
+
+use std::path::PathBuf;
+
+use reflow::interop::bundle;
+use reflow::node::Ticket;
+use reflow::sync::frame::RefuseCode;
+use reflow::{
+    Action, Agent, Change, ChangeSignature, DeviceKey, EconomicEvent, Frame, Id, Ledger, NetworkId,
+    PeerAddr, Process, Quantity, Replica, ResourceDescription, Role, SignedChange, Store, Unit,
+};
+
+fn golden(name: &str) -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden")).join(name)
+}
+
+fn key(byte: u8) -> DeviceKey {
+    DeviceKey::from_secret_bytes(&[byte; 32])
+}
+
+/// What every golden file of the v2 network holds.
+const NETWORK_NAME: &str = "golden market";
+const INVITE_EXPIRES: u64 = 4_102_444_800; // 2100-01-01
+
+fn v2_network() -> (NetworkId, Vec<SignedChange>) {
+    let text = std::fs::read_to_string(golden("v2-network.json")).expect("golden file");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let network: NetworkId = v["network"].as_str().expect("id").parse().expect("id");
+    let changes = v["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .map(|c| SignedChange {
+            change: Change::from_bytes(
+                hex::decode(c["change"].as_str().expect("hex")).expect("hex"),
+            )
+            .expect("change"),
+            signature: ChangeSignature(
+                hex::decode(c["signature"].as_str().expect("hex"))
+                    .expect("hex")
+                    .try_into()
+                    .expect("64 bytes"),
+            ),
+        })
+        .collect();
+    (network, changes)
+}
+
+fn quantity(text: &str) -> Quantity {
+    text.parse().expect("quantity")
+}
+
+/// The expected content of the v2 network, checked on any replica of it.
+fn check_content(r: &Replica) {
+    let l = r.ledger();
+    assert_eq!(l.network_name(), NETWORK_NAME);
+    let events = l.events(&Default::default());
+    let actions: Vec<Action> = events.iter().map(|e| e.action).collect();
+    assert_eq!(
+        actions,
+        [Action::Produce, Action::Consume, Action::Produce],
+        "{events:?}"
+    );
+    assert_eq!(
+        events[0].has_point_in_time.as_deref(),
+        Some("2026-11-02T09:00:00Z")
+    );
+    let wool = l.resource(&Id::from("wool")).expect("wool");
+    assert_eq!(wool.onhand_quantity.has_numerical_value, quantity("6"));
+    let yarn = l.resource(&Id::from("yarn")).expect("yarn");
+    assert_eq!(yarn.onhand_quantity.has_numerical_value, quantity("3.5"));
+    assert_eq!(yarn.onhand_quantity.has_unit, Id::from("kg"));
+    assert_eq!(yarn.custodian, Some(Id::from("bo")));
+    let members = r.members();
+    let bo = members
+        .iter()
+        .find(|m| m.device == key(8).id())
+        .expect("bo is a member");
+    assert_eq!((bo.role, bo.agent.as_str()), (Role::Member, "bo"));
+    assert_eq!(bo.added_by, key(7).id());
+    let p = r.provenance(&events[2].id).expect("provenance");
+    assert_eq!(p.device, key(8).id());
+}
+
+#[test]
+fn golden_v2_network_and_ledger_read() {
+    let (network, changes) = v2_network();
+    let n = changes.len();
+    let (replica, receipt) = Replica::join(network, key(0x0a), changes).expect("join");
+    assert!(receipt.refused.is_empty(), "{:?}", receipt.refused);
+    assert_eq!((receipt.applied.len(), receipt.waiting), (n, 0));
+    check_content(&replica);
+    // The saved document (Automerge's format) loads to the same heads and the same views.
+    let bytes = std::fs::read(golden("v2-ledger.automerge")).expect("golden file");
+    let saved = Ledger::load(&bytes, key(0x0a).session_actor().expect("actor")).expect("load");
+    assert_eq!(saved.heads(), replica.ledger().heads());
+    assert_eq!(saved.snapshot(), replica.ledger().snapshot());
+}
+
+#[test]
+fn golden_v3_frames_read() {
+    let (network, changes) = v2_network();
+    let bytes = std::fs::read(golden("v3-frames.bin")).expect("golden file");
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let (frame, used) = Frame::split(&bytes[at..])
+            .expect("a valid frame")
+            .expect("a whole frame");
+        frames.push(frame);
+        at += used;
+    }
+    assert_eq!(frames.len(), 4);
+    let hashes = |c: &[SignedChange]| c.iter().map(SignedChange::hash).collect::<Vec<_>>();
+    match &frames[0] {
+        Frame::Sync {
+            seq,
+            message,
+            changes: carried,
+        } => {
+            assert_eq!(*seq, 1);
+            assert!(!message.is_empty());
+            assert_eq!(hashes(carried), hashes(&changes[..2]));
+            assert_eq!(carried[1].signature, changes[1].signature);
+        }
+        other => panic!("frame 0: {other:?}"),
+    }
+    match &frames[1] {
+        Frame::Push { changes: carried } => assert_eq!(hashes(carried), hashes(&changes)),
+        other => panic!("frame 1: {other:?}"),
+    }
+    // The Push frame was written compressed (its body is over the compression threshold).
+    let first_len = u32::from_be_bytes(bytes[..4].try_into().expect("4")) as usize;
+    let second = 4 + first_len;
+    let push_len = u32::from_be_bytes(bytes[second..second + 4].try_into().expect("4")) as usize;
+    let raw: usize = changes.iter().map(|c| c.change.raw_bytes().len()).sum();
+    assert!(
+        push_len < raw,
+        "push frame of {push_len} bytes for {raw} bytes of changes"
+    );
+    match &frames[2] {
+        Frame::Refuse { code, reason } => {
+            assert_eq!(*code, RefuseCode::NotAMember);
+            assert_eq!(reason, "golden: not a member");
+        }
+        other => panic!("frame 2: {other:?}"),
+    }
+    match &frames[3] {
+        Frame::Redeem {
+            invite,
+            secret,
+            agent,
+        } => {
+            assert_eq!(invite.network, network);
+            assert_eq!(invite.issuer, key(7).id());
+            assert_eq!(invite.role, Role::Member);
+            assert_eq!(invite.expires_at, INVITE_EXPIRES);
+            invite.verify_signature().expect("the invite's signature");
+            assert!(secret.is_some());
+            assert_eq!(agent.as_ref().map(|a| a.id.as_str()), Some("cy"));
+        }
+        other => panic!("frame 3: {other:?}"),
+    }
+}
+
+#[test]
+fn golden_v3_store_opens() {
+    let (network, changes) = v2_network();
+    // Opening may write (a migration, the lock): work on a copy.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store.redb");
+    std::fs::copy(golden("v3-store.redb"), &path).expect("copy");
+    let store = Store::open(&path).expect("open the golden store");
+    assert_eq!(
+        store.networks().expect("networks"),
+        vec![network.to_string()]
+    );
+    assert_eq!(store.device_key().expect("key").id(), key(7).id());
+    let durable = store.open_replica(&network, key(7)).expect("replica");
+    check_content(durable.replica());
+    let want: Vec<_> = changes.iter().map(SignedChange::hash).collect();
+    let mut have: Vec<_> = durable
+        .replica()
+        .signed_changes_since(&[])
+        .iter()
+        .map(SignedChange::hash)
+        .collect();
+    let mut want_sorted = want.clone();
+    want_sorted.sort();
+    have.sort();
+    assert_eq!(
+        have, want_sorted,
+        "every change is stored with its signature"
+    );
+}
+
+#[test]
+fn golden_v1_ticket_reads() {
+    let (network, _) = v2_network();
+    let text = std::fs::read_to_string(golden("v1-ticket.txt")).expect("golden file");
+    let ticket: Ticket = text.trim().parse().expect("ticket");
+    assert_eq!(ticket.network, network);
+    assert_eq!(ticket.network_name, NETWORK_NAME);
+    assert_eq!(ticket.inviter.device, key(7).id());
+    assert_eq!(
+        ticket.inviter.direct,
+        vec!["127.0.0.1:4433".parse().expect("addr")]
+    );
+    assert_eq!(ticket.invite.expires_at, INVITE_EXPIRES);
+    assert_eq!(ticket.invite.role, Role::Member);
+    ticket.invite.verify_signature().expect("signature");
+    assert!(ticket.secret.is_none(), "a device invite carries no secret");
+    // And the text is what this code writes for the same ticket.
+    assert_eq!(ticket.to_string(), text.trim());
+}
+
+#[test]
+fn golden_v1_trace_bundle_verifies() {
+    let (network, _) = v2_network();
+    let bytes = std::fs::read(golden("v1-trace-bundle.json")).expect("golden file");
+    let t = bundle::verify(&bytes).expect("the golden bundle verifies");
+    assert_eq!(t.network, network);
+    assert_eq!(t.creator, key(7).id());
+    assert_eq!(t.resource, Id::from("yarn"));
+    let events: Vec<(Action, String)> = t
+        .events
+        .iter()
+        .map(|e| {
+            (
+                e.event.action,
+                e.event
+                    .resource_quantity
+                    .as_ref()
+                    .map(|q| q.has_numerical_value.to_string())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [
+            (Action::Produce, "3.5".to_string()),
+            (Action::Consume, "4".to_string()),
+            (Action::Produce, "10".to_string()),
+        ]
+    );
+    assert!(t.events.iter().all(|e| e.device == key(8).id()));
+    // Tampering with the golden bundle is still refused, by name.
+    let mut v: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+    v["trace"]["@graph"][1]["resourceQuantity"]["hasNumericalValue"] = serde_json::json!("40");
+    match bundle::verify(&serde_json::to_vec(&v).expect("json")) {
+        Err(bundle::BundleError::EventField { field, .. }) => {
+            assert_eq!(field, "resourceQuantity.hasNumericalValue")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Writes every golden file of the current versions (see the module documentation).
+#[test]
+#[ignore = "writes tests/golden: REFLOW_WRITE_GOLDEN=1 cargo test -p reflow --test golden -- --ignored write_golden_files"]
+fn write_golden_files() {
+    assert_eq!(
+        std::env::var("REFLOW_WRITE_GOLDEN").as_deref(),
+        Ok("1"),
+        "set REFLOW_WRITE_GOLDEN=1 to overwrite the golden files"
+    );
+    assert_eq!(
+        reflow::SCHEMA_VERSION,
+        2,
+        "name the files for the new version"
+    );
+    assert_eq!(
+        reflow::store::STORE_VERSION,
+        3,
+        "name the files for the new version"
+    );
+    let (mut admin, mut changes) =
+        Replica::create_network(NETWORK_NAME, key(7), Agent::person("ana", "Ana")).expect("create");
+    let (_, more) = admin
+        .write(|l| {
+            l.create(Agent::person("bo", "Bo"))?;
+            l.create(Unit::new("kg", "kilogram", "kg"))
+        })
+        .expect("write");
+    changes.extend(more);
+    changes.extend(
+        admin
+            .add_member(key(8).id(), Role::Member, Id::from("bo"))
+            .expect("add"),
+    );
+    let (mut bo, _) = Replica::join(admin.network(), key(8), changes.clone()).expect("join");
+    let (_, more) = bo
+        .write(|l| {
+            l.record_event(
+                EconomicEvent::new(Action::Produce, "bo", "bo")
+                    .quantity(10, "kg")
+                    .at_time("2026-11-02T09:00:00Z")
+                    .creating(ResourceDescription::new("wool", "Wool")),
+            )?;
+            l.create(Process::new("spin", "Spinning", None))?;
+            l.record_event(
+                EconomicEvent::new(Action::Consume, "bo", "bo")
+                    .resource("wool")
+                    .quantity(4, "kg")
+                    .input_of("spin"),
+            )?;
+            l.record_event(
+                EconomicEvent::new(Action::Produce, "bo", "bo")
+                    .quantity(quantity("3.5"), "kg")
+                    .output_of("spin")
+                    .creating(ResourceDescription::new("yarn", "Yarn")),
+            )
+        })
+        .expect("spin");
+    let receipt = admin.receive(more.clone()).expect("receive");
+    assert!(receipt.refused.is_empty(), "{:?}", receipt.refused);
+    changes.extend(more);
+    check_content(&admin);
+
+    let network = admin.network();
+    let json = serde_json::json!({
+        "about": "Reflow ledger schema v2 golden file, written by engine/tests/golden.rs (write_golden_files). Test keys only: admin ana = 32 bytes of 0x07, member bo = 32 bytes of 0x08.",
+        "network": network.to_string(),
+        "changes": changes.iter().map(|c| serde_json::json!({
+            "change": hex::encode(c.change.raw_bytes()),
+            "signature": hex::encode(c.signature.0),
+        })).collect::<Vec<_>>(),
+    });
+    let write = |name: &str, bytes: &[u8]| std::fs::write(golden(name), bytes).expect("write");
+    write(
+        "v2-network.json",
+        format!("{}\n", serde_json::to_string_pretty(&json).expect("json")).as_bytes(),
+    );
+    write("v2-ledger.automerge", &admin.ledger().save());
+
+    // Frames.
+    let (invite, secret) = admin
+        .invite_bearer(Role::Member, None, INVITE_EXPIRES)
+        .expect("invite");
+    // A real sync message of the admin's document, its changes taken out (as sessions send).
+    let message = {
+        use automerge::sync::SyncDoc;
+        let doc = automerge::Automerge::load(&admin.ledger().save()).expect("doc");
+        let mut state = automerge::sync::State::new();
+        let mut m = doc.generate_sync_message(&mut state).expect("message");
+        m.changes = automerge::sync::ChunkList::empty();
+        m.encode()
+    };
+    let mut frames = Vec::new();
+    frames.extend(
+        Frame::Sync {
+            seq: 1,
+            message,
+            changes: changes[..2].to_vec(),
+        }
+        .encode(),
+    );
+    frames.extend(
+        Frame::Push {
+            changes: changes.clone(),
+        }
+        .encode(),
+    );
+    frames.extend(Frame::refuse(RefuseCode::NotAMember, "golden: not a member").encode());
+    frames.extend(
+        Frame::Redeem {
+            invite,
+            secret: Some(secret),
+            agent: Some(Agent::person("cy", "Cy")),
+        }
+        .encode(),
+    );
+    write("v3-frames.bin", &frames);
+
+    // A ticket for a device.
+    let invite = admin
+        .invite_device(key(9).id(), Role::Member, None, INVITE_EXPIRES)
+        .expect("invite");
+    let mut inviter = PeerAddr::new(key(7).id());
+    inviter.direct.push("127.0.0.1:4433".parse().expect("addr"));
+    let ticket = Ticket {
+        network,
+        network_name: NETWORK_NAME.into(),
+        invite,
+        secret: None,
+        inviter,
+    };
+    write("v1-ticket.txt", format!("{ticket}\n").as_bytes());
+
+    // The trace bundle of the yarn.
+    write(
+        "v1-trace-bundle.json",
+        &bundle::export(&admin, &Id::from("yarn")).expect("bundle"),
+    );
+
+    // A store holding the admin's replica (compacted, so the file stays small).
+    let path = golden("v3-store.redb");
+    let _ = std::fs::remove_file(&path);
+    {
+        let store = Store::open(&path).expect("store");
+        store
+            .put_node_meta("device_key", key(7).secret_bytes().as_slice())
+            .expect("key");
+        let (replica, _) = Replica::join(network, key(7), changes.clone()).expect("replica");
+        let mut durable = store.create_replica(replica, &changes).expect("create");
+        durable.compact().expect("compact");
+    }
+}
