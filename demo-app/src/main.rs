@@ -392,6 +392,9 @@ enum ProposalCmd {
         /// All intents must be taken together.
         #[arg(long)]
         unit_based: bool,
+        /// VF's purpose: offer or request (checked against the intents' provider/receiver).
+        #[arg(long, value_enum)]
+        purpose: Option<PurposeArg>,
         /// Where it is valid.
         #[arg(long)]
         location: Option<String>,
@@ -422,6 +425,15 @@ enum ProposalCmd {
         #[arg(value_enum)]
         status: StatusArg,
     },
+}
+
+/// Proposal purposes (VF's `offer`, `request`).
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum PurposeArg {
+    /// Something is offered.
+    Offer,
+    /// Something is asked for.
+    Request,
 }
 
 /// Proposal statuses.
@@ -1322,22 +1334,25 @@ fn proposal_cmd(node: &Node, net: NetworkId, cmd: &ProposalCmd) -> Result<()> {
             intents,
             reciprocal,
             unit_based,
+            purpose,
             location,
             note,
         } => {
             let p = Proposal {
-                id: Id::from(id.as_str()),
-                name: name.clone(),
-                publishes: intents.iter().map(|i| Id::from(i.as_str())).collect(),
                 reciprocal: reciprocal.iter().map(|i| Id::from(i.as_str())).collect(),
-                proposed_to: Vec::new(),
                 created: Some(planning_cli::now_utc()),
-                has_beginning: None,
-                has_end: None,
                 unit_based: *unit_based,
                 eligible_location: location.as_deref().map(Id::from),
-                status: ProposalStatus::Open,
+                purpose: purpose.map(|p| match p {
+                    PurposeArg::Offer => reflow::ProposalPurpose::Offer,
+                    PurposeArg::Request => reflow::ProposalPurpose::Request,
+                }),
                 note: note.clone(),
+                ..Proposal::new(
+                    id.as_str(),
+                    name.clone(),
+                    intents.iter().map(|i| Id::from(i.as_str())).collect(),
+                )
             };
             println!("{}", node.write(net, |l| l.create(p))?);
         }

@@ -447,6 +447,7 @@ pub fn recipe_cmd(node: &Node, net: NetworkId, cmd: &RecipeCmd) -> Result<()> {
                 process_conforms_to: id(based_on),
                 process_classified_as: Vec::new(),
                 has_duration: None,
+                image: None,
                 note: None,
             };
             println!("{}", node.write(net, |l| l.create(rp))?);
