@@ -105,6 +105,9 @@ enum Command {
     /// Recipes, and planning a process (a repair) from one.
     #[command(subcommand)]
     Recipe(planning_cli::RecipeCmd),
+    /// Agent relationships and their roles (a volunteer of a café, a stall of a market).
+    #[command(subcommand)]
+    Relationship(planning_cli::RelationshipCmd),
     /// Totals of events by action, specification, agent, place and period (--json, --csv).
     Flows(planning_cli::FlowsArgs),
     /// Peers of the network known to this device.
@@ -813,6 +816,7 @@ async fn command(cli: &Cli, dir: &std::path::Path, node: &Arc<Node>) -> Result<(
         Command::Agreement(c) => planning_cli::agreement_cmd(node, net()?, c)?,
         Command::Claim(c) => planning_cli::claim_cmd(node, net()?, c)?,
         Command::Recipe(c) => planning_cli::recipe_cmd(node, net()?, c)?,
+        Command::Relationship(c) => planning_cli::relationship_cmd(node, net()?, c)?,
         Command::Flows(a) => planning_cli::flows_cmd(node, net()?, a)?,
         Command::Sync(a) => sync::run(node, net()?, a.json).await?,
         Command::Export(a) => {

@@ -624,7 +624,9 @@ fn check_field_of_id(kind: ObjectKind, id: &str, field: &str, value: &Json) -> R
         return Ok(());
     }
     let Some((subject, relationship, object)) = AgentRelationship::parts_of(id) else {
-        return Err(format!("agent relationship id {id:?} is not [subject, relationship, object]"));
+        return Err(format!(
+            "agent relationship id {id:?} is not [subject, relationship, object]"
+        ));
     };
     let fixed = match field {
         "subject" => subject,
@@ -1056,10 +1058,20 @@ mod planning_field_tests {
             ("object", "cafe"),
             ("note", "Tuesdays"),
         ] {
-            assert!(check_field_of_id(k, rid, field, &json!(value)).is_ok(), "{field}");
+            assert!(
+                check_field_of_id(k, rid, field, &json!(value)).is_ok(),
+                "{field}"
+            );
         }
-        for (field, value) in [("subject", "bo"), ("relationship", "boss"), ("object", "ana")] {
-            assert!(check_field_of_id(k, rid, field, &json!(value)).is_err(), "{field}");
+        for (field, value) in [
+            ("subject", "bo"),
+            ("relationship", "boss"),
+            ("object", "ana"),
+        ] {
+            assert!(
+                check_field_of_id(k, rid, field, &json!(value)).is_err(),
+                "{field}"
+            );
         }
         assert!(check_field_of_id(k, "ana-volunteers", "note", &json!("x")).is_err());
         // Other kinds' ids fix nothing.
@@ -1112,13 +1124,29 @@ mod planning_field_tests {
             (ObjectKind::Process, "inScopeOf", json!("cafe")),
             (ObjectKind::Agent, "classifiedAs", json!(["repair café"])),
             (ObjectKind::Unit, "classifiedAs", json!(["mass"])),
-            (ObjectKind::Commitment, "hasPointInTime", json!("2026-03-10")),
+            (
+                ObjectKind::Commitment,
+                "hasPointInTime",
+                json!("2026-03-10"),
+            ),
             (ObjectKind::Intent, "hasPointInTime", json!("2026-03-10")),
             (ObjectKind::Intent, "stage", json!("repair")),
             (ObjectKind::Intent, "state", json!("good as new")),
-            (ObjectKind::Intent, "image", json!("https://example.org/a.jpg")),
-            (ObjectKind::Intent, "imageList", json!(["https://example.org/b.jpg"])),
-            (ObjectKind::RecipeProcess, "image", json!("https://example.org/c.jpg")),
+            (
+                ObjectKind::Intent,
+                "image",
+                json!("https://example.org/a.jpg"),
+            ),
+            (
+                ObjectKind::Intent,
+                "imageList",
+                json!(["https://example.org/b.jpg"]),
+            ),
+            (
+                ObjectKind::RecipeProcess,
+                "image",
+                json!("https://example.org/c.jpg"),
+            ),
             (ObjectKind::Proposal, "purpose", json!("offer")),
             (ObjectKind::Proposal, "purpose", json!("request")),
             (ObjectKind::Proposal, "listedIn", json!(["week-10"])),
@@ -1161,7 +1189,11 @@ mod planning_field_tests {
             (ObjectKind::Agreement, "bundledIn", json!(["a", "b"])),
             (ObjectKind::AgreementBundle, "bundles", json!(["a"])),
             (ObjectKind::ProposalList, "lists", json!(["p"])),
-            (ObjectKind::Intent, "imageList", json!("https://example.org/b.jpg")),
+            (
+                ObjectKind::Intent,
+                "imageList",
+                json!("https://example.org/b.jpg"),
+            ),
         ];
         for (kind, field, value) in bad {
             assert!(

@@ -154,8 +154,12 @@ fn genesis() -> Ledger {
     offer.id = Id::from("i-offer");
     offer.effort_quantity = Some(Measure::new(3, "hour"));
     l.create(offer).expect("offer");
-    l.create(Proposal::new("p-base", "Dee's work", vec![Id::from("i-offer")]))
-        .expect("proposal");
+    l.create(Proposal::new(
+        "p-base",
+        "Dee's work",
+        vec![Id::from("i-offer")],
+    ))
+    .expect("proposal");
     l.create(AgentRelationshipRole {
         id: Id::from("volunteer"),
         role_label: "is volunteer of".into(),
@@ -271,11 +275,18 @@ enum Op {
     },
     /// Accept the shared proposal as an agent: an agreement whose commitment satisfies the
     /// offer (two replicas accepting offline over-satisfy it).
-    Accept { agent: u8 },
+    Accept {
+        agent: u8,
+    },
     /// Mark a commitment (picked by index) finished, concurrently with its fulfilment.
-    Finish { which: u8 },
+    Finish {
+        which: u8,
+    },
     /// An agent relationship between two agents (replicas make the same one concurrently).
-    Relate { subject: u8, object: u8 },
+    Relate {
+        subject: u8,
+        object: u8,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -777,6 +788,9 @@ struct Outcome {
     rejected: usize,
     skipped: usize,
     conflicts: Vec<Conflict>,
+    /// Agreements (accepts of the shared proposal) and relationships at the end.
+    agreements: usize,
+    relationships: usize,
 }
 
 /// Record `op` on replica `i`, checking that a rejection changes nothing.
@@ -1144,6 +1158,8 @@ fn run(s: &Scenario, full: bool, ctx: &str) -> Outcome {
     );
 
     out.conflicts = reps[0].conflicts();
+    out.agreements = reps[0].list::<Agreement>().len();
+    out.relationships = reps[0].list::<AgentRelationship>().len();
     out
 }
 
@@ -1277,6 +1293,19 @@ fn seeded_planning_scenarios_over_fulfil_and_converge() {
             .current();
         let out = run(&s, false, &format!("planning seed {seed}"));
         let mut seen = BTreeSet::new();
+        if out.agreements >= 2 {
+            // Accepted on two replicas offline: the offer is over-satisfied.
+            *kinds.entry("concurrentAccepts").or_default() += 1;
+            assert!(
+                out.conflicts.iter().any(|c| matches!(c,
+                    Conflict::OverSatisfaction { intent, .. } if intent.as_str() == "i-offer")),
+                "seed {seed}: {} agreements but no over-satisfied offer",
+                out.agreements
+            );
+        }
+        if out.relationships > 0 {
+            *kinds.entry("relationships").or_default() += 1;
+        }
         for c in &out.conflicts {
             match c {
                 Conflict::OverFulfilment { competing, .. } => {
@@ -1306,7 +1335,13 @@ fn seeded_planning_scenarios_over_fulfil_and_converge() {
         concurrent >= 2,
         "too few concurrent over-fulfilments: {stats}"
     );
-    for kind in ["overFulfilment", "overSatisfaction", "overSettlement"] {
+    for kind in [
+        "overFulfilment",
+        "overSatisfaction",
+        "overSettlement",
+        "concurrentAccepts",
+        "relationships",
+    ] {
         assert!(
             kinds.get(kind).copied().unwrap_or(0) >= 2,
             "{kind} too rare: {stats}"

@@ -1226,7 +1226,11 @@ fn an_agreement_bundle_is_complete_when_its_agreements_are() {
     assert!(b.bundles[0].complete && !b.bundles[1].complete && !b.complete);
     l.record_event(work("bob", "alice", "1").fulfilling("c-2"))
         .expect("line 2");
-    assert!(l.agreement_bundle_status(&id("order-7")).expect("status").complete);
+    assert!(
+        l.agreement_bundle_status(&id("order-7"))
+            .expect("status")
+            .complete
+    );
     let e = l
         .create(Agreement {
             bundled_in: Some(id("no-such-order")),
@@ -1391,16 +1395,25 @@ fn a_repair_planned_from_its_recipe_includes_its_exchange() {
     assert_eq!(pads.input_of.as_ref(), Some(&planned.process));
     assert_eq!(pads.clause_of.as_ref(), Some(&planned.agreements[0]));
     assert_eq!(
-        (pads.provider.as_ref().map(Id::as_str), pads.receiver.as_ref().map(Id::as_str)),
+        (
+            pads.provider.as_ref().map(Id::as_str),
+            pads.receiver.as_ref().map(Id::as_str)
+        ),
         (Some("cafe"), Some("ana"))
     );
     let pay = l.get::<Commitment>(&planned.exchange[0]).expect("payment");
-    assert_eq!(pay.reciprocal_clause_of.as_ref(), Some(&planned.agreements[0]));
+    assert_eq!(
+        pay.reciprocal_clause_of.as_ref(),
+        Some(&planned.agreements[0])
+    );
     assert_eq!(pay.input_of, None);
     assert_eq!(pay.output_of, None);
     // The reciprocal clause goes back: the owner pays the café.
     assert_eq!(
-        (pay.provider.as_ref().map(Id::as_str), pay.receiver.as_ref().map(Id::as_str)),
+        (
+            pay.provider.as_ref().map(Id::as_str),
+            pay.receiver.as_ref().map(Id::as_str)
+        ),
         (Some("ana"), Some("cafe"))
     );
     assert_eq!(pay.resource_quantity, Some(m("12", "EUR")));
@@ -1460,11 +1473,15 @@ fn a_repair_planned_from_its_recipe_includes_its_exchange() {
     assert_eq!(a.stipulates_reciprocal[0].percent, Some(q("100").value()));
     // 20 - 12 = 8 EUR left with Ana; 4 - 2 = 2 pads with the café.
     assert_eq!(
-        l.resource(&id("ana-wallet")).expect("wallet").accounting_quantity,
+        l.resource(&id("ana-wallet"))
+            .expect("wallet")
+            .accounting_quantity,
         m("8", "EUR")
     );
     assert_eq!(
-        l.resource(&id("cafe-pads")).expect("pads").accounting_quantity,
+        l.resource(&id("cafe-pads"))
+            .expect("pads")
+            .accounting_quantity,
         m("2", "one")
     );
 }
@@ -1501,8 +1518,12 @@ fn a_fulfilment_without_its_commitment_in_its_causal_past_does_not_count() {
             .expect("get")
             .expect("bucket");
         let mut tx = doc.transaction();
-        tx.put(&b, key.as_str(), serde_json::to_string(event).expect("json"))
-            .expect("put");
+        tx.put(
+            &b,
+            key.as_str(),
+            serde_json::to_string(event).expect("json"),
+        )
+        .expect("put");
         tx.commit();
         (doc.get_last_local_change().expect("a change"), id(&key))
     }
@@ -1565,7 +1586,10 @@ fn a_fulfilment_without_its_commitment_in_its_causal_past_does_not_count() {
 fn classifications_scope_and_times() {
     let mut l = base();
     l.create(Agent {
-        classified_as: vec!["repair café".into(), "https://schema.org/LocalBusiness".into()],
+        classified_as: vec![
+            "repair café".into(),
+            "https://schema.org/LocalBusiness".into(),
+        ],
         ..Agent::organization("cafe-2", "Second café")
     })
     .expect("an organization is classified");

@@ -921,7 +921,8 @@ impl Ledger {
         self.check_object_values(obj)?;
         if T::KIND == ObjectKind::Proposal {
             let json = serde_json::to_value(obj).map_err(json_err("object"))?;
-            let p: crate::vf::Proposal = serde_json::from_value(json).map_err(json_err("object"))?;
+            let p: crate::vf::Proposal =
+                serde_json::from_value(json).map_err(json_err("object"))?;
             self.check_purpose(&p, obj.id())?;
         }
         Ok(())

@@ -14,12 +14,12 @@ use crate::planning::{
     Candidate, ClaimStatus, CommitmentStatus, IntentStatus, NotCounted, PlanStatus, Planned,
     ProposalListStatus, RecipePlanning,
 };
-use crate::views::Causality;
 use crate::vf::{
     Agreement, AgreementBundle, Claim, Commitment, EconomicEvent, Id, Intent, Measure, ObjectKind,
     Plan, Process, Proposal, ProposalList, ProposalStatus, RecipeExchange, RecipeFlow,
     RecipeProcess, VfObject,
 };
+use crate::views::Causality;
 use crate::views::{Conflict, OrderKey, PlanningRef};
 
 /// Objects validated for one change, written together by [`Ledger::commit_staged`].
@@ -500,10 +500,12 @@ impl Ledger {
     /// A proposal list with the proposals it lists (`lists`, the inverse of their
     /// `listedIn`).
     pub fn proposal_list_status(&self, id: &Id) -> Result<ProposalListStatus> {
-        let list = self.get::<ProposalList>(id).ok_or_else(|| Error::NotFound {
-            kind: ObjectKind::ProposalList,
-            id: id.clone(),
-        })?;
+        let list = self
+            .get::<ProposalList>(id)
+            .ok_or_else(|| Error::NotFound {
+                kind: ObjectKind::ProposalList,
+                id: id.clone(),
+            })?;
         let lists = self
             .list::<Proposal>()
             .into_iter()
@@ -782,7 +784,8 @@ impl Ledger {
             })?;
         let all_flows = self.list::<RecipeFlow>();
         let of_process = |f: &RecipeFlow| {
-            f.recipe_input_of.as_ref() == Some(&rp.id) || f.recipe_output_of.as_ref() == Some(&rp.id)
+            f.recipe_input_of.as_ref() == Some(&rp.id)
+                || f.recipe_output_of.as_ref() == Some(&rp.id)
         };
         if !all_flows.iter().any(of_process) {
             return Err(PlanningError::EmptyRecipe {
@@ -848,7 +851,10 @@ impl Ledger {
                 .recipe_reciprocal_clause_of
                 .as_ref()
                 .and_then(|x| agreement_of.get(x));
-            let clause = f.recipe_clause_of.as_ref().and_then(|x| agreement_of.get(x));
+            let clause = f
+                .recipe_clause_of
+                .as_ref()
+                .and_then(|x| agreement_of.get(x));
             let (provider, receiver) = if reciprocal.is_some() && clause.is_none() {
                 (req.receiver.clone(), req.provider.clone())
             } else {

@@ -1716,8 +1716,10 @@ impl AgentRelationship {
     /// (`["ana","volunteer","cafe"]`). Admission reads who may write it from the id alone
     /// (docs/data-model.md), so the id is fixed by the three and one triple is one object.
     pub fn id_for(subject: &Id, relationship: &Id, object: &Id) -> Id {
-        Id(serde_json::to_string(&[subject.as_str(), relationship.as_str(), object.as_str()])
-            .unwrap_or_default())
+        Id(
+            serde_json::to_string(&[subject.as_str(), relationship.as_str(), object.as_str()])
+                .unwrap_or_default(),
+        )
     }
 
     /// The (subject, relationship, object) an id names, if it is a relationship's id in its
