@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use reflow::{
     Action, Commitment, CommitmentStatus, FlowDimension, FlowQuery, FlowReport, Id, Intent,
-    Measure, Period, Proposal, ProposalStatus,
+    Measure, Period, Proposal,
 };
 
 use crate::{invalid_arg, parse_network, MeasureRecord, ReflowNode, Result};

@@ -422,7 +422,11 @@ pub fn relationship_cmd(node: &Node, net: NetworkId, cmd: &RelationshipCmd) -> R
             r.note = note.clone();
             println!("{}", node.write(net, |l| l.create(r))?);
         }
-        RelationshipCmd::Role { id: rid, label, inverse } => {
+        RelationshipCmd::Role {
+            id: rid,
+            label,
+            inverse,
+        } => {
             let r = AgentRelationshipRole {
                 id: Id::from(rid.as_str()),
                 role_label: label.clone(),

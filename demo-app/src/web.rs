@@ -73,8 +73,8 @@ use reflow::node::Invitee;
 use reflow::vf::ACTION_TABLE;
 use reflow::{
     Action, Agent, Conflict, EconomicEvent, EventFilter, Id, Intent, Measure, NetworkId, Node,
-    NodeEvent, Process, Proposal, ProposalStatus, ResourceFilter, ResourceSpecification, Role,
-    SpatialThing, Trace, TraceNode, Unit,
+    NodeEvent, Process, Proposal, ResourceFilter, ResourceSpecification, Role, SpatialThing, Trace,
+    TraceNode, Unit,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};

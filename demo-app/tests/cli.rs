@@ -1521,7 +1521,14 @@ fn market_flow_and_flows_report() {
     fails(
         d,
         &[
-            "proposal", "create", "p2", "x", "--intent", "offer", "--purpose", "request",
+            "proposal",
+            "create",
+            "p2",
+            "x",
+            "--intent",
+            "offer",
+            "--purpose",
+            "request",
         ],
         1,
         "names no receiver",

@@ -1677,3 +1677,40 @@ fn classifications_scope_and_times() {
         "{e:?}"
     );
 }
+
+/// Two replicas create a commitment with the same id offline (the café's "brakes-ana" on two
+/// laptops) and each records a fulfilment having seen only its own creation: both count
+/// after the merge, whichever creation Automerge keeps as the marker's winner. 1 + 1 of 2
+/// hours: fulfilled, no over-fulfilment.
+#[test]
+fn a_commitment_created_twice_concurrently_counts_what_either_creation_saw() {
+    let g = base();
+    let mut a = g.fork(actor(2));
+    let mut b = g.fork(actor(3));
+    for l in [&mut a, &mut b] {
+        let mut c = Commitment::new(Action::Work, "bob", "alice");
+        c.id = id("brakes-ana");
+        c.effort_quantity = Some(m("2", "hour"));
+        l.create(c).expect("commitment");
+    }
+    let ea = a
+        .record_event(work("bob", "alice", "1").fulfilling("brakes-ana"))
+        .expect("a");
+    let eb = b
+        .record_event(work("bob", "alice", "1").fulfilling("brakes-ana"))
+        .expect("b");
+    a.merge(&mut b).expect("merge");
+    b.merge(&mut a).expect("merge");
+    for l in [&a, &b] {
+        let s = l.commitment_status(&id("brakes-ana")).expect("status");
+        let mut by = s.fulfilled_by.clone();
+        by.sort();
+        let mut both = vec![ea.clone(), eb.clone()];
+        both.sort();
+        assert_eq!(by, both, "{:?}", s.not_counted);
+        assert_eq!(s.progress, Progress::Fulfilled);
+        assert_eq!(s.fulfilled, Some(m("2", "hour")));
+        assert!(s.not_counted.is_empty());
+    }
+    assert_eq!(a.snapshot(), b.snapshot());
+}

@@ -56,29 +56,45 @@ impl Ledger {
     /// The order key of an object: the op id of its marker (or of its v1 map), which orders
     /// objects causally like events. `None` if it does not exist.
     fn object_key(&self, kind: ObjectKind, id: &Id) -> Option<OrderKey> {
-        let bucket = schema::object_bucket(kind, id.as_str());
-        let marker = schema::marker_key(kind, id.as_str());
-        for set in &self.layout.object_sets {
-            if let Ok(Some((_, automerge::ObjId::Id(counter, actor, _)))) =
-                self.doc.get(&set[bucket], marker.as_str())
-            {
-                return Some(OrderKey { counter, actor });
-            }
-        }
-        match self.legacy_object(kind, id) {
-            Some(automerge::ObjId::Id(counter, actor, _)) => Some(OrderKey { counter, actor }),
-            _ => None,
-        }
+        self.object_keys(kind, id).into_iter().min()
     }
 
-    /// Whether the event or object at `later` was made with the object at `earlier` in its
-    /// causal past (its recorder had seen it). Lamport order answers most cases without a
-    /// walk: a smaller counter cannot have seen a larger one, and an actor's own changes form
-    /// a chain. An object with no marker op (impossible in a judged ledger) counts as seen.
-    fn has_seen(&self, later: &OrderKey, earlier: Option<&OrderKey>) -> bool {
-        let Some(earlier) = earlier else {
-            return true;
-        };
+    /// Every op that made the object: its v1 map, and each put of its marker (a v1 object
+    /// updated after the migration is copied into its bucket, marker included; two replicas
+    /// may create one id concurrently). Whoever saw any of them had seen the object.
+    fn object_keys(&self, kind: ObjectKind, id: &Id) -> Vec<OrderKey> {
+        let bucket = schema::object_bucket(kind, id.as_str());
+        let marker = schema::marker_key(kind, id.as_str());
+        let mut keys = Vec::new();
+        if let Some(automerge::ObjId::Id(counter, actor, _)) = self.legacy_object(kind, id) {
+            keys.push(OrderKey { counter, actor });
+        }
+        for set in &self.layout.object_sets {
+            for (_, op) in self
+                .doc
+                .get_all(&set[bucket], marker.as_str())
+                .unwrap_or_default()
+            {
+                if let automerge::ObjId::Id(counter, actor, _) = op {
+                    keys.push(OrderKey { counter, actor });
+                }
+            }
+        }
+        keys.sort();
+        keys
+    }
+
+    /// Whether the event or object at `later` was made with one of the ops that `made` the
+    /// object in its causal past (its recorder had seen it). An object with no such op
+    /// (impossible in a judged ledger) counts as seen.
+    fn has_seen_any(&self, later: &OrderKey, made: &[OrderKey]) -> bool {
+        made.is_empty() || made.iter().any(|k| self.has_seen(later, k))
+    }
+
+    /// Whether the op `earlier` is in the causal past of the op `later`. Lamport order
+    /// answers most cases without a walk: a smaller counter cannot have seen a larger one,
+    /// and an actor's own changes form a chain.
+    fn has_seen(&self, later: &OrderKey, earlier: &OrderKey) -> bool {
         if later.counter <= earlier.counter {
             return false;
         }
@@ -109,11 +125,11 @@ impl Ledger {
         target: &Id,
         candidates: Vec<Candidate<'a>>,
     ) -> (Vec<Candidate<'a>>, Vec<NotCounted>) {
-        let key = self.object_key(kind, target);
+        let made = self.object_keys(kind, target);
         let mut seen = Vec::with_capacity(candidates.len());
         let mut unseen = Vec::new();
         for c in candidates {
-            if self.has_seen(&c.key, key.as_ref()) {
+            if self.has_seen_any(&c.key, &made) {
                 seen.push(c);
             } else {
                 unseen.push(NotCounted {
