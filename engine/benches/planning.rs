@@ -12,7 +12,7 @@
 //! what the convergence tests compare), next to the inventory read. Statuses are folded on
 //! every call; only the causal answers are kept.
 //!
-//! `cargo bench -p reflow --bench planning`. Ratios between figures of this run are printed to
+//! `cargo bench -p reflow --no-default-features --bench planning`. Ratios between figures of this run are printed to
 //! stderr at the end. In criterion's test mode (`cargo test --benches`) C is 10 and 50 and
 //! the market events 200.
 
@@ -74,6 +74,8 @@ fn planning(c: &mut Criterion) {
         let mut g = c.benchmark_group(format!("planning/{n}_commitments"));
         g.sampling_mode(SamplingMode::Flat);
         g.sample_size(10);
+        g.warm_up_time(std::time::Duration::from_secs(1));
+        g.measurement_time(std::time::Duration::from_secs(3));
         g.bench_function(BenchmarkId::new("commitment_statuses", "fresh copy"), |b| {
             b.iter_custom(|iters| {
                 let mut total = std::time::Duration::ZERO;
