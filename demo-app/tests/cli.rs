@@ -1651,8 +1651,10 @@ fn market_flow_and_flows_report() {
     fails(d, &["flows", "--from", "March"], 1, "ISO 8601");
     fails(d, &["flows", "--by", "colour"], 1, "unknown dimension");
 
-    // A repair planned from its recipe: the work and the part, as commitments.
+    // A repair planned from its recipe: the work and the part, as commitments; the part is
+    // sold to the owner (a recipe exchange whose reciprocal clause is the price).
     ok(d, &["recipe", "process", "fix-bike", "Fix a bike"]);
+    ok(d, &["recipe", "exchange", "parts-sale", "Parts sale"]);
     ok(
         d,
         &[
@@ -1683,8 +1685,6 @@ fn market_flow_and_flows_report() {
             "parts-sale",
         ],
     );
-    // The part is sold to the owner: a recipe exchange whose reciprocal clause is the price.
-    ok(d, &["recipe", "exchange", "parts-sale", "Parts sale"]);
     ok(
         d,
         &[
