@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use reflow::{
     Action, Commitment, CommitmentStatus, FlowDimension, FlowQuery, FlowReport, Id, Intent,
-    Measure, Period, Proposal, ProposalStatus,
+    Measure, Period, Proposal,
 };
 
 use crate::{invalid_arg, parse_network, MeasureRecord, ReflowNode, Result};
@@ -274,18 +274,8 @@ impl ReflowNode {
     ) -> Result<String> {
         let network = parse_network(&network)?;
         let p = Proposal {
-            id: Id::from(id),
-            name,
-            publishes: publishes.into_iter().map(Id::from).collect(),
             reciprocal: reciprocal.into_iter().map(Id::from).collect(),
-            proposed_to: Vec::new(),
-            created: None,
-            has_beginning: None,
-            has_end: None,
-            unit_based: false,
-            eligible_location: None,
-            status: ProposalStatus::Open,
-            note: None,
+            ..Proposal::new(id, name, publishes.into_iter().map(Id::from).collect())
         };
         self.with_node(|n| Ok(n.write(network, |l| l.create(p))?.to_string()))
     }

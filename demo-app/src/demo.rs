@@ -224,6 +224,7 @@ fn seed_catalogue(cafe: &Node, net: NetworkId) -> Result<()> {
             process_conforms_to: Some(Id::from("repair")),
             process_classified_as: Vec::new(),
             has_duration: None,
+            image: None,
             note: None,
         })?;
         let flows = [

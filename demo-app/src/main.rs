@@ -106,6 +106,9 @@ enum Command {
     /// Recipes, and planning a process (a repair) from one.
     #[command(subcommand)]
     Recipe(planning_cli::RecipeCmd),
+    /// Agent relationships and their roles (a volunteer of a café, a stall of a market).
+    #[command(subcommand)]
+    Relationship(planning_cli::RelationshipCmd),
     /// Totals of events by action, specification, agent, place and period (--json, --csv).
     Flows(planning_cli::FlowsArgs),
     /// Peers of the network known to this device.
@@ -447,6 +450,9 @@ enum ProposalCmd {
         /// All intents must be taken together.
         #[arg(long)]
         unit_based: bool,
+        /// VF's purpose: offer or request (checked against the intents' provider/receiver).
+        #[arg(long, value_enum)]
+        purpose: Option<PurposeArg>,
         /// Where it is valid.
         #[arg(long)]
         location: Option<String>,
@@ -477,6 +483,15 @@ enum ProposalCmd {
         #[arg(value_enum)]
         status: StatusArg,
     },
+}
+
+/// Proposal purposes (VF's `offer`, `request`).
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum PurposeArg {
+    /// Something is offered.
+    Offer,
+    /// Something is asked for.
+    Request,
 }
 
 /// Proposal statuses.
@@ -859,6 +874,7 @@ async fn command(cli: &Cli, dir: &std::path::Path, node: &Arc<Node>) -> Result<(
         Command::Agreement(c) => planning_cli::agreement_cmd(node, net()?, c)?,
         Command::Claim(c) => planning_cli::claim_cmd(node, net()?, c)?,
         Command::Recipe(c) => planning_cli::recipe_cmd(node, net()?, c)?,
+        Command::Relationship(c) => planning_cli::relationship_cmd(node, net()?, c)?,
         Command::Flows(a) => planning_cli::flows_cmd(node, net()?, a)?,
         Command::Sync(a) => sync::run(node, net()?, a.json).await?,
         Command::Export(a) => {
@@ -1396,22 +1412,25 @@ fn proposal_cmd(node: &Node, net: NetworkId, cmd: &ProposalCmd) -> Result<()> {
             intents,
             reciprocal,
             unit_based,
+            purpose,
             location,
             note,
         } => {
             let p = Proposal {
-                id: Id::from(id.as_str()),
-                name: name.clone(),
-                publishes: intents.iter().map(|i| Id::from(i.as_str())).collect(),
                 reciprocal: reciprocal.iter().map(|i| Id::from(i.as_str())).collect(),
-                proposed_to: Vec::new(),
                 created: Some(planning_cli::now_utc()),
-                has_beginning: None,
-                has_end: None,
                 unit_based: *unit_based,
                 eligible_location: location.as_deref().map(Id::from),
-                status: ProposalStatus::Open,
+                purpose: purpose.map(|p| match p {
+                    PurposeArg::Offer => reflow::ProposalPurpose::Offer,
+                    PurposeArg::Request => reflow::ProposalPurpose::Request,
+                }),
                 note: note.clone(),
+                ..Proposal::new(
+                    id.as_str(),
+                    name.clone(),
+                    intents.iter().map(|i| Id::from(i.as_str())).collect(),
+                )
             };
             println!("{}", node.write(net, |l| l.create(p))?);
         }

@@ -8,8 +8,9 @@ use std::str::FromStr;
 use anyhow::{anyhow, Result};
 use clap::{Args, Subcommand};
 use reflow::{
-    Action, Claim, Commitment, FlowDimension, FlowQuery, Id, Measure, NetworkId, Node, Period,
-    Plan, Progress, RecipeFlow, RecipePlanning, RecipeProcess,
+    Action, AgentRelationship, AgentRelationshipRole, Claim, Commitment, FlowDimension, FlowQuery,
+    Id, Measure, NetworkId, Node, Period, Plan, Progress, RecipeFlow, RecipePlanning,
+    RecipeProcess,
 };
 
 use crate::app;
@@ -369,6 +370,107 @@ pub fn claim_cmd(node: &Node, net: NetworkId, cmd: &ClaimCmd) -> Result<()> {
     Ok(())
 }
 
+/// `reflow relationship ...`
+#[derive(Debug, Subcommand)]
+pub enum RelationshipCmd {
+    /// Record that SUBJECT is ROLE of OBJECT ("ana volunteer cafe"). A member records only
+    /// relationships its own agent is part of; an admin any.
+    Add {
+        /// The agent the role is about.
+        subject: String,
+        /// The role (an agent relationship role's id).
+        role: String,
+        /// The other agent.
+        object: String,
+        /// The agent in whose scope it holds.
+        #[arg(long)]
+        scope: Option<String>,
+        /// Free text.
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Define a role (admins only): its id, and its label read from subject to object.
+    Role {
+        /// Id ("volunteer").
+        id: String,
+        /// Label ("is volunteer of").
+        label: String,
+        /// Label read from object to subject ("has volunteer").
+        #[arg(long)]
+        inverse: Option<String>,
+    },
+    /// List relationships.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Run a `relationship` command.
+pub fn relationship_cmd(node: &Node, net: NetworkId, cmd: &RelationshipCmd) -> Result<()> {
+    match cmd {
+        RelationshipCmd::Add {
+            subject,
+            role,
+            object,
+            scope,
+            note,
+        } => {
+            let mut r = AgentRelationship::new(subject.as_str(), role.as_str(), object.as_str());
+            r.in_scope_of = id(scope);
+            r.note = note.clone();
+            println!("{}", node.write(net, |l| l.create(r))?);
+        }
+        RelationshipCmd::Role {
+            id: rid,
+            label,
+            inverse,
+        } => {
+            let r = AgentRelationshipRole {
+                id: Id::from(rid.as_str()),
+                role_label: label.clone(),
+                inverse_role_label: inverse.clone(),
+                note: None,
+            };
+            println!("{}", node.write(net, |l| l.create(r))?);
+        }
+        RelationshipCmd::List { json } => {
+            let (list, roles) = node.read(net, |r| {
+                (
+                    r.ledger().list::<AgentRelationship>(),
+                    r.ledger().list::<AgentRelationshipRole>(),
+                )
+            })?;
+            if *json {
+                let rows: Vec<serde_json::Value> = list
+                    .iter()
+                    .map(|r| {
+                        let mut v = serde_json::to_value(r).unwrap_or_default();
+                        v["id"] = serde_json::Value::String(r.id.to_string());
+                        v
+                    })
+                    .collect();
+                print_json(&rows)?;
+            } else {
+                for r in &list {
+                    let label = roles
+                        .iter()
+                        .find(|x| x.id == r.relationship)
+                        .map_or(r.relationship.as_str(), |x| x.role_label.as_str());
+                    let scope = r
+                        .in_scope_of
+                        .as_ref()
+                        .map(|s| format!(" (in scope of {s})"))
+                        .unwrap_or_default();
+                    println!("{} {label} {}{scope}", r.subject, r.object);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `reflow recipe ...`
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
@@ -383,14 +485,28 @@ pub enum RecipeCmd {
         #[arg(long)]
         based_on: Option<String>,
     },
-    /// Add a recipe flow into (--input) or out of (--output) a recipe process.
+    /// Add a recipe exchange (the template of an agreement: "the pads are sold").
+    Exchange {
+        /// Id.
+        id: String,
+        /// Name.
+        name: String,
+    },
+    /// Add a recipe flow into (default) or out of (--output) a recipe process, and/or a
+    /// clause (--clause-of) or reciprocal clause (--reciprocal-clause-of) of a recipe exchange.
     Flow {
         /// Id (empty: generated).
         #[arg(default_value = "")]
         id: String,
         /// The recipe process.
+        #[arg(long, required_unless_present_any = ["clause_of", "reciprocal_clause_of"])]
+        process: Option<String>,
+        /// The recipe exchange it is a clause of (the pads sold).
         #[arg(long)]
-        process: String,
+        clause_of: Option<String>,
+        /// The recipe exchange it is the reciprocal clause of (the payment).
+        #[arg(long)]
+        reciprocal_clause_of: Option<String>,
         /// An output of the process (default: an input).
         #[arg(long)]
         output: bool,
@@ -447,13 +563,24 @@ pub fn recipe_cmd(node: &Node, net: NetworkId, cmd: &RecipeCmd) -> Result<()> {
                 process_conforms_to: id(based_on),
                 process_classified_as: Vec::new(),
                 has_duration: None,
+                image: None,
                 note: None,
             };
             println!("{}", node.write(net, |l| l.create(rp))?);
         }
+        RecipeCmd::Exchange { id: xid, name } => {
+            let x = reflow::RecipeExchange {
+                id: Id::from(xid.as_str()),
+                name: name.clone(),
+                note: None,
+            };
+            println!("{}", node.write(net, |l| l.create(x))?);
+        }
         RecipeCmd::Flow {
             id: fid,
             process,
+            clause_of,
+            reciprocal_clause_of,
             output,
             action,
             quantity,
@@ -463,10 +590,12 @@ pub fn recipe_cmd(node: &Node, net: NetworkId, cmd: &RecipeCmd) -> Result<()> {
             let mut f = RecipeFlow::new(Action::from_str(action)?);
             f.id = Id::from(fid.as_str());
             if *output {
-                f.recipe_output_of = Some(Id::from(process.as_str()));
+                f.recipe_output_of = id(process);
             } else {
-                f.recipe_input_of = Some(Id::from(process.as_str()));
+                f.recipe_input_of = id(process);
             }
+            f.recipe_clause_of = id(clause_of);
+            f.recipe_reciprocal_clause_of = id(reciprocal_clause_of);
             f.resource_quantity = measure(quantity, "quantity")?;
             f.effort_quantity = measure(effort, "effort")?;
             f.resource_conforms_to = id(conforms_to);
@@ -505,6 +634,12 @@ pub fn recipe_cmd(node: &Node, net: NetworkId, cmd: &RecipeCmd) -> Result<()> {
             } else {
                 println!("process {}", planned.process);
                 for c in planned.inputs.iter().chain(&planned.outputs) {
+                    println!("  commitment {c}");
+                }
+                for a in &planned.agreements {
+                    println!("agreement {a}");
+                }
+                for c in &planned.exchange {
                     println!("  commitment {c}");
                 }
             }

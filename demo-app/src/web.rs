@@ -73,8 +73,8 @@ use reflow::node::Invitee;
 use reflow::vf::ACTION_TABLE;
 use reflow::{
     Action, Agent, Conflict, EconomicEvent, EventFilter, Id, Intent, Measure, NetworkId, Node,
-    NodeEvent, Process, Proposal, ProposalStatus, ResourceFilter, ResourceSpecification, Role,
-    SpatialThing, Trace, TraceNode, Unit,
+    NodeEvent, Process, Proposal, ResourceFilter, ResourceSpecification, Role, SpatialThing, Trace,
+    TraceNode, Unit,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -760,6 +760,12 @@ async fn create_intent(State(s): State<AppState>, Json(input): Json<IntentInput>
         None => None,
     };
     let location = intent.at_location.clone();
+    // VF's purpose, as the intent's open side says it.
+    let purpose = match (&intent.provider, &intent.receiver) {
+        (Some(_), None) => Some(reflow::ProposalPurpose::Offer),
+        (None, Some(_)) => Some(reflow::ProposalPurpose::Request),
+        _ => None,
+    };
     let created = crate::planning_cli::now_utc();
     let (intent_id, proposal_id) = s
         .node
@@ -768,18 +774,11 @@ async fn create_intent(State(s): State<AppState>, Json(input): Json<IntentInput>
             let rid = price.map(|p| l.create(p)).transpose()?;
             let pid = match proposal {
                 Some(name) => Some(l.create(Proposal {
-                    id: Id::from(""),
-                    name,
-                    publishes: vec![iid.clone()],
                     reciprocal: rid.into_iter().collect(),
-                    proposed_to: Vec::new(),
                     created: Some(created),
-                    has_beginning: None,
-                    has_end: None,
-                    unit_based: false,
                     eligible_location: location,
-                    status: ProposalStatus::Open,
-                    note: None,
+                    purpose,
+                    ..Proposal::new("", name, vec![iid.clone()])
                 })?),
                 None => None,
             };

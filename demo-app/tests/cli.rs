@@ -1396,8 +1396,12 @@ fn help_on_every_subcommand() {
         &["claim", "add"],
         &["claim", "list"],
         &["recipe", "process"],
+        &["recipe", "exchange"],
         &["recipe", "flow"],
         &["recipe", "plan"],
+        &["relationship", "add"],
+        &["relationship", "role"],
+        &["relationship", "list"],
         &["flows"],
         &["peers"],
         &["sync"],
@@ -1510,7 +1514,49 @@ fn market_flow_and_flows_report() {
             "offer",
             "--reciprocal",
             "price",
+            "--purpose",
+            "offer",
         ],
+    );
+    // A request's purpose contradicts an offer's intents: refused with the reason.
+    fails(
+        d,
+        &[
+            "proposal",
+            "create",
+            "p2",
+            "x",
+            "--intent",
+            "offer",
+            "--purpose",
+            "request",
+        ],
+        1,
+        "names no receiver",
+    );
+    // Relationships: a role, and who volunteers where.
+    ok(
+        d,
+        &[
+            "relationship",
+            "role",
+            "volunteer",
+            "is volunteer of",
+            "--inverse",
+            "has volunteer",
+        ],
+    );
+    ok(d, &["relationship", "add", "ana", "volunteer", "cafe"]);
+    let rels = json(d, &["relationship", "list", "--json"]);
+    assert_eq!(rels[0]["id"], r#"["ana","volunteer","cafe"]"#, "{rels}");
+    assert_eq!(rels[0]["subject"], "ana", "{rels}");
+    let text = ok(d, &["relationship", "list"]);
+    assert!(text.contains("ana is volunteer of cafe"), "{text}");
+    fails(
+        d,
+        &["relationship", "add", "nobody", "volunteer", "cafe"],
+        1,
+        "nobody",
     );
     let accepted = json(d, &["proposal", "accept", "p", "--agent", "ana", "--json"]);
     let deliver = accepted["commitments"][0]
@@ -1606,8 +1652,10 @@ fn market_flow_and_flows_report() {
     fails(d, &["flows", "--from", "March"], 1, "ISO 8601");
     fails(d, &["flows", "--by", "colour"], 1, "unknown dimension");
 
-    // A repair planned from its recipe: the work and the part, as commitments.
+    // A repair planned from its recipe: the work and the part, as commitments; the part is
+    // sold to the owner (a recipe exchange whose reciprocal clause is the price).
     ok(d, &["recipe", "process", "fix-bike", "Fix a bike"]);
+    ok(d, &["recipe", "exchange", "parts-sale", "Parts sale"]);
     ok(
         d,
         &[
@@ -1634,6 +1682,23 @@ fn market_flow_and_flows_report() {
             "1 kg",
             "--conforms-to",
             "apple",
+            "--clause-of",
+            "parts-sale",
+        ],
+    );
+    ok(
+        d,
+        &[
+            "recipe",
+            "flow",
+            "--reciprocal-clause-of",
+            "parts-sale",
+            "--action",
+            "transfer",
+            "--quantity",
+            "4 EUR",
+            "--conforms-to",
+            "euro",
         ],
     );
     let planned = json(
@@ -1658,8 +1723,26 @@ fn market_flow_and_flows_report() {
         Some(2),
         "{planned}"
     );
+    // One agreement (the parts sale): the apple is its clause, the 4 EUR from the café (the
+    // receiver) to ana its reciprocal clause.
+    assert_eq!(
+        planned["agreements"].as_array().map(Vec::len),
+        Some(1),
+        "{planned}"
+    );
+    let agreement = planned["agreements"][0].as_str().expect("agreement");
+    let shown = json(d, &["agreement", "show", agreement, "--json"]);
+    assert_eq!(
+        shown["stipulates"].as_array().map(Vec::len),
+        Some(1),
+        "{shown}"
+    );
+    let pay = &shown["stipulatesReciprocal"][0]["commitment"];
+    assert_eq!(pay["provider"], "cafe", "{shown}");
+    assert_eq!(pay["receiver"], "ana", "{shown}");
+    // Work, part and payment are all due on 2026-01-01: three overdue by February.
     let overdue = ok(d, &["commitment", "list", "--now", "2026-02-01"]);
-    assert_eq!(overdue.matches("OVERDUE").count(), 2, "{overdue}");
+    assert_eq!(overdue.matches("OVERDUE").count(), 3, "{overdue}");
 }
 
 /// `reflow rules show | set | test` (docs/rules.md): a malformed set is refused with the

@@ -22,10 +22,10 @@ use crate::ledger::schema::{self, ObjectKey};
 use crate::ledger::validate;
 use crate::membership::{Member, Rejection, Role};
 use crate::vf::{
-    Agent, AgentRelationship, AgentRelationshipRole, Agreement, Claim, Commitment, EconomicEvent,
-    Intent, Measure, ObjectKind, Plan, Process, ProcessSpecification, Proposal, Recipe,
-    RecipeExchange, RecipeFlow, RecipeProcess, ResourceDescription, ResourceSpecification,
-    SpatialThing, Unit,
+    Agent, AgentRelationship, AgentRelationshipRole, Agreement, AgreementBundle, Claim, Commitment,
+    EconomicEvent, Intent, Measure, ObjectKind, Plan, Process, ProcessSpecification, Proposal,
+    ProposalList, Recipe, RecipeExchange, RecipeFlow, RecipeProcess, ResourceDescription,
+    ResourceSpecification, SpatialThing, Unit,
 };
 
 /// Largest change, in bytes (raw Automerge encoding). Also refused at write time.
@@ -486,13 +486,7 @@ fn check_object_op(
             device: author.device,
         }));
     }
-    if kind == ObjectKind::Agent && author.role != Role::Admin && author.agent.as_str() != id {
-        return Err(Checked::Refused(Rejection::NotYourAgent {
-            device: author.device,
-            agent: author.agent.clone(),
-            edited: id.into(),
-        }));
-    }
+    authority_check(kind, id, author)?;
     match (&parsed, &op.action) {
         (ObjectKey::Marker(..), OpType::Put(ScalarValue::Str(v)))
             if v.as_str() == kind.root_key() =>
@@ -508,7 +502,8 @@ fn check_object_op(
             }
             let value: Json = serde_json::from_str(text)
                 .map_err(|e| Checked::Detail(format!("field {field} is not JSON: {e}")))?;
-            check_field(kind, field, &value).map_err(Checked::Detail)
+            check_field(kind, field, &value).map_err(Checked::Detail)?;
+            check_field_of_id(kind, id, field, &value).map_err(Checked::Detail)
         }
         (ObjectKey::Field(_, _, field), OpType::Delete) => {
             if minimal(kind).get(field.as_str()).is_some() {
@@ -578,15 +573,74 @@ fn v1_scalar(v: &ScalarValue) -> Result<Json, Checked> {
     })
 }
 
-fn agent_check(kind: ObjectKind, id: &str, author: &Member) -> Result<(), Checked> {
-    if kind == ObjectKind::Agent && author.role != Role::Admin && author.agent.as_str() != id {
-        return Err(Checked::Refused(Rejection::NotYourAgent {
-            device: author.device,
-            agent: author.agent.clone(),
-            edited: id.into(),
-        }));
+/// Who may write a key of object `kind` `id`, judged from the id alone (so the verdict needs
+/// nothing but the change and its author's membership): an agent's keys by its own devices
+/// or an admin (`NotYourAgent`); an agent relationship's keys by a device acting for its
+/// subject or its object, or an admin (`NotYourRelationship`); a relationship role's keys by
+/// an admin (`AdminsOnly`). An agent relationship's id must be its canonical
+/// `[subject, relationship, object]`.
+fn authority_check(kind: ObjectKind, id: &str, author: &Member) -> Result<(), Checked> {
+    let admin = author.role == Role::Admin;
+    match kind {
+        ObjectKind::Agent if !admin && author.agent.as_str() != id => {
+            Err(Checked::Refused(Rejection::NotYourAgent {
+                device: author.device,
+                agent: author.agent.clone(),
+                edited: id.into(),
+            }))
+        }
+        ObjectKind::AgentRelationshipRole if !admin => {
+            Err(Checked::Refused(Rejection::AdminsOnly {
+                device: author.device,
+                kind,
+            }))
+        }
+        ObjectKind::AgentRelationship => {
+            let Some((subject, _, object)) = AgentRelationship::parts_of(id) else {
+                return Err(format!(
+                    "agent relationship id {id:?} is not the JSON array [subject, relationship, object]"
+                )
+                .into());
+            };
+            if admin || author.agent == subject || author.agent == object {
+                Ok(())
+            } else {
+                Err(Checked::Refused(Rejection::NotYourRelationship {
+                    device: author.device,
+                    agent: author.agent.clone(),
+                    subject,
+                    object,
+                }))
+            }
+        }
+        _ => Ok(()),
     }
-    Ok(())
+}
+
+/// The fields an object's id fixes: an agent relationship's `subject`, `relationship` and
+/// `object` are the parts of its id.
+fn check_field_of_id(kind: ObjectKind, id: &str, field: &str, value: &Json) -> Result<(), String> {
+    if kind != ObjectKind::AgentRelationship {
+        return Ok(());
+    }
+    let Some((subject, relationship, object)) = AgentRelationship::parts_of(id) else {
+        return Err(format!(
+            "agent relationship id {id:?} is not [subject, relationship, object]"
+        ));
+    };
+    let fixed = match field {
+        "subject" => subject,
+        "relationship" => relationship,
+        "object" => object,
+        _ => return Ok(()),
+    };
+    if value.as_str() == Some(fixed.as_str()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "agent relationship {id}: {field} is {value}, but its id says {fixed:?}"
+        ))
+    }
 }
 
 impl V1Writes {
@@ -632,7 +686,7 @@ impl V1Writes {
         if !schema::valid_id(id) {
             return Err(format!("invalid id {:?}", id.as_str()).into());
         }
-        agent_check(kind, id, author)?;
+        authority_check(kind, id, author)?;
         self.nodes.insert(
             (at.0, at.1.clone()),
             V1Node::Object {
@@ -654,7 +708,7 @@ impl V1Writes {
         at: OpId<'_>,
         author: &Member,
     ) -> Result<(), Checked> {
-        agent_check(kind, id, author)?;
+        authority_check(kind, id, author)?;
         let Key::Map(field) = &op.key else {
             return Err(format!("{kind} {id} is a map").into());
         };
@@ -760,6 +814,7 @@ impl V1Writes {
             return Err(format!("a field of {len} bytes").into());
         }
         check_field_v1(kind, field, &value)
+            .and_then(|()| check_field_of_id(kind, id, field, &value))
             .map_err(|e| Checked::Detail(format!("{kind} {id}: {e}")))
     }
 
@@ -866,6 +921,8 @@ pub(crate) fn check_field(kind: ObjectKind, field: &str, value: &Json) -> Result
         ObjectKind::AgentRelationshipRole => {
             round_trip::<AgentRelationshipRole>(obj, field, value)?
         }
+        ObjectKind::AgreementBundle => round_trip::<AgreementBundle>(obj, field, value)?,
+        ObjectKind::ProposalList => round_trip::<ProposalList>(obj, field, value)?,
         ObjectKind::EconomicEvent => return Err("events are not objects".into()),
     }
     match field {
@@ -988,7 +1045,38 @@ pub fn judge_history(network: crate::NetworkId, history: &[crate::SignedChange])
 
 #[cfg(test)]
 mod planning_field_tests {
-    use super::check_field;
+    use super::{check_field, check_field_of_id};
+
+    /// An agent relationship's id fixes its subject, relationship and object.
+    #[test]
+    fn a_relationship_id_fixes_its_parts() {
+        let rid = r#"["ana","volunteer","cafe"]"#;
+        let k = ObjectKind::AgentRelationship;
+        for (field, value) in [
+            ("subject", "ana"),
+            ("relationship", "volunteer"),
+            ("object", "cafe"),
+            ("note", "Tuesdays"),
+        ] {
+            assert!(
+                check_field_of_id(k, rid, field, &json!(value)).is_ok(),
+                "{field}"
+            );
+        }
+        for (field, value) in [
+            ("subject", "bo"),
+            ("relationship", "boss"),
+            ("object", "ana"),
+        ] {
+            assert!(
+                check_field_of_id(k, rid, field, &json!(value)).is_err(),
+                "{field}"
+            );
+        }
+        assert!(check_field_of_id(k, "ana-volunteers", "note", &json!("x")).is_err());
+        // Other kinds' ids fix nothing.
+        assert!(check_field_of_id(ObjectKind::Agent, rid, "name", &json!("x")).is_ok());
+    }
     use crate::vf::ObjectKind;
     use serde_json::json;
 
@@ -1033,6 +1121,39 @@ mod planning_field_tests {
                 json!(["textile:cotton"]),
             ),
             (ObjectKind::Process, "classifiedAs", json!(["repair"])),
+            (ObjectKind::Process, "inScopeOf", json!("cafe")),
+            (ObjectKind::Agent, "classifiedAs", json!(["repair café"])),
+            (ObjectKind::Unit, "classifiedAs", json!(["mass"])),
+            (
+                ObjectKind::Commitment,
+                "hasPointInTime",
+                json!("2026-03-10"),
+            ),
+            (ObjectKind::Intent, "hasPointInTime", json!("2026-03-10")),
+            (ObjectKind::Intent, "stage", json!("repair")),
+            (ObjectKind::Intent, "state", json!("good as new")),
+            (
+                ObjectKind::Intent,
+                "image",
+                json!("https://example.org/a.jpg"),
+            ),
+            (
+                ObjectKind::Intent,
+                "imageList",
+                json!(["https://example.org/b.jpg"]),
+            ),
+            (
+                ObjectKind::RecipeProcess,
+                "image",
+                json!("https://example.org/c.jpg"),
+            ),
+            (ObjectKind::Proposal, "purpose", json!("offer")),
+            (ObjectKind::Proposal, "purpose", json!("request")),
+            (ObjectKind::Proposal, "listedIn", json!(["week-10"])),
+            (ObjectKind::ProposalList, "proposedTo", json!(["ana"])),
+            (ObjectKind::ProposalList, "created", json!("2026-03-02")),
+            (ObjectKind::Agreement, "bundledIn", json!("order-7")),
+            (ObjectKind::AgreementBundle, "name", json!("Order 7")),
         ];
         for (kind, field, value) in ok {
             let r = check_field(kind, field, &value);
@@ -1063,6 +1184,16 @@ mod planning_field_tests {
             (ObjectKind::AgentRelationship, "subject", json!(7)),
             (ObjectKind::RecipeFlow, "action", json!("steal")),
             (ObjectKind::Recipe, "sideEffect", json!("x")),
+            (ObjectKind::Proposal, "purpose", json!("swap")),
+            (ObjectKind::Proposal, "listedIn", json!("week-10")),
+            (ObjectKind::Agreement, "bundledIn", json!(["a", "b"])),
+            (ObjectKind::AgreementBundle, "bundles", json!(["a"])),
+            (ObjectKind::ProposalList, "lists", json!(["p"])),
+            (
+                ObjectKind::Intent,
+                "imageList",
+                json!("https://example.org/b.jpg"),
+            ),
         ];
         for (kind, field, value) in bad {
             assert!(

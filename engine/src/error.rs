@@ -33,6 +33,17 @@ pub enum Error {
         hint: &'static str,
     },
 
+    /// A field that VF 1.0 does not give to this kind of object.
+    #[error("`{field}` does not apply to {to}: {hint}")]
+    NotApplicable {
+        /// The field.
+        field: &'static str,
+        /// What it was given to.
+        to: &'static str,
+        /// What to do.
+        hint: &'static str,
+    },
+
     /// A field refers to an object the ledger does not have.
     #[error("`{field}` refers to {kind} `{id}`, which this ledger does not have: create it first or check the id")]
     UnknownReference {
@@ -353,6 +364,26 @@ pub enum PlanningError {
     EmptyRecipe {
         /// The recipe process.
         recipe_process: Id,
+    },
+    /// An agent relationship's id is not the one its subject, relationship and object fix.
+    #[error("agent relationship id `{given}` must be `{expected}` (its [subject, relationship, object]): leave the id empty to get it")]
+    RelationshipId {
+        /// The id given.
+        given: Id,
+        /// The id its parts fix.
+        expected: Id,
+    },
+    /// A proposal's `purpose` contradicts an intent it publishes.
+    #[error("proposal `{proposal}` has purpose {purpose}, but the intent `{intent}` it publishes {detail}")]
+    PurposeContradicts {
+        /// The proposal.
+        proposal: Id,
+        /// Its purpose (offer, request).
+        purpose: &'static str,
+        /// The intent.
+        intent: Id,
+        /// What contradicts.
+        detail: &'static str,
     },
     /// A time filter or clock value is not an ISO 8601 date or date-time.
     #[error("`{field}` is {value:?}: give an ISO 8601 date (2026-03-01) or date-time (2026-03-01T10:00:00Z)")]

@@ -52,8 +52,8 @@ pub use node::{
     RelayConfig, UnavailableKind,
 };
 pub use planning::{
-    Accepted, AgreementStatus, ClaimStatus, CommitmentStatus, IntentStatus, NotCounted, PlanStatus,
-    Planned, Progress, RecipePlanning,
+    Accepted, AgreementBundleStatus, AgreementStatus, ClaimStatus, CommitmentStatus, IntentStatus,
+    NotCounted, PlanStatus, Planned, Progress, ProposalListStatus, RecipePlanning,
 };
 pub use replica::{Limits, Provenance, Quarantined, Receipt, Replica};
 pub use rules::{CompiledRules, Finding, Outcome, Recorder, Rule, RuleError, RuleSet};
@@ -62,11 +62,11 @@ pub use store::{
 };
 pub use sync::{Frame, FrameError, SyncError, SyncSession};
 pub use vf::{
-    Action, Agent, AgentKind, AgentRelationship, AgentRelationshipRole, Agreement, Claim,
-    Commitment, EconomicEvent, EconomicResource, Id, Intent, Measure, NewEvent, ObjectKind, Plan,
-    Process, ProcessSpecification, Proposal, ProposalStatus, Quantity, Recipe, RecipeExchange,
-    RecipeFlow, RecipeProcess, ResourceDescription, ResourceSpecification, SpatialThing, Unit,
-    VfObject,
+    Action, Agent, AgentKind, AgentRelationship, AgentRelationshipRole, Agreement, AgreementBundle,
+    Claim, Commitment, EconomicEvent, EconomicResource, Id, Intent, Measure, NewEvent, ObjectKind,
+    Plan, Process, ProcessSpecification, Proposal, ProposalList, ProposalPurpose, ProposalStatus,
+    Quantity, Recipe, RecipeExchange, RecipeFlow, RecipeProcess, ResourceDescription,
+    ResourceSpecification, SpatialThing, Unit, VfObject,
 };
 pub use views::{Conflict, QuantityKind, Trace, TraceNode, TraceStep, TransferOf};
 /// Whether stored views are used on open (`views::stored::IN_USE`; not yet: docs/storage.md).

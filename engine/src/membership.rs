@@ -265,6 +265,28 @@ pub enum Rejection {
         /// What is wrong.
         detail: String,
     },
+    /// An agent relationship written by a device that acts for neither its subject nor its
+    /// object and is not an admin (a member asserting who volunteers where for others).
+    #[serde(rename_all = "camelCase")]
+    NotYourRelationship {
+        /// The author.
+        device: DeviceId,
+        /// The agent the author acts for.
+        agent: Id,
+        /// The relationship's subject.
+        subject: Id,
+        /// The relationship's object.
+        object: Id,
+    },
+    /// An object of a kind only admins write (agent relationship roles) written by a device
+    /// that was not an admin in the change's causal past.
+    #[serde(rename_all = "camelCase")]
+    AdminsOnly {
+        /// The author.
+        device: DeviceId,
+        /// The kind written.
+        kind: crate::vf::ObjectKind,
+    },
 }
 
 impl std::fmt::Display for Rejection {
@@ -327,6 +349,18 @@ impl std::fmt::Display for Rejection {
                 write!(f, "{device} wrote the network's rules but is not an admin")
             }
             Rejection::InvalidRules { detail } => write!(f, "invalid rule set: {detail}"),
+            Rejection::NotYourRelationship {
+                device,
+                agent,
+                subject,
+                object,
+            } => write!(
+                f,
+                "{device} acts for {agent} but wrote a relationship between {subject} and {object}"
+            ),
+            Rejection::AdminsOnly { device, kind } => {
+                write!(f, "{device} wrote a {kind} but is not an admin")
+            }
         }
     }
 }

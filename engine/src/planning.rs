@@ -15,7 +15,8 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 
 use crate::vf::{
-    Agreement, Claim, Commitment, EconomicEvent, Id, Intent, Measure, Plan, Process, Quantity,
+    Agreement, AgreementBundle, Claim, Commitment, EconomicEvent, Id, Intent, Measure, Plan,
+    Process, ProposalList, Quantity,
 };
 use crate::views::{Causality, OrderKey};
 
@@ -148,6 +149,32 @@ pub struct AgreementStatus {
     pub complete: bool,
 }
 
+/// An agreement bundle with the agreements it bundles (inverse of their `bundledIn`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgreementBundleStatus {
+    /// The bundle's id.
+    pub id: Id,
+    /// The bundle as stored.
+    pub bundle: AgreementBundle,
+    /// `bundles`: the agreements whose `bundledIn` names it, by id.
+    pub bundles: Vec<AgreementStatus>,
+    /// Every bundled agreement is complete (and there is at least one).
+    pub complete: bool,
+}
+
+/// A proposal list with the proposals it lists (inverse of their `listedIn`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProposalListStatus {
+    /// The list's id.
+    pub id: Id,
+    /// The list as stored.
+    pub list: ProposalList,
+    /// `lists`: the proposals whose `listedIn` names it, by id.
+    pub lists: Vec<Id>,
+}
+
 /// A plan with what it includes (inverses of `plannedWithin` and `independentDemandOf`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -178,7 +205,10 @@ pub struct Accepted {
     pub reciprocal_commitments: Vec<Id>,
 }
 
-/// What to plan from a recipe process ([`crate::Ledger::plan_from_recipe`]).
+/// What to plan from a recipe process ([`crate::Ledger::plan_from_recipe`]). The primary
+/// flows (process flows, and recipe exchange clauses) go from `provider` to `receiver`; the
+/// reciprocal clauses of a recipe exchange (the payment) go back, from `receiver` to
+/// `provider`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecipePlanning {
     /// The recipe process to plan.
@@ -207,6 +237,11 @@ pub struct Planned {
     pub inputs: Vec<Id>,
     /// Its output commitments.
     pub outputs: Vec<Id>,
+    /// The agreements planned from the recipe exchanges its flows are clauses of, one per
+    /// exchange in the order of the exchanges' ids (empty: the recipe has no exchange).
+    pub agreements: Vec<Id>,
+    /// Commitments of those agreements that are not flows of the process (the payment).
+    pub exchange: Vec<Id>,
 }
 
 /// The outcome of folding satisfiers against a wanted quantity.

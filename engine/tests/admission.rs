@@ -42,6 +42,13 @@ fn setup() -> Setup {
     let (_, c) = admin
         .write(|l| {
             l.create(Unit::new("kg", "kilogram", "kg"))?;
+            l.create(Agent::organization("cafe", "Repair Café"))?;
+            l.create(AgentRelationshipRole {
+                id: Id::from("volunteer"),
+                role_label: "is volunteer of".into(),
+                inverse_role_label: Some("has volunteer".into()),
+                note: None,
+            })?;
             l.create(Agent::person("bo", "Bo"))
         })
         .expect("setup");
@@ -113,6 +120,8 @@ enum Expect {
     TooLarge,
     SpeaksForOthers,
     NotYourAgent,
+    NotYourRelationship,
+    AdminsOnly,
     Equivocation,
     NotAnAdmin,
     DependsOnRefused,
@@ -124,6 +133,8 @@ fn kind(r: &Rejection) -> Option<Expect> {
         Rejection::TooLarge { .. } => Expect::TooLarge,
         Rejection::SpeaksForOthers { .. } => Expect::SpeaksForOthers,
         Rejection::NotYourAgent { .. } => Expect::NotYourAgent,
+        Rejection::NotYourRelationship { .. } => Expect::NotYourRelationship,
+        Rejection::AdminsOnly { .. } => Expect::AdminsOnly,
         Rejection::Equivocation { .. } => Expect::Equivocation,
         Rejection::NotAnAdmin { .. } => Expect::NotAnAdmin,
         Rejection::DependsOnRefused { .. } => Expect::DependsOnRefused,
@@ -169,6 +180,103 @@ fn attacks(s: &Setup) -> Vec<(&'static str, SignedChange, Expect)> {
         let b = bucket(d, "objectBuckets", object_bucket(ObjectKind::Agent, "ana"));
         tx.put(&b, "[\"agents\",\"ana\",\"name\"]", "\"Mallory\"")
             .expect("put");
+    });
+    // Agent relationships: only a party (subject or object) or an admin asserts one; the id
+    // is [subject, relationship, object] and fixes those fields; roles are admins' alone.
+    let relationship = |tx: &mut automerge::transaction::Transaction<'_>,
+                        d: &Automerge,
+                        rid: &str,
+                        fields: &[(&str, &str)]| {
+        let kind = ObjectKind::AgentRelationship;
+        let b = bucket(d, "objectBuckets", object_bucket(kind, rid));
+        let marker = serde_json::to_string(&[kind.root_key(), rid]).expect("json");
+        tx.put(&b, marker.as_str(), kind.root_key()).expect("put");
+        for (f, v) in fields {
+            let k = serde_json::to_string(&[kind.root_key(), rid, f]).expect("json");
+            let v = serde_json::to_string(v).expect("json");
+            tx.put(&b, k.as_str(), v).expect("put");
+        }
+    };
+    attack(
+        "relationship-between-two-others",
+        Expect::NotYourRelationship,
+        &|tx, d| {
+            relationship(
+                tx,
+                d,
+                r#"["ana","volunteer","cafe"]"#,
+                &[
+                    ("subject", "ana"),
+                    ("object", "cafe"),
+                    ("relationship", "volunteer"),
+                ],
+            );
+        },
+    );
+    attack(
+        "edit-others-relationship-note",
+        Expect::NotYourRelationship,
+        &|tx, d| {
+            let rid = r#"["ana","volunteer","cafe"]"#;
+            let kind = ObjectKind::AgentRelationship;
+            let b = bucket(d, "objectBuckets", object_bucket(kind, rid));
+            let k = serde_json::to_string(&[kind.root_key(), rid, "note"]).expect("json");
+            tx.put(&b, k.as_str(), "\"fired\"").expect("put");
+        },
+    );
+    attack("relationship-free-id", Expect::Schema, &|tx, d| {
+        relationship(
+            tx,
+            d,
+            "bo-volunteers",
+            &[
+                ("subject", "bo"),
+                ("object", "cafe"),
+                ("relationship", "volunteer"),
+            ],
+        );
+    });
+    attack("relationship-id-non-canonical", Expect::Schema, &|tx, d| {
+        relationship(tx, d, r#"[ "bo","volunteer","cafe"]"#, &[("subject", "bo")]);
+    });
+    attack(
+        "relationship-fields-contradict-id",
+        Expect::Schema,
+        &|tx, d| {
+            // bo is the id's subject, but the stored subject would say ana.
+            relationship(
+                tx,
+                d,
+                r#"["bo","volunteer","cafe"]"#,
+                &[
+                    ("subject", "ana"),
+                    ("object", "cafe"),
+                    ("relationship", "volunteer"),
+                ],
+            );
+        },
+    );
+    attack("role-by-a-member", Expect::AdminsOnly, &|tx, d| {
+        let kind = ObjectKind::AgentRelationshipRole;
+        let b = bucket(d, "objectBuckets", object_bucket(kind, "boss"));
+        tx.put(&b, r#"["agentRelationshipRoles","boss"]"#, kind.root_key())
+            .expect("put");
+        tx.put(
+            &b,
+            r#"["agentRelationshipRoles","boss","roleLabel"]"#,
+            "\"is boss of\"",
+        )
+        .expect("put");
+    });
+    attack("relabel-a-role", Expect::AdminsOnly, &|tx, d| {
+        let kind = ObjectKind::AgentRelationshipRole;
+        let b = bucket(d, "objectBuckets", object_bucket(kind, "volunteer"));
+        tx.put(
+            &b,
+            r#"["agentRelationshipRoles","volunteer","roleLabel"]"#,
+            "\"is servant of\"",
+        )
+        .expect("put");
     });
     attack("make-object", Expect::Schema, &|tx, d| {
         let b = bucket(d, "objectBuckets", 3);
@@ -316,6 +424,16 @@ fn every_attack_is_refused_identically_by_four_replicas_in_any_order() {
             .expect("ana records");
         honest.extend(c);
     }
+    // bo asserts his own relationship (as its subject), the café's admin one between others.
+    let (_, c) =
+        s.bo.write(|l| l.create(AgentRelationship::new("bo", "volunteer", "cafe")))
+            .expect("bo's own relationship");
+    honest.extend(c);
+    let (_, c) = s
+        .admin
+        .write(|l| l.create(AgentRelationship::new("ana", "volunteer", "cafe")))
+        .expect("an admin records any relationship");
+    honest.extend(c);
     // ana, an admin, may record for others.
     let (_, c) = s
         .admin
@@ -445,6 +563,38 @@ fn a_device_never_makes_a_change_its_peers_would_refuse() {
         ),
         "{r:?}"
     );
+    // ...nor assert a relationship between two others, nor write a role.
+    let r =
+        s.bo.write(|l| l.create(AgentRelationship::new("ana", "volunteer", "cafe")));
+    assert!(
+        matches!(
+            r,
+            Err(Error::Refused {
+                reason: Rejection::NotYourRelationship { .. }
+            })
+        ),
+        "{r:?}"
+    );
+    let r = s.bo.write(|l| {
+        l.update::<AgentRelationshipRole>(&Id::from("volunteer"), |x| {
+            x.role_label = "is servant of".into()
+        })
+    });
+    assert!(
+        matches!(
+            r,
+            Err(Error::Refused {
+                reason: Rejection::AdminsOnly {
+                    kind: ObjectKind::AgentRelationshipRole,
+                    ..
+                }
+            })
+        ),
+        "{r:?}"
+    );
+    // bo may also assert a relationship of which bo is the object.
+    s.bo.write(|l| l.create(AgentRelationship::new("cafe", "volunteer", "bo")))
+        .expect("bo is its object");
     // bo may edit its own agent and record its own events.
     s.bo.write(|l| l.update::<Agent>(&Id::from("bo"), |a| a.note = Some("stall 4".into())))
         .expect("own agent");

@@ -17,8 +17,12 @@
 //!
 //! The planning layer rides along: replicas make work commitments (some satisfying a shared
 //! intent), record work that fulfils them, satisfies the intent directly or settles a shared
-//! claim; the snapshot carries every commitment's fulfilment, intent's satisfaction and
-//! claim's settlement, and concurrent over-fulfilment is a conflict like an overdraw.
+//! claim; they accept a shared proposal (an agreement whose commitment satisfies the offer:
+//! two accepting offline over-satisfy it), mark commitments finished while others fulfil them,
+//! and assert agent relationships (the same one on several replicas). The snapshot carries
+//! every commitment's fulfilment, intent's satisfaction and claim's settlement, the compared
+//! views every agreement's clauses and the relationships, and concurrent over-fulfilment is a
+//! conflict like an overdraw.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
@@ -145,6 +149,24 @@ fn genesis() -> Ledger {
     k.id = Id::from("k-base");
     k.effort_quantity = Some(Measure::new(3, "hour"));
     l.create(k).expect("claim");
+    // An offer of 3 hours of dee's work, published; and a role for relationships.
+    let mut offer = Intent::offer(Action::Work, "dee");
+    offer.id = Id::from("i-offer");
+    offer.effort_quantity = Some(Measure::new(3, "hour"));
+    l.create(offer).expect("offer");
+    l.create(Proposal::new(
+        "p-base",
+        "Dee's work",
+        vec![Id::from("i-offer")],
+    ))
+    .expect("proposal");
+    l.create(AgentRelationshipRole {
+        id: Id::from("volunteer"),
+        role_label: "is volunteer of".into(),
+        inverse_role_label: None,
+        note: None,
+    })
+    .expect("role");
     l
 }
 
@@ -251,6 +273,20 @@ enum Op {
         which: u8,
         hours: u8,
     },
+    /// Accept the shared proposal as an agent: an agreement whose commitment satisfies the
+    /// offer (two replicas accepting offline over-satisfy it).
+    Accept {
+        agent: u8,
+    },
+    /// Mark a commitment (picked by index) finished, concurrently with its fulfilment.
+    Finish {
+        which: u8,
+    },
+    /// An agent relationship between two agents (replicas make the same one concurrently).
+    Relate {
+        subject: u8,
+        object: u8,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -324,6 +360,9 @@ fn planning_op() -> impl Strategy<Value = Op> {
             .prop_map(|(agent, hours, satisfies)| Op::Commit { agent, hours, satisfies }),
         2 => (0u8..4, any::<u8>(), 0u8..6)
             .prop_map(|(kind, which, hours)| Op::PlanEvent { kind, which, hours }),
+        1 => (0u8..4).prop_map(|agent| Op::Accept { agent }),
+        1 => any::<u8>().prop_map(|which| Op::Finish { which }),
+        1 => (0u8..4, 0u8..4).prop_map(|(subject, object)| Op::Relate { subject, object }),
     ]
 }
 
@@ -584,7 +623,7 @@ fn build(
             }
             one(e)
         }
-        Op::Commit { .. } => None,
+        Op::Commit { .. } | Op::Accept { .. } | Op::Finish { .. } | Op::Relate { .. } => None,
         Op::PlanEvent { kind, which, hours } => {
             let h = i64::from(hours % 6) + 1;
             let e = match kind {
@@ -749,10 +788,48 @@ struct Outcome {
     rejected: usize,
     skipped: usize,
     conflicts: Vec<Conflict>,
+    /// Agreements (accepts of the shared proposal) and relationships at the end.
+    agreements: usize,
+    relationships: usize,
 }
 
 /// Record `op` on replica `i`, checking that a rejection changes nothing.
 fn record_op(l: &mut Ledger, op: &Op, i: usize, full: bool, ctx: &str, out: &mut Outcome) {
+    let done = match *op {
+        // Refused locally once this replica has accepted it (not open): skipped.
+        Op::Accept { agent: a } => Some(
+            l.accept_proposal(&Id::from("p-base"), &Id::from(agent(a)), None)
+                .map(|_| ()),
+        ),
+        Op::Finish { which } => {
+            let cs = l.list::<Commitment>();
+            let c = &cs[usize::from(which) % cs.len()];
+            Some(l.update::<Commitment>(&c.id.clone(), |c| c.finished = true))
+        }
+        Op::Relate { subject, object } => Some(
+            l.create(AgentRelationship::new(
+                agent(subject),
+                "volunteer",
+                agent(object),
+            ))
+            .map(|_| ()),
+        ),
+        _ => None,
+    };
+    match done {
+        Some(Ok(())) => {
+            out.recorded += 1;
+            return;
+        }
+        Some(Err(
+            Error::Planning(PlanningError::ProposalNotOpen { .. }) | Error::DuplicateId { .. },
+        )) => {
+            out.skipped += 1;
+            return;
+        }
+        Some(Err(e)) => panic!("{ctx}: replica {i}: {op:?}: {e}"),
+        None => {}
+    }
     if let Op::Commit {
         agent: a,
         hours,
@@ -889,6 +966,19 @@ fn views_bytes(l: &Ledger, ctx: &str) -> Vec<(String, Vec<u8>)> {
         ("snapshot".to_string(), json(&snap)),
         ("conflicts".to_string(), json(&l.conflicts())),
     ];
+    // The planning layer beyond the snapshot: agreements with their clauses, relationships.
+    for a in l.list::<Agreement>() {
+        let status = l
+            .agreement_status(&a.id)
+            .unwrap_or_else(|e| panic!("{ctx}: agreement {}: {e}", a.id));
+        out.push((format!("agreement {}", a.id), json(&status)));
+    }
+    let relationships: Vec<(Id, AgentRelationship)> = l
+        .list::<AgentRelationship>()
+        .into_iter()
+        .map(|r| (r.id.clone(), r))
+        .collect();
+    out.push(("relationships".to_string(), json(&relationships)));
     for r in &snap.resources {
         let trace = l
             .trace(&r.id)
@@ -1068,6 +1158,8 @@ fn run(s: &Scenario, full: bool, ctx: &str) -> Outcome {
     );
 
     out.conflicts = reps[0].conflicts();
+    out.agreements = reps[0].list::<Agreement>().len();
+    out.relationships = reps[0].list::<AgentRelationship>().len();
     out
 }
 
@@ -1201,6 +1293,19 @@ fn seeded_planning_scenarios_over_fulfil_and_converge() {
             .current();
         let out = run(&s, false, &format!("planning seed {seed}"));
         let mut seen = BTreeSet::new();
+        if out.agreements >= 2 {
+            // Accepted on two replicas offline: the offer is over-satisfied.
+            *kinds.entry("concurrentAccepts").or_default() += 1;
+            assert!(
+                out.conflicts.iter().any(|c| matches!(c,
+                    Conflict::OverSatisfaction { intent, .. } if intent.as_str() == "i-offer")),
+                "seed {seed}: {} agreements but no over-satisfied offer",
+                out.agreements
+            );
+        }
+        if out.relationships > 0 {
+            *kinds.entry("relationships").or_default() += 1;
+        }
         for c in &out.conflicts {
             match c {
                 Conflict::OverFulfilment { competing, .. } => {
@@ -1230,7 +1335,13 @@ fn seeded_planning_scenarios_over_fulfil_and_converge() {
         concurrent >= 2,
         "too few concurrent over-fulfilments: {stats}"
     );
-    for kind in ["overFulfilment", "overSatisfaction", "overSettlement"] {
+    for kind in [
+        "overFulfilment",
+        "overSatisfaction",
+        "overSettlement",
+        "concurrentAccepts",
+        "relationships",
+    ] {
         assert!(
             kinds.get(kind).copied().unwrap_or(0) >= 2,
             "{kind} too rare: {stats}"

@@ -274,13 +274,8 @@ fn exchange_agreement_is_complete_when_both_sides_are_fulfilled() {
             .creating(ResourceDescription::new("bob-cider", "Cider").conforming_to("cider")),
     )
     .expect("cider");
-    l.create(Agreement {
-        id: id("apples-for-cider"),
-        name: "Apples for cider".into(),
-        created: None,
-        note: None,
-    })
-    .expect("agreement");
+    l.create(Agreement::new("apples-for-cider", "Apples for cider"))
+        .expect("agreement");
     let mut apples = Commitment::new(Action::Transfer, "alice", "bob");
     apples.id = id("c-apples");
     apples.clause_of = Some(id("apples-for-cider"));
@@ -422,6 +417,7 @@ fn a_process_is_planned_from_its_recipe_then_executed() {
         process_conforms_to: Some(id("connectorize")),
         process_classified_as: vec!["repair".into()],
         has_duration: Some(m("2", "hour")),
+        image: None,
         note: None,
     })
     .expect("recipe process");
@@ -537,6 +533,7 @@ fn a_process_is_planned_from_its_recipe_then_executed() {
         process_conforms_to: None,
         process_classified_as: Vec::new(),
         has_duration: None,
+        image: None,
         note: None,
     })
     .expect("empty recipe process");
@@ -568,27 +565,54 @@ fn agent_relationships_and_roles() {
         note: None,
     })
     .expect("role");
-    l.create(AgentRelationship {
-        id: id("ana-volunteers"),
-        subject: id("ana"),
-        object: id("cafe"),
-        relationship: id("volunteer"),
-        in_scope_of: None,
-        note: Some("Tuesdays".into()),
-    })
-    .expect("relationship");
-    let rels = l.list::<AgentRelationship>();
-    assert_eq!(rels.len(), 1);
-    assert_eq!(rels[0].object, id("cafe"));
-    let e = l
+    // The id is fixed by [subject, relationship, object]: left empty, the ledger gives it.
+    let rid = l
         .create(AgentRelationship {
-            id: id("ghost"),
-            subject: id("nobody"),
+            id: Id::default(),
+            subject: id("ana"),
             object: id("cafe"),
             relationship: id("volunteer"),
             in_scope_of: None,
-            note: None,
+            note: Some("Tuesdays".into()),
         })
+        .expect("relationship");
+    assert_eq!(rid, id(r#"["ana","volunteer","cafe"]"#));
+    assert_eq!(
+        AgentRelationship::parts_of(rid.as_str()),
+        Some((id("ana"), id("volunteer"), id("cafe")))
+    );
+    let rels = l.list::<AgentRelationship>();
+    assert_eq!(rels.len(), 1);
+    assert_eq!(rels[0].object, id("cafe"));
+    assert_eq!(rels[0].note.as_deref(), Some("Tuesdays"));
+    // One triple is one object; another id for it, or an update that changes a part, is
+    // refused.
+    let e = l
+        .create(AgentRelationship::new("ana", "volunteer", "cafe"))
+        .expect_err("the same relationship twice");
+    assert!(matches!(e, Error::DuplicateId { .. }), "{e:?}");
+    let e = l
+        .create(AgentRelationship {
+            id: id("ana-volunteers"),
+            ..AgentRelationship::new("bo", "volunteer", "cafe")
+        })
+        .expect_err("a free id");
+    assert!(
+        matches!(&e, Error::Planning(PlanningError::RelationshipId { expected, .. })
+            if expected.as_str() == r#"["bo","volunteer","cafe"]"#),
+        "{e:?}"
+    );
+    let e = l
+        .update::<AgentRelationship>(&rid, |r| r.subject = id("bo"))
+        .expect_err("the subject is part of the id");
+    assert!(
+        matches!(e, Error::Planning(PlanningError::RelationshipId { .. })),
+        "{e:?}"
+    );
+    l.update::<AgentRelationship>(&rid, |r| r.in_scope_of = Some(id("mfg")))
+        .expect("inScopeOf is not part of the id");
+    let e = l
+        .create(AgentRelationship::new("nobody", "volunteer", "cafe"))
         .expect_err("unknown subject");
     assert!(
         matches!(
@@ -629,18 +653,10 @@ fn market() -> Ledger {
     price.resource_quantity = Some(m("3", "EUR"));
     l.create(price).expect("intent");
     l.create(Proposal {
-        id: id("p"),
-        name: "2 kg apples".into(),
-        publishes: vec![id("offer")],
         reciprocal: vec![id("price")],
-        proposed_to: Vec::new(),
-        created: None,
-        has_beginning: None,
-        has_end: None,
         unit_based: true,
-        eligible_location: None,
-        status: ProposalStatus::Open,
-        note: None,
+        purpose: Some(ProposalPurpose::Offer),
+        ..Proposal::new("p", "2 kg apples", vec![id("offer")])
     })
     .expect("proposal");
     l
@@ -1168,4 +1184,533 @@ fn flows_report_by_period_place_and_action() {
         ),
         "{e:?}"
     );
+}
+
+/// Two agreements bundled as one order (`AgreementBundle`, `bundledIn`/`bundles`): the bundle
+/// is complete when every agreement is. Work commitments: 2 hours Alice → Bob in the first,
+/// 1 hour Bob → Alice in the second.
+#[test]
+fn an_agreement_bundle_is_complete_when_its_agreements_are() {
+    let mut l = base();
+    l.create(AgreementBundle {
+        id: id("order-7"),
+        name: "Order 7".into(),
+        created: Some("2026-03-07".into()),
+        note: None,
+    })
+    .expect("bundle");
+    for (a, c, from, to, hours) in [
+        ("line-1", "c-1", "alice", "bob", "2"),
+        ("line-2", "c-2", "bob", "alice", "1"),
+    ] {
+        l.create(Agreement {
+            bundled_in: Some(id("order-7")),
+            ..Agreement::new(a, a)
+        })
+        .expect("agreement");
+        let mut k = Commitment::new(Action::Work, from, to);
+        k.id = id(c);
+        k.clause_of = Some(id(a));
+        k.effort_quantity = Some(m(hours, "hour"));
+        l.create(k).expect("commitment");
+    }
+    l.create(Agreement::new("unbundled", "Not in the order"))
+        .expect("agreement");
+    let b = l.agreement_bundle_status(&id("order-7")).expect("status");
+    let ids: Vec<&str> = b.bundles.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(ids, ["line-1", "line-2"]);
+    assert!(!b.complete);
+    l.record_event(work("alice", "bob", "2").fulfilling("c-1"))
+        .expect("line 1");
+    let b = l.agreement_bundle_status(&id("order-7")).expect("status");
+    assert!(b.bundles[0].complete && !b.bundles[1].complete && !b.complete);
+    l.record_event(work("bob", "alice", "1").fulfilling("c-2"))
+        .expect("line 2");
+    assert!(
+        l.agreement_bundle_status(&id("order-7"))
+            .expect("status")
+            .complete
+    );
+    let e = l
+        .create(Agreement {
+            bundled_in: Some(id("no-such-order")),
+            ..Agreement::new("x", "x")
+        })
+        .expect_err("unknown bundle");
+    assert!(
+        matches!(
+            e,
+            Error::UnknownReference {
+                kind: ObjectKind::AgreementBundle,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+}
+
+/// A market's weekly list of proposals (`ProposalList`, `listedIn`/`lists`) and each
+/// proposal's `purpose` (offer or request), which must agree with its intents.
+#[test]
+fn proposal_lists_and_purposes() {
+    let mut l = market();
+    l.create(ProposalList {
+        id: id("week-10"),
+        name: "Market, week 10".into(),
+        proposed_to: Vec::new(),
+        created: Some("2026-03-02".into()),
+        note: None,
+    })
+    .expect("list");
+    let mut want = Intent::request(Action::Transfer, Some("bo"));
+    want.id = id("want-cider");
+    want.resource_conforms_to = Some(id("cider"));
+    want.resource_quantity = Some(m("1", "litre"));
+    l.create(want).expect("intent");
+    l.create(Proposal {
+        purpose: Some(ProposalPurpose::Request),
+        listed_in: vec![id("week-10")],
+        ..Proposal::new("p-want", "Wanted: cider", vec![id("want-cider")])
+    })
+    .expect("request");
+    l.update::<Proposal>(&id("p"), |p| p.listed_in = vec![id("week-10")])
+        .expect("list the apples");
+    l.create(Proposal::new("p-other", "Not listed", vec![id("offer")]))
+        .expect("proposal");
+    let s = l.proposal_list_status(&id("week-10")).expect("status");
+    assert_eq!(s.lists, vec![id("p"), id("p-want")]);
+    assert_eq!(s.list.name, "Market, week 10");
+    // An offer must publish intents with a provider; a request intents with a receiver.
+    let e = l
+        .create(Proposal {
+            purpose: Some(ProposalPurpose::Offer),
+            ..Proposal::new("p-bad", "Bad", vec![id("want-cider")])
+        })
+        .expect_err("an offer of a request");
+    assert!(
+        matches!(&e, Error::Planning(PlanningError::PurposeContradicts { intent, purpose: "offer", .. }) if intent.as_str() == "want-cider"),
+        "{e:?}"
+    );
+    let e = l
+        .update::<Proposal>(&id("p"), |p| p.purpose = Some(ProposalPurpose::Request))
+        .expect_err("the apples are an offer");
+    assert!(
+        matches!(e, Error::Planning(PlanningError::PurposeContradicts { .. })),
+        "{e:?}"
+    );
+    let e = l
+        .update::<Proposal>(&id("p"), |p| p.listed_in = vec![id("no-list")])
+        .expect_err("unknown list");
+    assert!(
+        matches!(
+            e,
+            Error::UnknownReference {
+                kind: ObjectKind::ProposalList,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+}
+
+/// The repair café's brake repair: an hour of work and two pads go in, the bicycle comes out
+/// repaired; the pads are sold to the owner (a recipe exchange: pads for 12 EUR). Planning
+/// from the recipe makes the process, its three commitments, and the agreement: the pads
+/// commitment is a process input and the agreement's clause, the payment (Ana → café) its
+/// reciprocal clause. Delivering the pads and paying completes the agreement.
+#[test]
+fn a_repair_planned_from_its_recipe_includes_its_exchange() {
+    let mut l = base();
+    l.create(ProcessSpecification::new("bike-repair", "Bicycle repair"))
+        .expect("pspec");
+    l.create(ResourceSpecification::new("pads", "Brake pads"))
+        .expect("spec");
+    l.create(ResourceSpecification::new("bicycle", "Bicycle"))
+        .expect("spec");
+    l.create(RecipeProcess {
+        id: id("rp-brakes"),
+        name: "Brake repair".into(),
+        process_conforms_to: Some(id("bike-repair")),
+        process_classified_as: Vec::new(),
+        has_duration: Some(m("1", "hour")),
+        image: None,
+        note: None,
+    })
+    .expect("recipe process");
+    for x in ["rx-parts", "rx-other"] {
+        l.create(RecipeExchange {
+            id: id(x),
+            name: format!("{x} sale"),
+            note: None,
+        })
+        .expect("recipe exchange");
+    }
+    let flow = |fid: &str, action: Action, qty: Measure, spec: &str| {
+        let mut f = RecipeFlow::new(action);
+        f.id = id(fid);
+        f.resource_conforms_to = Some(id(spec));
+        if action == Action::Work {
+            f.effort_quantity = Some(qty);
+        } else {
+            f.resource_quantity = Some(qty);
+        }
+        f
+    };
+    let mut f = flow("rf-work", Action::Work, m("1", "hour"), "machining");
+    f.recipe_input_of = Some(id("rp-brakes"));
+    l.create(f).expect("flow");
+    let mut f = flow("rf-pads", Action::Consume, m("2", "one"), "pads");
+    f.recipe_input_of = Some(id("rp-brakes"));
+    f.recipe_clause_of = Some(id("rx-parts"));
+    l.create(f).expect("flow");
+    let mut f = flow("rf-bike", Action::Modify, m("1", "one"), "bicycle");
+    f.recipe_output_of = Some(id("rp-brakes"));
+    l.create(f).expect("flow");
+    let mut f = flow("rf-pay", Action::Transfer, m("12", "EUR"), "euro");
+    f.recipe_reciprocal_clause_of = Some(id("rx-parts"));
+    l.create(f).expect("flow");
+    // A flow of another exchange that the process does not touch: not planned.
+    let mut f = flow("rf-other", Action::Transfer, m("5", "EUR"), "euro");
+    f.recipe_clause_of = Some(id("rx-other"));
+    l.create(f).expect("flow");
+
+    let planned = l
+        .plan_from_recipe(&RecipePlanning {
+            recipe_process: id("rp-brakes"),
+            plan: None,
+            name: Some("Ana's brakes".into()),
+            provider: id("cafe"),
+            receiver: id("ana"),
+            due: Some("2026-03-10".into()),
+            output_is_independent_demand: false,
+        })
+        .expect("planned");
+    // Flows in id order: rf-bike (output), rf-pads, rf-pay (exchange only), rf-work.
+    assert_eq!(planned.inputs.len(), 2);
+    assert_eq!(planned.outputs.len(), 1);
+    assert_eq!(planned.exchange.len(), 1);
+    assert_eq!(planned.agreements.len(), 1);
+    let pads = l.get::<Commitment>(&planned.inputs[0]).expect("pads");
+    assert_eq!(pads.action, Action::Consume);
+    assert_eq!(pads.input_of.as_ref(), Some(&planned.process));
+    assert_eq!(pads.clause_of.as_ref(), Some(&planned.agreements[0]));
+    assert_eq!(
+        (
+            pads.provider.as_ref().map(Id::as_str),
+            pads.receiver.as_ref().map(Id::as_str)
+        ),
+        (Some("cafe"), Some("ana"))
+    );
+    let pay = l.get::<Commitment>(&planned.exchange[0]).expect("payment");
+    assert_eq!(
+        pay.reciprocal_clause_of.as_ref(),
+        Some(&planned.agreements[0])
+    );
+    assert_eq!(pay.input_of, None);
+    assert_eq!(pay.output_of, None);
+    // The reciprocal clause goes back: the owner pays the café.
+    assert_eq!(
+        (
+            pay.provider.as_ref().map(Id::as_str),
+            pay.receiver.as_ref().map(Id::as_str)
+        ),
+        (Some("ana"), Some("cafe"))
+    );
+    assert_eq!(pay.resource_quantity, Some(m("12", "EUR")));
+    let a = l
+        .agreement_status(&planned.agreements[0])
+        .expect("agreement");
+    assert_eq!(a.agreement.name, "rx-parts sale");
+    assert_eq!(a.stipulates.len(), 1);
+    assert_eq!(a.stipulates_reciprocal.len(), 1);
+    assert!(!a.complete);
+    assert!(
+        !l.list::<Commitment>()
+            .iter()
+            .any(|c| c.resource_quantity == Some(m("5", "EUR"))),
+        "the other exchange is not planned"
+    );
+
+    // Executed: the café uses two of its pads, Ana pays 12 of her 20 EUR.
+    l.record_event(
+        EconomicEvent::new(Action::Produce, "cafe", "cafe")
+            .quantity(4, "one")
+            .creating(ResourceDescription::new("cafe-pads", "Pads").conforming_to("pads")),
+    )
+    .expect("pads in stock");
+    l.record_event(
+        EconomicEvent::new(Action::Produce, "ana", "ana")
+            .quantity(20, "EUR")
+            .creating(ResourceDescription::new("ana-wallet", "Wallet").conforming_to("euro")),
+    )
+    .expect("money");
+    l.record_event(
+        EconomicEvent::new(Action::Consume, "cafe", "cafe")
+            .resource("cafe-pads")
+            .quantity(2, "one")
+            .input_of(planned.process.as_str())
+            .fulfilling(planned.inputs[0].as_str()),
+    )
+    .expect("pads used");
+    let a = l
+        .agreement_status(&planned.agreements[0])
+        .expect("agreement");
+    assert_eq!(a.stipulates[0].progress, Progress::Fulfilled);
+    assert_eq!(a.stipulates_reciprocal[0].progress, Progress::Open);
+    assert!(!a.complete);
+    l.record_event(
+        EconomicEvent::new(Action::Transfer, "ana", "cafe")
+            .resource("ana-wallet")
+            .quantity(12, "EUR")
+            .fulfilling(planned.exchange[0].as_str())
+            .creating(ResourceDescription::new("cafe-till", "Till")),
+    )
+    .expect("paid");
+    let a = l
+        .agreement_status(&planned.agreements[0])
+        .expect("agreement");
+    assert!(a.complete, "{a:?}");
+    assert_eq!(a.stipulates_reciprocal[0].percent, Some(q("100").value()));
+    // 20 - 12 = 8 EUR left with Ana; 4 - 2 = 2 pads with the café.
+    assert_eq!(
+        l.resource(&id("ana-wallet"))
+            .expect("wallet")
+            .accounting_quantity,
+        m("8", "EUR")
+    );
+    assert_eq!(
+        l.resource(&id("cafe-pads"))
+            .expect("pads")
+            .accounting_quantity,
+        m("2", "one")
+    );
+}
+
+/// An event written (by hand, as a hostile peer could) with `fulfills` naming a commitment its
+/// recorder had not seen: one guessed before the commitment existed, and one concurrent with
+/// it. Neither counts (listed in notCounted, with the reason), on every replica; a fulfilment
+/// recorded after seeing the commitment counts. 2 hours committed, 1 counted: 50 %.
+#[test]
+fn a_fulfilment_without_its_commitment_in_its_causal_past_does_not_count() {
+    use automerge::transaction::Transactable;
+    use automerge::ReadDoc;
+
+    /// A change that puts `event` into `l`'s document as `actor` would, without any check.
+    fn raw_event(l: &Ledger, actor: ActorId, event: &EconomicEvent) -> (Change, Id) {
+        let mut doc = automerge::Automerge::load(&l.save())
+            .expect("load")
+            .with_actor(actor);
+        let start = doc
+            .get_heads()
+            .iter()
+            .filter_map(|h| doc.get_change_meta_by_hash(h))
+            .map(|m| m.max_op)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let key = format!("{start}@{}", doc.get_actor());
+        let (_, buckets) = doc
+            .get(automerge::ROOT, "eventBuckets")
+            .expect("get")
+            .expect("buckets");
+        let (_, b) = doc
+            .get(&buckets, format!("{:02x}", start & 0xff))
+            .expect("get")
+            .expect("bucket");
+        let mut tx = doc.transaction();
+        tx.put(
+            &b,
+            key.as_str(),
+            serde_json::to_string(event).expect("json"),
+        )
+        .expect("put");
+        tx.commit();
+        (doc.get_last_local_change().expect("a change"), id(&key))
+    }
+    let commit = |l: &mut Ledger| {
+        let mut c = Commitment::new(Action::Work, "bob", "alice");
+        c.id = id("c-guess");
+        c.effort_quantity = Some(m("2", "hour"));
+        l.create(c).expect("commitment");
+    };
+    let guess = work("bob", "alice", "2").fulfilling("c-guess");
+
+    // Before: the event names c-guess, then the commitment is made on top of it.
+    let mut a = base();
+    let (early, early_id) = raw_event(&a, actor(7), &guess);
+    a.apply_changes(vec![early]).expect("apply");
+    commit(&mut a);
+    // Concurrent: another replica, forked before the commitment, writes one more.
+    let b = base().fork(actor(8));
+    let (concurrent, concurrent_id) = raw_event(&b, actor(9), &guess);
+    a.apply_changes(vec![concurrent]).expect("apply");
+    let honest = a
+        .record_event(work("bob", "alice", "1").fulfilling("c-guess"))
+        .expect("seen");
+
+    let s = a.commitment_status(&id("c-guess")).expect("status");
+    assert_eq!(s.fulfilled_by, vec![honest]);
+    assert_eq!(s.progress, Progress::Partly);
+    assert_eq!(s.percent, Some(q("50").value()));
+    assert_eq!(s.fulfilled, Some(m("1", "hour")));
+    let mut unseen: Vec<&Id> = s.not_counted.iter().map(|n| &n.id).collect();
+    unseen.sort();
+    let mut expected = vec![&early_id, &concurrent_id];
+    expected.sort();
+    assert_eq!(unseen, expected);
+    assert!(
+        s.not_counted
+            .iter()
+            .all(|n| n.reason.contains("causal past")),
+        "{:?}",
+        s.not_counted
+    );
+    // No over-fulfilment: 2 + 2 + 1 hours were named, 1 counted.
+    assert!(
+        !a.conflicts()
+            .iter()
+            .any(|c| matches!(c, Conflict::OverFulfilment { .. })),
+        "{:?}",
+        a.conflicts()
+    );
+    assert_eq!(a.snapshot(), a.snapshot_from_scratch());
+    // The same on a replica that gets everything in another order.
+    let mut c = b.fork(actor(10));
+    c.apply_changes(a.changes_since(&[])).expect("apply");
+    assert_eq!(c.commitment_status(&id("c-guess")).expect("status"), s);
+}
+
+/// VF 1.0's `classifiedAs` on organizations and units, `inScopeOf` on processes,
+/// `hasPointInTime` on commitments, and an intent's stage, state and images.
+#[test]
+fn classifications_scope_and_times() {
+    let mut l = base();
+    l.create(Agent {
+        classified_as: vec![
+            "repair café".into(),
+            "https://schema.org/LocalBusiness".into(),
+        ],
+        ..Agent::organization("cafe-2", "Second café")
+    })
+    .expect("an organization is classified");
+    assert_eq!(
+        l.get::<Agent>(&id("cafe-2")).expect("agent").classified_as,
+        ["repair café", "https://schema.org/LocalBusiness"]
+    );
+    let e = l
+        .update::<Agent>(&id("ana"), |a| a.classified_as = vec!["volunteer".into()])
+        .expect_err("VF classifies organizations, not persons");
+    assert!(
+        matches!(
+            e,
+            Error::NotApplicable {
+                field: "classifiedAs",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    l.update::<Unit>(&id("kg"), |u| u.classified_as = vec!["mass".into()])
+        .expect("a unit is classified");
+    assert_eq!(
+        l.get::<Unit>(&id("kg")).expect("unit").classified_as,
+        ["mass"]
+    );
+    l.create(Process {
+        in_scope_of: Some(id("cafe")),
+        ..Process::new("fix-1", "Fix Ana's bike", None)
+    })
+    .expect("in scope of the café");
+    assert_eq!(
+        l.get::<Process>(&id("fix-1")).expect("process").in_scope_of,
+        Some(id("cafe"))
+    );
+    let e = l
+        .create(Process {
+            in_scope_of: Some(id("nobody")),
+            ..Process::new("fix-2", "Fix", None)
+        })
+        .expect_err("unknown agent");
+    assert!(
+        matches!(
+            e,
+            Error::UnknownReference {
+                kind: ObjectKind::Agent,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let mut c = Commitment::new(Action::Work, "bob", "alice");
+    c.id = id("c-at");
+    c.effort_quantity = Some(m("1", "hour"));
+    c.has_point_in_time = Some("2026-03-10T09:00:00Z".into());
+    l.create(c).expect("commitment");
+    assert_eq!(
+        l.get::<Commitment>(&id("c-at"))
+            .expect("commitment")
+            .has_point_in_time
+            .as_deref(),
+        Some("2026-03-10T09:00:00Z")
+    );
+    let mut i = Intent::offer(Action::Transfer, "ana");
+    i.id = id("used-bike");
+    i.resource_conforms_to = Some(id("apples"));
+    i.state = Some("good as new".into());
+    i.image = Some("https://example.org/bike.jpg".into());
+    i.image_list = vec!["https://example.org/bike-2.jpg".into()];
+    i.has_point_in_time = Some("2026-03-07".into());
+    l.create(i.clone()).expect("intent");
+    assert_eq!(l.get::<Intent>(&id("used-bike")).expect("intent"), i);
+    let mut bad = i;
+    bad.id = id("staged");
+    bad.stage = Some(id("no-such-stage"));
+    let e = l.create(bad).expect_err("unknown stage");
+    assert!(
+        matches!(
+            e,
+            Error::UnknownReference {
+                kind: ObjectKind::ProcessSpecification,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+}
+
+/// Two replicas create a commitment with the same id offline (the café's "brakes-ana" on two
+/// laptops) and each records a fulfilment having seen only its own creation: both count
+/// after the merge, whichever creation Automerge keeps as the marker's winner. 1 + 1 of 2
+/// hours: fulfilled, no over-fulfilment.
+#[test]
+fn a_commitment_created_twice_concurrently_counts_what_either_creation_saw() {
+    let g = base();
+    let mut a = g.fork(actor(2));
+    let mut b = g.fork(actor(3));
+    for l in [&mut a, &mut b] {
+        let mut c = Commitment::new(Action::Work, "bob", "alice");
+        c.id = id("brakes-ana");
+        c.effort_quantity = Some(m("2", "hour"));
+        l.create(c).expect("commitment");
+    }
+    let ea = a
+        .record_event(work("bob", "alice", "1").fulfilling("brakes-ana"))
+        .expect("a");
+    let eb = b
+        .record_event(work("bob", "alice", "1").fulfilling("brakes-ana"))
+        .expect("b");
+    a.merge(&mut b).expect("merge");
+    b.merge(&mut a).expect("merge");
+    for l in [&a, &b] {
+        let s = l.commitment_status(&id("brakes-ana")).expect("status");
+        let mut by = s.fulfilled_by.clone();
+        by.sort();
+        let mut both = vec![ea.clone(), eb.clone()];
+        both.sort();
+        assert_eq!(by, both, "{:?}", s.not_counted);
+        assert_eq!(s.progress, Progress::Fulfilled);
+        assert_eq!(s.fulfilled, Some(m("2", "hour")));
+        assert!(s.not_counted.is_empty());
+    }
+    assert_eq!(a.snapshot(), b.snapshot());
 }

@@ -20,7 +20,7 @@ use automerge::{
 use serde::Serialize;
 use tracing::warn;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, PlanningError, Result};
 use crate::vf::action::CreateResource;
 use crate::vf::{
     Agent, AgentRelationship, AgentRelationshipRole, Agreement, Claim, Commitment, EconomicEvent,
@@ -137,6 +137,10 @@ pub struct Ledger {
     /// Objects known to exist (objects are never deleted by Reflow; cleared whenever changes
     /// from elsewhere arrive, in case a peer deleted one).
     known: std::cell::RefCell<HashSet<(ObjectKind, Id)>>,
+    /// Answers of "had the recorder of `.0` seen `.1`?" for the planning folds (an event or
+    /// commitment and the object it names). A fact of the change graph, which only grows:
+    /// kept until the document is rewound.
+    seen: std::cell::RefCell<HashMap<(OrderKey, OrderKey), bool>>,
     id_prefix: String,
     next_id: u64,
     /// The heads right after this replica's last `record_events` commit and the first op
@@ -253,6 +257,7 @@ impl Ledger {
             views: self.views.clone(),
             events_len: self.events_len,
             known: Default::default(),
+            seen: Default::default(),
             id_prefix: prefix_for(&actor),
             next_id: 1,
             next_op: None,
@@ -275,6 +280,7 @@ impl Ledger {
             views: Views::default(),
             events_len: 0,
             known: Default::default(),
+            seen: Default::default(),
             id_prefix: prefix_for(&actor),
             next_id: 1,
             next_op: None,
@@ -398,6 +404,7 @@ impl Ledger {
         self.id_prefix = prefix_for(&actor);
         self.next_op = None;
         self.known.get_mut().clear();
+        self.seen.get_mut().clear();
         self.rebuild_views();
         Ok(())
     }
@@ -884,6 +891,8 @@ impl Ledger {
             ObjectKind::RecipeExchange => "rexchange",
             ObjectKind::AgentRelationship => "relationship",
             ObjectKind::AgentRelationshipRole => "role",
+            ObjectKind::AgreementBundle => "bundle",
+            ObjectKind::ProposalList => "plist",
         };
         loop {
             let id = Id(format!("{prefix}-{}-{}", self.id_prefix, self.next_id));
@@ -909,7 +918,82 @@ impl Ledger {
 
     fn check_object<T: VfObject>(&self, obj: &T) -> Result<()> {
         self.check_refs(obj.references(), "reference")?;
-        self.check_object_values(obj)
+        self.check_object_values(obj)?;
+        if T::KIND == ObjectKind::Proposal {
+            let json = serde_json::to_value(obj).map_err(json_err("object"))?;
+            let p: crate::vf::Proposal =
+                serde_json::from_value(json).map_err(json_err("object"))?;
+            self.check_purpose(&p, obj.id())?;
+        }
+        Ok(())
+    }
+
+    /// A proposal's `purpose` agrees with what it publishes: an offer's intents name who
+    /// provides, a request's who receives.
+    fn check_purpose(&self, p: &crate::vf::Proposal, id: &Id) -> Result<()> {
+        let Some(purpose) = p.purpose else {
+            return Ok(());
+        };
+        for iid in &p.publishes {
+            let Some(i) = self.get::<crate::vf::Intent>(iid) else {
+                continue;
+            };
+            let (name, detail, bad) = match purpose {
+                crate::vf::ProposalPurpose::Offer => (
+                    "offer",
+                    "names no provider: an offer's intents say who provides",
+                    i.provider.is_none(),
+                ),
+                crate::vf::ProposalPurpose::Request => (
+                    "request",
+                    "names no receiver: a request's intents say who receives",
+                    i.receiver.is_none(),
+                ),
+            };
+            if bad {
+                return Err(PlanningError::PurposeContradicts {
+                    proposal: id.clone(),
+                    purpose: name,
+                    intent: iid.clone(),
+                    detail,
+                }
+                .into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Give `obj` its id: a generated one if empty, or (an agent relationship) the one its
+    /// subject, relationship and object fix; an id given for a relationship must be that one.
+    fn assign_id<T: VfObject>(&mut self, obj: &mut T) -> Result<()> {
+        if let Some(fixed) = fixed_id(obj)? {
+            if obj.id().as_str().is_empty() {
+                obj.set_id(fixed);
+            } else if obj.id() != &fixed {
+                return Err(PlanningError::RelationshipId {
+                    given: obj.id().clone(),
+                    expected: fixed,
+                }
+                .into());
+            }
+        }
+        if obj.id().as_str().is_empty() {
+            let id = self.new_id(T::KIND);
+            obj.set_id(id);
+        }
+        Ok(())
+    }
+
+    /// An update may not change what an object's id fixes (a relationship's three parts).
+    pub(super) fn check_fixed_id<T: VfObject>(&self, obj: &T) -> Result<()> {
+        match fixed_id(obj)? {
+            Some(fixed) if &fixed != obj.id() => Err(PlanningError::RelationshipId {
+                given: obj.id().clone(),
+                expected: fixed,
+            }
+            .into()),
+            _ => Ok(()),
+        }
     }
 
     /// The checks of an object's values (coordinates, measures), not of its references.
@@ -918,6 +1002,17 @@ impl Ledger {
         let Some(fields) = json.as_object() else {
             return Ok(());
         };
+        // VF 1.0 gives classifiedAs to organizations (and ecological agents), not persons.
+        if T::KIND == ObjectKind::Agent
+            && fields.get("agentKind").and_then(|k| k.as_str()) == Some("person")
+            && fields.contains_key("classifiedAs")
+        {
+            return Err(Error::NotApplicable {
+                field: "classifiedAs",
+                to: "a person",
+                hint: "VF 1.0 classifies organizations, not persons: make the agent an organization or leave classifiedAs out",
+            });
+        }
         for (field, limit) in [("lat", 90.0), ("long", 180.0)] {
             match fields.get(field) {
                 // serde_json writes NaN and infinities as null; a None is left out entirely.
@@ -955,10 +1050,9 @@ impl Ledger {
         if T::KIND == ObjectKind::EconomicResource {
             return Err(Error::ResourceNeedsEvent);
         }
-        if obj.id().as_str().is_empty() {
-            let id = self.new_id(T::KIND);
-            obj.set_id(id);
-        } else if self.exists(T::KIND, obj.id()) {
+        let generated = obj.id().as_str().is_empty() && fixed_id(&obj)?.is_none();
+        self.assign_id(&mut obj)?;
+        if !generated && self.exists(T::KIND, obj.id()) {
             return Err(Error::DuplicateId {
                 kind: T::KIND,
                 id: obj.id().clone(),
@@ -988,6 +1082,7 @@ impl Ledger {
         let before = serde_json::to_value(&obj).map_err(json_err("object"))?;
         change(&mut obj);
         obj.set_id(id.clone());
+        self.check_fixed_id(&obj)?;
         self.check_object(&obj)?;
         let after = serde_json::to_value(&obj).map_err(json_err("object"))?;
         let bucket = self.write_bucket(T::KIND, id)?;
@@ -1592,6 +1687,7 @@ impl Ledger {
             views: Views::default(),
             events_len: 0,
             known: Default::default(),
+            seen: Default::default(),
             id_prefix: self.id_prefix.clone(),
             next_id: self.next_id,
             next_op: None,
@@ -1723,6 +1819,21 @@ fn check_change_size(ops: usize, bytes: usize) -> Result<()> {
 }
 
 /// An object id must be 1 to 512 bytes without control characters (it is part of a key).
+/// The id an object's fields fix, if its kind has one (an agent relationship's
+/// `[subject, relationship, object]`).
+fn fixed_id<T: VfObject>(obj: &T) -> Result<Option<Id>> {
+    if T::KIND != ObjectKind::AgentRelationship {
+        return Ok(None);
+    }
+    let json = serde_json::to_value(obj).map_err(json_err("object"))?;
+    let part = |f: &str| Id::from(json.get(f).and_then(|v| v.as_str()).unwrap_or_default());
+    Ok(Some(crate::vf::AgentRelationship::id_for(
+        &part("subject"),
+        &part("relationship"),
+        &part("object"),
+    )))
+}
+
 fn check_id(id: &Id) -> Result<()> {
     if schema::valid_id(id.as_str()) {
         Ok(())

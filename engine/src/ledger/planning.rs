@@ -10,13 +10,16 @@ use automerge::ReadDoc;
 use super::{json_err, put_object_fields, schema, DocCausality, Ledger};
 use crate::error::{Error, PlanningError, Result};
 use crate::planning::{
-    percent_of, progress_of, tally, wanted_of, Accepted, AgreementStatus, Candidate, ClaimStatus,
-    CommitmentStatus, IntentStatus, PlanStatus, Planned, RecipePlanning,
+    percent_of, progress_of, tally, wanted_of, Accepted, AgreementBundleStatus, AgreementStatus,
+    Candidate, ClaimStatus, CommitmentStatus, IntentStatus, NotCounted, PlanStatus, Planned,
+    ProposalListStatus, RecipePlanning,
 };
 use crate::vf::{
-    Agreement, Claim, Commitment, EconomicEvent, Id, Intent, Measure, ObjectKind, Plan, Process,
-    Proposal, ProposalStatus, RecipeFlow, RecipeProcess, VfObject,
+    Agreement, AgreementBundle, Claim, Commitment, EconomicEvent, Id, Intent, Measure, ObjectKind,
+    Plan, Process, Proposal, ProposalList, ProposalStatus, RecipeExchange, RecipeFlow,
+    RecipeProcess, VfObject,
 };
+use crate::views::Causality;
 use crate::views::{Conflict, OrderKey, PlanningRef};
 
 /// Objects validated for one change, written together by [`Ledger::commit_staged`].
@@ -53,19 +56,91 @@ impl Ledger {
     /// The order key of an object: the op id of its marker (or of its v1 map), which orders
     /// objects causally like events. `None` if it does not exist.
     fn object_key(&self, kind: ObjectKind, id: &Id) -> Option<OrderKey> {
+        self.object_keys(kind, id).into_iter().min()
+    }
+
+    /// Every op that made the object: its v1 map, and each put of its marker (a v1 object
+    /// updated after the migration is copied into its bucket, marker included; two replicas
+    /// may create one id concurrently). Whoever saw any of them had seen the object.
+    fn object_keys(&self, kind: ObjectKind, id: &Id) -> Vec<OrderKey> {
         let bucket = schema::object_bucket(kind, id.as_str());
         let marker = schema::marker_key(kind, id.as_str());
+        let mut keys = Vec::new();
+        if let Some(automerge::ObjId::Id(counter, actor, _)) = self.legacy_object(kind, id) {
+            keys.push(OrderKey { counter, actor });
+        }
         for set in &self.layout.object_sets {
-            if let Ok(Some((_, automerge::ObjId::Id(counter, actor, _)))) =
-                self.doc.get(&set[bucket], marker.as_str())
+            for (_, op) in self
+                .doc
+                .get_all(&set[bucket], marker.as_str())
+                .unwrap_or_default()
             {
-                return Some(OrderKey { counter, actor });
+                if let automerge::ObjId::Id(counter, actor, _) = op {
+                    keys.push(OrderKey { counter, actor });
+                }
             }
         }
-        match self.legacy_object(kind, id) {
-            Some(automerge::ObjId::Id(counter, actor, _)) => Some(OrderKey { counter, actor }),
-            _ => None,
+        keys.sort();
+        keys
+    }
+
+    /// Whether the event or object at `later` was made with one of the ops that `made` the
+    /// object in its causal past (its recorder had seen it). An object with no such op
+    /// (impossible in a judged ledger) counts as seen.
+    fn has_seen_any(&self, later: &OrderKey, made: &[OrderKey]) -> bool {
+        made.is_empty() || made.iter().any(|k| self.has_seen(later, k))
+    }
+
+    /// Whether the op `earlier` is in the causal past of the op `later`. Lamport order
+    /// answers most cases without a walk: a smaller counter cannot have seen a larger one,
+    /// and an actor's own changes form a chain.
+    fn has_seen(&self, later: &OrderKey, earlier: &OrderKey) -> bool {
+        if later.counter <= earlier.counter {
+            return false;
         }
+        if later.actor == earlier.actor {
+            return true;
+        }
+        let pair = (later.clone(), earlier.clone());
+        if let Some(known) = self.seen.borrow().get(&pair) {
+            return *known;
+        }
+        let seen = DocCausality(&self.doc)
+            .in_causal_past(later, std::slice::from_ref(earlier))
+            .first()
+            .copied()
+            .unwrap_or(false);
+        // Final either way: a change is applied only with all of its dependencies, so the
+        // causal past of an event this replica holds is complete and never changes.
+        self.seen.borrow_mut().insert(pair, seen);
+        seen
+    }
+
+    /// Split `candidates` into those made with `target` (of `kind`) in their causal past,
+    /// and the rest, not counted: a peer cannot fulfil, satisfy or settle what it had not
+    /// seen (an event that names an id before the object exists, guessing the next id).
+    fn seen_only<'a>(
+        &self,
+        kind: ObjectKind,
+        target: &Id,
+        candidates: Vec<Candidate<'a>>,
+    ) -> (Vec<Candidate<'a>>, Vec<NotCounted>) {
+        let made = self.object_keys(kind, target);
+        let mut seen = Vec::with_capacity(candidates.len());
+        let mut unseen = Vec::new();
+        for c in candidates {
+            if self.has_seen_any(&c.key, &made) {
+                seen.push(c);
+            } else {
+                unseen.push(NotCounted {
+                    id: c.id,
+                    reason: format!(
+                        "it was recorded without {kind} {target} in its causal past (before or concurrently with it)"
+                    ),
+                });
+            }
+        }
+        (seen, unseen)
     }
 
     /// Local checks of an event's planning references: a fulfilling event has the
@@ -167,12 +242,10 @@ impl Ledger {
 
     fn commitment_fold(&self, c: Commitment) -> (CommitmentStatus, Option<Conflict>) {
         let wanted = wanted_of(c.resource_quantity.as_ref(), c.effort_quantity.as_ref());
-        let t = tally(
-            c.action,
-            wanted,
-            self.fulfilling_events(&c.id),
-            &DocCausality(&self.doc),
-        );
+        let (candidates, unseen) =
+            self.seen_only(ObjectKind::Commitment, &c.id, self.fulfilling_events(&c.id));
+        let mut t = tally(c.action, wanted, candidates, &DocCausality(&self.doc));
+        t.not_counted.extend(unseen);
         let committed = wanted.map(|(m, _)| m.clone());
         let fulfilled = committed
             .as_ref()
@@ -233,21 +306,33 @@ impl Ledger {
             .collect())
     }
 
-    fn intent_fold(&self, i: Intent) -> (IntentStatus, Option<Conflict>) {
+    /// The commitments that satisfy each intent, with the op that created them: read once
+    /// for all intents (listing every commitment per intent made the statuses quadratic).
+    fn satisfying_commitments(&self) -> BTreeMap<Id, Vec<(OrderKey, Commitment)>> {
+        let mut by_intent: BTreeMap<Id, Vec<(OrderKey, Commitment)>> = BTreeMap::new();
+        for c in self.list::<Commitment>() {
+            let Some(i) = c.satisfies.clone() else {
+                continue;
+            };
+            if let Some(k) = self.object_key(ObjectKind::Commitment, &c.id) {
+                by_intent.entry(i).or_default().push((k, c));
+            }
+        }
+        by_intent
+    }
+
+    fn intent_fold(
+        &self,
+        i: Intent,
+        satisfying: &BTreeMap<Id, Vec<(OrderKey, Commitment)>>,
+    ) -> (IntentStatus, Option<Conflict>) {
         let wanted = wanted_of(i.resource_quantity.as_ref(), i.effort_quantity.as_ref())
             .or(i.available_quantity.as_ref().map(|m| (m, true)));
         // Commitments (by the op that created them) and events, in one causal order.
-        let commitments: Vec<(OrderKey, Commitment)> = self
-            .list::<Commitment>()
-            .into_iter()
-            .filter(|c| c.satisfies.as_ref() == Some(&i.id))
-            .filter_map(|c| {
-                self.object_key(ObjectKind::Commitment, &c.id)
-                    .map(|k| (k, c))
-            })
-            .collect();
+        let commitments: &[(OrderKey, Commitment)] =
+            satisfying.get(&i.id).map_or(&[], Vec::as_slice);
         let mut all: BTreeMap<OrderKey, Candidate<'_>> = BTreeMap::new();
-        for (k, c) in &commitments {
+        for (k, c) in commitments {
             all.insert(
                 k.clone(),
                 Candidate {
@@ -262,12 +347,10 @@ impl Ledger {
         for e in self.views.referring(PlanningRef::Satisfies, &i.id) {
             all.insert(e.key.clone(), Candidate::event(e.key.clone(), &e.event));
         }
-        let t = tally(
-            i.action,
-            wanted,
-            all.into_values().collect(),
-            &DocCausality(&self.doc),
-        );
+        let (candidates, unseen) =
+            self.seen_only(ObjectKind::Intent, &i.id, all.into_values().collect());
+        let mut t = tally(i.action, wanted, candidates, &DocCausality(&self.doc));
+        t.not_counted.extend(unseen);
         let wanted_m = wanted.map(|(m, _)| m.clone());
         let satisfied = wanted_m
             .as_ref()
@@ -305,14 +388,15 @@ impl Ledger {
             kind: ObjectKind::Intent,
             id: id.clone(),
         })?;
-        Ok(self.intent_fold(i).0)
+        Ok(self.intent_fold(i, &self.satisfying_commitments()).0)
     }
 
     /// Every intent with what satisfies it, by id.
     pub fn intent_statuses(&self) -> Vec<IntentStatus> {
+        let satisfying = self.satisfying_commitments();
         self.list::<Intent>()
             .into_iter()
-            .map(|i| self.intent_fold(i).0)
+            .map(|i| self.intent_fold(i, &satisfying).0)
             .collect()
     }
 
@@ -323,7 +407,9 @@ impl Ledger {
             .referring(PlanningRef::Settles, &c.id)
             .map(|e| Candidate::event(e.key.clone(), &e.event))
             .collect();
-        let t = tally(c.action, wanted, candidates, &DocCausality(&self.doc));
+        let (candidates, unseen) = self.seen_only(ObjectKind::Claim, &c.id, candidates);
+        let mut t = tally(c.action, wanted, candidates, &DocCausality(&self.doc));
+        t.not_counted.extend(unseen);
         let claimed = wanted.map(|(m, _)| m.clone());
         let settled = claimed
             .as_ref()
@@ -403,6 +489,52 @@ impl Ledger {
         })
     }
 
+    /// An agreement bundle with the agreements it bundles (`bundles`, the inverse of their
+    /// `bundledIn`) and whether all of them are complete.
+    pub fn agreement_bundle_status(&self, id: &Id) -> Result<AgreementBundleStatus> {
+        let bundle = self
+            .get::<AgreementBundle>(id)
+            .ok_or_else(|| Error::NotFound {
+                kind: ObjectKind::AgreementBundle,
+                id: id.clone(),
+            })?;
+        let bundles = self
+            .list::<Agreement>()
+            .into_iter()
+            .filter(|a| a.bundled_in.as_ref() == Some(id))
+            .map(|a| self.agreement_status(&a.id))
+            .collect::<Result<Vec<_>>>()?;
+        let complete = !bundles.is_empty() && bundles.iter().all(|a| a.complete);
+        Ok(AgreementBundleStatus {
+            id: id.clone(),
+            bundle,
+            bundles,
+            complete,
+        })
+    }
+
+    /// A proposal list with the proposals it lists (`lists`, the inverse of their
+    /// `listedIn`).
+    pub fn proposal_list_status(&self, id: &Id) -> Result<ProposalListStatus> {
+        let list = self
+            .get::<ProposalList>(id)
+            .ok_or_else(|| Error::NotFound {
+                kind: ObjectKind::ProposalList,
+                id: id.clone(),
+            })?;
+        let lists = self
+            .list::<Proposal>()
+            .into_iter()
+            .filter(|p| p.listed_in.contains(id))
+            .map(|p| p.id)
+            .collect();
+        Ok(ProposalListStatus {
+            id: id.clone(),
+            list,
+            lists,
+        })
+    }
+
     /// A plan with its processes, commitments, intents and independent demands.
     pub fn plan_status(&self, id: &Id) -> Result<PlanStatus> {
         let plan = self.get::<Plan>(id).ok_or_else(|| Error::NotFound {
@@ -462,8 +594,9 @@ impl Ledger {
                 all.push((key_of(&x), x));
             }
         }
+        let satisfying = self.satisfying_commitments();
         for i in self.list::<Intent>() {
-            if let (_, Some(x)) = self.intent_fold(i) {
+            if let (_, Some(x)) = self.intent_fold(i, &satisfying) {
                 all.push((key_of(&x), x));
             }
         }
@@ -479,13 +612,15 @@ impl Ledger {
     /// Validate `obj` for a change of several objects: its id (generated if empty, new), its
     /// values, and its references (to existing objects or ones staged before it).
     fn stage<T: VfObject>(&mut self, mut obj: T, staged: &mut Staged) -> Result<Id> {
-        if obj.id().as_str().is_empty() {
+        if obj.id().as_str().is_empty() && super::fixed_id(&obj)?.is_none() {
             let mut id = self.new_id(T::KIND);
             while staged.has(T::KIND, &id) {
                 id = self.new_id(T::KIND);
             }
             obj.set_id(id);
-        } else if self.exists(T::KIND, obj.id()) || staged.has(T::KIND, obj.id()) {
+        }
+        self.assign_id(&mut obj)?;
+        if self.exists(T::KIND, obj.id()) || staged.has(T::KIND, obj.id()) {
             return Err(Error::DuplicateId {
                 kind: T::KIND,
                 id: obj.id().clone(),
@@ -522,6 +657,7 @@ impl Ledger {
         let before = serde_json::to_value(&obj).map_err(json_err("object"))?;
         change(&mut obj);
         obj.set_id(id.clone());
+        self.check_fixed_id(&obj)?;
         self.check_object(&obj)?;
         let after = serde_json::to_value(&obj).map_err(json_err("object"))?;
         let previous = self.in_buckets(T::KIND, id).then_some(before);
@@ -589,10 +725,9 @@ impl Ledger {
         let mut staged = Staged::default();
         let agreement = self.stage(
             Agreement {
-                id: Id::default(),
-                name: p.name.clone(),
                 created: created.clone(),
                 note: Some(format!("accepts proposal {proposal}")),
+                ..Agreement::new(Id::default(), p.name.clone())
             },
             &mut staged,
         )?;
@@ -650,7 +785,12 @@ impl Ledger {
     /// Plan a process from a recipe process, in one change: a process based on the recipe
     /// process's specification, planned within `plan`, with one commitment per recipe flow
     /// into it (`inputOf`: the work and the parts) or out of it (`outputOf`: the repaired
-    /// thing), with the recipe flow's action, resource specification and quantities.
+    /// thing), with the recipe flow's action, resource specification and quantities. If
+    /// those flows are clauses of recipe exchanges (`recipeClauseOf`,
+    /// `recipeReciprocalClauseOf`: "the parts are sold for 12 EUR"), each exchange becomes
+    /// an agreement: its flows become commitments `clauseOf` / `reciprocalClauseOf` it (a
+    /// flow of both the process and the exchange is one commitment), the reciprocal ones
+    /// from the receiver to the provider.
     pub fn plan_from_recipe(&mut self, req: &RecipePlanning) -> Result<Planned> {
         let rp = self
             .get::<RecipeProcess>(&req.recipe_process)
@@ -658,20 +798,36 @@ impl Ledger {
                 kind: ObjectKind::RecipeProcess,
                 id: req.recipe_process.clone(),
             })?;
-        let flows: Vec<RecipeFlow> = self
-            .list::<RecipeFlow>()
-            .into_iter()
-            .filter(|f| {
-                f.recipe_input_of.as_ref() == Some(&rp.id)
-                    || f.recipe_output_of.as_ref() == Some(&rp.id)
-            })
-            .collect();
-        if flows.is_empty() {
+        let all_flows = self.list::<RecipeFlow>();
+        let of_process = |f: &RecipeFlow| {
+            f.recipe_input_of.as_ref() == Some(&rp.id)
+                || f.recipe_output_of.as_ref() == Some(&rp.id)
+        };
+        if !all_flows.iter().any(of_process) {
             return Err(PlanningError::EmptyRecipe {
                 recipe_process: rp.id.clone(),
             }
             .into());
         }
+        // The recipe exchanges the process's flows are clauses of, in id order.
+        let exchanges: std::collections::BTreeSet<Id> = all_flows
+            .iter()
+            .filter(|f| of_process(f))
+            .flat_map(|f| [&f.recipe_clause_of, &f.recipe_reciprocal_clause_of])
+            .flatten()
+            .cloned()
+            .collect();
+        let in_exchange = |f: &RecipeFlow| {
+            [&f.recipe_clause_of, &f.recipe_reciprocal_clause_of]
+                .into_iter()
+                .flatten()
+                .any(|x| exchanges.contains(x))
+        };
+        let flows: Vec<RecipeFlow> = all_flows
+            .iter()
+            .filter(|f| of_process(f) || in_exchange(f))
+            .cloned()
+            .collect();
         let mut staged = Staged::default();
         let mut process = Process::new(
             Id::default(),
@@ -686,10 +842,41 @@ impl Ledger {
             process: pid.clone(),
             inputs: Vec::new(),
             outputs: Vec::new(),
+            agreements: Vec::new(),
+            exchange: Vec::new(),
         };
+        let mut agreement_of: BTreeMap<Id, Id> = BTreeMap::new();
+        for x in &exchanges {
+            let ex = self
+                .get::<RecipeExchange>(x)
+                .ok_or_else(|| Error::UnknownReference {
+                    field: "recipeClauseOf",
+                    kind: ObjectKind::RecipeExchange,
+                    id: x.clone(),
+                })?;
+            let mut a = Agreement::new(Id::default(), ex.name.clone());
+            a.note = Some(format!("planned from recipe exchange {x}"));
+            let aid = self.stage(a, &mut staged)?;
+            out.agreements.push(aid.clone());
+            agreement_of.insert(x.clone(), aid);
+        }
         for f in flows {
             let input = f.recipe_input_of.as_ref() == Some(&rp.id);
-            let mut c = Commitment::new(f.action, req.provider.clone(), req.receiver.clone());
+            let output = f.recipe_output_of.as_ref() == Some(&rp.id);
+            let reciprocal = f
+                .recipe_reciprocal_clause_of
+                .as_ref()
+                .and_then(|x| agreement_of.get(x));
+            let clause = f
+                .recipe_clause_of
+                .as_ref()
+                .and_then(|x| agreement_of.get(x));
+            let (provider, receiver) = if reciprocal.is_some() && clause.is_none() {
+                (req.receiver.clone(), req.provider.clone())
+            } else {
+                (req.provider.clone(), req.receiver.clone())
+            };
+            let mut c = Commitment::new(f.action, provider, receiver);
             c.resource_conforms_to = f.resource_conforms_to.clone();
             c.resource_classified_as = f.resource_classified_as.clone();
             c.resource_quantity = f.resource_quantity.clone();
@@ -699,9 +886,11 @@ impl Ledger {
             c.due = req.due.clone();
             c.planned_within = req.plan.clone();
             c.note = f.note.clone();
+            c.clause_of = clause.cloned();
+            c.reciprocal_clause_of = reciprocal.cloned();
             if input {
                 c.input_of = Some(pid.clone());
-            } else {
+            } else if output {
                 c.output_of = Some(pid.clone());
                 if req.output_is_independent_demand {
                     c.independent_demand_of = req.plan.clone();
@@ -710,8 +899,10 @@ impl Ledger {
             let id = self.stage(c, &mut staged)?;
             if input {
                 out.inputs.push(id);
-            } else {
+            } else if output {
                 out.outputs.push(id);
+            } else {
+                out.exchange.push(id);
             }
         }
         self.commit_staged(staged)?;

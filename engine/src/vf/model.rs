@@ -101,6 +101,10 @@ pub enum ObjectKind {
     AgentRelationship,
     /// [`AgentRelationshipRole`].
     AgentRelationshipRole,
+    /// [`AgreementBundle`].
+    AgreementBundle,
+    /// [`ProposalList`].
+    ProposalList,
 }
 
 impl ObjectKind {
@@ -128,11 +132,13 @@ impl ObjectKind {
             ObjectKind::RecipeExchange => "recipeExchanges",
             ObjectKind::AgentRelationship => "agentRelationships",
             ObjectKind::AgentRelationshipRole => "agentRelationshipRoles",
+            ObjectKind::AgreementBundle => "agreementBundles",
+            ObjectKind::ProposalList => "proposalLists",
         }
     }
 
     /// Every kind whose objects are mutable maps (all but events).
-    pub const MAPS: [ObjectKind; 20] = [
+    pub const MAPS: [ObjectKind; 22] = [
         ObjectKind::Agent,
         ObjectKind::Unit,
         ObjectKind::SpatialThing,
@@ -153,6 +159,8 @@ impl ObjectKind {
         ObjectKind::RecipeExchange,
         ObjectKind::AgentRelationship,
         ObjectKind::AgentRelationshipRole,
+        ObjectKind::AgreementBundle,
+        ObjectKind::ProposalList,
     ];
 }
 
@@ -180,6 +188,8 @@ impl fmt::Display for ObjectKind {
             ObjectKind::RecipeExchange => "recipe exchange",
             ObjectKind::AgentRelationship => "agent relationship",
             ObjectKind::AgentRelationshipRole => "agent relationship role",
+            ObjectKind::AgreementBundle => "agreement bundle",
+            ObjectKind::ProposalList => "proposal list",
         };
         f.write_str(s)
     }
@@ -249,6 +259,11 @@ pub struct Agent {
     /// Where the agent is usually found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_location: Option<Id>,
+    /// Classifications (`classifiedAs`: tags or taxonomy IRIs, "repair café", "market
+    /// stall"). VF 1.0 gives `classifiedAs` to organizations (and ecological agents), not to
+    /// persons: a local write refuses it on a person.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub classified_as: Vec<String>,
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
@@ -268,6 +283,7 @@ impl Agent {
             agent_kind: AgentKind::Person,
             name: name.into(),
             primary_location: None,
+            classified_as: Vec::new(),
             note: None,
         }
     }
@@ -292,6 +308,9 @@ pub struct Unit {
     pub label: String,
     /// Symbol ("kg").
     pub symbol: String,
+    /// Classifications (`classifiedAs`), e.g. the quantity kind ("mass", "time").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub classified_as: Vec<String>,
 }
 vf_object!(Unit, Unit, |_s| Vec::new());
 
@@ -302,6 +321,7 @@ impl Unit {
             id: id.into(),
             label: label.into(),
             symbol: symbol.into(),
+            classified_as: Vec::new(),
         }
     }
 }
@@ -359,6 +379,10 @@ pub struct ResourceSpecification {
     /// The unit effort with this kind is usually measured in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_unit_of_effort: Option<Id>,
+    /// Classifications every resource of this kind has (`resourceClassifiedAs`), e.g. a
+    /// textile category.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resource_classified_as: Vec<String>,
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
@@ -378,6 +402,7 @@ impl ResourceSpecification {
             name: name.into(),
             default_unit_of_resource: None,
             default_unit_of_effort: None,
+            resource_classified_as: Vec::new(),
             note: None,
         }
     }
@@ -436,6 +461,10 @@ pub struct Process {
     /// Free-text or IRI classifications (`classifiedAs`), e.g. a repair category.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub classified_as: Vec<String>,
+    /// The agent in whose context the process is executed (`inScopeOf`): the repair café
+    /// a repair is done at, the city department a sorting run is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_scope_of: Option<Id>,
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
@@ -444,6 +473,7 @@ vf_object!(Process, Process, |s| {
     opt(ObjectKind::ProcessSpecification, &s.based_on)
         .into_iter()
         .chain(opt(ObjectKind::Plan, &s.planned_within))
+        .chain(opt(ObjectKind::Agent, &s.in_scope_of))
         .collect()
 });
 
@@ -459,6 +489,7 @@ impl Process {
             has_end: None,
             finished: false,
             classified_as: Vec::new(),
+            in_scope_of: None,
             note: None,
         }
     }
@@ -878,6 +909,9 @@ pub struct Commitment {
     /// Planned end (ISO 8601).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub has_end: Option<String>,
+    /// Planned instant, when the flow has no duration (`hasPointInTime`, ISO 8601).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub has_point_in_time: Option<String>,
     /// Due date (ISO 8601).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub due: Option<String>,
@@ -968,6 +1002,7 @@ impl Commitment {
             effort_quantity: None,
             has_beginning: None,
             has_end: None,
+            has_point_in_time: None,
             due: None,
             created: None,
             input_of: None,
@@ -1046,9 +1081,24 @@ pub struct Intent {
     /// End (ISO 8601).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub has_end: Option<String>,
+    /// Instant, when the flow has no duration (`hasPointInTime`, ISO 8601).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub has_point_in_time: Option<String>,
     /// Due date (ISO 8601).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub due: Option<String>,
+    /// The stage the resource is or should be at (`stage`, a process specification).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<Id>,
+    /// The state the resource is or should be in (`state`, e.g. "good as new").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// A picture of what is offered or asked for (`image`, a URI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// More pictures (`imageList`, URIs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_list: Vec<String>,
     /// Whether it is done or withdrawn (VF's explicit `finished`).
     #[serde(default)]
     pub finished: bool,
@@ -1066,6 +1116,7 @@ vf_object!(Intent, Intent, |s| {
         opt(ObjectKind::Process, &s.input_of),
         opt(ObjectKind::Process, &s.output_of),
         opt(ObjectKind::Plan, &s.planned_within),
+        opt(ObjectKind::ProcessSpecification, &s.stage),
     ]
     .into_iter()
     .flatten()
@@ -1113,7 +1164,12 @@ impl Intent {
             planned_within: None,
             has_beginning: None,
             has_end: None,
+            has_point_in_time: None,
             due: None,
+            stage: None,
+            state: None,
+            image: None,
+            image_list: Vec::new(),
             finished: false,
             note: None,
         }
@@ -1200,6 +1256,14 @@ pub struct Proposal {
     /// Where it is valid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eligible_location: Option<Id>,
+    /// Whether it is an offer or a request (`purpose`). Optional: Reflow also tells them
+    /// apart by the intents (a provider and no receiver: an offer), and a local write refuses
+    /// a purpose the published intents contradict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<ProposalPurpose>,
+    /// The proposal lists it is published in (`listedIn`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listed_in: Vec<Id>,
     /// Open, accepted or withdrawn (a mutable field: last writer wins).
     #[serde(default)]
     pub status: ProposalStatus,
@@ -1214,8 +1278,68 @@ vf_object!(Proposal, Proposal, |s| {
         .map(|i| (ObjectKind::Intent, i))
         .chain(s.proposed_to.iter().map(|a| (ObjectKind::Agent, a)))
         .chain(opt(ObjectKind::SpatialThing, &s.eligible_location))
+        .chain(s.listed_in.iter().map(|l| (ObjectKind::ProposalList, l)))
         .collect()
 });
+
+impl Proposal {
+    /// An open proposal called `name` publishing `publishes`; set the rest directly.
+    pub fn new(id: impl Into<Id>, name: impl Into<String>, publishes: Vec<Id>) -> Self {
+        Proposal {
+            id: id.into(),
+            name: name.into(),
+            publishes,
+            reciprocal: Vec::new(),
+            proposed_to: Vec::new(),
+            created: None,
+            has_beginning: None,
+            has_end: None,
+            unit_based: false,
+            eligible_location: None,
+            purpose: None,
+            listed_in: Vec::new(),
+            status: ProposalStatus::Open,
+            note: None,
+        }
+    }
+}
+
+/// What a proposal is for (`vf:ProposalPurpose`: the individuals `vf:offer`, `vf:request`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ProposalPurpose {
+    /// Something is offered.
+    Offer,
+    /// Something is asked for (a need, a want).
+    Request,
+}
+
+/// A grouping of proposals published as a list (`vf:ProposalList`): the week's market
+/// offers, a repair café's services. Its `lists` is the inverse of the proposals'
+/// `listedIn` ([`crate::Ledger::proposal_list_status`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProposalList {
+    /// Id.
+    #[serde(skip)]
+    pub id: Id,
+    /// Name.
+    pub name: String,
+    /// Who the list is proposed to (`proposedTo`); empty: everyone in the network.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proposed_to: Vec<Id>,
+    /// When it was published (ISO 8601).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+vf_object!(ProposalList, ProposalList, |s| s
+    .proposed_to
+    .iter()
+    .map(|a| (ObjectKind::Agent, a))
+    .collect());
 
 /// A set of reciprocal commitments agreed between agents (`vf:Agreement`).
 ///
@@ -1233,11 +1357,52 @@ pub struct Agreement {
     /// When it was agreed (ISO 8601).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<String>,
+    /// The bundle this agreement is part of (`bundledIn`): one order of several lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundled_in: Option<Id>,
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }
-vf_object!(Agreement, Agreement, |_s| Vec::new());
+vf_object!(Agreement, Agreement, |s| opt(
+    ObjectKind::AgreementBundle,
+    &s.bundled_in
+)
+.into_iter()
+.collect());
+
+impl Agreement {
+    /// An agreement called `name`; set the rest directly.
+    pub fn new(id: impl Into<Id>, name: impl Into<String>) -> Self {
+        Agreement {
+            id: id.into(),
+            name: name.into(),
+            created: None,
+            bundled_in: None,
+            note: None,
+        }
+    }
+}
+
+/// A grouping of agreements (`vf:AgreementBundle`): the lines of one order, a market day's
+/// deals between two stalls. Its `bundles` is the inverse of the agreements' `bundledIn`
+/// ([`crate::Ledger::agreement_bundle_status`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgreementBundle {
+    /// Id.
+    #[serde(skip)]
+    pub id: Id,
+    /// Name.
+    pub name: String,
+    /// When it was agreed (ISO 8601).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+vf_object!(AgreementBundle, AgreementBundle, |_s| Vec::new());
 
 /// A claim for a future flow in return for a flow that happened (`vf:Claim`): Bob worked 7
 /// hours, the group owes him 140 credits. What settles it is derived from the events that
@@ -1371,6 +1536,9 @@ pub struct RecipeProcess {
     /// How long it usually takes (`hasDuration`), e.g. 1 hour.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub has_duration: Option<Measure>,
+    /// A picture of the work (`image`, a URI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
@@ -1527,6 +1695,41 @@ pub struct AgentRelationship {
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+}
+impl AgentRelationship {
+    /// A relationship: `subject` is `relationship` of `object`. Its id is
+    /// [`AgentRelationship::id_for`] the three.
+    pub fn new(subject: impl Into<Id>, relationship: impl Into<Id>, object: impl Into<Id>) -> Self {
+        let (subject, relationship, object) = (subject.into(), relationship.into(), object.into());
+        AgentRelationship {
+            id: Self::id_for(&subject, &relationship, &object),
+            subject,
+            object,
+            relationship,
+            in_scope_of: None,
+            note: None,
+        }
+    }
+
+    /// The id of the relationship `subject` is `relationship` of `object`: the JSON array
+    /// `[subject, relationship, object]` in serde_json's compact spelling
+    /// (`["ana","volunteer","cafe"]`). Admission reads who may write it from the id alone
+    /// (docs/data-model.md), so the id is fixed by the three and one triple is one object.
+    pub fn id_for(subject: &Id, relationship: &Id, object: &Id) -> Id {
+        Id(
+            serde_json::to_string(&[subject.as_str(), relationship.as_str(), object.as_str()])
+                .unwrap_or_default(),
+        )
+    }
+
+    /// The (subject, relationship, object) an id names, if it is a relationship's id in its
+    /// canonical spelling.
+    pub fn parts_of(id: &str) -> Option<(Id, Id, Id)> {
+        let parts: Vec<String> = serde_json::from_str(id).ok()?;
+        let [s, r, o] = <[String; 3]>::try_from(parts).ok()?;
+        let (s, r, o) = (Id(s), Id(r), Id(o));
+        (Self::id_for(&s, &r, &o).as_str() == id).then_some((s, r, o))
+    }
 }
 vf_object!(AgentRelationship, AgentRelationship, |s| {
     [
