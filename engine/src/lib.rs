@@ -14,6 +14,7 @@ pub mod flows;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod identity;
+pub mod interop;
 mod judge;
 mod ledger;
 pub mod membership;

@@ -1469,6 +1469,7 @@ impl Ledger {
             classified_as: desc.classified_as,
             note: desc.note,
             removed_by: removed_by.cloned(),
+            other_properties: desc.other_properties,
         })
     }
 

@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::vf::{Action, Measure};
 
+/// Unmodelled properties of an imported node: property IRI to its values in expanded JSON-LD
+/// form (an array of `{"@id": ...}` or `{"@value": ...}` objects).
+pub type OtherProperties = std::collections::BTreeMap<String, serde_json::Value>;
+
 /// The id of any object in a ledger.
 ///
 /// Ids are opaque strings. Economic events get Automerge's own id for the list element that
@@ -252,6 +256,11 @@ pub struct Agent {
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Properties of an imported JSON-LD node that Reflow does not model, kept as read and
+    /// exported again: property IRI to its values in expanded JSON-LD form (see
+    /// docs/interop.md). Empty for objects made in Reflow.
+    #[serde(default, skip_serializing_if = "OtherProperties::is_empty")]
+    pub other_properties: OtherProperties,
 }
 vf_object!(Agent, Agent, |s| opt(
     ObjectKind::SpatialThing,
@@ -268,7 +277,7 @@ impl Agent {
             agent_kind: AgentKind::Person,
             name: name.into(),
             primary_location: None,
-            note: None,
+            note: None,other_properties: Default::default(),
         }
     }
 
@@ -292,6 +301,11 @@ pub struct Unit {
     pub label: String,
     /// Symbol ("kg").
     pub symbol: String,
+    /// Properties of an imported JSON-LD node that Reflow does not model, kept as read and
+    /// exported again: property IRI to its values in expanded JSON-LD form (see
+    /// docs/interop.md). Empty for objects made in Reflow.
+    #[serde(default, skip_serializing_if = "OtherProperties::is_empty")]
+    pub other_properties: OtherProperties,
 }
 vf_object!(Unit, Unit, |_s| Vec::new());
 
@@ -301,7 +315,7 @@ impl Unit {
         Unit {
             id: id.into(),
             label: label.into(),
-            symbol: symbol.into(),
+            symbol: symbol.into(),other_properties: Default::default(),
         }
     }
 }
@@ -327,6 +341,11 @@ pub struct SpatialThing {
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Properties of an imported JSON-LD node that Reflow does not model, kept as read and
+    /// exported again: property IRI to its values in expanded JSON-LD form (see
+    /// docs/interop.md). Empty for objects made in Reflow.
+    #[serde(default, skip_serializing_if = "OtherProperties::is_empty")]
+    pub other_properties: OtherProperties,
 }
 vf_object!(SpatialThing, SpatialThing, |_s| Vec::new());
 
@@ -339,7 +358,7 @@ impl SpatialThing {
             lat: lat_long.map(|l| l.0),
             long: lat_long.map(|l| l.1),
             mappable_address: None,
-            note: None,
+            note: None,other_properties: Default::default(),
         }
     }
 }
@@ -362,6 +381,11 @@ pub struct ResourceSpecification {
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Properties of an imported JSON-LD node that Reflow does not model, kept as read and
+    /// exported again: property IRI to its values in expanded JSON-LD form (see
+    /// docs/interop.md). Empty for objects made in Reflow.
+    #[serde(default, skip_serializing_if = "OtherProperties::is_empty")]
+    pub other_properties: OtherProperties,
 }
 vf_object!(ResourceSpecification, ResourceSpecification, |s| {
     opt(ObjectKind::Unit, &s.default_unit_of_resource)
@@ -378,7 +402,7 @@ impl ResourceSpecification {
             name: name.into(),
             default_unit_of_resource: None,
             default_unit_of_effort: None,
-            note: None,
+            note: None,other_properties: Default::default(),
         }
     }
 }
@@ -395,6 +419,11 @@ pub struct ProcessSpecification {
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Properties of an imported JSON-LD node that Reflow does not model, kept as read and
+    /// exported again: property IRI to its values in expanded JSON-LD form (see
+    /// docs/interop.md). Empty for objects made in Reflow.
+    #[serde(default, skip_serializing_if = "OtherProperties::is_empty")]
+    pub other_properties: OtherProperties,
 }
 vf_object!(ProcessSpecification, ProcessSpecification, |_s| Vec::new());
 
@@ -404,7 +433,7 @@ impl ProcessSpecification {
         ProcessSpecification {
             id: id.into(),
             name: name.into(),
-            note: None,
+            note: None,other_properties: Default::default(),
         }
     }
 }
@@ -439,6 +468,11 @@ pub struct Process {
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Properties of an imported JSON-LD node that Reflow does not model, kept as read and
+    /// exported again: property IRI to its values in expanded JSON-LD form (see
+    /// docs/interop.md). Empty for objects made in Reflow.
+    #[serde(default, skip_serializing_if = "OtherProperties::is_empty")]
+    pub other_properties: OtherProperties,
 }
 vf_object!(Process, Process, |s| {
     opt(ObjectKind::ProcessSpecification, &s.based_on)
@@ -459,7 +493,7 @@ impl Process {
             has_end: None,
             finished: false,
             classified_as: Vec::new(),
-            note: None,
+            note: None,other_properties: Default::default(),
         }
     }
 }
@@ -492,6 +526,11 @@ pub struct ResourceDescription {
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Properties of an imported JSON-LD node that Reflow does not model, kept as read and
+    /// exported again: property IRI to its values in expanded JSON-LD form (see
+    /// docs/interop.md). Empty for objects made in Reflow.
+    #[serde(default, skip_serializing_if = "OtherProperties::is_empty")]
+    pub other_properties: OtherProperties,
 }
 vf_object!(ResourceDescription, EconomicResource, |s| {
     opt(ObjectKind::ResourceSpecification, &s.conforms_to)
@@ -510,7 +549,7 @@ impl ResourceDescription {
             conforms_to: None,
             unit_of_effort: None,
             classified_as: Vec::new(),
-            note: None,
+            note: None,other_properties: Default::default(),
         }
     }
 
@@ -571,6 +610,11 @@ pub struct EconomicResource {
     /// corrected away.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub removed_by: Option<Id>,
+    /// Properties of an imported JSON-LD node that Reflow does not model, kept as read and
+    /// exported again: property IRI to its values in expanded JSON-LD form (see
+    /// docs/interop.md). Empty for objects made in Reflow.
+    #[serde(default, skip_serializing_if = "OtherProperties::is_empty")]
+    pub other_properties: OtherProperties,
 }
 
 /// Something that happened (`vf:EconomicEvent`). Immutable once recorded: a mistake is fixed
@@ -660,6 +704,20 @@ pub struct EconomicEvent {
     /// `newInventoriedResource` of `createEconomicEvent`). Set by the ledger; ignored on input.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_resource: Option<Id>,
+    /// Properties of an imported JSON-LD node that Reflow does not model, kept as read and
+    /// exported again: property IRI to its values in expanded JSON-LD form (see
+    /// docs/interop.md). Empty for objects made in Reflow.
+    #[serde(default, skip_serializing_if = "OtherProperties::is_empty")]
+    pub other_properties: OtherProperties,
+    /// For an imported event: the IRI of the node it was read from (its `@id`), which an
+    /// export writes as the event's `@id` again and a re-import recognises. Set by
+    /// [`crate::interop`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported_from: Option<String>,
+    /// For an imported event: what it was imported from (the file's name or another label the
+    /// importer gave).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import_source: Option<String>,
 }
 
 impl EconomicEvent {
@@ -692,7 +750,7 @@ impl EconomicEvent {
             resource_classified_as: Vec::new(),
             state: None,
             note: None,
-            created_resource: None,
+            created_resource: None,import_source: Default::default(),imported_from: Default::default(),other_properties: Default::default(),
         }
     }
 
@@ -921,6 +979,11 @@ pub struct Commitment {
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Properties of an imported JSON-LD node that Reflow does not model, kept as read and
+    /// exported again: property IRI to its values in expanded JSON-LD form (see
+    /// docs/interop.md). Empty for objects made in Reflow.
+    #[serde(default, skip_serializing_if = "OtherProperties::is_empty")]
+    pub other_properties: OtherProperties,
 }
 vf_object!(Commitment, Commitment, |s| {
     [
@@ -981,7 +1044,7 @@ impl Commitment {
             stage: None,
             state: None,
             finished: false,
-            note: None,
+            note: None,other_properties: Default::default(),
         }
     }
 }
@@ -1055,6 +1118,11 @@ pub struct Intent {
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Properties of an imported JSON-LD node that Reflow does not model, kept as read and
+    /// exported again: property IRI to its values in expanded JSON-LD form (see
+    /// docs/interop.md). Empty for objects made in Reflow.
+    #[serde(default, skip_serializing_if = "OtherProperties::is_empty")]
+    pub other_properties: OtherProperties,
 }
 vf_object!(Intent, Intent, |s| {
     [
@@ -1115,7 +1183,7 @@ impl Intent {
             has_end: None,
             due: None,
             finished: false,
-            note: None,
+            note: None,other_properties: Default::default(),
         }
     }
 }
@@ -1138,6 +1206,11 @@ pub struct Plan {
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Properties of an imported JSON-LD node that Reflow does not model, kept as read and
+    /// exported again: property IRI to its values in expanded JSON-LD form (see
+    /// docs/interop.md). Empty for objects made in Reflow.
+    #[serde(default, skip_serializing_if = "OtherProperties::is_empty")]
+    pub other_properties: OtherProperties,
 }
 vf_object!(Plan, Plan, |_s| Vec::new());
 
@@ -1149,7 +1222,7 @@ impl Plan {
             name: name.into(),
             due: None,
             created: None,
-            note: None,
+            note: None,other_properties: Default::default(),
         }
     }
 }
@@ -1206,6 +1279,11 @@ pub struct Proposal {
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Properties of an imported JSON-LD node that Reflow does not model, kept as read and
+    /// exported again: property IRI to its values in expanded JSON-LD form (see
+    /// docs/interop.md). Empty for objects made in Reflow.
+    #[serde(default, skip_serializing_if = "OtherProperties::is_empty")]
+    pub other_properties: OtherProperties,
 }
 vf_object!(Proposal, Proposal, |s| {
     s.publishes
@@ -1236,6 +1314,11 @@ pub struct Agreement {
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Properties of an imported JSON-LD node that Reflow does not model, kept as read and
+    /// exported again: property IRI to its values in expanded JSON-LD form (see
+    /// docs/interop.md). Empty for objects made in Reflow.
+    #[serde(default, skip_serializing_if = "OtherProperties::is_empty")]
+    pub other_properties: OtherProperties,
 }
 vf_object!(Agreement, Agreement, |_s| Vec::new());
 
@@ -1283,6 +1366,11 @@ pub struct Claim {
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Properties of an imported JSON-LD node that Reflow does not model, kept as read and
+    /// exported again: property IRI to its values in expanded JSON-LD form (see
+    /// docs/interop.md). Empty for objects made in Reflow.
+    #[serde(default, skip_serializing_if = "OtherProperties::is_empty")]
+    pub other_properties: OtherProperties,
 }
 vf_object!(Claim, Claim, |s| {
     [
@@ -1318,7 +1406,7 @@ impl Claim {
             due: None,
             created: None,
             finished: false,
-            note: None,
+            note: None,other_properties: Default::default(),
         }
     }
 }
@@ -1341,6 +1429,11 @@ pub struct Recipe {
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Properties of an imported JSON-LD node that Reflow does not model, kept as read and
+    /// exported again: property IRI to its values in expanded JSON-LD form (see
+    /// docs/interop.md). Empty for objects made in Reflow.
+    #[serde(default, skip_serializing_if = "OtherProperties::is_empty")]
+    pub other_properties: OtherProperties,
 }
 vf_object!(Recipe, Recipe, |s| {
     opt(ObjectKind::ResourceSpecification, &s.primary_output)
@@ -1374,6 +1467,11 @@ pub struct RecipeProcess {
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Properties of an imported JSON-LD node that Reflow does not model, kept as read and
+    /// exported again: property IRI to its values in expanded JSON-LD form (see
+    /// docs/interop.md). Empty for objects made in Reflow.
+    #[serde(default, skip_serializing_if = "OtherProperties::is_empty")]
+    pub other_properties: OtherProperties,
 }
 vf_object!(RecipeProcess, RecipeProcess, |s| {
     opt(ObjectKind::ProcessSpecification, &s.process_conforms_to)
@@ -1429,6 +1527,11 @@ pub struct RecipeFlow {
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Properties of an imported JSON-LD node that Reflow does not model, kept as read and
+    /// exported again: property IRI to its values in expanded JSON-LD form (see
+    /// docs/interop.md). Empty for objects made in Reflow.
+    #[serde(default, skip_serializing_if = "OtherProperties::is_empty")]
+    pub other_properties: OtherProperties,
 }
 vf_object!(RecipeFlow, RecipeFlow, |s| {
     [
@@ -1466,7 +1569,7 @@ impl RecipeFlow {
             recipe_reciprocal_clause_of: None,
             stage: None,
             state: None,
-            note: None,
+            note: None,other_properties: Default::default(),
         }
     }
 }
@@ -1484,6 +1587,11 @@ pub struct RecipeExchange {
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Properties of an imported JSON-LD node that Reflow does not model, kept as read and
+    /// exported again: property IRI to its values in expanded JSON-LD form (see
+    /// docs/interop.md). Empty for objects made in Reflow.
+    #[serde(default, skip_serializing_if = "OtherProperties::is_empty")]
+    pub other_properties: OtherProperties,
 }
 vf_object!(RecipeExchange, RecipeExchange, |_s| Vec::new());
 
@@ -1503,6 +1611,11 @@ pub struct AgentRelationshipRole {
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Properties of an imported JSON-LD node that Reflow does not model, kept as read and
+    /// exported again: property IRI to its values in expanded JSON-LD form (see
+    /// docs/interop.md). Empty for objects made in Reflow.
+    #[serde(default, skip_serializing_if = "OtherProperties::is_empty")]
+    pub other_properties: OtherProperties,
 }
 vf_object!(AgentRelationshipRole, AgentRelationshipRole, |_s| Vec::new(
 ));
@@ -1527,6 +1640,11 @@ pub struct AgentRelationship {
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Properties of an imported JSON-LD node that Reflow does not model, kept as read and
+    /// exported again: property IRI to its values in expanded JSON-LD form (see
+    /// docs/interop.md). Empty for objects made in Reflow.
+    #[serde(default, skip_serializing_if = "OtherProperties::is_empty")]
+    pub other_properties: OtherProperties,
 }
 vf_object!(AgentRelationship, AgentRelationship, |s| {
     [
