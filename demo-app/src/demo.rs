@@ -224,7 +224,8 @@ fn seed_catalogue(cafe: &Node, net: NetworkId) -> Result<()> {
             process_conforms_to: Some(Id::from("repair")),
             process_classified_as: Vec::new(),
             has_duration: None,
-            note: None,other_properties: Default::default(),
+            note: None,
+            other_properties: Default::default(),
         })?;
         let flows = [
             (

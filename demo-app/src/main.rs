@@ -1337,7 +1337,8 @@ fn proposal_cmd(node: &Node, net: NetworkId, cmd: &ProposalCmd) -> Result<()> {
                 unit_based: *unit_based,
                 eligible_location: location.as_deref().map(Id::from),
                 status: ProposalStatus::Open,
-                note: note.clone(),other_properties: Default::default(),
+                note: note.clone(),
+                other_properties: Default::default(),
             };
             println!("{}", node.write(net, |l| l.create(p))?);
         }

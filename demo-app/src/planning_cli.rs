@@ -447,7 +447,8 @@ pub fn recipe_cmd(node: &Node, net: NetworkId, cmd: &RecipeCmd) -> Result<()> {
                 process_conforms_to: id(based_on),
                 process_classified_as: Vec::new(),
                 has_duration: None,
-                note: None,other_properties: Default::default(),
+                note: None,
+                other_properties: Default::default(),
             };
             println!("{}", node.write(net, |l| l.create(rp))?);
         }

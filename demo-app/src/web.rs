@@ -779,7 +779,8 @@ async fn create_intent(State(s): State<AppState>, Json(input): Json<IntentInput>
                     unit_based: false,
                     eligible_location: location,
                     status: ProposalStatus::Open,
-                    note: None,other_properties: Default::default(),
+                    note: None,
+                    other_properties: Default::default(),
                 })?),
                 None => None,
             };

@@ -278,7 +278,8 @@ fn exchange_agreement_is_complete_when_both_sides_are_fulfilled() {
         id: id("apples-for-cider"),
         name: "Apples for cider".into(),
         created: None,
-        note: None,other_properties: Default::default(),
+        note: None,
+        other_properties: Default::default(),
     })
     .expect("agreement");
     let mut apples = Commitment::new(Action::Transfer, "alice", "bob");
@@ -422,7 +423,8 @@ fn a_process_is_planned_from_its_recipe_then_executed() {
         process_conforms_to: Some(id("connectorize")),
         process_classified_as: vec!["repair".into()],
         has_duration: Some(m("2", "hour")),
-        note: None,other_properties: Default::default(),
+        note: None,
+        other_properties: Default::default(),
     })
     .expect("recipe process");
     let mut out = RecipeFlow::new(Action::Produce);
@@ -448,7 +450,8 @@ fn a_process_is_planned_from_its_recipe_then_executed() {
         name: "Delivery fiber".into(),
         primary_output: Some(id("delivery-fiber")),
         recipe_includes: vec![id("rp-make")],
-        note: None,other_properties: Default::default(),
+        note: None,
+        other_properties: Default::default(),
     })
     .expect("recipe");
     let mut plan = Plan::new("plan", "Delivery fiber");
@@ -537,7 +540,8 @@ fn a_process_is_planned_from_its_recipe_then_executed() {
         process_conforms_to: None,
         process_classified_as: Vec::new(),
         has_duration: None,
-        note: None,other_properties: Default::default(),
+        note: None,
+        other_properties: Default::default(),
     })
     .expect("empty recipe process");
     let e = l
@@ -565,7 +569,8 @@ fn agent_relationships_and_roles() {
         id: id("volunteer"),
         role_label: "is volunteer of".into(),
         inverse_role_label: Some("has volunteer".into()),
-        note: None,other_properties: Default::default(),
+        note: None,
+        other_properties: Default::default(),
     })
     .expect("role");
     l.create(AgentRelationship {
@@ -574,7 +579,8 @@ fn agent_relationships_and_roles() {
         object: id("cafe"),
         relationship: id("volunteer"),
         in_scope_of: None,
-        note: Some("Tuesdays".into()),other_properties: Default::default(),
+        note: Some("Tuesdays".into()),
+        other_properties: Default::default(),
     })
     .expect("relationship");
     let rels = l.list::<AgentRelationship>();
@@ -587,7 +593,8 @@ fn agent_relationships_and_roles() {
             object: id("cafe"),
             relationship: id("volunteer"),
             in_scope_of: None,
-            note: None,other_properties: Default::default(),
+            note: None,
+            other_properties: Default::default(),
         })
         .expect_err("unknown subject");
     assert!(
@@ -640,7 +647,8 @@ fn market() -> Ledger {
         unit_based: true,
         eligible_location: None,
         status: ProposalStatus::Open,
-        note: None,other_properties: Default::default(),
+        note: None,
+        other_properties: Default::default(),
     })
     .expect("proposal");
     l

@@ -132,12 +132,12 @@ impl Context {
                         ..Context::default()
                     }
                 }
-                Value::String(s) => {
-                    return Err(Problem::doc(
-                        "@context",
-                        format!("remote context {s:?}: only inline contexts are read (nothing is fetched)"),
-                    ))
-                }
+                Value::String(s) => return Err(Problem::doc(
+                    "@context",
+                    format!(
+                        "remote context {s:?}: only inline contexts are read (nothing is fetched)"
+                    ),
+                )),
                 Value::Object(m) => out.read_object(m)?,
                 _ => return Err(Problem::doc("@context", "not an object, array or null")),
             }
@@ -169,10 +169,8 @@ impl Context {
         }
         // Prefix definitions first, then terms that use them (order within an object does
         // not matter in JSON-LD).
-        let mut pending: Vec<(&String, &Value)> = m
-            .iter()
-            .filter(|(k, _)| !k.starts_with('@'))
-            .collect();
+        let mut pending: Vec<(&String, &Value)> =
+            m.iter().filter(|(k, _)| !k.starts_with('@')).collect();
         for _ in 0..4 {
             let mut rest = Vec::new();
             for (k, v) in pending {
@@ -228,12 +226,18 @@ impl Context {
             Value::Object(o) => {
                 for key in o.keys() {
                     if !matches!(key.as_str(), "@id" | "@type" | "@container") {
-                        return Err(Problem::doc(field, format!("{key} in a term definition is not supported")));
+                        return Err(Problem::doc(
+                            field,
+                            format!("{key} in a term definition is not supported"),
+                        ));
                     }
                 }
                 if let Some(c) = o.get("@container") {
                     if c != "@set" {
-                        return Err(Problem::doc(field, format!("container {c} is not supported")));
+                        return Err(Problem::doc(
+                            field,
+                            format!("container {c} is not supported"),
+                        ));
                     }
                 }
                 let iri = match o.get("@id") {
@@ -419,7 +423,10 @@ pub fn expand(doc: &Value, vocabulary: bool) -> Result<(Expanded, Context), Prob
             };
             for (i, item) in items.into_iter().enumerate() {
                 let Value::Object(m) = item else {
-                    return Err(Problem::doc(format!("@graph item {}", i + 1), "not an object"));
+                    return Err(Problem::doc(
+                        format!("@graph item {}", i + 1),
+                        "not an object",
+                    ));
                 };
                 node(m, &ctx, &mut out, vocabulary, None, depth)?;
             }
@@ -485,7 +492,11 @@ fn node(
                 "@id" | "@type" | "@context" => continue,
                 "@graph" if depth == 0 => continue,
                 other => {
-                    return Err(Problem::field(&id, other, "this JSON-LD keyword is not supported here"))
+                    return Err(Problem::field(
+                        &id,
+                        other,
+                        "this JSON-LD keyword is not supported here",
+                    ))
                 }
             }
         }
@@ -493,7 +504,11 @@ fn node(
         if !iri.contains(':') {
             // Not an IRI (no @vocab): JSON-LD drops such keys; the importer never does so
             // silently.
-            return Err(Problem::field(&id, k, "the key does not expand to an IRI (no @vocab in the @context)"));
+            return Err(Problem::field(
+                &id,
+                k,
+                "the key does not expand to an IRI (no @vocab in the @context)",
+            ));
         }
         let mut vals = Vec::new();
         values(&id, k, &iri, v, ctx, out, vocabulary, depth, &mut vals)?;
@@ -547,7 +562,11 @@ fn values(
         Value::Array(a) => {
             for (i, x) in a.iter().enumerate() {
                 if x.is_array() {
-                    return Err(Problem::field(id, key, "an array inside an array (a list) is not supported"));
+                    return Err(Problem::field(
+                        id,
+                        key,
+                        "an array inside an array (a list) is not supported",
+                    ));
                 }
                 let _ = i;
                 values(id, key, iri, x, ctx, out, vocabulary, depth, vals)?;
@@ -584,14 +603,21 @@ fn values(
                 }
                 let value = o.get("@value").cloned().unwrap_or(Value::Null);
                 if value.is_object() || value.is_array() {
-                    return Err(Problem::field(id, key, "@value is not a string, number or boolean"));
+                    return Err(Problem::field(
+                        id,
+                        key,
+                        "@value is not a string, number or boolean",
+                    ));
                 }
                 let datatype = match o.get("@type") {
                     Some(Value::String(t)) => Some(ctx.expand(t, true)),
                     None => None,
                     Some(_) => return Err(Problem::field(id, key, "@type is not a string")),
                 };
-                let language = o.get("@language").and_then(Value::as_str).map(str::to_string);
+                let language = o
+                    .get("@language")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
                 if !value.is_null() {
                     vals.push(Val::Literal {
                         value,
@@ -600,7 +626,11 @@ fn values(
                     });
                 }
             } else if o.contains_key("@list") || o.contains_key("@set") {
-                return Err(Problem::field(id, key, "@list and @set objects are not supported"));
+                return Err(Problem::field(
+                    id,
+                    key,
+                    "@list and @set objects are not supported",
+                ));
             } else if o.len() == 1 && o.contains_key("@id") {
                 let Some(s) = o.get("@id").and_then(Value::as_str) else {
                     return Err(Problem::field(id, key, "@id is not a string"));
@@ -618,7 +648,11 @@ fn values(
                 for (k, x) in o {
                     if k.starts_with('@') {
                         if k == "@context" {
-                            return Err(Problem::field(id, key, "an embedded @context is not supported"));
+                            return Err(Problem::field(
+                                id,
+                                key,
+                                "an embedded @context is not supported",
+                            ));
                         }
                         continue;
                     }

@@ -233,6 +233,10 @@ fn ld_node<T: Serialize>(x: &T, id: &str, ty: &str) -> Value {
         return Value::Object(out);
     };
     m.remove("id");
+    // An empty name is no name (an import fills required names a file leaves out with "").
+    if m.get("name") == Some(&json!("")) {
+        m.remove("name");
+    }
     let other = m.remove("otherProperties");
     out.extend(m);
     if let Some(Value::Object(other)) = other {
@@ -422,9 +426,18 @@ pub fn export_trace(l: &Ledger, resource: &Id) -> crate::Result<Value> {
 type Found = (usize, Value, Vec<(ObjectKind, Id)>);
 
 fn object_node(l: &Ledger, kind: ObjectKind, id: &Id) -> Option<Found> {
-    fn one<T: VfObject>(l: &Ledger, id: &Id, rank: usize, ty: impl Fn(&T) -> &'static str) -> Option<Found> {
+    fn one<T: VfObject>(
+        l: &Ledger,
+        id: &Id,
+        rank: usize,
+        ty: impl Fn(&T) -> &'static str,
+    ) -> Option<Found> {
         let x = l.get::<T>(id)?;
-        let more = x.references().into_iter().map(|(k, i)| (k, i.clone())).collect();
+        let more = x
+            .references()
+            .into_iter()
+            .map(|(k, i)| (k, i.clone()))
+            .collect();
         Some((rank, ld_node(&x, id.as_str(), ty(&x)), more))
     }
     match kind {
@@ -633,7 +646,12 @@ fn expanded_json(v: &Val) -> Value {
         Val::Embedded(props) => Value::Object(
             props
                 .iter()
-                .map(|(k, vs)| (k.clone(), Value::Array(vs.iter().map(expanded_json).collect())))
+                .map(|(k, vs)| {
+                    (
+                        k.clone(),
+                        Value::Array(vs.iter().map(expanded_json).collect()),
+                    )
+                })
                 .collect(),
         ),
     }
@@ -666,6 +684,19 @@ enum Class {
 }
 
 impl Class {
+    /// The modelled classes among `types` (one per kind of object).
+    fn all(types: &[String]) -> Vec<Class> {
+        let mut out: Vec<Class> = Vec::new();
+        for t in types {
+            if let Some(c) = Class::of(std::slice::from_ref(t)) {
+                if out.iter().all(|o| o.kind() != c.kind()) {
+                    out.push(c);
+                }
+            }
+        }
+        out
+    }
+
     fn of(types: &[String]) -> Option<Class> {
         types.iter().find_map(|t| {
             let c = match t.as_str() {
@@ -728,32 +759,6 @@ impl Class {
             Class::Claim => ObjectKind::Claim,
         }
     }
-
-    fn name(self) -> &'static str {
-        match self {
-            Class::Person => "Person",
-            Class::Organization => "Organization",
-            Class::Unit => "Unit",
-            Class::SpatialThing => "SpatialThing",
-            Class::AgentRelationshipRole => "AgentRelationshipRole",
-            Class::AgentRelationship => "AgentRelationship",
-            Class::ResourceSpecification => "ResourceSpecification",
-            Class::ProcessSpecification => "ProcessSpecification",
-            Class::RecipeExchange => "RecipeExchange",
-            Class::RecipeProcess => "RecipeProcess",
-            Class::Recipe => "Recipe",
-            Class::RecipeFlow => "RecipeFlow",
-            Class::Plan => "Plan",
-            Class::Process => "Process",
-            Class::Agreement => "Agreement",
-            Class::Intent => "Intent",
-            Class::Proposal => "Proposal",
-            Class::Commitment => "Commitment",
-            Class::EconomicResource => "EconomicResource",
-            Class::EconomicEvent => "EconomicEvent",
-            Class::Claim => "Claim",
-        }
-    }
 }
 
 fn kind_class(kind: ObjectKind) -> &'static str {
@@ -773,7 +778,11 @@ const INVERSES: [(Class, &str, &str); 5] = [
     (Class::Process, "hasInput", "inputOf"),
     (Class::Process, "hasOutput", "outputOf"),
     (Class::Agreement, "stipulates", "clauseOf"),
-    (Class::Agreement, "stipulatesReciprocal", "reciprocalClauseOf"),
+    (
+        Class::Agreement,
+        "stipulatesReciprocal",
+        "reciprocalClauseOf",
+    ),
     (Class::Agreement, "realizes", "realizationOf"),
 ];
 
@@ -826,7 +835,8 @@ macro_rules! each_obj {
 }
 
 fn same<T: VfObject + PartialEq>(l: &Ledger, x: &T) -> Option<bool> {
-    l.exists(T::KIND, x.id()).then(|| l.get::<T>(x.id()).as_ref() == Some(x))
+    l.exists(T::KIND, x.id())
+        .then(|| l.get::<T>(x.id()).as_ref() == Some(x))
 }
 
 impl Obj {
@@ -908,7 +918,11 @@ pub struct ImportPlan {
 
 /// Parse, expand and check `text` against `ledger`, all at once: every problem of the file is
 /// listed in [`ImportError::Refused`]. Nothing is written.
-pub fn plan(ledger: &Ledger, text: &str, options: &ImportOptions) -> Result<ImportPlan, ImportError> {
+pub fn plan(
+    ledger: &Ledger,
+    text: &str,
+    options: &ImportOptions,
+) -> Result<ImportPlan, ImportError> {
     let doc: Value = serde_json::from_str(text).map_err(|e| ImportError::NotJson(e.to_string()))?;
     let Value::Object(top) = &doc else {
         return Err(ImportError::Refused(vec![Problem::doc(
@@ -929,7 +943,11 @@ pub fn plan(ledger: &Ledger, text: &str, options: &ImportOptions) -> Result<Impo
 /// [`plan`] then [`ImportPlan::apply`], atomically: into a fork of `ledger`, which replaces it
 /// only if every write succeeded. No recorder check (a plain ledger has no members); a
 /// replica's import goes through [`import_into`].
-pub fn import(ledger: &mut Ledger, text: &str, options: &ImportOptions) -> Result<ImportReport, ImportError> {
+pub fn import(
+    ledger: &mut Ledger,
+    text: &str,
+    options: &ImportOptions,
+) -> Result<ImportReport, ImportError> {
     let plan = plan(ledger, text, options)?;
     let mut work = ledger.fork(ledger.actor().clone());
     let report = plan.apply(&mut work, &mut |_| {})?;
@@ -939,14 +957,22 @@ pub fn import(ledger: &mut Ledger, text: &str, options: &ImportOptions) -> Resul
 
 /// [`plan`], then [`ImportPlan::check_recorder`] for `replica`'s device: the plan to write
 /// with the replica's write path (a node's `write`).
-pub fn plan_for(replica: &Replica, text: &str, options: &ImportOptions) -> Result<ImportPlan, ImportError> {
+pub fn plan_for(
+    replica: &Replica,
+    text: &str,
+    options: &ImportOptions,
+) -> Result<ImportPlan, ImportError> {
     let p = plan(replica.ledger(), text, options)?;
     p.check_recorder(replica)?;
     Ok(p)
 }
 
 /// [`plan_for`] a bare replica (no node), written with [`Replica::write`].
-pub fn import_into(replica: &mut Replica, text: &str, options: &ImportOptions) -> Result<ImportReport, ImportError> {
+pub fn import_into(
+    replica: &mut Replica,
+    text: &str,
+    options: &ImportOptions,
+) -> Result<ImportReport, ImportError> {
     let p = plan_for(replica, text, options)?;
     let (report, _signed) = replica.write(|l| p.apply(l, &mut |_| {}))?;
     Ok(report)
@@ -1012,8 +1038,16 @@ impl ImportPlan {
 
     /// Write the plan into `l` (objects, then events in the file's order, each after what it
     /// refers to). `progress` is called after each step with the number done.
-    pub fn apply(&self, l: &mut Ledger, progress: &mut dyn FnMut(usize)) -> crate::Result<ImportReport> {
+    pub fn apply(
+        &self,
+        l: &mut Ledger,
+        progress: &mut dyn FnMut(usize),
+    ) -> crate::Result<ImportReport> {
+        // Events are referred to (corrects, triggeredBy) by the IRI they were imported from.
         let mut events: HashMap<String, Id> = HashMap::new();
+        for (iri, e) in ledger_events(l).0 {
+            events.insert(reflow_id(&iri), e.id);
+        }
         for (i, s) in self.steps.iter().enumerate() {
             match s {
                 Step::Object(o) => {
@@ -1029,7 +1063,11 @@ impl ImportPlan {
                         o.create(l)?;
                     }
                 }
-                Step::Event { iri, event, creates } => {
+                Step::Event {
+                    iri,
+                    event,
+                    creates,
+                } => {
                     let mut e = event.clone();
                     if let Some(c) = &e.corrects {
                         if let Some(id) = events.get(c.as_str()) {
@@ -1040,7 +1078,7 @@ impl ImportPlan {
                         Some(d) => l.record_event(e.creating(d.clone()))?,
                         None => l.record_event(e)?,
                     };
-                    events.insert(iri.clone(), id);
+                    events.insert(reflow_id(iri), id);
                 }
             }
             progress(i + 1);
@@ -1069,6 +1107,12 @@ fn ledger_events(l: &Ledger) -> (HashMap<String, EconomicEvent>, HashMap<Id, Eco
 /// An event as compared for "already imported": without what the ledger sets.
 fn comparable(e: &EconomicEvent) -> EconomicEvent {
     let mut e = e.clone();
+    if let Some(c) = e.created_resource.take() {
+        match e.action.effects().create_resource {
+            CreateResource::OptionalTo => e.to_resource_inventoried_as = Some(c),
+            _ => e.resource_inventoried_as = Some(c),
+        }
+    }
     e.id = Id::default();
     e.created_resource = None;
     e.import_source = None;
@@ -1082,8 +1126,15 @@ struct Planner<'a> {
     options: &'a ImportOptions,
     problems: Vec<Problem>,
     report: ImportReport,
-    /// Nodes of the file by Reflow id, with their class.
-    classes: HashMap<String, Class>,
+    /// The units the file defines, by Reflow id.
+    unit_ids: HashSet<String>,
+    /// The position in the file of the node being built.
+    at: usize,
+    /// Resources described with a quantity, by position (a snapshot before an event says the
+    /// resource existed before it).
+    described_at: HashMap<String, usize>,
+    /// Events by position.
+    event_at: HashMap<String, usize>,
 }
 
 /// A node converted to a model object's JSON.
@@ -1104,7 +1155,10 @@ impl<'a> Planner<'a> {
                 notes,
                 ..ImportReport::default()
             },
-            classes: HashMap::new(),
+            unit_ids: HashSet::new(),
+            at: 0,
+            described_at: HashMap::new(),
+            event_at: HashMap::new(),
         }
     }
 
@@ -1112,29 +1166,31 @@ impl<'a> Planner<'a> {
         // Classes, and inverse properties turned around.
         let mut typed: Vec<(Class, usize)> = Vec::new();
         for (i, n) in ex.nodes.iter().enumerate() {
-            match Class::of(&n.types) {
-                Some(c) => typed.push((c, i)),
-                None if n.types.is_empty() => self.problems.push(Problem::field(
+            let classes = Class::all(&n.types);
+            if !classes.is_empty() {
+                typed.extend(classes.into_iter().map(|c| (c, i)));
+                continue;
+            }
+            match n.types.is_empty() {
+                true => self.problems.push(Problem::field(
                     &n.id,
                     "@type",
                     "missing: every node needs a ValueFlows class",
                 )),
-                None => self.report.skipped.push(format!(
+                false => self.report.skipped.push(format!(
                     "{} {}",
-                    n.types.iter().map(|t| local_name(t)).collect::<Vec<_>>().join("/"),
+                    n.types
+                        .iter()
+                        .map(|t| local_name(t))
+                        .collect::<Vec<_>>()
+                        .join("/"),
                     n.id
                 )),
             }
         }
         for (c, i) in &typed {
-            if let Some(prev) = self.classes.insert(reflow_id(&ex.nodes[*i].id), *c) {
-                if prev.kind() != c.kind() {
-                    self.problems.push(Problem::field(
-                        &ex.nodes[*i].id,
-                        "@type",
-                        format!("typed both {} and {}", prev.name(), c.name()),
-                    ));
-                }
+            if *c == Class::Unit {
+                self.unit_ids.insert(reflow_id(&ex.nodes[*i].id));
             }
         }
         for (c, i) in typed.clone() {
@@ -1155,15 +1211,16 @@ impl<'a> Planner<'a> {
                     };
                     match target {
                         Some(t) => {
-                            let slot = ex.nodes[t].props.entry(format!("{VF}{inverse}")).or_default();
+                            let slot = ex.nodes[t]
+                                .props
+                                .entry(format!("{VF}{inverse}"))
+                                .or_default();
                             if slot.is_empty() {
                                 slot.push(Val::Iri(subject.clone()));
                             } else if slot[0] != Val::Iri(subject.clone()) {
-                                self.problems.push(Problem::field(
-                                    &subject,
-                                    prop,
-                                    format!("names {} whose {inverse} is another node", ex.nodes[t].id),
-                                ));
+                                // The target says otherwise: its own value wins, this one is
+                                // kept as written.
+                                kept.push(v);
                             }
                         }
                         None => kept.push(v),
@@ -1178,8 +1235,10 @@ impl<'a> Planner<'a> {
         }
         let mut objects: Vec<(Class, Obj)> = Vec::new();
         let mut events: Vec<(String, EconomicEvent, Option<String>)> = Vec::new();
-        let mut resources: BTreeMap<String, (ResourceDescription, Map<String, Value>)> = BTreeMap::new();
+        let mut resources: BTreeMap<String, (ResourceDescription, Map<String, Value>)> =
+            BTreeMap::new();
         let mut resource_order: Vec<String> = Vec::new();
+        let mut event_props: HashMap<String, Props> = HashMap::new();
         for (c, i) in &typed {
             let n = &ex.nodes[*i];
             let id = reflow_id(&n.id);
@@ -1191,15 +1250,26 @@ impl<'a> Planner<'a> {
                 ));
                 continue;
             }
+            self.at = *i;
             let Some(conv) = self.convert(n, *c) else {
                 continue;
             };
-            self.build(n, *c, id, conv, &mut objects, &mut events, &mut resources, &mut resource_order);
+            self.build(
+                n,
+                *c,
+                id,
+                conv,
+                &mut objects,
+                &mut events,
+                &mut event_props,
+                &mut resources,
+                &mut resource_order,
+            );
         }
         if !self.problems.is_empty() {
             return Err(ImportError::Refused(self.problems));
         }
-        self.schedule(objects, events, resources, resource_order)
+        self.schedule(objects, events, event_props, resources, resource_order)
     }
 
     /// A node's properties as the model's JSON fields, its unmodelled properties kept.
@@ -1213,12 +1283,29 @@ impl<'a> Planner<'a> {
         for (iri, vals) in &n.props {
             let spelled = n.spelled.get(iri).cloned().unwrap_or_else(|| iri.clone());
             let Some((field, shape)) = field_of(iri) else {
-                out.other.insert(iri.clone(), Value::Array(vals.iter().map(expanded_json).collect()));
+                out.other.insert(iri.clone(), self.kept(vals));
                 continue;
             };
             let derived = class == Class::EconomicResource && DERIVED.contains(&field);
-            let vals: &[Val] = if derived && !vals.is_empty() { &vals[..1] } else { vals };
-            if let Some(v) = self.value(&n.id, &spelled, shape, vals) {
+            let single = !matches!(shape, Shape::Refs | Shape::Texts);
+            let vals: &[Val] = if single && vals.len() > 1 {
+                if !derived {
+                    self.value(&n.id, &spelled, shape, vals);
+                    out.other.insert(iri.clone(), self.kept(&vals[1..]));
+                }
+                &vals[..1]
+            } else {
+                vals
+            };
+            if let Some(mut v) = self.value(&n.id, &spelled, shape, vals) {
+                if matches!(
+                    field,
+                    "defaultUnitOfResource" | "defaultUnitOfEffort" | "unitOfEffort"
+                ) {
+                    if let Some(u) = v.as_str() {
+                        v = json!(reflow_id(&self.unit_iri(u)));
+                    }
+                }
                 if derived {
                     out.derived.insert(field.into(), v);
                 } else {
@@ -1229,6 +1316,33 @@ impl<'a> Planner<'a> {
         (self.problems.len() == before).then_some(out)
     }
 
+    /// Values kept as unmodelled, in expanded form; a measure's unit named as the spec's
+    /// examples do (`kilogram`) is its OM IRI, as in a modelled measure.
+    fn kept(&self, vals: &[Val]) -> Value {
+        fn fix(p: &Planner<'_>, v: &Val) -> Val {
+            match v {
+                Val::Embedded(props) => Val::Embedded(
+                    props
+                        .iter()
+                        .map(|(k, vs)| {
+                            let unit = local_name(k) == "hasUnit";
+                            let vs = vs
+                                .iter()
+                                .map(|x| match x {
+                                    Val::Iri(i) if unit => Val::Iri(p.unit_iri(i)),
+                                    other => fix(p, other),
+                                })
+                                .collect();
+                            (k.clone(), vs)
+                        })
+                        .collect(),
+                ),
+                other => other.clone(),
+            }
+        }
+        Value::Array(vals.iter().map(|v| expanded_json(&fix(self, v))).collect())
+    }
+
     /// One field's JSON from its values.
     fn value(&mut self, node: &str, field: &str, shape: Shape, vals: &[Val]) -> Option<Value> {
         let single = matches!(
@@ -1236,46 +1350,75 @@ impl<'a> Planner<'a> {
             Shape::Ref | Shape::Text | Shape::Measure | Shape::Bool | Shape::Number | Shape::Action
         );
         if single && vals.len() > 1 {
-            self.problems.push(Problem::field(node, field, format!("{} values; one expected", vals.len())));
-            return None;
+            self.report.notes.push(format!(
+                "node {node}, field {field}: {} values (one node @id used for several nodes?): the first is used, the others kept as unmodelled values",
+                vals.len()
+            ));
         }
         let text = |v: &Val| match v {
             Val::Iri(i) => Some(i.clone()),
-            Val::Literal { value: Value::String(s), .. } => Some(s.clone()),
+            Val::Literal {
+                value: Value::String(s),
+                ..
+            } => Some(s.clone()),
             Val::Literal { value, .. } => Some(value.to_string()),
             Val::Embedded(_) => None,
         };
         let r = match shape {
             Shape::Ref => match vals.first() {
                 Some(Val::Iri(i)) => Ok(json!(reflow_id(i))),
-                Some(Val::Literal { value: Value::String(s), .. }) => Ok(json!(reflow_id(s))),
+                Some(Val::Literal {
+                    value: Value::String(s),
+                    ..
+                }) => Ok(json!(reflow_id(s))),
                 _ => Err("not a reference".to_string()),
             },
             Shape::Refs => vals
                 .iter()
                 .map(|v| match v {
                     Val::Iri(i) => Ok(json!(reflow_id(i))),
-                    Val::Literal { value: Value::String(s), .. } => Ok(json!(reflow_id(s))),
+                    Val::Literal {
+                        value: Value::String(s),
+                        ..
+                    } => Ok(json!(reflow_id(s))),
                     _ => Err("not a reference".to_string()),
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map(Value::Array),
-            Shape::Text => vals.first().and_then(text).map(Value::String).ok_or_else(|| "not text".to_string()),
+            Shape::Text => vals
+                .first()
+                .and_then(text)
+                .map(Value::String)
+                .ok_or_else(|| "not text".to_string()),
             Shape::Texts => vals
                 .iter()
-                .map(|v| text(v).map(Value::String).ok_or_else(|| "not text".to_string()))
+                .map(|v| {
+                    text(v)
+                        .map(Value::String)
+                        .ok_or_else(|| "not text".to_string())
+                })
                 .collect::<Result<Vec<_>, _>>()
                 .map(Value::Array),
             Shape::Bool => match vals.first() {
-                Some(Val::Literal { value: Value::Bool(b), .. }) => Ok(json!(b)),
-                Some(Val::Literal { value: Value::String(s), .. }) if s == "true" || s == "false" => {
-                    Ok(json!(s == "true"))
-                }
+                Some(Val::Literal {
+                    value: Value::Bool(b),
+                    ..
+                }) => Ok(json!(b)),
+                Some(Val::Literal {
+                    value: Value::String(s),
+                    ..
+                }) if s == "true" || s == "false" => Ok(json!(s == "true")),
                 _ => Err("not a boolean".to_string()),
             },
             Shape::Number => match vals.first() {
-                Some(Val::Literal { value: Value::Number(x), .. }) => Ok(Value::Number(x.clone())),
-                Some(Val::Literal { value: Value::String(s), .. }) => s
+                Some(Val::Literal {
+                    value: Value::Number(x),
+                    ..
+                }) => Ok(Value::Number(x.clone())),
+                Some(Val::Literal {
+                    value: Value::String(s),
+                    ..
+                }) => s
                     .parse::<f64>()
                     .ok()
                     .and_then(serde_json::Number::from_f64)
@@ -1295,7 +1438,9 @@ impl<'a> Planner<'a> {
             }
             Shape::Measure => match vals.first() {
                 Some(Val::Embedded(p)) => self.measure(p),
-                _ => Err("not a measure (an object with hasNumericalValue and hasUnit)".to_string()),
+                _ => {
+                    Err("not a measure (an object with hasNumericalValue and hasUnit)".to_string())
+                }
             },
         };
         match r {
@@ -1311,7 +1456,10 @@ impl<'a> Planner<'a> {
         let get = |names: [&str; 2]| {
             names
                 .iter()
-                .find_map(|n| p.get(&format!("{VF}{n}")).or_else(|| p.get(&format!("{OM2}{n}"))))
+                .find_map(|n| {
+                    p.get(&format!("{VF}{n}"))
+                        .or_else(|| p.get(&format!("{OM2}{n}")))
+                })
                 .and_then(|v| v.first())
         };
         for k in p.keys() {
@@ -1321,15 +1469,24 @@ impl<'a> Planner<'a> {
             }
         }
         let value = match get(["hasNumericalValue", "hasNumericalValue"]) {
-            Some(Val::Literal { value: Value::Number(x), .. }) => x.to_string(),
-            Some(Val::Literal { value: Value::String(s), .. }) => s.clone(),
+            Some(Val::Literal {
+                value: Value::Number(x),
+                ..
+            }) => x.to_string(),
+            Some(Val::Literal {
+                value: Value::String(s),
+                ..
+            }) => s.clone(),
             _ => return Err("hasNumericalValue missing or not a number".into()),
         };
         let q: crate::Quantity = serde_json::from_value(json!(value))
             .map_err(|e| format!("hasNumericalValue {value}: {e}"))?;
         let unit = match get(["hasUnit", "hasUnit"]) {
             Some(Val::Iri(i)) => i.clone(),
-            Some(Val::Literal { value: Value::String(s), .. }) => s.clone(),
+            Some(Val::Literal {
+                value: Value::String(s),
+                ..
+            }) => s.clone(),
             _ => return Err("hasUnit missing".into()),
         };
         let unit = self.unit_iri(&unit);
@@ -1340,7 +1497,7 @@ impl<'a> Planner<'a> {
     /// the file or the ledger has a unit of that id.
     fn unit_iri(&self, u: &str) -> String {
         let id = reflow_id(u);
-        if self.classes.get(&id) == Some(&Class::Unit) || self.l.exists(ObjectKind::Unit, &Id::from(id.as_str())) {
+        if self.unit_ids.contains(&id) || self.l.exists(ObjectKind::Unit, &Id::from(id.as_str())) {
             return u.to_string();
         }
         let bare = u.strip_prefix(VF).unwrap_or(u);
@@ -1361,6 +1518,7 @@ impl<'a> Planner<'a> {
         mut conv: Converted,
         objects: &mut Vec<(Class, Obj)>,
         events: &mut Vec<(String, EconomicEvent, Option<String>)>,
+        event_props: &mut HashMap<String, Props>,
         resources: &mut BTreeMap<String, (ResourceDescription, Map<String, Value>)>,
         resource_order: &mut Vec<String>,
     ) {
@@ -1385,13 +1543,23 @@ impl<'a> Planner<'a> {
         }
         match class {
             Class::Person | Class::Organization => {
-                let kind = if class == Class::Organization { "organization" } else { "person" };
-                conv.fields.entry("agentKind").or_insert_with(|| json!(kind));
+                let kind = if class == Class::Organization {
+                    "organization"
+                } else {
+                    "person"
+                };
+                conv.fields
+                    .entry("agentKind")
+                    .or_insert_with(|| json!(kind));
             }
             Class::Unit => {
                 if let Some(std) = units::om_unit(&n.id) {
-                    conv.fields.entry("label").or_insert_with(|| json!(std.label));
-                    conv.fields.entry("symbol").or_insert_with(|| json!(std.symbol));
+                    conv.fields
+                        .entry("label")
+                        .or_insert_with(|| json!(std.label));
+                    conv.fields
+                        .entry("symbol")
+                        .or_insert_with(|| json!(std.symbol));
                 }
                 if !conv.fields.contains_key("symbol") {
                     if let Some(l) = conv.fields.get("label").cloned() {
@@ -1434,17 +1602,27 @@ impl<'a> Planner<'a> {
                     conv.fields.entry("conformsTo").or_insert(v);
                 }
                 if let Some(d) = self.parse::<ResourceDescription>(n, &id, &mut conv) {
+                    let has_quantity = conv.derived.contains_key("accountingQuantity")
+                        || conv.derived.contains_key("onhandQuantity");
+                    if has_quantity {
+                        self.described_at.insert(id.clone(), self.at);
+                    }
                     resource_order.push(id.clone());
                     resources.insert(id, (d, conv.derived));
                 }
             }
             Class::EconomicEvent => {
-                let created = conv.fields.remove("createdResource").and_then(|v| v.as_str().map(str::to_string));
+                let created = conv
+                    .fields
+                    .remove("createdResource")
+                    .and_then(|v| v.as_str().map(str::to_string));
                 if let Some(mut e) = self.parse::<EconomicEvent>(n, &id, &mut conv) {
                     e.imported_from = Some(n.id.clone());
                     e.import_source = Some(self.options.source.clone());
                     e.created_resource = None;
                     e.id = Id::default();
+                    event_props.insert(n.id.clone(), n.props.clone());
+                    self.event_at.insert(n.id.clone(), self.at);
                     events.push((n.id.clone(), e, created));
                 }
             }
@@ -1479,10 +1657,14 @@ impl<'a> Planner<'a> {
                 let iri = if n.props.contains_key(&iri) {
                     iri
                 } else {
-                    n.props.keys().find(|p| field_of(p).map(|f| f.0) == Some(k.as_str())).cloned().unwrap_or(iri)
+                    n.props
+                        .keys()
+                        .find(|p| field_of(p).map(|f| f.0) == Some(k.as_str()))
+                        .cloned()
+                        .unwrap_or(iri)
                 };
                 if let Some(vals) = n.props.get(&iri) {
-                    conv.other.insert(iri, Value::Array(vals.iter().map(expanded_json).collect()));
+                    conv.other.insert(iri, self.kept(vals));
                 }
             }
         }
@@ -1498,8 +1680,9 @@ impl<'a> Planner<'a> {
         mut self,
         objects: Vec<(Class, Obj)>,
         events: Vec<(String, EconomicEvent, Option<String>)>,
-        resources: BTreeMap<String, (ResourceDescription, Map<String, Value>)>,
-        resource_order: Vec<String>,
+        event_props: HashMap<String, Props>,
+        mut resources: BTreeMap<String, (ResourceDescription, Map<String, Value>)>,
+        mut resource_order: Vec<String>,
     ) -> Result<ImportPlan, ImportError> {
         let l = self.l;
         let mut steps: Vec<Step> = Vec::new();
@@ -1517,28 +1700,181 @@ impl<'a> Planner<'a> {
 
         // Objects already present identically are skipped; present otherwise: refused.
         let mut to_create: Vec<(Class, Obj)> = Vec::new();
-        for (c, o) in objects {
+        for (c, mut o) in objects {
+            if let Obj::Claim(claim) = &mut o {
+                if let Some(t) = &claim.triggered_by {
+                    let found = by_iri
+                        .get(t.as_str())
+                        .or_else(|| by_iri.get(&format!("{BASE}{t}")));
+                    if let Some(e) = found {
+                        claim.triggered_by = Some(e.id.clone());
+                    }
+                }
+            }
             match o.existing(l) {
                 Some(true) => self.report.unchanged += 1,
                 Some(false) => self.problems.push(Problem::node(
                     o.id().as_str(),
-                    format!("a {} of this id is in the ledger with other content", o.class()),
+                    format!(
+                        "a {} of this id is in the ledger with other content",
+                        o.class()
+                    ),
                 )),
                 None => to_create.push((c, o)),
             }
         }
 
+        let mut new_events = events;
+
+        // Which event creates which resource: the one naming it in createdResource, else the
+        // first that may create it. The rest get an opening balance.
+        let mut creator: HashMap<String, String> = HashMap::new();
+        for (iri, e, created) in new_events.iter() {
+            let side = match e.action.effects().create_resource {
+                CreateResource::Optional => e.resource_inventoried_as.as_ref(),
+                CreateResource::OptionalTo => e.to_resource_inventoried_as.as_ref(),
+                CreateResource::NotApplicable => None,
+            };
+            let target = created.clone().or_else(|| side.map(|s| s.to_string()));
+            if let Some(t) = target {
+                // An explicit createdResource wins; otherwise a snapshot with a quantity
+                // before the event says the resource existed before it.
+                let before = created.is_none()
+                    && match (self.described_at.get(&t), self.event_at.get(iri)) {
+                        (Some(r), Some(e)) => r < e,
+                        _ => false,
+                    };
+                if resources.contains_key(&t)
+                    && !before
+                    && !l.exists(ObjectKind::EconomicResource, &Id::from(t.as_str()))
+                {
+                    creator.entry(t).or_insert(iri.clone());
+                }
+            }
+        }
+        // The ValueFlows action table, as the ledger applies it: a field the action does not
+        // allow is kept as an unmodelled property; a VF backout (a negative quantity that
+        // corrects an event) is Reflow's correction with quantity 0; a transfer of a kind of
+        // thing (no resource named) moves a resource made for it (on request).
+        let creators: HashSet<String> = creator.values().cloned().collect();
+        for (iri, e, _) in new_events.iter_mut() {
+            if e.corrects.is_some() {
+                for m in [&mut e.resource_quantity, &mut e.effort_quantity]
+                    .into_iter()
+                    .flatten()
+                {
+                    if m.has_numerical_value.is_negative() {
+                        m.has_numerical_value = crate::Quantity::ZERO;
+                        self.report.notes.push(format!(
+                            "event {iri}: a negative quantity that corrects an event (a VF backout) is recorded as a correction of quantity 0: the corrected event no longer counts"
+                        ));
+                    }
+                }
+            }
+            for _ in 0..8 {
+                match crate::ledger::validate::check_structure(e, creators.contains(iri.as_str())) {
+                    Ok(()) => break,
+                    Err(crate::Error::FieldNotAllowed { field, action, .. }) => {
+                        let mut v = serde_json::to_value(&*e).unwrap_or(Value::Null);
+                        if let Some(m) = v.as_object_mut() {
+                            m.remove(field);
+                        }
+                        let Ok(mut back) = serde_json::from_value::<EconomicEvent>(v) else {
+                            break;
+                        };
+                        back.id = Id::default();
+                        let key = format!("{VF}{field}");
+                        if let Some(vals) = event_props.get(iri.as_str()).and_then(|p| p.get(&key))
+                        {
+                            back.other_properties.insert(key.clone(), self.kept(vals));
+                            *self.report.kept_properties.entry(key).or_default() += 1;
+                        }
+                        self.report.notes.push(format!(
+                            "event {iri}: `{action}` does not take {field} (the VF action table): kept as an unmodelled property"
+                        ));
+                        *e = back;
+                    }
+                    Err(crate::Error::MissingField {
+                        field: "resourceInventoriedAs",
+                        ..
+                    }) if self.options.create_missing && e.resource_quantity.is_some() => {
+                        let r = format!("{iri}#resource");
+                        let rid = reflow_id(&r);
+                        let mut d = ResourceDescription::new(rid.as_str(), "");
+                        d.conforms_to = e.resource_conforms_to.clone();
+                        let mut derived = Map::new();
+                        if let Some(p) = &e.provider {
+                            derived.insert("primaryAccountable".into(), json!(p));
+                        }
+                        if let Some(q) = &e.resource_quantity {
+                            derived.insert(
+                                "accountingQuantity".into(),
+                                serde_json::to_value(q).unwrap_or(Value::Null),
+                            );
+                        }
+                        if !l.exists(ObjectKind::EconomicResource, &Id::from(rid.as_str())) {
+                            self.report.created_missing.push(format!(
+                                "EconomicResource {rid} (what event {iri} moves: the file names only its kind)"
+                            ));
+                        }
+                        e.resource_inventoried_as = Some(Id::from(rid.as_str()));
+                        resources.insert(rid.clone(), (d, derived));
+                        resource_order.push(rid);
+                    }
+                    Err(other) => {
+                        self.problems
+                            .push(Problem::node(iri.as_str(), other.to_string()));
+                        break;
+                    }
+                }
+            }
+        }
         // Events already imported (by their IRI) or present (a Reflow export's own ids).
-        let mut new_events = Vec::new();
-        for (iri, e, created) in events {
-            let existing = by_iri.get(&iri).or_else(|| by_id.get(&Id::from(reflow_id(&iri))));
+        let mut fresh = Vec::new();
+        for (iri, e, created) in new_events {
+            let existing = by_iri
+                .get(&iri)
+                .or_else(|| by_id.get(&Id::from(reflow_id(&iri))));
             match existing {
                 Some(x) if comparable(x) == comparable(&e) => self.report.unchanged += 1,
                 Some(_) => self.problems.push(Problem::node(
                     &iri,
                     "an event imported from this IRI is in the ledger with other content",
                 )),
-                None => new_events.push((iri, e, created)),
+                None => fresh.push((iri, e, created)),
+            }
+        }
+        let new_events = fresh;
+        // Who holds each resource no event creates (for its opening balance).
+        let holder = |r: &str,
+                      derived: &Map<String, Value>,
+                      evs: &[(String, EconomicEvent, Option<String>)]| {
+            let rid = Id::from(r);
+            derived
+                .get("primaryAccountable")
+                .and_then(Value::as_str)
+                .map(Id::from)
+                .or_else(|| {
+                    evs.iter().find_map(|(_, e, _)| {
+                        if e.resource_inventoried_as.as_ref() == Some(&rid) {
+                            e.provider.clone()
+                        } else if e.to_resource_inventoried_as.as_ref() == Some(&rid) {
+                            e.receiver.clone()
+                        } else {
+                            None
+                        }
+                    })
+                })
+        };
+        let mut opening_agents: Vec<(Id, String)> = Vec::new();
+        for (r, (_, derived)) in &resources {
+            if creator.contains_key(r)
+                || l.exists(ObjectKind::EconomicResource, &Id::from(r.as_str()))
+            {
+                continue;
+            }
+            if let Some(a) = holder(r, derived, &new_events) {
+                opening_agents.push((a, r.clone()));
             }
         }
 
@@ -1550,14 +1886,20 @@ impl<'a> Planner<'a> {
             let known = defined.contains(&key)
                 || l.exists(kind, id)
                 || (kind == ObjectKind::EconomicEvent && file_events.contains(id.as_str()))
-                || (kind == ObjectKind::Agreement && defined.contains(&(ObjectKind::Commitment, id.to_string())));
+                || (kind == ObjectKind::Agreement
+                    && defined.contains(&(ObjectKind::Commitment, id.to_string())));
             if !known {
-                missing.entry(key).or_default().push((node.to_string(), field.to_string()));
+                missing
+                    .entry(key)
+                    .or_default()
+                    .push((node.to_string(), field.to_string()));
             }
         };
         for (_, o) in &to_create {
             for (k, i) in o.refs() {
-                if k == ObjectKind::EconomicEvent && (file_events.contains(i.as_str()) || by_iri.contains_key(i.as_str())) {
+                if k == ObjectKind::EconomicEvent
+                    && (file_events.contains(i.as_str()) || by_iri.contains_key(i.as_str()))
+                {
                     continue;
                 }
                 need(k, &i, o.id().as_str(), ref_field(k));
@@ -1568,10 +1910,15 @@ impl<'a> Planner<'a> {
                 need(k, i, d.id.as_str(), ref_field(k));
             }
         }
+        for (a, r) in &opening_agents {
+            need(ObjectKind::Agent, a, r, "primaryAccountable");
+        }
         for (iri, e, _) in &new_events {
             for (k, i) in event_refs(e) {
                 if k == ObjectKind::EconomicEvent
-                    && (file_events.contains(i.as_str()) || by_iri.contains_key(&format!("{BASE}{i}")) || by_iri.contains_key(i.as_str()))
+                    && (file_events.contains(i.as_str())
+                        || by_iri.contains_key(&format!("{BASE}{i}"))
+                        || by_iri.contains_key(i.as_str()))
                 {
                     continue;
                 }
@@ -1591,6 +1938,8 @@ impl<'a> Planner<'a> {
             let creatable = matches!(
                 kind,
                 ObjectKind::Agent
+                    | ObjectKind::Agreement
+                    | ObjectKind::Plan
                     | ObjectKind::Unit
                     | ObjectKind::ResourceSpecification
                     | ObjectKind::ProcessSpecification
@@ -1600,19 +1949,33 @@ impl<'a> Planner<'a> {
             if creatable && self.options.create_missing {
                 let name = local_name(&id).to_string();
                 let name = if name.is_empty() { id.clone() } else { name };
-                self.report.created_missing.push(format!("{} {id}", kind_class(kind)));
+                self.report
+                    .created_missing
+                    .push(format!("{} {id}", kind_class(kind)));
                 match kind {
-                    ObjectKind::Agent => created_missing.push(Obj::Agent(Agent::person(id.as_str(), name))),
-                    ObjectKind::Unit => created_missing.push(Obj::Unit(Unit::new(id.as_str(), name.clone(), name))),
-                    ObjectKind::ResourceSpecification => {
-                        created_missing.push(Obj::ResourceSpecification(ResourceSpecification::new(id.as_str(), name)))
+                    ObjectKind::Agent => {
+                        created_missing.push(Obj::Agent(Agent::person(id.as_str(), name)))
                     }
-                    ObjectKind::ProcessSpecification => {
-                        created_missing.push(Obj::ProcessSpecification(ProcessSpecification::new(id.as_str(), name)))
+                    ObjectKind::Unit => {
+                        created_missing.push(Obj::Unit(Unit::new(id.as_str(), name.clone(), name)))
                     }
-                    ObjectKind::SpatialThing => {
-                        created_missing.push(Obj::SpatialThing(SpatialThing::new(id.as_str(), name, None)))
-                    }
+                    ObjectKind::ResourceSpecification => created_missing.push(
+                        Obj::ResourceSpecification(ResourceSpecification::new(id.as_str(), name)),
+                    ),
+                    ObjectKind::ProcessSpecification => created_missing.push(
+                        Obj::ProcessSpecification(ProcessSpecification::new(id.as_str(), name)),
+                    ),
+                    ObjectKind::SpatialThing => created_missing.push(Obj::SpatialThing(
+                        SpatialThing::new(id.as_str(), name, None),
+                    )),
+                    ObjectKind::Agreement => created_missing.push(Obj::Agreement(Agreement {
+                        id: Id::from(id.as_str()),
+                        name: String::new(),
+                        created: None,
+                        note: None,
+                        other_properties: OtherProperties::new(),
+                    })),
+                    ObjectKind::Plan => created_missing.push(Obj::Plan(Plan::new(id.as_str(), ""))),
                     _ => missing_resources.push(id.clone()),
                 }
                 continue;
@@ -1641,23 +2004,8 @@ impl<'a> Planner<'a> {
             return Err(ImportError::Refused(self.problems));
         }
 
-        // Which event creates which resource: the one naming it in createdResource, else the
-        // first that may create it. The rest get an opening balance.
-        let mut creator: HashMap<String, usize> = HashMap::new();
-        for (i, (_, e, created)) in new_events.iter().enumerate() {
-            let side = match e.action.effects().create_resource {
-                CreateResource::Optional => e.resource_inventoried_as.as_ref(),
-                CreateResource::OptionalTo => e.to_resource_inventoried_as.as_ref(),
-                CreateResource::NotApplicable => None,
-            };
-            let target = created.clone().or_else(|| side.map(|s| s.to_string()));
-            if let Some(t) = target {
-                if resources.contains_key(&t) && !l.exists(ObjectKind::EconomicResource, &Id::from(t.as_str())) {
-                    creator.entry(t).or_insert(i);
-                }
-            }
-        }
         let mut opening: Vec<(usize, String, EconomicEvent, ResourceDescription)> = Vec::new();
+        let mut extra_units: Vec<Obj> = Vec::new();
         let mut unchanged_resources = 0;
         let mut wanted: Vec<String> = resource_order.clone();
         wanted.extend(missing_resources.iter().cloned());
@@ -1675,51 +2023,53 @@ impl<'a> Planner<'a> {
                 if l.get::<ResourceDescription>(&rid).is_none_or(|d| d == desc) {
                     unchanged_resources += 1;
                 } else {
-                    self.problems.push(Problem::node(&r, "an EconomicResource of this id is in the ledger with other content"));
+                    self.problems.push(Problem::node(
+                        &r,
+                        "an EconomicResource of this id is in the ledger with other content",
+                    ));
                 }
                 continue;
             }
             // The first event of the file that uses it says who holds it and in what unit.
             let first = new_events.iter().position(|(_, e, _)| {
-                e.resource_inventoried_as.as_ref() == Some(&rid) || e.to_resource_inventoried_as.as_ref() == Some(&rid)
+                e.resource_inventoried_as.as_ref() == Some(&rid)
+                    || e.to_resource_inventoried_as.as_ref() == Some(&rid)
             });
-            let agent = derived
-                .get("primaryAccountable")
-                .and_then(Value::as_str)
-                .map(Id::from)
-                .or_else(|| {
-                    let (_, e, _) = &new_events[first?];
-                    if e.resource_inventoried_as.as_ref() == Some(&rid) {
-                        e.provider.clone()
-                    } else {
-                        e.receiver.clone()
-                    }
-                });
-            let Some(agent) = agent else {
-                self.problems.push(Problem::field(
-                    &r,
-                    "primaryAccountable",
-                    "no event of the file creates this resource and no agent is accountable for it: give primaryAccountable or an event that creates it",
+            let Some(agent) = holder(&r, &derived, &new_events) else {
+                self.report.skipped.push(format!(
+                    "EconomicResource {r} (no event of the file creates or uses it, no primaryAccountable: Reflow records resources through events)"
                 ));
                 continue;
             };
             let quantity: Option<Measure> = ["accountingQuantity", "onhandQuantity"]
                 .iter()
-                .find_map(|f| derived.get(*f).and_then(|v| serde_json::from_value(v.clone()).ok()))
+                .find_map(|f| {
+                    derived
+                        .get(*f)
+                        .and_then(|v| serde_json::from_value(v.clone()).ok())
+                })
                 .or_else(|| {
                     let (_, e, _) = &new_events[first?];
                     e.resource_quantity
                         .as_ref()
                         .map(|m| Measure::new(crate::Quantity::ZERO, m.has_unit.as_str()))
                 });
-            let Some(quantity) = quantity else {
-                self.problems.push(Problem::field(
-                    &r,
-                    "accountingQuantity",
-                    "no event of the file creates this resource and the file gives no quantity for it",
-                ));
-                continue;
-            };
+            let quantity = quantity.unwrap_or_else(|| {
+                Measure::new(crate::Quantity::ZERO, format!("{OM2}one").as_str())
+            });
+            if quantity.has_unit.as_str() == format!("{OM2}one")
+                && !l.exists(ObjectKind::Unit, &quantity.has_unit)
+                && !self
+                    .report
+                    .standard_units
+                    .contains(&quantity.has_unit.to_string())
+                && !defined.contains(&(ObjectKind::Unit, quantity.has_unit.to_string()))
+            {
+                if let Some(u) = units::om_unit(quantity.has_unit.as_str()) {
+                    self.report.standard_units.push(u.id.to_string());
+                    extra_units.push(Obj::Unit(u));
+                }
+            }
             let mut raise = EconomicEvent::new(Action::Raise, agent.clone(), agent);
             raise.resource_quantity = Some(quantity.clone());
             raise.note = Some(format!(
@@ -1728,9 +2078,10 @@ impl<'a> Planner<'a> {
             let hash = Sha256::digest(r.as_bytes());
             raise.imported_from = Some(format!("{BASE}opening:{}", hex::encode(&hash[..16])));
             raise.import_source = Some(self.options.source.clone());
-            self.report
-                .opening_balances
-                .push(format!("{r} ({} {})", quantity.has_numerical_value, quantity.has_unit));
+            self.report.opening_balances.push(format!(
+                "{r} ({} {})",
+                quantity.has_numerical_value, quantity.has_unit
+            ));
             opening.push((first.unwrap_or(new_events.len()), r.clone(), raise, desc));
         }
         self.report.unchanged += unchanged_resources;
@@ -1739,7 +2090,10 @@ impl<'a> Planner<'a> {
         }
         // Opening balances that exist already (a re-import) are skipped.
         opening.retain(|(_, _, e, _)| {
-            let there = e.imported_from.as_ref().is_some_and(|i| by_iri.contains_key(i));
+            let there = e
+                .imported_from
+                .as_ref()
+                .is_some_and(|i| by_iri.contains_key(i));
             if there {
                 self.report.unchanged += 1;
             }
@@ -1749,22 +2103,34 @@ impl<'a> Planner<'a> {
         // Objects first (each after what it refers to), then events in the file's order with
         // their opening balances just before; claims after the events they were triggered by.
         let mut pending: Vec<Obj> = created_missing;
+        pending.extend(extra_units);
         pending.extend(to_create.into_iter().map(|(_, o)| o));
         for o in &pending {
             if let Obj::Agent(a) = o {
                 agents.push(a.id.clone());
             }
-            *self.report.created.entry(o.class().to_string()).or_default() += 1;
+            *self
+                .report
+                .created
+                .entry(o.class().to_string())
+                .or_default() += 1;
         }
         let mut ready: HashSet<(ObjectKind, String)> = HashSet::new();
         let mut made_events: HashSet<String> = HashSet::new();
-        let exists = |ready: &HashSet<(ObjectKind, String)>, made: &HashSet<String>, k: ObjectKind, i: &Id| {
+        let exists = |ready: &HashSet<(ObjectKind, String)>,
+                      made: &HashSet<String>,
+                      k: ObjectKind,
+                      i: &Id| {
             ready.contains(&(k, i.to_string()))
                 || l.exists(k, i)
                 || (k == ObjectKind::EconomicEvent && made.contains(i.as_str()))
-                || (k == ObjectKind::Agreement && ready.contains(&(ObjectKind::Commitment, i.to_string())))
+                || (k == ObjectKind::Agreement
+                    && ready.contains(&(ObjectKind::Commitment, i.to_string())))
         };
-        let flush = |pending: &mut Vec<Obj>, steps: &mut Vec<Step>, ready: &mut HashSet<(ObjectKind, String)>, made: &HashSet<String>| loop {
+        let flush = |pending: &mut Vec<Obj>,
+                     steps: &mut Vec<Step>,
+                     ready: &mut HashSet<(ObjectKind, String)>,
+                     made: &HashSet<String>| loop {
             let before = pending.len();
             let mut rest = Vec::new();
             for o in pending.drain(..) {
@@ -1781,43 +2147,60 @@ impl<'a> Planner<'a> {
             }
         };
         flush(&mut pending, &mut steps, &mut ready, &made_events);
-        let mut opening_at: BTreeMap<usize, Vec<(String, EconomicEvent, ResourceDescription)>> = BTreeMap::new();
+        let mut opening_at: BTreeMap<usize, Vec<(String, EconomicEvent, ResourceDescription)>> =
+            BTreeMap::new();
         for (at, r, e, d) in opening {
             opening_at.entry(at).or_default().push((r, e, d));
         }
         for (i, (iri, e, _)) in new_events.into_iter().enumerate() {
             for (r, raise, d) in opening_at.remove(&i).unwrap_or_default() {
                 let from = raise.imported_from.clone().unwrap_or_default();
-                steps.push(Step::Event { iri: from, event: raise, creates: Some(d) });
+                steps.push(Step::Event {
+                    iri: from,
+                    event: raise,
+                    creates: Some(d),
+                });
                 ready.insert((ObjectKind::EconomicResource, r));
                 self.report.events += 1;
             }
             let creates = creator
                 .iter()
-                .find(|(_, &at)| at == i)
+                .find(|(_, at)| **at == iri)
                 .and_then(|(r, _)| resources.get(r).map(|(d, _)| (r.clone(), d.clone())));
             let mut e = e;
             if let Some((r, _)) = &creates {
                 // The new resource becomes the event's (to-)resource.
                 match e.action.effects().create_resource {
-                    CreateResource::OptionalTo if e.to_resource_inventoried_as.as_deref_str() == Some(r.as_str()) => {
+                    CreateResource::OptionalTo
+                        if e.to_resource_inventoried_as.as_deref_str() == Some(r.as_str()) =>
+                    {
                         e.to_resource_inventoried_as = None
                     }
-                    _ if e.resource_inventoried_as.as_deref_str() == Some(r.as_str()) => e.resource_inventoried_as = None,
+                    _ if e.resource_inventoried_as.as_deref_str() == Some(r.as_str()) => {
+                        e.resource_inventoried_as = None
+                    }
                     CreateResource::OptionalTo => e.to_resource_inventoried_as = None,
                     _ => e.resource_inventoried_as = None,
                 }
                 ready.insert((ObjectKind::EconomicResource, r.clone()));
             }
             made_events.insert(reflow_id(&iri));
-            steps.push(Step::Event { iri, event: e, creates: creates.map(|(_, d)| d) });
+            steps.push(Step::Event {
+                iri,
+                event: e,
+                creates: creates.map(|(_, d)| d),
+            });
             self.report.events += 1;
             flush(&mut pending, &mut steps, &mut ready, &made_events);
         }
         for (_, list) in opening_at {
             for (r, raise, d) in list {
                 let from = raise.imported_from.clone().unwrap_or_default();
-                steps.push(Step::Event { iri: from, event: raise, creates: Some(d) });
+                steps.push(Step::Event {
+                    iri: from,
+                    event: raise,
+                    creates: Some(d),
+                });
                 ready.insert((ObjectKind::EconomicResource, r));
                 self.report.events += 1;
             }
@@ -1832,7 +2215,10 @@ impl<'a> Planner<'a> {
             self.problems.push(Problem::field(
                 o.id().as_str(),
                 ref_field(k),
-                format!("refers to {} {i}, which this import cannot create before it (a cycle)", kind_class_full(k)),
+                format!(
+                    "refers to {} {i}, which this import cannot create before it (a cycle)",
+                    kind_class_full(k)
+                ),
             ));
         }
         if !self.problems.is_empty() {

@@ -9,6 +9,6 @@ pub mod units;
 
 pub use expand::{OM2, VF};
 pub use jsonld::{
-    context, export, export_trace, import, import_into, plan, plan_for, ImportError,
-    ImportOptions, ImportPlan, ImportReport, Problem,
+    context, export, export_trace, import, import_into, plan, plan_for, ImportError, ImportOptions,
+    ImportPlan, ImportReport, Problem,
 };

@@ -592,7 +592,8 @@ impl Ledger {
                 id: Id::default(),
                 name: p.name.clone(),
                 created: created.clone(),
-                note: Some(format!("accepts proposal {proposal}")),other_properties: Default::default(),
+                note: Some(format!("accepts proposal {proposal}")),
+                other_properties: Default::default(),
             },
             &mut staged,
         )?;

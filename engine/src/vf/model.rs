@@ -277,7 +277,8 @@ impl Agent {
             agent_kind: AgentKind::Person,
             name: name.into(),
             primary_location: None,
-            note: None,other_properties: Default::default(),
+            note: None,
+            other_properties: Default::default(),
         }
     }
 
@@ -315,7 +316,8 @@ impl Unit {
         Unit {
             id: id.into(),
             label: label.into(),
-            symbol: symbol.into(),other_properties: Default::default(),
+            symbol: symbol.into(),
+            other_properties: Default::default(),
         }
     }
 }
@@ -358,7 +360,8 @@ impl SpatialThing {
             lat: lat_long.map(|l| l.0),
             long: lat_long.map(|l| l.1),
             mappable_address: None,
-            note: None,other_properties: Default::default(),
+            note: None,
+            other_properties: Default::default(),
         }
     }
 }
@@ -402,7 +405,8 @@ impl ResourceSpecification {
             name: name.into(),
             default_unit_of_resource: None,
             default_unit_of_effort: None,
-            note: None,other_properties: Default::default(),
+            note: None,
+            other_properties: Default::default(),
         }
     }
 }
@@ -433,7 +437,8 @@ impl ProcessSpecification {
         ProcessSpecification {
             id: id.into(),
             name: name.into(),
-            note: None,other_properties: Default::default(),
+            note: None,
+            other_properties: Default::default(),
         }
     }
 }
@@ -493,7 +498,8 @@ impl Process {
             has_end: None,
             finished: false,
             classified_as: Vec::new(),
-            note: None,other_properties: Default::default(),
+            note: None,
+            other_properties: Default::default(),
         }
     }
 }
@@ -549,7 +555,8 @@ impl ResourceDescription {
             conforms_to: None,
             unit_of_effort: None,
             classified_as: Vec::new(),
-            note: None,other_properties: Default::default(),
+            note: None,
+            other_properties: Default::default(),
         }
     }
 
@@ -750,7 +757,10 @@ impl EconomicEvent {
             resource_classified_as: Vec::new(),
             state: None,
             note: None,
-            created_resource: None,import_source: Default::default(),imported_from: Default::default(),other_properties: Default::default(),
+            created_resource: None,
+            import_source: Default::default(),
+            imported_from: Default::default(),
+            other_properties: Default::default(),
         }
     }
 
@@ -1044,7 +1054,8 @@ impl Commitment {
             stage: None,
             state: None,
             finished: false,
-            note: None,other_properties: Default::default(),
+            note: None,
+            other_properties: Default::default(),
         }
     }
 }
@@ -1183,7 +1194,8 @@ impl Intent {
             has_end: None,
             due: None,
             finished: false,
-            note: None,other_properties: Default::default(),
+            note: None,
+            other_properties: Default::default(),
         }
     }
 }
@@ -1222,7 +1234,8 @@ impl Plan {
             name: name.into(),
             due: None,
             created: None,
-            note: None,other_properties: Default::default(),
+            note: None,
+            other_properties: Default::default(),
         }
     }
 }
@@ -1406,7 +1419,8 @@ impl Claim {
             due: None,
             created: None,
             finished: false,
-            note: None,other_properties: Default::default(),
+            note: None,
+            other_properties: Default::default(),
         }
     }
 }
@@ -1569,7 +1583,8 @@ impl RecipeFlow {
             recipe_reciprocal_clause_of: None,
             stage: None,
             state: None,
-            note: None,other_properties: Default::default(),
+            note: None,
+            other_properties: Default::default(),
         }
     }
 }
