@@ -24,12 +24,19 @@ pub fn export(node: &Node, net: NetworkId) -> Result<Value> {
 /// Import `text` into `net`, all or nothing: checked whole against the ledger and against
 /// what this device may record (an admin records anyone's events; a member only its own
 /// agent's), then written in one write with a progress bar.
-pub fn import(node: &Node, net: NetworkId, text: &str, options: &ImportOptions) -> Result<ImportReport> {
+pub fn import(
+    node: &Node,
+    net: NetworkId,
+    text: &str,
+    options: &ImportOptions,
+) -> Result<ImportReport> {
     let plan = node
         .read(net, |r| interop::plan_for(r, text, options))?
         .map_err(|e| anyhow!(e))?;
     let bar = progress::bar(plan.len() as u64, "importing");
-    let report = node.write(net, |l| plan.apply(l, &mut |done| bar.set_position(done as u64)));
+    let report = node.write(net, |l| {
+        plan.apply(l, &mut |done| bar.set_position(done as u64))
+    });
     bar.finish_and_clear();
     Ok(report?)
 }

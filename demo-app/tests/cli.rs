@@ -1248,7 +1248,12 @@ fn import_bad_files() {
         1,
         "node e1, field agent: refers to Person ghost",
     );
-    fails(d, &["import", bad.to_str().expect("utf8")], 1, "--create-missing");
+    fails(
+        d,
+        &["import", bad.to_str().expect("utf8")],
+        1,
+        "--create-missing",
+    );
     // The spec's own example refers to agents it does not define: refused, naming them.
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/ex-production--00-simple-manufacturing-process.jsonld");
@@ -1288,7 +1293,12 @@ fn import_create_missing_and_the_report() {
         .join("../tests/fixtures/valueflows/ex-exchange--02-2.jsonld");
     let file = fixture.to_str().expect("utf8");
     let before = ok(d, &["event", "list", "--all", "--json"]);
-    fails(d, &["import", file], 1, "refers to Person https://alice.example");
+    fails(
+        d,
+        &["import", file],
+        1,
+        "refers to Person https://alice.example",
+    );
     assert_eq!(ok(d, &["event", "list", "--all", "--json"]), before);
     // With --create-missing: the agents and the specification are created, the standard unit
     // known by its OM name, the wallets opened with the file's "before" balances.
@@ -1302,19 +1312,28 @@ fn import_create_missing_and_the_report() {
         assert!(out.contains(needle), "{needle:?} not in {out}");
     }
     assert_eq!(
-        onhand(d, "https://faircoin.example/b75d8f6a-e2df-4e52-b36d-1a22a66f4ead"),
+        onhand(
+            d,
+            "https://faircoin.example/b75d8f6a-e2df-4e52-b36d-1a22a66f4ead"
+        ),
         "440"
     );
     // Bob's wallet: described before the transfer with 480, so it existed: 480 + 100.
     assert_eq!(
-        onhand(d, "https://faircoin.example/3be5259d-10f0-431c-9fec-9c0c15a461d3"),
+        onhand(
+            d,
+            "https://faircoin.example/3be5259d-10f0-431c-9fec-9c0c15a461d3"
+        ),
         "580"
     );
     // Again: nothing changes, and the JSON report says so.
     let after = ok(d, &["event", "list", "--all", "--json"]);
     let again = json(d, &["import", file, "--create-missing", "--json"]);
     assert_eq!(again["events"], 0, "{again}");
-    assert!(again["unchanged"].as_u64().expect("unchanged") > 0, "{again}");
+    assert!(
+        again["unchanged"].as_u64().expect("unchanged") > 0,
+        "{again}"
+    );
     assert_eq!(again["created"], serde_json::json!({}), "{again}");
     assert_eq!(ok(d, &["event", "list", "--all", "--json"]), after);
     // The imported events say where they came from.

@@ -132,12 +132,14 @@ impl Context {
                         ..Context::default()
                     }
                 }
-                Value::String(s) => return Err(Problem::doc(
-                    "@context",
-                    format!(
+                Value::String(s) => {
+                    return Err(Problem::doc(
+                        "@context",
+                        format!(
                         "remote context {s:?}: only inline contexts are read (nothing is fetched)"
                     ),
-                )),
+                    ))
+                }
                 Value::Object(m) => out.read_object(m)?,
                 _ => return Err(Problem::doc("@context", "not an object, array or null")),
             }

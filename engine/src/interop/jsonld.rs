@@ -1772,7 +1772,21 @@ impl<'a> Planner<'a> {
                 }
             }
             for _ in 0..8 {
-                match crate::ledger::validate::check_structure(e, creators.contains(iri.as_str())) {
+                // A creating event does not name the resource it creates: the ledger does.
+                let creates = creators.contains(iri.as_str());
+                let mut probe = e.clone();
+                if creates {
+                    let made = creator
+                        .iter()
+                        .find(|(_, at)| *at == iri)
+                        .map(|(r, _)| r.as_str());
+                    if probe.to_resource_inventoried_as.as_deref_str() == made {
+                        probe.to_resource_inventoried_as = None;
+                    } else if probe.resource_inventoried_as.as_deref_str() == made {
+                        probe.resource_inventoried_as = None;
+                    }
+                }
+                match crate::ledger::validate::check_structure(&probe, creates) {
                     Ok(()) => break,
                     Err(crate::Error::FieldNotAllowed { field, action, .. }) => {
                         let mut v = serde_json::to_value(&*e).unwrap_or(Value::Null);
