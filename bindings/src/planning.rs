@@ -286,6 +286,7 @@ impl ReflowNode {
             eligible_location: None,
             status: ProposalStatus::Open,
             note: None,
+            other_properties: Default::default(),
         };
         self.with_node(|n| Ok(n.write(network, |l| l.create(p))?.to_string()))
     }

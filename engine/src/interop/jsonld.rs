@@ -99,11 +99,17 @@ pub enum ImportError {
         node: String,
         /// The refusal.
         #[source]
-        source: crate::Error,
+        source: Box<crate::Error>,
     },
     /// The ledger refused a write (the ledger changed between the check and the write).
     #[error("nothing imported: {0}")]
-    Ledger(#[from] crate::Error),
+    Ledger(#[source] Box<crate::Error>),
+}
+
+impl From<crate::Error> for ImportError {
+    fn from(e: crate::Error) -> Self {
+        ImportError::Ledger(Box::new(e))
+    }
 }
 
 fn plural(n: usize, what: &str) -> String {
@@ -898,12 +904,12 @@ fn kind_class_full(kind: ObjectKind) -> &'static str {
 #[derive(Debug, Clone)]
 enum Step {
     /// Create an object.
-    Object(Obj),
+    Object(Box<Obj>),
     /// Record an event (`iri`: the node it came from), with the resource it creates.
     Event {
         iri: String,
-        event: EconomicEvent,
-        creates: Option<ResourceDescription>,
+        event: Box<EconomicEvent>,
+        creates: Option<Box<ResourceDescription>>,
     },
 }
 
@@ -997,7 +1003,7 @@ impl ImportPlan {
     /// The events the import records.
     pub fn events(&self) -> impl Iterator<Item = &EconomicEvent> {
         self.steps.iter().filter_map(|s| match s {
-            Step::Event { event, .. } => Some(event),
+            Step::Event { event, .. } => Some(event.as_ref()),
             Step::Object(_) => None,
         })
     }
@@ -1013,7 +1019,7 @@ impl ImportPlan {
                     .may_record(event)
                     .map_err(|source| ImportError::NotAllowed {
                         node: iri.clone(),
-                        source,
+                        source: Box::new(source),
                     })?;
             }
         }
@@ -1023,12 +1029,12 @@ impl ImportPlan {
                 if own.as_ref() != Some(a) {
                     return Err(ImportError::NotAllowed {
                         node: a.to_string(),
-                        source: crate::Error::NotAllowed {
+                        source: Box::new(crate::Error::NotAllowed {
                             device: replica.device().to_string(),
                             role: "member".into(),
                             action: "describing another agent",
                             needed: "admin",
-                        },
+                        }),
                     });
                 }
             }
@@ -1051,7 +1057,7 @@ impl ImportPlan {
         for (i, s) in self.steps.iter().enumerate() {
             match s {
                 Step::Object(o) => {
-                    let mut o = o.clone();
+                    let mut o = (**o).clone();
                     if let Obj::Claim(c) = &mut o {
                         if let Some(t) = &c.triggered_by {
                             if let Some(id) = events.get(t.as_str()) {
@@ -1068,14 +1074,14 @@ impl ImportPlan {
                     event,
                     creates,
                 } => {
-                    let mut e = event.clone();
+                    let mut e = (**event).clone();
                     if let Some(c) = &e.corrects {
                         if let Some(id) = events.get(c.as_str()) {
                             e.corrects = Some(id.clone());
                         }
                     }
                     let id = match creates {
-                        Some(d) => l.record_event(e.creating(d.clone()))?,
+                        Some(d) => l.record_event(e.creating((**d).clone()))?,
                         None => l.record_event(e)?,
                     };
                     events.insert(reflow_id(iri), id);
@@ -2150,7 +2156,7 @@ impl<'a> Planner<'a> {
             for o in pending.drain(..) {
                 if o.refs().iter().all(|(k, i)| exists(ready, made, *k, i)) {
                     ready.insert((o.kind(), o.id().to_string()));
-                    steps.push(Step::Object(o));
+                    steps.push(Step::Object(Box::new(o)));
                 } else {
                     rest.push(o);
                 }
@@ -2171,8 +2177,8 @@ impl<'a> Planner<'a> {
                 let from = raise.imported_from.clone().unwrap_or_default();
                 steps.push(Step::Event {
                     iri: from,
-                    event: raise,
-                    creates: Some(d),
+                    event: Box::new(raise),
+                    creates: Some(Box::new(d)),
                 });
                 ready.insert((ObjectKind::EconomicResource, r));
                 self.report.events += 1;
@@ -2201,8 +2207,8 @@ impl<'a> Planner<'a> {
             made_events.insert(reflow_id(&iri));
             steps.push(Step::Event {
                 iri,
-                event: e,
-                creates: creates.map(|(_, d)| d),
+                event: Box::new(e),
+                creates: creates.map(|(_, d)| Box::new(d)),
             });
             self.report.events += 1;
             flush(&mut pending, &mut steps, &mut ready, &made_events);
@@ -2212,8 +2218,8 @@ impl<'a> Planner<'a> {
                 let from = raise.imported_from.clone().unwrap_or_default();
                 steps.push(Step::Event {
                     iri: from,
-                    event: raise,
-                    creates: Some(d),
+                    event: Box::new(raise),
+                    creates: Some(Box::new(d)),
                 });
                 ready.insert((ObjectKind::EconomicResource, r));
                 self.report.events += 1;

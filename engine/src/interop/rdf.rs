@@ -16,11 +16,14 @@ use sha2::{Digest, Sha256};
 use super::expand::{self, Props, Val, RDF_TYPE, XSD};
 use super::jsonld::Problem;
 
+/// A triple: subject, predicate, object, in N-Triples spelling.
+pub type Triple = (String, String, String);
+
 /// A graph: its triples, each `(subject, predicate, object)` in N-Triples spelling.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Graph {
     /// The triples, sorted.
-    pub triples: BTreeSet<(String, String, String)>,
+    pub triples: BTreeSet<Triple>,
 }
 
 impl Graph {
@@ -39,13 +42,7 @@ impl Graph {
     }
 
     /// The triples in `self` and not in `other`, and those in `other` and not in `self`.
-    pub fn difference<'a>(
-        &'a self,
-        other: &'a Graph,
-    ) -> (
-        Vec<&'a (String, String, String)>,
-        Vec<&'a (String, String, String)>,
-    ) {
+    pub fn difference<'a>(&'a self, other: &'a Graph) -> (Vec<&'a Triple>, Vec<&'a Triple>) {
         (
             self.triples.difference(&other.triples).collect(),
             other.triples.difference(&self.triples).collect(),
