@@ -226,6 +226,7 @@ fn seed_catalogue(cafe: &Node, net: NetworkId) -> Result<()> {
             has_duration: None,
             image: None,
             note: None,
+            other_properties: Default::default(),
         })?;
         let flows = [
             (

@@ -121,7 +121,8 @@ enum Command {
     Serve(ServeArgs),
     /// Write the network's ledger as ValueFlows JSON-LD (to stdout or --output).
     Export(ExportArgs),
-    /// Read ValueFlows JSON-LD (as written by `export`) into the network's ledger, all or nothing.
+    /// Read ValueFlows JSON-LD (an export, or any ValueFlows file) into the network's ledger,
+    /// all or nothing; re-importing a file changes nothing.
     Import(ImportArgs),
     /// Start three local nodes (repair café, market stall, volunteer laptop), seed and serve them.
     Demo(demo::DemoArgs),
@@ -526,7 +527,11 @@ struct ExportArgs {
 struct ImportArgs {
     /// The JSON-LD file (`-`: stdin).
     file: PathBuf,
-    /// Print a JSON summary.
+    /// Create the agents, units, specifications, places and resources the file refers to
+    /// but does not define (otherwise they are refused, named).
+    #[arg(long)]
+    create_missing: bool,
+    /// Print the report as JSON.
     #[arg(long)]
     json: bool,
 }
@@ -896,7 +901,15 @@ async fn command(cli: &Cli, dir: &std::path::Path, node: &Arc<Node>) -> Result<(
                 std::fs::read_to_string(&a.file)
                     .with_context(|| format!("reading {}", a.file.display()))?
             };
-            let summary = jsonld::import(node, net()?, &text)
+            let source = match a.file.file_name() {
+                Some(n) if a.file.as_os_str() != "-" => n.to_string_lossy().to_string(),
+                _ => "stdin".to_string(),
+            };
+            let options = reflow::interop::ImportOptions {
+                create_missing: a.create_missing,
+                source,
+            };
+            let summary = jsonld::import(node, net()?, &text, &options)
                 .with_context(|| format!("importing {}", a.file.display()))?;
             if a.json {
                 print_json(&summary)?;

@@ -432,6 +432,7 @@ pub fn relationship_cmd(node: &Node, net: NetworkId, cmd: &RelationshipCmd) -> R
                 role_label: label.clone(),
                 inverse_role_label: inverse.clone(),
                 note: None,
+                other_properties: Default::default(),
             };
             println!("{}", node.write(net, |l| l.create(r))?);
         }
@@ -565,6 +566,7 @@ pub fn recipe_cmd(node: &Node, net: NetworkId, cmd: &RecipeCmd) -> Result<()> {
                 has_duration: None,
                 image: None,
                 note: None,
+                other_properties: Default::default(),
             };
             println!("{}", node.write(net, |l| l.create(rp))?);
         }
@@ -573,6 +575,7 @@ pub fn recipe_cmd(node: &Node, net: NetworkId, cmd: &RecipeCmd) -> Result<()> {
                 id: Id::from(xid.as_str()),
                 name: name.clone(),
                 note: None,
+                other_properties: Default::default(),
             };
             println!("{}", node.write(net, |l| l.create(x))?);
         }

@@ -1097,6 +1097,9 @@ fn events_without_ids(dir: &Path) -> Vec<serde_json::Value> {
             let mut e = e.clone();
             let m = e.as_object_mut().expect("object");
             m.remove("id");
+            // Where an imported event came from is the copy's own record.
+            m.remove("importedFrom");
+            m.remove("importSource");
             if m.remove("corrects").is_some() {
                 m.insert("corrects".into(), "(an event)".into());
             }
@@ -1221,12 +1224,9 @@ fn import_bad_files() {
     let out = reflow(d, &["import", bad.to_str().expect("utf8")]);
     let se = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{se}");
-    for needle in [
-        "nothing imported",
-        "Claim c1: type not supported",
-        "colour",
-        "fly",
-    ] {
+    // Claims are imported now and unknown properties (`colour`) kept: the unknown action is
+    // what refuses the file, named with its node and field.
+    for needle in ["nothing imported", "node e2, field action", "fly"] {
         assert!(se.contains(needle), "{needle:?} not in {se}");
     }
     assert_eq!(se.trim().lines().count(), 1, "one line: {se}");
@@ -1246,21 +1246,21 @@ fn import_bad_files() {
         d,
         &["import", bad.to_str().expect("utf8")],
         1,
-        "provider ghost",
+        "node e1, field agent: refers to Person ghost",
     );
     fails(
         d,
         &["import", bad.to_str().expect("utf8")],
         1,
-        "EconomicResource r2: no event",
+        "--create-missing",
     );
-    // The spec's own example: fragments and before/after snapshots, refused with the list.
+    // The spec's own example refers to agents it does not define: refused, naming them.
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/ex-production--00-simple-manufacturing-process.jsonld");
     let out = reflow(d, &["import", fixture.to_str().expect("utf8")]);
     let se = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{se}");
-    for needle in ["nested nodes under `hasInput`", "described twice"] {
+    for needle in ["https://manufacturing.example/", "--create-missing"] {
         assert!(se.contains(needle), "{needle:?} not in {se}");
     }
     assert_eq!(
@@ -1283,6 +1283,71 @@ fn import_bad_files() {
     .expect("write");
     assert!(ok(d, &["import", bad.to_str().expect("utf8")]).contains("imported 1 events"));
     assert_eq!(onhand(d, "r1"), "2.5");
+}
+
+#[test]
+fn import_create_missing_and_the_report() {
+    let t = setup();
+    let d = t.path();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/valueflows/ex-exchange--02-2.jsonld");
+    let file = fixture.to_str().expect("utf8");
+    let before = ok(d, &["event", "list", "--all", "--json"]);
+    fails(
+        d,
+        &["import", file],
+        1,
+        "refers to Person https://alice.example",
+    );
+    assert_eq!(ok(d, &["event", "list", "--all", "--json"]), before);
+    // With --create-missing: the agents and the specification are created, the standard unit
+    // known by its OM name, the wallets opened with the file's "before" balances.
+    let out = ok(d, &["import", file, "--create-missing"]);
+    for needle in [
+        "imported 3 events",
+        "created missing: Person https://alice.example, Person https://bob.example, ResourceSpecification http://www.wikidata.org/entity/Q21002847",
+        "standard units: http://www.ontology-of-units-of-measure.org/resource/om-2/one",
+        "opening balances: https://faircoin.example/b75d8f6a-e2df-4e52-b36d-1a22a66f4ead (540 http://www.ontology-of-units-of-measure.org/resource/om-2/one)",
+    ] {
+        assert!(out.contains(needle), "{needle:?} not in {out}");
+    }
+    assert_eq!(
+        onhand(
+            d,
+            "https://faircoin.example/b75d8f6a-e2df-4e52-b36d-1a22a66f4ead"
+        ),
+        "440"
+    );
+    // Bob's wallet: described before the transfer with 480, so it existed: 480 + 100.
+    assert_eq!(
+        onhand(
+            d,
+            "https://faircoin.example/3be5259d-10f0-431c-9fec-9c0c15a461d3"
+        ),
+        "580"
+    );
+    // Again: nothing changes, and the JSON report says so.
+    let after = ok(d, &["event", "list", "--all", "--json"]);
+    let again = json(d, &["import", file, "--create-missing", "--json"]);
+    assert_eq!(again["events"], 0, "{again}");
+    assert!(
+        again["unchanged"].as_u64().expect("unchanged") > 0,
+        "{again}"
+    );
+    assert_eq!(again["created"], serde_json::json!({}), "{again}");
+    assert_eq!(ok(d, &["event", "list", "--all", "--json"]), after);
+    // The imported events say where they came from.
+    let events = json(d, &["event", "list", "--all", "--json"]);
+    let imported: Vec<&serde_json::Value> = events
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["importSource"] == "ex-exchange--02-2.jsonld")
+        .collect();
+    assert_eq!(imported.len(), 3, "{events:#}");
+    assert!(imported
+        .iter()
+        .any(|e| e["importedFrom"] == "urn:uuid:e5afaa28-1080-4912-835b-46883efb83e6"));
 }
 
 /// A file of `n` raise events.

@@ -48,6 +48,7 @@ fn setup() -> Setup {
                 role_label: "is volunteer of".into(),
                 inverse_role_label: Some("has volunteer".into()),
                 note: None,
+                other_properties: Default::default(),
             })?;
             l.create(Agent::person("bo", "Bo"))
         })

@@ -165,6 +165,7 @@ fn genesis() -> Ledger {
         role_label: "is volunteer of".into(),
         inverse_role_label: None,
         note: None,
+        other_properties: Default::default(),
     })
     .expect("role");
     l

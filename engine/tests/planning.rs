@@ -419,6 +419,7 @@ fn a_process_is_planned_from_its_recipe_then_executed() {
         has_duration: Some(m("2", "hour")),
         image: None,
         note: None,
+        other_properties: Default::default(),
     })
     .expect("recipe process");
     let mut out = RecipeFlow::new(Action::Produce);
@@ -445,6 +446,7 @@ fn a_process_is_planned_from_its_recipe_then_executed() {
         primary_output: Some(id("delivery-fiber")),
         recipe_includes: vec![id("rp-make")],
         note: None,
+        other_properties: Default::default(),
     })
     .expect("recipe");
     let mut plan = Plan::new("plan", "Delivery fiber");
@@ -535,6 +537,7 @@ fn a_process_is_planned_from_its_recipe_then_executed() {
         has_duration: None,
         image: None,
         note: None,
+        other_properties: Default::default(),
     })
     .expect("empty recipe process");
     let e = l
@@ -563,6 +566,7 @@ fn agent_relationships_and_roles() {
         role_label: "is volunteer of".into(),
         inverse_role_label: Some("has volunteer".into()),
         note: None,
+        other_properties: Default::default(),
     })
     .expect("role");
     // The id is fixed by [subject, relationship, object]: left empty, the ledger gives it.
@@ -574,6 +578,7 @@ fn agent_relationships_and_roles() {
             relationship: id("volunteer"),
             in_scope_of: None,
             note: Some("Tuesdays".into()),
+            other_properties: Default::default(),
         })
         .expect("relationship");
     assert_eq!(rid, id(r#"["ana","volunteer","cafe"]"#));
@@ -1197,6 +1202,7 @@ fn an_agreement_bundle_is_complete_when_its_agreements_are() {
         name: "Order 7".into(),
         created: Some("2026-03-07".into()),
         note: None,
+        other_properties: Default::default(),
     })
     .expect("bundle");
     for (a, c, from, to, hours) in [
@@ -1260,6 +1266,7 @@ fn proposal_lists_and_purposes() {
         proposed_to: Vec::new(),
         created: Some("2026-03-02".into()),
         note: None,
+        other_properties: Default::default(),
     })
     .expect("list");
     let mut want = Intent::request(Action::Transfer, Some("bo"));
@@ -1335,6 +1342,7 @@ fn a_repair_planned_from_its_recipe_includes_its_exchange() {
         has_duration: Some(m("1", "hour")),
         image: None,
         note: None,
+        other_properties: Default::default(),
     })
     .expect("recipe process");
     for x in ["rx-parts", "rx-other"] {
@@ -1342,6 +1350,7 @@ fn a_repair_planned_from_its_recipe_includes_its_exchange() {
             id: id(x),
             name: format!("{x} sale"),
             note: None,
+            other_properties: Default::default(),
         })
         .expect("recipe exchange");
     }

@@ -1564,6 +1564,7 @@ impl Ledger {
             classified_as: desc.classified_as,
             note: desc.note,
             removed_by: removed_by.cloned(),
+            other_properties: desc.other_properties,
         })
     }
 

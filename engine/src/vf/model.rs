@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::vf::{Action, Measure};
 
+/// Unmodelled properties of an imported node: property IRI to its values in expanded JSON-LD
+/// form (an array of `{"@id": ...}` or `{"@value": ...}` objects).
+pub type OtherProperties = std::collections::BTreeMap<String, serde_json::Value>;
+
 /// The id of any object in a ledger.
 ///
 /// Ids are opaque strings. Economic events get Automerge's own id for the list element that
@@ -267,6 +271,11 @@ pub struct Agent {
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Properties of an imported JSON-LD node that Reflow does not model, kept as read and
+    /// exported again: property IRI to its values in expanded JSON-LD form (see
+    /// docs/interop.md). Empty for objects made in Reflow.
+    #[serde(default, skip_serializing_if = "OtherProperties::is_empty")]
+    pub other_properties: OtherProperties,
 }
 vf_object!(Agent, Agent, |s| opt(
     ObjectKind::SpatialThing,
@@ -285,6 +294,7 @@ impl Agent {
             primary_location: None,
             classified_as: Vec::new(),
             note: None,
+            other_properties: Default::default(),
         }
     }
 
@@ -311,6 +321,11 @@ pub struct Unit {
     /// Classifications (`classifiedAs`), e.g. the quantity kind ("mass", "time").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub classified_as: Vec<String>,
+    /// Properties of an imported JSON-LD node that Reflow does not model, kept as read and
+    /// exported again: property IRI to its values in expanded JSON-LD form (see
+    /// docs/interop.md). Empty for objects made in Reflow.
+    #[serde(default, skip_serializing_if = "OtherProperties::is_empty")]
+    pub other_properties: OtherProperties,
 }
 vf_object!(Unit, Unit, |_s| Vec::new());
 
@@ -322,6 +337,7 @@ impl Unit {
             label: label.into(),
             symbol: symbol.into(),
             classified_as: Vec::new(),
+            other_properties: Default::default(),
         }
     }
 }
@@ -347,6 +363,11 @@ pub struct SpatialThing {
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Properties of an imported JSON-LD node that Reflow does not model, kept as read and
+    /// exported again: property IRI to its values in expanded JSON-LD form (see
+    /// docs/interop.md). Empty for objects made in Reflow.
+    #[serde(default, skip_serializing_if = "OtherProperties::is_empty")]
+    pub other_properties: OtherProperties,
 }
 vf_object!(SpatialThing, SpatialThing, |_s| Vec::new());
 
@@ -360,6 +381,7 @@ impl SpatialThing {
             long: lat_long.map(|l| l.1),
             mappable_address: None,
             note: None,
+            other_properties: Default::default(),
         }
     }
 }
@@ -386,6 +408,11 @@ pub struct ResourceSpecification {
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Properties of an imported JSON-LD node that Reflow does not model, kept as read and
+    /// exported again: property IRI to its values in expanded JSON-LD form (see
+    /// docs/interop.md). Empty for objects made in Reflow.
+    #[serde(default, skip_serializing_if = "OtherProperties::is_empty")]
+    pub other_properties: OtherProperties,
 }
 vf_object!(ResourceSpecification, ResourceSpecification, |s| {
     opt(ObjectKind::Unit, &s.default_unit_of_resource)
@@ -404,6 +431,7 @@ impl ResourceSpecification {
             default_unit_of_effort: None,
             resource_classified_as: Vec::new(),
             note: None,
+            other_properties: Default::default(),
         }
     }
 }
@@ -420,6 +448,11 @@ pub struct ProcessSpecification {
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Properties of an imported JSON-LD node that Reflow does not model, kept as read and
+    /// exported again: property IRI to its values in expanded JSON-LD form (see
+    /// docs/interop.md). Empty for objects made in Reflow.
+    #[serde(default, skip_serializing_if = "OtherProperties::is_empty")]
+    pub other_properties: OtherProperties,
 }
 vf_object!(ProcessSpecification, ProcessSpecification, |_s| Vec::new());
 
@@ -430,6 +463,7 @@ impl ProcessSpecification {
             id: id.into(),
             name: name.into(),
             note: None,
+            other_properties: Default::default(),
         }
     }
 }
@@ -468,6 +502,11 @@ pub struct Process {
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Properties of an imported JSON-LD node that Reflow does not model, kept as read and
+    /// exported again: property IRI to its values in expanded JSON-LD form (see
+    /// docs/interop.md). Empty for objects made in Reflow.
+    #[serde(default, skip_serializing_if = "OtherProperties::is_empty")]
+    pub other_properties: OtherProperties,
 }
 vf_object!(Process, Process, |s| {
     opt(ObjectKind::ProcessSpecification, &s.based_on)
@@ -491,6 +530,7 @@ impl Process {
             classified_as: Vec::new(),
             in_scope_of: None,
             note: None,
+            other_properties: Default::default(),
         }
     }
 }
@@ -523,6 +563,11 @@ pub struct ResourceDescription {
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Properties of an imported JSON-LD node that Reflow does not model, kept as read and
+    /// exported again: property IRI to its values in expanded JSON-LD form (see
+    /// docs/interop.md). Empty for objects made in Reflow.
+    #[serde(default, skip_serializing_if = "OtherProperties::is_empty")]
+    pub other_properties: OtherProperties,
 }
 vf_object!(ResourceDescription, EconomicResource, |s| {
     opt(ObjectKind::ResourceSpecification, &s.conforms_to)
@@ -542,6 +587,7 @@ impl ResourceDescription {
             unit_of_effort: None,
             classified_as: Vec::new(),
             note: None,
+            other_properties: Default::default(),
         }
     }
 
@@ -602,6 +648,11 @@ pub struct EconomicResource {
     /// corrected away.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub removed_by: Option<Id>,
+    /// Properties of an imported JSON-LD node that Reflow does not model, kept as read and
+    /// exported again: property IRI to its values in expanded JSON-LD form (see
+    /// docs/interop.md). Empty for objects made in Reflow.
+    #[serde(default, skip_serializing_if = "OtherProperties::is_empty")]
+    pub other_properties: OtherProperties,
 }
 
 /// Something that happened (`vf:EconomicEvent`). Immutable once recorded: a mistake is fixed
@@ -691,6 +742,20 @@ pub struct EconomicEvent {
     /// `newInventoriedResource` of `createEconomicEvent`). Set by the ledger; ignored on input.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_resource: Option<Id>,
+    /// Properties of an imported JSON-LD node that Reflow does not model, kept as read and
+    /// exported again: property IRI to its values in expanded JSON-LD form (see
+    /// docs/interop.md). Empty for objects made in Reflow.
+    #[serde(default, skip_serializing_if = "OtherProperties::is_empty")]
+    pub other_properties: OtherProperties,
+    /// For an imported event: the IRI of the node it was read from (its `@id`), which an
+    /// export writes as the event's `@id` again and a re-import recognises. Set by
+    /// [`crate::interop`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported_from: Option<String>,
+    /// For an imported event: what it was imported from (the file's name or another label the
+    /// importer gave).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import_source: Option<String>,
 }
 
 impl EconomicEvent {
@@ -724,6 +789,9 @@ impl EconomicEvent {
             state: None,
             note: None,
             created_resource: None,
+            import_source: Default::default(),
+            imported_from: Default::default(),
+            other_properties: Default::default(),
         }
     }
 
@@ -955,6 +1023,11 @@ pub struct Commitment {
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Properties of an imported JSON-LD node that Reflow does not model, kept as read and
+    /// exported again: property IRI to its values in expanded JSON-LD form (see
+    /// docs/interop.md). Empty for objects made in Reflow.
+    #[serde(default, skip_serializing_if = "OtherProperties::is_empty")]
+    pub other_properties: OtherProperties,
 }
 vf_object!(Commitment, Commitment, |s| {
     [
@@ -1017,6 +1090,7 @@ impl Commitment {
             state: None,
             finished: false,
             note: None,
+            other_properties: Default::default(),
         }
     }
 }
@@ -1105,6 +1179,11 @@ pub struct Intent {
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Properties of an imported JSON-LD node that Reflow does not model, kept as read and
+    /// exported again: property IRI to its values in expanded JSON-LD form (see
+    /// docs/interop.md). Empty for objects made in Reflow.
+    #[serde(default, skip_serializing_if = "OtherProperties::is_empty")]
+    pub other_properties: OtherProperties,
 }
 vf_object!(Intent, Intent, |s| {
     [
@@ -1172,6 +1251,7 @@ impl Intent {
             image_list: Vec::new(),
             finished: false,
             note: None,
+            other_properties: Default::default(),
         }
     }
 }
@@ -1194,6 +1274,11 @@ pub struct Plan {
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Properties of an imported JSON-LD node that Reflow does not model, kept as read and
+    /// exported again: property IRI to its values in expanded JSON-LD form (see
+    /// docs/interop.md). Empty for objects made in Reflow.
+    #[serde(default, skip_serializing_if = "OtherProperties::is_empty")]
+    pub other_properties: OtherProperties,
 }
 vf_object!(Plan, Plan, |_s| Vec::new());
 
@@ -1206,6 +1291,7 @@ impl Plan {
             due: None,
             created: None,
             note: None,
+            other_properties: Default::default(),
         }
     }
 }
@@ -1270,6 +1356,11 @@ pub struct Proposal {
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Properties of an imported JSON-LD node that Reflow does not model, kept as read and
+    /// exported again: property IRI to its values in expanded JSON-LD form (see
+    /// docs/interop.md). Empty for objects made in Reflow.
+    #[serde(default, skip_serializing_if = "OtherProperties::is_empty")]
+    pub other_properties: OtherProperties,
 }
 vf_object!(Proposal, Proposal, |s| {
     s.publishes
@@ -1300,6 +1391,7 @@ impl Proposal {
             listed_in: Vec::new(),
             status: ProposalStatus::Open,
             note: None,
+            other_properties: Default::default(),
         }
     }
 }
@@ -1334,6 +1426,11 @@ pub struct ProposalList {
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Properties of an imported JSON-LD node that Reflow does not model, kept as read and
+    /// exported again: property IRI to its values in expanded JSON-LD form (see
+    /// docs/interop.md). Empty for objects made in Reflow.
+    #[serde(default, skip_serializing_if = "OtherProperties::is_empty")]
+    pub other_properties: OtherProperties,
 }
 vf_object!(ProposalList, ProposalList, |s| s
     .proposed_to
@@ -1363,6 +1460,11 @@ pub struct Agreement {
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Properties of an imported JSON-LD node that Reflow does not model, kept as read and
+    /// exported again: property IRI to its values in expanded JSON-LD form (see
+    /// docs/interop.md). Empty for objects made in Reflow.
+    #[serde(default, skip_serializing_if = "OtherProperties::is_empty")]
+    pub other_properties: OtherProperties,
 }
 vf_object!(Agreement, Agreement, |s| opt(
     ObjectKind::AgreementBundle,
@@ -1380,6 +1482,7 @@ impl Agreement {
             created: None,
             bundled_in: None,
             note: None,
+            other_properties: Default::default(),
         }
     }
 }
@@ -1401,6 +1504,11 @@ pub struct AgreementBundle {
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Properties of an imported JSON-LD node that Reflow does not model, kept as read and
+    /// exported again: property IRI to its values in expanded JSON-LD form (see
+    /// docs/interop.md). Empty for objects made in Reflow.
+    #[serde(default, skip_serializing_if = "OtherProperties::is_empty")]
+    pub other_properties: OtherProperties,
 }
 vf_object!(AgreementBundle, AgreementBundle, |_s| Vec::new());
 
@@ -1448,6 +1556,11 @@ pub struct Claim {
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Properties of an imported JSON-LD node that Reflow does not model, kept as read and
+    /// exported again: property IRI to its values in expanded JSON-LD form (see
+    /// docs/interop.md). Empty for objects made in Reflow.
+    #[serde(default, skip_serializing_if = "OtherProperties::is_empty")]
+    pub other_properties: OtherProperties,
 }
 vf_object!(Claim, Claim, |s| {
     [
@@ -1484,6 +1597,7 @@ impl Claim {
             created: None,
             finished: false,
             note: None,
+            other_properties: Default::default(),
         }
     }
 }
@@ -1506,6 +1620,11 @@ pub struct Recipe {
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Properties of an imported JSON-LD node that Reflow does not model, kept as read and
+    /// exported again: property IRI to its values in expanded JSON-LD form (see
+    /// docs/interop.md). Empty for objects made in Reflow.
+    #[serde(default, skip_serializing_if = "OtherProperties::is_empty")]
+    pub other_properties: OtherProperties,
 }
 vf_object!(Recipe, Recipe, |s| {
     opt(ObjectKind::ResourceSpecification, &s.primary_output)
@@ -1542,6 +1661,11 @@ pub struct RecipeProcess {
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Properties of an imported JSON-LD node that Reflow does not model, kept as read and
+    /// exported again: property IRI to its values in expanded JSON-LD form (see
+    /// docs/interop.md). Empty for objects made in Reflow.
+    #[serde(default, skip_serializing_if = "OtherProperties::is_empty")]
+    pub other_properties: OtherProperties,
 }
 vf_object!(RecipeProcess, RecipeProcess, |s| {
     opt(ObjectKind::ProcessSpecification, &s.process_conforms_to)
@@ -1597,6 +1721,11 @@ pub struct RecipeFlow {
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Properties of an imported JSON-LD node that Reflow does not model, kept as read and
+    /// exported again: property IRI to its values in expanded JSON-LD form (see
+    /// docs/interop.md). Empty for objects made in Reflow.
+    #[serde(default, skip_serializing_if = "OtherProperties::is_empty")]
+    pub other_properties: OtherProperties,
 }
 vf_object!(RecipeFlow, RecipeFlow, |s| {
     [
@@ -1635,6 +1764,7 @@ impl RecipeFlow {
             stage: None,
             state: None,
             note: None,
+            other_properties: Default::default(),
         }
     }
 }
@@ -1652,6 +1782,11 @@ pub struct RecipeExchange {
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Properties of an imported JSON-LD node that Reflow does not model, kept as read and
+    /// exported again: property IRI to its values in expanded JSON-LD form (see
+    /// docs/interop.md). Empty for objects made in Reflow.
+    #[serde(default, skip_serializing_if = "OtherProperties::is_empty")]
+    pub other_properties: OtherProperties,
 }
 vf_object!(RecipeExchange, RecipeExchange, |_s| Vec::new());
 
@@ -1671,6 +1806,11 @@ pub struct AgentRelationshipRole {
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Properties of an imported JSON-LD node that Reflow does not model, kept as read and
+    /// exported again: property IRI to its values in expanded JSON-LD form (see
+    /// docs/interop.md). Empty for objects made in Reflow.
+    #[serde(default, skip_serializing_if = "OtherProperties::is_empty")]
+    pub other_properties: OtherProperties,
 }
 vf_object!(AgentRelationshipRole, AgentRelationshipRole, |_s| Vec::new(
 ));
@@ -1695,6 +1835,11 @@ pub struct AgentRelationship {
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Properties of an imported JSON-LD node that Reflow does not model, kept as read and
+    /// exported again: property IRI to its values in expanded JSON-LD form (see
+    /// docs/interop.md). Empty for objects made in Reflow.
+    #[serde(default, skip_serializing_if = "OtherProperties::is_empty")]
+    pub other_properties: OtherProperties,
 }
 impl AgentRelationship {
     /// A relationship: `subject` is `relationship` of `object`. Its id is
@@ -1708,6 +1853,7 @@ impl AgentRelationship {
             relationship,
             in_scope_of: None,
             note: None,
+            other_properties: Default::default(),
         }
     }
 
