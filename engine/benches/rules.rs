@@ -157,9 +157,8 @@ fn rules(c: &mut Criterion) {
                 let t = Instant::now();
                 for _ in 0..iters {
                     let signatures = history.iter().map(|c| (c.hash(), c.signature)).collect();
-                    let ledger = reflow::Ledger::load(&saved, common::actor(7)).expect("load");
-                    let r = Replica::open(
-                        ledger,
+                    let r = Replica::open_saved(
+                        &saved,
                         DeviceKey::generate().expect("key"),
                         net,
                         signatures,

@@ -269,6 +269,47 @@ impl Replica {
         signatures: HashMap<ChangeHash, ChangeSignature>,
         quarantine: Vec<Quarantined>,
     ) -> Result<Replica> {
+        Replica::open_with(ledger, key, network, signatures, quarantine, false)
+    }
+
+    /// [`Replica::open`] of a saved ledger (`Ledger::save`'s bytes): the document is loaded
+    /// and its views folded once, with the network's rules (cheaper than
+    /// `Replica::open(Ledger::load(..)?, ..)`, which folds the views before the replica knows
+    /// its rules and again after, for a ledger that has a rule set).
+    pub fn open_saved(
+        saved: &[u8],
+        key: DeviceKey,
+        network: NetworkId,
+        signatures: HashMap<ChangeHash, ChangeSignature>,
+        quarantine: Vec<Quarantined>,
+    ) -> Result<Replica> {
+        let (ledger, _, fold) =
+            Ledger::load_with_views_deferred(saved, key.session_actor()?, None)?;
+        Replica::open_with(ledger, key, network, signatures, quarantine, fold)
+    }
+
+    /// [`Replica::open`] of a ledger whose views are not folded yet
+    /// (`Ledger::load_with_views_deferred`): they are folded once, after the rule index is
+    /// rebuilt, so that every event is folded with the rules it is judged by (folding first
+    /// and again with the rules cost a second fold of every resource).
+    pub(crate) fn open_unfolded(
+        ledger: Ledger,
+        key: DeviceKey,
+        network: NetworkId,
+        signatures: HashMap<ChangeHash, ChangeSignature>,
+        quarantine: Vec<Quarantined>,
+    ) -> Result<Replica> {
+        Replica::open_with(ledger, key, network, signatures, quarantine, true)
+    }
+
+    fn open_with(
+        ledger: Ledger,
+        key: DeviceKey,
+        network: NetworkId,
+        signatures: HashMap<ChangeHash, ChangeSignature>,
+        quarantine: Vec<Quarantined>,
+        fold: bool,
+    ) -> Result<Replica> {
         let mut membership = Membership::new(network);
         let metas = ledger.doc().get_changes_meta(&[]);
         let mut queue: VecDeque<usize> = (0..metas.len()).collect();
@@ -376,6 +417,9 @@ impl Replica {
             limits: Limits::default(),
         };
         replica.reindex_rules();
+        if fold {
+            replica.ledger.fold_views();
+        }
         Ok(replica)
     }
 

@@ -756,6 +756,21 @@ fn reopened_replica_judges_the_same() {
     assert_eq!(reopened.ledger().conflicts(), r.ledger().conflicts());
     assert_eq!(reopened.rules(), r.rules());
     assert_eq!(reopened.rule_versions().len(), 2);
+    // Opened from the saved bytes, its views folded once with the rules known: the same.
+    let signatures = history.iter().map(|c| (c.hash(), c.signature)).collect();
+    let saved = Replica::open_saved(&r.ledger().save(), key(), network, signatures, Vec::new())
+        .expect("open saved");
+    assert!(
+        saved
+            .ledger()
+            .conflicts()
+            .iter()
+            .any(|c| matches!(c, Conflict::RuleViolation { .. })),
+        "the history has flagged events"
+    );
+    assert_eq!(saved.ledger().conflicts(), r.ledger().conflicts());
+    assert_eq!(saved.ledger().snapshot(), r.ledger().snapshot());
+    assert_eq!(saved.rule_versions().len(), 2);
 }
 
 fn random_rules(version: u64, limit: i64, flag_limit: i64) -> RuleSet {

@@ -297,6 +297,21 @@ impl Ledger {
         actor: ActorId,
         views: Option<&[u8]>,
     ) -> Result<(Ledger, ViewsOrigin)> {
+        let (mut ledger, origin, fold) = Ledger::load_with_views_deferred(bytes, actor, views)?;
+        if fold {
+            ledger.rebuild_views();
+        }
+        Ok((ledger, origin))
+    }
+
+    /// [`Ledger::load_with_views`], except that views to be folded are not folded yet: the
+    /// third value says whether [`Ledger::fold_views`] must be called (by
+    /// `Replica::open_unfolded`, once the rules events are judged by are known).
+    pub(crate) fn load_with_views_deferred(
+        bytes: &[u8],
+        actor: ActorId,
+        views: Option<&[u8]>,
+    ) -> Result<(Ledger, ViewsOrigin, bool)> {
         let doc = Automerge::load(bytes)
             .map_err(|e| Error::NotALedger(format!("not an Automerge document: {e}")))?
             .with_actor(actor);
@@ -328,21 +343,24 @@ impl Ledger {
                 }
             }
         };
-        match &origin {
-            ViewsOrigin::Folded | ViewsOrigin::Stored | ViewsOrigin::StoredAndTail => {}
+        let fold = match &origin {
+            ViewsOrigin::Stored | ViewsOrigin::StoredAndTail => false,
+            ViewsOrigin::Folded => true,
             ViewsOrigin::Refused(e) => {
                 warn!(reason = %e, "stored views refused; folding the views again");
-                ledger.rebuild_views();
+                true
             }
             ViewsOrigin::Stale => {
                 warn!("stored views were folded at heads this document lacks; folding again");
-                ledger.rebuild_views();
+                true
             }
-        }
-        if matches!(origin, ViewsOrigin::Folded) {
-            ledger.rebuild_views();
-        }
-        Ok((ledger, origin))
+        };
+        Ok((ledger, origin, fold))
+    }
+
+    /// Fold the views from the document (after [`Ledger::load_with_views_deferred`]).
+    pub(crate) fn fold_views(&mut self) {
+        self.rebuild_views();
     }
 
     /// The views as stored beside a snapshot of this ledger (docs/storage.md, "A views

@@ -182,16 +182,16 @@ impl Store {
         let (bytes, tail, snapshot_bytes) =
             guarded(&self.path, "read ledger", || self.read_ledger_parts(&name))?;
         let stored = self.stored_views(&name)?;
-        let (ledger, views) =
-            Ledger::load_with_views(&bytes, key.session_actor()?, stored.as_deref()).map_err(
-                |e| match e {
+        // Folded (if not stored) only once the replica knows its rules (Replica::open_unfolded).
+        let (ledger, views, fold) =
+            Ledger::load_with_views_deferred(&bytes, key.session_actor()?, stored.as_deref())
+                .map_err(|e| match e {
                     Error::NotALedger(detail) => Error::CorruptStore {
                         path: self.path.to_path_buf(),
                         detail: format!("the ledger of `{name}` cannot be loaded: {detail}"),
                     },
                     other => other,
-                },
-            )?;
+                })?;
         debug!(tail, ?views, "replica's ledger loaded");
         let (signatures, quarantine) = guarded(&self.path, "read signatures", || {
             let tx = self.read_tx()?;
@@ -230,7 +230,11 @@ impl Store {
             }
             Ok((signatures, quarantine))
         })?;
-        let replica = Replica::open(ledger, key, *network, signatures, quarantine)?;
+        let replica = if fold {
+            Replica::open_unfolded(ledger, key, *network, signatures, quarantine)?
+        } else {
+            Replica::open(ledger, key, *network, signatures, quarantine)?
+        };
         Ok(DurableReplica {
             store: self.clone(),
             key: name,
