@@ -288,21 +288,11 @@ impl Replica {
         Replica::open_with(ledger, key, network, signatures, quarantine, fold)
     }
 
-    /// [`Replica::open`] of a ledger whose views are not folded yet
-    /// (`Ledger::load_with_views_deferred`): they are folded once, after the rule index is
-    /// rebuilt, so that every event is folded with the rules it is judged by (folding first
-    /// and again with the rules cost a second fold of every resource).
-    pub(crate) fn open_unfolded(
-        ledger: Ledger,
-        key: DeviceKey,
-        network: NetworkId,
-        signatures: HashMap<ChangeHash, ChangeSignature>,
-        quarantine: Vec<Quarantined>,
-    ) -> Result<Replica> {
-        Replica::open_with(ledger, key, network, signatures, quarantine, true)
-    }
-
-    fn open_with(
+    /// [`Replica::open`] of a ledger whose views are folded (`fold` false) or not folded yet
+    /// (`Ledger::load_with_views_deferred`): then they are folded once, after the rule index
+    /// is rebuilt, so that every event is folded with the rules it is judged by (folding
+    /// first and again with the rules cost a second fold of every resource).
+    pub(crate) fn open_with(
         ledger: Ledger,
         key: DeviceKey,
         network: NetworkId,

@@ -306,7 +306,7 @@ impl Ledger {
 
     /// [`Ledger::load_with_views`], except that views to be folded are not folded yet: the
     /// third value says whether [`Ledger::fold_views`] must be called (by
-    /// `Replica::open_unfolded`, once the rules events are judged by are known).
+    /// `Replica::open_with`, once the rules events are judged by are known).
     pub(crate) fn load_with_views_deferred(
         bytes: &[u8],
         actor: ActorId,

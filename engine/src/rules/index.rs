@@ -309,6 +309,9 @@ impl RuleIndex {
             });
             let actor: &ActorId = &change.actor_id;
             let mut errors = errors.unwrap_or_default().into_iter().peekable();
+            // Nothing for the views to judge: no flag rule, and no refuse rule that failed
+            // (or might have: a stored change, not judged here).
+            let nothing = !shared.rules.has_flags() && (judged || !shared.rules.has_refusals());
             for (i, _) in events(change) {
                 let own = match errors.peek() {
                     Some((at, _)) if *at == i => errors.next().map(|(_, found)| {
@@ -319,10 +322,7 @@ impl RuleIndex {
                     }),
                     _ => None,
                 };
-                // Nothing for the views to judge: no flag rule, and no refuse rule that
-                // failed (or might have: not judged here).
-                let unknown = !judged && shared.rules.has_refusals();
-                if own.is_none() && !unknown && !shared.rules.has_flags() {
+                if own.is_none() && nothing {
                     continue;
                 }
                 self.pending.push((

@@ -210,6 +210,7 @@ pub struct CompiledRules {
     rules: Vec<Compiled>,
     env: Arc<Env>,
     has_flags: bool,
+    has_refusals: bool,
     /// What the flag rules read, and what the refuse rules read.
     uses_flag: Uses,
     uses_refuse: Uses,
@@ -500,6 +501,7 @@ impl RuleSet {
             });
         }
         let has_flags = rules.iter().any(|c| c.rule.outcome == Outcome::Flag);
+        let has_refusals = rules.iter().any(|c| c.rule.outcome == Outcome::Refuse);
         let (mut flag, mut refuse) = (Uses::default(), Uses::default());
         for c in &rules {
             match c.rule.outcome {
@@ -512,6 +514,7 @@ impl RuleSet {
             rules,
             env,
             has_flags,
+            has_refusals,
             uses_flag: flag,
             uses_refuse: refuse,
         })
@@ -651,7 +654,7 @@ impl CompiledRules {
 
     /// Whether any rule refuses.
     pub fn has_refusals(&self) -> bool {
-        self.rules.iter().any(|c| c.rule.outcome == Outcome::Refuse)
+        self.has_refusals
     }
 
     /// Judge one event by the refuse rules or the flag rules (`which`), in rule order: a

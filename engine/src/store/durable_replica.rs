@@ -182,7 +182,7 @@ impl Store {
         let (bytes, tail, snapshot_bytes) =
             guarded(&self.path, "read ledger", || self.read_ledger_parts(&name))?;
         let stored = self.stored_views(&name)?;
-        // Folded (if not stored) only once the replica knows its rules (Replica::open_unfolded).
+        // Folded (if not stored) only once the replica knows its rules (Replica::open_with).
         let (ledger, views, fold) =
             Ledger::load_with_views_deferred(&bytes, key.session_actor()?, stored.as_deref())
                 .map_err(|e| match e {
@@ -230,11 +230,7 @@ impl Store {
             }
             Ok((signatures, quarantine))
         })?;
-        let replica = if fold {
-            Replica::open_unfolded(ledger, key, *network, signatures, quarantine)?
-        } else {
-            Replica::open(ledger, key, *network, signatures, quarantine)?
-        };
+        let replica = Replica::open_with(ledger, key, *network, signatures, quarantine, fold)?;
         Ok(DurableReplica {
             store: self.clone(),
             key: name,
