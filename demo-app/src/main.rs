@@ -1471,7 +1471,8 @@ fn proposal_cmd(node: &Node, net: NetworkId, cmd: &ProposalCmd) -> Result<()> {
         }
         ProposalCmd::List(o) => {
             let (list, intents) = node.read(net, |r| {
-                (r.ledger().list::<Proposal>(), r.ledger().list::<Intent>())
+                let l = r.ledger();
+                (with_status(l, l.list::<Proposal>()), l.list::<Intent>())
             })?;
             if o.json {
                 print_json(
@@ -1496,7 +1497,9 @@ fn proposal_cmd(node: &Node, net: NetworkId, cmd: &ProposalCmd) -> Result<()> {
         ProposalCmd::Show(a) => {
             let id = Id::from(a.id.as_str());
             let (p, intents) = node.read(net, |r| {
-                (r.ledger().get::<Proposal>(&id), r.ledger().list::<Intent>())
+                let l = r.ledger();
+                let p = l.get::<Proposal>(&id).map(|p| with_status(l, vec![p]));
+                (p.and_then(|mut v| v.pop()), l.list::<Intent>())
             })?;
             let p = p.ok_or_else(|| anyhow!("no proposal {}", a.id))?;
             if a.json {
@@ -1528,6 +1531,17 @@ fn proposal_cmd(node: &Node, net: NetworkId, cmd: &ProposalCmd) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Proposals with their status as the ledger derives it (an open proposal is accepted once
+/// an agreement takes it up: `Ledger::proposal_status`).
+fn with_status(l: &reflow::Ledger, mut list: Vec<Proposal>) -> Vec<Proposal> {
+    for p in &mut list {
+        if let Ok(s) = l.proposal_status(&p.id) {
+            p.status = s;
+        }
+    }
+    list
 }
 
 fn status_name(s: ProposalStatus) -> &'static str {

@@ -677,9 +677,17 @@ async fn rules(State(s): State<AppState>) -> ApiResult {
 async fn offers(State(s): State<AppState>) -> ApiResult {
     read(&s, |r| {
         let l = r.ledger();
+        // Each proposal's status as the ledger derives it (accepted once an agreement
+        // takes it up).
+        let mut proposals = l.list::<Proposal>();
+        for p in &mut proposals {
+            if let Ok(status) = l.proposal_status(&p.id) {
+                p.status = status;
+            }
+        }
         Json(json!({
             "intents": ids(&l.list::<Intent>(), |x| &x.id),
-            "proposals": ids(&l.list::<Proposal>(), |x| &x.id),
+            "proposals": ids(&proposals, |x| &x.id),
         }))
     })
 }

@@ -23,7 +23,7 @@ use crate::ledger::validate;
 use crate::membership::{Member, Rejection, Role};
 use crate::vf::{
     Agent, AgentRelationship, AgentRelationshipRole, Agreement, AgreementBundle, Claim, Commitment,
-    EconomicEvent, Intent, Measure, ObjectKind, Plan, Process, ProcessSpecification, Proposal,
+    EconomicEvent, Id, Intent, Measure, ObjectKind, Plan, Process, ProcessSpecification, Proposal,
     ProposalList, Recipe, RecipeExchange, RecipeFlow, RecipeProcess, ResourceDescription,
     ResourceSpecification, SpatialThing, Unit,
 };
@@ -70,6 +70,37 @@ pub struct Admission {
     v1_genesis: bool,
     /// Version-1 objects (the maps made under a v1 kind map), by the op id that made them.
     v1_objects: HashMap<(u64, ActorId), (ObjectKind, String)>,
+    /// Every op that made an object of an owned kind ([`owned`]): each put of its marker and
+    /// its version-1 map, with the agent of the device that made it. Markers are never
+    /// overwritten or deleted, so a stored document shows every one
+    /// (`crate::Ledger::object_creations`).
+    creations: HashMap<(ObjectKind, String), Vec<Creation>>,
+}
+
+/// One op that made an object, and the agent whose device made it: an owner of the object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Creation {
+    /// The op's counter.
+    pub counter: u64,
+    /// The op's actor.
+    pub actor: ActorId,
+    /// The agent its device acted for.
+    pub agent: Id,
+}
+
+/// Whether objects of `kind` belong to the agents whose devices created them: an object of
+/// such a kind is edited only by its owners' devices or an admin (`NotYourObject`). Agents,
+/// agent relationships, relationship roles and rule sets have rules of their own
+/// ([`authority_check`]); events are immutable.
+pub(crate) fn owned(kind: ObjectKind) -> bool {
+    !matches!(
+        kind,
+        ObjectKind::Agent
+            | ObjectKind::AgentRelationship
+            | ObjectKind::AgentRelationshipRole
+            | ObjectKind::RuleSet
+            | ObjectKind::EconomicEvent
+    )
 }
 
 /// What admission needs to know of a change's causal past (from the membership index).
@@ -156,6 +187,8 @@ impl Admission {
         }
         let author = past.author.ok_or_else(|| refuse("no author"))?;
         let mut v1 = V1Writes::default();
+        // The owned objects this change writes, and whether it writes each one's marker.
+        let mut touched: Vec<(ObjectKind, String, bool)> = Vec::new();
         for (i, op) in change.operations.iter().enumerate() {
             let counter = start + i as u64;
             let at = |d: String| refuse(format!("op {i}: {d}"));
@@ -182,7 +215,14 @@ impl Admission {
                 }
                 Some(Target::ObjectBucket { set, index }) => {
                     self.require_set(set, past).map_err(at)?;
-                    check_object_op(op, index, author).map_err(|e| e.at_op(i))?;
+                    let (kind, id, marker) =
+                        check_object_op(op, index, author).map_err(|e| e.at_op(i))?;
+                    if owned(kind) {
+                        match touched.iter_mut().find(|(k, x, _)| *k == kind && *x == id) {
+                            Some(t) => t.2 |= marker,
+                            None => touched.push((kind, id, marker)),
+                        }
+                    }
                 }
                 Some(Target::V1Events) => {
                     if v2 {
@@ -232,7 +272,63 @@ impl Admission {
                 }
             }
         }
-        v1.check().map_err(Checked::at_change)
+        v1.check().map_err(Checked::at_change)?;
+        if author.role != Role::Admin {
+            for (kind, id, marker) in &touched {
+                self.check_owner(*kind, id, *marker, author, &change.actor_id, past)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Object ownership: a member edits an object of an owned kind only if a device of its
+    /// agent made the object (put its marker, or made its version-1 map) in the change's
+    /// causal past. A change that puts the marker of an object no change in its past made
+    /// creates it (two members may create one id concurrently: both own it). A member's
+    /// change that writes an object its causal past does not have, without creating it, is
+    /// refused as a schema error: an honest device never does that.
+    fn check_owner(
+        &self,
+        kind: ObjectKind,
+        id: &str,
+        writes_marker: bool,
+        author: &Member,
+        actor: &ActorId,
+        past: &Past<'_>,
+    ) -> Result<(), Rejection> {
+        let made = self
+            .creations
+            .get(&(kind, id.to_string()))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        // An actor's earlier ops are in the past of each of its later changes.
+        let seen = |c: &Creation| c.actor == *actor || (past.has_op)(c.counter, &c.actor);
+        if made.iter().any(|c| c.agent == author.agent && seen(c)) {
+            return Ok(());
+        }
+        let mut owners: Vec<Id> = made
+            .iter()
+            .filter(|c| seen(c))
+            .map(|c| c.agent.clone())
+            .collect();
+        owners.sort();
+        owners.dedup();
+        if !owners.is_empty() {
+            return Err(Rejection::NotYourObject {
+                device: author.device,
+                agent: author.agent.clone(),
+                kind,
+                id: Id::from(id),
+                owners,
+            });
+        }
+        if writes_marker {
+            Ok(())
+        } else {
+            Err(refuse(format!(
+                "writes {kind} {id}, which no change in its causal past creates"
+            )))
+        }
     }
 
     fn v2_in_past(&self, past: &Past<'_>) -> bool {
@@ -248,8 +344,101 @@ impl Admission {
         }
     }
 
-    /// Index an accepted genesis or migration change: the objects it made.
+    /// Index an accepted change: the bucket sets a genesis or migration made, the
+    /// version-1 objects a version-1-era change made, and the objects of owned kinds any
+    /// change made, with the agent its author acted for (`agent`, asked only if the change
+    /// made an object).
     pub(crate) fn admit(
+        &mut self,
+        change: &ExpandedChange,
+        record: RecordKind,
+        record_index: usize,
+        agent: &dyn Fn() -> Option<Id>,
+    ) {
+        self.index_structure(change, record, record_index);
+        self.index_creations(change, agent);
+    }
+
+    /// The objects of owned kinds this change made: each marker it puts in an object bucket,
+    /// each version-1 map it makes.
+    fn index_creations(&mut self, change: &ExpandedChange, agent: &dyn Fn() -> Option<Id>) {
+        let start = change.start_op.get();
+        let mut made = Vec::new();
+        for (i, op) in change.operations.iter().enumerate() {
+            let ObjectId::Id(o) = &op.obj else { continue };
+            let Key::Map(key) = &op.key else { continue };
+            let counter = start + i as u64;
+            let found = match (self.targets.get(&(o.0, o.1.clone())), &op.action) {
+                (Some(Target::ObjectBucket { .. }), OpType::Put(ScalarValue::Str(_))) => {
+                    match ObjectKey::parse(key) {
+                        Some(ObjectKey::Marker(kind, id)) => Some((kind, id)),
+                        _ => None,
+                    }
+                }
+                (Some(Target::V1Kind(kind)), OpType::Make(automerge::ObjType::Map)) => {
+                    Some((*kind, key.to_string()))
+                }
+                _ => None,
+            };
+            if let Some((kind, id)) = found.filter(|(k, _)| owned(*k)) {
+                made.push((kind, id, counter));
+            }
+        }
+        if made.is_empty() {
+            return;
+        }
+        let Some(agent) = agent() else { return };
+        for (kind, id, counter) in made {
+            self.add_creation(
+                kind,
+                id,
+                Creation {
+                    counter,
+                    actor: change.actor_id.clone(),
+                    agent: agent.clone(),
+                },
+            );
+        }
+    }
+
+    /// Objects of owned kinds with more than one owning agent (created concurrently by
+    /// devices of different agents), sorted by kind and id, each with its owners sorted.
+    pub(crate) fn contested(&self) -> Vec<(ObjectKind, Id, Vec<Id>)> {
+        let mut out: Vec<(ObjectKind, Id, Vec<Id>)> = self
+            .creations
+            .iter()
+            .filter_map(|((kind, id), list)| {
+                let mut owners: Vec<Id> = list.iter().map(|c| c.agent.clone()).collect();
+                owners.sort();
+                owners.dedup();
+                (owners.len() > 1).then(|| (*kind, Id::from(id.as_str()), owners))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn add_creation(&mut self, kind: ObjectKind, id: String, c: Creation) {
+        let list = self.creations.entry((kind, id)).or_default();
+        if !list.contains(&c) {
+            list.push(c);
+        }
+    }
+
+    /// Index the creations found in a stored document (a replica opened from its store
+    /// judges new changes against them): (kind, id, creation).
+    pub(crate) fn index_creations_found(
+        &mut self,
+        found: impl IntoIterator<Item = (ObjectKind, String, Creation)>,
+    ) {
+        for (kind, id, c) in found {
+            if owned(kind) {
+                self.add_creation(kind, id, c);
+            }
+        }
+    }
+
+    fn index_structure(
         &mut self,
         change: &ExpandedChange,
         record: RecordKind,
@@ -284,27 +473,35 @@ impl Admission {
                 }
                 if version >= 2 {
                     self.index_buckets(change, record_index);
+                } else {
+                    // The version-1 objects the genesis made (its agent), as a reopened
+                    // replica finds them in the document.
+                    self.index_v1_made(change);
                 }
             }
             RecordKind::Migrate => self.index_buckets(change, record_index),
+            // The version-1 objects it made (only a v1-era change can make one).
             RecordKind::Membership | RecordKind::None if self.v1_genesis => {
-                // The version-1 objects it made (only a v1-era change can make one).
-                let start = change.start_op.get();
-                for (i, op) in change.operations.iter().enumerate() {
-                    let (ObjectId::Id(o), Key::Map(id), OpType::Make(automerge::ObjType::Map)) =
-                        (&op.obj, &op.key, &op.action)
-                    else {
-                        continue;
-                    };
-                    if let Some(Target::V1Kind(kind)) = self.targets.get(&(o.0, o.1.clone())) {
-                        self.v1_objects.insert(
-                            (start + i as u64, change.actor_id.clone()),
-                            (*kind, id.to_string()),
-                        );
-                    }
-                }
+                self.index_v1_made(change)
             }
             RecordKind::Membership | RecordKind::None => {}
+        }
+    }
+
+    fn index_v1_made(&mut self, change: &ExpandedChange) {
+        let start = change.start_op.get();
+        for (i, op) in change.operations.iter().enumerate() {
+            let (ObjectId::Id(o), Key::Map(id), OpType::Make(automerge::ObjType::Map)) =
+                (&op.obj, &op.key, &op.action)
+            else {
+                continue;
+            };
+            if let Some(Target::V1Kind(kind)) = self.targets.get(&(o.0, o.1.clone())) {
+                self.v1_objects.insert(
+                    (start + i as u64, change.actor_id.clone()),
+                    (*kind, id.to_string()),
+                );
+            }
         }
     }
 
@@ -454,11 +651,13 @@ pub(crate) fn records_for_others(role: Role) -> bool {
     role == Role::Admin
 }
 
+/// Check one op on an object bucket; returns the object it writes and whether the op puts
+/// its marker.
 fn check_object_op(
     op: &automerge::legacy::Op,
     bucket: usize,
     author: &Member,
-) -> Result<(), Checked> {
+) -> Result<(ObjectKind, String, bool), Checked> {
     let Key::Map(key) = &op.key else {
         return Err("an object bucket is a map".to_string().into());
     };
@@ -487,11 +686,19 @@ fn check_object_op(
         }));
     }
     authority_check(kind, id, author)?;
+    let wrote = |marker: bool| (kind, id.to_string(), marker);
     match (&parsed, &op.action) {
+        // A marker is put once and never overwritten: every creation of an object stays in
+        // the document, so a stored ledger shows all of its owners.
+        (ObjectKey::Marker(..), OpType::Put(ScalarValue::Str(v)))
+            if v.as_str() == kind.root_key() && op.pred.is_empty() =>
+        {
+            Ok(wrote(true))
+        }
         (ObjectKey::Marker(..), OpType::Put(ScalarValue::Str(v)))
             if v.as_str() == kind.root_key() =>
         {
-            Ok(())
+            Err(format!("the marker of {kind} {id} is put again over an earlier one").into())
         }
         (ObjectKey::Marker(..), _) => {
             Err(format!("the marker of {kind} {id} is changed or deleted").into())
@@ -503,13 +710,14 @@ fn check_object_op(
             let value: Json = serde_json::from_str(text)
                 .map_err(|e| Checked::Detail(format!("field {field} is not JSON: {e}")))?;
             check_field(kind, field, &value).map_err(Checked::Detail)?;
-            check_field_of_id(kind, id, field, &value).map_err(Checked::Detail)
+            check_field_of_id(kind, id, field, &value).map_err(Checked::Detail)?;
+            Ok(wrote(false))
         }
         (ObjectKey::Field(_, _, field), OpType::Delete) => {
             if minimal(kind).get(field.as_str()).is_some() {
                 Err(format!("deletes the required field {field} of {kind} {id}").into())
             } else {
-                Ok(())
+                Ok(wrote(false))
             }
         }
         (ObjectKey::Field(_, _, field), _) => {

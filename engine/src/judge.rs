@@ -187,7 +187,6 @@ impl Judge<'_> {
             }
         }
         let index = self.membership.next_record_index();
-        self.admission.admit(&decoded, kind, index);
         self.rules.admit(&decoded, head.hash, deps, author.as_ref());
         if let (Some(removals), Some(MembershipRecord::Remove { device })) =
             (self.removals.as_deref_mut(), &record)
@@ -195,6 +194,15 @@ impl Judge<'_> {
             removals.push((*device, index, head.hash));
         }
         self.membership.admit(head, record);
+        // The objects it made belong to the agent its author acted for at this change (as a
+        // reopened replica finds it: `Replica::open_with`).
+        let membership = &*self.membership;
+        let agent = || {
+            membership
+                .member_at(&head.hash, &head.author)
+                .map(|m| m.agent)
+        };
+        self.admission.admit(&decoded, kind, index, &agent);
         self.seqs.insert(seq_key, head.hash);
         let tip = Tip::of(change);
         match self.tips.get(&head.author) {

@@ -287,6 +287,23 @@ pub enum Rejection {
         /// The kind written.
         kind: crate::vf::ObjectKind,
     },
+    /// An object edited by a device whose agent did not create it and that is not an admin
+    /// (a member rewriting another's commitment, offer, claim or agreement). Owners are the
+    /// agents whose devices created the object, as the change's causal past shows them
+    /// (docs/security.md, "Who may edit an object").
+    #[serde(rename_all = "camelCase")]
+    NotYourObject {
+        /// The author.
+        device: DeviceId,
+        /// The agent the author acts for.
+        agent: Id,
+        /// The kind edited.
+        kind: crate::vf::ObjectKind,
+        /// The object's id.
+        id: Id,
+        /// The agents that own it in the change's causal past, sorted.
+        owners: Vec<Id>,
+    },
 }
 
 impl std::fmt::Display for Rejection {
@@ -360,6 +377,20 @@ impl std::fmt::Display for Rejection {
             ),
             Rejection::AdminsOnly { device, kind } => {
                 write!(f, "{device} wrote a {kind} but is not an admin")
+            }
+            Rejection::NotYourObject {
+                device,
+                agent,
+                kind,
+                id,
+                owners,
+            } => {
+                let owners: Vec<&str> = owners.iter().map(Id::as_str).collect();
+                write!(
+                    f,
+                    "{device} acts for {agent} but edited {kind} {id}, which belongs to {}",
+                    owners.join(", ")
+                )
             }
         }
     }

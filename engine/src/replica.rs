@@ -9,11 +9,11 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
-use automerge::{Change, ChangeHash};
+use automerge::{ActorId, Change, ChangeHash};
 use serde::Serialize;
 use tracing::{debug, warn};
 
-use crate::admission::{Admission, Past, RecordKind};
+use crate::admission::{Admission, Creation, Past, RecordKind};
 use crate::error::{Error, Result};
 use crate::identity::{
     verify_changes, ChangeSignature, DeviceId, DeviceKey, NetworkId, SignedChange,
@@ -221,8 +221,10 @@ impl Replica {
                         "the network's genesis is refused: {reason}"
                     )));
                 }
-                admission.admit(&decoded, kind, 0);
                 membership.admit(&head, record);
+                let m = &membership;
+                let agent = || m.member_at(&head.hash, &head.author).map(|m| m.agent);
+                admission.admit(&decoded, kind, 0, &agent);
             }
             _ => {
                 return Err(Error::WrongNetwork {
@@ -343,12 +345,46 @@ impl Replica {
             let kind = record_kind(&Some(record.clone()));
             if matches!(kind, RecordKind::Genesis(_) | RecordKind::Migrate) {
                 if let Some(change) = automerge::ReadDoc::get_change_by_hash(ledger.doc(), hash) {
-                    admission.admit(&change.decode(), kind, index);
+                    admission.admit(&change.decode(), kind, index, &|| None);
                 }
             }
         }
         // The version-1 objects, for judging changes made on a version-1 past.
         admission.index_v1_objects(ledger.v1_objects());
+        // Who owns each object: the agent of the device that made each of its creating ops
+        // at the change that holds it (as `Judge::admit` indexes them on arrival).
+        let mut by_actor: HashMap<&ActorId, Vec<(u64, ChangeHash)>> = HashMap::new();
+        for m in &metas {
+            by_actor
+                .entry(m.actor.as_ref())
+                .or_default()
+                .push((m.max_op, m.hash));
+        }
+        for list in by_actor.values_mut() {
+            list.sort_unstable();
+        }
+        let creations = ledger
+            .object_creations()
+            .into_iter()
+            .filter_map(|(kind, id, (counter, actor))| {
+                let list = by_actor.get(&actor)?;
+                let at = list.partition_point(|(max, _)| *max < counter);
+                let (_, hash) = list.get(at)?;
+                let agent = membership
+                    .member_at(hash, &DeviceId::of_actor(&actor)?)?
+                    .agent;
+                Some((
+                    kind,
+                    id,
+                    Creation {
+                        counter,
+                        actor,
+                        agent,
+                    },
+                ))
+            })
+            .collect::<Vec<_>>();
+        admission.index_creations_found(creations);
         let removals = membership
             .records()
             .filter_map(|(i, h, r)| match r {
@@ -430,6 +466,14 @@ impl Replica {
         let pending = rules.take_pending();
         self.rules = rules;
         self.ledger.set_rule_inputs(pending);
+    }
+
+    /// Objects that more than one agent owns: devices of different agents created the same
+    /// id concurrently (offline with a chosen id, or a member backdating a creation to claim
+    /// a share of another's object; docs/security.md, "Who may edit an object"). Each is
+    /// (kind, id, owning agents), sorted; the same on every replica with the same changes.
+    pub fn contested_objects(&self) -> Vec<(crate::vf::ObjectKind, Id, Vec<Id>)> {
+        self.admission.contested()
     }
 
     /// The ledger (read API).

@@ -705,8 +705,14 @@ fn market_offer_accepted_delivered_and_paid() {
     // The seller's device learns of the agreement and delivers; the buyer pays.
     let mut seller = seller;
     seller.merge(&mut buyer).expect("merge");
+    // The buyer did not write the seller's proposal: its status is derived from the
+    // agreement that takes it up.
     assert_eq!(
         seller.get::<Proposal>(&id("p")).expect("proposal").status,
+        ProposalStatus::Open
+    );
+    assert_eq!(
+        seller.proposal_status(&id("p")).expect("status"),
         ProposalStatus::Accepted
     );
     seller

@@ -59,8 +59,15 @@ fn net() -> Net {
         ana.add_member(bo_key.id(), Role::Member, "bo".into())
             .expect("bo"),
     );
-    let (dee, _) = Replica::join(ana.network(), dee_key, history.clone()).expect("join");
-    let (bo, _) = Replica::join(ana.network(), bo_key, history.clone()).expect("join");
+    let (mut dee, _) = Replica::join(ana.network(), dee_key, history.clone()).expect("join");
+    let (mut bo, _) = Replica::join(ana.network(), bo_key, history.clone()).expect("join");
+    // bo's own unit, which the attacks below relabel (a member edits only what it made).
+    let (_, c) = bo
+        .write(|l| l.create(Unit::new("crate", "crate", "cr")))
+        .expect("bo's unit");
+    ana.receive(c.clone()).expect("ana");
+    dee.receive(c.clone()).expect("dee");
+    history.extend(c);
     Net {
         ana,
         dee,
@@ -245,7 +252,7 @@ fn two_admins_removing_each_other_leave_the_senior_one() {
     assert_eq!(dee.members(), r.members());
 }
 
-/// A change by `key` on `r`'s document with session `suffix`, setting unit kg's label.
+/// A change by `key` on `r`'s document with session `suffix`, setting bo's unit crate's label.
 fn label_change(r: &Replica, key: &DeviceKey, suffix: u8, label: &str) -> SignedChange {
     let mut doc = Automerge::load(&r.ledger().save())
         .expect("load")
@@ -258,12 +265,12 @@ fn label_change(r: &Replica, key: &DeviceKey, suffix: u8, label: &str) -> Signed
                 .expect("bucket")
                 .1
         })
-        .find(|b| doc.get(b, "[\"units\",\"kg\"]").ok().flatten().is_some())
-        .expect("kg's bucket");
+        .find(|b| doc.get(b, "[\"units\",\"crate\"]").ok().flatten().is_some())
+        .expect("crate's bucket");
     let mut tx = doc.transaction();
     tx.put(
         &bucket,
-        "[\"units\",\"kg\",\"label\"]",
+        "[\"units\",\"crate\",\"label\"]",
         serde_json::to_string(label).expect("json"),
     )
     .expect("put");
@@ -324,8 +331,8 @@ fn an_equivocating_member_is_cut_off_identically() {
         assert!(r.ledger().has_change(&c.hash()));
     }
     assert_eq!(
-        r.ledger().get::<Unit>(&"kg".into()).map(|u| u.label),
-        Some("kilogram".into())
+        r.ledger().get::<Unit>(&"crate".into()).map(|u| u.label),
+        Some("crate".into())
     );
     // A replica that applied one twin revokes it when the other arrives, and passes the
     // proof on.
@@ -382,8 +389,8 @@ fn a_fork_cuts_the_device_off_in_any_order() {
         assert!(r.ledger().has_change(&c.hash()));
     }
     assert_eq!(
-        r.ledger().get::<Unit>(&"kg".into()).map(|u| u.label),
-        Some("kilogram".into())
+        r.ledger().get::<Unit>(&"crate".into()).map(|u| u.label),
+        Some("crate".into())
     );
     // A replica that accepted the first branch revokes it when the second arrives, and
     // passes the proof on (both tips).

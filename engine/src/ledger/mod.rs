@@ -800,6 +800,39 @@ impl Ledger {
         out
     }
 
+    /// Every op that made an object: each put of a marker in an object bucket, and each
+    /// version-1 object map, as (kind, id, (counter, actor)). Admission never lets a marker
+    /// be overwritten or deleted, so this is every creation ever accepted (object ownership,
+    /// `crate::admission`).
+    pub(crate) fn object_creations(&self) -> Vec<(ObjectKind, String, (u64, ActorId))> {
+        let mut out: Vec<_> = self
+            .v1_objects()
+            .into_iter()
+            .map(|(op, kind, id)| (kind, id, op))
+            .collect();
+        for set in &self.layout.object_sets {
+            for bucket in set {
+                for item in self.doc.map_range(bucket, ..) {
+                    let Some(schema::ObjectKey::Marker(kind, id)) =
+                        schema::ObjectKey::parse(&item.key)
+                    else {
+                        continue;
+                    };
+                    for (_, op) in self
+                        .doc
+                        .get_all(bucket, item.key.as_ref())
+                        .unwrap_or_default()
+                    {
+                        if let ObjId::Id(counter, actor, _) = op {
+                            out.push((kind, id.clone(), (counter, actor)));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// The v1 map object of `(kind, id)`, if the ledger has a v1 part and the object is there.
     fn legacy_object(&self, kind: ObjectKind, id: &Id) -> Option<ObjId> {
         let legacy = self.layout.legacy.as_ref()?;

@@ -643,28 +643,6 @@ impl Ledger {
         Ok(id)
     }
 
-    /// Stage an update of an existing object.
-    fn stage_update<T: VfObject>(
-        &mut self,
-        id: &Id,
-        change: impl FnOnce(&mut T),
-        staged: &mut Staged,
-    ) -> Result<()> {
-        let mut obj: T = self.get(id).ok_or_else(|| Error::NotFound {
-            kind: T::KIND,
-            id: id.clone(),
-        })?;
-        let before = serde_json::to_value(&obj).map_err(json_err("object"))?;
-        change(&mut obj);
-        obj.set_id(id.clone());
-        self.check_fixed_id(&obj)?;
-        self.check_object(&obj)?;
-        let after = serde_json::to_value(&obj).map_err(json_err("object"))?;
-        let previous = self.in_buckets(T::KIND, id).then_some(before);
-        staged.objects.push((T::KIND, id.clone(), after, previous));
-        Ok(())
-    }
-
     /// Write every staged object in one change.
     fn commit_staged(&mut self, staged: Staged) -> Result<()> {
         let mut buckets = Vec::with_capacity(staged.objects.len());
@@ -701,10 +679,11 @@ impl Ledger {
                 kind: ObjectKind::Proposal,
                 id: proposal.clone(),
             })?;
-        if p.status != ProposalStatus::Open {
+        let status = self.proposal_status(proposal)?;
+        if status != ProposalStatus::Open {
             return Err(PlanningError::ProposalNotOpen {
                 proposal: proposal.clone(),
-                status: format!("{:?}", p.status).to_lowercase(),
+                status: format!("{status:?}").to_lowercase(),
             }
             .into());
         }
@@ -773,13 +752,34 @@ impl Ledger {
                 }
             }
         }
-        self.stage_update::<Proposal>(
-            proposal,
-            |p| p.status = ProposalStatus::Accepted,
-            &mut staged,
-        )?;
         self.commit_staged(staged)?;
         Ok(out)
+    }
+
+    /// A proposal's status: as its owner last set it (open, accepted, withdrawn), except
+    /// that an open proposal is accepted once an agreement holds a commitment that
+    /// satisfies one of the intents it publishes ([`Ledger::accept_proposal`] makes one).
+    /// Derived, not written by the accepting device: the proposal belongs to whoever
+    /// published it, and only its owner (or an admin) edits it (docs/security.md).
+    pub fn proposal_status(&self, id: &Id) -> Result<ProposalStatus> {
+        let p = self.get::<Proposal>(id).ok_or_else(|| Error::NotFound {
+            kind: ObjectKind::Proposal,
+            id: id.clone(),
+        })?;
+        if p.status != ProposalStatus::Open {
+            return Ok(p.status);
+        }
+        let taken = self.list::<Commitment>().into_iter().any(|c| {
+            (c.clause_of.is_some() || c.reciprocal_clause_of.is_some())
+                && c.satisfies
+                    .as_ref()
+                    .is_some_and(|i| p.publishes.contains(i))
+        });
+        Ok(if taken {
+            ProposalStatus::Accepted
+        } else {
+            ProposalStatus::Open
+        })
     }
 
     /// Plan a process from a recipe process, in one change: a process based on the recipe

@@ -110,7 +110,8 @@ pub(super) fn network(seed: u64, n: usize) -> Vec<Replica> {
 }
 
 /// A network of `n` replicas made the long way: replica 0 creates it and admits the others,
-/// which join from its changes.
+/// which join from its changes. Replicas 0 and 1 are admins (so that two devices edit the
+/// admin's unit concurrently), the rest members.
 fn make_network(seed: u64, n: usize) -> Vec<Replica> {
     let (mut admin, _) =
         Replica::create_network("sim", key(seed, 0), Agent::person("a0", "Agent 0"))
@@ -123,8 +124,9 @@ fn make_network(seed: u64, n: usize) -> Vec<Replica> {
         admin
             .write(|l| l.create(Agent::person(agent.as_str(), format!("Agent {i}"))))
             .expect("agent");
+        let role = if i == 1 { Role::Admin } else { Role::Member };
         admin
-            .add_member(key(seed, i).id(), Role::Member, Id::from(agent))
+            .add_member(key(seed, i).id(), role, Id::from(agent))
             .expect("add member");
     }
     let all = admin.signed_changes_since(&[]);
@@ -159,9 +161,10 @@ pub(super) fn random_write(
         }),
         1 => {
             // Concurrent edits of one shared object (Automerge resolves them alike everywhere):
-            // the unit every member may describe, or this device's own agent.
+            // the admins' unit (only admins edit an object another agent made), or this
+            // device's own agent.
             let name = format!("renamed by {i} at {k}");
-            if rng.below(2) == 0 {
+            if i < 2 && rng.below(2) == 0 {
                 replica.write(|l| l.update::<Unit>(&Id::from("kg"), |u| u.label = name))
             } else {
                 let own = Id::from(agent.as_str());
