@@ -163,7 +163,9 @@ impl From<reflow::Error> for ReflowError {
             | E::InvalidRules(_) => ReflowError::Invalid { message },
             E::Planning(_) => ReflowError::Invalid { message },
             E::NotFound { .. } => ReflowError::NotFound { message },
-            E::InvalidKey(_) | E::InvalidNetworkId(_) => ReflowError::InvalidArgument { message },
+            E::Identity(
+                reflow::IdentityError::InvalidKey(_) | reflow::IdentityError::InvalidNetworkId(_),
+            ) => ReflowError::InvalidArgument { message },
             E::Storage { .. }
             | E::StoreFull { .. }
             | E::CorruptStore { .. }

@@ -254,11 +254,7 @@ impl EventInput {
         set(&mut e.settles, &self.settles);
         set(&mut e.realization_of, &self.realization_of);
         if let Some(t) = nonempty(&self.at_time) {
-            e.has_point_in_time = Some(if t == "now" {
-                crate::planning_cli::now_utc()
-            } else {
-                t.to_string()
-            });
+            e.has_point_in_time = Some(if t == "now" { now_utc() } else { t.to_string() });
         }
         if let Some(s) = nonempty(&self.state) {
             e.state = Some(s.to_string());
@@ -318,4 +314,16 @@ pub fn trace_node(n: &TraceNode) -> String {
         TraceNode::EconomicEvent { id, action } => format!("event    {id} {action}"),
         TraceNode::Process { id } => format!("process  {id}"),
     }
+}
+
+/// The current time, UTC, RFC 3339 (the viewer's clock for `overdue`).
+pub fn now_utc() -> String {
+    time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
 }

@@ -1431,7 +1431,7 @@ fn proposal_cmd(node: &Node, net: NetworkId, cmd: &ProposalCmd) -> Result<()> {
         } => {
             let p = Proposal {
                 reciprocal: reciprocal.iter().map(|i| Id::from(i.as_str())).collect(),
-                created: Some(planning_cli::now_utc()),
+                created: Some(app::now_utc()),
                 unit_based: *unit_based,
                 eligible_location: location.as_deref().map(Id::from),
                 purpose: purpose.map(|p| match p {
@@ -1452,7 +1452,7 @@ fn proposal_cmd(node: &Node, net: NetworkId, cmd: &ProposalCmd) -> Result<()> {
                 Some(a) => Id::from(a.as_str()),
                 None => planning_cli::my_agent(node, net)?,
             };
-            let now = planning_cli::now_utc();
+            let now = app::now_utc();
             let accepted = node.write(net, |l| {
                 l.accept_proposal(&Id::from(id.as_str()), &agent, Some(now))
             })?;

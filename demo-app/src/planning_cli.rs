@@ -31,18 +31,6 @@ fn id(s: &Option<String>) -> Option<Id> {
     s.as_deref().map(Id::from)
 }
 
-/// The current time, UTC, RFC 3339 (the viewer's clock for `overdue`).
-pub fn now_utc() -> String {
-    time::OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
-}
-
 /// The agent this device acts for in `net`.
 pub fn my_agent(node: &Node, net: NetworkId) -> Result<Id> {
     node.read(net, |r| r.member(&r.device()).map(|m| m.agent))?
@@ -176,7 +164,7 @@ pub fn commitment_cmd(node: &Node, net: NetworkId, cmd: &CommitmentCmd) -> Resul
             println!("{}", node.write(net, |l| l.create(c))?);
         }
         CommitmentCmd::List { all, now, json } => {
-            let now = now.clone().unwrap_or_else(now_utc);
+            let now = now.clone().unwrap_or_else(crate::app::now_utc);
             let list: Vec<_> = node
                 .read(net, |r| r.ledger().commitment_statuses(Some(&now)))??
                 .into_iter()

@@ -774,7 +774,7 @@ async fn create_intent(State(s): State<AppState>, Json(input): Json<IntentInput>
         (None, Some(_)) => Some(reflow::ProposalPurpose::Request),
         _ => None,
     };
-    let created = crate::planning_cli::now_utc();
+    let created = crate::app::now_utc();
     let (intent_id, proposal_id) = s
         .node
         .write(s.net, move |l| {
@@ -807,7 +807,7 @@ async fn commitments(
     State(s): State<AppState>,
     axum::extract::Query(q): axum::extract::Query<NowQuery>,
 ) -> ApiResult {
-    let now = q.now.unwrap_or_else(crate::planning_cli::now_utc);
+    let now = q.now.unwrap_or_else(crate::app::now_utc);
     let list = read(&s, |r| r.ledger().commitment_statuses(Some(&now)))?.map_err(bad)?;
     Ok(Json(json!(list)))
 }
@@ -827,7 +827,7 @@ async fn agreements(State(s): State<AppState>) -> ApiResult {
 async fn accept_proposal(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
     let agent = read(&s, |r| r.member(&r.device()).map(|m| m.agent))?
         .ok_or_else(|| bad("this device is not a member of the network"))?;
-    let now = crate::planning_cli::now_utc();
+    let now = crate::app::now_utc();
     let accepted = s
         .node
         .write(s.net, |l| {

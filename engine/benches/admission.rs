@@ -179,10 +179,7 @@ fn admission(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 let t = Instant::now();
                 for _ in 0..iters {
-                    assert_eq!(
-                        reflow::admission::judge_history(network, &history),
-                        history.len()
-                    );
+                    assert_eq!(reflow::judge_history(network, &history), history.len());
                 }
                 judge.record(iters, t.elapsed())
             })

@@ -1242,15 +1242,6 @@ fn check_bucket_creation(
     Ok(out)
 }
 
-/// Judge a whole history (membership and admission, as a replica judges it from scratch;
-/// signatures are not verified) and return how many changes stand. For the benchmarks
-/// (`benches/admission.rs`): the cost of judging, apart from applying.
-#[doc(hidden)]
-pub fn judge_history(network: crate::NetworkId, history: &[crate::SignedChange]) -> usize {
-    let pool = history.iter().map(|c| (c.hash(), c.clone())).collect();
-    crate::rejudge::judge_all(network, &pool).accepted.len()
-}
-
 #[cfg(test)]
 mod planning_field_tests {
     use super::{check_field, check_field_of_id};

@@ -262,17 +262,9 @@ pub enum Error {
         network: String,
     },
 
-    /// The operating system could not provide randomness for a key or session id.
-    #[error("the operating system's random number generator failed: {0}")]
-    Randomness(String),
-
-    /// Not a valid ed25519 public key (64 hex digits of a curve point).
-    #[error("`{0}` is not a device id: expected 64 hex digits of an ed25519 public key")]
-    InvalidKey(String),
-
-    /// Not a valid network id (64 hex digits).
-    #[error("`{0}` is not a network id: expected 64 hex digits")]
-    InvalidNetworkId(String),
+    /// A key, device id or network id that is not valid, or no randomness for a new key.
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
 
     /// The ledger's genesis change does not match the network id it is opened as.
     #[error("this ledger is not network {network}: its genesis change is missing or differs")]
@@ -310,10 +302,6 @@ pub enum Error {
     /// An invite could not be read or redeemed.
     #[error("invite refused: {0}")]
     Invite(#[from] crate::membership::InviteError),
-
-    /// A peer broke the sync protocol; the connection is closed.
-    #[error(transparent)]
-    Sync(#[from] crate::sync::SyncError),
 
     /// A planning or exchange operation was refused (nothing was written).
     #[error(transparent)]

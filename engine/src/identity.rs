@@ -16,7 +16,19 @@ use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::error::{Error, Result};
+/// A key, device id or network id that cannot be read, or no randomness to make one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    /// The operating system could not provide randomness for a key or session id.
+    #[error("the operating system's random number generator failed: {0}")]
+    Randomness(String),
+    /// Not a valid ed25519 public key (64 hex digits of a curve point).
+    #[error("`{0}` is not a device id: expected 64 hex digits of an ed25519 public key")]
+    InvalidKey(String),
+    /// Not a valid network id (64 hex digits).
+    #[error("`{0}` is not a network id: expected 64 hex digits")]
+    InvalidNetworkId(String),
+}
 
 /// Length of an actor id written by a Reflow device: 32 bytes of public key, 8 of session.
 pub const ACTOR_LEN: usize = 40;
@@ -39,9 +51,10 @@ impl fmt::Debug for DeviceKey {
 
 impl DeviceKey {
     /// A new random key from the operating system's generator.
-    pub fn generate() -> Result<DeviceKey> {
+    pub fn generate() -> Result<DeviceKey, IdentityError> {
         let mut seed = Zeroizing::new([0u8; 32]);
-        getrandom::fill(seed.as_mut_slice()).map_err(|e| Error::Randomness(e.to_string()))?;
+        getrandom::fill(seed.as_mut_slice())
+            .map_err(|e| IdentityError::Randomness(e.to_string()))?;
         Ok(DeviceKey(SigningKey::from_bytes(&seed)))
     }
 
@@ -74,9 +87,9 @@ impl DeviceKey {
     /// A fresh actor id for one session of this device: the public key followed by 8 random
     /// bytes. A new session never reuses a sequence number of an earlier one, even if the
     /// earlier one crashed before its last change was stored.
-    pub fn session_actor(&self) -> Result<ActorId> {
+    pub fn session_actor(&self) -> Result<ActorId, IdentityError> {
         let mut suffix = [0u8; 8];
-        getrandom::fill(&mut suffix).map_err(|e| Error::Randomness(e.to_string()))?;
+        getrandom::fill(&mut suffix).map_err(|e| IdentityError::Randomness(e.to_string()))?;
         Ok(self.id().actor(suffix))
     }
 }
@@ -92,7 +105,7 @@ impl DeviceId {
     /// Checking a point means decompressing it (a field square root, ~10 µs); a network has a
     /// handful of devices whose ids are checked for every change they signed, so keys found
     /// valid are remembered per thread (a bounded set, cleared when full).
-    pub fn from_bytes(bytes: &[u8; 32]) -> Result<DeviceId> {
+    pub fn from_bytes(bytes: &[u8; 32]) -> Result<DeviceId, IdentityError> {
         thread_local! {
             static VALID: std::cell::RefCell<std::collections::HashSet<[u8; 32]>> =
                 std::cell::RefCell::new(std::collections::HashSet::new());
@@ -104,7 +117,7 @@ impl DeviceId {
         }
         let id = VerifyingKey::from_bytes(bytes)
             .map(|k| DeviceId(k.to_bytes()))
-            .map_err(|_| Error::InvalidKey(hex::encode(bytes)))?;
+            .map_err(|_| IdentityError::InvalidKey(hex::encode(bytes)))?;
         VALID.with(|v| {
             let mut v = v.borrow_mut();
             if v.len() >= MAX_REMEMBERED {
@@ -161,12 +174,12 @@ impl fmt::Debug for DeviceId {
 }
 
 impl FromStr for DeviceId {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<DeviceId> {
+    type Err = IdentityError;
+    fn from_str(s: &str) -> Result<DeviceId, IdentityError> {
         let bytes: [u8; 32] = hex::decode(s)
             .ok()
             .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| Error::InvalidKey(s.to_string()))?;
+            .ok_or_else(|| IdentityError::InvalidKey(s.to_string()))?;
         DeviceId::from_bytes(&bytes)
     }
 }
@@ -210,13 +223,13 @@ impl fmt::Debug for NetworkId {
 }
 
 impl FromStr for NetworkId {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<NetworkId> {
+    type Err = IdentityError;
+    fn from_str(s: &str) -> Result<NetworkId, IdentityError> {
         hex::decode(s)
             .ok()
             .and_then(|b| b.try_into().ok())
             .map(NetworkId)
-            .ok_or_else(|| Error::InvalidNetworkId(s.to_string()))
+            .ok_or_else(|| IdentityError::InvalidNetworkId(s.to_string()))
     }
 }
 

@@ -35,7 +35,7 @@ pub use automerge::{ActorId, Change, ChangeHash};
 pub use error::{Error, PlanningError, Result};
 pub use flows::{FlowDimension, FlowQuery, FlowReport, FlowRow, Period};
 pub use identity::{
-    ChangeSignature, DeviceId, DeviceKey, NetworkId, SignatureProblem, SignedChange,
+    ChangeSignature, DeviceId, DeviceKey, IdentityError, NetworkId, SignatureProblem, SignedChange,
 };
 pub use ledger::{
     EventFilter, Ledger, Object, ResourceFilter, ViewSnapshot, ViewsOrigin, SCHEMA_VERSION,
@@ -55,6 +55,8 @@ pub use planning::{
     Accepted, AgreementBundleStatus, AgreementStatus, ClaimStatus, CommitmentStatus, IntentStatus,
     NotCounted, PlanStatus, Planned, Progress, ProposalListStatus, RecipePlanning,
 };
+#[doc(hidden)]
+pub use rejudge::judge_history;
 pub use replica::{Limits, Provenance, Quarantined, Receipt, Replica};
 pub use rules::{CompiledRules, Finding, Outcome, Recorder, Rule, RuleError, RuleSet};
 pub use store::{

@@ -16,7 +16,7 @@ use automerge::ChangeHash;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::identity::{DeviceId, DeviceKey, NetworkId, SignatureProblem};
+use crate::identity::{DeviceId, DeviceKey, IdentityError, NetworkId, SignatureProblem};
 use crate::vf::Id;
 
 /// The change-message prefix of a membership record; the JSON record follows it.
@@ -868,9 +868,9 @@ impl Invite {
         agent: Option<Id>,
         audience: InviteAudience,
         expires_at: u64,
-    ) -> crate::Result<Invite> {
+    ) -> Result<Invite, IdentityError> {
         let mut nonce = [0u8; 16];
-        getrandom::fill(&mut nonce).map_err(|e| crate::Error::Randomness(e.to_string()))?;
+        getrandom::fill(&mut nonce).map_err(|e| IdentityError::Randomness(e.to_string()))?;
         let mut invite = Invite {
             version: 1,
             network,
@@ -887,9 +887,9 @@ impl Invite {
     }
 
     /// A new bearer secret and the audience it makes.
-    pub(crate) fn bearer_audience() -> crate::Result<(InviteAudience, BearerSecret)> {
+    pub(crate) fn bearer_audience() -> Result<(InviteAudience, BearerSecret), IdentityError> {
         let mut s = [0u8; 32];
-        getrandom::fill(&mut s).map_err(|e| crate::Error::Randomness(e.to_string()))?;
+        getrandom::fill(&mut s).map_err(|e| IdentityError::Randomness(e.to_string()))?;
         let secret = BearerSecret(s);
         let audience = InviteAudience::Bearer {
             secret_hash: secret.hash_hex(),

@@ -429,3 +429,12 @@ fn one_pass(
         rules,
     }
 }
+
+/// Judge a whole history (membership and admission, as a replica judges it from scratch;
+/// signatures are not verified) and return how many changes stand. For the benchmarks
+/// (`benches/admission.rs`): the cost of judging, apart from applying.
+#[doc(hidden)]
+pub fn judge_history(network: crate::NetworkId, history: &[crate::SignedChange]) -> usize {
+    let pool = history.iter().map(|c| (c.hash(), c.clone())).collect();
+    judge_all(network, &pool).accepted.len()
+}

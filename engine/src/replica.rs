@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 use crate::admission::{Admission, Creation, Past, RecordKind};
 use crate::error::{Error, Result};
 use crate::identity::{
-    verify_changes, ChangeSignature, DeviceId, DeviceKey, NetworkId, SignedChange,
+    verify_changes, ChangeSignature, DeviceId, DeviceKey, IdentityError, NetworkId, SignedChange,
 };
 use crate::judge::{header, record_kind, ChangeMeta, Judge, Tip};
 use crate::ledger::Ledger;
@@ -757,7 +757,8 @@ impl Replica {
         let mut out = Vec::with_capacity(changes.len());
         for change in changes {
             let hash = change.hash();
-            let h = header(&change).ok_or_else(|| Error::InvalidKey("session actor".into()))?;
+            let h =
+                header(&change).ok_or_else(|| IdentityError::InvalidKey("session actor".into()))?;
             let record = self.membership.judge(&h).map_err(|r| Error::NotAllowed {
                 device: self.key.id().to_string(),
                 role: r.to_string(),
@@ -898,6 +899,7 @@ impl Replica {
             InviteAudience::Device { device },
             expires_at,
         )
+        .map_err(Error::from)
     }
 
     /// Issue a one-time bearer invite: whoever presents the returned secret (shown once) with

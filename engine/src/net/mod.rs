@@ -77,8 +77,9 @@ impl PeerAddr {
     }
 
     pub(crate) fn to_endpoint_addr(&self) -> Result<EndpointAddr, NetError> {
-        let id = iroh::EndpointId::from_bytes(self.device.as_bytes())
-            .map_err(|_| NetError::Core(crate::Error::InvalidKey(self.device.to_string())))?;
+        let id = iroh::EndpointId::from_bytes(self.device.as_bytes()).map_err(|_| {
+            NetError::Core(crate::IdentityError::InvalidKey(self.device.to_string()).into())
+        })?;
         let mut addrs: Vec<TransportAddr> =
             self.direct.iter().copied().map(TransportAddr::Ip).collect();
         for r in &self.relays {
@@ -170,7 +171,7 @@ pub enum NetError {
         /// The network.
         network: NetworkId,
         /// Why, by kind.
-        kind: crate::node::UnavailableKind,
+        kind: crate::node::status::UnavailableKind,
         /// Why, for people.
         reason: String,
     },
