@@ -114,6 +114,44 @@ pub(crate) struct Past<'a> {
     pub has_op: &'a dyn Fn(u64, &ActorId) -> bool,
 }
 
+/// An owned object one change writes, as its ownership and party checks need it.
+struct Touched {
+    kind: ObjectKind,
+    id: String,
+    /// The change puts its marker.
+    marker: bool,
+    /// The parties (`provider`, `receiver`) it puts (`Some`) or deletes (`None`).
+    parties: Vec<Option<String>>,
+}
+
+/// Parties of a commitment, intent or claim, for a member (admins record for anyone): one
+/// made by the change must name the author's agent as its provider or its receiver if it
+/// names any (`SpeaksForOthers`, as for events: a member cannot commit another agent); the
+/// parties of one made earlier are fixed (a new promise between other parties is a new
+/// object, not an edit of an old one).
+fn check_parties(t: &Touched, author: &Member) -> Result<(), Rejection> {
+    if !has_parties(t.kind) || t.parties.is_empty() {
+        return Ok(());
+    }
+    if !t.marker {
+        return Err(refuse(format!(
+            "changes the provider or receiver of {} {}: the parties are fixed when it is made",
+            t.kind, t.id
+        )));
+    }
+    let own = |p: &Option<String>| p.as_deref() == Some(author.agent.as_str());
+    if t.parties.iter().any(own) {
+        return Ok(());
+    }
+    let named: Vec<&str> = t.parties.iter().flatten().map(String::as_str).collect();
+    Err(Rejection::SpeaksForOthers {
+        device: author.device,
+        agent: author.agent.clone(),
+        provider: named.first().map(|p| Id::from(*p)),
+        receiver: named.get(1).map(|r| Id::from(*r)),
+    })
+}
+
 /// What kind of membership record the change carries, as admission needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RecordKind {
@@ -187,8 +225,9 @@ impl Admission {
         }
         let author = past.author.ok_or_else(|| refuse("no author"))?;
         let mut v1 = V1Writes::default();
-        // The owned objects this change writes, and whether it writes each one's marker.
-        let mut touched: Vec<(ObjectKind, String, bool)> = Vec::new();
+        // The owned objects this change writes: whether it writes each one's marker, and
+        // the parties it writes.
+        let mut touched: Vec<Touched> = Vec::new();
         for (i, op) in change.operations.iter().enumerate() {
             let counter = start + i as u64;
             let at = |d: String| refuse(format!("op {i}: {d}"));
@@ -215,13 +254,25 @@ impl Admission {
                 }
                 Some(Target::ObjectBucket { set, index }) => {
                     self.require_set(set, past).map_err(at)?;
-                    let (kind, id, marker) =
-                        check_object_op(op, index, author).map_err(|e| e.at_op(i))?;
-                    if owned(kind) {
-                        match touched.iter_mut().find(|(k, x, _)| *k == kind && *x == id) {
-                            Some(t) => t.2 |= marker,
-                            None => touched.push((kind, id, marker)),
-                        }
+                    let w = check_object_op(op, index, author).map_err(|e| e.at_op(i))?;
+                    if owned(w.kind) {
+                        let at = match touched
+                            .iter()
+                            .position(|t| t.kind == w.kind && t.id == w.id)
+                        {
+                            Some(at) => at,
+                            None => {
+                                touched.push(Touched {
+                                    kind: w.kind,
+                                    id: w.id,
+                                    marker: false,
+                                    parties: Vec::new(),
+                                });
+                                touched.len() - 1
+                            }
+                        };
+                        touched[at].marker |= w.marker;
+                        touched[at].parties.extend(w.party);
                     }
                 }
                 Some(Target::V1Events) => {
@@ -274,8 +325,9 @@ impl Admission {
         }
         v1.check().map_err(Checked::at_change)?;
         if author.role != Role::Admin {
-            for (kind, id, marker) in &touched {
-                self.check_owner(*kind, id, *marker, author, &change.actor_id, past)?;
+            for t in &touched {
+                self.check_owner(t.kind, &t.id, t.marker, author, &change.actor_id, past)?;
+                check_parties(t, author)?;
             }
         }
         Ok(())
@@ -651,13 +703,32 @@ pub(crate) fn records_for_others(role: Role) -> bool {
     role == Role::Admin
 }
 
-/// Check one op on an object bucket; returns the object it writes and whether the op puts
-/// its marker.
+/// What one op on an object bucket writes.
+struct ObjectWrite {
+    kind: ObjectKind,
+    id: String,
+    /// It puts the object's marker (creates it).
+    marker: bool,
+    /// It writes a party (`provider` or `receiver`) of a kind that has parties: the agent
+    /// put, or `None` for a delete.
+    party: Option<Option<String>>,
+}
+
+/// Kinds whose `provider` and `receiver` say who promises or wants what: a member makes one
+/// only as one of its parties, as it records events (`SpeaksForOthers`).
+fn has_parties(kind: ObjectKind) -> bool {
+    matches!(
+        kind,
+        ObjectKind::Commitment | ObjectKind::Intent | ObjectKind::Claim
+    )
+}
+
+/// Check one op on an object bucket; returns what it writes.
 fn check_object_op(
     op: &automerge::legacy::Op,
     bucket: usize,
     author: &Member,
-) -> Result<(ObjectKind, String, bool), Checked> {
+) -> Result<ObjectWrite, Checked> {
     let Key::Map(key) = &op.key else {
         return Err("an object bucket is a map".to_string().into());
     };
@@ -686,7 +757,13 @@ fn check_object_op(
         }));
     }
     authority_check(kind, id, author)?;
-    let wrote = |marker: bool| (kind, id.to_string(), marker);
+    let wrote = |marker: bool| ObjectWrite {
+        kind,
+        id: id.to_string(),
+        marker,
+        party: None,
+    };
+    let is_party = |field: &str| has_parties(kind) && matches!(field, "provider" | "receiver");
     match (&parsed, &op.action) {
         // A marker is put once and never overwritten: every creation of an object stays in
         // the document, so a stored ledger shows all of its owners.
@@ -711,13 +788,20 @@ fn check_object_op(
                 .map_err(|e| Checked::Detail(format!("field {field} is not JSON: {e}")))?;
             check_field(kind, field, &value).map_err(Checked::Detail)?;
             check_field_of_id(kind, id, field, &value).map_err(Checked::Detail)?;
-            Ok(wrote(false))
+            let party = is_party(field).then(|| value.as_str().map(str::to_string));
+            Ok(ObjectWrite {
+                party,
+                ..wrote(false)
+            })
         }
         (ObjectKey::Field(_, _, field), OpType::Delete) => {
             if minimal(kind).get(field.as_str()).is_some() {
                 Err(format!("deletes the required field {field} of {kind} {id}").into())
             } else {
-                Ok(wrote(false))
+                Ok(ObjectWrite {
+                    party: is_party(field).then_some(None),
+                    ..wrote(false)
+                })
             }
         }
         (ObjectKey::Field(_, _, field), _) => {

@@ -77,9 +77,20 @@ fn setup() -> Setup {
         })
         .expect("planning");
     history.extend(c);
-    let (bo, receipt) =
+    let (mut bo, receipt) =
         Replica::join(admin.network(), bo_key.clone(), history.clone()).expect("join");
     assert!(receipt.refused.is_empty(), "{:?}", receipt.refused);
+    // bo's own commitment to ana.
+    let (_, c) = bo
+        .write(|l| {
+            l.create(Commitment {
+                id: Id::from("bo-delivers"),
+                ..Commitment::new(Action::Transfer, "bo", "ana")
+            })
+        })
+        .expect("bo commits");
+    admin.receive(c.clone()).expect("admin learns it");
+    history.extend(c);
     Setup {
         admin,
         bo,
@@ -327,6 +338,26 @@ fn attacks(s: &Setup) -> Vec<(&'static str, SignedChange, Expect)> {
             tx.delete(&b, k.as_str()).expect("delete");
         },
     );
+    // Parties: a member commits only its own agent, and a made promise keeps its parties.
+    attack("commit-two-others", Expect::SpeaksForOthers, &|tx, d| {
+        let kind = ObjectKind::Commitment;
+        let b = bucket(d, "objectBuckets", object_bucket(kind, "forged"));
+        let marker = serde_json::to_string(&[kind.root_key(), "forged"]).expect("json");
+        tx.put(&b, marker.as_str(), kind.root_key()).expect("put");
+        for (f, v) in [
+            ("action", "\"transfer\""),
+            ("provider", "\"ana\""),
+            ("receiver", "\"cafe\""),
+        ] {
+            let (_, k) = field(kind, "forged", f);
+            tx.put(&b, k.as_str(), v).expect("put");
+        }
+    });
+    attack("change-the-parties-of-own", Expect::Schema, &|tx, d| {
+        let (i, k) = field(ObjectKind::Commitment, "bo-delivers", "receiver");
+        tx.put(bucket(d, "objectBuckets", i), k.as_str(), "\"cafe\"")
+            .expect("put");
+    });
     attack("fields-of-an-uncreated-object", Expect::Schema, &|tx, d| {
         let (i, k) = field(ObjectKind::Commitment, "ghost", "action");
         tx.put(bucket(d, "objectBuckets", i), k.as_str(), "\"transfer\"")
@@ -659,6 +690,30 @@ fn a_device_never_makes_a_change_its_peers_would_refuse() {
             r,
             Err(Error::Refused {
                 reason: Rejection::NotYourAgent { .. }
+            })
+        ),
+        "{r:?}"
+    );
+    // ...nor commit ana to the café...
+    let r =
+        s.bo.write(|l| l.create(Commitment::new(Action::Transfer, "ana", "cafe")));
+    assert!(
+        matches!(
+            r,
+            Err(Error::Refused {
+                reason: Rejection::SpeaksForOthers { .. }
+            })
+        ),
+        "{r:?}"
+    );
+    // ...nor edit ana's commitment...
+    let r =
+        s.bo.write(|l| l.update::<Commitment>(&Id::from("ana-delivers"), |c| c.finished = true));
+    assert!(
+        matches!(
+            r,
+            Err(Error::Refused {
+                reason: Rejection::NotYourObject { .. }
             })
         ),
         "{r:?}"
