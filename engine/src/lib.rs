@@ -55,7 +55,7 @@ pub use planning::{
     Accepted, AgreementBundleStatus, AgreementStatus, ClaimStatus, CommitmentStatus, IntentStatus,
     NotCounted, PlanStatus, Planned, Progress, ProposalListStatus, RecipePlanning,
 };
-pub use replica::{Limits, Provenance, Quarantined, Receipt, Replica};
+pub use replica::{CutOff, Limits, Provenance, Quarantined, Receipt, Replica};
 pub use rules::{CompiledRules, Finding, Outcome, Recorder, Rule, RuleError, RuleSet};
 pub use store::{
     CompactionJob, CompactionPolicy, DurableLedger, DurableReplica, Store, StoreStats,
