@@ -57,7 +57,7 @@ pub use planning::{
 };
 #[doc(hidden)]
 pub use rejudge::judge_history;
-pub use replica::{Limits, Provenance, Quarantined, Receipt, Replica};
+pub use replica::{CutOff, Limits, Provenance, Quarantined, Receipt, Replica};
 pub use rules::{CompiledRules, Finding, Outcome, Recorder, Rule, RuleError, RuleSet};
 pub use store::{
     CompactionJob, CompactionPolicy, DurableLedger, DurableReplica, Store, StoreStats,

@@ -62,6 +62,25 @@ pub struct Quarantined {
     pub reason: Rejection,
 }
 
+/// The proof that a device is cut off (equivocation or a fork, docs/security.md): kept on its
+/// own, never bounded by [`Limits::quarantine`] nor lost with a quarantine row, so that no
+/// replica forgets a cut-off that a judgment from scratch would make (a store keeps it in its
+/// own table, docs/storage.md).
+#[derive(Debug, Clone)]
+pub struct CutOff {
+    /// The device.
+    pub device: DeviceId,
+    /// The reason every change of it that is not a strict ancestor of a twin is refused
+    /// ([`Rejection::Equivocation`] or [`Rejection::Forked`]).
+    pub reason: Rejection,
+    /// The two changes that prove it (same (actor, seq), or neither in the other's past),
+    /// the smaller hash first.
+    pub twins: [ChangeHash; 2],
+    /// The twins themselves, signed as received, as far as this replica holds them: judged
+    /// again with every later judgment from scratch and passed on to peers as evidence.
+    pub changes: Vec<SignedChange>,
+}
+
 /// What [`Replica::receive`] did with a batch of changes.
 #[derive(Debug, Clone, Default)]
 pub struct Receipt {
@@ -83,6 +102,9 @@ pub struct Receipt {
     /// ([`Limits`]): the peer that sent them floods; a node
     /// disconnects it.
     pub overflow: usize,
+    /// Devices cut off by this batch (their proofs: [`Replica::cut_offs`]); a store writes
+    /// them with the batch.
+    pub cut_off: Vec<DeviceId>,
 }
 
 /// Who recorded an event: the signing device and the Agent it acted for.
@@ -116,6 +138,11 @@ pub struct Replica {
     /// Devices cut off for equivocation or a fork: every new change of theirs is refused
     /// with this reason (and judges nothing again: the proof is in).
     cut_off: HashMap<DeviceId, Rejection>,
+    /// The proofs of the cut-offs ([`CutOff`]): never bounded, never dropped.
+    cut_offs: BTreeMap<DeviceId, CutOff>,
+    /// Devices whose proof of this batch was kept in a full quarantine (one each, so that the
+    /// judgment from scratch sees it; cleared by that judgment).
+    proof_kept: HashSet<DeviceId>,
     /// Removals in force (see [`Judge::removals`]), from the last full judgment.
     removals: Vec<(DeviceId, usize, ChangeHash)>,
     /// The network's rule sets, by causal past (`crate::rules`).
@@ -172,6 +199,8 @@ impl Replica {
             seqs: HashMap::new(),
             tips: HashMap::new(),
             cut_off: HashMap::new(),
+            cut_offs: BTreeMap::new(),
+            proof_kept: HashSet::new(),
             removals: Vec::new(),
             rules: RuleIndex::default(),
             limits: Limits::default(),
@@ -251,6 +280,8 @@ impl Replica {
                 .into_iter()
                 .collect(),
             cut_off: HashMap::new(),
+            cut_offs: BTreeMap::new(),
+            proof_kept: HashSet::new(),
             removals: Vec::new(),
             rules: RuleIndex::default(),
             limits: Limits::default(),
@@ -438,15 +469,77 @@ impl Replica {
             seqs,
             tips,
             cut_off,
+            cut_offs: BTreeMap::new(),
+            proof_kept: HashSet::new(),
             removals,
             rules: RuleIndex::default(),
             limits: Limits::default(),
         };
+        replica.cut_offs_from_quarantine();
         replica.reindex_rules();
         if fold {
             replica.ledger.fold_views();
         }
         Ok(replica)
+    }
+
+    /// The proofs of the cut-offs that the quarantine's `Equivocation` and `Forked` rows
+    /// name (a store of version 3 kept no others; a store of version 4 adds its own with
+    /// [`Replica::restore_cut_offs`]). The quarantine's order decides which pair is named.
+    fn cut_offs_from_quarantine(&mut self) {
+        let mut found = BTreeMap::new();
+        for q in self.quarantine.values() {
+            let (Rejection::Equivocation { device, other } | Rejection::Forked { device, other }) =
+                &q.reason
+            else {
+                continue;
+            };
+            if found.contains_key(device) {
+                continue;
+            }
+            let Ok(other) = other.parse::<ChangeHash>() else {
+                continue;
+            };
+            let this = q.change.hash();
+            let mut twins = [this, other];
+            twins.sort();
+            let mut changes = vec![q.change.clone()];
+            changes.extend(
+                self.quarantine
+                    .get(&other)
+                    .map(|t| t.change.clone())
+                    .or_else(|| self.signed(&other)),
+            );
+            found.insert(
+                *device,
+                CutOff {
+                    device: *device,
+                    reason: q.reason.clone(),
+                    twins,
+                    changes,
+                },
+            );
+        }
+        for (device, c) in found {
+            self.cut_off
+                .entry(device)
+                .or_insert_with(|| c.reason.clone());
+            self.cut_offs.entry(device).or_insert(c);
+        }
+    }
+
+    /// Add proofs of cut-offs kept apart from the quarantine (a store's own table): each
+    /// device is cut off with the stored reason, whatever the quarantine still holds.
+    pub(crate) fn restore_cut_offs(&mut self, stored: Vec<CutOff>) {
+        for c in stored {
+            self.cut_off.insert(c.device, c.reason.clone());
+            self.cut_offs.insert(c.device, c);
+        }
+    }
+
+    /// Every device cut off for equivocation or a fork, with its proof, by device id.
+    pub fn cut_offs(&self) -> impl Iterator<Item = &CutOff> {
+        self.cut_offs.values()
     }
 
     /// Rebuild the rule index from the stored (accepted) changes, if the ledger has a rule
@@ -582,6 +675,12 @@ impl Replica {
                 if seen.insert(c.hash()) {
                     out.push(c);
                 }
+            }
+        }
+        // The proofs kept apart from the quarantine (whose rows may be gone).
+        for c in self.cut_offs.values().flat_map(|c| &c.changes) {
+            if seen.insert(c.hash()) {
+                out.push(c.clone());
             }
         }
         out
@@ -1286,6 +1385,11 @@ impl Replica {
         for (h, c) in &self.waiting {
             pool.entry(*h).or_insert_with(|| c.clone());
         }
+        // The proofs of earlier cut-offs, whether or not their quarantine rows remain.
+        for c in self.cut_offs.values().flat_map(|c| &c.changes) {
+            pool.entry(c.hash()).or_insert_with(|| c.clone());
+        }
+        self.proof_kept.clear();
         let judgment = crate::rejudge::judge_all(self.network, &pool);
         let after: HashSet<ChangeHash> = judgment.accepted.iter().copied().collect();
         let before_set: HashSet<ChangeHash> = before.iter().copied().collect();
@@ -1311,6 +1415,31 @@ impl Replica {
             }
         }
         self.cut_off = judgment.cut_off.clone();
+        for (device, (a, b)) in &judgment.equivocations {
+            if self.cut_offs.contains_key(device) {
+                continue;
+            }
+            let Some(reason) = judgment.cut_off.get(device) else {
+                continue;
+            };
+            self.cut_offs.insert(
+                *device,
+                CutOff {
+                    device: *device,
+                    reason: reason.clone(),
+                    twins: [*a, *b],
+                    changes: [a, b].iter().filter_map(|h| pool.get(h).cloned()).collect(),
+                },
+            );
+            receipt.cut_off.push(*device);
+        }
+        // A cut-off is never forgotten (its proof may stand no more in this set: the device
+        // stays cut off, as on every replica that judged it).
+        for (device, c) in &self.cut_offs {
+            self.cut_off
+                .entry(*device)
+                .or_insert_with(|| c.reason.clone());
+        }
         if after == before_set {
             return Ok(());
         }
@@ -1363,13 +1492,24 @@ impl Replica {
         self.quarantine
             .get(hash)
             .is_some_and(|q| !matches!(q.reason, Rejection::Signature { .. }))
+            // The twins of a cut-off are refused whatever the quarantine still holds.
+            || self.cut_offs.values().any(|c| c.twins.contains(hash))
     }
 
     fn refuse(&mut self, change: SignedChange, reason: Rejection, receipt: &mut Receipt) {
         let hash = change.hash();
         warn!(change = %hash, %reason, "change refused and quarantined");
         receipt.refused.push((hash, reason.clone()));
-        if self.quarantine.len() >= self.limits.quarantine {
+        // A new proof of equivocation or a fork is kept whatever the bound (one per device
+        // and judgment: the judgment from scratch that follows must see it, or this replica
+        // would not cut off a device that every other one cuts off).
+        let proof = match &reason {
+            Rejection::Equivocation { device, .. } | Rejection::Forked { device, .. } => {
+                !self.cut_off.contains_key(device) && self.proof_kept.insert(*device)
+            }
+            _ => false,
+        };
+        if self.quarantine.len() >= self.limits.quarantine && !proof {
             receipt.overflow += 1;
             return;
         }

@@ -6,7 +6,10 @@
 //!   admin's saved document;
 //! - `v3-frames.bin`: sync protocol version 3 frames, length-prefixed as on a QUIC stream
 //!   (Sync, a compressed Push, Refuse, Redeem);
-//! - `v3-store.redb`: a store of version 3 holding the network's replica;
+//! - `v3-store.redb`: a store of version 3 holding the network's replica (migrated to 4 on
+//!   open);
+//! - `v4-store.redb`: a store of version 4 holding the admin's replica after member `cy`
+//!   forked its history: `cy` is cut off, with its proof in the `reflow_cut_off` table;
 //! - `v1-ticket.txt`: a ticket (binary version 1, `reflow1` text);
 //! - `v1-trace-bundle.json`: a trace bundle of format version 1.
 //!
@@ -20,7 +23,14 @@
 //! ```
 //!
 //! Test keys only: admin `ana` secret = 32 bytes of 0x07, member `bo` = 32 bytes of 0x08,
-//! the ticket's invitee = 32 bytes of 0x09.
+//! the ticket's invitee = 32 bytes of 0x09, member `cy` = 32 bytes of 0x0b.
+//!
+//! The v4 store alone (from the committed `v2-network.json`, leaving the other files as they
+//! are):
+//!
+//! ```text
+//! REFLOW_WRITE_GOLDEN=1 cargo test -p reflow --test golden -- --ignored write_golden_v4_store
+//! ```
 
 #![cfg(feature = "net")]
 
@@ -218,6 +228,62 @@ fn golden_v3_store_opens() {
     );
 }
 
+/// The v4 store: the v2 network's content, and `cy` cut off for a fork, read from the
+/// `reflow_cut_off` table even when the quarantine rows of the fork are gone.
+#[test]
+fn golden_v4_store_opens_with_its_cut_off() {
+    let (network, _) = v2_network();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store.redb");
+    std::fs::copy(golden("v4-store.redb"), &path).expect("copy");
+    let check = |store: &Store| {
+        let durable = store.open_replica(&network, key(7)).expect("replica");
+        check_content(durable.replica());
+        let cut: Vec<_> = durable.replica().cut_offs().cloned().collect();
+        assert_eq!(cut.len(), 1, "{cut:?}");
+        let c = &cut[0];
+        assert_eq!(c.device, key(0x0b).id());
+        assert!(
+            matches!(&c.reason, reflow::Rejection::Forked { device, .. } if *device == c.device),
+            "{:?}",
+            c.reason
+        );
+        assert_eq!(c.changes.len(), 2, "both twins are stored");
+        for t in &c.changes {
+            assert!(c.twins.contains(&t.hash()));
+            assert_eq!(
+                reflow::DeviceId::of_actor(t.change.actor_id()),
+                Some(c.device)
+            );
+            assert!(!durable.ledger().has_change(&t.hash()));
+        }
+        durable
+            .replica()
+            .quarantine()
+            .map(|q| q.change.hash())
+            .collect::<Vec<_>>()
+    };
+    let store = Store::open(&path).expect("open the golden store");
+    let quarantined = check(&store);
+    assert!(
+        !quarantined.is_empty(),
+        "the fork's refusals are quarantined"
+    );
+    // The cut-off is the table's, not the quarantine's: without readable quarantine rows it
+    // stands.
+    for h in &quarantined {
+        store
+            .put_raw_row(
+                reflow::store::RawRow::Quarantine,
+                &network.to_string(),
+                &h.0,
+                b"gone",
+            )
+            .expect("damage");
+    }
+    assert!(check(&store).is_empty());
+}
+
 #[test]
 fn golden_v1_ticket_reads() {
     let (network, _) = v2_network();
@@ -296,7 +362,7 @@ fn write_golden_files() {
     );
     assert_eq!(
         reflow::store::STORE_VERSION,
-        3,
+        4,
         "name the files for the new version"
     );
     let (mut admin, mut changes) =
@@ -418,16 +484,60 @@ fn write_golden_files() {
         &bundle::export(&admin, &Id::from("yarn")).expect("bundle"),
     );
 
-    // A store holding the admin's replica (compacted, so the file stays small).
-    let path = golden("v3-store.redb");
+    // A store holding the admin's replica (the v3 store stays, as its version wrote it).
+    write_v4_store(network, &changes);
+}
+
+/// Writes `v4-store.redb` alone, from the committed v2 network (see the module
+/// documentation).
+#[test]
+#[ignore = "writes tests/golden/v4-store.redb: REFLOW_WRITE_GOLDEN=1 cargo test -p reflow --test golden -- --ignored write_golden_v4_store"]
+fn write_golden_v4_store() {
+    assert_eq!(
+        std::env::var("REFLOW_WRITE_GOLDEN").as_deref(),
+        Ok("1"),
+        "set REFLOW_WRITE_GOLDEN=1 to overwrite the golden files"
+    );
+    assert_eq!(
+        reflow::store::STORE_VERSION,
+        4,
+        "name the file for the new version"
+    );
+    let (network, changes) = v2_network();
+    write_v4_store(network, &changes);
+}
+
+/// A store of this version holding the admin's replica of `changes` in which member `cy`
+/// (key 0x0b) forked: two changes of two sessions, neither knowing the other (compacted, so
+/// the file stays small).
+fn write_v4_store(network: NetworkId, changes: &[SignedChange]) {
+    let path = golden("v4-store.redb");
     let _ = std::fs::remove_file(&path);
-    {
-        let store = Store::open(&path).expect("store");
-        store
-            .put_node_meta("device_key", key(7).secret_bytes().as_slice())
-            .expect("key");
-        let (replica, _) = Replica::join(network, key(7), changes.clone()).expect("replica");
-        let mut durable = store.create_replica(replica, &changes).expect("create");
-        durable.compact().expect("compact");
-    }
+    let store = Store::open(&path).expect("store");
+    store
+        .put_node_meta("device_key", key(7).secret_bytes().as_slice())
+        .expect("key");
+    let (mut admin, _) = Replica::join(network, key(7), changes.to_vec()).expect("replica");
+    let mut history = changes.to_vec();
+    let (_, more) = admin
+        .write(|l| l.create(Agent::person("cy", "Cy")))
+        .expect("cy's agent");
+    history.extend(more);
+    history.extend(
+        admin
+            .add_member(key(0x0b).id(), Role::Member, Id::from("cy"))
+            .expect("add cy"),
+    );
+    let mut durable = store.create_replica(admin, &history).expect("create");
+    let fork = |unit: &str| {
+        let (mut cy, _) = Replica::join(network, key(0x0b), history.clone()).expect("cy joins");
+        let unit = Unit::new(unit, unit, unit);
+        cy.write(|l| l.create(unit)).expect("cy writes").1
+    };
+    let (a, b) = (fork("g"), fork("lb"));
+    let receipt = durable.receive(a).expect("a");
+    assert!(receipt.refused.is_empty(), "{:?}", receipt.refused);
+    let receipt = durable.receive(b).expect("b");
+    assert_eq!(receipt.cut_off, vec![key(0x0b).id()], "{receipt:?}");
+    durable.compact().expect("compact");
 }

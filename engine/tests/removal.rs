@@ -507,3 +507,190 @@ fn a_revocation_is_durable_and_survives_a_reopen() {
         assert!(reopened.ledger().has_change(&c.hash()));
     }
 }
+
+/// A cut-off is kept apart from the bounded quarantine: a fork that arrives when the
+/// quarantine is full still cuts the device off, durably, and a reopen whose quarantine rows
+/// of the fork are gone (damaged: skipped) still refuses the device's next change, as a
+/// judgment from scratch of the same changes does.
+#[test]
+fn a_cut_off_survives_a_full_quarantine_and_a_reopen() {
+    let Net { bo, history, .. } = net();
+    let network = bo.network();
+    let bo_key = bo.key().clone();
+    let stranger = key();
+    // Changes every replica refuses (a stranger's), to fill the quarantine.
+    let strangers: Vec<SignedChange> = (0..6)
+        .map(|i| label_change(&bo, &stranger, 20 + i, &format!("s{i}")))
+        .collect();
+    // bo's fork: a, then after_a on top of it; b on the history without a.
+    let a = label_change(&bo, &bo_key, 7, "Kilo");
+    let mut on_a = Replica::join(network, bo_key.clone(), history.clone())
+        .expect("join")
+        .0;
+    on_a.receive(vec![a.clone()]).expect("a");
+    let after_a = label_change(&on_a, &bo_key, 8, "kg!");
+    let b = label_change(&bo, &bo_key, 9, "Kilogramme");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store.redb");
+    let me = key();
+    let limits = Limits {
+        quarantine: 2,
+        ..Limits::default()
+    };
+    let store = Store::open(&path).expect("store");
+    let (joined, _) = Replica::join(network, me.clone(), history.clone()).expect("join");
+    let mut durable = store.create_replica(joined, &history).expect("create");
+    durable.set_limits(limits);
+    durable.receive(strangers[..3].to_vec()).expect("strangers");
+    assert_eq!(
+        durable.replica().quarantine().count(),
+        2,
+        "the quarantine is full"
+    );
+    durable.receive(vec![a.clone()]).expect("a");
+    assert!(durable.ledger().has_change(&a.hash()));
+    // The fork arrives into a full quarantine: bo is cut off all the same.
+    let receipt = durable.receive(vec![b.clone()]).expect("b");
+    assert_eq!(receipt.cut_off, vec![bo_key.id()], "{receipt:?}");
+    assert!(receipt.revoked.contains(&a.hash()), "{receipt:?}");
+    let proof = durable
+        .replica()
+        .cut_offs()
+        .find(|c| c.device == bo_key.id())
+        .expect("proof")
+        .clone();
+    let mut twins = vec![a.hash(), b.hash()];
+    twins.sort();
+    assert_eq!(proof.twins.to_vec(), twins);
+    assert_eq!(proof.changes.len(), 2, "both twins are kept with the proof");
+    assert!(matches!(proof.reason, Rejection::Forked { .. }));
+    // More refusals, past the bound.
+    durable.receive(strangers[3..].to_vec()).expect("strangers");
+    drop(durable);
+    drop(store);
+    // The same file as a store of version 3 wrote it: no cut-off table.
+    let v3_path = dir.path().join("v3.redb");
+    std::fs::copy(&path, &v3_path).expect("copy");
+    {
+        let db = redb::Database::open(&v3_path).expect("redb");
+        let tx = db.begin_write().expect("tx");
+        assert!(tx.delete_table(CUT_OFF_TABLE).expect("delete"));
+        {
+            let mut meta = tx.open_table(META_TABLE).expect("meta");
+            meta.insert("version", 3u64.to_le_bytes().as_slice())
+                .expect("version");
+        }
+        tx.commit().expect("commit");
+    }
+
+    // The store loses every quarantine row of bo's changes (damaged rows are skipped).
+    let store = Store::open(&path).expect("reopen");
+    for c in [&a, &b] {
+        store
+            .put_raw_row(
+                reflow::store::RawRow::Quarantine,
+                &network.to_string(),
+                &c.hash().0,
+                b"damaged",
+            )
+            .expect("damage");
+    }
+    let mut reopened = store.open_replica(&network, me.clone()).expect("open");
+    reopened.set_limits(limits);
+    assert!(
+        reopened
+            .replica()
+            .quarantine()
+            .all(|q| DeviceId::of_actor(q.change.change.actor_id()) != Some(bo_key.id())),
+        "no quarantine row of bo is left"
+    );
+    assert!(reopened
+        .replica()
+        .cut_offs()
+        .any(|c| c.device == bo_key.id()));
+    // bo's next change, continuing its first branch: still refused.
+    let receipt = reopened.receive(vec![after_a.clone()]).expect("after_a");
+    assert!(!reopened.ledger().has_change(&after_a.hash()));
+    let reason = receipt
+        .refused
+        .iter()
+        .find(|(h, _)| *h == after_a.hash())
+        .map(|(_, r)| r.clone());
+    assert!(
+        matches!(
+            reason,
+            Some(Rejection::Forked { .. } | Rejection::DependsOnRefused { .. })
+        ),
+        "{reason:?}"
+    );
+    // The proof still travels to peers.
+    let evidence: Vec<ChangeHash> = reopened
+        .replica()
+        .equivocation_evidence()
+        .iter()
+        .map(SignedChange::hash)
+        .collect();
+    assert!(evidence.contains(&a.hash()) && evidence.contains(&b.hash()));
+
+    // A judgment from scratch of the same changes, with no bound in the way, agrees.
+    let mut all = strangers.clone();
+    all.extend([a.clone(), b.clone(), after_a.clone()]);
+    let scratch = deliver_everywhere(network, &history, &all);
+    assert_eq!(sorted_heads(reopened.replica()), sorted_heads(&scratch));
+    assert_eq!(reopened.ledger().snapshot(), scratch.ledger().snapshot());
+    for c in [&a, &b, &after_a] {
+        assert!(!scratch.ledger().has_change(&c.hash()));
+    }
+    assert_eq!(
+        reason_of(&scratch, &after_a.hash()).map(|r| std::mem::discriminant(&r)),
+        reason.map(|r| std::mem::discriminant(&r))
+    );
+    // And a reopen after that keeps the cut-off (written once, never dropped).
+    drop(reopened);
+    let again = store
+        .open_replica(&network, me.clone())
+        .expect("open again");
+    assert!(again.replica().cut_offs().any(|c| c.device == bo_key.id()));
+    drop(again);
+    drop(store);
+
+    // A version-3 store is migrated: its cut-offs come from its quarantine rows, as before,
+    // and its next write stores them in the new table, so that losing those rows later
+    // forgets nothing.
+    let store = Store::open(&v3_path).expect("migrated");
+    let mut migrated = store.open_replica(&network, me.clone()).expect("open v3");
+    assert!(migrated
+        .replica()
+        .cut_offs()
+        .any(|c| c.device == bo_key.id()));
+    migrated.receive(vec![after_a.clone()]).expect("after_a");
+    assert!(!migrated.ledger().has_change(&after_a.hash()));
+    drop(migrated);
+    for c in [&a, &b] {
+        store
+            .put_raw_row(
+                reflow::store::RawRow::Quarantine,
+                &network.to_string(),
+                &c.hash().0,
+                b"damaged",
+            )
+            .expect("damage");
+    }
+    let reopened = store.open_replica(&network, me).expect("reopen v3");
+    let proof = reopened
+        .replica()
+        .cut_offs()
+        .find(|c| c.device == bo_key.id())
+        .expect("the cut-off was written by the first write after the migration");
+    assert_eq!(proof.twins.to_vec(), twins);
+}
+
+/// The tables a version-3 store lacks, as redb names them (docs/storage.md).
+const CUT_OFF_TABLE: redb::TableDefinition<
+    'static,
+    (&'static str, &'static [u8; 32]),
+    &'static [u8],
+> = redb::TableDefinition::new("reflow_cut_off");
+const META_TABLE: redb::TableDefinition<'static, &'static str, &'static [u8]> =
+    redb::TableDefinition::new("reflow_meta");

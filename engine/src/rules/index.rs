@@ -62,21 +62,31 @@ fn refuse_events(
     rec: &Recorder,
 ) -> Result<Vec<(usize, Vec<Finding>)>, Rejection> {
     let mut errors = Vec::new();
+    let every_action = rules.applies_to_all(Which::Refuse);
+    let wants_id = rules.reads_event_id(Which::Refuse);
+    let id_of = |i: usize| format!("{}@{}", change.start_op.get() + i as u64, change.actor_id);
     for (i, text) in events(change) {
+        // The action alone first (no strings built): an event no refuse rule applies to is
+        // not judged, so it need not be read whole.
+        if !every_action {
+            match serde_json::from_str::<ActionOf>(text) {
+                Ok(a) if !rules.applies(Which::Refuse, a.action) => continue,
+                Ok(_) => {}
+                Err(_) => continue, // admission refuses an unreadable event
+            }
+        }
         let Ok(mut event) = serde_json::from_str::<EconomicEvent>(text) else {
             continue; // admission refuses an unreadable event
         };
-        event.id = crate::vf::Id(format!(
-            "{}@{}",
-            change.start_op.get() + i as u64,
-            change.actor_id
-        ));
+        if wants_id {
+            event.id = crate::vf::Id(id_of(i));
+        }
         let found = rules.evaluate(&event, rec, None, Which::Refuse);
         if let Some(f) = found.iter().find(|f| f.error.is_none()) {
             return Err(Rejection::RuleRefused {
                 rule: f.rule.clone(),
                 message: f.message.clone(),
-                event: event.id.to_string(),
+                event: id_of(i),
                 version: rules.rule_set().version,
             });
         }
@@ -85,6 +95,12 @@ fn refuse_events(
         }
     }
     Ok(errors)
+}
+
+/// An event's action, read without the rest of it.
+#[derive(serde::Deserialize)]
+struct ActionOf {
+    action: crate::vf::Action,
 }
 
 /// The rule-set versions of the accepted changes; see the module documentation.
@@ -97,6 +113,8 @@ pub(crate) struct RuleIndex {
     /// Events of accepted changes under a rule set, for the views (drained by the replica).
     pending: Vec<(OrderKey, Arc<EventRules>)>,
     staged: Option<Staged>,
+    /// The last recorder made, for the next change of the same member (most are).
+    last_recorder: Option<(Member, Recorder)>,
 }
 
 fn refuse_rules(detail: impl Into<String>) -> Rejection {
@@ -133,6 +151,18 @@ fn events(change: &ExpandedChange) -> impl Iterator<Item = (usize, &str)> + '_ {
 }
 
 impl RuleIndex {
+    /// The recorder of a change by `author` (made once per run of changes by one member).
+    fn recorder_of(&mut self, author: &Member) -> Recorder {
+        match &self.last_recorder {
+            Some((m, r)) if m == author => r.clone(),
+            _ => {
+                let r = recorder(author);
+                self.last_recorder = Some((author.clone(), r.clone()));
+                r
+            }
+        }
+    }
+
     /// The version in force for a change with these dependencies.
     fn in_force_of(&self, deps: &[ChangeHash]) -> Option<u32> {
         deps.iter()
@@ -172,8 +202,8 @@ impl RuleIndex {
         let version = self.publication(change, deps, Some(author))?;
         // The events, by the refuse rules in force in the causal past (a rule set this
         // change publishes judges only the changes that come after it).
-        let errors = match self.rules_for(deps).filter(|r| r.has_refusals()) {
-            Some(rules) => refuse_events(rules, change, &recorder(author))?,
+        let errors = match self.rules_for(deps).filter(|r| r.has_refusals()).cloned() {
+            Some(rules) => refuse_events(&rules, change, &self.recorder_of(author))?,
             None => Vec::new(),
         };
         self.staged = Some(Staged {
@@ -298,13 +328,14 @@ impl RuleIndex {
             // the events they hold (no second parse here).
             None => (self.publication(change, deps, None).ok().flatten(), None),
         };
-        if let (Some(rules), Some(author)) =
-            (past.map(|i| &self.versions[i as usize].rules), author)
-        {
+        if let (Some(rules), Some(author)) = (
+            past.map(|i| self.versions[i as usize].rules.clone()),
+            author,
+        ) {
             let judged = errors.is_some();
             let shared = Arc::new(EventRules {
-                rules: rules.clone(),
-                recorder: recorder(author),
+                rules,
+                recorder: self.recorder_of(author),
                 refuse_errors: judged.then(Vec::new),
             });
             let actor: &ActorId = &change.actor_id;

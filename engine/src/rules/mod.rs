@@ -211,6 +211,9 @@ pub struct CompiledRules {
     env: Arc<Env>,
     has_flags: bool,
     has_refusals: bool,
+    /// The actions (bit i: `Action::ALL[i]`) some flag rule applies to, and some refuse rule.
+    flag_actions: u32,
+    refuse_actions: u32,
     /// What the flag rules read, and what the refuse rules read.
     uses_flag: Uses,
     uses_refuse: Uses,
@@ -503,10 +506,22 @@ impl RuleSet {
         let has_flags = rules.iter().any(|c| c.rule.outcome == Outcome::Flag);
         let has_refusals = rules.iter().any(|c| c.rule.outcome == Outcome::Refuse);
         let (mut flag, mut refuse) = (Uses::default(), Uses::default());
+        let (mut flag_actions, mut refuse_actions) = (0u32, 0u32);
         for c in &rules {
+            let mask = if c.rule.actions.is_empty() {
+                u32::MAX
+            } else {
+                c.rule.actions.iter().fold(0, |m, a| m | action_bit(*a))
+            };
             match c.rule.outcome {
-                Outcome::Flag => flag.union(&c.uses),
-                Outcome::Refuse => refuse.union(&c.uses),
+                Outcome::Flag => {
+                    flag.union(&c.uses);
+                    flag_actions |= mask;
+                }
+                Outcome::Refuse => {
+                    refuse.union(&c.uses);
+                    refuse_actions |= mask;
+                }
             }
         }
         Ok(CompiledRules {
@@ -515,10 +530,20 @@ impl RuleSet {
             env,
             has_flags,
             has_refusals,
+            flag_actions,
+            refuse_actions,
             uses_flag: flag,
             uses_refuse: refuse,
         })
     }
+}
+
+/// An action's bit in [`CompiledRules`]' action masks.
+fn action_bit(action: Action) -> u32 {
+    Action::ALL
+        .iter()
+        .position(|a| *a == action)
+        .map_or(u32::MAX, |i| 1 << i)
 }
 
 /// An input value as the CEL interpreter holds it, borrowing its strings from the event,
@@ -564,10 +589,11 @@ fn measure(m: &Option<Measure>) -> Val<'_> {
 }
 
 fn map<'v>(entries: impl IntoIterator<Item = (&'static str, Val<'v>)>) -> Val<'v> {
-    let m: HashMap<CelMapKey<'v>, Val<'v>> = entries
-        .into_iter()
-        .map(|(k, v)| (CelMapKey::from(k), v))
-        .collect();
+    // Sized once (a rule reads a few fields): no rehash while it fills.
+    let mut m: HashMap<CelMapKey<'v>, Val<'v>> = HashMap::with_capacity(8);
+    for (k, v) in entries {
+        m.insert(CelMapKey::from(k), v);
+    }
     Box::new(CelMap::from(m))
 }
 
@@ -652,9 +678,36 @@ impl CompiledRules {
         self.uses_flag.resource.reads()
     }
 
+    /// Whether the rules of `which` read `event.id` (else an evaluation need not set it).
+    pub fn reads_event_id(&self, which: Which) -> bool {
+        match which {
+            Which::Refuse => self.uses_refuse.event.wants("id"),
+            Which::Flag => self.uses_flag.event.wants("id"),
+        }
+    }
+
+    /// Whether any rule of `which` applies to every action (so an event's action need not
+    /// be known to know that it is judged).
+    pub fn applies_to_all(&self, which: Which) -> bool {
+        match which {
+            Which::Refuse => self.refuse_actions == u32::MAX,
+            Which::Flag => self.flag_actions == u32::MAX,
+        }
+    }
+
     /// Whether any rule refuses.
     pub fn has_refusals(&self) -> bool {
         self.has_refusals
+    }
+
+    /// Whether any rule of `which` applies to events of `action` (else
+    /// [`CompiledRules::evaluate`] finds nothing for them, and needs no inputs).
+    pub fn applies(&self, which: Which, action: Action) -> bool {
+        let mask = match which {
+            Which::Refuse => self.refuse_actions,
+            Which::Flag => self.flag_actions,
+        };
+        mask & action_bit(action) != 0
     }
 
     /// Judge one event by the refuse rules or the flag rules (`which`), in rule order: a
@@ -674,6 +727,9 @@ impl CompiledRules {
             Which::Flag => (Outcome::Flag, &self.uses_flag),
         };
         let mut out = Vec::new();
+        if !self.applies(which, event.action) {
+            return out;
+        }
         let mut ctx: Option<Context<'_, '_>> = None;
         for c in &self.rules {
             if c.rule.outcome != wanted {

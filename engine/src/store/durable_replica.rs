@@ -1,7 +1,7 @@
 //! A [`Replica`] whose every accepted change, signature and refusal is durable before the
 //! call that made it returns. Networks are stored under their id (hex).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use automerge::{Change, ChangeHash};
 use redb::Durability;
@@ -42,6 +42,8 @@ pub struct DurableReplica {
     policy: CompactionPolicy,
     /// Memory may differ from the store (a failed commit whose reload failed too).
     stale: bool,
+    /// The devices whose cut-off is in the store's `reflow_cut_off` table.
+    saved_cut_offs: HashSet<DeviceId>,
 }
 
 /// When a [`DurableReplica`] folds its stored changes into a new snapshot by itself: after a
@@ -157,7 +159,9 @@ impl Store {
                 .ctx(&self.path, "write network")?;
         }
         write_changes(self, &tx, &key, changes)?;
+        super::cut_off::write_cut_offs(self, &tx, &key, replica.cut_offs())?;
         tx.commit().ctx(&self.path, "commit")?;
+        let saved_cut_offs = replica.cut_offs().map(|c| c.device).collect();
         Ok(DurableReplica {
             store: self.clone(),
             key,
@@ -167,6 +171,7 @@ impl Store {
             snapshot_bytes: 0,
             policy: CompactionPolicy::default(),
             stale: false,
+            saved_cut_offs,
         })
     }
 
@@ -230,7 +235,12 @@ impl Store {
             }
             Ok((signatures, quarantine))
         })?;
-        let replica = Replica::open_with(ledger, key, *network, signatures, quarantine, fold)?;
+        let stored_cut_offs = guarded(&self.path, "read cut-offs", || self.stored_cut_offs(&name))?;
+        let saved_cut_offs = stored_cut_offs.iter().map(|c| c.device).collect();
+        let mut replica = Replica::open_with(ledger, key, *network, signatures, quarantine, fold)?;
+        // The cut-offs kept apart from the quarantine (a store of version 3 had only its
+        // quarantine rows: those found there are written at the next write).
+        replica.restore_cut_offs(stored_cut_offs);
         Ok(DurableReplica {
             store: self.clone(),
             key: name,
@@ -240,6 +250,7 @@ impl Store {
             snapshot_bytes,
             policy: CompactionPolicy::default(),
             stale: false,
+            saved_cut_offs,
         })
     }
 }
@@ -324,6 +335,7 @@ impl DurableReplica {
                 self.tail = fresh.tail;
                 self.tail_bytes = fresh.tail_bytes;
                 self.snapshot_bytes = fresh.snapshot_bytes;
+                self.saved_cut_offs = fresh.saved_cut_offs;
                 self.stale = false;
                 warn!("replica put back to its last stored state");
             }
@@ -350,12 +362,25 @@ impl DurableReplica {
         Ok(())
     }
 
+    /// Whether the replica holds a cut-off the store's table lacks.
+    fn unsaved_cut_offs(&self) -> bool {
+        self.replica
+            .cut_offs()
+            .any(|c| !self.saved_cut_offs.contains(&c.device))
+    }
+
+    /// After a commit of [`DurableReplica::persist_in`]: every cut-off is stored.
+    fn cut_offs_saved(&mut self) {
+        self.saved_cut_offs = self.replica.cut_offs().map(|c| c.device).collect();
+    }
+
     fn persist(&mut self, changes: &[SignedChange], refused: &[Quarantined]) -> Result<()> {
-        if changes.is_empty() && refused.is_empty() {
+        if changes.is_empty() && refused.is_empty() && !self.unsaved_cut_offs() {
             return Ok(());
         }
         let _span = info_span!("store_persist", network = %self.key, changes = changes.len(), refused = refused.len()).entered();
         self.commit_or_restore(|this, tx| this.persist_in(tx, changes, refused))?;
+        self.cut_offs_saved();
         self.tail += changes.len();
         self.tail_bytes += changes
             .iter()
@@ -379,7 +404,8 @@ impl DurableReplica {
         }
     }
 
-    /// Write accepted changes and refusals inside `tx`.
+    /// Write accepted changes, refusals and new cut-offs inside `tx` (a cut-off with the
+    /// refusals that revealed it: never one without the other).
     fn persist_in(
         &self,
         tx: &redb::WriteTransaction,
@@ -403,7 +429,15 @@ impl DurableReplica {
             )
             .ctx(&self.store.path, "write quarantine")?;
         }
-        Ok(())
+        drop(q);
+        super::cut_off::write_cut_offs(
+            &self.store,
+            tx,
+            &self.key,
+            self.replica
+                .cut_offs()
+                .filter(|c| !self.saved_cut_offs.contains(&c.device)),
+        )
     }
 
     /// [`DurableReplica::persist`] for a receipt that revokes changes accepted earlier
@@ -434,6 +468,7 @@ impl DurableReplica {
             }
             job.write_in(&this.store, tx).map(|_| ())
         })?;
+        self.cut_offs_saved();
         // The snapshot holds every change that stands.
         self.tail = 0;
         self.tail_bytes = 0;
@@ -558,6 +593,11 @@ impl DurableReplica {
                 Err(e)
             }
         }
+    }
+
+    /// Set the bounds on waiting and quarantined changes ([`Replica::set_limits`]).
+    pub fn set_limits(&mut self, limits: crate::replica::Limits) {
+        self.replica.set_limits(limits);
     }
 
     /// How this replica compacts its store by itself.

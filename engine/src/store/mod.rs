@@ -28,7 +28,7 @@ use crate::Ledger;
 pub const STORE_FORMAT: &[u8] = b"reflow-store";
 
 /// The store layout version this build writes (see docs/storage.md).
-pub const STORE_VERSION: u64 = 3;
+pub const STORE_VERSION: u64 = 4;
 
 /// The version tag of an encoded snapshot value.
 const SNAPSHOT_ENCODING: u8 = 1;
@@ -68,6 +68,7 @@ fn init_tables(path: &Path, db: &Database) -> Result<()> {
         }
         tx.open_table(SYNC_STATES).ctx(path, "create tables")?;
         tx.open_table(views::VIEWS).ctx(path, "create tables")?;
+        tx.open_table(cut_off::CUT_OFF).ctx(path, "create tables")?;
     }
     tx.commit().ctx(path, "commit")
 }
@@ -98,6 +99,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         from: 2,
         name: "v2-to-v3-views-table",
         run: views::add_views_table,
+    },
+    Migration {
+        from: 3,
+        name: "v3-to-v4-cut-off-table",
+        run: cut_off::add_cut_off_table,
     },
 ];
 
@@ -302,6 +308,7 @@ fn inspect_read_only(path: &Path) -> Result<MetaCheck> {
     scan_table(path, &tx, QUARANTINE)?;
     scan_table(path, &tx, SYNC_STATES)?;
     scan_table(path, &tx, views::VIEWS)?;
+    scan_table(path, &tx, cut_off::CUT_OFF)?;
     Ok(check)
 }
 
@@ -1199,6 +1206,7 @@ impl CompactionJob {
     }
 }
 
+mod cut_off;
 mod durable_replica;
 pub mod fault;
 mod views;

@@ -255,6 +255,6 @@ mod tests {
             .expect("version")
             .value()
             .to_vec();
-        assert_eq!(version, 3u64.to_le_bytes());
+        assert_eq!(version, super::super::STORE_VERSION.to_le_bytes());
     }
 }

@@ -621,7 +621,9 @@ impl Views {
 
     fn fold_step(&mut self, rid: &Id, key: &OrderKey, side: Side, causality: &dyn Causality) {
         self.rule_step(rid, key, side, causality);
-        if !self.rule_inputs.is_empty() {
+        // The state before the event, for rules that come after it folded (a local write,
+        // `set_rule_inputs`); an event whose rules are known was judged just now.
+        if !self.rule_inputs.is_empty() && !self.rule_inputs.contains_key(key) {
             if let Some(f) = self.resources.get_mut(rid) {
                 f.before_last = Some((key.clone(), f.state.clone()));
             }
@@ -694,6 +696,9 @@ impl Views {
         let Some(entry) = self.entries.get(key) else {
             return;
         };
+        if !needs_judging(&r, &entry.event) {
+            return;
+        }
         let first = fold::sides(&entry.event)
             .first()
             .map(|(r, s)| ((*r).clone(), *s));
@@ -991,6 +996,17 @@ impl Views {
 }
 
 /// The rule findings on one event, as conflicts.
+/// Whether judging `event` by `r` could find anything: a flag rule that applies to its
+/// action, or a refuse rule that failed at admission (or, not judged there, applies to it).
+/// Skipping the others (their inputs, the resource's state as seen) changes no verdict.
+fn needs_judging(r: &EventRules, event: &EconomicEvent) -> bool {
+    r.rules.applies(Which::Flag, event.action)
+        || match &r.refuse_errors {
+            Some(found) => !found.is_empty(),
+            None => r.rules.applies(Which::Refuse, event.action),
+        }
+}
+
 fn judge_rules(
     r: &EventRules,
     event: &EconomicEvent,
