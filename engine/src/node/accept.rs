@@ -1,0 +1,286 @@
+//! Accepting a peer's connection: who may connect, refusals, and invite redemption.
+
+use super::*;
+
+impl Inner {
+    pub(super) async fn accept_loop(self: Arc<Self>) {
+        loop {
+            let incoming = tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                incoming = self.endpoint.accept() => incoming,
+            };
+            let Some(incoming) = incoming else { break };
+            let inner = self.clone();
+            self.tracker.spawn(
+                async move { inner.accept(incoming).await }.instrument(tracing::Span::current()),
+            );
+        }
+        debug!("accept loop stopped");
+    }
+
+    /// Handle an incoming connection: the handshake (iroh refuses unknown ALPNs), the
+    /// membership check, the first frame.
+    pub(super) async fn accept(self: Arc<Self>, incoming: Incoming) {
+        let mut accepting = match incoming.accept() {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(error = %e, "incoming handshake failed (no common ALPN: a node of another network or protocol version?)");
+                self.emit(NodeEvent::HandshakeFailed {
+                    detail: e.to_string(),
+                });
+                return;
+            }
+        };
+        let alpn = match accepting.alpn().await {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(error = %e, "incoming handshake failed (no common ALPN: a node of another network or protocol version?)");
+                self.emit(NodeEvent::HandshakeFailed {
+                    detail: e.to_string(),
+                });
+                return;
+            }
+        };
+        let conn = match accepting.await {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "incoming handshake failed");
+                self.emit(NodeEvent::HandshakeFailed {
+                    detail: e.to_string(),
+                });
+                return;
+            }
+        };
+        let Ok(peer) = DeviceId::from_bytes(conn.remote_id().as_bytes()) else {
+            close(
+                &conn,
+                u32::from(RefuseCode::NotAMember.to_u16()),
+                "not a device key",
+            );
+            return;
+        };
+        let Some(network) = network_of_alpn(&alpn) else {
+            let code = RefuseCode::UnsupportedVersion.to_u16();
+            close(&conn, u32::from(code), "unknown protocol");
+            return;
+        };
+        let span = conn_span(network, peer, "in");
+        async {
+            let net = match self.net(network) {
+                Ok(net) => net,
+                Err(NetError::NetworkUnavailable { .. }) => {
+                    self.refuse_unavailable(&conn, network, peer).await;
+                    return;
+                }
+                Err(_) => {
+                    let code = RefuseCode::WrongNetwork.to_u16();
+                    close(&conn, u32::from(code), "this node does not hold that network");
+                    return;
+                }
+            };
+            if self.cancel.is_cancelled() {
+                close(&conn, close_code::SHUTTING_DOWN, "the node is shutting down");
+                return;
+            }
+            let after = self.config.connect_timeout;
+            // A device that is not a member may send one small frame: a Redeem.
+            let member = lock(&net.replica).replica().member(&peer).is_some();
+            let (mut send, mut recv) = match tokio::time::timeout(after, conn.accept_bi()).await {
+                Ok(Ok(streams)) => streams,
+                Ok(Err(e)) => {
+                    let e = connection_error(peer, network, &e);
+                    warn!(error = %e, "incoming connection failed before its first frame");
+                    net.record_error(peer, e.to_string());
+                    return;
+                }
+                Err(_) => {
+                    close(&conn, close_code::TIMEOUT, "timed out waiting for the first frame");
+                    return;
+                }
+            };
+            let limit = if member { MAX_FRAME_LEN } else { MAX_REDEEM_LEN };
+            let first = tokio::time::timeout(after, read_frame_limited(&mut recv, limit)).await;
+            let first = match first {
+                Ok(Ok(Some(frame))) => frame,
+                _ if !member => {
+                    self.refuse_not_member(&net, &conn, &mut send, peer).await;
+                    return;
+                }
+                Ok(Ok(None)) => {
+                    let detail = "the peer ended the stream before its first frame";
+                    warn!(detail, "incoming connection failed before its first frame");
+                    net.record_error(peer, detail.to_string());
+                    return;
+                }
+                Ok(Err(e)) => {
+                    let e = read_error(peer, network, e);
+                    warn!(error = %e, "incoming connection failed before its first frame");
+                    if let NetError::Protocol { detail, .. } = &e {
+                        let code = RefuseCode::ProtocolViolation.to_u16();
+                        close(&conn, u32::from(code), detail);
+                        self.emit(NodeEvent::Refused {
+                            network,
+                            peer,
+                            by_us: true,
+                            code: RefuseCode::ProtocolViolation,
+                            reason: detail.clone(),
+                        });
+                    }
+                    net.record_error(peer, e.to_string());
+                    return;
+                }
+                Err(_) => {
+                    close(&conn, close_code::TIMEOUT, "timed out waiting for the first frame");
+                    return;
+                }
+            };
+            let first = match first {
+                Frame::Redeem {
+                    invite,
+                    secret,
+                    agent,
+                } if !member => {
+                    self.redeem(&net, conn, peer, (send, recv), &invite, secret, agent)
+                        .await;
+                    return;
+                }
+                Frame::Redeem { invite, .. } => {
+                    // A retry after a lost connection, say: it syncs as the member it is.
+                    info!(nonce = %invite.nonce, "already a member; the invite is not redeemed again");
+                    None
+                }
+                _ if !member => {
+                    self.refuse_not_member(&net, &conn, &mut send, peer).await;
+                    return;
+                }
+                frame => Some(frame),
+            };
+            if let Some(e) = first.as_ref().and_then(|f| refused(peer, f)) {
+                info!(error = %e, "the dialer refused");
+                close(&conn, close_code::DONE, "refused");
+                return;
+            }
+            let session = net.session(peer);
+            self.start_link(&net, conn, peer, true, session, send, recv, first);
+        }
+        .instrument(span)
+        .await;
+    }
+}
+
+impl Inner {
+    /// Refuse a peer that dialed this node for a network it holds but could not open: a
+    /// Refuse frame ([`RefuseCode::WrongNetwork`], saying the network is unavailable here)
+    /// on its stream, then close. Nothing of the network is read.
+    pub(super) async fn refuse_unavailable(
+        &self,
+        conn: &Connection,
+        network: NetworkId,
+        peer: DeviceId,
+    ) {
+        let Some(reason) = self.read_unavailable().get(&network).map(|p| p.refusal()) else {
+            return;
+        };
+        let code = RefuseCode::WrongNetwork;
+        warn!("refusing a peer: this network is unavailable on this node");
+        self.emit(NodeEvent::Refused {
+            network,
+            peer,
+            by_us: true,
+            code,
+            reason: reason.clone(),
+        });
+        let after = self.config.connect_timeout;
+        match tokio::time::timeout(after, conn.accept_bi()).await {
+            Ok(Ok((mut send, _recv))) => refuse_on(conn, &mut send, code, &reason).await,
+            _ => close(conn, u32::from(code.to_u16()), &reason),
+        }
+    }
+
+    /// Refuse a device that is not a member: a Refuse frame on its stream, then close.
+    pub(super) async fn refuse_not_member(
+        &self,
+        net: &Net,
+        conn: &Connection,
+        send: &mut SendStream,
+        peer: DeviceId,
+    ) {
+        let network = net.id;
+        let reason = format!(
+            "device {peer} is not a member of network {network} (never admitted, or removed): ask an admin of the network to add this device"
+        );
+        warn!("refusing a device that is not a member");
+        net.record_error(peer, format!("refused: {reason}"));
+        self.emit(NodeEvent::Refused {
+            network,
+            peer,
+            by_us: true,
+            code: RefuseCode::NotAMember,
+            reason: reason.clone(),
+        });
+        refuse_on(conn, send, RefuseCode::NotAMember, &reason).await;
+    }
+
+    /// Redeem an invite for `peer`, a device that is not a member, by this node's clock
+    /// ([`DurableReplica::redeem_invite`]): on success the new records are stored and pushed
+    /// to the connected peers, and the connection becomes the new member's sync connection;
+    /// else it is refused with the invite's refusal code, and nothing is written.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn redeem(
+        self: &Arc<Self>,
+        net: &Arc<Net>,
+        conn: Connection,
+        peer: DeviceId,
+        (mut send, recv): (SendStream, RecvStream),
+        invite: &crate::membership::Invite,
+        secret: Option<crate::membership::BearerSecret>,
+        agent: Option<Agent>,
+    ) {
+        let now = unix_now();
+        // Stored (fsync'd) off the runtime's threads.
+        let (task_net, task_invite) = (net.clone(), invite.clone());
+        let Some(result) = off_runtime(move || {
+            let mut replica = lock(&task_net.replica);
+            let signed = replica.redeem_invite(&task_invite, peer, secret.as_ref(), agent, now)?;
+            task_net.after_change(&replica, &signed, None);
+            Ok::<(), crate::Error>(())
+        })
+        .await
+        else {
+            close(
+                &conn,
+                close_code::SHUTTING_DOWN,
+                "the node is shutting down",
+            );
+            return;
+        };
+        let network = net.id;
+        if let Err(e) = result {
+            let code = match &e {
+                crate::Error::Invite(ie) => RefuseCode::of_invite_error(ie),
+                _ => RefuseCode::InviteNotRedeemed,
+            };
+            let reason = format!("invite {} not redeemed: {e}", invite.nonce);
+            warn!(%code, %reason, "invite refused");
+            net.record_error(peer, format!("refused: {reason}"));
+            self.emit(NodeEvent::Refused {
+                network,
+                peer,
+                by_us: true,
+                code,
+                reason: reason.clone(),
+            });
+            refuse_on(&conn, &mut send, code, &reason).await;
+            return;
+        }
+        info!(nonce = %invite.nonce, role = %invite.role, "invite redeemed: a new member");
+        self.emit(NodeEvent::InviteRedeemed {
+            network,
+            device: peer,
+            role: invite.role,
+            nonce: invite.nonce.clone(),
+        });
+        let session = net.session(peer);
+        self.start_link(net, conn, peer, true, session, send, recv, None);
+    }
+}

@@ -1,0 +1,386 @@
+//! Dialing a peer: connect, the opening exchange, bootstrap from an admin, and redialing
+//! with backoff.
+
+use super::*;
+
+/// Whether a failed reconnection is final: the peer is no member (here or there), does not
+/// serve the network, or this node is closing. Other failures (unreachable, timeouts, lost
+/// connections, a busy peer) are retried.
+pub(super) fn gives_up(e: &NetError) -> bool {
+    match e {
+        NetError::Refused { code, .. } => !matches!(code, RefuseCode::Busy),
+        NetError::Unreachable { .. }
+        | NetError::Timeout { .. }
+        | NetError::ConnectionLost { .. } => false,
+        _ => true,
+    }
+}
+
+impl Inner {
+    /// [`Node::connect`] (also used by local-network discovery).
+    pub(super) async fn connect(
+        self: &Arc<Self>,
+        network: NetworkId,
+        peer: &PeerAddr,
+    ) -> NetResult<()> {
+        let inner = self;
+        inner.live()?;
+        let net = inner.net(network)?;
+        if peer.device == inner.device {
+            return Err(NetError::SelfConnect);
+        }
+        if lock(&net.replica).replica().member(&peer.device).is_none() {
+            return Err(NetError::PeerNotAMember {
+                peer: peer.device,
+                network,
+            });
+        }
+        if net.connected(peer.device) {
+            debug!(peer = %peer.device, "already connected");
+            return Ok(());
+        }
+        let span = conn_span(network, peer.device, "out");
+        let result = async {
+            let conn = inner.dial(network, peer).await?;
+            let mut session = net.session(peer.device);
+            let opening = {
+                let replica = lock(&net.replica);
+                session.poll_transmit(replica.replica())
+            };
+            let Some(opening) = opening else {
+                close(&conn, close_code::DONE, "no opening frame");
+                return Err(NetError::Protocol {
+                    peer: peer.device,
+                    detail: "the sync session produced no opening frame".into(),
+                });
+            };
+            let (send, recv, reply) = inner
+                .open_exchange(&conn, network, peer.device, std::slice::from_ref(&opening))
+                .await?;
+            net.remember(peer.clone());
+            inner.start_link(
+                &net,
+                conn,
+                peer.device,
+                false,
+                session,
+                send,
+                recv,
+                Some(reply),
+            );
+            Ok(())
+        }
+        .instrument(span.clone())
+        .await;
+        if let Err(e) = &result {
+            span.in_scope(|| warn!(error = %e, "connect failed"));
+            inner.note_failure(&net, peer.device, e);
+        }
+        result
+    }
+
+    /// Dial `peer` for `network`.
+    pub(super) async fn dial(&self, network: NetworkId, peer: &PeerAddr) -> NetResult<Connection> {
+        let addr = peer.to_endpoint_addr()?;
+        let after = self.config.connect_timeout;
+        let conn = tokio::time::timeout(after, self.endpoint.connect(addr, &alpn(&network)))
+            .await
+            .map_err(|_| NetError::Timeout {
+                after,
+                waiting_for: "the connection handshake",
+            })?
+            .map_err(|e| connect_error(peer.device, network, e))?;
+        debug!("connected");
+        Ok(conn)
+    }
+
+    /// Open the stream, send the opening frames and read the peer's first frame: the peer has
+    /// accepted the connection once it answers.
+    pub(super) async fn open_exchange(
+        &self,
+        conn: &Connection,
+        network: NetworkId,
+        peer: DeviceId,
+        opening: &[Frame],
+    ) -> NetResult<(SendStream, RecvStream, Frame)> {
+        let after = self.config.connect_timeout;
+        let exchange = async {
+            let (mut send, mut recv) = conn
+                .open_bi()
+                .await
+                .map_err(|e| connection_error(peer, network, &e))?;
+            let bytes: Vec<u8> = opening.iter().flat_map(Frame::encode).collect();
+            if let Err(e) = write_frame(&mut send, &bytes).await {
+                // A refusal arrives as the connection's close; prefer it to the write error.
+                return Err(match conn.close_reason() {
+                    Some(c) => connection_error(peer, network, &c),
+                    None => write_error(peer, network, e),
+                });
+            }
+            match read_frame(&mut recv).await {
+                Ok(Some(frame)) => match refused(peer, &frame) {
+                    Some(e) => {
+                        close(conn, close_code::DONE, "refused");
+                        Err(e)
+                    }
+                    None => Ok((send, recv, frame)),
+                },
+                Ok(None) => Err(NetError::ConnectionLost {
+                    peer,
+                    detail: "the peer ended the stream before answering".into(),
+                }),
+                Err(e) => {
+                    let e = read_error(peer, network, e);
+                    if let NetError::Protocol { detail, .. } = &e {
+                        let code = RefuseCode::ProtocolViolation.to_u16();
+                        close(conn, u32::from(code), detail);
+                    }
+                    Err(e)
+                }
+            }
+        };
+        match tokio::time::timeout(after, exchange).await {
+            Ok(r) => r,
+            Err(_) => {
+                close(conn, close_code::TIMEOUT, "timed out");
+                Err(NetError::Timeout {
+                    after,
+                    waiting_for: "the peer's first frame",
+                })
+            }
+        }
+    }
+
+    /// Join `network` through `peer`: dial it, send `redeem` first if given (a ticket's
+    /// invite), then the sync request of a device with no replica
+    /// ([`SyncSession::bootstrap`]); read the peer's answer (the history, up to its Sync
+    /// frame), check it, store the replica, and go on syncing with the same session on the
+    /// same connection.
+    pub(super) async fn bootstrap(
+        self: &Arc<Self>,
+        network: NetworkId,
+        peer: &PeerAddr,
+        redeem: Option<Frame>,
+    ) -> NetResult<()> {
+        let conn = self.dial(network, peer).await?;
+        let (mut session, request) = SyncSession::bootstrap(network, peer.device);
+        let opening: Vec<Frame> = redeem.into_iter().chain([request]).collect();
+        let (send, mut recv, first) = self
+            .open_exchange(&conn, network, peer.device, &opening)
+            .await?;
+        let protocol = |detail: String| {
+            let code = RefuseCode::ProtocolViolation.to_u16();
+            close(&conn, u32::from(code), &detail);
+            NetError::Protocol {
+                peer: peer.device,
+                detail,
+            }
+        };
+        let mut history = Vec::new();
+        let mut next = Some(first);
+        let after = self.config.connect_timeout;
+        while let Some(frame) = next.take() {
+            let last = matches!(frame, Frame::Sync { .. });
+            match session.handle_bootstrap_frame(frame) {
+                Ok(changes) => history.extend(changes),
+                Err(SyncError::Refused { code, reason }) => {
+                    close(&conn, close_code::DONE, "refused");
+                    return Err(NetError::Refused {
+                        peer: peer.device,
+                        code,
+                        reason,
+                    });
+                }
+                Err(e) => return Err(protocol(e.to_string())),
+            }
+            if last {
+                break;
+            }
+            next = match tokio::time::timeout(after, read_frame(&mut recv)).await {
+                Err(_) => {
+                    close(&conn, close_code::TIMEOUT, "timed out");
+                    return Err(NetError::Timeout {
+                        after,
+                        waiting_for: "the network's history",
+                    });
+                }
+                Ok(Ok(Some(frame))) => Some(frame),
+                Ok(Ok(None)) => {
+                    return Err(NetError::JoinFailed {
+                        network,
+                        peer: peer.device,
+                        detail: "the peer ended the stream without sending the history".into(),
+                    })
+                }
+                Ok(Err(e)) => {
+                    let e = read_error(peer.device, network, e);
+                    if let NetError::Protocol { detail, .. } = &e {
+                        let code = RefuseCode::ProtocolViolation.to_u16();
+                        close(&conn, u32::from(code), detail);
+                    }
+                    return Err(e);
+                }
+            };
+        }
+        let n = history.len();
+        let key = self.key.clone();
+        let joined = off_runtime(move || Replica::join(network, key, history))
+            .await
+            .ok_or(NetError::Closed)?;
+        let (replica, receipt) = match joined {
+            Ok(r) => r,
+            Err(e) => {
+                let code = RefuseCode::ProtocolViolation.to_u16();
+                close(&conn, u32::from(code), "the history does not verify");
+                return Err(NetError::JoinFailed {
+                    network,
+                    peer: peer.device,
+                    detail: e.to_string(),
+                });
+            }
+        };
+        if !receipt.refused.is_empty() {
+            warn!(
+                refused = receipt.refused.len(),
+                "some changes of the history were refused"
+            );
+        }
+        if replica.member(&peer.device).is_none() {
+            let code = RefuseCode::NotAMember.to_u16();
+            close(
+                &conn,
+                u32::from(code),
+                "you are not a member of this network",
+            );
+            return Err(NetError::PeerNotAMember {
+                peer: peer.device,
+                network,
+            });
+        }
+        if replica.role().is_none() {
+            warn!("joined, but this device is not (yet) a member in the history received");
+        }
+        if self.cancel.is_cancelled() {
+            close(
+                &conn,
+                close_code::SHUTTING_DOWN,
+                "the node is shutting down",
+            );
+            return Err(NetError::Closed);
+        }
+        let store = self.store.clone();
+        let applied = receipt.applied;
+        let stored = applied.len();
+        let durable = off_runtime(move || store.create_replica(replica, &applied))
+            .await
+            .ok_or(NetError::Closed)??;
+        info!(changes = n, stored, "joined the network");
+        let net = self.install(durable);
+        net.remember(peer.clone());
+        // The same session goes on: its next message (sequence number 2) tells the peer what
+        // this replica has now.
+        let link = self.start_link(&net, conn, peer.device, false, session, send, recv, None);
+        let replica = lock(&net.replica);
+        link.transmit(replica.replica());
+        Ok(())
+    }
+
+    /// Reconnect to `peer` in the background, with backoff ([`reconnect`]), unless automatic
+    /// reconnection is off, the peer was paused or has no known address, or a reconnection
+    /// task for it is running already. `immediate`: the first attempt is made at once.
+    pub(super) fn schedule_reconnect(
+        self: &Arc<Self>,
+        net: &Arc<Net>,
+        peer: DeviceId,
+        immediate: bool,
+    ) {
+        let Some(backoff) = self.config.reconnect else {
+            return;
+        };
+        if self.cancel.is_cancelled() || peer == self.device {
+            return;
+        }
+        {
+            let mut peers = lock(&net.peers);
+            let record = peers.entry(peer).or_default();
+            if record.paused || record.retrying || record.addr.is_none() {
+                return;
+            }
+            record.retrying = true;
+        }
+        let inner = self.clone();
+        let task_net = net.clone();
+        self.tracker.spawn(
+            async move {
+                inner
+                    .reconnect_loop(task_net, peer, backoff, immediate)
+                    .await;
+            }
+            .instrument(conn_span(net.id, peer, "retry")),
+        );
+    }
+
+    pub(super) async fn reconnect_loop(
+        self: Arc<Self>,
+        net: Arc<Net>,
+        peer: DeviceId,
+        backoff: Backoff,
+        immediate: bool,
+    ) {
+        let mut attempt: u32 = 0;
+        loop {
+            let delay = if attempt == 0 && immediate {
+                Duration::ZERO
+            } else {
+                let unit = lock(&self.jitter).unit();
+                backoff.delay(attempt.saturating_sub(u32::from(immediate)), unit)
+            };
+            attempt += 1;
+            let addr = {
+                let mut peers = lock(&net.peers);
+                let record = peers.entry(peer).or_default();
+                if record.paused || net.connected(peer) {
+                    record.retrying = false;
+                    record.retry = None;
+                    return;
+                }
+                record.retry = Some((attempt, SystemTime::now() + delay));
+                record.addr.clone()
+            };
+            let Some(addr) = addr else { break };
+            debug!(attempt, ?delay, "reconnecting after a delay");
+            self.emit(NodeEvent::RetryScheduled {
+                network: net.id,
+                peer,
+                attempt,
+                after: delay,
+            });
+            tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                () = tokio::time::sleep(delay) => {}
+            }
+            if lock(&net.peers).get(&peer).is_some_and(|r| r.paused) {
+                break;
+            }
+            match self.connect(net.id, &addr).await {
+                Ok(()) => {
+                    info!(attempt, "reconnected");
+                    // Checked again at the top: if the new connection was lost already, the
+                    // retries go on (its end could not start another task while this one ran).
+                    attempt = 1;
+                    continue;
+                }
+                Err(e) if gives_up(&e) => {
+                    info!(error = %e, "not reconnecting");
+                    break;
+                }
+                Err(e) => debug!(attempt, error = %e, "reconnection failed; retrying later"),
+            }
+        }
+        let mut peers = lock(&net.peers);
+        if let Some(record) = peers.get_mut(&peer) {
+            record.retrying = false;
+            record.retry = None;
+        }
+    }
+}
