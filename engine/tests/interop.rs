@@ -104,7 +104,7 @@ fn every_spec_example_imports_reimports_and_round_trips() {
     }
     // Known not to import or round-trip yet (docs/interop.md, "Not yet"): each is listed
     // with why, and must still fail, so that a fix updates this list.
-    let known: [(&str, &str); 4] = [
+    let known: [(&str, &str); 3] = [
         (
             "ex-exchange--01-",
             "a partial transfer of a resource the file names only by kind",
@@ -116,10 +116,6 @@ fn every_spec_example_imports_reimports_and_round_trips() {
         (
             "ex-planning--03-",
             "a recipe flow names a recipe process the file does not define",
-        ),
-        (
-            "ex-production--08-",
-            "one @id for several different nodes (merged, as JSON-LD does)",
         ),
     ];
     for f in &failures { eprintln!("FAIL {f}"); }

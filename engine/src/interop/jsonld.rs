@@ -1190,11 +1190,27 @@ impl<'a> Planner<'a> {
 
     fn run(mut self, mut ex: expand::Expanded) -> Result<ImportPlan, ImportError> {
         // Classes, and inverse properties turned around.
+        // Each class of a node at the position of the node object that gave it (a node with
+        // one @id for several node objects is merged, as JSON-LD does, but its event stands
+        // where the file writes the event), in document order.
         let mut typed: Vec<(Class, usize)> = Vec::new();
+        let mut position: HashMap<(Class, usize), usize> = HashMap::new();
         for (i, n) in ex.nodes.iter().enumerate() {
             let classes = Class::all(&n.types);
             if !classes.is_empty() {
-                typed.extend(classes.into_iter().map(|c| (c, i)));
+                for c in classes {
+                    let at = n
+                        .type_at
+                        .iter()
+                        .filter(|(t, _)| {
+                            Class::of(std::slice::from_ref(*t)).map(Class::kind) == Some(c.kind())
+                        })
+                        .map(|(_, at)| *at)
+                        .min()
+                        .unwrap_or(usize::MAX);
+                    position.insert((c, i), at);
+                    typed.push((c, i));
+                }
                 continue;
             }
             match n.types.is_empty() {
@@ -1214,6 +1230,7 @@ impl<'a> Planner<'a> {
                 )),
             }
         }
+        typed.sort_by_key(|k| position.get(k).copied().unwrap_or(usize::MAX));
         for (c, i) in &typed {
             if *c == Class::Unit {
                 self.unit_ids.insert(reflow_id(&ex.nodes[*i].id));
@@ -1276,7 +1293,7 @@ impl<'a> Planner<'a> {
                 ));
                 continue;
             }
-            self.at = *i;
+            self.at = position.get(&(*c, *i)).copied().unwrap_or(*i);
             let Some(conv) = self.convert(n, *c) else {
                 continue;
             };
