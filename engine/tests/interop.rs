@@ -104,21 +104,12 @@ fn every_spec_example_imports_reimports_and_round_trips() {
     }
     // Known not to import or round-trip yet (docs/interop.md, "Not yet"): each is listed
     // with why, and must still fail, so that a fix updates this list.
-    let known: [(&str, &str); 3] = [
+    let known: [(&str, &str); 1] = [
         (
             "ex-exchange--01-",
             "a partial transfer of a resource the file names only by kind",
         ),
-        (
-            "ex-planning--00-",
-            "an intent refers to a resource only a later event creates",
-        ),
-        (
-            "ex-planning--03-",
-            "a recipe flow names a recipe process the file does not define",
-        ),
     ];
-    for f in &failures { eprintln!("FAIL {f}"); }
     let mut unexpected = Vec::new();
     for (prefix, why) in known {
         match failures.iter().position(|f| f.starts_with(prefix)) {
@@ -564,4 +555,67 @@ fn imported_events_naming_others_need_an_admin() {
         .replace("urn:x:e1", "urn:x:e9");
     let e = interop::import_into(&mut member, &ghost, &opts(true)).expect_err("ghost agent");
     assert!(e.to_string().contains("ghost"), "{e}");
+}
+
+#[test]
+fn a_planned_flow_names_a_resource_a_later_event_makes_or_none_has() {
+    // c1 names the flour a later event of the file raises: linked, created after it. c2
+    // names a resource nothing has (a future one): the link is kept as written, reported,
+    // and exported again; the file still round-trips.
+    let text = r#"{"@context": {"@vocab": "https://w3id.org/valueflows/ont/vf#"}, "@graph": [
+        {"@id": "urn:x:ana", "@type": "Person", "name": "Ana"},
+        {"@id": "urn:x:c1", "@type": "Commitment", "action": "consume", "provider": "urn:x:ana",
+         "receiver": "urn:x:ana", "resourceInventoriedAs": "urn:x:flour",
+         "resourceQuantity": {"hasUnit": "kilogram", "hasNumericalValue": 2}},
+        {"@id": "urn:x:c2", "@type": "Commitment", "action": "produce", "provider": "urn:x:ana",
+         "receiver": "urn:x:ana", "resourceInventoriedAs": "urn:x:bread",
+         "resourceQuantity": {"hasUnit": "kilogram", "hasNumericalValue": 1}},
+        {"@id": "urn:x:e1", "@type": "EconomicEvent", "action": "raise", "provider": "urn:x:ana",
+         "receiver": "urn:x:ana", "resourceInventoriedAs": "urn:x:flour",
+         "resourceQuantity": {"hasUnit": "kilogram", "hasNumericalValue": 5}},
+        {"@id": "urn:x:flour", "@type": "EconomicResource", "name": "Flour"}]}"#;
+    let mut l = ledger();
+    let r = interop::import(&mut l, text, &opts(false)).expect("imports");
+    let c1 = l
+        .get::<reflow::Commitment>(&Id::from("urn:x:c1"))
+        .expect("c1");
+    assert_eq!(c1.resource_inventoried_as, Some(Id::from("urn:x:flour")));
+    let c2 = l
+        .get::<reflow::Commitment>(&Id::from("urn:x:c2"))
+        .expect("c2");
+    assert_eq!(c2.resource_inventoried_as, None);
+    assert_eq!(
+        c2.other_properties
+            .get("https://w3id.org/valueflows/ont/vf#resourceInventoriedAs"),
+        Some(&serde_json::json!([{"@id": "urn:x:bread"}]))
+    );
+    assert!(
+        r.notes.iter().any(|n| n.contains("urn:x:bread")),
+        "reported: {r}"
+    );
+    assert!(l.resource(&Id::from("urn:x:bread")).is_none(), "not invented");
+    assert_round_trip(&l, "planned flows");
+}
+
+#[test]
+fn a_recipe_process_named_but_not_described_is_created_on_request() {
+    let text = r#"{"@context": {"@vocab": "https://w3id.org/valueflows/ont/vf#"}, "@graph": [
+        {"@id": "urn:x:r", "@type": "Recipe", "name": "Bread",
+         "recipeIncludes": [{"@id": "urn:x:knead"}, {"@id": "urn:x:bake"}]},
+        {"@id": "urn:x:knead", "@type": "RecipeProcess", "name": "Knead"}]}"#;
+    let mut l = ledger();
+    let e = interop::import(&mut l, text, &opts(false)).expect_err("urn:x:bake is missing");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("node urn:x:r") && msg.contains("RecipeProcess urn:x:bake"),
+        "{msg}"
+    );
+    assert!(msg.contains("--create-missing"), "{msg}");
+    let r = interop::import(&mut l, text, &opts(true)).expect("with --create-missing");
+    assert_eq!(r.created_missing, vec!["RecipeProcess urn:x:bake".to_string()]);
+    let bake = l
+        .get::<reflow::RecipeProcess>(&Id::from("urn:x:bake"))
+        .expect("created");
+    assert_eq!(bake.name, "bake");
+    assert_round_trip(&l, "recipe");
 }

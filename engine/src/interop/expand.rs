@@ -530,6 +530,11 @@ fn node(
         values(&id, k, &iri, v, ctx, out, vocabulary, depth, &mut vals)?;
         props.push((iri, k.clone(), vals));
     }
+    // JSON-LD gives a property's values no order; the importer takes the first of several
+    // for a single-valued field. Values under a term come before those under a compact or
+    // absolute IRI (then document order), so that a Reflow export, which writes the value it
+    // models under the term and the others kept under the property's IRI, reads back alike.
+    props.sort_by_key(|(_, key, _)| key.contains(':'));
     let seq = out.seq;
     out.seq += 1;
     let n = out.node_mut(&id);

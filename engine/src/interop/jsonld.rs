@@ -225,6 +225,15 @@ fn export_id(id: &str) -> String {
     id.to_string()
 }
 
+/// The IRI of a Reflow id: the id itself if it is an IRI, else resolved against [`BASE`].
+fn full_iri(id: &str) -> String {
+    if id.contains(':') {
+        id.to_string()
+    } else {
+        format!("{BASE}{id}")
+    }
+}
+
 /// The Reflow id of a node's IRI: the IRI itself, or the part after [`BASE`].
 fn reflow_id(iri: &str) -> String {
     iri.strip_prefix(BASE).unwrap_or(iri).to_string()
@@ -786,6 +795,7 @@ fn kind_class(kind: ObjectKind) -> &'static str {
         ObjectKind::ResourceSpecification => "ResourceSpecification",
         ObjectKind::ProcessSpecification => "ProcessSpecification",
         ObjectKind::EconomicResource => "EconomicResource",
+        ObjectKind::RecipeProcess => "RecipeProcess",
         _ => "node",
     }
 }
@@ -1758,6 +1768,45 @@ impl<'a> Planner<'a> {
         let file_events: HashSet<String> = events.iter().map(|(i, _, _)| reflow_id(i)).collect();
         let (by_iri, by_id) = ledger_events(l);
 
+        // A planned flow (commitment, intent) may name the resource a future event will
+        // create or use: VF allows it, but a Reflow object refers only to what exists. If
+        // neither the ledger, the file's resources nor any event of the file has it, the link
+        // is kept as written (an unmodelled property, exported again), not refused or
+        // invented.
+        let event_resources: HashSet<String> = events
+            .iter()
+            .flat_map(|(_, e, created)| {
+                [&e.resource_inventoried_as, &e.to_resource_inventoried_as]
+                    .into_iter()
+                    .flatten()
+                    .map(|i| i.to_string())
+                    .chain(created.clone())
+            })
+            .collect();
+        let future = |r: &Id| {
+            !resources.contains_key(r.as_str())
+                && !event_resources.contains(r.as_str())
+                && !l.exists(ObjectKind::EconomicResource, r)
+        };
+        let mut objects = objects;
+        for (_, o) in objects.iter_mut() {
+            let (slot, other) = match o {
+                Obj::Commitment(c) => (&mut c.resource_inventoried_as, &mut c.other_properties),
+                Obj::Intent(i) => (&mut i.resource_inventoried_as, &mut i.other_properties),
+                _ => continue,
+            };
+            let Some(r) = slot.take_if(|r| future(r)) else {
+                continue;
+            };
+            let key = format!("{VF}resourceInventoriedAs");
+            other.insert(key.clone(), json!([{ "@id": full_iri(r.as_str()) }]));
+            *self.report.kept_properties.entry(key).or_default() += 1;
+            self.report.notes.push(format!(
+                "node {}: resourceInventoriedAs names {r}, which neither the file nor the ledger has (a resource a future event will make): kept as written, not linked",
+                o.id()
+            ));
+        }
+
         // Objects already present identically are skipped; present otherwise: refused.
         let mut to_create: Vec<(Class, Obj)> = Vec::new();
         for (c, mut o) in objects {
@@ -2019,6 +2068,7 @@ impl<'a> Planner<'a> {
                     | ObjectKind::ProcessSpecification
                     | ObjectKind::SpatialThing
                     | ObjectKind::EconomicResource
+                    | ObjectKind::RecipeProcess
             );
             if creatable && self.options.create_missing {
                 let name = local_name(&id).to_string();
@@ -2051,6 +2101,20 @@ impl<'a> Planner<'a> {
                         other_properties: OtherProperties::new(),
                     })),
                     ObjectKind::Plan => created_missing.push(Obj::Plan(Plan::new(id.as_str(), ""))),
+                    // A recipe names a recipe process (`recipeIncludes`) it does not describe:
+                    // the process is known by its IRI only (no flows, no specification).
+                    ObjectKind::RecipeProcess => {
+                        created_missing.push(Obj::RecipeProcess(RecipeProcess {
+                            id: Id::from(id.as_str()),
+                            name,
+                            process_conforms_to: None,
+                            process_classified_as: Vec::new(),
+                            has_duration: None,
+                            image: None,
+                            note: None,
+                            other_properties: OtherProperties::new(),
+                        }))
+                    }
                     _ => missing_resources.push(id.clone()),
                 }
                 continue;
