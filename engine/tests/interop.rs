@@ -619,3 +619,106 @@ fn a_recipe_process_named_but_not_described_is_created_on_request() {
     assert_eq!(bake.name, "bake");
     assert_round_trip(&l, "recipe");
 }
+
+/// Whether `iri` is an absolute URI by RFC 3986's characters: a scheme, then only
+/// unreserved and reserved characters and `%` followed by two hex digits (an IRI may add
+/// non-ASCII letters; the export escapes them, so a URI check is the stricter one).
+fn is_uri(iri: &str) -> bool {
+    let Some((scheme, rest)) = iri.split_once(':') else {
+        return false;
+    };
+    let mut s = scheme.chars();
+    if !s.next().is_some_and(|c| c.is_ascii_alphabetic())
+        || !s.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    {
+        return false;
+    }
+    let b = rest.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'%' {
+            if !(b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+            {
+                return false;
+            }
+            i += 3;
+            continue;
+        }
+        let ok = c.is_ascii_alphanumeric() || b"-._~:/?#[]@!$&'()*+,;=".contains(&c);
+        if !ok {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+#[test]
+fn exported_ids_are_iris_and_read_back() {
+    // A relationship's id is its JSON array [subject, relationship, object]; an agent's id
+    // may hold a space or a letter outside ASCII. Written relative to urn:reflow:, each is
+    // percent-encoded (RFC 3986) and decoded again on import.
+    let mut l = ledger();
+    l.create(Agent::person("Ana María", "Ana")).expect("ana");
+    l.create(Agent::organization("https://coop.example/", "Coop"))
+        .expect("coop");
+    l.create(reflow::AgentRelationshipRole {
+        id: Id::from("member"),
+        role_label: "is member of".into(),
+        inverse_role_label: None,
+        note: None,
+        other_properties: Default::default(),
+    })
+    .expect("role");
+    let rid = l
+        .create(reflow::AgentRelationship::new(
+            "Ana María",
+            "member",
+            "https://coop.example/",
+        ))
+        .expect("relationship");
+    assert!(rid.as_str().starts_with('['), "{rid}");
+    l.create(Unit::new("kg", "kilogram", "kg")).expect("kg");
+    l.record_event(
+        EconomicEvent::new(Action::Raise, "Ana María", "Ana María")
+            .quantity(3, "kg")
+            .creating(ResourceDescription::new("50% wool", "Wool")),
+    )
+    .expect("raise");
+    let doc = interop::export(&l);
+    let g = graph(&doc);
+    assert!(!g.triples.is_empty());
+    for (s, _, o) in &g.triples {
+        for t in [s, o] {
+            if let Some(iri) = t.strip_prefix('<').and_then(|t| t.strip_suffix('>')) {
+                assert!(is_uri(iri), "not an IRI: {iri}");
+            }
+        }
+    }
+    let rel = doc["@graph"]
+        .as_array()
+        .expect("graph")
+        .iter()
+        .find(|n| n["@type"] == "AgentRelationship")
+        .expect("the relationship");
+    let written = rel["@id"].as_str().expect("@id");
+    assert_eq!(
+        written,
+        "%5B%22Ana%20Mar%C3%ADa%22,%22member%22,%22https%3A%2F%2Fcoop.example%2F%22%5D"
+    );
+    // Read back: the same ids (no owl:sameAs for the relationship), the same graph.
+    let mut b = ledger();
+    let r = interop::import(&mut b, &doc.to_string(), &opts(false)).expect("imports");
+    assert!(r.created_missing.is_empty(), "{r}");
+    let back = b
+        .get::<reflow::AgentRelationship>(&rid)
+        .expect("the relationship, by its own id");
+    assert!(back.other_properties.is_empty(), "{back:?}");
+    assert_eq!(back.subject, Id::from("Ana María"));
+    assert!(b.get::<Agent>(&Id::from("Ana María")).is_some());
+    let wool = b.resource(&Id::from("50% wool")).expect("wool");
+    assert_eq!(wool.accounting_quantity.has_numerical_value.to_string(), "3");
+    assert_round_trip(&l, "percent-encoded ids");
+}

@@ -13,6 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -220,23 +221,111 @@ pub fn context() -> Value {
     Value::Object(c)
 }
 
-/// An id as an export writes it: Reflow's own ids relative to [`BASE`], IRIs as they are.
-fn export_id(id: &str) -> String {
-    id.to_string()
+/// What a Reflow id that is not an absolute IRI escapes when an export writes it relative
+/// to [`BASE`] (RFC 3986 percent-encoding, UTF-8; non-ASCII is always escaped): every ASCII
+/// character an IRI path segment may not hold (RFC 3987 `ipchar`: controls, space, `"`, `<`,
+/// `>`, `[`, `\`, `]`, `^`, `` ` ``, `{`, `|`, `}`), `%` itself (so that decoding gives the
+/// id back), `:` (a first segment with a colon reads as a scheme) and `/`, `?`, `#` (they
+/// would start a segment, the query or the fragment). A relationship's id
+/// `["ana","member","coop"]` is written `%5B%22ana%22,%22member%22,%22coop%22%5D`.
+const ESCAPED: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b':')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
+/// Whether `id` is an absolute IRI as it stands (a scheme, then no character an IRI may not
+/// hold, `%` only before two hex digits): the ids an import took from a file's IRIs.
+fn is_absolute_iri(id: &str) -> bool {
+    let Some((scheme, rest)) = id.split_once(':') else {
+        return false;
+    };
+    let mut s = scheme.chars();
+    if !s.next().is_some_and(|c| c.is_ascii_alphabetic())
+        || !s.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    {
+        return false;
+    }
+    let b = rest.as_bytes();
+    b.iter().enumerate().all(|(i, c)| match c {
+        b'%' => {
+            b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit)
+        }
+        b' ' | b'"' | b'<' | b'>' | b'[' | b']' | b'\\' | b'^' | b'`' | b'{' | b'|' | b'}' => {
+            false
+        }
+        c => !c.is_ascii_control(),
+    })
+}
+
+/// An id as an export writes it: an absolute IRI as it is, any other Reflow id
+/// percent-encoded ([`ESCAPED`]) to a relative IRI that resolves against [`BASE`].
+pub(crate) fn export_id(id: &str) -> String {
+    if is_absolute_iri(id) {
+        id.to_string()
+    } else {
+        utf8_percent_encode(id, ESCAPED).to_string()
+    }
 }
 
 /// The IRI of a Reflow id: the id itself if it is an IRI, else resolved against [`BASE`].
 fn full_iri(id: &str) -> String {
-    if id.contains(':') {
+    if is_absolute_iri(id) {
         id.to_string()
     } else {
-        format!("{BASE}{id}")
+        format!("{BASE}{}", export_id(id))
     }
 }
 
-/// The Reflow id of a node's IRI: the IRI itself, or the part after [`BASE`].
+/// The Reflow id of a node's IRI: the IRI itself, or the part after [`BASE`],
+/// percent-decoded (the inverse of [`export_id`]).
 fn reflow_id(iri: &str) -> String {
-    iri.strip_prefix(BASE).unwrap_or(iri).to_string()
+    match iri.strip_prefix(BASE) {
+        Some(rest) => percent_decode_str(rest)
+            .decode_utf8()
+            .map(|c| c.into_owned())
+            .unwrap_or_else(|_| rest.to_string()),
+        None => iri.to_string(),
+    }
+}
+
+/// Reference-valued terms of an export: their string values are ids, written by
+/// [`export_id`].
+fn is_ref_term(k: &str) -> bool {
+    expand::VF_OBJECT_PROPERTIES.contains(&k) || REFLOW_REFS.contains(&k)
+}
+
+/// Write the ids in `m`'s reference-valued fields (and in its measures' `hasUnit`) as
+/// [`export_id`] does.
+fn encode_refs(m: &mut Map<String, Value>) {
+    for (k, v) in m.iter_mut() {
+        match v {
+            Value::String(s) if is_ref_term(k) => *s = export_id(s),
+            Value::Array(a) if is_ref_term(k) => {
+                for x in a {
+                    if let Value::String(s) = x {
+                        *s = export_id(s);
+                    }
+                }
+            }
+            Value::Object(inner) => encode_refs(inner),
+            _ => {}
+        }
+    }
 }
 
 /// A JSON-LD node for `x`: `@id`, `@type`, its fields, its kept properties.
@@ -253,6 +342,7 @@ fn ld_node<T: Serialize>(x: &T, id: &str, ty: &str) -> Value {
         m.remove("name");
     }
     let other = m.remove("otherProperties");
+    encode_refs(&mut m);
     out.extend(m);
     if let Some(Value::Object(other)) = other {
         for (k, v) in other {
