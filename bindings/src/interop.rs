@@ -153,7 +153,6 @@ impl From<ReflowError> for ImportFailed {
     }
 }
 
-
 #[uniffi::export]
 impl ReflowNode {
     /// Import a ValueFlows JSON-LD document into `network`, all or nothing: checked whole
@@ -187,7 +186,12 @@ impl ReflowNode {
     /// `import_jsonld` reads back, into this or any ledger.
     pub fn export_jsonld(&self, network: String) -> Result<String> {
         let network = parse_network(&network)?;
-        self.with_node(|n| Ok(format!("{:#}", n.read(network, |r| interop::export(r.ledger()))?)))
+        self.with_node(|n| {
+            Ok(format!(
+                "{:#}",
+                n.read(network, |r| interop::export(r.ledger()))?
+            ))
+        })
     }
 
     /// One resource's trace (its provenance) as a ValueFlows JSON-LD document: the trace's

@@ -104,12 +104,10 @@ fn every_spec_example_imports_reimports_and_round_trips() {
     }
     // Known not to import or round-trip yet (docs/interop.md, "Not yet"): each is listed
     // with why, and must still fail, so that a fix updates this list.
-    let known: [(&str, &str); 1] = [
-        (
-            "ex-exchange--01-",
-            "a partial transfer of a resource the file names only by kind",
-        ),
-    ];
+    let known: [(&str, &str); 1] = [(
+        "ex-exchange--01-",
+        "a partial transfer of a resource the file names only by kind",
+    )];
     let mut unexpected = Vec::new();
     for (prefix, why) in known {
         match failures.iter().position(|f| f.starts_with(prefix)) {
@@ -593,7 +591,10 @@ fn a_planned_flow_names_a_resource_a_later_event_makes_or_none_has() {
         r.notes.iter().any(|n| n.contains("urn:x:bread")),
         "reported: {r}"
     );
-    assert!(l.resource(&Id::from("urn:x:bread")).is_none(), "not invented");
+    assert!(
+        l.resource(&Id::from("urn:x:bread")).is_none(),
+        "not invented"
+    );
     assert_round_trip(&l, "planned flows");
 }
 
@@ -612,7 +613,10 @@ fn a_recipe_process_named_but_not_described_is_created_on_request() {
     );
     assert!(msg.contains("--create-missing"), "{msg}");
     let r = interop::import(&mut l, text, &opts(true)).expect("with --create-missing");
-    assert_eq!(r.created_missing, vec!["RecipeProcess urn:x:bake".to_string()]);
+    assert_eq!(
+        r.created_missing,
+        vec!["RecipeProcess urn:x:bake".to_string()]
+    );
     let bake = l
         .get::<reflow::RecipeProcess>(&Id::from("urn:x:bake"))
         .expect("created");
@@ -719,6 +723,9 @@ fn exported_ids_are_iris_and_read_back() {
     assert_eq!(back.subject, Id::from("Ana María"));
     assert!(b.get::<Agent>(&Id::from("Ana María")).is_some());
     let wool = b.resource(&Id::from("50% wool")).expect("wool");
-    assert_eq!(wool.accounting_quantity.has_numerical_value.to_string(), "3");
+    assert_eq!(
+        wool.accounting_quantity.has_numerical_value.to_string(),
+        "3"
+    );
     assert_round_trip(&l, "percent-encoded ids");
 }

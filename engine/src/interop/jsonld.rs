@@ -265,9 +265,7 @@ fn is_absolute_iri(id: &str) -> bool {
             b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
                 && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit)
         }
-        b' ' | b'"' | b'<' | b'>' | b'[' | b']' | b'\\' | b'^' | b'`' | b'{' | b'|' | b'}' => {
-            false
-        }
+        b' ' | b'"' | b'<' | b'>' | b'[' | b']' | b'\\' | b'^' | b'`' | b'{' | b'|' | b'}' => false,
         c => !c.is_ascii_control(),
     })
 }

@@ -250,13 +250,16 @@ impl Ledger {
         let fulfilled = committed
             .as_ref()
             .and_then(|m| measure_of(t.total, &m.has_unit));
-        let conflict = t.over.take().map(|(event, competing)| Conflict::OverFulfilment {
-            commitment: c.id.clone(),
-            event,
-            committed: committed.clone().unwrap_or_else(|| Measure::new(0, "one")),
-            fulfilled: fulfilled.clone().unwrap_or_else(|| Measure::new(0, "one")),
-            competing,
-        });
+        let conflict = t
+            .over
+            .take()
+            .map(|(event, competing)| Conflict::OverFulfilment {
+                commitment: c.id.clone(),
+                event,
+                committed: committed.clone().unwrap_or_else(|| Measure::new(0, "one")),
+                fulfilled: fulfilled.clone().unwrap_or_else(|| Measure::new(0, "one")),
+                competing,
+            });
         let status = CommitmentStatus {
             id: c.id.clone(),
             progress: progress_of(committed.as_ref(), &t),
@@ -355,13 +358,16 @@ impl Ledger {
         let satisfied = wanted_m
             .as_ref()
             .and_then(|m| measure_of(t.total, &m.has_unit));
-        let conflict = t.over.take().map(|(by, competing)| Conflict::OverSatisfaction {
-            intent: i.id.clone(),
-            by,
-            wanted: wanted_m.clone().unwrap_or_else(|| Measure::new(0, "one")),
-            satisfied: satisfied.clone().unwrap_or_else(|| Measure::new(0, "one")),
-            competing,
-        });
+        let conflict = t
+            .over
+            .take()
+            .map(|(by, competing)| Conflict::OverSatisfaction {
+                intent: i.id.clone(),
+                by,
+                wanted: wanted_m.clone().unwrap_or_else(|| Measure::new(0, "one")),
+                satisfied: satisfied.clone().unwrap_or_else(|| Measure::new(0, "one")),
+                competing,
+            });
         let progress = progress_of(wanted_m.as_ref(), &t);
         let is_commitment = |id: &Id| commitments.iter().any(|(_, c)| &c.id == id);
         let (by_c, by_e): (Vec<Id>, Vec<Id>) =
@@ -411,13 +417,16 @@ impl Ledger {
         let settled = claimed
             .as_ref()
             .and_then(|m| measure_of(t.total, &m.has_unit));
-        let conflict = t.over.take().map(|(event, competing)| Conflict::OverSettlement {
-            claim: c.id.clone(),
-            event,
-            claimed: claimed.clone().unwrap_or_else(|| Measure::new(0, "one")),
-            settled: settled.clone().unwrap_or_else(|| Measure::new(0, "one")),
-            competing,
-        });
+        let conflict = t
+            .over
+            .take()
+            .map(|(event, competing)| Conflict::OverSettlement {
+                claim: c.id.clone(),
+                event,
+                claimed: claimed.clone().unwrap_or_else(|| Measure::new(0, "one")),
+                settled: settled.clone().unwrap_or_else(|| Measure::new(0, "one")),
+                competing,
+            });
         let status = ClaimStatus {
             id: c.id.clone(),
             progress: progress_of(claimed.as_ref(), &t),
