@@ -15,6 +15,7 @@
 //! executor (Python's asyncio, Kotlin coroutines, Swift concurrency) only awaits results.
 
 mod bundle;
+mod interop;
 mod logging;
 mod planning;
 mod records;
@@ -32,6 +33,7 @@ use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 
 pub use bundle::{verify_trace_bundle, VerifiedEventRecord, VerifiedTraceRecord};
+pub use interop::{ImportFailed, ImportOptionsInput, ImportProblemRecord, ImportReportRecord};
 pub use logging::{set_log_level, set_log_sink, LogLevel, LogRecord, LogSink};
 pub use planning::*;
 pub use records::*;

@@ -247,12 +247,39 @@ pub struct Planned {
 /// The outcome of folding satisfiers against a wanted quantity.
 #[derive(Debug, Default)]
 pub(crate) struct Tally {
+    /// What the counted satisfiers add up to, in the wanted unit: for a `transfer`, the
+    /// quantity of which both the rights and the custody have gone (see [`parts_of`]).
     pub total: Option<Quantity>,
+    /// The larger of the two parts' totals (equal to `total` but for a `transfer` fulfilled
+    /// by `transferAllRights` or `transferCustody`): whether anything has begun.
+    pub most: Option<Quantity>,
+    /// Whether counted satisfiers carry out every part of the action (for a `transfer`:
+    /// the rights and the custody; for any other action: one counted satisfier).
+    pub all_parts: bool,
     pub counted: Vec<Id>,
     pub not_counted: Vec<NotCounted>,
     /// The first satisfier that took the total over, and the earlier counted ones concurrent
     /// with it.
     pub over: Option<(Id, Vec<Id>)>,
+}
+
+/// Which parts of a target's `action` a satisfier of action `by` carries out: `(rights,
+/// custody)`, or `None` if it carries out none. ValueFlows defines `transfer` as "full
+/// rights and responsibilities plus physical custody", `transferAllRights` as the rights
+/// without custody and `transferCustody` as custody without the rights (vf-1.0.ttl; their
+/// effects in the action table add up to transfer's), so either one fulfils a transfer in
+/// part: a `transfer` is done when both parts are; and a `transfer` carries out a
+/// `transferAllRights` or a `transferCustody` whole (it gives both). Every other action is
+/// carried out only by itself.
+pub(crate) fn parts_of(action: crate::Action, by: crate::Action) -> Option<(bool, bool)> {
+    use crate::Action as A;
+    match (action, by) {
+        (a, b) if a == b => Some((true, true)),
+        (A::TransferAllRights | A::TransferCustody, A::Transfer) => Some((true, true)),
+        (A::Transfer, A::TransferAllRights) => Some((true, false)),
+        (A::Transfer, A::TransferCustody) => Some((false, true)),
+        _ => None,
+    }
 }
 
 /// One candidate of a tally: its order key (an event's, or a commitment's marker op), its id,
@@ -287,9 +314,12 @@ pub(crate) fn wanted_of<'a>(
 }
 
 /// Fold `candidates` (in the total order) against `wanted` (`is_resource`: whether it is a
-/// resource quantity) of a target of `action`. A candidate counts if its action is the
-/// target's and it carries the same kind of quantity in the same unit; with no wanted
-/// quantity every candidate of the action counts, with no total.
+/// resource quantity) of a target of `action`. A candidate counts if it carries out a part
+/// of the target's action ([`parts_of`]: its own action, or for a `transfer` a
+/// `transferAllRights` or `transferCustody`) and it carries the same kind of quantity in
+/// the same unit; with no wanted quantity every such candidate counts, with no total. Each
+/// part is summed on its own; the total is what both parts reached, and a part going over
+/// the wanted quantity is the over-fulfilment.
 pub(crate) fn tally(
     action: crate::Action,
     wanted: Option<(&Measure, bool)>,
@@ -298,15 +328,18 @@ pub(crate) fn tally(
 ) -> Tally {
     let mut t = Tally::default();
     let mut counted_keys: Vec<OrderKey> = Vec::new();
-    let mut sum = Quantity::ZERO;
+    // The rights part and the custody part (the same for every action but a transfer).
+    let mut sums = [Quantity::ZERO, Quantity::ZERO];
+    let mut seen = [false, false];
     for c in candidates {
-        if c.action != action {
+        let Some((rights, custody)) = parts_of(action, c.action) else {
             t.not_counted.push(NotCounted {
                 id: c.id,
                 reason: format!("its action is {}, not {action}", c.action),
             });
             continue;
-        }
+        };
+        let parts = [rights, custody];
         if let Some((w, is_resource)) = wanted {
             let q = if is_resource {
                 c.resource_quantity
@@ -328,14 +361,28 @@ pub(crate) fn tally(
                 });
                 continue;
             };
-            let Some(next) = sum.checked_add(q.has_numerical_value) else {
+            let mut next = sums;
+            let mut overflow = false;
+            for (i, part) in parts.iter().enumerate() {
+                if *part {
+                    match next[i].checked_add(q.has_numerical_value) {
+                        Some(x) => next[i] = x,
+                        None => overflow = true,
+                    }
+                }
+            }
+            if overflow {
                 t.not_counted.push(NotCounted {
                     id: c.id,
                     reason: "the total would overflow".into(),
                 });
                 continue;
-            };
-            if t.over.is_none() && next > w.has_numerical_value {
+            }
+            let over = parts
+                .iter()
+                .zip(next)
+                .any(|(part, x)| *part && x > w.has_numerical_value);
+            if t.over.is_none() && over {
                 let concurrent = causality.in_causal_past(&c.key, &counted_keys);
                 let competing = counted_keys
                     .iter()
@@ -345,14 +392,18 @@ pub(crate) fn tally(
                     .collect();
                 t.over = Some((c.id.clone(), competing));
             }
-            sum = next;
+            sums = next;
         }
+        seen[0] |= rights;
+        seen[1] |= custody;
         counted_keys.push(c.key);
         t.counted.push(c.id);
     }
     if wanted.is_some() {
-        t.total = Some(sum);
+        t.total = Some(sums[0].min(sums[1]));
+        t.most = Some(sums[0].max(sums[1]));
     }
+    t.all_parts = seen[0] && seen[1];
     t
 }
 
@@ -363,18 +414,19 @@ fn ids_of(ids: &[Id], keys: &[OrderKey], k: &OrderKey) -> Id {
         .unwrap_or_else(|| k.to_id())
 }
 
-/// The progress of `total` against `wanted`.
-pub(crate) fn progress_of(
-    wanted: Option<&Measure>,
-    total: Option<Quantity>,
-    any: bool,
-) -> Progress {
-    match (wanted, total) {
-        (Some(w), Some(t)) if t.value() >= w.has_numerical_value.value() && any => {
+/// The progress of a tally against `wanted`: fulfilled when the total reaches it (every
+/// part, for a transfer), partly when anything counted toward a part, else open.
+pub(crate) fn progress_of(wanted: Option<&Measure>, t: &Tally) -> Progress {
+    let any = !t.counted.is_empty();
+    match (wanted, t.total, t.most) {
+        (Some(w), Some(total), _)
+            if total.value() >= w.has_numerical_value.value() && t.all_parts =>
+        {
             Progress::Fulfilled
         }
-        (Some(_), Some(t)) if !t.value().is_zero() => Progress::Partly,
-        (None, _) if any => Progress::Fulfilled,
+        (Some(_), _, Some(most)) if !most.value().is_zero() => Progress::Partly,
+        (None, _, _) if t.all_parts => Progress::Fulfilled,
+        (None, _, _) if any => Progress::Partly,
         _ => Progress::Open,
     }
 }

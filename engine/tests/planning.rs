@@ -1729,3 +1729,102 @@ fn a_commitment_created_twice_concurrently_counts_what_either_creation_saw() {
     }
     assert_eq!(a.snapshot(), b.snapshot());
 }
+
+/// VF's `transfer` is the rights plus the custody (`transferAllRights` + `transferCustody`,
+/// vf-1.0.ttl): a transfer commitment is fulfilled in part by either, and fully once both
+/// parts reach the committed quantity (the spec's ex-exchange--07: the rights go by a
+/// `transferAllRights`, the apples by a transport process).
+#[test]
+fn a_transfer_is_fulfilled_by_its_rights_and_its_custody() {
+    let mut l = base();
+    l.record_event(
+        EconomicEvent::new(Action::Raise, "alice", "alice")
+            .conforms_to("apples")
+            .quantity(30, "kg")
+            .creating(ResourceDescription::new("lot", "Apples")),
+    )
+    .expect("raise");
+    let mut c = Commitment::new(Action::Transfer, "alice", "bob");
+    c.id = id("c");
+    c.resource_quantity = Some(m("30", "kg"));
+    l.create(c).expect("commitment");
+
+    let rights = l
+        .record_event(
+            EconomicEvent::new(Action::TransferAllRights, "alice", "bob")
+                .resource("lot")
+                .quantity(30, "kg")
+                .fulfilling("c"),
+        )
+        .expect("the rights part of the transfer");
+    let s = l.commitment_status(&id("c")).expect("status");
+    assert_eq!(s.progress, Progress::Partly, "{s:?}");
+    assert_eq!(s.fulfilled, Some(m("0", "kg")), "rights only: {s:?}");
+    assert_eq!(s.fulfilled_by, vec![rights.clone()]);
+    assert!(!s.is_done());
+
+    // Something that is neither part is refused.
+    let before = l.heads();
+    let e = l
+        .record_event(
+            EconomicEvent::new(Action::Move, "alice", "alice")
+                .resource("lot")
+                .quantity(30, "kg")
+                .fulfilling("c"),
+        )
+        .expect_err("a move is not part of a transfer");
+    assert!(
+        matches!(
+            &e,
+            Error::Planning(PlanningError::DoesNotMatch {
+                field: "fulfills",
+                ..
+            })
+        ),
+        "{e:?}"
+    );
+    assert_eq!(l.heads(), before);
+
+    let custody = l
+        .record_event(
+            EconomicEvent::new(Action::TransferCustody, "alice", "bob")
+                .resource("lot")
+                .quantity(30, "kg")
+                .fulfilling("c"),
+        )
+        .expect("the custody part");
+    let s = l.commitment_status(&id("c")).expect("status");
+    assert_eq!(s.progress, Progress::Fulfilled, "{s:?}");
+    assert_eq!(s.fulfilled, Some(m("30", "kg")));
+    assert_eq!(s.fulfilled_by, vec![rights, custody]);
+    assert!(l.conflicts().is_empty(), "{:?}", l.conflicts());
+
+    // A transferAllRights commitment is carried out whole by a transfer, not by custody.
+    let mut r = Commitment::new(Action::TransferAllRights, "bob", "alice");
+    r.id = id("r");
+    r.resource_quantity = Some(m("5", "kg"));
+    l.create(r).expect("commitment");
+    let e = l
+        .record_event(
+            EconomicEvent::new(Action::TransferCustody, "bob", "alice")
+                .resource("lot")
+                .quantity(5, "kg")
+                .fulfilling("r")
+                .creating(ResourceDescription::new("lot2", "Apples, lent")),
+        )
+        .expect_err("custody is not the rights");
+    assert!(
+        matches!(&e, Error::Planning(PlanningError::DoesNotMatch { .. })),
+        "{e:?}"
+    );
+    l.record_event(
+        EconomicEvent::new(Action::Transfer, "bob", "alice")
+            .resource("lot")
+            .quantity(5, "kg")
+            .fulfilling("r")
+            .creating(ResourceDescription::new("lot2", "Apples, returned")),
+    )
+    .expect("a transfer gives the rights");
+    let s = l.commitment_status(&id("r")).expect("status");
+    assert_eq!(s.progress, Progress::Fulfilled, "{s:?}");
+}

@@ -105,6 +105,10 @@ pub struct Node {
     pub props: Props,
     /// The compact key each property IRI was spelled with first (to name fields in errors).
     pub spelled: BTreeMap<String, String>,
+    /// For each of its `@type`s, the position (in document order of node objects) of the
+    /// node object that gave it first: where a node with one `@id` but several node objects
+    /// (which JSON-LD merges into one) stands as a node of that class.
+    pub type_at: BTreeMap<String, usize>,
 }
 
 /// Normalise the examples' `http:` ValueFlows namespace to the ontology's `https:`.
@@ -192,20 +196,26 @@ impl Context {
         Ok(())
     }
 
-    /// Define `k`; false if it depends on a prefix not yet defined in this context object.
+    /// Define `k`; false if it depends on a prefix not yet defined in this context object
+    /// (in its IRI or in its datatype: `{"@type": "xsd:decimal"}` needs `xsd`).
     fn define(&mut self, k: &str, v: &Value) -> Result<bool, Problem> {
-        let target = match v {
-            Value::String(s) => Some(s.as_str()),
-            Value::Object(o) => o.get("@id").and_then(Value::as_str),
-            _ => None,
+        let targets: Vec<&str> = match v {
+            Value::String(s) => vec![s.as_str()],
+            Value::Object(o) => ["@id", "@type"]
+                .iter()
+                .filter_map(|key| o.get(*key).and_then(Value::as_str))
+                .collect(),
+            _ => Vec::new(),
         };
-        if let Some(t) = target {
+        for t in targets {
             if let Some((p, _)) = t.split_once(':') {
+                let well_known =
+                    self.well_known && WELL_KNOWN_PREFIXES.iter().any(|(w, _)| *w == p);
                 if !t.contains("://")
                     && p != k
                     && !self.terms.contains_key(p)
                     && !p.starts_with('_')
-                    && WELL_KNOWN_PREFIXES.iter().all(|(w, _)| *w != p)
+                    && !well_known
                 {
                     return Ok(false);
                 }
@@ -376,6 +386,8 @@ pub struct Expanded {
     pub nodes: Vec<Node>,
     index: HashMap<String, usize>,
     blank: usize,
+    /// Node objects read so far.
+    seq: usize,
 }
 
 impl Expanded {
@@ -518,8 +530,16 @@ fn node(
         values(&id, k, &iri, v, ctx, out, vocabulary, depth, &mut vals)?;
         props.push((iri, k.clone(), vals));
     }
+    // JSON-LD gives a property's values no order; the importer takes the first of several
+    // for a single-valued field. Values under a term come before those under a compact or
+    // absolute IRI (then document order), so that a Reflow export, which writes the value it
+    // models under the term and the others kept under the property's IRI, reads back alike.
+    props.sort_by_key(|(_, key, _)| key.contains(':'));
+    let seq = out.seq;
+    out.seq += 1;
     let n = out.node_mut(&id);
     for t in types {
+        n.type_at.entry(t.clone()).or_insert(seq);
         if !n.types.contains(&t) {
             n.types.push(t);
         }

@@ -13,6 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -220,14 +221,109 @@ pub fn context() -> Value {
     Value::Object(c)
 }
 
-/// An id as an export writes it: Reflow's own ids relative to [`BASE`], IRIs as they are.
-fn export_id(id: &str) -> String {
-    id.to_string()
+/// What a Reflow id that is not an absolute IRI escapes when an export writes it relative
+/// to [`BASE`] (RFC 3986 percent-encoding, UTF-8; non-ASCII is always escaped): every ASCII
+/// character an IRI path segment may not hold (RFC 3987 `ipchar`: controls, space, `"`, `<`,
+/// `>`, `[`, `\`, `]`, `^`, `` ` ``, `{`, `|`, `}`), `%` itself (so that decoding gives the
+/// id back), `:` (a first segment with a colon reads as a scheme) and `/`, `?`, `#` (they
+/// would start a segment, the query or the fragment). A relationship's id
+/// `["ana","member","coop"]` is written `%5B%22ana%22,%22member%22,%22coop%22%5D`.
+const ESCAPED: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b':')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
+/// Whether `id` is an absolute IRI as it stands (a scheme, then no character an IRI may not
+/// hold, `%` only before two hex digits): the ids an import took from a file's IRIs.
+fn is_absolute_iri(id: &str) -> bool {
+    let Some((scheme, rest)) = id.split_once(':') else {
+        return false;
+    };
+    let mut s = scheme.chars();
+    if !s.next().is_some_and(|c| c.is_ascii_alphabetic())
+        || !s.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    {
+        return false;
+    }
+    let b = rest.as_bytes();
+    b.iter().enumerate().all(|(i, c)| match c {
+        b'%' => {
+            b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit)
+        }
+        b' ' | b'"' | b'<' | b'>' | b'[' | b']' | b'\\' | b'^' | b'`' | b'{' | b'|' | b'}' => false,
+        c => !c.is_ascii_control(),
+    })
 }
 
-/// The Reflow id of a node's IRI: the IRI itself, or the part after [`BASE`].
+/// An id as an export writes it: an absolute IRI as it is, any other Reflow id
+/// percent-encoded ([`ESCAPED`]) to a relative IRI that resolves against [`BASE`].
+pub(crate) fn export_id(id: &str) -> String {
+    if is_absolute_iri(id) {
+        id.to_string()
+    } else {
+        utf8_percent_encode(id, ESCAPED).to_string()
+    }
+}
+
+/// The IRI of a Reflow id: the id itself if it is an IRI, else resolved against [`BASE`].
+fn full_iri(id: &str) -> String {
+    if is_absolute_iri(id) {
+        id.to_string()
+    } else {
+        format!("{BASE}{}", export_id(id))
+    }
+}
+
+/// The Reflow id of a node's IRI: the IRI itself, or the part after [`BASE`],
+/// percent-decoded (the inverse of [`export_id`]).
 fn reflow_id(iri: &str) -> String {
-    iri.strip_prefix(BASE).unwrap_or(iri).to_string()
+    match iri.strip_prefix(BASE) {
+        Some(rest) => percent_decode_str(rest)
+            .decode_utf8()
+            .map(|c| c.into_owned())
+            .unwrap_or_else(|_| rest.to_string()),
+        None => iri.to_string(),
+    }
+}
+
+/// Reference-valued terms of an export: their string values are ids, written by
+/// [`export_id`].
+fn is_ref_term(k: &str) -> bool {
+    expand::VF_OBJECT_PROPERTIES.contains(&k) || REFLOW_REFS.contains(&k)
+}
+
+/// Write the ids in `m`'s reference-valued fields (and in its measures' `hasUnit`) as
+/// [`export_id`] does.
+fn encode_refs(m: &mut Map<String, Value>) {
+    for (k, v) in m.iter_mut() {
+        match v {
+            Value::String(s) if is_ref_term(k) => *s = export_id(s),
+            Value::Array(a) if is_ref_term(k) => {
+                for x in a {
+                    if let Value::String(s) = x {
+                        *s = export_id(s);
+                    }
+                }
+            }
+            Value::Object(inner) => encode_refs(inner),
+            _ => {}
+        }
+    }
 }
 
 /// A JSON-LD node for `x`: `@id`, `@type`, its fields, its kept properties.
@@ -244,6 +340,7 @@ fn ld_node<T: Serialize>(x: &T, id: &str, ty: &str) -> Value {
         m.remove("name");
     }
     let other = m.remove("otherProperties");
+    encode_refs(&mut m);
     out.extend(m);
     if let Some(Value::Object(other)) = other {
         for (k, v) in other {
@@ -786,6 +883,7 @@ fn kind_class(kind: ObjectKind) -> &'static str {
         ObjectKind::ResourceSpecification => "ResourceSpecification",
         ObjectKind::ProcessSpecification => "ProcessSpecification",
         ObjectKind::EconomicResource => "EconomicResource",
+        ObjectKind::RecipeProcess => "RecipeProcess",
         _ => "node",
     }
 }
@@ -1190,11 +1288,27 @@ impl<'a> Planner<'a> {
 
     fn run(mut self, mut ex: expand::Expanded) -> Result<ImportPlan, ImportError> {
         // Classes, and inverse properties turned around.
+        // Each class of a node at the position of the node object that gave it (a node with
+        // one @id for several node objects is merged, as JSON-LD does, but its event stands
+        // where the file writes the event), in document order.
         let mut typed: Vec<(Class, usize)> = Vec::new();
+        let mut position: HashMap<(Class, usize), usize> = HashMap::new();
         for (i, n) in ex.nodes.iter().enumerate() {
             let classes = Class::all(&n.types);
             if !classes.is_empty() {
-                typed.extend(classes.into_iter().map(|c| (c, i)));
+                for c in classes {
+                    let at = n
+                        .type_at
+                        .iter()
+                        .filter(|(t, _)| {
+                            Class::of(std::slice::from_ref(*t)).map(Class::kind) == Some(c.kind())
+                        })
+                        .map(|(_, at)| *at)
+                        .min()
+                        .unwrap_or(usize::MAX);
+                    position.insert((c, i), at);
+                    typed.push((c, i));
+                }
                 continue;
             }
             match n.types.is_empty() {
@@ -1214,6 +1328,7 @@ impl<'a> Planner<'a> {
                 )),
             }
         }
+        typed.sort_by_key(|k| position.get(k).copied().unwrap_or(usize::MAX));
         for (c, i) in &typed {
             if *c == Class::Unit {
                 self.unit_ids.insert(reflow_id(&ex.nodes[*i].id));
@@ -1276,7 +1391,7 @@ impl<'a> Planner<'a> {
                 ));
                 continue;
             }
-            self.at = *i;
+            self.at = position.get(&(*c, *i)).copied().unwrap_or(*i);
             let Some(conv) = self.convert(n, *c) else {
                 continue;
             };
@@ -1741,6 +1856,45 @@ impl<'a> Planner<'a> {
         let file_events: HashSet<String> = events.iter().map(|(i, _, _)| reflow_id(i)).collect();
         let (by_iri, by_id) = ledger_events(l);
 
+        // A planned flow (commitment, intent) may name the resource a future event will
+        // create or use: VF allows it, but a Reflow object refers only to what exists. If
+        // neither the ledger, the file's resources nor any event of the file has it, the link
+        // is kept as written (an unmodelled property, exported again), not refused or
+        // invented.
+        let event_resources: HashSet<String> = events
+            .iter()
+            .flat_map(|(_, e, created)| {
+                [&e.resource_inventoried_as, &e.to_resource_inventoried_as]
+                    .into_iter()
+                    .flatten()
+                    .map(|i| i.to_string())
+                    .chain(created.clone())
+            })
+            .collect();
+        let future = |r: &Id| {
+            !resources.contains_key(r.as_str())
+                && !event_resources.contains(r.as_str())
+                && !l.exists(ObjectKind::EconomicResource, r)
+        };
+        let mut objects = objects;
+        for (_, o) in objects.iter_mut() {
+            let (slot, other) = match o {
+                Obj::Commitment(c) => (&mut c.resource_inventoried_as, &mut c.other_properties),
+                Obj::Intent(i) => (&mut i.resource_inventoried_as, &mut i.other_properties),
+                _ => continue,
+            };
+            let Some(r) = slot.take_if(|r| future(r)) else {
+                continue;
+            };
+            let key = format!("{VF}resourceInventoriedAs");
+            other.insert(key.clone(), json!([{ "@id": full_iri(r.as_str()) }]));
+            *self.report.kept_properties.entry(key).or_default() += 1;
+            self.report.notes.push(format!(
+                "node {}: resourceInventoriedAs names {r}, which neither the file nor the ledger has (a resource a future event will make): kept as written, not linked",
+                o.id()
+            ));
+        }
+
         // Objects already present identically are skipped; present otherwise: refused.
         let mut to_create: Vec<(Class, Obj)> = Vec::new();
         for (c, mut o) in objects {
@@ -2002,6 +2156,7 @@ impl<'a> Planner<'a> {
                     | ObjectKind::ProcessSpecification
                     | ObjectKind::SpatialThing
                     | ObjectKind::EconomicResource
+                    | ObjectKind::RecipeProcess
             );
             if creatable && self.options.create_missing {
                 let name = local_name(&id).to_string();
@@ -2034,6 +2189,20 @@ impl<'a> Planner<'a> {
                         other_properties: OtherProperties::new(),
                     })),
                     ObjectKind::Plan => created_missing.push(Obj::Plan(Plan::new(id.as_str(), ""))),
+                    // A recipe names a recipe process (`recipeIncludes`) it does not describe:
+                    // the process is known by its IRI only (no flows, no specification).
+                    ObjectKind::RecipeProcess => {
+                        created_missing.push(Obj::RecipeProcess(RecipeProcess {
+                            id: Id::from(id.as_str()),
+                            name,
+                            process_conforms_to: None,
+                            process_classified_as: Vec::new(),
+                            has_duration: None,
+                            image: None,
+                            note: None,
+                            other_properties: OtherProperties::new(),
+                        }))
+                    }
                     _ => missing_resources.push(id.clone()),
                 }
                 continue;

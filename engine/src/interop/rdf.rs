@@ -146,4 +146,20 @@ mod tests {
         // The measure's content names it: its link and both its triples differ.
         assert_eq!((only_a.len(), only_c.len()), (3, 3));
     }
+
+    #[test]
+    fn a_datatype_named_by_a_prefix_defined_later_in_the_context() {
+        // JSON-LD: term definitions do not depend on their order in the context object.
+        let doc = json!({"@context": {"@vocab": "https://w3id.org/valueflows/ont/vf#",
+            "hasNumericalValue": {"@type": "xsd:decimal"},
+            "xsd": "http://www.w3.org/2001/XMLSchema#"},
+            "@id": "urn:x:m", "hasNumericalValue": "1.8"});
+        let g = Graph::from_document(&doc).expect("graph");
+        assert!(
+            g.to_ntriples()
+                .contains("\"1.8\"^^<http://www.w3.org/2001/XMLSchema#decimal>"),
+            "{}",
+            g.to_ntriples()
+        );
+    }
 }

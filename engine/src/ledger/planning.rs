@@ -155,7 +155,7 @@ impl Ledger {
                      r: Option<&Measure>,
                      f: Option<&Measure>|
          -> Result<()> {
-            if action != e.action {
+            if crate::planning::parts_of(action, e.action).is_none() {
                 return Err(mismatch(
                     field,
                     kind,
@@ -250,16 +250,19 @@ impl Ledger {
         let fulfilled = committed
             .as_ref()
             .and_then(|m| measure_of(t.total, &m.has_unit));
-        let conflict = t.over.map(|(event, competing)| Conflict::OverFulfilment {
-            commitment: c.id.clone(),
-            event,
-            committed: committed.clone().unwrap_or_else(|| Measure::new(0, "one")),
-            fulfilled: fulfilled.clone().unwrap_or_else(|| Measure::new(0, "one")),
-            competing,
-        });
+        let conflict = t
+            .over
+            .take()
+            .map(|(event, competing)| Conflict::OverFulfilment {
+                commitment: c.id.clone(),
+                event,
+                committed: committed.clone().unwrap_or_else(|| Measure::new(0, "one")),
+                fulfilled: fulfilled.clone().unwrap_or_else(|| Measure::new(0, "one")),
+                competing,
+            });
         let status = CommitmentStatus {
             id: c.id.clone(),
-            progress: progress_of(committed.as_ref(), t.total, !t.counted.is_empty()),
+            progress: progress_of(committed.as_ref(), &t),
             percent: percent_of(committed.as_ref(), t.total),
             committed,
             fulfilled,
@@ -355,23 +358,23 @@ impl Ledger {
         let satisfied = wanted_m
             .as_ref()
             .and_then(|m| measure_of(t.total, &m.has_unit));
-        let conflict = t.over.map(|(by, competing)| Conflict::OverSatisfaction {
-            intent: i.id.clone(),
-            by,
-            wanted: wanted_m.clone().unwrap_or_else(|| Measure::new(0, "one")),
-            satisfied: satisfied.clone().unwrap_or_else(|| Measure::new(0, "one")),
-            competing,
-        });
+        let conflict = t
+            .over
+            .take()
+            .map(|(by, competing)| Conflict::OverSatisfaction {
+                intent: i.id.clone(),
+                by,
+                wanted: wanted_m.clone().unwrap_or_else(|| Measure::new(0, "one")),
+                satisfied: satisfied.clone().unwrap_or_else(|| Measure::new(0, "one")),
+                competing,
+            });
+        let progress = progress_of(wanted_m.as_ref(), &t);
         let is_commitment = |id: &Id| commitments.iter().any(|(_, c)| &c.id == id);
         let (by_c, by_e): (Vec<Id>, Vec<Id>) =
             t.counted.into_iter().partition(|id| is_commitment(id));
         let status = IntentStatus {
             id: i.id.clone(),
-            progress: progress_of(
-                wanted_m.as_ref(),
-                t.total,
-                !(by_c.is_empty() && by_e.is_empty()),
-            ),
+            progress,
             wanted: wanted_m,
             satisfied,
             satisfied_by_commitments: by_c,
@@ -414,16 +417,19 @@ impl Ledger {
         let settled = claimed
             .as_ref()
             .and_then(|m| measure_of(t.total, &m.has_unit));
-        let conflict = t.over.map(|(event, competing)| Conflict::OverSettlement {
-            claim: c.id.clone(),
-            event,
-            claimed: claimed.clone().unwrap_or_else(|| Measure::new(0, "one")),
-            settled: settled.clone().unwrap_or_else(|| Measure::new(0, "one")),
-            competing,
-        });
+        let conflict = t
+            .over
+            .take()
+            .map(|(event, competing)| Conflict::OverSettlement {
+                claim: c.id.clone(),
+                event,
+                claimed: claimed.clone().unwrap_or_else(|| Measure::new(0, "one")),
+                settled: settled.clone().unwrap_or_else(|| Measure::new(0, "one")),
+                competing,
+            });
         let status = ClaimStatus {
             id: c.id.clone(),
-            progress: progress_of(claimed.as_ref(), t.total, !t.counted.is_empty()),
+            progress: progress_of(claimed.as_ref(), &t),
             claimed,
             settled,
             settled_by: t.counted,
