@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{Map, Value};
 
-use super::jsonld::Problem;
+use super::problem::Problem;
 
 /// The ValueFlows namespace (of the ontology, `vf-1.0.ttl`).
 pub const VF: &str = "https://w3id.org/valueflows/ont/vf#";

@@ -6,6 +6,7 @@
 pub mod bundle;
 mod expand;
 pub mod jsonld;
+mod problem;
 pub mod rdf;
 pub mod units;
 
