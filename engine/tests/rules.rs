@@ -677,10 +677,44 @@ fn deliver(network: NetworkId, history: &[SignedChange], order: &[usize], batch:
     r
 }
 
+/// Heads, quarantine and conflicts, to compare replicas. A change refused because its device
+/// equivocated or forked is compared by that verdict and device; the proof it names (`other`)
+/// must be another refused change of the same device, but which one depends on the fork a
+/// replica saw first (docs/security.md, "A fork is an equivocation too"): a device that forked
+/// several times has several valid proofs.
 fn verdicts(r: &Replica) -> (Vec<ChangeHash>, BTreeMap<String, String>, Vec<Conflict>) {
+    let refused: BTreeMap<ChangeHash, Option<DeviceId>> = r
+        .quarantine()
+        .map(|q| {
+            (
+                q.change.hash(),
+                DeviceId::of_actor(q.change.change.actor_id()),
+            )
+        })
+        .collect();
     let quarantine = r
         .quarantine()
-        .map(|q| (q.change.hash().to_string(), format!("{:?}", q.reason)))
+        .map(|q| {
+            let verdict = match &q.reason {
+                Rejection::Forked { device, other } | Rejection::Equivocation { device, other } => {
+                    let other: ChangeHash = other.parse().expect("the proof is a change hash");
+                    assert_eq!(
+                        refused.get(&other),
+                        Some(&Some(*device)),
+                        "{} names {other} as its proof: not a refused change of {device}",
+                        q.change.hash()
+                    );
+                    let kind = if matches!(q.reason, Rejection::Forked { .. }) {
+                        "forked"
+                    } else {
+                        "equivocation"
+                    };
+                    format!("{kind} by {device}")
+                }
+                other => format!("{other:?}"),
+            };
+            (q.change.hash().to_string(), verdict)
+        })
         .collect();
     (r.ledger().heads(), quarantine, r.ledger().conflicts())
 }

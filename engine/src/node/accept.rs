@@ -21,25 +21,19 @@ impl Inner {
     /// Handle an incoming connection: the handshake (iroh refuses unknown ALPNs), the
     /// membership check, the first frame.
     pub(super) async fn accept(self: Arc<Self>, incoming: Incoming) {
+        let handshake_failed = |e: &dyn std::fmt::Display| {
+            warn!(error = %e, "incoming handshake failed (no common ALPN: a node of another network or protocol version?)");
+            self.emit(NodeEvent::HandshakeFailed {
+                detail: e.to_string(),
+            });
+        };
         let mut accepting = match incoming.accept() {
             Ok(a) => a,
-            Err(e) => {
-                warn!(error = %e, "incoming handshake failed (no common ALPN: a node of another network or protocol version?)");
-                self.emit(NodeEvent::HandshakeFailed {
-                    detail: e.to_string(),
-                });
-                return;
-            }
+            Err(e) => return handshake_failed(&e),
         };
         let alpn = match accepting.alpn().await {
             Ok(a) => a,
-            Err(e) => {
-                warn!(error = %e, "incoming handshake failed (no common ALPN: a node of another network or protocol version?)");
-                self.emit(NodeEvent::HandshakeFailed {
-                    detail: e.to_string(),
-                });
-                return;
-            }
+            Err(e) => return handshake_failed(&e),
         };
         let conn = match accepting.await {
             Ok(c) => c,
