@@ -589,7 +589,7 @@ async fn sigkill_mid_write() {
     phase.report(
         wanted,
         wanted,
-        &format!(" ({in_compaction} of them inside a compaction that followed a write)"),
+        &format!(" ({in_compaction} of them inside a compaction the write had started)"),
     );
 }
 

@@ -403,6 +403,8 @@ async fn converge_all(nodes: &[Node], network: NetworkId, seed: u64) -> Vec<Chan
         .collect();
     let deadline = tokio::time::Instant::now() + timeout;
     let heads = loop {
+        // Updates that arrive from here on wake the wait below: none is missed.
+        while rx.try_recv().is_ok() {}
         let heads: Vec<Vec<ChangeHash>> = nodes
             .iter()
             .map(|n| {
@@ -417,11 +419,24 @@ async fn converge_all(nodes: &[Node], network: NetworkId, seed: u64) -> Vec<Chan
                 break heads[0].clone();
             }
         }
-        // Drain what arrived meanwhile, then wait for the next update.
-        while rx.try_recv().is_ok() {}
         if tokio::time::timeout_at(deadline, rx.recv()).await.is_err() {
-            let counts: Vec<_> = nodes.iter().map(|n| fingerprint(n, network).2).collect();
-            panic!("seed {seed:#x}: no convergence after {timeout:?}: events per node {counts:?}");
+            let prints: Vec<_> = nodes.iter().map(|n| fingerprint(n, network)).collect();
+            let differ: Vec<String> = prints
+                .iter()
+                .enumerate()
+                .map(|(n, p)| {
+                    format!(
+                        "node {n}: {} heads{}, {} events{}, views {}, members {}",
+                        p.0.len(),
+                        if p.0 == prints[0].0 { "" } else { " (differ)" },
+                        p.2,
+                        if p.2 == prints[0].2 { "" } else { " (differ)" },
+                        if p.1 == prints[0].1 { "same" } else { "differ" },
+                        if p.3 == prints[0].3 { "same" } else { "differ" },
+                    )
+                })
+                .collect();
+            panic!("seed {seed:#x}: no convergence after {timeout:?} (compared with node 0): {differ:#?}");
         }
     };
     for f in forwarders {
