@@ -59,7 +59,7 @@ use crate::net::{
     read_frame, read_frame_limited, write_frame, NetError, NetResult, PeerAddr, ReadFrameError,
 };
 use crate::replica::Replica;
-use crate::store::{DurableReplica, Store};
+use crate::store::{CompactionPolicy, DurableReplica, Store};
 use crate::sync::{Frame, RefuseCode, SyncError, SyncSession, MAX_FRAME_LEN, MAX_REDEEM_LEN};
 use crate::vf::{Agent, Id, NewEvent};
 
@@ -145,11 +145,16 @@ pub struct NodeConfig {
     /// Redial the members this node was connected to when it opens and after a connection
     /// is lost, with this backoff ([`reconnect`]); `None`: only connect when asked.
     pub reconnect: Option<Backoff>,
+    /// When each replica folds its stored changes into a snapshot by itself (by size or
+    /// change count; [`CompactionPolicy::default`] keeps the store within twice the saved
+    /// document plus 256 KiB). Tests use a small policy to compact often.
+    pub compaction: CompactionPolicy,
 }
 
 impl NodeConfig {
     /// Defaults: every interface, public relays, port mapping on, local-network discovery on,
-    /// automatic reconnection ([`Backoff::default`]), 10 s connect timeout.
+    /// automatic reconnection ([`Backoff::default`]), 10 s connect timeout, automatic
+    /// compaction ([`CompactionPolicy::default`]).
     ///
     /// With a bind port of 0, a node reopened from the same data directory first tries the
     /// port it had last time, so that peers that know its address reach it again.
@@ -163,6 +168,7 @@ impl NodeConfig {
             connect_timeout: Duration::from_secs(10),
             mdns: true,
             reconnect: Some(Backoff::default()),
+            compaction: CompactionPolicy::default(),
         }
     }
 
@@ -390,6 +396,7 @@ impl Node {
                 }
             };
             let mut replica = replica;
+            replica.set_compaction_policy(config.compaction);
             span.in_scope(|| migrate_if_admin(&mut replica));
             let net = Net::new(replica, events.clone());
             span.in_scope(|| net.load_book(device));
@@ -908,7 +915,8 @@ impl Inner {
     }
 
     /// Add a replica and serve its ALPN.
-    fn install(&self, replica: DurableReplica) -> Arc<Net> {
+    fn install(&self, mut replica: DurableReplica) -> Arc<Net> {
+        replica.set_compaction_policy(self.config.compaction);
         let net = Arc::new(Net::new(replica, self.events.clone()));
         net.load_book(self.device);
         let mut nets = self
