@@ -104,10 +104,7 @@ fn every_spec_example_imports_reimports_and_round_trips() {
     }
     // Known not to import or round-trip yet (docs/interop.md, "Not yet"): each is listed
     // with why, and must still fail, so that a fix updates this list.
-    let known: [(&str, &str); 1] = [(
-        "ex-exchange--01-",
-        "a partial transfer of a resource the file names only by kind",
-    )];
+    let known: [(&str, &str); 0] = [];
     let mut unexpected = Vec::new();
     for (prefix, why) in known {
         match failures.iter().position(|f| f.starts_with(prefix)) {
@@ -211,6 +208,85 @@ fn exchange_with_snapshots_gets_opening_balances() {
             .any(|x| x == "Person https://alice.example"),
         "{r}"
     );
+}
+
+#[test]
+fn a_payment_out_of_an_undescribed_account_tracks_only_the_payer() {
+    // ex-exchange--01: Carol pays 5 out of her bank account, which the file names but does
+    // not describe, to the store, with no to-resource. Refused without --create-missing;
+    // with it, the account is tracked from zero (an opening balance of 0, then -5: its
+    // balance before the file is unknown), and the store's side is a resource the payment
+    // creates holding the 5 received; the account stays Carol's (no whole handover).
+    let file = read("ex-exchange--01-simple-retail-exchange-without-commitments.jsonld");
+    let mut m = ledger();
+    let e = interop::import(&mut m, &file, &opts(false)).expect_err("refused");
+    assert!(
+        e.to_string()
+            .contains("https://carol.example/e56fd654-7b94-4d96-8e60-de39e08329a7"),
+        "{e}"
+    );
+    assert_eq!(m.event_count(), 0);
+
+    let mut l = ledger();
+    let r = interop::import(&mut l, &file, &opts(true)).expect("imports");
+    let account = Id::from("https://carol.example/e56fd654-7b94-4d96-8e60-de39e08329a7");
+    let received =
+        Id::from("https://store.example/2342d456-5d6f-46d5-a7ed-3ac7bfd5a86c#toResource");
+    let a = l.resource(&account).expect("the account");
+    assert_eq!(a.accounting_quantity.has_numerical_value.to_string(), "-5");
+    assert_eq!(a.onhand_quantity.has_numerical_value.to_string(), "-5");
+    assert_eq!(
+        a.primary_accountable.as_ref().map(Id::as_str),
+        Some("https://carol.example/"),
+        "the account did not change hands"
+    );
+    assert_eq!(
+        a.custodian.as_ref().map(Id::as_str),
+        Some("https://carol.example/")
+    );
+    let s = l.resource(&received).expect("the store's side");
+    assert_eq!(s.accounting_quantity.has_numerical_value.to_string(), "5");
+    assert_eq!(
+        s.primary_accountable.as_ref().map(Id::as_str),
+        Some("https://store.example/")
+    );
+    assert_eq!(
+        s.conforms_to.as_ref().map(Id::as_str),
+        Some("http://www.wikidata.org/entity/Q4917")
+    );
+    let payment = l
+        .events(&EventFilter::default())
+        .into_iter()
+        .find(|e| {
+            e.imported_from.as_deref()
+                == Some("https://store.example/2342d456-5d6f-46d5-a7ed-3ac7bfd5a86c")
+        })
+        .expect("the payment");
+    assert_eq!(payment.to_resource_inventoried_as.as_ref(), Some(&received));
+    assert_eq!(payment.created_resource.as_ref(), Some(&received));
+    for listed in [account.as_str(), received.as_str()] {
+        assert!(
+            r.created_missing.iter().any(|c| c.contains(listed)),
+            "{listed} not listed: {r}"
+        );
+    }
+    assert!(
+        r.opening_balances
+            .iter()
+            .any(|o| o.starts_with(account.as_str())),
+        "{r}"
+    );
+    assert!(r.notes.iter().any(|n| n.contains("#toResource")), "{r}");
+    // The unknown opening balance shows as what it is: the account went below zero.
+    assert!(
+        l.conflicts().iter().any(|c| matches!(
+            c,
+            reflow::Conflict::Overdraw { resource, .. } if resource == &account
+        )),
+        "{:?}",
+        l.conflicts()
+    );
+    assert_round_trip(&l, "ex-exchange--01");
 }
 
 #[test]

@@ -1874,6 +1874,53 @@ impl<'a> Planner<'a> {
 
         let mut new_events = events;
 
+        // A transfer or move out of a resource the file names but does not describe, with no
+        // to-resource (ex-exchange--01: Carol pays 5 from her bank account; the store's side
+        // is not in the file). Reflow's ledger reads a missing to-resource as the resource
+        // itself changing hands, whole; an undescribed resource's balance is unknown (it is
+        // tracked from zero), so that reading cannot hold. On request, the receiving side is
+        // what VF calls a resource not inventoried by the file: a resource the event itself
+        // creates (`optionalTo`), of the event's kind, held by the receiver, holding what it
+        // received. Listed in the report.
+        if self.options.create_missing {
+            for (iri, e, created) in new_events.iter_mut() {
+                let a = e.action;
+                let Some(from) = e.resource_inventoried_as.clone() else {
+                    continue;
+                };
+                let rid = reflow_id(&format!("{iri}#toResource"));
+                // A re-import finds the receiving side it made (and the account) in the ledger.
+                let made_before = l.exists(ObjectKind::EconomicResource, &Id::from(rid.as_str()));
+                if !a.has_to_resource()
+                    || a == Action::Copy
+                    || e.to_resource_inventoried_as.is_some()
+                    || created.is_some()
+                    || e.resource_quantity.is_none()
+                    || resources.contains_key(from.as_str())
+                    || (l.exists(ObjectKind::EconomicResource, &from) && !made_before)
+                {
+                    continue;
+                }
+                let mut d = ResourceDescription::new(rid.as_str(), "");
+                d.conforms_to = e.resource_conforms_to.clone();
+                let mut derived = Map::new();
+                if let Some(r) = &e.receiver {
+                    derived.insert("primaryAccountable".into(), json!(r));
+                }
+                if !made_before {
+                    self.report.created_missing.push(format!(
+                        "EconomicResource {rid} (what event {iri} gives its receiver: the file does not track the receiving side)"
+                    ));
+                }
+                self.report.notes.push(format!(
+                    "event {iri}: `{a}` out of {from}, which the file does not describe, names no to-resource: the receiving side is {rid}, created by the event"
+                ));
+                e.to_resource_inventoried_as = Some(Id::from(rid.as_str()));
+                resources.insert(rid.clone(), (d, derived));
+                resource_order.push(rid);
+            }
+        }
+
         // Which event creates which resource: the one naming it in createdResource, else the
         // first that may create it. The rest get an opening balance.
         let mut creator: HashMap<String, String> = HashMap::new();
@@ -2193,6 +2240,7 @@ impl<'a> Planner<'a> {
                 continue;
             }
             let rid = Id::from(r.as_str());
+            let described = resources.contains_key(&r);
             let (desc, derived) = resources
                 .get(&r)
                 .cloned()
@@ -2250,9 +2298,15 @@ impl<'a> Planner<'a> {
             }
             let mut raise = EconomicEvent::new(Action::Raise, agent.clone(), agent);
             raise.resource_quantity = Some(quantity.clone());
-            raise.note = Some(format!(
-                "opening balance of {r}: the imported file describes it but records no event that creates it"
-            ));
+            raise.note = Some(if described {
+                format!(
+                    "opening balance of {r}: the imported file describes it but records no event that creates it"
+                )
+            } else {
+                format!(
+                    "opening balance of {r}: the imported file names it without describing it; its balance before the file's events is unknown, tracked from zero"
+                )
+            });
             let hash = Sha256::digest(r.as_bytes());
             raise.imported_from = Some(format!("{BASE}opening:{}", hex::encode(&hash[..16])));
             raise.import_source = Some(self.options.source.clone());
