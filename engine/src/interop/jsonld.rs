@@ -162,7 +162,6 @@ const REFLOW_REFS: [&str; 3] = ["createdResource", "removedBy", "proposedTo"];
 pub fn context() -> Value {
     let mut c = Map::new();
     c.insert("@vocab".into(), json!(VF));
-    c.insert("@base".into(), json!(BASE));
     c.insert("xsd".into(), json!(expand::XSD));
     for r in expand::VF_OBJECT_PROPERTIES.iter().chain(&REFLOW_REFS) {
         c.insert((*r).into(), json!({"@type": "@id"}));
@@ -231,8 +230,11 @@ pub(crate) fn export_id(id: &str) -> String {
     }
 }
 
-/// The IRI of a Reflow id: the id itself if it is an IRI, else resolved against [`BASE`].
-fn full_iri(id: &str) -> String {
+/// The IRI of a Reflow id: the id itself if it is an IRI, else [`BASE`] followed by the id,
+/// percent-encoded ([`export_id`]). What an export and a trace bundle write: absolute IRIs,
+/// which every JSON-LD processor reads alike (a relative reference against the
+/// non-hierarchical `urn:reflow:` does not resolve by RFC 3986 as it was meant).
+pub(crate) fn full_iri(id: &str) -> String {
     if is_absolute_iri(id) {
         id.to_string()
     } else {
@@ -263,11 +265,11 @@ fn is_ref_term(k: &str) -> bool {
 fn encode_refs(m: &mut Map<String, Value>) {
     for (k, v) in m.iter_mut() {
         match v {
-            Value::String(s) if is_ref_term(k) => *s = export_id(s),
+            Value::String(s) if is_ref_term(k) => *s = full_iri(s),
             Value::Array(a) if is_ref_term(k) => {
                 for x in a {
                     if let Value::String(s) = x {
-                        *s = export_id(s);
+                        *s = full_iri(s);
                     }
                 }
             }
@@ -280,7 +282,7 @@ fn encode_refs(m: &mut Map<String, Value>) {
 /// A JSON-LD node for `x`: `@id`, `@type`, its fields, its kept properties.
 fn ld_node<T: Serialize>(x: &T, id: &str, ty: &str) -> Value {
     let mut out = Map::new();
-    out.insert("@id".into(), json!(export_id(id)));
+    out.insert("@id".into(), json!(full_iri(id)));
     out.insert("@type".into(), json!(ty));
     let Ok(Value::Object(mut m)) = serde_json::to_value(x) else {
         return Value::Object(out);
@@ -325,7 +327,7 @@ fn event_iris(events: &[EconomicEvent]) -> HashMap<Id, String> {
             let iri = e
                 .imported_from
                 .clone()
-                .unwrap_or_else(|| export_id(e.id.as_str()));
+                .unwrap_or_else(|| full_iri(e.id.as_str()));
             (e.id.clone(), iri)
         })
         .collect()
