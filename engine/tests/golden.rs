@@ -11,7 +11,10 @@
 //! - `v4-store.redb`: a store of version 4 holding the admin's replica after member `cy`
 //!   forked its history: `cy` is cut off, with its proof in the `reflow_cut_off` table;
 //! - `v1-ticket.txt`: a ticket (binary version 1, `reflow1` text);
-//! - `v1-trace-bundle.json`: a trace bundle of format version 1.
+//! - `v1-trace-bundle.json`: a trace bundle of format version 1 (ids relative to
+//!   `"@base": "urn:reflow:"`);
+//! - `v2-trace-bundle.json`: a trace bundle of format version 2 (absolute IRIs, no `@base`),
+//!   of the same trace.
 //!
 //! (Schema v1 has its own golden files, read by `tests/admission.rs`.)
 //!
@@ -30,6 +33,12 @@
 //!
 //! ```text
 //! REFLOW_WRITE_GOLDEN=1 cargo test -p reflow --test golden -- --ignored write_golden_v4_store
+//! ```
+//!
+//! The v2 trace bundle alone (the same way):
+//!
+//! ```text
+//! REFLOW_WRITE_GOLDEN=1 cargo test -p reflow --test golden -- --ignored write_golden_v2_trace_bundle
 //! ```
 
 #![cfg(feature = "net")]
@@ -306,9 +315,41 @@ fn golden_v1_ticket_reads() {
 
 #[test]
 fn golden_v1_trace_bundle_verifies() {
-    let (network, _) = v2_network();
     let bytes = std::fs::read(golden("v1-trace-bundle.json")).expect("golden file");
-    let t = bundle::verify(&bytes).expect("the golden bundle verifies");
+    let v: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+    assert_eq!(v["formatVersion"], 1);
+    assert_eq!(v["trace"]["@context"]["@base"], "urn:reflow:");
+    check_golden_bundle(&bytes);
+}
+
+#[test]
+fn golden_v2_trace_bundle_verifies() {
+    let bytes = std::fs::read(golden("v2-trace-bundle.json")).expect("golden file");
+    let v: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+    assert_eq!(v["formatVersion"], 2);
+    assert!(v["trace"]["@context"].get("@base").is_none());
+    for n in v["trace"]["@graph"].as_array().expect("graph") {
+        let id = n["@id"].as_str().expect("@id");
+        assert!(id.starts_with("urn:reflow:"), "{id}");
+        assert_eq!(n["resourceQuantity"]["hasUnit"], "urn:reflow:kg");
+    }
+    check_golden_bundle(&bytes);
+    // And this code writes the same bundle from the committed network.
+    assert_eq!(v2_bundle(), bytes);
+}
+
+/// The v2 bundle of the yarn's trace, as this code writes it from `v2-network.json`.
+fn v2_bundle() -> Vec<u8> {
+    let (network, changes) = v2_network();
+    let (admin, receipt) = Replica::join(network, key(7), changes).expect("replica");
+    assert!(receipt.refused.is_empty(), "{:?}", receipt.refused);
+    bundle::export(&admin, &Id::from("yarn")).expect("bundle")
+}
+
+/// What both golden bundles hold: the yarn's trace, signed by bo, tamper-evident.
+fn check_golden_bundle(bytes: &[u8]) {
+    let (network, _) = v2_network();
+    let t = bundle::verify(bytes).expect("the golden bundle verifies");
     assert_eq!(t.network, network);
     assert_eq!(t.creator, key(7).id());
     assert_eq!(t.resource, Id::from("yarn"));
@@ -336,7 +377,7 @@ fn golden_v1_trace_bundle_verifies() {
     );
     assert!(t.events.iter().all(|e| e.device == key(8).id()));
     // Tampering with the golden bundle is still refused, by name.
-    let mut v: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+    let mut v: serde_json::Value = serde_json::from_slice(bytes).expect("json");
     v["trace"]["@graph"][1]["resourceQuantity"]["hasNumericalValue"] = serde_json::json!("40");
     match bundle::verify(&serde_json::to_vec(&v).expect("json")) {
         Err(bundle::BundleError::EventField { field, .. }) => {
@@ -479,8 +520,13 @@ fn write_golden_files() {
     write("v1-ticket.txt", format!("{ticket}\n").as_bytes());
 
     // The trace bundle of the yarn.
+    assert_eq!(
+        bundle::FORMAT_VERSION,
+        2,
+        "name the bundle file for the new version"
+    );
     write(
-        "v1-trace-bundle.json",
+        "v2-trace-bundle.json",
         &bundle::export(&admin, &Id::from("yarn")).expect("bundle"),
     );
 
@@ -505,6 +551,30 @@ fn write_golden_v4_store() {
     );
     let (network, changes) = v2_network();
     write_v4_store(network, &changes);
+}
+
+/// Writes `v2-trace-bundle.json` alone, from the committed v2 network (see the module
+/// documentation); refuses to overwrite it.
+#[test]
+#[ignore = "writes tests/golden/v2-trace-bundle.json: REFLOW_WRITE_GOLDEN=1 cargo test -p reflow --test golden -- --ignored write_golden_v2_trace_bundle"]
+fn write_golden_v2_trace_bundle() {
+    assert_eq!(
+        std::env::var("REFLOW_WRITE_GOLDEN").as_deref(),
+        Ok("1"),
+        "set REFLOW_WRITE_GOLDEN=1 to write the golden file"
+    );
+    assert_eq!(
+        bundle::FORMAT_VERSION,
+        2,
+        "name the file for the new version"
+    );
+    let path = golden("v2-trace-bundle.json");
+    assert!(
+        !path.exists(),
+        "{} exists: a golden file is never rewritten",
+        path.display()
+    );
+    std::fs::write(&path, v2_bundle()).expect("write");
 }
 
 /// A store of this version holding the admin's replica of `changes` in which member `cy`

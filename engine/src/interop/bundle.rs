@@ -31,8 +31,9 @@ use crate::membership::{Member, MembershipRecord, Rejection, Role};
 use crate::replica::Replica;
 use crate::vf::{EconomicEvent, Id};
 
-/// The bundle format version this code writes and reads.
-pub const FORMAT_VERSION: u64 = 1;
+/// The bundle format version this code writes. It reads this one and version 1 (whose
+/// `trace` resolved ids against `"@base": "urn:reflow:"`, see [`context_v1`]).
+pub const FORMAT_VERSION: u64 = 2;
 
 /// The bundle's `type`.
 pub const BUNDLE_TYPE: &str = "reflow/trace-bundle";
@@ -40,7 +41,9 @@ pub const BUNDLE_TYPE: &str = "reflow/trace-bundle";
 /// The ValueFlows namespace (the ontology's, `vf-1.0.ttl`).
 pub const VF: &str = "https://w3id.org/valueflows/ont/vf#";
 
-/// The base that event and agent ids resolve against.
+/// The namespace of Reflow's own ids in a bundle's JSON-LD: version 2 writes an id that is
+/// not an absolute IRI as this prefix followed by the id, percent-encoded (the export's
+/// rule, docs/interop.md); version 1 wrote the id as it is, relative to this `@base`.
 pub const BASE: &str = "urn:reflow:";
 
 /// Event terms whose values are references to other nodes.
@@ -64,8 +67,21 @@ const REFS: [&str; 17] = [
     "createdResource",
 ];
 
-/// The JSON-LD context of a bundle's `trace` document (fixed for format version 1).
+/// The JSON-LD context of a bundle's `trace` document (fixed for format version 2): no
+/// `@base`, since every id is written as an absolute IRI.
 pub fn context() -> Value {
+    let mut c = context_v1();
+    if let Value::Object(m) = &mut c {
+        m.remove("@base");
+    }
+    c
+}
+
+/// The context of format version 1, which relied on `"@base": "urn:reflow:"` to make its
+/// relative ids absolute. A strict RFC 3986 resolver (a stock JSON-LD processor) cannot
+/// resolve a relative reference against that non-hierarchical base as intended, which is
+/// why version 2 writes absolute IRIs. Read, never written.
+pub fn context_v1() -> Value {
     let mut c = Map::new();
     c.insert("@vocab".into(), json!(VF));
     c.insert("@base".into(), json!(BASE));
@@ -87,12 +103,12 @@ pub enum BundleError {
     NotABundle(String),
     /// A format version this code does not read.
     #[error(
-        "trace bundle format version {found} is not supported (this version reads {supported})"
+        "trace bundle format version {found} is not supported (this version reads 1 to {supported})"
     )]
     FormatVersion {
         /// The bundle's `formatVersion`.
         found: u64,
-        /// The version this code reads.
+        /// The newest version this code reads (it reads every version from 1 to this).
         supported: u64,
     },
     /// A change's bytes are not an Automerge change, or its signature is not 64 hex bytes.
@@ -303,12 +319,44 @@ fn ledger_err(e: impl std::fmt::Display) -> BundleError {
     BundleError::Ledger(e.to_string())
 }
 
-/// An event as a JSON-LD node: its serde form with `@id` and `@type`.
-fn event_node(id: &Id, event: &EconomicEvent) -> Value {
+/// The node id of event `id` in a bundle of format `version`: version 1 wrote the id as it
+/// is (relative to `@base`), version 2 as an absolute IRI ([`iri`]).
+fn node_id(version: u64, id: &str) -> String {
+    if version == 1 {
+        id.to_string()
+    } else {
+        iri(id)
+    }
+}
+
+/// An id as an absolute IRI: itself if it is one, else [`BASE`] and the id, percent-encoded
+/// (the export's rule: `3@4f…` is `urn:reflow:3@4f…`, `Ana María` is
+/// `urn:reflow:Ana%20Mar%C3%ADa`).
+fn iri(id: &str) -> String {
+    super::jsonld::full_iri(id)
+}
+
+/// Write every reference of `m` (a [`REFS`] term, at any depth) as an absolute IRI.
+fn absolute_refs(m: &mut Map<String, Value>) {
+    for (k, v) in m.iter_mut() {
+        match v {
+            Value::String(s) if REFS.contains(&k.as_str()) => *s = iri(s),
+            Value::Object(inner) => absolute_refs(inner),
+            _ => {}
+        }
+    }
+}
+
+/// An event as a JSON-LD node of format `version`: its serde form with `@id` and `@type`;
+/// in version 2 every id (its own and its references) an absolute IRI.
+fn event_node(version: u64, id: &Id, event: &EconomicEvent) -> Value {
     let mut node = Map::new();
-    node.insert("@id".into(), json!(id.as_str()));
+    node.insert("@id".into(), json!(node_id(version, id.as_str())));
     node.insert("@type".into(), json!("EconomicEvent"));
-    if let Ok(Value::Object(fields)) = serde_json::to_value(event) {
+    if let Ok(Value::Object(mut fields)) = serde_json::to_value(event) {
+        if version != 1 {
+            absolute_refs(&mut fields);
+        }
         node.extend(fields);
     }
     Value::Object(node)
@@ -429,7 +477,10 @@ fn write(
         heads: sorted_heads(replica),
         trace: json!({
             "@context": context(),
-            "@graph": events.iter().map(|(id, e)| event_node(id, e)).collect::<Vec<_>>(),
+            "@graph": events
+                .iter()
+                .map(|(id, e)| event_node(FORMAT_VERSION, id, e))
+                .collect::<Vec<_>>(),
         }),
         provenance,
         devices: devices.into_values().collect(),
@@ -502,8 +553,8 @@ pub fn verify(bytes: &[u8]) -> Result<VerifiedTrace, BundleError> {
     let _span = tracing::debug_span!("bundle_verify", bytes = bytes.len()).entered();
     let value: Value =
         serde_json::from_slice(bytes).map_err(|e| BundleError::NotABundle(e.to_string()))?;
-    match value.get("formatVersion").and_then(Value::as_u64) {
-        Some(FORMAT_VERSION) => {}
+    let version = match value.get("formatVersion").and_then(Value::as_u64) {
+        Some(v @ (1 | FORMAT_VERSION)) => v,
         Some(found) => {
             return Err(BundleError::FormatVersion {
                 found,
@@ -511,7 +562,7 @@ pub fn verify(bytes: &[u8]) -> Result<VerifiedTrace, BundleError> {
             })
         }
         None => return Err(BundleError::NotABundle("no formatVersion".into())),
-    }
+    };
     let file: BundleFile =
         serde_json::from_value(value).map_err(|e| BundleError::NotABundle(e.to_string()))?;
     if file.kind != BUNDLE_TYPE {
@@ -578,7 +629,12 @@ pub fn verify(bytes: &[u8]) -> Result<VerifiedTrace, BundleError> {
     if let Some(k) = doc.keys().find(|k| *k != "@context" && *k != "@graph") {
         return Err(BundleError::NotABundle(format!("trace has the key {k:?}")));
     }
-    if doc.get("@context") != Some(&context()) {
+    let want_context = if version == 1 {
+        context_v1()
+    } else {
+        context()
+    };
+    if doc.get("@context") != Some(&want_context) {
         return Err(BundleError::Context);
     }
     let graph = doc
@@ -597,7 +653,10 @@ pub fn verify(bytes: &[u8]) -> Result<VerifiedTrace, BundleError> {
     }
     let resource = Id::from(file.resource.as_str());
     let signed = trace_events(&replica, &resource)?;
-    let signed_ids: HashSet<String> = signed.iter().map(|(id, _)| id.to_string()).collect();
+    let signed_ids: HashSet<String> = signed
+        .iter()
+        .map(|(id, _)| node_id(version, id.as_str()))
+        .collect();
     if let Some(id) = graph
         .iter()
         .filter_map(|n| n.get("@id").and_then(Value::as_str))
@@ -622,18 +681,19 @@ pub fn verify(bytes: &[u8]) -> Result<VerifiedTrace, BundleError> {
     }
     let mut events = Vec::with_capacity(signed.len());
     for (id, event) in signed {
-        let node = nodes
-            .get(id.as_str())
-            .ok_or_else(|| BundleError::MissingEvent {
-                event: id.to_string(),
-            })?;
+        let node =
+            nodes
+                .get(&node_id(version, id.as_str()))
+                .ok_or_else(|| BundleError::MissingEvent {
+                    event: id.to_string(),
+                })?;
         let p = replica
             .provenance(&id)
             .ok_or_else(|| ledger_err(format!("event {id} has no provenance")))?;
         let mut found = BTreeMap::new();
         flatten("", node, &mut found);
         let mut want = BTreeMap::new();
-        flatten("", &event_node(&id, &event), &mut want);
+        flatten("", &event_node(version, &id, &event), &mut want);
         let fields: std::collections::BTreeSet<&String> = found.keys().chain(want.keys()).collect();
         for field in fields {
             if found.get(field) != want.get(field) {
@@ -859,7 +919,7 @@ mod tests {
             .as_array()
             .expect("graph")
             .iter()
-            .position(|n| n["action"] == action && n[field] == value)
+            .position(|n| n["action"] == action && n[field] == iri(value).as_str())
             .expect("event in the bundle")
     }
 
@@ -959,6 +1019,7 @@ mod tests {
             let id = t["trace"]["@graph"][i]["@id"]
                 .as_str()
                 .expect("id")
+                .trim_start_matches(BASE)
                 .to_string();
             t["trace"]["@graph"][i][field] = value;
             assert_eq!(field_error(&t), (id, want.to_string()), "{field}");
@@ -986,7 +1047,11 @@ mod tests {
         assert_eq!(
             check(&t),
             Err(BundleError::MissingEvent {
-                event: removed["@id"].as_str().expect("id").into()
+                event: removed["@id"]
+                    .as_str()
+                    .expect("id")
+                    .trim_start_matches(BASE)
+                    .into()
             })
         );
         let mut t = v.clone();
@@ -1159,8 +1224,7 @@ mod tests {
             "signature": hex::encode(signature.0),
             "bytes": hex::encode(change.raw_bytes()),
         }));
-        let mut node = event_node(&id, &ledger.event(&id).expect("event"));
-        node["@id"] = json!(id.as_str());
+        let node = event_node(FORMAT_VERSION, &id, &ledger.event(&id).expect("event"));
         t["trace"]["@graph"]
             .as_array_mut()
             .expect("graph")
@@ -1178,15 +1242,40 @@ mod tests {
     }
 
     #[test]
+    fn version_2_writes_absolute_iris_and_no_base() {
+        let (_, v) = good();
+        assert_eq!(v["formatVersion"], json!(2));
+        assert!(v["trace"]["@context"].get("@base").is_none());
+        let graph = v["trace"]["@graph"].as_array().expect("graph");
+        assert!(!graph.is_empty());
+        for n in graph {
+            let id = n["@id"].as_str().expect("@id");
+            assert!(id.starts_with(BASE), "{id}");
+            for r in REFS {
+                if let Some(x) = n.get(r).and_then(Value::as_str) {
+                    assert!(x.starts_with(BASE), "{r}: {x}");
+                }
+            }
+            if let Some(u) = n["resourceQuantity"]["hasUnit"].as_str() {
+                assert!(u.starts_with(BASE), "hasUnit: {u}");
+            }
+        }
+        // The version 1 context gives version 2's JSON another meaning: refused.
+        let mut t = v.clone();
+        t["trace"]["@context"] = context_v1();
+        assert_eq!(check(&t), Err(BundleError::Context));
+    }
+
+    #[test]
     fn another_format_version_or_document_is_refused() {
         let (_, v) = good();
         let mut t = v.clone();
-        t["formatVersion"] = json!(2);
+        t["formatVersion"] = json!(3);
         assert_eq!(
             check(&t),
             Err(BundleError::FormatVersion {
-                found: 2,
-                supported: 1
+                found: 3,
+                supported: 2
             })
         );
         let mut t = v.clone();

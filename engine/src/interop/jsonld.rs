@@ -162,7 +162,6 @@ const REFLOW_REFS: [&str; 3] = ["createdResource", "removedBy", "proposedTo"];
 pub fn context() -> Value {
     let mut c = Map::new();
     c.insert("@vocab".into(), json!(VF));
-    c.insert("@base".into(), json!(BASE));
     c.insert("xsd".into(), json!(expand::XSD));
     for r in expand::VF_OBJECT_PROPERTIES.iter().chain(&REFLOW_REFS) {
         c.insert((*r).into(), json!({"@type": "@id"}));
@@ -231,8 +230,11 @@ pub(crate) fn export_id(id: &str) -> String {
     }
 }
 
-/// The IRI of a Reflow id: the id itself if it is an IRI, else resolved against [`BASE`].
-fn full_iri(id: &str) -> String {
+/// The IRI of a Reflow id: the id itself if it is an IRI, else [`BASE`] followed by the id,
+/// percent-encoded ([`export_id`]). What an export and a trace bundle write: absolute IRIs,
+/// which every JSON-LD processor reads alike (a relative reference against the
+/// non-hierarchical `urn:reflow:` does not resolve by RFC 3986 as it was meant).
+pub(crate) fn full_iri(id: &str) -> String {
     if is_absolute_iri(id) {
         id.to_string()
     } else {
@@ -263,11 +265,11 @@ fn is_ref_term(k: &str) -> bool {
 fn encode_refs(m: &mut Map<String, Value>) {
     for (k, v) in m.iter_mut() {
         match v {
-            Value::String(s) if is_ref_term(k) => *s = export_id(s),
+            Value::String(s) if is_ref_term(k) => *s = full_iri(s),
             Value::Array(a) if is_ref_term(k) => {
                 for x in a {
                     if let Value::String(s) = x {
-                        *s = export_id(s);
+                        *s = full_iri(s);
                     }
                 }
             }
@@ -280,7 +282,7 @@ fn encode_refs(m: &mut Map<String, Value>) {
 /// A JSON-LD node for `x`: `@id`, `@type`, its fields, its kept properties.
 fn ld_node<T: Serialize>(x: &T, id: &str, ty: &str) -> Value {
     let mut out = Map::new();
-    out.insert("@id".into(), json!(export_id(id)));
+    out.insert("@id".into(), json!(full_iri(id)));
     out.insert("@type".into(), json!(ty));
     let Ok(Value::Object(mut m)) = serde_json::to_value(x) else {
         return Value::Object(out);
@@ -325,7 +327,7 @@ fn event_iris(events: &[EconomicEvent]) -> HashMap<Id, String> {
             let iri = e
                 .imported_from
                 .clone()
-                .unwrap_or_else(|| export_id(e.id.as_str()));
+                .unwrap_or_else(|| full_iri(e.id.as_str()));
             (e.id.clone(), iri)
         })
         .collect()
@@ -1874,6 +1876,53 @@ impl<'a> Planner<'a> {
 
         let mut new_events = events;
 
+        // A transfer or move out of a resource the file names but does not describe, with no
+        // to-resource (ex-exchange--01: Carol pays 5 from her bank account; the store's side
+        // is not in the file). Reflow's ledger reads a missing to-resource as the resource
+        // itself changing hands, whole; an undescribed resource's balance is unknown (it is
+        // tracked from zero), so that reading cannot hold. On request, the receiving side is
+        // what VF calls a resource not inventoried by the file: a resource the event itself
+        // creates (`optionalTo`), of the event's kind, held by the receiver, holding what it
+        // received. Listed in the report.
+        if self.options.create_missing {
+            for (iri, e, created) in new_events.iter_mut() {
+                let a = e.action;
+                let Some(from) = e.resource_inventoried_as.clone() else {
+                    continue;
+                };
+                let rid = reflow_id(&format!("{iri}#toResource"));
+                // A re-import finds the receiving side it made (and the account) in the ledger.
+                let made_before = l.exists(ObjectKind::EconomicResource, &Id::from(rid.as_str()));
+                if !a.has_to_resource()
+                    || a == Action::Copy
+                    || e.to_resource_inventoried_as.is_some()
+                    || created.is_some()
+                    || e.resource_quantity.is_none()
+                    || resources.contains_key(from.as_str())
+                    || (l.exists(ObjectKind::EconomicResource, &from) && !made_before)
+                {
+                    continue;
+                }
+                let mut d = ResourceDescription::new(rid.as_str(), "");
+                d.conforms_to = e.resource_conforms_to.clone();
+                let mut derived = Map::new();
+                if let Some(r) = &e.receiver {
+                    derived.insert("primaryAccountable".into(), json!(r));
+                }
+                if !made_before {
+                    self.report.created_missing.push(format!(
+                        "EconomicResource {rid} (what event {iri} gives its receiver: the file does not track the receiving side)"
+                    ));
+                }
+                self.report.notes.push(format!(
+                    "event {iri}: `{a}` out of {from}, which the file does not describe, names no to-resource: the receiving side is {rid}, created by the event"
+                ));
+                e.to_resource_inventoried_as = Some(Id::from(rid.as_str()));
+                resources.insert(rid.clone(), (d, derived));
+                resource_order.push(rid);
+            }
+        }
+
         // Which event creates which resource: the one naming it in createdResource, else the
         // first that may create it. The rest get an opening balance.
         let mut creator: HashMap<String, String> = HashMap::new();
@@ -2193,6 +2242,7 @@ impl<'a> Planner<'a> {
                 continue;
             }
             let rid = Id::from(r.as_str());
+            let described = resources.contains_key(&r);
             let (desc, derived) = resources
                 .get(&r)
                 .cloned()
@@ -2250,9 +2300,15 @@ impl<'a> Planner<'a> {
             }
             let mut raise = EconomicEvent::new(Action::Raise, agent.clone(), agent);
             raise.resource_quantity = Some(quantity.clone());
-            raise.note = Some(format!(
-                "opening balance of {r}: the imported file describes it but records no event that creates it"
-            ));
+            raise.note = Some(if described {
+                format!(
+                    "opening balance of {r}: the imported file describes it but records no event that creates it"
+                )
+            } else {
+                format!(
+                    "opening balance of {r}: the imported file names it without describing it; its balance before the file's events is unknown, tracked from zero"
+                )
+            });
             let hash = Sha256::digest(r.as_bytes());
             raise.imported_from = Some(format!("{BASE}opening:{}", hex::encode(&hash[..16])));
             raise.import_source = Some(self.options.source.clone());
