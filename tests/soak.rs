@@ -24,35 +24,9 @@ use std::time::{Duration, Instant};
 use reflow::node::NodeEvent;
 use reflow::*;
 use support::*;
-use tokio::sync::{broadcast::error::RecvError, mpsc};
+use tokio::sync::broadcast::error::RecvError;
 
 const NODES: usize = 8;
-
-/// splitmix64: a tiny seeded generator, so a failing run can be replayed from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn env_u64(name: &str) -> Option<u64> {
-    let v = std::env::var(name).ok()?;
-    let v = v.trim();
-    match v.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16).ok(),
-        None => v.parse().ok(),
-    }
-}
 
 fn agent(i: usize) -> String {
     if i == 0 {
@@ -317,7 +291,9 @@ async fn eight_nodes_soak_with_restarts_and_partitions() {
     soak.group = [0; NODES];
     soak.mend().await;
     let healed = Instant::now();
-    let heads = converge_all(&soak.nodes, network, seed).await;
+    let timeout = Duration::from_secs(env_u64("REFLOW_SOAK_CONVERGE_SECS").unwrap_or(120));
+    let nodes: Vec<&Node> = soak.nodes.iter().collect();
+    let heads = converge_within(&nodes, network, timeout, &format!("seed {seed:#x}: ")).await;
     let converged_in = healed.elapsed();
 
     let mut lost = 0;
@@ -375,72 +351,4 @@ async fn eight_nodes_soak_with_restarts_and_partitions() {
     for node in soak.nodes {
         node.close().await.expect("close");
     }
-}
-
-/// Wait until every node has the same heads, then the same views, events and members; the
-/// common heads. Times out after `REFLOW_SOAK_CONVERGE_SECS` (default 120 s).
-async fn converge_all(nodes: &[Node], network: NetworkId, seed: u64) -> Vec<ChangeHash> {
-    let timeout = Duration::from_secs(env_u64("REFLOW_SOAK_CONVERGE_SECS").unwrap_or(120));
-    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
-    let forwarders: Vec<_> = nodes
-        .iter()
-        .map(|n| {
-            let mut sub = n.subscribe(network).expect("subscribe");
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                loop {
-                    match sub.recv().await {
-                        Ok(_) | Err(RecvError::Lagged(_)) => {
-                            if tx.send(()).is_err() {
-                                return;
-                            }
-                        }
-                        Err(RecvError::Closed) => return,
-                    }
-                }
-            })
-        })
-        .collect();
-    let deadline = tokio::time::Instant::now() + timeout;
-    let heads = loop {
-        // Updates that arrive from here on wake the wait below: none is missed.
-        while rx.try_recv().is_ok() {}
-        let heads: Vec<Vec<ChangeHash>> = nodes
-            .iter()
-            .map(|n| {
-                let mut h = n.heads(network).expect("heads");
-                h.sort();
-                h
-            })
-            .collect();
-        if heads.windows(2).all(|w| w[0] == w[1]) {
-            let prints: Vec<_> = nodes.iter().map(|n| fingerprint(n, network)).collect();
-            if prints.windows(2).all(|w| w[0] == w[1]) {
-                break heads[0].clone();
-            }
-        }
-        if tokio::time::timeout_at(deadline, rx.recv()).await.is_err() {
-            let prints: Vec<_> = nodes.iter().map(|n| fingerprint(n, network)).collect();
-            let differ: Vec<String> = prints
-                .iter()
-                .enumerate()
-                .map(|(n, p)| {
-                    format!(
-                        "node {n}: {} heads{}, {} events{}, views {}, members {}",
-                        p.0.len(),
-                        if p.0 == prints[0].0 { "" } else { " (differ)" },
-                        p.2,
-                        if p.2 == prints[0].2 { "" } else { " (differ)" },
-                        if p.1 == prints[0].1 { "same" } else { "differ" },
-                        if p.3 == prints[0].3 { "same" } else { "differ" },
-                    )
-                })
-                .collect();
-            panic!("seed {seed:#x}: no convergence after {timeout:?} (compared with node 0): {differ:#?}");
-        }
-    };
-    for f in forwarders {
-        f.abort();
-    }
-    heads
 }

@@ -138,6 +138,17 @@ pub async fn wait_until(
 /// Wait until every node has the same heads, views, events and members; returns the common
 /// fingerprint's heads.
 pub async fn converge(nodes: &[&Node], network: NetworkId) -> Vec<ChangeHash> {
+    converge_within(nodes, network, WAIT, "").await
+}
+
+/// [`converge`] with its own timeout; a timeout panics naming `context` (a seed to replay)
+/// and, for each node, what differs from node 0.
+pub async fn converge_within(
+    nodes: &[&Node],
+    network: NetworkId,
+    timeout: Duration,
+    context: &str,
+) -> Vec<ChangeHash> {
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
     let forwarders: Vec<_> = nodes
         .iter()
@@ -159,21 +170,79 @@ pub async fn converge(nodes: &[&Node], network: NetworkId) -> Vec<ChangeHash> {
             })
         })
         .collect();
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + timeout;
     let result = loop {
-        let prints: Vec<_> = nodes.iter().map(|n| fingerprint(n, network)).collect();
-        if prints.windows(2).all(|w| w[0] == w[1]) {
-            break prints[0].0.clone();
+        // Updates that arrive from here on wake the wait below: none is missed.
+        while rx.try_recv().is_ok() {}
+        // Heads first (cheap); the whole fingerprint only once they agree.
+        let heads: Vec<Vec<ChangeHash>> = nodes
+            .iter()
+            .map(|n| {
+                let mut h = n.heads(network).expect("heads");
+                h.sort();
+                h
+            })
+            .collect();
+        if heads.windows(2).all(|w| w[0] == w[1]) {
+            let prints: Vec<_> = nodes.iter().map(|n| fingerprint(n, network)).collect();
+            if prints.windows(2).all(|w| w[0] == w[1]) {
+                break heads[0].clone();
+            }
         }
         if tokio::time::timeout_at(deadline, rx.recv()).await.is_err() {
-            let heads: Vec<_> = prints.iter().map(|p| (p.0.len(), p.2)).collect();
-            panic!("no convergence after {WAIT:?}: (heads, events) per node: {heads:?}");
+            let prints: Vec<_> = nodes.iter().map(|n| fingerprint(n, network)).collect();
+            let differ: Vec<String> = prints
+                .iter()
+                .enumerate()
+                .map(|(n, p)| {
+                    let same = |b: bool| if b { "same" } else { "differ" };
+                    format!(
+                        "node {n}: {} heads ({}), {} events ({}), views {}, members {}",
+                        p.0.len(),
+                        same(p.0 == prints[0].0),
+                        p.2,
+                        same(p.2 == prints[0].2),
+                        same(p.1 == prints[0].1),
+                        same(p.3 == prints[0].3),
+                    )
+                })
+                .collect();
+            panic!("{context}no convergence after {timeout:?} (compared with node 0): {differ:#?}");
         }
     };
     for f in forwarders {
         f.abort();
     }
     result
+}
+
+/// splitmix64: a tiny seeded generator, so a failing run can be replayed from its seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next 64 random bits.
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// An environment variable as a number, decimal or `0x` hexadecimal (seeds, counts).
+pub fn env_u64(name: &str) -> Option<u64> {
+    let v = std::env::var(name).ok()?;
+    let v = v.trim();
+    match v.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => v.parse().ok(),
+    }
 }
 
 /// Wait for a node event that `pred` accepts; returns it.
