@@ -260,6 +260,27 @@ impl Child {
     }
 }
 
+/// The peer recording on a thread of its own while a child runs.
+struct PeerWriter {
+    stop: Arc<AtomicBool>,
+    count: Arc<AtomicUsize>,
+    handle: std::thread::JoinHandle<()>,
+}
+
+impl PeerWriter {
+    /// How many events the peer has recorded so far.
+    fn written(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Stop the peer's writes; how many it recorded.
+    fn finish(self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().expect("the peer's writer");
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
 /// One phase: the peer (in this process), the child's data directory, and what the child
 /// acknowledged.
 struct Phase {
@@ -374,34 +395,45 @@ impl Phase {
     /// Wait until the child has connected to the peer.
     async fn connected(&mut self, child: &mut Child) {
         loop {
-            let line = child
-                .next("the child to connect")
-                .await
-                .unwrap_or_else(|| panic!("seed {:#x}: the child ended early", self.seed));
-            self.note(&line);
+            let line = self.line(child, "the child to connect").await;
             if line == "CONNECTED" {
                 return;
             }
         }
     }
 
-    /// The peer records `n` events (or until `stop`) on a thread of its own, counting them.
-    fn peer_writes(
-        &self,
-        n: Option<usize>,
-        stop: Arc<AtomicBool>,
-        count: Arc<AtomicUsize>,
-    ) -> std::thread::JoinHandle<()> {
+    /// The peer records `n` events (or until stopped) on a thread of its own, counting them.
+    fn peer_writes(&self, n: Option<usize>) -> PeerWriter {
         let (peer, network) = (self.peer.clone(), self.network);
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed)
-                && n.is_none_or(|n| count.load(Ordering::Relaxed) < n)
-            {
-                peer.record_event(network, peer_event())
-                    .expect("the peer records");
-                count.fetch_add(1, Ordering::Relaxed);
-            }
-        })
+        let stop = Arc::new(AtomicBool::new(false));
+        let count = Arc::new(AtomicUsize::new(0));
+        let handle = {
+            let (stop, count) = (stop.clone(), count.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed)
+                    && n.is_none_or(|n| count.load(Ordering::Relaxed) < n)
+                {
+                    peer.record_event(network, peer_event())
+                        .expect("the peer records");
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        };
+        PeerWriter {
+            stop,
+            count,
+            handle,
+        }
+    }
+
+    /// The child's next line, noted; a child that ended early fails the test.
+    async fn line(&mut self, child: &mut Child, what: &str) -> String {
+        let line = child
+            .next(what)
+            .await
+            .unwrap_or_else(|| panic!("seed {:#x}: the child ended early", self.seed));
+        self.note(&line);
+        line
     }
 
     /// Reopen the child's store as a node and check it: every acknowledged event and stored
@@ -520,21 +552,13 @@ async fn sigkill_mid_write() {
     for kill in 1..=wanted {
         let mut child = phase.spawn("write");
         phase.connected(&mut child).await;
-        let (stop, count) = (
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(AtomicUsize::new(0)),
-        );
         let burst = phase.rng.below(20) as usize;
-        let writer = phase.peer_writes(Some(burst), stop.clone(), count.clone());
+        let writer = phase.peer_writes(Some(burst));
         let after = 1 + phase.rng.below(40) as usize;
         let mut acks = 0;
         let mut compacting = false;
         while acks < after {
-            let line = child
-                .next("acknowledgements")
-                .await
-                .unwrap_or_else(|| panic!("seed {:#x}: the child ended early", phase.seed));
-            phase.note(&line);
+            let line = phase.line(&mut child, "acknowledgements").await;
             match line.as_str() {
                 l if l.starts_with("ACK ") => {
                     acks += 1;
@@ -556,8 +580,7 @@ async fn sigkill_mid_write() {
             }
         }
         in_compaction += usize::from(compacting);
-        writer.join().expect("the peer's writer");
-        phase.peer_events += count.load(Ordering::Relaxed);
+        phase.peer_events += writer.finish();
         phase.check(kill).await;
     }
     phase.report(
@@ -582,31 +605,21 @@ async fn sigkill_mid_receive() {
         );
         let mut child = phase.spawn("receive");
         phase.connected(&mut child).await;
-        let (stop, count) = (
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(AtomicUsize::new(0)),
-        );
-        let writer = phase.peer_writes(None, stop.clone(), count.clone());
+        let writer = phase.peer_writes(None);
         let after = 1 + phase.rng.below(50) as usize;
         let mut got = 0;
         while got < after {
-            let line = child
-                .next("received changes")
-                .await
-                .unwrap_or_else(|| panic!("seed {:#x}: the child ended early", phase.seed));
-            phase.note(&line);
+            let line = phase.line(&mut child, "received changes").await;
             got += usize::from(line.starts_with("GOT "));
         }
         // The peer has written more than the child reported: changes are in flight.
-        let written_at_kill = count.load(Ordering::Relaxed);
+        let written_at_kill = writer.written();
         let rest = child.kill().await;
-        stop.store(true, Ordering::Relaxed);
+        phase.peer_events += writer.finish();
         for line in &rest {
             phase.note(line);
             got += usize::from(line.starts_with("GOT "));
         }
-        writer.join().expect("the peer's writer");
-        phase.peer_events += count.load(Ordering::Relaxed);
         if written_at_kill > got {
             kills += 1;
             in_flight_total += written_at_kill - got;
@@ -634,20 +647,12 @@ async fn sigkill_mid_compaction() {
         );
         let mut child = phase.spawn("compact");
         phase.connected(&mut child).await;
-        let (stop, count) = (
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(AtomicUsize::new(0)),
-        );
         let burst = phase.rng.below(10) as usize;
-        let writer = phase.peer_writes(Some(burst), stop.clone(), count.clone());
+        let writer = phase.peer_writes(Some(burst));
         let nth = 1 + phase.rng.below(3);
         let mut seen = 0;
         while seen < nth {
-            let line = child
-                .next("a compaction")
-                .await
-                .unwrap_or_else(|| panic!("seed {:#x}: the child ended early", phase.seed));
-            phase.note(&line);
+            let line = phase.line(&mut child, "a compaction").await;
             seen += u64::from(line == "COMPACTING");
         }
         let rest = child.kill().await;
@@ -656,8 +661,7 @@ async fn sigkill_mid_compaction() {
             phase.note(line);
             finished |= line == "COMPACTED";
         }
-        writer.join().expect("the peer's writer");
-        phase.peer_events += count.load(Ordering::Relaxed);
+        phase.peer_events += writer.finish();
         kills += usize::from(!finished);
         phase.check(attempts).await;
     }
@@ -685,27 +689,18 @@ async fn sigkill_mid_open_repair() {
         // closed cleanly.
         let mut child = phase.spawn("open");
         phase.connected(&mut child).await;
-        let (stop, count) = (
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(AtomicUsize::new(0)),
-        );
         let burst = phase.rng.below(10) as usize;
-        let writer = phase.peer_writes(Some(burst), stop.clone(), count.clone());
+        let writer = phase.peer_writes(Some(burst));
         let after = 1 + phase.rng.below(20) as usize;
         let mut acks = 0;
         while acks < after {
-            let line = child
-                .next("acknowledgements")
-                .await
-                .unwrap_or_else(|| panic!("seed {:#x}: the child ended early", phase.seed));
-            phase.note(&line);
+            let line = phase.line(&mut child, "acknowledgements").await;
             acks += usize::from(line.starts_with("ACK "));
         }
         for line in child.kill().await {
             phase.note(&line);
         }
-        writer.join().expect("the peer's writer");
-        phase.peer_events += count.load(Ordering::Relaxed);
+        phase.peer_events += writer.finish();
         write_kills += 1;
         // Then a child reopening (and repairing) that store is killed during the open: on
         // REPAIRING (redb repairs the file) or on LOADING (the replica loads, after it).
@@ -713,11 +708,7 @@ async fn sigkill_mid_open_repair() {
         let mut child = phase.spawn("open");
         let mut opened = false;
         let killed_on = loop {
-            let line = child
-                .next("the open")
-                .await
-                .unwrap_or_else(|| panic!("seed {:#x}: the child ended early", phase.seed));
-            phase.note(&line);
+            let line = phase.line(&mut child, "the open").await;
             opened |= line == "OPENED";
             if opened || line == "LOADING" || (on_repair && line == "REPAIRING") {
                 break line;
