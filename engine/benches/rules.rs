@@ -6,7 +6,10 @@
 //! 2. Initial load of 100,000 changes: `Replica::join` of a history whose rule set is the
 //!    food-market template (published right after the genesis objects, so every event is
 //!    judged: refuse rules at admission, flag rules in the views, resource state as seen)
-//!    next to the same workload without rules, same run. Target: ≤ 1.2x.
+//!    next to the same workload without rules, same run. Target: ≤ 1.2x. Criterion measures
+//!    each side; the ratio reported is the median over alternating pairs of joins (with,
+//!    without; without, with; ...), which a drift in the machine's load does not bias
+//!    (`REFLOW_RULES_PAIRS`, default 8; 0 skips them).
 //!
 //! `cargo bench -p reflow --bench rules`. In criterion's test mode the ledger has 1,000
 //! events.
@@ -132,6 +135,41 @@ fn rules(c: &mut Criterion) {
     });
     g.finish();
 
+    // The same two joins in pairs, alternating which goes first (with, without; without,
+    // with; ...), so that a change in the machine's load during the run falls on both sides
+    // of a pair: criterion measures all of one and then all of the other, and on this VM one
+    // side's median moves by up to 15% between runs. The figure is the median of the pairs'
+    // ratios, with the process's CPU time and minor page faults per join beside it.
+    let pairs: usize = std::env::var("REFLOW_RULES_PAIRS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if test_mode() { 2 } else { 8 });
+    let mut paired = Vec::new();
+    let mut cpu = [Vec::new(), Vec::new()];
+    let mut faults = [Vec::new(), Vec::new()];
+    for i in 0..pairs {
+        let mut wall = [0.0; 2];
+        for side in if i % 2 == 0 { [0, 1] } else { [1, 0] } {
+            let history = if side == 0 { &ruled } else { &plain };
+            let changes = history.clone();
+            let (t, before) = (Instant::now(), proc_self());
+            let (r, receipt) = Replica::join(
+                network_of(history),
+                DeviceKey::generate().expect("key"),
+                changes,
+            )
+            .expect("join");
+            wall[side] = t.elapsed().as_secs_f64();
+            if let (Some(b), Some(a)) = (before, proc_self()) {
+                cpu[side].push(a.cpu - b.cpu);
+                faults[side].push((a.minor_faults - b.minor_faults) as f64);
+            }
+            assert!(receipt.refused.is_empty());
+            assert_eq!(r.rules().is_some(), side == 0);
+        }
+        paired.push(wall[0] / wall[1]);
+    }
+
     // Reopening from the saved document (as a node opens its store): with rules the replica
     // reads every stored change again to rebuild its rule index.
     let (joined_with, _) = Replica::join(
@@ -185,12 +223,54 @@ fn rules(c: &mut Criterion) {
         ms(&without),
         ms(&with) / ms(&without)
     ));
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    let spread = |v: &[f64]| {
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (lo, hi)
+    };
+    if !paired.is_empty() {
+        let (lo, hi) = spread(&paired);
+        report.line(format!(
+            "initial load of {big} changes, {pairs} alternating pairs: with / without = {:.2} (median of the pairs' ratios; min {lo:.2}, max {hi:.2}); CPU time per join {:.0} ms with, {:.0} ms without ({:.2}); minor page faults per join {:.0} with, {:.0} without",
+            median(&paired),
+            median(&cpu[0]) * 1e3,
+            median(&cpu[1]) * 1e3,
+            median(&cpu[0]) / median(&cpu[1]),
+            median(&faults[0]),
+            median(&faults[1]),
+        ));
+    }
     report.line(format!(
         "reopen from the saved document, {big} changes: with the food-market rules {:.0} ms, without rules {:.0} ms; with / without = {:.2}",
         ms(&open_with),
         ms(&open_without),
         ms(&open_with) / ms(&open_without)
     ));
+}
+
+/// This process's CPU time so far and its minor page faults, from /proc/self/stat (Linux;
+/// `None` elsewhere).
+struct ProcSelf {
+    cpu: f64,
+    minor_faults: u64,
+}
+
+fn proc_self() -> Option<ProcSelf> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // After the command name (in parentheses, which may hold spaces): state is field 3.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let num = |i: usize| f.get(i - 3)?.parse::<u64>().ok();
+    // Fields 10 (minflt), 14 (utime) and 15 (stime), in clock ticks of 1/100 s (USER_HZ).
+    Some(ProcSelf {
+        cpu: (num(14)? + num(15)?) as f64 / 100.0,
+        minor_faults: num(10)?,
+    })
 }
 
 /// The network of a history (its genesis change's hash).

@@ -175,7 +175,9 @@ impl Admission {
     /// Judge a decoded change. `record` is the membership record it carries (already judged
     /// by membership), `record_index` the index that record will get if the change is
     /// accepted. `raw_len` is the change's encoded size, `dep_max_op` the largest op
-    /// counter among its dependencies.
+    /// counter among its dependencies. Returns the events the change records in event
+    /// buckets, read (each once, here), by op index: the rules judge them without reading
+    /// them again.
     pub(crate) fn judge(
         &self,
         change: &ExpandedChange,
@@ -183,7 +185,7 @@ impl Admission {
         dep_max_op: u64,
         record: RecordKind,
         past: &Past<'_>,
-    ) -> Result<(), Rejection> {
+    ) -> Result<Vec<(usize, EconomicEvent)>, Rejection> {
         if raw_len > MAX_CHANGE_BYTES || change.operations.len() > MAX_CHANGE_OPS {
             return Err(Rejection::TooLarge {
                 bytes: raw_len,
@@ -207,12 +209,15 @@ impl Admission {
             )));
         }
         match record {
-            RecordKind::Genesis(version) => return check_genesis(change, version),
+            RecordKind::Genesis(version) => {
+                return check_genesis(change, version).map(|()| Vec::new())
+            }
             RecordKind::Migrate => {
                 if self.v2_in_past(past) {
                     return Err(refuse("a migration of a ledger already at version 2"));
                 }
-                return check_bucket_creation(change, &[(schema::KEY_SCHEMA, 2)]).map(|_| ());
+                return check_bucket_creation(change, &[(schema::KEY_SCHEMA, 2)])
+                    .map(|_| Vec::new());
             }
             RecordKind::Membership | RecordKind::None => {}
         }
@@ -228,6 +233,7 @@ impl Admission {
         // The owned objects this change writes: whether it writes each one's marker, and
         // the parties it writes.
         let mut touched: Vec<Touched> = Vec::new();
+        let mut events = Vec::new();
         for (i, op) in change.operations.iter().enumerate() {
             let counter = start + i as u64;
             let at = |d: String| refuse(format!("op {i}: {d}"));
@@ -249,8 +255,9 @@ impl Admission {
             match target {
                 Some(Target::EventBucket { set, index }) => {
                     self.require_set(set, past).map_err(at)?;
-                    check_event_op(op, counter, &change.actor_id, index, author)
+                    let event = check_event_op(op, counter, &change.actor_id, index, author)
                         .map_err(|e| e.at_op(i))?;
+                    events.push((i, event));
                 }
                 Some(Target::ObjectBucket { set, index }) => {
                     self.require_set(set, past).map_err(at)?;
@@ -330,7 +337,7 @@ impl Admission {
                 check_parties(t, author)?;
             }
         }
-        Ok(())
+        Ok(events)
     }
 
     /// Object ownership: a member edits an object of an owned kind only if a device of its
@@ -630,7 +637,7 @@ fn check_event_op(
     actor: &ActorId,
     bucket: usize,
     author: &Member,
-) -> Result<(), Checked> {
+) -> Result<EconomicEvent, Checked> {
     let Key::Map(key) = &op.key else {
         return Err("an event bucket is a map".to_string().into());
     };
@@ -660,7 +667,8 @@ fn check_event_op(
     check_event_text(text, author)
 }
 
-fn check_event_text(text: &str, author: &Member) -> Result<(), Checked> {
+/// Check an event's JSON text and who records it: the event, read.
+fn check_event_text(text: &str, author: &Member) -> Result<EconomicEvent, Checked> {
     if text.len() > MAX_VALUE_BYTES {
         return Err(format!("an event of {} bytes", text.len()).into());
     }
@@ -676,7 +684,8 @@ fn check_event_text(text: &str, author: &Member) -> Result<(), Checked> {
             return Err(format!("invalid id {:?}", id.as_str()).into());
         }
     }
-    speaks_for(&event, author).map_err(Checked::Refused)
+    speaks_for(&event, author).map_err(Checked::Refused)?;
+    Ok(event)
 }
 
 /// Agent binding: a member records an event only if its own agent is the provider or the

@@ -158,11 +158,14 @@ impl Judge<'_> {
             has_record: &has_record,
             has_op: &has_op,
         };
-        self.admission
-            .judge(&decoded, change.raw_bytes().len(), dep_max, kind, &past)?;
-        // Network rules (crate::rules): rule-set writes and the refuse rules in force.
+        let events =
+            self.admission
+                .judge(&decoded, change.raw_bytes().len(), dep_max, kind, &past)?;
+        // Network rules (crate::rules): rule-set writes and the refuse rules in force, on
+        // the events admission read.
         if let Some(author) = author.as_ref() {
-            self.rules.judge(&decoded, head.hash, deps, author)?;
+            self.rules
+                .judge(&decoded, events, head.hash, deps, author)?;
         }
         // Only a change that would stand on its own proves equivocation.
         if self.check_seqs {

@@ -54,30 +54,22 @@ struct Staged {
     errors: Vec<(usize, Vec<Finding>)>,
 }
 
-/// Judge the events of `change` by the refuse rules of `rules`: the first refusal (a rule
-/// that does not hold), or the rules that failed to evaluate, by op index.
+/// Judge `events` (as admission read them, by op index in `change`) by the refuse rules of
+/// `rules`: the first refusal (a rule that does not hold), or the rules that failed to
+/// evaluate, by op index.
 fn refuse_events(
     rules: &CompiledRules,
     change: &ExpandedChange,
+    events: Vec<(usize, EconomicEvent)>,
     rec: &Recorder,
 ) -> Result<Vec<(usize, Vec<Finding>)>, Rejection> {
     let mut errors = Vec::new();
-    let every_action = rules.applies_to_all(Which::Refuse);
     let wants_id = rules.reads_event_id(Which::Refuse);
     let id_of = |i: usize| format!("{}@{}", change.start_op.get() + i as u64, change.actor_id);
-    for (i, text) in events(change) {
-        // The action alone first (no strings built): an event no refuse rule applies to is
-        // not judged, so it need not be read whole.
-        if !every_action {
-            match serde_json::from_str::<ActionOf>(text) {
-                Ok(a) if !rules.applies(Which::Refuse, a.action) => continue,
-                Ok(_) => {}
-                Err(_) => continue, // admission refuses an unreadable event
-            }
+    for (i, mut event) in events {
+        if !rules.applies(Which::Refuse, event.action) {
+            continue;
         }
-        let Ok(mut event) = serde_json::from_str::<EconomicEvent>(text) else {
-            continue; // admission refuses an unreadable event
-        };
         if wants_id {
             event.id = crate::vf::Id(id_of(i));
         }
@@ -95,12 +87,6 @@ fn refuse_events(
         }
     }
     Ok(errors)
-}
-
-/// An event's action, read without the rest of it.
-#[derive(serde::Deserialize)]
-struct ActionOf {
-    action: crate::vf::Action,
 }
 
 /// The rule-set versions of the accepted changes; see the module documentation.
@@ -191,10 +177,12 @@ impl RuleIndex {
 
     /// Judge what a change does to the rules and what the rules say of its events: a rule-set
     /// write by an admin, with a version above the one in force in its causal past, that
-    /// compiles; every event kept by the refuse rules in force in its causal past.
+    /// compiles; every event kept by the refuse rules in force in its causal past. `events`:
+    /// the events it records, as admission read them (by op index).
     pub(crate) fn judge(
         &mut self,
         change: &ExpandedChange,
+        events: Vec<(usize, EconomicEvent)>,
         hash: ChangeHash,
         deps: &[ChangeHash],
         author: &Member,
@@ -203,7 +191,7 @@ impl RuleIndex {
         // The events, by the refuse rules in force in the causal past (a rule set this
         // change publishes judges only the changes that come after it).
         let errors = match self.rules_for(deps).filter(|r| r.has_refusals()).cloned() {
-            Some(rules) => refuse_events(&rules, change, &self.recorder_of(author))?,
+            Some(rules) => refuse_events(&rules, change, events, &self.recorder_of(author))?,
             None => Vec::new(),
         };
         self.staged = Some(Staged {
