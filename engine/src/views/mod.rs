@@ -241,6 +241,18 @@ pub(crate) struct Entry {
     pub event: EconomicEvent,
 }
 
+/// Which of a resource's events (by position in its order) were recorded by a device that had
+/// seen every earlier event on it. The answer is true up to some position and false from
+/// there on (an event sees all before it only if the event before it did too), so two
+/// numbers hold it.
+#[derive(Debug, Default, Clone, Copy)]
+struct SeesAll {
+    /// The positions below this one are answered.
+    checked: usize,
+    /// The first answered position whose recorder had not seen everything before it.
+    first_blind: Option<usize>,
+}
+
 #[derive(Debug, Default, Clone)]
 struct ResourceFold {
     /// Every event touching the resource, in order, with the side it touches on.
@@ -250,7 +262,7 @@ struct ResourceFold {
     conflicts: Vec<Conflict>,
     /// For rules: whether the recorder of an event had seen every earlier event on this
     /// resource (memo, filled as rules need it; cleared when the resource folds again).
-    sees_all: HashMap<OrderKey, bool>,
+    sees_all: SeesAll,
     /// The last event folded and the state just before it, while rules are in use: rules
     /// that arrive for that event (a local write's) are judged without folding again.
     before_last: Option<(OrderKey, FoldState)>,
@@ -494,6 +506,8 @@ impl Views {
                     // Arrived late for this resource: fold it again from the start.
                     let pos = f.events.partition_point(|(k, _)| *k < key);
                     f.events.insert(pos, (key.clone(), side));
+                    // Positions moved: the memo is rebuilt as the resource folds again.
+                    f.sees_all = SeesAll::default();
                     refold.insert(rid.clone());
                 } else {
                     f.events.push((key.clone(), side));
@@ -611,7 +625,7 @@ impl Views {
         f.state = FoldState::default();
         f.conflicts.clear();
         f.removed_by = None;
-        f.sees_all.clear();
+        f.sees_all = SeesAll::default();
         f.before_last = None;
         let events: Vec<(OrderKey, Side)> = f.events.clone();
         let removed = self.removal(rid);
@@ -703,42 +717,36 @@ impl Views {
         if !needs_judging(&r, &entry.event) {
             return;
         }
-        let first = fold::sides(&entry.event)
-            .first()
-            .map(|(r, s)| ((*r).clone(), *s));
-        if first != Some((rid.clone(), side)) {
+        let first = fold::sides(&entry.event).first().copied();
+        if first.is_none_or(|(r, s)| (r, s) != (rid, side)) {
             return;
         }
-        let before = self
-            .resources
-            .get(rid)
-            .map(|f| f.state.clone())
-            .unwrap_or_default();
-        self.judge_on_resource(rid, key, &r, before, causality);
+        // The resource's state now is the state just before this event.
+        self.judge_on_resource(rid, key, &r, None, causality);
     }
 
     /// Judge the event at `key` by `r`, its resource `rid` being in state `before` just
-    /// before it in the order; the findings go with the resource's conflicts.
+    /// before it in the order (`None`: the resource's fold state now, while it folds just
+    /// before that event); the findings go with the resource's conflicts.
     fn judge_on_resource(
         &mut self,
         rid: &Id,
         key: &OrderKey,
         r: &EventRules,
-        before: FoldState,
+        before: Option<FoldState>,
         causality: &dyn Causality,
     ) {
         let seen = if r.rules.reads_resource() {
-            let state = self.state_as_seen(rid, key, causality, before);
-            Some(ResourceSeen {
-                id: rid.clone(),
-                unit: state.unit,
-                onhand: state.onhand,
-                accounting: state.accounting,
-                custodian: state.custodian,
-                accountable: state.primary_accountable,
-                location: state.location,
-                state: state.state,
-            })
+            if self.sees_all_before(rid, key, causality) {
+                let none = FoldState::default();
+                let state = before
+                    .as_ref()
+                    .or_else(|| self.resources.get(rid).map(|f| &f.state))
+                    .unwrap_or(&none);
+                Some(seen_of(rid, state))
+            } else {
+                Some(seen_of(rid, &self.fold_seen(rid, key, causality)))
+            }
         } else {
             None
         };
@@ -751,29 +759,15 @@ impl Views {
         }
     }
 
-    /// The state of `rid` as the recorder of the event at `key` saw it: the events on `rid`
-    /// in that event's causal past, folded. Called while `rid` folds, just before that event,
-    /// so the fold state (`before`) holds every earlier event; when the recorder had seen them all (the
-    /// usual case, checked along the chain of earlier events, each against the one before
-    /// it) that is the answer, else the seen ones are folded apart.
-    fn state_as_seen(
-        &mut self,
-        rid: &Id,
-        key: &OrderKey,
-        causality: &dyn Causality,
-        before: FoldState,
-    ) -> FoldState {
+    /// The state of `rid` as the recorder of the event at `key` saw it, when it had not seen
+    /// every earlier event on `rid` (`sees_all_before` said so): the events on `rid` in that
+    /// event's causal past, folded apart.
+    fn fold_seen(&self, rid: &Id, key: &OrderKey, causality: &dyn Causality) -> FoldState {
         let Some(f) = self.resources.get(rid) else {
             return FoldState::default();
         };
         let pos = f.events.partition_point(|(k, _)| k < key);
-        if self.sees_all_before(rid, pos, causality) {
-            return before;
-        }
-        let Some(f) = self.resources.get(rid) else {
-            return FoldState::default();
-        };
-        let earlier: Vec<(OrderKey, Side)> = f.events[..pos].to_vec();
+        let earlier = &f.events[..pos];
         let keys: Vec<OrderKey> = earlier.iter().map(|(k, _)| k.clone()).collect();
         let seen = causality.in_causal_past(key, &keys);
         let mut state = FoldState::default();
@@ -791,54 +785,48 @@ impl Views {
         state
     }
 
-    /// Whether the recorder of the event at position `pos` of `rid`'s events had seen every
-    /// earlier one: event i saw all before it if it saw event i-1 and event i-1 saw all before
-    /// it. Memoised per resource.
-    fn sees_all_before(&mut self, rid: &Id, pos: usize, causality: &dyn Causality) -> bool {
-        let Some(f) = self.resources.get(rid).filter(|f| pos < f.events.len()) else {
+    /// Whether the recorder of the event at `key` had seen every earlier event on `rid`
+    /// (the usual case: then the fold state just before the event is the state it saw):
+    /// event i saw all before it if it saw event i-1 and event i-1 saw all before it.
+    /// Memoised per resource ([`SeesAll`]).
+    fn sees_all_before(&mut self, rid: &Id, key: &OrderKey, causality: &dyn Causality) -> bool {
+        let Some(f) = self.resources.get(rid) else {
             return true;
         };
-        // Walk back to the latest position whose answer is known (position 0: nothing earlier).
-        let mut start = pos;
-        while start > 0 && !f.sees_all.contains_key(&f.events[start].0) {
-            start -= 1;
+        let pos = f.events.partition_point(|(k, _)| k < key);
+        if pos >= f.events.len() {
+            return true;
         }
-        let mut known = if start == 0 {
-            true
-        } else {
-            f.sees_all[&f.events[start].0]
+        let memo = f.sees_all;
+        let answer = |m: SeesAll| m.first_blind.is_none_or(|b| pos < b);
+        if pos < memo.checked || memo.first_blind.is_some() {
+            // Answered, or past a blind position (every later one is blind too).
+            return answer(memo);
+        }
+        // Position 0 has nothing earlier; each next one is checked against the one before.
+        let mut memo = SeesAll {
+            checked: memo.checked.max(1),
+            first_blind: None,
         };
-        let keys: Vec<OrderKey> = f.events[start..=pos]
-            .iter()
-            .map(|(k, _)| k.clone())
-            .collect();
-        let mut out = Vec::new();
-        for (i, k) in keys.iter().enumerate().skip(1) {
-            let prev = &keys[i - 1];
+        while memo.checked <= pos {
+            let (prev, k) = (&f.events[memo.checked - 1].0, &f.events[memo.checked].0);
             // One actor's changes are causally ordered (Automerge's own clocks count on it:
             // a clock covers an actor's changes up to a sequence number), so an earlier op of
             // the same actor is in the causal past without walking the change graph, which
             // in Automerge 0.12 costs building every change it visits.
             let seen = (prev.actor == k.actor && prev.counter < k.counter)
                 || causality.in_causal_past(k, std::slice::from_ref(prev))[0];
-            known = known && seen;
-            out.push((k.clone(), known));
-        }
-        if start == 0 {
-            if let Some(k) = keys.first() {
-                out.push((k.clone(), true));
+            if !seen {
+                memo.first_blind = Some(memo.checked);
+                memo.checked += 1;
+                break;
             }
+            memo.checked += 1;
         }
         if let Some(f) = self.resources.get_mut(rid) {
-            f.sees_all.extend(out);
-            return f
-                .events
-                .get(pos)
-                .and_then(|(k, _)| f.sees_all.get(k))
-                .copied()
-                .unwrap_or(known);
+            f.sees_all = memo;
         }
-        known
+        answer(memo)
     }
 
     /// Take the rule inputs of `old` (views about to be rebuilt from the same document).
@@ -897,7 +885,7 @@ impl Views {
                 refold.insert(rid);
                 continue;
             };
-            self.judge_on_resource(&rid, &key, &r, before, causality);
+            self.judge_on_resource(&rid, &key, &r, Some(before), causality);
         }
         for rid in refold {
             self.refold(&rid, causality);
@@ -999,7 +987,20 @@ impl Views {
     }
 }
 
-/// The rule findings on one event, as conflicts.
+/// A resource's state, as rules see it.
+fn seen_of(rid: &Id, state: &FoldState) -> ResourceSeen {
+    ResourceSeen {
+        id: rid.clone(),
+        unit: state.unit.clone(),
+        onhand: state.onhand,
+        accounting: state.accounting,
+        custodian: state.custodian.clone(),
+        accountable: state.primary_accountable.clone(),
+        location: state.location.clone(),
+        state: state.state.clone(),
+    }
+}
+
 /// Whether judging `event` by `r` could find anything: a flag rule that applies to its
 /// action, or a refuse rule that failed at admission (or, not judged there, applies to it).
 /// Skipping the others (their inputs, the resource's state as seen) changes no verdict.
@@ -1011,6 +1012,7 @@ fn needs_judging(r: &EventRules, event: &EconomicEvent) -> bool {
         }
 }
 
+/// The rule findings on one event, as conflicts.
 fn judge_rules(
     r: &EventRules,
     event: &EconomicEvent,
