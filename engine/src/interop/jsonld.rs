@@ -1081,8 +1081,9 @@ impl ImportPlan {
 
     /// Whether `replica`'s device may write all of it, as admission will judge it: every event
     /// by [`Replica::may_record`] (a member records only events its own agent takes part in;
-    /// an admin records for anyone), and every agent it creates (only an admin describes
-    /// other agents). The first refusal, with the node it concerns.
+    /// an admin, or a member the network's rule set grants it to, records for anyone), and
+    /// every agent it creates (only an admin describes other agents). The first refusal,
+    /// with the node it concerns.
     pub fn check_recorder(&self, replica: &Replica) -> Result<(), ImportError> {
         for s in &self.steps {
             if let Step::Event { iri, event, .. } = s {
@@ -1094,7 +1095,8 @@ impl ImportPlan {
                     })?;
             }
         }
-        if !replica.records_for_others() {
+        // Describing another agent is an admin's (admission: `NotYourAgent`), grant or not.
+        if replica.role() != Some(crate::Role::Admin) {
             let own = replica.agent();
             for a in &self.agents {
                 if own.as_ref() != Some(a) {
