@@ -1290,3 +1290,193 @@ fn in_several_orders(network: NetworkId, all: &[SignedChange], seed: u64) -> Vec
     }
     replicas
 }
+
+// Golden files of the rule-set formats (docs/rules.md, "Rule-set formats"): a whole small
+// network each, as signed changes, committed in tests/golden/:
+// - `v1-rule-set.json`: format 1 (fields `name`, `version`, `rules`, no `format`), put field
+//   by field as the code before format 2 wrote it (today's `set_rules` writes format 2, so
+//   the writer puts the fields with Automerge directly), then bo's own work under it;
+// - `v2-rule-set.json`: format 2 by `set_rules`, granting bo's agent recording for others,
+//   then bo's work between ana and cy (for others), admitted by the grant.
+// Test keys only: admin `ana` = 32 bytes of 0x07, member `bo` = 0x08. Written once by
+// `REFLOW_WRITE_GOLDEN=1 cargo test -p reflow --no-default-features --test rules --
+// --ignored write_golden_rule_sets` (never rewritten: a new format gets a new file).
+
+fn golden(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name)
+}
+
+fn fixed_key(byte: u8) -> DeviceKey {
+    DeviceKey::from_secret_bytes(&[byte; 32])
+}
+
+/// The golden networks' work rule (format 1 and 2 alike).
+fn golden_rules() -> Vec<Rule> {
+    vec![Rule {
+        name: "hours-per-event".into(),
+        outcome: Outcome::Refuse,
+        actions: vec![Action::Work],
+        check: "event.effort == null || event.effort.milli <= 8000".into(),
+        message: "At most 8 hours per event.".into(),
+    }]
+}
+
+fn read_golden(name: &str) -> (NetworkId, Vec<SignedChange>) {
+    let text = std::fs::read_to_string(golden(name)).expect("golden file");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let network: NetworkId = v["network"].as_str().expect("id").parse().expect("id");
+    let changes = v["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .map(|c| SignedChange {
+            change: Change::from_bytes(
+                hex::decode(c["change"].as_str().expect("hex")).expect("hex"),
+            )
+            .expect("change"),
+            signature: ChangeSignature(
+                hex::decode(c["signature"].as_str().expect("hex"))
+                    .expect("hex")
+                    .try_into()
+                    .expect("64 bytes"),
+            ),
+        })
+        .collect();
+    (network, changes)
+}
+
+fn golden_work(provider: &str, receiver: &str) -> EconomicEvent {
+    EconomicEvent::new(Action::Work, provider, receiver)
+        .effort(2, "hour")
+        .input_of("garden")
+}
+
+#[test]
+fn golden_rule_sets_of_each_format_read() {
+    for (file, format, grant) in [
+        ("v1-rule-set.json", 1, RecordForOthers::default()),
+        ("v2-rule-set.json", 2, agents(&["bo"])),
+    ] {
+        let (network, changes) = read_golden(file);
+        let n = changes.len();
+        let (r, receipt) = Replica::join(network, fixed_key(0x0a), changes).expect("join");
+        assert!(receipt.refused.is_empty(), "{file}: {:?}", receipt.refused);
+        assert_eq!((receipt.applied.len(), receipt.waiting), (n, 0), "{file}");
+        let rules = r.rules().expect("a rule set");
+        assert_eq!(
+            (
+                rules.format,
+                rules.version,
+                &rules.rules,
+                &rules.record_for_others
+            ),
+            (format, 1, &golden_rules(), &grant),
+            "{file}"
+        );
+        let work: Vec<(Option<Id>, Option<Id>)> = r
+            .ledger()
+            .events(&EventFilter::default())
+            .into_iter()
+            .filter(|e| e.action == Action::Work)
+            .map(|e| (e.provider, e.receiver))
+            .collect();
+        let want = if format == 1 {
+            ("bo", "ana")
+        } else {
+            ("ana", "cy")
+        };
+        assert_eq!(
+            work,
+            vec![(Some(Id::from(want.0)), Some(Id::from(want.1)))],
+            "{file}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "writes tests/golden/v1-rule-set.json and v2-rule-set.json: REFLOW_WRITE_GOLDEN=1 cargo test -p reflow --no-default-features --test rules -- --ignored write_golden_rule_sets"]
+fn write_golden_rule_sets() {
+    assert_eq!(
+        std::env::var("REFLOW_WRITE_GOLDEN").as_deref(),
+        Ok("1"),
+        "set REFLOW_WRITE_GOLDEN=1 to write the golden files"
+    );
+    assert_eq!(
+        reflow::rules::RULE_SET_FORMAT,
+        2,
+        "name the files for the new format"
+    );
+    for format in [1u32, 2] {
+        let path = golden(&format!("v{format}-rule-set.json"));
+        assert!(
+            !path.exists(),
+            "{} exists: a golden file is never rewritten",
+            path.display()
+        );
+        let (mut ana, mut history) =
+            Replica::create_network("golden rules", fixed_key(7), Agent::person("ana", "Ana"))
+                .expect("create");
+        let (_, c) = ana
+            .write(|l| {
+                l.create(Agent::person("bo", "Bo"))?;
+                l.create(Agent::person("cy", "Cy"))?;
+                l.create(Unit::new("hour", "hour", "h"))?;
+                l.create(Process::new("garden", "Garden", None))
+            })
+            .expect("objects");
+        history.extend(c);
+        history.extend(
+            ana.add_member(fixed_key(8).id(), Role::Member, Id::from("bo"))
+                .expect("add bo"),
+        );
+        let published = if format == 1 {
+            let rules = serde_json::to_string(&golden_rules()).expect("json");
+            let raw = raw_rules_change(
+                &ana,
+                &fixed_key(7),
+                0x01,
+                &[
+                    ("name", "\"Golden rules\""),
+                    ("version", "1"),
+                    ("rules", &rules),
+                ],
+            );
+            vec![raw]
+        } else {
+            let mut set = RuleSet::new("Golden rules", 1, golden_rules());
+            set.record_for_others = agents(&["bo"]);
+            ana.set_rules(set).expect("publish")
+        };
+        if format == 1 {
+            let receipt = ana.receive(published.clone()).expect("ana's own");
+            assert!(receipt.refused.is_empty(), "{:?}", receipt.refused);
+        }
+        history.extend(published);
+        let (mut bo, receipt) =
+            Replica::join(ana.network(), fixed_key(8), history.clone()).expect("join");
+        assert!(receipt.refused.is_empty(), "{:?}", receipt.refused);
+        let event = if format == 1 {
+            golden_work("bo", "ana")
+        } else {
+            golden_work("ana", "cy")
+        };
+        let (_, c) = bo.write(|l| l.record_event(event)).expect("bo's work");
+        history.extend(c);
+        let changes: Vec<serde_json::Value> = history
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "change": hex::encode(c.change.raw_bytes()),
+                    "signature": hex::encode(c.signature.0),
+                })
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "network": ana.network().to_string(),
+            "changes": changes,
+        });
+        std::fs::write(&path, serde_json::to_string_pretty(&doc).expect("json")).expect("write");
+    }
+}
