@@ -1134,6 +1134,19 @@ async fn command(cli: &Cli, dir: &std::path::Path, node: &Arc<Node>) -> Result<(
                         for rule in &set.rules {
                             println!("  {}  [{}]  {}", rule.name, rule.outcome, rule.check);
                         }
+                        let g = &set.record_for_others;
+                        if g.is_empty() {
+                            println!("records for others: admins only");
+                        } else {
+                            let roles: Vec<&str> = g.roles.iter().map(|r| r.as_str()).collect();
+                            let agents: Vec<&str> = g.agents.iter().map(|a| a.as_str()).collect();
+                            println!(
+                                "records for others: admins; roles [{}]; agents [{}]; devices [{}]",
+                                roles.join(", "),
+                                agents.join(", "),
+                                g.devices.join(", ")
+                            );
+                        }
                     }
                 }
                 println!("refused: {}", refused.len());

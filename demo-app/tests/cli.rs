@@ -1870,6 +1870,30 @@ fn rules_show_set_test() {
     assert_eq!(shown["flagged"][0]["rule"], "sale-within-onhand", "{shown}");
     assert_eq!(shown["refused"], serde_json::json!([]), "{shown}");
     assert!(ok(d, &["rules", "set", "time-bank"]).contains("version 2"));
+    assert!(
+        ok(d, &["rules", "show"]).contains("records for others: admins only"),
+        "no grant yet"
+    );
+    // A grant: members and the agent `joris` record for others (rule-set format 2).
+    let grant = d.join("grant.json");
+    std::fs::write(
+        &grant,
+        r#"{"name":"Market","version":1,"rules":[],"recordForOthers":{"roles":["member"],"agents":["joris"]}}"#,
+    )
+    .expect("write");
+    assert!(ok(d, &["rules", "set", grant.to_str().expect("path")]).contains("version 3"));
+    let shown = ok(d, &["rules", "show"]);
+    assert!(
+        shown.contains("records for others: admins; roles [member]; agents [joris]; devices []"),
+        "{shown}"
+    );
+    let shown = json(d, &["rules", "show", "--json"]);
+    assert_eq!(shown["ruleSet"]["format"], 2, "{shown}");
+    assert_eq!(
+        shown["ruleSet"]["recordForOthers"],
+        serde_json::json!({"roles": ["member"], "agents": ["joris"]}),
+        "{shown}"
+    );
 }
 
 /// A trace bundle exported from a real node verifies offline (another, empty data dir: no

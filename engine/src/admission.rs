@@ -112,6 +112,9 @@ pub(crate) struct Past<'a> {
     /// Whether the op with this (counter, actor) is in the causal past (asked only of
     /// version-1-era changes that edit a version-1 object).
     pub has_op: &'a dyn Fn(u64, &ActorId) -> bool,
+    /// The network's rule set in force in the causal past (None: none), for its
+    /// `recordForOthers` grant ([`records_for_others`]).
+    pub rules: Option<&'a crate::rules::RuleSet>,
 }
 
 /// An owned object one change writes, as its ownership and party checks need it.
@@ -129,7 +132,7 @@ struct Touched {
 /// names any (`SpeaksForOthers`, as for events: a member cannot commit another agent); the
 /// parties of one made earlier are fixed (a new promise between other parties is a new
 /// object, not an edit of an old one).
-fn check_parties(t: &Touched, author: &Member) -> Result<(), Rejection> {
+fn check_parties(t: &Touched, author: &Member, for_others: bool) -> Result<(), Rejection> {
     if !has_parties(t.kind) || t.parties.is_empty() {
         return Ok(());
     }
@@ -140,7 +143,7 @@ fn check_parties(t: &Touched, author: &Member) -> Result<(), Rejection> {
         )));
     }
     let own = |p: &Option<String>| p.as_deref() == Some(author.agent.as_str());
-    if t.parties.iter().any(own) {
+    if for_others || t.parties.iter().any(own) {
         return Ok(());
     }
     let named: Vec<&str> = t.parties.iter().flatten().map(String::as_str).collect();
@@ -229,6 +232,7 @@ impl Admission {
             return Err(refuse("a membership record carries operations"));
         }
         let author = past.author.ok_or_else(|| refuse("no author"))?;
+        let for_others = records_for_others(author, past.rules);
         let mut v1 = V1Writes::default();
         // The owned objects this change writes: whether it writes each one's marker, and
         // the parties it writes.
@@ -255,8 +259,9 @@ impl Admission {
             match target {
                 Some(Target::EventBucket { set, index }) => {
                     self.require_set(set, past).map_err(at)?;
-                    let event = check_event_op(op, counter, &change.actor_id, index, author)
-                        .map_err(|e| e.at_op(i))?;
+                    let event =
+                        check_event_op(op, counter, &change.actor_id, index, author, for_others)
+                            .map_err(|e| e.at_op(i))?;
                     events.push((i, event));
                 }
                 Some(Target::ObjectBucket { set, index }) => {
@@ -294,7 +299,7 @@ impl Admission {
                     let OpType::Put(ScalarValue::Str(text)) = &op.action else {
                         return Err(at("an event is a JSON string".into()));
                     };
-                    check_event_text(text, author).map_err(|e| e.at_op(i))?;
+                    check_event_text(text, author, for_others).map_err(|e| e.at_op(i))?;
                 }
                 Some(Target::Network) => return Err(at("the network map is immutable".into())),
                 Some(Target::V1Kind(_)) | None if v2 => {
@@ -334,7 +339,7 @@ impl Admission {
         if author.role != Role::Admin {
             for t in &touched {
                 self.check_owner(t.kind, &t.id, t.marker, author, &change.actor_id, past)?;
-                check_parties(t, author)?;
+                check_parties(t, author, for_others)?;
             }
         }
         Ok(events)
@@ -637,6 +642,7 @@ fn check_event_op(
     actor: &ActorId,
     bucket: usize,
     author: &Member,
+    for_others: bool,
 ) -> Result<EconomicEvent, Checked> {
     let Key::Map(key) = &op.key else {
         return Err("an event bucket is a map".to_string().into());
@@ -664,11 +670,15 @@ fn check_event_op(
         )
         .into());
     }
-    check_event_text(text, author)
+    check_event_text(text, author, for_others)
 }
 
 /// Check an event's JSON text and who records it: the event, read.
-fn check_event_text(text: &str, author: &Member) -> Result<EconomicEvent, Checked> {
+fn check_event_text(
+    text: &str,
+    author: &Member,
+    for_others: bool,
+) -> Result<EconomicEvent, Checked> {
     if text.len() > MAX_VALUE_BYTES {
         return Err(format!("an event of {} bytes", text.len()).into());
     }
@@ -684,18 +694,23 @@ fn check_event_text(text: &str, author: &Member) -> Result<EconomicEvent, Checke
             return Err(format!("invalid id {:?}", id.as_str()).into());
         }
     }
-    speaks_for(&event, author).map_err(Checked::Refused)?;
+    speaks_for(&event, author, for_others).map_err(Checked::Refused)?;
     Ok(event)
 }
 
 /// Agent binding: a member records an event only if its own agent is the provider or the
-/// receiver; an admin records for anyone (a paper receipt, an import). The one place this
-/// rule is written: admission applies it to every event, [`crate::Replica::may_record`]
-/// before a write.
-pub(crate) fn speaks_for(event: &EconomicEvent, author: &Member) -> Result<(), Rejection> {
+/// receiver; a device that records for others ([`records_for_others`]: an admin, or a holder
+/// of the rule set's grant) records for anyone (a paper receipt, an import). The one place
+/// this rule is written: admission applies it to every event, [`crate::Replica::may_record`]
+/// before a write (and so the importer).
+pub(crate) fn speaks_for(
+    event: &EconomicEvent,
+    author: &Member,
+    for_others: bool,
+) -> Result<(), Rejection> {
     let speaks_for_itself = event.provider.as_ref() == Some(&author.agent)
         || event.receiver.as_ref() == Some(&author.agent);
-    if speaks_for_itself || records_for_others(author.role) {
+    if speaks_for_itself || for_others {
         Ok(())
     } else {
         Err(Rejection::SpeaksForOthers {
@@ -707,9 +722,18 @@ pub(crate) fn speaks_for(event: &EconomicEvent, author: &Member) -> Result<(), R
     }
 }
 
-/// Whether a device with `role` may record events between other agents.
-pub(crate) fn records_for_others(role: Role) -> bool {
-    role == Role::Admin
+/// Whether `author` (its membership in a change's causal past) may record events, and make
+/// commitments, intents and claims, between other agents, with `rules` the rule set in force
+/// in that causal past: an admin always; a member if the rule set's `recordForOthers` grant
+/// names its role, its agent or its device (docs/rules.md, "Recording for others"); an
+/// observer never (it writes nothing). The one place this is decided: admission, the
+/// replica before a write ([`crate::Replica::records_for_others`]) and the importer ask it.
+pub(crate) fn records_for_others(author: &Member, rules: Option<&crate::rules::RuleSet>) -> bool {
+    match author.role {
+        Role::Admin => true,
+        Role::Member => rules.is_some_and(|r| r.grants_recording_for_others(author)),
+        Role::Observer => false,
+    }
 }
 
 /// What one op on an object bucket writes.

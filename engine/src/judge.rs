@@ -153,10 +153,13 @@ impl Judge<'_> {
         let has_record = move |i: usize| membership.past_has_record(deps, i);
         let metas = self.metas;
         let has_op = move |counter: u64, actor: &ActorId| op_in_past(deps, counter, actor, metas);
+        // The rule set in force in its causal past (its `recordForOthers` grant).
+        let rules = self.rules.rules_for(deps).map(|r| r.rule_set());
         let past = Past {
             author: author.as_ref(),
             has_record: &has_record,
             has_op: &has_op,
+            rules,
         };
         let events =
             self.admission

@@ -242,6 +242,7 @@ impl Replica {
                     author: None,
                     has_record: &|_| false,
                     has_op: &|_, _| false,
+                    rules: None,
                 };
                 if let Err(reason) =
                     admission.judge(&decoded, genesis.change.raw_bytes().len(), 0, kind, &past)
@@ -619,17 +620,22 @@ impl Replica {
         self.member(&self.key.id()).map(|m| m.agent)
     }
 
-    /// Whether this device may record events between other agents (admins may: a paper
-    /// receipt, an import); a member records only events its own agent takes part in.
+    /// Whether this device may record events between other agents now (as a change it
+    /// writes now is judged: its membership and the rule set in force at this replica's
+    /// heads): admins may (a paper receipt, an import), and members the network's rule set
+    /// grants it to (`recordForOthers`, docs/rules.md); other members record only events
+    /// their own agent takes part in.
     pub fn records_for_others(&self) -> bool {
-        self.role()
-            .is_some_and(crate::admission::records_for_others)
+        let rules = self.rules.in_force_at(&self.ledger.heads());
+        self.member(&self.key.id())
+            .is_some_and(|m| crate::admission::records_for_others(&m, rules.map(|r| r.rule_set())))
     }
 
     /// Whether this device may record `event` as far as agent binding goes (the rule
     /// admission applies to every event, docs/security.md): `Error::Refused` with
     /// `Rejection::SpeaksForOthers` if its agent is neither the provider nor the receiver
-    /// and it is not an admin; `Error::NotAllowed` if it may not write at all (an observer,
+    /// and it does not record for others ([`Replica::records_for_others`]: an admin, or a
+    /// holder of the rule set's grant); `Error::NotAllowed` if it may not write at all (an observer,
     /// not a member). Lets a user interface say so before anything is written; a write
     /// checks it again.
     pub fn may_record(&self, event: &EconomicEvent) -> Result<()> {
@@ -642,7 +648,10 @@ impl Replica {
                 action: "recording an event",
                 needed: "member",
             })?;
-        crate::admission::speaks_for(event, &member).map_err(|reason| Error::Refused { reason })
+        let rules = self.rules.in_force_at(&self.ledger.heads());
+        let for_others = crate::admission::records_for_others(&member, rules.map(|r| r.rule_set()));
+        crate::admission::speaks_for(event, &member, for_others)
+            .map_err(|reason| Error::Refused { reason })
     }
 
     /// The refused changes (for admins to inspect).
@@ -758,6 +767,8 @@ impl Replica {
         let mut rules = rules;
         rules.id = Id::from(crate::rules::RULE_SET_ID);
         rules.version = self.rules().map_or(1, |r| r.version + 1);
+        // Always the current format (a set read from an older ledger is format 1).
+        rules.format = crate::rules::RULE_SET_FORMAT;
         rules.compile()?;
         let id = rules.id.clone();
         let exists = self.ledger.get::<RuleSet>(&id).is_some();

@@ -3,7 +3,7 @@
 //! (the whole ledger and one resource's trace), bad files are refused whole with the node and
 //! field named, and imported events are recorded only as admission allows.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use reflow::interop::rdf::Graph;
@@ -558,13 +558,154 @@ fn the_whole_ledger_round_trips() {
     );
 }
 
+/// `doc` as exports wrote it before Reflow's own terms had their namespace: those terms
+/// under the ValueFlows `@vocab` (the reference-valued ones still `"@type": "@id"`).
+fn old_context(doc: &serde_json::Value) -> serde_json::Value {
+    let mut doc = doc.clone();
+    let ctx = doc["@context"].as_object_mut().expect("a context");
+    for t in interop::REFLOW_TERMS {
+        let d = ctx.remove(t).expect("the term is defined");
+        assert_eq!(
+            d["@id"],
+            serde_json::json!(format!("{}{t}", interop::REFLOW_VOCAB))
+        );
+        if d.get("@type").is_some() {
+            ctx.insert(t.into(), serde_json::json!({"@type": "@id"}));
+        }
+    }
+    doc
+}
+
+/// The ValueFlows terms and classes `vf-1.0.ttl` defines (its `vf:` subjects).
+fn vf_terms() -> BTreeSet<String> {
+    read("vf-1.0.ttl")
+        .lines()
+        .filter_map(|l| l.strip_prefix("vf:"))
+        .filter_map(|rest| {
+            rest.split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+                .next()
+        })
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every IRI in the ValueFlows namespace that a graph uses (as a predicate, a class or an
+/// object: actions are `vf:` individuals), by its term.
+fn vf_iris(g: &Graph) -> BTreeSet<String> {
+    let vf = format!("<{}", interop::VF);
+    g.triples
+        .iter()
+        .flat_map(|(_, p, o)| [p, o])
+        .filter_map(|t| t.strip_prefix(vf.as_str()))
+        .map(|t| t.trim_end_matches('>').to_string())
+        .collect()
+}
+
+#[test]
+fn exports_use_only_terms_the_ontology_defines() {
+    let defined = vf_terms();
+    assert!(
+        defined.len() > 150,
+        "read vf-1.0.ttl: {} terms",
+        defined.len()
+    );
+    for t in ["EconomicEvent", "provider", "hasNumericalValue", "produce"] {
+        assert!(defined.contains(t), "{t}");
+    }
+    // Reflow's own terms are ones the ontology does not define.
+    for t in interop::REFLOW_TERMS {
+        assert!(!defined.contains(t), "{t} is a ValueFlows term now");
+    }
+    // Each ledger, with the properties its file gave that the model does not have: kept and
+    // exported under the file's own IRI (`ex-exchange--03` misspells `resourceconformsTo`),
+    // which is what the file said, not a term of Reflow's.
+    let mut ledgers = vec![("bakery".to_string(), bakery(), BTreeSet::new())];
+    for f in examples() {
+        let mut l = ledger();
+        let text = std::fs::read_to_string(&f).expect("read");
+        let r = interop::import(&mut l, &text, &opts(true)).expect("imports");
+        let kept: BTreeSet<String> = r.kept_properties.keys().cloned().collect();
+        ledgers.push((f.display().to_string(), l, kept));
+    }
+    let mut own_used = BTreeSet::new();
+    for (name, l, kept) in &ledgers {
+        let g = graph(&interop::export(l));
+        let undefined: Vec<String> = vf_iris(&g)
+            .into_iter()
+            .filter(|t| !defined.contains(t) && !kept.contains(&format!("{}{t}", interop::VF)))
+            .collect();
+        assert!(
+            undefined.is_empty(),
+            "{name}: the export uses vf: terms vf-1.0.ttl does not define: {undefined:?}"
+        );
+        let own = format!("<{}", interop::REFLOW_VOCAB);
+        for (_, p, o) in &g.triples {
+            for t in [p, o] {
+                if let Some(t) = t.strip_prefix(own.as_str()) {
+                    own_used.insert(t.trim_end_matches('>').to_string());
+                }
+            }
+        }
+    }
+    // What the exports write in Reflow's namespace is among its declared terms, and the
+    // terms are used (the examples have agent relationships, the bakery makes resources).
+    for t in &own_used {
+        assert!(interop::REFLOW_TERMS.contains(&t.as_str()), "{t}");
+    }
+    for t in [
+        "agentKind",
+        "createdResource",
+        "AgentRelationship",
+        "subject",
+    ] {
+        assert!(own_used.contains(t), "{t} never exported: {own_used:?}");
+    }
+}
+
+#[test]
+fn an_export_with_reflow_terms_under_vf_still_imports_alike() {
+    // Exports before Reflow's namespace wrote its terms under ValueFlows': they import into
+    // the same ledger, which exports the same graph as today.
+    let mut l = ledger();
+    interop::import(
+        &mut l,
+        &read("ex-agent--00-agents-and-agent-relationships.jsonld"),
+        &opts(true),
+    )
+    .expect("imports");
+    for (what, l) in [("agents", l), ("bakery", bakery())] {
+        let doc = interop::export(&l);
+        let old = old_context(&doc);
+        assert_ne!(
+            graph(&old),
+            graph(&doc),
+            "{what}: the old form is another graph"
+        );
+        // Read as today's form is: the same fields, nothing more kept as unmodelled.
+        let mut a = ledger();
+        let today = interop::import(&mut a, &doc.to_string(), &opts(false)).expect("imports");
+        let mut b = ledger();
+        let r = interop::import(&mut b, &old.to_string(), &opts(false))
+            .unwrap_or_else(|e| panic!("{what}: the old form imports: {e}"));
+        assert_eq!(r.kept_properties, today.kept_properties, "{what}: {r}");
+        assert_eq!(r.created, today.created, "{what}: {r}");
+        let (g1, g2) = (graph(&doc), graph(&interop::export(&b)));
+        let (only1, only2) = g1.difference(&g2);
+        assert!(
+            only1.is_empty() && only2.is_empty(),
+            "{what}: {only1:#?}\n{only2:#?}"
+        );
+    }
+}
+
 #[test]
 fn an_export_of_the_old_form_with_a_base_reads_alike() {
     // Exports before absolute IRIs wrote `"@base": "urn:reflow:"` and relative ids; the
     // importer still reads them as they meant: the same ledger, the same graph again.
     let l = bakery();
     let doc = interop::export(&l);
-    let old = doc.to_string().replace("\"urn:reflow:", "\"");
+    let old = old_context(&doc).to_string().replace("\"urn:reflow:", "\"");
     assert!(!old.contains("urn:reflow:"), "{old}");
     let mut old: serde_json::Value = serde_json::from_str(&old).expect("json");
     old["@context"]["@base"] = serde_json::json!("urn:reflow:");
@@ -648,6 +789,64 @@ fn imported_events_naming_others_need_an_admin() {
         )
         .replace("urn:x:e1", "urn:x:e9");
     let e = interop::import_into(&mut member, &ghost, &opts(true)).expect_err("ghost agent");
+    assert!(e.to_string().contains("ghost"), "{e}");
+}
+
+#[test]
+fn a_member_the_rules_grant_imports_events_naming_others() {
+    // An admin (acting for `ana`), a member `bo` and a member `clerk`.
+    let admin_key = DeviceKey::generate().expect("key");
+    let clerk_key = DeviceKey::generate().expect("key");
+    let (mut admin, mut history) =
+        Replica::create_network("coop", admin_key, Agent::person("ana", "Ana")).expect("network");
+    let (_, c) = admin
+        .write(|l| {
+            l.create(Agent::person("bo", "Bo"))?;
+            l.create(Agent::person("clerk", "Clerk"))
+        })
+        .expect("agents");
+    history.extend(c);
+    history.extend(
+        admin
+            .add_member(clerk_key.id(), Role::Member, Id::from("clerk"))
+            .expect("member"),
+    );
+    let (mut clerk, _) = Replica::join(admin.network(), clerk_key, history).expect("join");
+    let text = r#"{"@context": {"@vocab": "https://w3id.org/valueflows/ont/vf#"}, "@graph": [
+        {"@id": "urn:x:e1", "@type": "EconomicEvent", "action": "work", "provider": "ana", "receiver": "bo",
+         "effortQuantity": {"hasUnit": "hour", "hasNumericalValue": 2}}]}"#;
+    // Without a grant: refused, nothing written.
+    let before = clerk.ledger().heads();
+    let e = interop::import_into(&mut clerk, text, &opts(false)).expect_err("not the clerk's");
+    assert!(
+        matches!(e, ImportError::NotAllowed { ref node, .. } if node == "urn:x:e1"),
+        "{e}"
+    );
+    assert_eq!(clerk.ledger().heads(), before, "nothing written");
+    // The admins grant the clerk's agent recording for others.
+    let mut rules = reflow::rules::RuleSet::new("Coop", 1, Vec::new());
+    rules.record_for_others.agents = vec![Id::from("clerk")];
+    let c = admin.set_rules(rules).expect("publish");
+    clerk.receive(c).expect("the clerk gets the rules");
+    let report = interop::import_into(&mut clerk, text, &opts(false)).expect("granted");
+    assert_eq!(report.events, 1);
+    // The admin admits what the clerk wrote (as every replica judges it).
+    let missing = clerk.signed_changes_since(&admin.ledger().heads());
+    assert!(!missing.is_empty());
+    let receipt = admin.receive(missing).expect("receive");
+    assert!(receipt.refused.is_empty(), "{:?}", receipt.refused);
+    let events = admin.ledger().events(&EventFilter::default());
+    assert!(
+        events
+            .iter()
+            .any(|e| e.provider == Some(Id::from("ana")) && e.receiver == Some(Id::from("bo"))),
+        "the imported event on the admin's replica"
+    );
+    // Describing another agent stays an admin's, grant or not.
+    let ghost = text
+        .replace("\"receiver\": \"bo\"", "\"receiver\": \"ghost\"")
+        .replace("urn:x:e1", "urn:x:e9");
+    let e = interop::import_into(&mut clerk, &ghost, &opts(true)).expect_err("ghost agent");
     assert!(e.to_string().contains("ghost"), "{e}");
 }
 

@@ -5,14 +5,16 @@
 //! The four pilot templates each get a scenario; then: four replicas in several delivery
 //! orders, a rule change concurrent with events, a non-admin's rule change and a malformed
 //! one (refused at write and at admission), a rule that fails to evaluate (flagged, named),
-//! a stale version, reopening from storage, and a property test of convergence.
+//! a stale version, reopening from storage, and a property test of convergence; the
+//! `recordForOthers` grant (admitted with it, refused without, revoked concurrently and
+//! judged causally in several delivery orders, not grantable by a member to itself).
 
 use std::collections::BTreeMap;
 
 use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{Automerge, ReadDoc, ROOT};
 use proptest::prelude::*;
-use reflow::rules::{template, Outcome, Rule, RuleSet, RULE_SET_ID};
+use reflow::rules::{template, Outcome, RecordForOthers, Rule, RuleSet, RULE_SET_ID};
 use reflow::*;
 
 fn key() -> DeviceKey {
@@ -634,9 +636,20 @@ fn concurrent_history() -> (Vec<SignedChange>, NetworkId, Vec<SignedChange>) {
 /// An event put with Automerge directly on a copy of `r`'s document, as session `suffix` of
 /// `r`'s device, signed with its key: a client that skips its replica's own checks.
 fn forge_event(r: &Replica, suffix: u8, event: &EconomicEvent) -> SignedChange {
-    let mut doc = Automerge::load(&r.ledger().save())
+    forge_event_on(&r.ledger().save(), r.key(), r.network(), suffix, event)
+}
+
+/// [`forge_event`] on a saved document `saved` (an earlier state of a device's ledger).
+fn forge_event_on(
+    saved: &[u8],
+    key: &DeviceKey,
+    network: NetworkId,
+    suffix: u8,
+    event: &EconomicEvent,
+) -> SignedChange {
+    let mut doc = Automerge::load(saved)
         .expect("load")
-        .with_actor(r.key().id().actor([suffix; 8]));
+        .with_actor(key.id().actor([suffix; 8]));
     let start = doc
         .get_heads()
         .iter()
@@ -662,7 +675,7 @@ fn forge_event(r: &Replica, suffix: u8, event: &EconomicEvent) -> SignedChange {
         .get_change_by_hash(&hash.expect("a change"))
         .expect("change")
         .clone();
-    let signature = r.key().sign_change(&r.network(), &change.hash());
+    let signature = key.sign_change(&network, &change.hash());
     SignedChange { change, signature }
 }
 
@@ -943,4 +956,527 @@ fn a_rejudgment_keeps_rules_and_flags() {
     assert_eq!(violations(&r), vec![(a, "small".to_string(), None)]);
     assert!(r.ledger().event(&b).is_none());
     assert_eq!(r.rules().map(|s| s.version), Some(1));
+}
+
+fn speaks_for_others<T: std::fmt::Debug>(result: Result<T>) {
+    assert!(
+        matches!(
+            result,
+            Err(Error::Refused {
+                reason: Rejection::SpeaksForOthers { .. }
+            })
+        ),
+        "expected SpeaksForOthers, got {result:?}"
+    );
+}
+
+/// Work between `ana` and `bo` on the process `garden`: an event naming neither the clerk
+/// nor (for `bo`'s device) anyone but `bo`'s counterpart.
+fn work(hours: i64) -> EconomicEvent {
+    EconomicEvent::new(Action::Work, "ana", "bo")
+        .effort(hours, "hour")
+        .input_of("garden")
+}
+
+/// A rule set of one refuse rule (at most 8 hours of work per event) and `grant`.
+fn granting(version_name: &str, grant: RecordForOthers) -> RuleSet {
+    let mut set = RuleSet::new(
+        version_name,
+        1,
+        vec![Rule {
+            name: "hours-per-event".into(),
+            outcome: Outcome::Refuse,
+            actions: vec![Action::Work],
+            check: "event.effort == null || event.effort.milli <= 8000".into(),
+            message: "At most 8 hours per event.".into(),
+        }],
+    );
+    set.record_for_others = grant;
+    set
+}
+
+fn agents(names: &[&str]) -> RecordForOthers {
+    RecordForOthers {
+        agents: names.iter().map(|a| Id::from(*a)).collect(),
+        ..RecordForOthers::default()
+    }
+}
+
+#[test]
+fn a_granted_member_records_for_others_and_one_without_is_refused() {
+    let mut net = network(&["ana", "bo", "clerk"]);
+    let (_, c) = net
+        .admin
+        .write(|l| l.create(Process::new("garden", "Garden", None)))
+        .expect("process");
+    net.spread(&c);
+    // No rule set: the clerk, a member, records only its own agent's events.
+    let clerk = net.members.get_mut("clerk").expect("clerk");
+    assert!(!clerk.records_for_others());
+    speaks_for_others(clerk.may_record(&work(1)));
+    speaks_for_others(clerk.write(|l| l.record_event(work(1))));
+    // A rule set without a grant: the same.
+    net.publish(granting("Bank", RecordForOthers::default()));
+    let clerk = net.members.get_mut("clerk").expect("clerk");
+    speaks_for_others(clerk.write(|l| l.record_event(work(1))));
+    // Its client, skipping the replica's check: refused at admission on every replica.
+    let forged = forge_event(clerk, 0xe1, &work(1));
+    let receipt = net.admin.receive(vec![forged]).expect("receive");
+    assert!(
+        matches!(
+            receipt.refused.as_slice(),
+            [(_, Rejection::SpeaksForOthers { .. })]
+        ),
+        "{:?}",
+        receipt.refused
+    );
+    // The grant names the clerk's agent: its event between ana and bo is admitted.
+    net.publish(granting("Bank with a clerk", agents(&["clerk"])));
+    assert_eq!(
+        net.admin.rules().map(|r| (r.format, r.record_for_others)),
+        Some((2, agents(&["clerk"])))
+    );
+    let clerk = net.members.get_mut("clerk").expect("clerk");
+    assert!(clerk.records_for_others());
+    clerk.may_record(&work(1)).expect("granted");
+    net.write("clerk", work(1)).expect("granted: admitted");
+    // bo is not named: still only its own events.
+    let bo = net.members.get_mut("bo").expect("bo");
+    speaks_for_others(
+        bo.may_record(
+            &EconomicEvent::new(Action::Work, "ana", "clerk")
+                .effort(1, "hour")
+                .input_of("garden"),
+        ),
+    );
+    // A grant to the role member: every member records for others.
+    net.publish(granting(
+        "Bank of clerks",
+        RecordForOthers {
+            roles: vec![Role::Member],
+            ..RecordForOthers::default()
+        },
+    ));
+    net.write(
+        "bo",
+        EconomicEvent::new(Action::Work, "ana", "clerk")
+            .effort(1, "hour")
+            .input_of("garden"),
+    )
+    .expect("members are granted");
+    // A grant to a device.
+    let clerk_device = net.members["clerk"].device().to_string();
+    net.publish(granting(
+        "Bank with one device",
+        RecordForOthers {
+            devices: vec![clerk_device],
+            ..RecordForOthers::default()
+        },
+    ));
+    net.write("clerk", work(1)).expect("the device is granted");
+    speaks_for_others(
+        net.write(
+            "bo",
+            EconomicEvent::new(Action::Work, "ana", "clerk")
+                .effort(1, "hour")
+                .input_of("garden"),
+        ),
+    );
+    // The refuse rules still judge a granted recording (time-bank: at most 8 hours).
+    refused_by(net.write("clerk", work(9)), "hours-per-event");
+    // Malformed grants are refused before anything is written.
+    let before = net.admin.ledger().heads();
+    for bad in [
+        RecordForOthers {
+            roles: vec![Role::Observer],
+            ..RecordForOthers::default()
+        },
+        RecordForOthers {
+            devices: vec!["not-a-device".into()],
+            ..RecordForOthers::default()
+        },
+        agents(&["bad\nid"]),
+    ] {
+        assert!(
+            matches!(
+                net.admin.set_rules(granting("bad", bad.clone())),
+                Err(Error::InvalidRules(_))
+            ),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(net.admin.ledger().heads(), before);
+}
+
+#[test]
+fn a_member_cannot_grant_itself_recording_for_others() {
+    let mut net = network(&["ana", "bo", "clerk"]);
+    net.publish(template("time-bank").expect("template"));
+    let clerk = net.members.get_mut("clerk").expect("clerk");
+    assert!(matches!(
+        clerk.set_rules(granting("Mine", agents(&["clerk"]))),
+        Err(Error::NotAllowed { .. })
+    ));
+    // A hand-made rule-set change by the member that adds the grant: refused at admission.
+    let clerk_key = clerk.key().clone();
+    let forged = raw_rules_change(
+        clerk,
+        &clerk_key,
+        0x33,
+        &[
+            ("version", "2"),
+            ("recordForOthers", r#"{"agents":["clerk"]}"#),
+        ],
+    );
+    let receipt = net.admin.receive(vec![forged]).expect("receive");
+    assert!(
+        matches!(
+            receipt.refused.as_slice(),
+            [(_, Rejection::RulesNotByAdmin { .. })]
+        ),
+        "{:?}",
+        receipt.refused
+    );
+    assert_eq!(
+        net.admin.rules().map(|r| r.record_for_others),
+        Some(RecordForOthers::default())
+    );
+    // An admin's hand-made format-1 rule set with a grant (format 1 has no such field), or
+    // a format this code does not know: refused at admission.
+    let rules_json = serde_json::to_string(&template("time-bank").expect("t").rules).expect("j");
+    for (format, detail) in [("1", "format 1"), ("3", "format 3")] {
+        let admin_key = net.admin.key().clone();
+        let change = raw_rules_change(
+            &net.admin,
+            &admin_key,
+            0x40 + format.as_bytes()[0],
+            &[
+                ("name", "\"x\""),
+                ("version", "9"),
+                ("format", format),
+                ("rules", &rules_json),
+                ("recordForOthers", r#"{"agents":["clerk"]}"#),
+            ],
+        );
+        let clerk = net.members.get_mut("clerk").expect("clerk");
+        let receipt = clerk.receive(vec![change]).expect("receive");
+        assert!(
+            matches!(receipt.refused.as_slice(), [(_, Rejection::InvalidRules { detail: d })] if d.contains(detail)),
+            "{:?}",
+            receipt.refused
+        );
+    }
+}
+
+/// A grant revoked concurrently with a recording: the clerk, granted by v2, records while
+/// offline; the admin meanwhile publishes v3 without the grant. The offline event stands
+/// (v2 is in force in its causal past) on every replica in every delivery order; a recording
+/// for others after the clerk has seen v3 is refused, and so is one backdated onto a past
+/// without v3 (a fork of the clerk's chain).
+#[test]
+fn a_revoked_grant_is_judged_by_each_change_causal_past() {
+    let mut net = network(&["ana", "bo", "clerk"]);
+    let (_, c) = net
+        .admin
+        .write(|l| l.create(Process::new("garden", "Garden", None)))
+        .expect("process");
+    net.spread(&c);
+    net.publish(granting("Bank", RecordForOthers::default()));
+    net.publish(granting("Bank with a clerk", agents(&["clerk"])));
+    // The clerk goes offline and records work between ana and bo (granted by v2).
+    let clerk = net.members.get_mut("clerk").expect("clerk");
+    let (_, offline) = clerk
+        .write(|l| l.record_event(work(2)))
+        .expect("granted offline");
+    let before_v3 = clerk.ledger().save();
+    // Meanwhile the admin revokes the grant (v3).
+    let v3 = net
+        .admin
+        .set_rules(granting("Bank, admins record", RecordForOthers::default()))
+        .expect("v3");
+    assert_eq!(net.admin.rules().map(|r| r.version), Some(3));
+    // The admin receives the offline event after v3: it stands (v2 in its past).
+    let receipt = net.admin.receive(offline.clone()).expect("receive");
+    assert!(receipt.refused.is_empty(), "{:?}", receipt.refused);
+    // The clerk gets v3: its replica refuses to record for others now...
+    let clerk = net.members.get_mut("clerk").expect("clerk");
+    clerk.receive(v3.clone()).expect("v3 arrives");
+    assert!(!clerk.records_for_others());
+    speaks_for_others(clerk.write(|l| l.record_event(work(1))));
+    // ... it records its own work (a change with v3 in its past) ...
+    let (_, own) = clerk
+        .write(|l| {
+            l.record_event(
+                EconomicEvent::new(Action::Work, "clerk", "ana")
+                    .effort(1, "hour")
+                    .input_of("garden"),
+            )
+        })
+        .expect("own work");
+    // ... and its client forges two recordings for others: one on its current past (v3 in
+    // it: refused by the revocation), one backdated onto its past before v3 (a fork).
+    let after = forge_event(clerk, 0xe2, &work(3));
+    let backdated = forge_event_on(&before_v3, clerk.key(), clerk.network(), 0xe3, &work(4));
+    let network = net.admin.network();
+    let mut all = net.history.clone();
+    all.extend(offline.clone());
+    all.extend(v3);
+    all.extend(own.clone());
+    all.push(after.clone());
+    // Without the backdated change: the offline event stands and the recording after v3 is
+    // refused, on every replica in every order.
+    let replicas = in_several_orders(network, &all, 0x5eed_0101);
+    let r = &replicas[0];
+    assert!(
+        r.ledger().has_change(&offline[0].hash()),
+        "the offline event"
+    );
+    assert!(
+        r.ledger().has_change(&own[0].hash()),
+        "the clerk's own work"
+    );
+    assert_eq!(r.rules().map(|r| r.version), Some(3));
+    let reason = |r: &Replica, h: ChangeHash| {
+        r.quarantine()
+            .find(|q| q.change.hash() == h)
+            .map(|q| q.reason.clone())
+    };
+    assert!(
+        matches!(
+            reason(r, after.hash()),
+            Some(Rejection::SpeaksForOthers { .. })
+        ),
+        "{:?}",
+        reason(r, after.hash())
+    );
+    assert_eq!(r.quarantine().count(), 1);
+    // With it: backdating does not help. It forks the clerk's chain (its own work, with v3
+    // in its past, is not in the backdated change's past): every replica refuses it, in
+    // every order, and cuts the clerk off.
+    all.push(backdated.clone());
+    let replicas = in_several_orders(network, &all, 0x5eed_0201);
+    let r = &replicas[0];
+    assert!(!r.ledger().has_change(&backdated.hash()));
+    assert!(
+        matches!(
+            reason(r, backdated.hash()),
+            Some(Rejection::Forked { .. } | Rejection::Equivocation { .. })
+        ),
+        "{:?}",
+        reason(r, backdated.hash())
+    );
+    assert!(r.ledger().has_change(&offline[0].hash()));
+}
+
+/// Deliver `all` (after its genesis) to fresh replicas in five orders and batch sizes (two
+/// seeded shuffles, the seeds printed); their verdicts must be the same. The replicas.
+fn in_several_orders(network: NetworkId, all: &[SignedChange], seed: u64) -> Vec<Replica> {
+    let n = all.len();
+    let orders: Vec<(Vec<usize>, usize)> = vec![
+        ((1..n).collect(), n),
+        ((1..n).collect(), 1),
+        ((1..n).rev().collect(), 1),
+        (shuffled(n, seed), 2),
+        (shuffled(n, seed + 1), 1),
+    ];
+    eprintln!("seeds {seed:#x}, {:#x}", seed + 1);
+    let replicas: Vec<Replica> = orders
+        .iter()
+        .map(|(o, b)| deliver(network, all, o, *b))
+        .collect();
+    let first = verdicts(&replicas[0]);
+    for (i, r) in replicas.iter().enumerate().skip(1) {
+        assert_eq!(verdicts(r), first, "order {i} differs from order 0");
+    }
+    replicas
+}
+
+// Golden files of the rule-set formats (docs/rules.md, "Rule-set formats"): a whole small
+// network each, as signed changes, committed in tests/golden/:
+// - `v1-rule-set.json`: format 1 (fields `name`, `version`, `rules`, no `format`), put field
+//   by field as the code before format 2 wrote it (today's `set_rules` writes format 2, so
+//   the writer puts the fields with Automerge directly), then bo's own work under it;
+// - `v2-rule-set.json`: format 2 by `set_rules`, granting bo's agent recording for others,
+//   then bo's work between ana and cy (for others), admitted by the grant.
+// Test keys only: admin `ana` = 32 bytes of 0x07, member `bo` = 0x08. Written once by
+// `REFLOW_WRITE_GOLDEN=1 cargo test -p reflow --no-default-features --test rules --
+// --ignored write_golden_rule_sets` (never rewritten: a new format gets a new file).
+
+fn golden(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name)
+}
+
+fn fixed_key(byte: u8) -> DeviceKey {
+    DeviceKey::from_secret_bytes(&[byte; 32])
+}
+
+/// The golden networks' work rule (format 1 and 2 alike).
+fn golden_rules() -> Vec<Rule> {
+    vec![Rule {
+        name: "hours-per-event".into(),
+        outcome: Outcome::Refuse,
+        actions: vec![Action::Work],
+        check: "event.effort == null || event.effort.milli <= 8000".into(),
+        message: "At most 8 hours per event.".into(),
+    }]
+}
+
+fn read_golden(name: &str) -> (NetworkId, Vec<SignedChange>) {
+    let text = std::fs::read_to_string(golden(name)).expect("golden file");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let network: NetworkId = v["network"].as_str().expect("id").parse().expect("id");
+    let changes = v["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .map(|c| SignedChange {
+            change: Change::from_bytes(
+                hex::decode(c["change"].as_str().expect("hex")).expect("hex"),
+            )
+            .expect("change"),
+            signature: ChangeSignature(
+                hex::decode(c["signature"].as_str().expect("hex"))
+                    .expect("hex")
+                    .try_into()
+                    .expect("64 bytes"),
+            ),
+        })
+        .collect();
+    (network, changes)
+}
+
+fn golden_work(provider: &str, receiver: &str) -> EconomicEvent {
+    EconomicEvent::new(Action::Work, provider, receiver)
+        .effort(2, "hour")
+        .input_of("garden")
+}
+
+#[test]
+fn golden_rule_sets_of_each_format_read() {
+    for (file, format, grant) in [
+        ("v1-rule-set.json", 1, RecordForOthers::default()),
+        ("v2-rule-set.json", 2, agents(&["bo"])),
+    ] {
+        let (network, changes) = read_golden(file);
+        let n = changes.len();
+        let (r, receipt) = Replica::join(network, fixed_key(0x0a), changes).expect("join");
+        assert!(receipt.refused.is_empty(), "{file}: {:?}", receipt.refused);
+        assert_eq!((receipt.applied.len(), receipt.waiting), (n, 0), "{file}");
+        let rules = r.rules().expect("a rule set");
+        assert_eq!(
+            (
+                rules.format,
+                rules.version,
+                &rules.rules,
+                &rules.record_for_others
+            ),
+            (format, 1, &golden_rules(), &grant),
+            "{file}"
+        );
+        let work: Vec<(Option<Id>, Option<Id>)> = r
+            .ledger()
+            .events(&EventFilter::default())
+            .into_iter()
+            .filter(|e| e.action == Action::Work)
+            .map(|e| (e.provider, e.receiver))
+            .collect();
+        let want = if format == 1 {
+            ("bo", "ana")
+        } else {
+            ("ana", "cy")
+        };
+        assert_eq!(
+            work,
+            vec![(Some(Id::from(want.0)), Some(Id::from(want.1)))],
+            "{file}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "writes tests/golden/v1-rule-set.json and v2-rule-set.json: REFLOW_WRITE_GOLDEN=1 cargo test -p reflow --no-default-features --test rules -- --ignored write_golden_rule_sets"]
+fn write_golden_rule_sets() {
+    assert_eq!(
+        std::env::var("REFLOW_WRITE_GOLDEN").as_deref(),
+        Ok("1"),
+        "set REFLOW_WRITE_GOLDEN=1 to write the golden files"
+    );
+    assert_eq!(
+        reflow::rules::RULE_SET_FORMAT,
+        2,
+        "name the files for the new format"
+    );
+    for format in [1u32, 2] {
+        let path = golden(&format!("v{format}-rule-set.json"));
+        assert!(
+            !path.exists(),
+            "{} exists: a golden file is never rewritten",
+            path.display()
+        );
+        let (mut ana, mut history) =
+            Replica::create_network("golden rules", fixed_key(7), Agent::person("ana", "Ana"))
+                .expect("create");
+        let (_, c) = ana
+            .write(|l| {
+                l.create(Agent::person("bo", "Bo"))?;
+                l.create(Agent::person("cy", "Cy"))?;
+                l.create(Unit::new("hour", "hour", "h"))?;
+                l.create(Process::new("garden", "Garden", None))
+            })
+            .expect("objects");
+        history.extend(c);
+        history.extend(
+            ana.add_member(fixed_key(8).id(), Role::Member, Id::from("bo"))
+                .expect("add bo"),
+        );
+        let published = if format == 1 {
+            let rules = serde_json::to_string(&golden_rules()).expect("json");
+            let raw = raw_rules_change(
+                &ana,
+                &fixed_key(7),
+                0x01,
+                &[
+                    ("name", "\"Golden rules\""),
+                    ("version", "1"),
+                    ("rules", &rules),
+                ],
+            );
+            vec![raw]
+        } else {
+            let mut set = RuleSet::new("Golden rules", 1, golden_rules());
+            set.record_for_others = agents(&["bo"]);
+            ana.set_rules(set).expect("publish")
+        };
+        if format == 1 {
+            let receipt = ana.receive(published.clone()).expect("ana's own");
+            assert!(receipt.refused.is_empty(), "{:?}", receipt.refused);
+        }
+        history.extend(published);
+        let (mut bo, receipt) =
+            Replica::join(ana.network(), fixed_key(8), history.clone()).expect("join");
+        assert!(receipt.refused.is_empty(), "{:?}", receipt.refused);
+        let event = if format == 1 {
+            golden_work("bo", "ana")
+        } else {
+            golden_work("ana", "cy")
+        };
+        let (_, c) = bo.write(|l| l.record_event(event)).expect("bo's work");
+        history.extend(c);
+        let changes: Vec<serde_json::Value> = history
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "change": hex::encode(c.change.raw_bytes()),
+                    "signature": hex::encode(c.signature.0),
+                })
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "network": ana.network().to_string(),
+            "changes": changes,
+        });
+        std::fs::write(&path, serde_json::to_string_pretty(&doc).expect("json")).expect("write");
+    }
 }

@@ -13,6 +13,29 @@ use super::problem::Problem;
 
 /// The ValueFlows namespace (of the ontology, `vf-1.0.ttl`).
 pub const VF: &str = "https://w3id.org/valueflows/ont/vf#";
+/// Reflow's own vocabulary: the terms and classes an export writes that the ValueFlows
+/// ontology (`vf-1.0.ttl`) does not define ([`REFLOW_TERMS`], docs/interop.md).
+pub const REFLOW_VOCAB: &str = "urn:reflow:vocab#";
+/// The terms and classes Reflow writes under [`REFLOW_VOCAB`]: its own fields (`agentKind`,
+/// `createdResource`, `removedBy`, `custodian`, `status`) and the ones the ValueFlows
+/// documentation and examples use that `vf-1.0.ttl` does not define (agent relationships,
+/// `atLocation`). An import reads each under either namespace (older exports wrote them
+/// under ValueFlows').
+pub const REFLOW_TERMS: [&str; 13] = [
+    "AgentRelationship",
+    "AgentRelationshipRole",
+    "agentKind",
+    "atLocation",
+    "createdResource",
+    "custodian",
+    "inverseRoleLabel",
+    "object",
+    "relationship",
+    "removedBy",
+    "roleLabel",
+    "status",
+    "subject",
+];
 /// The namespace the spec's examples write (read as [`VF`]).
 pub const VF_HTTP: &str = "http://w3id.org/valueflows/ont/vf#";
 /// The Ontology of units of Measure 2.0.

@@ -18,7 +18,9 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::expand::{self, local_name, Node, Props, Val, GEO, OM2, RDFS, VF};
+use super::expand::{
+    self, local_name, Node, Props, Val, GEO, OM2, RDFS, REFLOW_TERMS, REFLOW_VOCAB, VF,
+};
 use super::units;
 use crate::vf::action::CreateResource;
 use crate::vf::{
@@ -165,6 +167,16 @@ pub fn context() -> Value {
     c.insert("xsd".into(), json!(expand::XSD));
     for r in expand::VF_OBJECT_PROPERTIES.iter().chain(&REFLOW_REFS) {
         c.insert((*r).into(), json!({"@type": "@id"}));
+    }
+    // Reflow's own terms (and the ones `vf-1.0.ttl` does not define) in Reflow's namespace:
+    // an export uses no undefined ValueFlows term.
+    for t in REFLOW_TERMS {
+        let mut d = Map::new();
+        d.insert("@id".into(), json!(format!("{REFLOW_VOCAB}{t}")));
+        if is_ref_term(t) {
+            d.insert("@type".into(), json!("@id"));
+        }
+        c.insert(t.into(), Value::Object(d));
     }
     c.insert("action".into(), json!({"@type": "@vocab"}));
     c.insert("hasNumericalValue".into(), json!({"@type": "xsd:decimal"}));
@@ -656,13 +668,21 @@ const FIELDS: &[(&str, Shape)] = {
 };
 
 /// The model field a property IRI stands for, and its shape.
+/// The term of one of Reflow's own IRIs ([`REFLOW_TERMS`] under [`REFLOW_VOCAB`]).
+fn own_term(iri: &str) -> Option<&str> {
+    iri.strip_prefix(REFLOW_VOCAB)
+        .filter(|t| REFLOW_TERMS.contains(t))
+}
+
 fn field_of(iri: &str) -> Option<(&'static str, Shape)> {
     let local = match iri {
         _ if iri == format!("{RDFS}label") => "label",
         _ if iri == format!("{OM2}symbol") => "symbol",
         _ if iri == format!("{GEO}lat") => "lat",
         _ if iri == format!("{GEO}long") => "long",
-        _ => iri.strip_prefix(VF)?,
+        _ => iri
+            .strip_prefix(VF)
+            .or_else(|| own_term(iri).filter(|t| !t.starts_with(char::is_uppercase)))?,
     };
     FIELDS
         .iter()
@@ -769,7 +789,7 @@ impl Class {
                 "http://xmlns.com/foaf/0.1/Organization" | "https://schema.org/Organization" => {
                     Class::Organization
                 }
-                x => match x.strip_prefix(VF)? {
+                x => match x.strip_prefix(VF).or_else(|| own_term(x))? {
                     "Person" | "Agent" => Class::Person,
                     "Organization" => Class::Organization,
                     "Unit" => Class::Unit,
@@ -1081,8 +1101,9 @@ impl ImportPlan {
 
     /// Whether `replica`'s device may write all of it, as admission will judge it: every event
     /// by [`Replica::may_record`] (a member records only events its own agent takes part in;
-    /// an admin records for anyone), and every agent it creates (only an admin describes
-    /// other agents). The first refusal, with the node it concerns.
+    /// an admin, or a member the network's rule set grants it to, records for anyone), and
+    /// every agent it creates (only an admin describes other agents). The first refusal,
+    /// with the node it concerns.
     pub fn check_recorder(&self, replica: &Replica) -> Result<(), ImportError> {
         for s in &self.steps {
             if let Step::Event { iri, event, .. } = s {
@@ -1094,7 +1115,8 @@ impl ImportPlan {
                     })?;
             }
         }
-        if !replica.records_for_others() {
+        // Describing another agent is an admin's (admission: `NotYourAgent`), grant or not.
+        if replica.role() != Some(crate::Role::Admin) {
             let own = replica.agent();
             for a in &self.agents {
                 if own.as_ref() != Some(a) {
@@ -1994,7 +2016,15 @@ impl<'a> Planner<'a> {
                             break;
                         };
                         back.id = Id::default();
-                        let key = format!("{VF}{field}");
+                        // Its IRI as the file wrote it (under VF, or Reflow's own namespace).
+                        let key = event_props
+                            .get(iri.as_str())
+                            .and_then(|p| {
+                                p.keys()
+                                    .find(|k| field_of(k).map(|f| f.0) == Some(field))
+                                    .cloned()
+                            })
+                            .unwrap_or_else(|| format!("{VF}{field}"));
                         if let Some(vals) = event_props.get(iri.as_str()).and_then(|p| p.get(&key))
                         {
                             back.other_properties.insert(key.clone(), self.kept(vals));

@@ -10,7 +10,7 @@ mod problem;
 pub mod rdf;
 pub mod units;
 
-pub use expand::{OM2, VF};
+pub use expand::{OM2, REFLOW_TERMS, REFLOW_VOCAB, VF};
 pub use jsonld::{
     context, export, export_trace, import, import_into, plan, plan_for, ImportError, ImportOptions,
     ImportPlan, ImportReport, Problem,

@@ -67,6 +67,26 @@ fn term(iri: &str) -> String {
     }
 }
 
+/// A JSON number that is not an integer as JSON-LD's RDF conversion writes it (JSON-LD 1.1
+/// Processing Algorithms, "Object to RDF Conversion"): a whole number below 10^21 is an
+/// `xsd:integer`, anything else an `xsd:double` in its canonical form (`1.8E0`, `1.0E21`),
+/// so that Reflow's reading has the literals a stock processor has.
+fn number(f: f64) -> (String, Option<String>) {
+    if f.fract() == 0.0 && f.abs() < 1e21 {
+        return (format!("{f:.0}"), Some(format!("{XSD}integer")));
+    }
+    let e = format!("{f:.15e}");
+    let (mantissa, exponent) = e.split_once('e').unwrap_or((&e, "0"));
+    let mut mantissa = mantissa.trim_end_matches('0').to_string();
+    if mantissa.ends_with('.') {
+        mantissa.push('0');
+    }
+    (
+        format!("{mantissa}E{exponent}"),
+        Some(format!("{XSD}double")),
+    )
+}
+
 fn add_props(g: &mut Graph, s: &str, props: &Props) {
     for (p, vals) in props {
         for v in vals {
@@ -91,7 +111,7 @@ fn object(g: &mut Graph, v: &Val) -> String {
                 Value::Number(n) if n.is_i64() || n.is_u64() => {
                     (n.to_string(), Some(format!("{XSD}integer")))
                 }
-                Value::Number(n) => (n.to_string(), Some(format!("{XSD}double"))),
+                Value::Number(n) => number(n.as_f64().unwrap_or(f64::NAN)),
                 other => (other.to_string(), None),
             };
             let quoted = serde_json::to_string(&text).unwrap_or_default();
@@ -121,6 +141,18 @@ fn object(g: &mut Graph, v: &Val) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn numbers_are_written_as_json_ld_writes_them() {
+        let d = |f: f64| number(f).0;
+        assert_eq!(d(1.8), "1.8E0");
+        assert_eq!(d(-0.25), "-2.5E-1");
+        assert_eq!(d(123456.5), "1.234565E5");
+        assert_eq!(d(2.0), "2");
+        assert_eq!(number(2.0).1, Some(format!("{XSD}integer")));
+        assert_eq!(d(1e21), "1.0E21");
+        assert_eq!(number(1.8).1, Some(format!("{XSD}double")));
+    }
 
     #[test]
     fn same_graph_however_written() {

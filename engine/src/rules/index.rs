@@ -244,7 +244,7 @@ impl RuleIndex {
                 (Some(f), OpType::Put(ScalarValue::Str(text))) => {
                     fields.insert(f.clone(), text.as_str());
                 }
-                (Some(f), OpType::Delete) if f == "note" => {
+                (Some(f), OpType::Delete) if f == "note" || f == "recordForOthers" => {
                     fields.remove(f.as_str());
                     deleted.push(f.clone());
                 }

@@ -29,7 +29,7 @@ use cel::objects::Value;
 use cel::{Context, Env, IdedExpr, Program};
 use serde::{Deserialize, Serialize};
 
-use crate::membership::Role;
+use crate::membership::{Member, Role};
 use crate::vf::{Action, EconomicEvent, Id, Measure, ObjectKind, Quantity, VfObject};
 
 pub(crate) use index::{EventRules, RuleIndex};
@@ -45,6 +45,13 @@ pub const MAX_CHECK_BYTES: usize = 2048;
 pub const MAX_NODES: usize = 256;
 /// Longest rule name or message, in bytes.
 pub const MAX_TEXT_BYTES: usize = 512;
+/// The rule-set format this code writes and the newest it reads: 1 (no `format` field in the
+/// ledger) has name, version, rules and note; 2 adds [`RecordForOthers`]
+/// (`recordForOthers`). A rule set of a newer format is refused at admission
+/// (`InvalidRules`), never read as far as this code understands it.
+pub const RULE_SET_FORMAT: u32 = 2;
+/// Most entries in a [`RecordForOthers`] grant (roles, agents and devices together).
+pub const MAX_GRANTS: usize = 256;
 
 /// What happens to an event a rule does not hold for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -83,6 +90,70 @@ pub struct Rule {
     pub message: String,
 }
 
+/// Who, besides admins, may record events (and make commitments, intents and claims) between
+/// other agents: the grant of `recordForOthers` in a rule set (format 2, docs/rules.md,
+/// "Recording for others"). A device holds it if its role, its agent or the device itself is
+/// named, as its membership is in the causal past of the change it writes; the grant in force
+/// is the one of the rule set in force in that causal past, like every rule.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RecordForOthers {
+    /// Roles whose devices hold it (`member`; an admin always records for others, an observer
+    /// records nothing).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<Role>,
+    /// Agents whose devices hold it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agents: Vec<Id>,
+    /// Devices (hex ids) that hold it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
+}
+
+impl RecordForOthers {
+    /// Whether it names no one.
+    pub fn is_empty(&self) -> bool {
+        self.roles.is_empty() && self.agents.is_empty() && self.devices.is_empty()
+    }
+
+    /// Whether `member` (its membership where the grant is in force) holds it.
+    pub fn grants(&self, member: &Member) -> bool {
+        self.roles.contains(&member.role)
+            || self.agents.contains(&member.agent)
+            || self.devices.iter().any(|d| *d == member.device.to_string())
+    }
+
+    fn check(&self) -> Result<(), RuleError> {
+        let bad = |detail: String| Err(RuleError::BadGrant(detail));
+        if self.roles.len() + self.agents.len() + self.devices.len() > MAX_GRANTS {
+            return bad(format!("more than {MAX_GRANTS} entries"));
+        }
+        if self.roles.contains(&Role::Observer) {
+            return bad("names the role observer, which records nothing".into());
+        }
+        for a in &self.agents {
+            if !crate::ledger::schema::valid_id(a.as_str()) {
+                return bad(format!("agent {:?} is not a valid id", a.as_str()));
+            }
+        }
+        for d in &self.devices {
+            let ok = d
+                .parse::<crate::identity::DeviceId>()
+                .is_ok_and(|id| id.to_string() == *d);
+            if !ok {
+                return bad(format!(
+                    "device {d:?} is not a device id (64 lowercase hex digits)"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn format_one() -> u32 {
+    1
+}
+
 /// A network's rules, as stored in its ledger (kind `ruleSets`, id [`RULE_SET_ID`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -90,6 +161,10 @@ pub struct RuleSet {
     /// Id (always [`RULE_SET_ID`]).
     #[serde(skip)]
     pub id: Id,
+    /// The format (1 or 2, [`RULE_SET_FORMAT`]); absent in the ledger: 1 (written before
+    /// formats were numbered).
+    #[serde(default = "format_one")]
+    pub format: u32,
     /// A display name ("Saturday market rules").
     pub name: String,
     /// The version: every publication raises it above the version in force in its causal
@@ -100,6 +175,9 @@ pub struct RuleSet {
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Who besides admins records for others (format 2; empty: admins only).
+    #[serde(default, skip_serializing_if = "RecordForOthers::is_empty")]
+    pub record_for_others: RecordForOthers,
 }
 
 impl VfObject for RuleSet {
@@ -124,6 +202,18 @@ pub enum RuleError {
     /// Two rules share a name.
     #[error("two rules are named {0:?}")]
     DuplicateName(String),
+    /// A format this code does not know (newer than [`RULE_SET_FORMAT`]), or a field that
+    /// the declared format does not have.
+    #[error("rule-set format {format}: {detail}")]
+    Format {
+        /// The declared format.
+        format: u32,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The `recordForOthers` grant names something that cannot hold it.
+    #[error("recordForOthers: {0}")]
+    BadGrant(String),
     /// A name or message is empty or too long.
     #[error("rule {rule:?}: {detail}")]
     BadText {
@@ -430,19 +520,36 @@ impl RuleSet {
     pub fn new(name: impl Into<String>, version: u64, rules: Vec<Rule>) -> RuleSet {
         RuleSet {
             id: Id::from(RULE_SET_ID),
+            format: RULE_SET_FORMAT,
             name: name.into(),
             version,
             rules,
             note: None,
+            record_for_others: RecordForOthers::default(),
         }
     }
 
-    /// Read a rule set from its JSON (the file format of `reflow rules set`).
+    /// Read a rule set from its JSON (the file format of `reflow rules set`). A file that
+    /// says no `format` is read as the current one ([`RULE_SET_FORMAT`]): a person writes it
+    /// now (in the ledger, a rule set without `format` is of format 1).
     pub fn from_json(text: &str) -> Result<RuleSet, RuleError> {
-        let mut set: RuleSet =
+        let mut value: serde_json::Value =
             serde_json::from_str(text).map_err(|e| RuleError::Unreadable(e.to_string()))?;
+        if let Some(obj) = value.as_object_mut() {
+            obj.entry("format")
+                .or_insert_with(|| serde_json::Value::from(RULE_SET_FORMAT));
+        }
+        let mut set: RuleSet =
+            serde_json::from_value(value).map_err(|e| RuleError::Unreadable(e.to_string()))?;
         set.id = Id::from(RULE_SET_ID);
         Ok(set)
+    }
+
+    /// Whether `member` (its membership in the causal past where this rule set is in force)
+    /// may record for others by this rule set's grant ([`RecordForOthers`]; admins always
+    /// may, which is not this rule set's to say: `admission::records_for_others`).
+    pub fn grants_recording_for_others(&self, member: &Member) -> bool {
+        self.record_for_others.grants(member)
     }
 
     /// The rule set as pretty JSON.
@@ -452,6 +559,19 @@ impl RuleSet {
 
     /// Compile and check every rule (names, sizes, the language subset).
     pub fn compile(&self) -> Result<CompiledRules, RuleError> {
+        if self.format == 0 || self.format > RULE_SET_FORMAT {
+            return Err(RuleError::Format {
+                format: self.format,
+                detail: format!("this code reads formats 1 to {RULE_SET_FORMAT}"),
+            });
+        }
+        if self.format < 2 && !self.record_for_others.is_empty() {
+            return Err(RuleError::Format {
+                format: self.format,
+                detail: "recordForOthers is a field of format 2".into(),
+            });
+        }
+        self.record_for_others.check()?;
         if self.rules.len() > MAX_RULES {
             return Err(RuleError::TooManyRules(self.rules.len()));
         }
