@@ -123,12 +123,21 @@ const pages = {
   },
 
   async rules(v) {
+    // The rule set's recordForOthers grant (docs/rules.md, "Recording for others").
+    const grantText = g => {
+      const parts = [];
+      if (g && g.roles && g.roles.length) parts.push(`every ${g.roles.join(", ")}`);
+      if (g && g.agents && g.agents.length) parts.push(`the devices of ${g.agents.join(", ")}`);
+      if (g && g.devices && g.devices.length) parts.push(`devices ${g.devices.map(d => d.slice(0, 12)).join(", ")}`);
+      return parts.length ? `admins, and ${parts.join("; ")}` : "admins only";
+    };
     const d = await get("/api/rules");
     const set = d.ruleSet;
     const rules = set ? `<p id="rules-in-force">${esc(set.name)}, version ${esc(String(set.version))}</p>` +
       `<table class="cards" id="rules-table"><tr><th>Rule</th><th>Outcome</th><th>Applies to</th><th>Check</th><th>Message</th></tr>` +
       set.rules.map(r => `<tr data-rule="${esc(r.name)}"><td data-label="Rule"><b>${esc(r.name)}</b></td><td data-label="Outcome">${esc(r.outcome)}</td>` +
-        `<td data-label="Applies to">${esc((r.actions || []).join(", ") || "every event")}</td><td data-label="Check"><code>${esc(r.check)}</code></td><td data-label="Message">${esc(r.message)}</td></tr>`).join("") + `</table>`
+        `<td data-label="Applies to">${esc((r.actions || []).join(", ") || "every event")}</td><td data-label="Check"><code>${esc(r.check)}</code></td><td data-label="Message">${esc(r.message)}</td></tr>`).join("") + `</table>` +
+      `<p id="rules-record-for-others">Records events between other agents: ${esc(grantText(set.recordForOthers))}</p>`
       : `<p id="no-rules">This network has published no rules.</p>`;
     const refused = d.refused.length ? `<ul id="rules-refused">` + d.refused.map(q => `<li data-change="${esc(q.change)}">${esc(q.text)}</li>`).join("") + `</ul>`
       : `<p class="muted" id="rules-refused-none">Nothing refused.</p>`;

@@ -815,6 +815,7 @@ fn web_ui_in_a_real_browser() {
     a.wait_text("#rules-in-force", "version 1");
     a.wait_text("#rules-table", "sale-within-onhand");
     a.wait_text("#rules-table", "stall-sells-own-produce");
+    a.wait_text("#rules-record-for-others", "admins only");
     a.find("#rules-refused-none");
     a.find("#rules-flagged-none");
     a.screenshot("rules");
