@@ -43,19 +43,17 @@
 
 #![cfg(feature = "net")]
 
-use std::path::PathBuf;
+mod support;
+
+use support::{golden, read_network};
 
 use reflow::interop::bundle;
 use reflow::node::Ticket;
 use reflow::sync::frame::RefuseCode;
 use reflow::{
-    Action, Agent, Change, ChangeSignature, DeviceKey, EconomicEvent, Frame, Id, Ledger, NetworkId,
-    PeerAddr, Process, Quantity, Replica, ResourceDescription, Role, SignedChange, Store, Unit,
+    Action, Agent, DeviceKey, EconomicEvent, Frame, Id, Ledger, NetworkId, PeerAddr, Process,
+    Quantity, Replica, ResourceDescription, Role, SignedChange, Store, Unit,
 };
-
-fn golden(name: &str) -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden")).join(name)
-}
 
 fn key(byte: u8) -> DeviceKey {
     DeviceKey::from_secret_bytes(&[byte; 32])
@@ -66,27 +64,7 @@ const NETWORK_NAME: &str = "golden market";
 const INVITE_EXPIRES: u64 = 4_102_444_800; // 2100-01-01
 
 fn v2_network() -> (NetworkId, Vec<SignedChange>) {
-    let text = std::fs::read_to_string(golden("v2-network.json")).expect("golden file");
-    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
-    let network: NetworkId = v["network"].as_str().expect("id").parse().expect("id");
-    let changes = v["changes"]
-        .as_array()
-        .expect("changes")
-        .iter()
-        .map(|c| SignedChange {
-            change: Change::from_bytes(
-                hex::decode(c["change"].as_str().expect("hex")).expect("hex"),
-            )
-            .expect("change"),
-            signature: ChangeSignature(
-                hex::decode(c["signature"].as_str().expect("hex"))
-                    .expect("hex")
-                    .try_into()
-                    .expect("64 bytes"),
-            ),
-        })
-        .collect();
-    (network, changes)
+    read_network("v2-network.json")
 }
 
 fn quantity(text: &str) -> Quantity {

@@ -9,7 +9,11 @@
 //! `recordForOthers` grant (admitted with it, refused without, revoked concurrently and
 //! judged causally in several delivery orders, not grantable by a member to itself).
 
+mod support;
+
 use std::collections::BTreeMap;
+
+use support::{golden, read_network};
 
 use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{Automerge, ReadDoc, ROOT};
@@ -1302,12 +1306,6 @@ fn in_several_orders(network: NetworkId, all: &[SignedChange], seed: u64) -> Vec
 // `REFLOW_WRITE_GOLDEN=1 cargo test -p reflow --no-default-features --test rules --
 // --ignored write_golden_rule_sets` (never rewritten: a new format gets a new file).
 
-fn golden(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(name)
-}
-
 fn fixed_key(byte: u8) -> DeviceKey {
     DeviceKey::from_secret_bytes(&[byte; 32])
 }
@@ -1323,30 +1321,6 @@ fn golden_rules() -> Vec<Rule> {
     }]
 }
 
-fn read_golden(name: &str) -> (NetworkId, Vec<SignedChange>) {
-    let text = std::fs::read_to_string(golden(name)).expect("golden file");
-    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
-    let network: NetworkId = v["network"].as_str().expect("id").parse().expect("id");
-    let changes = v["changes"]
-        .as_array()
-        .expect("changes")
-        .iter()
-        .map(|c| SignedChange {
-            change: Change::from_bytes(
-                hex::decode(c["change"].as_str().expect("hex")).expect("hex"),
-            )
-            .expect("change"),
-            signature: ChangeSignature(
-                hex::decode(c["signature"].as_str().expect("hex"))
-                    .expect("hex")
-                    .try_into()
-                    .expect("64 bytes"),
-            ),
-        })
-        .collect();
-    (network, changes)
-}
-
 fn golden_work(provider: &str, receiver: &str) -> EconomicEvent {
     EconomicEvent::new(Action::Work, provider, receiver)
         .effort(2, "hour")
@@ -1359,7 +1333,7 @@ fn golden_rule_sets_of_each_format_read() {
         ("v1-rule-set.json", 1, RecordForOthers::default()),
         ("v2-rule-set.json", 2, agents(&["bo"])),
     ] {
-        let (network, changes) = read_golden(file);
+        let (network, changes) = read_network(file);
         let n = changes.len();
         let (r, receipt) = Replica::join(network, fixed_key(0x0a), changes).expect("join");
         assert!(receipt.refused.is_empty(), "{file}: {:?}", receipt.refused);

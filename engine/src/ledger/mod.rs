@@ -539,16 +539,7 @@ impl Ledger {
     /// A resource's state as a rule sees it, from the views (now).
     pub(crate) fn resource_seen(&self, id: &Id) -> Option<crate::rules::ResourceSeen> {
         let (state, _) = self.views.resource_state(id)?;
-        Some(crate::rules::ResourceSeen {
-            id: id.clone(),
-            unit: state.unit.clone(),
-            onhand: state.onhand,
-            accounting: state.accounting,
-            custodian: state.custodian.clone(),
-            accountable: state.primary_accountable.clone(),
-            location: state.location.clone(),
-            state: state.state.clone(),
-        })
+        Some(crate::views::seen_of(id, state))
     }
 
     /// Set the rules each event is judged by (the replica's rule index, `crate::rules`).

@@ -988,7 +988,7 @@ impl Views {
 }
 
 /// A resource's state, as rules see it.
-fn seen_of(rid: &Id, state: &FoldState) -> ResourceSeen {
+pub(crate) fn seen_of(rid: &Id, state: &FoldState) -> ResourceSeen {
     ResourceSeen {
         id: rid.clone(),
         unit: state.unit.clone(),
