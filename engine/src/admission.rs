@@ -731,7 +731,7 @@ pub(crate) fn speaks_for(
 pub(crate) fn records_for_others(author: &Member, rules: Option<&crate::rules::RuleSet>) -> bool {
     match author.role {
         Role::Admin => true,
-        Role::Member => rules.is_some_and(|r| r.grants_recording_for_others(author)),
+        Role::Member => rules.is_some_and(|r| r.record_for_others.grants(author)),
         Role::Observer => false,
     }
 }

@@ -648,9 +648,7 @@ impl Replica {
                 action: "recording an event",
                 needed: "member",
             })?;
-        let rules = self.rules.in_force_at(&self.ledger.heads());
-        let for_others = crate::admission::records_for_others(&member, rules.map(|r| r.rule_set()));
-        crate::admission::speaks_for(event, &member, for_others)
+        crate::admission::speaks_for(event, &member, self.records_for_others())
             .map_err(|reason| Error::Refused { reason })
     }
 

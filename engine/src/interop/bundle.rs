@@ -320,30 +320,12 @@ fn ledger_err(e: impl std::fmt::Display) -> BundleError {
 }
 
 /// The node id of event `id` in a bundle of format `version`: version 1 wrote the id as it
-/// is (relative to `@base`), version 2 as an absolute IRI ([`iri`]).
+/// is (relative to `@base`), version 2 as an absolute IRI (`jsonld::full_iri`).
 fn node_id(version: u64, id: &str) -> String {
     if version == 1 {
         id.to_string()
     } else {
-        iri(id)
-    }
-}
-
-/// An id as an absolute IRI: itself if it is one, else [`BASE`] and the id, percent-encoded
-/// (the export's rule: `3@4f…` is `urn:reflow:3@4f…`, `Ana María` is
-/// `urn:reflow:Ana%20Mar%C3%ADa`).
-fn iri(id: &str) -> String {
-    super::jsonld::full_iri(id)
-}
-
-/// Write every reference of `m` (a [`REFS`] term, at any depth) as an absolute IRI.
-fn absolute_refs(m: &mut Map<String, Value>) {
-    for (k, v) in m.iter_mut() {
-        match v {
-            Value::String(s) if REFS.contains(&k.as_str()) => *s = iri(s),
-            Value::Object(inner) => absolute_refs(inner),
-            _ => {}
-        }
+        super::jsonld::full_iri(id)
     }
 }
 
@@ -355,7 +337,7 @@ fn event_node(version: u64, id: &Id, event: &EconomicEvent) -> Value {
     node.insert("@type".into(), json!("EconomicEvent"));
     if let Ok(Value::Object(mut fields)) = serde_json::to_value(event) {
         if version != 1 {
-            absolute_refs(&mut fields);
+            super::jsonld::encode_refs_by(&mut fields, &|k| REFS.contains(&k));
         }
         node.extend(fields);
     }
@@ -919,7 +901,10 @@ mod tests {
             .as_array()
             .expect("graph")
             .iter()
-            .position(|n| n["action"] == action && n[field] == iri(value).as_str())
+            .position(|n| {
+                n["action"] == action
+                    && n[field] == crate::interop::jsonld::full_iri(value).as_str()
+            })
             .expect("event in the bundle")
     }
 

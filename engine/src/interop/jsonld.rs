@@ -275,17 +275,23 @@ fn is_ref_term(k: &str) -> bool {
 /// Write the ids in `m`'s reference-valued fields (and in its measures' `hasUnit`) as
 /// [`export_id`] does.
 fn encode_refs(m: &mut Map<String, Value>) {
+    encode_refs_by(m, &is_ref_term);
+}
+
+/// Write the ids in `m`'s fields that `is_ref` names (at any depth, single or in a list) as
+/// absolute IRIs ([`full_iri`]); the export's terms and a trace bundle's share it.
+pub(crate) fn encode_refs_by(m: &mut Map<String, Value>, is_ref: &dyn Fn(&str) -> bool) {
     for (k, v) in m.iter_mut() {
         match v {
-            Value::String(s) if is_ref_term(k) => *s = full_iri(s),
-            Value::Array(a) if is_ref_term(k) => {
+            Value::String(s) if is_ref(k) => *s = full_iri(s),
+            Value::Array(a) if is_ref(k) => {
                 for x in a {
                     if let Value::String(s) = x {
                         *s = full_iri(s);
                     }
                 }
             }
-            Value::Object(inner) => encode_refs(inner),
+            Value::Object(inner) => encode_refs_by(inner, is_ref),
             _ => {}
         }
     }

@@ -545,13 +545,6 @@ impl RuleSet {
         Ok(set)
     }
 
-    /// Whether `member` (its membership in the causal past where this rule set is in force)
-    /// may record for others by this rule set's grant ([`RecordForOthers`]; admins always
-    /// may, which is not this rule set's to say: `admission::records_for_others`).
-    pub fn grants_recording_for_others(&self, member: &Member) -> bool {
-        self.record_for_others.grants(member)
-    }
-
     /// The rule set as pretty JSON.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_default()
