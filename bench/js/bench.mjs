@@ -36,6 +36,7 @@ async function worker() {
   const Str = A.ImmutableString ?? A.RawString;
 
   let repo = null;
+  let storageDir = null;
   let handle = null;
   const sockets = [];
   let wss = null;
@@ -45,10 +46,37 @@ async function worker() {
     handle.on("change", () => send({ ev: "heads", t: nowMs(), heads: sortedHeads() }));
   };
 
+  // `flush()` waits only for the saves it starts itself. A save the repo's throttle started
+  // earlier can still be writing the same snapshot file (NodeFS truncates, then writes), and
+  // two overlapping saves can leave the repo believing older heads are stored, so a process
+  // that exits right after `shutdown()` can leave a partial file behind. Before a scenario
+  // reads this storage from a new process, wait until a fresh reader of the directory loads
+  // the document with the heads this process holds (bounded: 200 tries, 25 ms apart).
+  const settle = async () => {
+    const want = JSON.stringify([...A.getHeads(handle.doc())].sort());
+    for (let k = 0; k < 200; k++) {
+      const chunks = await new NodeFSStorageAdapter(storageDir).loadRange([handle.documentId]);
+      const data = chunks.filter((c) => c.key[1] !== "sync-state" && c.data).map((c) => c.data);
+      let got = "[]";
+      try {
+        let doc = A.init();
+        for (const d of data) doc = A.loadIncremental(doc, d);
+        got = JSON.stringify([...A.getHeads(doc)].sort());
+      } catch {
+        // a chunk being written: read again
+      }
+      if (got === want) return;
+      await new Promise((r) => setTimeout(r, 25));
+      await repo.flush();
+    }
+    throw new Error(`storage never held heads ${want}`);
+  };
+
   process.on("message", async (m) => {
     try {
       switch (m.cmd) {
         case "init": {
+          storageDir = m.storage;
           repo = new Repo({
             storage: new NodeFSStorageAdapter(m.storage),
             network: [],
@@ -119,6 +147,7 @@ async function worker() {
         }
         case "exit": {
           await repo?.shutdown();
+          if (m.settle && handle) await settle();
           wss?.close();
           send({ ev: "ok" });
           process.exit(0);
@@ -199,10 +228,10 @@ async function start(n, dirs, init, base = 0) {
   return ws;
 }
 
-async function stop(ws) {
+async function stop(ws, settle = false) {
   const stats = [];
   for (const w of ws) stats.push(await w.call({ cmd: "stats" }));
-  for (const w of ws) await w.call({ cmd: "exit" });
+  for (const w of ws) await w.call({ cmd: "exit", settle });
   return {
     bytes: stats.reduce((s, x) => s + x.bytes, 0),
     rss: stats.map((x) => x.rss),
@@ -227,7 +256,7 @@ async function scenario(name, a) {
         // A repo that stored the document is started again; time until find() has it.
         const [w] = await start(1, dirs, () => ({ doc: a.doc }));
         const docId = w.docId;
-        await stop([w]);
+        await stop([w], true);
         const runs = [];
         for (let k = 0; k < a.runs; k++) {
           const [o] = await start(1, dirs, () => ({}));
