@@ -24,7 +24,7 @@ use crate::membership::{
     BearerSecret, Header, Invite, InviteAudience, InviteError, Member, Membership,
     MembershipRecord, Rejection, Role,
 };
-use crate::rules::{Finding, RuleIndex, RuleSet, Which};
+use crate::rules::{Finding, PrejudgeBasis, RuleIndex, RuleSet, Which};
 use crate::vf::{Agent, EconomicEvent, Id};
 
 /// Bounds on what a replica keeps for changes it cannot apply (defaults in [`Limits::default`]).
@@ -38,6 +38,10 @@ pub struct Limits {
     /// Most refused changes kept in the quarantine; a refusal past it is reported (with the
     /// same verdict) but the change is not kept, and counts in [`Receipt::overflow`].
     pub quarantine: usize,
+    /// Batches larger than this are checked in runs of this many changes: the signatures
+    /// (and the refuse rules, worked out ahead) of the next run on other threads while this
+    /// one is judged and applied in order. Verdicts do not depend on it.
+    pub pipeline_chunk: usize,
 }
 
 impl Default for Limits {
@@ -46,12 +50,10 @@ impl Default for Limits {
             waiting: 100_000,
             waiting_bytes: 256 * 1024 * 1024,
             quarantine: 50_000,
+            pipeline_chunk: 8192,
         }
     }
 }
-
-/// Batches larger than this are verified in chunks of this size, overlapping with applying.
-const PIPELINE_CHUNK: usize = 8192;
 
 /// A refused change, kept apart.
 #[derive(Debug, Clone)]
@@ -105,6 +107,10 @@ pub struct Receipt {
     /// Devices cut off by this batch (their proofs: [`Replica::cut_offs`]); a store writes
     /// them with the batch.
     pub cut_off: Vec<DeviceId>,
+    /// Changes whose refuse rules were worked out ahead, beside their signature checks,
+    /// rather than on the serial path ([`Limits::pipeline_chunk`]): a performance figure,
+    /// which no verdict depends on.
+    pub rules_ahead: usize,
 }
 
 /// Who recorded an event: the signing device and the Agent it acted for.
@@ -1084,7 +1090,7 @@ impl Replica {
     /// quarantine the refused. Changes whose dependencies have not arrived wait for them.
     /// Duplicates and replays of known changes are ignored.
     pub fn receive(&mut self, changes: Vec<SignedChange>) -> Result<Receipt> {
-        self.receive_in_chunks(changes, PIPELINE_CHUNK)
+        self.receive_in_chunks(changes, self.limits.pipeline_chunk.max(1))
     }
 
     /// [`Replica::receive`] with batches over `chunk` changes pipelined in chunks of `chunk`.
@@ -1128,18 +1134,33 @@ impl Replica {
             rest = tail;
         }
         chunks.push(rest);
-        let verify = move |c: Vec<SignedChange>| {
+        // With the signatures, that thread works out the refuse rules of the chunk's events
+        // by the rules and members in force when it starts (`rules::prejudge`): the serial
+        // judgment uses those findings only where its own rules and author are the same.
+        let verify = move |c: Vec<SignedChange>, basis: Option<PrejudgeBasis>| {
             let v = verify_changes(&network, &c);
-            (c, v)
+            let ahead = basis.map(|b| {
+                let authors = v.iter().map(|r| r.as_ref().ok().copied());
+                crate::rules::prejudge(&b, c.iter().map(|c| &c.change).zip(authors))
+            });
+            (c, v, ahead)
         };
+        let ahead_before = self.rules.ahead_used;
         std::thread::scope(|s| -> Result<()> {
             let mut pending = chunks.into_iter();
-            let mut next = pending.next().map(|c| s.spawn(move || verify(c)));
+            let basis = self.prejudge_basis();
+            let mut next = pending.next().map(|c| s.spawn(move || verify(c, basis)));
             while let Some(handle) = next.take() {
                 let joined = handle.join();
-                next = pending.next().map(|c| s.spawn(move || verify(c)));
+                let basis = self.prejudge_basis();
+                next = pending.next().map(|c| s.spawn(move || verify(c, basis)));
                 match joined {
-                    Ok((c, v)) => self.process_verified(c, v, &mut receipt)?,
+                    Ok((c, v, ahead)) => {
+                        self.rules.set_prejudged(ahead.unwrap_or_default());
+                        let processed = self.process_verified(c, v, &mut receipt);
+                        self.rules.clear_prejudged();
+                        processed?
+                    }
                     // A panic while verifying is a bug; those changes are dropped (not
                     // stored, not acknowledged) and will come again with the next sync.
                     Err(_) => warn!("signature verification failed internally; chunk dropped"),
@@ -1147,7 +1168,16 @@ impl Replica {
             }
             Ok(())
         })?;
+        receipt.rules_ahead = self.rules.ahead_used - ahead_before;
         Ok(receipt)
+    }
+
+    /// The rules and members a chunk's refuse rules can be worked out ahead by (`None`: the
+    /// rules in force refuse nothing).
+    fn prejudge_basis(&self) -> Option<PrejudgeBasis> {
+        let heads = self.ledger.heads();
+        self.rules
+            .prejudge_basis(&heads, || self.membership.members_at(&heads))
     }
 
     /// Judge and apply changes whose signatures were checked (`verdicts`, one per change),
