@@ -28,7 +28,8 @@ fi
 
 toolchain=()
 sanitizer=(-s address)
-if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+# REFLOW_FUZZ_STABLE=1: the stable path even where a nightly is installed (CI's bounded tier).
+if [ "${REFLOW_FUZZ_STABLE:-0}" != 1 ] && rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
   toolchain=(+nightly)
 else
   export RUSTC_BOOTSTRAP=1

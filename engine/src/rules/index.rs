@@ -187,6 +187,9 @@ pub(crate) struct RuleIndex {
     staged: Option<Staged>,
     /// The last recorder made, for the next change of the same member (most are).
     last_recorder: Option<(Member, Recorder)>,
+    /// The last shared [`EventRules`] made, for the next change with the same rules and
+    /// recorder (most are): one allocation per run of changes, not per change.
+    last_shared: Option<Arc<EventRules>>,
     /// Refuse-rule findings worked out ahead for changes about to be judged
     /// ([`RuleIndex::set_prejudged`]).
     prejudged: HashMap<ChangeHash, Prejudged>,
@@ -229,15 +232,12 @@ fn events_of(change: &ExpandedChange) -> impl Iterator<Item = (usize, &str)> + '
 
 impl RuleIndex {
     /// The recorder of a change by `author` (made once per run of changes by one member).
-    fn recorder_of(&mut self, author: &Member) -> Recorder {
-        match &self.last_recorder {
-            Some((m, r)) if m == author => r.clone(),
-            _ => {
-                let r = recorder(author);
-                self.last_recorder = Some((author.clone(), r.clone()));
-                r
-            }
+    fn recorder_of(&mut self, author: &Member) -> &Recorder {
+        if self.last_recorder.as_ref().is_none_or(|(m, _)| m != author) {
+            self.last_recorder = Some((author.clone(), recorder(author)));
         }
+        let (_, r) = self.last_recorder.as_ref().expect("just set");
+        r
     }
 
     /// The version in force for a change with these dependencies.
@@ -288,7 +288,7 @@ impl RuleIndex {
                 let ahead = ahead.filter(|a| Arc::ptr_eq(&a.rules, &rules) && a.author == *author);
                 self.ahead_used += usize::from(ahead.is_some());
                 let rec = self.recorder_of(author);
-                refuse_events(&rules, change, events, &rec, ahead.as_ref())?
+                refuse_events(&rules, change, events, rec, ahead.as_ref())?
             }
             None => Vec::new(),
         };
@@ -419,11 +419,29 @@ impl RuleIndex {
             author,
         ) {
             let judged = errors.is_some();
-            let shared = Arc::new(EventRules {
-                rules,
-                recorder: self.recorder_of(author),
-                refuse_errors: judged.then(Vec::new),
-            });
+            self.recorder_of(author);
+            let (_, rec) = self.last_recorder.as_ref().expect("just made");
+            let reuse = self
+                .last_shared
+                .as_ref()
+                .filter(|last| {
+                    Arc::ptr_eq(&last.rules, &rules)
+                        && last.recorder == *rec
+                        && last.refuse_errors.is_some() == judged
+                })
+                .cloned();
+            let shared = match reuse {
+                Some(last) => last,
+                None => {
+                    let made = Arc::new(EventRules {
+                        rules,
+                        recorder: rec.clone(),
+                        refuse_errors: judged.then(Vec::new),
+                    });
+                    self.last_shared = Some(made.clone());
+                    made
+                }
+            };
             let actor: &ActorId = &change.actor_id;
             let mut errors = errors.unwrap_or_default().into_iter().peekable();
             // Nothing for the views to judge: no flag rule, and no refuse rule that failed
