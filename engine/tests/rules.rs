@@ -87,6 +87,15 @@ impl Net {
         }
     }
 
+    /// The admin creates the process "garden" (work goes into it) and every member gets it.
+    fn garden(&mut self) {
+        let (_, c) = self
+            .admin
+            .write(|l| l.create(Process::new("garden", "Garden", None)))
+            .expect("process");
+        self.spread(&c);
+    }
+
     fn publish(&mut self, rules: RuleSet) {
         let c = self.admin.set_rules(rules).expect("publish");
         self.spread(&c);
@@ -328,11 +337,7 @@ fn collection_flags_heavy_deliveries() {
 fn time_bank() {
     let mut net = network(&["ana", "bo"]);
     net.publish(template("time-bank").expect("template"));
-    let (_, c) = net
-        .admin
-        .write(|l| l.create(Process::new("garden", "Garden work", None)))
-        .expect("process");
-    net.spread(&c);
+    net.garden();
     let work = |who: &str, hours: i64| {
         EconomicEvent::new(Action::Work, who, if who == "ana" { "bo" } else { "ana" })
             .effort(hours, "hour")
@@ -565,11 +570,7 @@ fn a_rule_that_fails_to_evaluate_is_a_named_flag() {
 fn concurrent_history() -> (Vec<SignedChange>, NetworkId, Vec<SignedChange>) {
     let mut net = network(&["ana", "bo"]);
     net.publish(template("time-bank").expect("template"));
-    let (_, c) = net
-        .admin
-        .write(|l| l.create(Process::new("garden", "Garden", None)))
-        .expect("process");
-    net.spread(&c);
+    net.garden();
     // bo goes offline and records 5 hours (allowed by v1).
     let bo = net.members.get_mut("bo").expect("bo");
     let (_, offline) = bo
@@ -1048,11 +1049,7 @@ fn agents(names: &[&str]) -> RecordForOthers {
 #[test]
 fn a_granted_member_records_for_others_and_one_without_is_refused() {
     let mut net = network(&["ana", "bo", "clerk"]);
-    let (_, c) = net
-        .admin
-        .write(|l| l.create(Process::new("garden", "Garden", None)))
-        .expect("process");
-    net.spread(&c);
+    net.garden();
     // No rule set: the clerk, a member, records only its own agent's events.
     let clerk = net.members.get_mut("clerk").expect("clerk");
     assert!(!clerk.records_for_others());
@@ -1219,11 +1216,7 @@ fn a_member_cannot_grant_itself_recording_for_others() {
 #[test]
 fn a_revoked_grant_is_judged_by_each_change_causal_past() {
     let mut net = network(&["ana", "bo", "clerk"]);
-    let (_, c) = net
-        .admin
-        .write(|l| l.create(Process::new("garden", "Garden", None)))
-        .expect("process");
-    net.spread(&c);
+    net.garden();
     net.publish(granting("Bank", RecordForOthers::default()));
     net.publish(granting("Bank with a clerk", agents(&["clerk"])));
     // The clerk goes offline and records work between ana and bo (granted by v2).
