@@ -222,11 +222,31 @@ impl Inner {
                 }
             };
         }
+        let document = match session.take_document() {
+            Ok(d) => d,
+            Err(e) => return Err(protocol(e.to_string())),
+        };
         let n = history.len();
         let key = self.key.clone();
-        let joined = off_runtime(move || Replica::join(network, key, history))
-            .await
-            .ok_or(NetError::Closed)?;
+        let joined = off_runtime(move || match document {
+            // A bootstrap by document (protocol version 4): the changes the peer pushed
+            // meanwhile, if any, are received after it.
+            Some((bytes, attestations)) => {
+                Replica::join_document(network, key, &bytes, &attestations).and_then(
+                    |(mut replica, mut receipt)| {
+                        if !history.is_empty() {
+                            let more = replica.receive(history)?;
+                            receipt.applied.extend(more.applied);
+                            receipt.refused.extend(more.refused);
+                        }
+                        Ok((replica, receipt))
+                    },
+                )
+            }
+            None => Replica::join(network, key, history),
+        })
+        .await
+        .ok_or(NetError::Closed)?;
         let (replica, receipt) = match joined {
             Ok(r) => r,
             Err(e) => {

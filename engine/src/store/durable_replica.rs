@@ -158,7 +158,7 @@ impl Store {
             nets.insert(key.as_str(), replica.ledger().network_name().as_bytes())
                 .ctx(&self.path, "write network")?;
         }
-        write_changes(self, &tx, &key, changes)?;
+        write_changes_of(self, &tx, &key, changes, &replica)?;
         super::cut_off::write_cut_offs(self, &tx, &key, replica.cut_offs())?;
         tx.commit().ctx(&self.path, "commit")?;
         let saved_cut_offs = replica.cut_offs().map(|c| c.device).collect();
@@ -198,9 +198,10 @@ impl Store {
                     other => other,
                 })?;
         debug!(tail, ?views, "replica's ledger loaded");
-        let (signatures, quarantine) = guarded(&self.path, "read signatures", || {
+        let (signatures, attested, quarantine) = guarded(&self.path, "read signatures", || {
             let tx = self.read_tx()?;
             let mut signatures = HashMap::new();
+            let mut attested = HashMap::new();
             {
                 let t = tx
                     .open_table(SIGNATURES)
@@ -210,11 +211,20 @@ impl Store {
                     .ctx(&self.path, "read signatures")?
                 {
                     let (k, v) = row.ctx(&self.path, "read signatures")?;
-                    let sig: [u8; 64] = v.value().try_into().map_err(|_| Error::CorruptStore {
+                    let hash = ChangeHash(*k.value().1);
+                    let v = v.value();
+                    if let Ok(by) = <[u8; 32]>::try_from(v) {
+                        // Version 5: covered by the attestation of the change `by`.
+                        attested.insert(hash, ChangeHash(by));
+                        continue;
+                    }
+                    let sig: [u8; 64] = v.try_into().map_err(|_| Error::CorruptStore {
                         path: self.path.to_path_buf(),
-                        detail: format!("a stored signature of `{name}` is not 64 bytes"),
+                        detail: format!(
+                            "a stored signature of `{name}` is neither 64 nor 32 bytes"
+                        ),
                     })?;
-                    signatures.insert(ChangeHash(*k.value().1), ChangeSignature(sig));
+                    signatures.insert(hash, ChangeSignature(sig));
                 }
             }
             let mut quarantine = Vec::new();
@@ -233,11 +243,12 @@ impl Store {
                     }
                 }
             }
-            Ok((signatures, quarantine))
+            Ok((signatures, attested, quarantine))
         })?;
         let stored_cut_offs = guarded(&self.path, "read cut-offs", || self.stored_cut_offs(&name))?;
         let saved_cut_offs = stored_cut_offs.iter().map(|c| c.device).collect();
         let mut replica = Replica::open_with(ledger, key, *network, signatures, quarantine, fold)?;
+        replica.restore_attested(attested);
         // The cut-offs kept apart from the quarantine (a store of version 3 had only its
         // quarantine rows: those found there are written at the next write).
         replica.restore_cut_offs(stored_cut_offs);
@@ -255,11 +266,25 @@ impl Store {
     }
 }
 
-fn write_changes(
+/// Write changes of `replica` and their signature rows: a change covered by another's
+/// attestation ([`Replica::attested_by`]) gets a 32-byte row naming that change (store
+/// version 5), every other change its 64-byte signature.
+fn write_changes_of(
     store: &Store,
     tx: &redb::WriteTransaction,
     network: &str,
     changes: &[SignedChange],
+    replica: &Replica,
+) -> Result<()> {
+    write_rows(store, tx, network, changes, |h| replica.attested_by(h))
+}
+
+fn write_rows(
+    store: &Store,
+    tx: &redb::WriteTransaction,
+    network: &str,
+    changes: &[SignedChange],
+    attested_by: impl Fn(&ChangeHash) -> Option<ChangeHash>,
 ) -> Result<()> {
     let mut t = tx.open_table(CHANGES).ctx(&store.path, "open changes")?;
     let mut s = tx
@@ -269,8 +294,11 @@ fn write_changes(
         let h = c.hash();
         t.insert((network, &h.0), c.change.raw_bytes())
             .ctx(&store.path, "write change")?;
-        s.insert((network, &h.0), c.signature.0.as_slice())
-            .ctx(&store.path, "write signature")?;
+        match attested_by(&h) {
+            Some(by) => s.insert((network, &h.0), by.0.as_slice()),
+            None => s.insert((network, &h.0), c.signature.0.as_slice()),
+        }
+        .ctx(&store.path, "write signature")?;
     }
     Ok(())
 }
@@ -412,7 +440,7 @@ impl DurableReplica {
         changes: &[SignedChange],
         refused: &[Quarantined],
     ) -> Result<()> {
-        write_changes(&self.store, tx, &self.key, changes)?;
+        write_changes_of(&self.store, tx, &self.key, changes, &self.replica)?;
         let mut q = tx
             .open_table(QUARANTINE)
             .ctx(&self.store.path, "open quarantine")?;

@@ -75,8 +75,8 @@ fn alpn_names_version_and_network() {
     let replicas = sim::network(1, 1);
     let network = replicas[0].network();
     let alpn = alpn(&network);
-    assert_eq!(alpn, format!("reflow/3/{network}").into_bytes());
-    assert_eq!(alpn.len(), "reflow/3/".len() + 64);
+    assert_eq!(alpn, format!("reflow/4/{network}").into_bytes());
+    assert_eq!(alpn.len(), "reflow/4/".len() + 64);
 }
 
 #[test]
