@@ -133,6 +133,9 @@ pub struct Replica {
     /// ([`Replica::join_document`]) and are covered by the attestation of a later change of
     /// their device (the value), whose own signature is in `signatures`.
     attested: HashMap<ChangeHash, ChangeHash>,
+    /// While a document is judged ([`Replica::join_document`]): the accepted changes, not
+    /// applied (the judged document becomes the ledger if every change of it is accepted).
+    deferred: Option<Vec<Change>>,
     quarantine: BTreeMap<ChangeHash, Quarantined>,
     waiting: HashMap<ChangeHash, SignedChange>,
     admission: Admission,
@@ -238,6 +241,7 @@ impl Replica {
             membership: Membership::new(network),
             signatures: HashMap::new(),
             attested: HashMap::new(),
+            deferred: None,
             quarantine: BTreeMap::new(),
             waiting: HashMap::new(),
             admission: Admission::default(),
@@ -279,7 +283,10 @@ impl Replica {
     /// ([`SignatureProblem::NotCovered`](crate::identity::SignatureProblem::NotCovered)) and
     /// quarantined, and what depends on it with it. Bytes that are not a whole Automerge
     /// document are [`Error::BadDocument`]. Returns the replica and what was accepted (to
-    /// store) and refused.
+    /// store) and refused. A change of `Receipt::applied` that an attestation covers
+    /// ([`Replica::attested_by`]) carries the attested change's signature, not one of its
+    /// own: store it ([`crate::Store::create_replica`] writes its 32-byte row), never send it
+    /// on its own.
     pub fn join_document(
         network: NetworkId,
         key: DeviceKey,
@@ -293,7 +300,6 @@ impl Replica {
         let doc =
             automerge::Automerge::load(document).map_err(|e| Error::BadDocument(e.to_string()))?;
         let changes = doc.get_changes(&[]);
-        drop(doc);
         let index: HashMap<ChangeHash, usize> = changes
             .iter()
             .enumerate()
@@ -342,7 +348,21 @@ impl Replica {
             verdicts.push(verdict);
             signed.push(SignedChange { change, signature });
         }
-        Replica::join_judged(network, key, signed, Some(verdicts), attested)
+        let total = signed.len();
+        let (mut replica, receipt) =
+            Replica::join_judged(network, key, signed, Some(verdicts), attested)?;
+        let deferred = replica.deferred.take().unwrap_or_default();
+        if deferred.len() + 1 == total && receipt.waiting == 0 && receipt.revoked.is_empty() {
+            // Every change of the document stands: the judged document is the ledger (no
+            // second application of its changes one by one).
+            let mut ledger = Ledger::of_loaded(doc, replica.key.session_actor()?)?;
+            ledger.adopt_rule_inputs(&mut replica.ledger);
+            ledger.fold_views();
+            replica.ledger = ledger;
+        } else if !deferred.is_empty() {
+            replica.ledger.apply_changes(deferred)?;
+        }
+        Ok((replica, receipt))
     }
 
     /// [`Replica::join`], with the signature verdicts already made (`verdicts`, one per
@@ -408,6 +428,7 @@ impl Replica {
             membership,
             signatures: HashMap::new(),
             attested: HashMap::new(),
+            deferred: None,
             quarantine: BTreeMap::new(),
             waiting: HashMap::new(),
             admission,
@@ -432,7 +453,10 @@ impl Replica {
         replica.attested = attested;
         let mut receipt = match verdicts {
             None => replica.receive(changes)?,
-            Some(verdicts) => replica.receive_verified(changes, verdicts)?,
+            Some(verdicts) => {
+                replica.deferred = Some(Vec::new());
+                replica.receive_verified(changes, verdicts)?
+            }
         };
         replica.attested.retain(|h, _| replica.membership.knows(h));
         receipt.applied.insert(0, genesis);
@@ -612,6 +636,7 @@ impl Replica {
             membership,
             signatures,
             attested: HashMap::new(),
+            deferred: None,
             quarantine,
             waiting: HashMap::new(),
             admission,
@@ -1577,11 +1602,23 @@ impl Replica {
                     self.signatures.insert(h, c.signature);
                 }
             }
-            self.ledger
-                .apply_changes(accepted.iter().map(|c| c.change.clone()).collect())?;
+            match self.deferred.as_mut() {
+                Some(d) => d.extend(accepted.iter().map(|c| c.change.clone())),
+                None => self
+                    .ledger
+                    .apply_changes(accepted.iter().map(|c| c.change.clone()).collect())?,
+            }
             debug!(applied = accepted.len(), "changes accepted");
         }
         receipt.applied.extend(accepted);
+        if rejudge || !removed_now.is_empty() {
+            // What follows reads the ledger: the document's changes are applied first.
+            if let Some(d) = self.deferred.take() {
+                if !d.is_empty() {
+                    self.ledger.apply_changes(d)?;
+                }
+            }
+        }
         if rejudge
             || removed_now
                 .iter()

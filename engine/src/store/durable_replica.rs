@@ -175,6 +175,68 @@ impl Store {
         })
     }
 
+    /// [`Store::create_replica`] of a replica joined from a peer's document
+    /// ([`Replica::join_document`]): the ledger is stored as a snapshot with its views (as a
+    /// compaction writes them) instead of one row per change, so the join writes the
+    /// compressed document once; every change keeps its signature row (64 bytes, or the
+    /// 32-byte hash of the attested change that covers it). `document`: a saved document of
+    /// exactly this ledger, if the caller holds one (the received document, when every change
+    /// of it was accepted and nothing else was applied); otherwise the ledger is saved here.
+    #[cfg_attr(not(feature = "net"), allow(dead_code))]
+    pub(crate) fn create_replica_from_document(
+        &self,
+        replica: Replica,
+        changes: &[SignedChange],
+        document: Option<Vec<u8>>,
+    ) -> Result<DurableReplica> {
+        let key = replica.network().to_string();
+        let _span = info_span!("store_create_replica_from_document", network = %key).entered();
+        if self.networks()?.contains(&key) {
+            return Err(Error::NetworkExists { network: key });
+        }
+        let ledger = replica.ledger();
+        let job = super::CompactionJob {
+            network: key.clone(),
+            heads: ledger.heads(),
+            document: document.unwrap_or_else(|| ledger.save()),
+            views: ledger.encode_views(),
+            covered: ledger.change_hashes().into_iter().collect(),
+            replaces_history: false,
+        };
+        let tx = self.write_tx(Durability::Immediate)?;
+        {
+            let mut nets = tx.open_table(NETWORKS).ctx(&self.path, "open networks")?;
+            nets.insert(key.as_str(), ledger.network_name().as_bytes())
+                .ctx(&self.path, "write network")?;
+            let mut s = tx
+                .open_table(SIGNATURES)
+                .ctx(&self.path, "open signatures")?;
+            for c in changes {
+                let h = c.hash();
+                match replica.attested_by(&h) {
+                    Some(by) => s.insert((key.as_str(), &h.0), by.0.as_slice()),
+                    None => s.insert((key.as_str(), &h.0), c.signature.0.as_slice()),
+                }
+                .ctx(&self.path, "write signature")?;
+            }
+        }
+        job.write_in(self, &tx)?;
+        super::cut_off::write_cut_offs(self, &tx, &key, replica.cut_offs())?;
+        tx.commit().ctx(&self.path, "commit")?;
+        let saved_cut_offs = replica.cut_offs().map(|c| c.device).collect();
+        Ok(DurableReplica {
+            store: self.clone(),
+            key,
+            replica,
+            tail: 0,
+            tail_bytes: 0,
+            snapshot_bytes: job.document.len(),
+            policy: CompactionPolicy::default(),
+            stale: false,
+            saved_cut_offs,
+        })
+    }
+
     /// Open a stored replica of `network` as the device `key` (a new session actor).
     ///
     /// Reads only; an error concerns this network alone (its rows: a snapshot or change that
