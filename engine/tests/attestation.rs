@@ -12,7 +12,7 @@
 //! attestation (bad signature, wrong seq, wrong actor), an attestation signed by another
 //! member for someone else's change, a change smuggled in with another member's actor, a
 //! member speaking for others inside a document, a truncated or corrupt document, and a
-//! removed member's changes after its removal.
+//! removed member's changes after its removal, and a document whose rule set flags an event.
 
 use std::collections::BTreeMap;
 
@@ -441,4 +441,53 @@ fn a_removed_members_changes_after_its_removal_are_judged_as_before() {
     assert_eq!(heads(&r), heads(&net.admin));
     assert_eq!(r.ledger().snapshot(), net.admin.ledger().snapshot());
     assert!(r.member(&bo_key.id()).is_none());
+}
+
+#[test]
+fn a_document_with_rules_is_judged_and_folded_with_them() {
+    use reflow::rules::{Outcome, Rule, RuleSet};
+    let mut net = Net::new();
+    let network = net.admin.network();
+    // The admin publishes a rule set: events over 5 kg are flagged.
+    net.admin
+        .set_rules(RuleSet::new(
+            "Market",
+            1,
+            vec![Rule {
+                name: "big".into(),
+                outcome: Outcome::Flag,
+                actions: vec![],
+                check: "event.quantity == null || event.quantity.milli <= 5000".into(),
+                message: "over 5 kg".into(),
+            }],
+        ))
+        .expect("rules");
+    let (big, _) = net
+        .admin
+        .write(|l| {
+            l.record_event(
+                EconomicEvent::new(Action::Produce, "ana", "ana")
+                    .quantity(9, "kg")
+                    .creating(ResourceDescription::new("big", "Big")),
+            )
+        })
+        .expect("a flagged event stands");
+    let flagged = |r: &Replica| -> Vec<Id> {
+        r.ledger()
+            .conflicts()
+            .into_iter()
+            .filter_map(|c| match c {
+                Conflict::RuleViolation { event, .. } => Some(event),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(flagged(&net.admin), vec![big.clone()]);
+    let (doc, attestations) = net.admin.bootstrap_document().expect("a document");
+    let (joined, receipt) =
+        Replica::join_document(network, key(), &doc, &attestations).expect("join");
+    assert!(receipt.refused.is_empty(), "{:?}", receipt.refused);
+    assert_eq!(flagged(&joined), vec![big]);
+    assert_eq!(joined.rules(), net.admin.rules());
+    assert_eq!(joined.ledger().snapshot(), net.admin.ledger().snapshot());
 }
