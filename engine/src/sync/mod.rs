@@ -20,6 +20,10 @@
 //!   State bookkeeping Automerge's `receive_sync_message` would do is done by the session
 //!   itself, in two halves: what does not depend on the received changes at once, the rest
 //!   (shared heads, trimming the sent set) at the next call, after the caller applied them.
+//! * **Bootstrapping.** A peer that announces no heads (a device with no replica) gets the
+//!   replica's saved document in [`Frame::Document`] parts and one attestation per actor
+//!   instead of the changes (protocol version 4; [`SyncSession::take_document`] on the
+//!   joining side, then [`Replica::join_document`], which judges every change of it).
 //! * **Pushing.** [`SyncSession::push`] sends changes outside a round (a local write, or changes
 //!   just accepted from another peer). Their hashes join Automerge's `sent_hashes`, exactly as
 //!   if a sync message had carried them, so the next sync message does not repeat them.
