@@ -9,8 +9,9 @@
 //!   own network's ALPN fails the TLS handshake (no common ALPN) and gets a typed error; the
 //!   refusing node keeps syncing.
 //! - `an_old_protocol_version_is_refused_at_the_handshake`: a member's device speaking
-//!   protocol version 2 (schema-v1 software, ALPN `reflow/2/<network>`) fails the TLS
-//!   handshake; the node emits `HandshakeFailed` and keeps syncing.
+//!   protocol version 3 (change-by-change bootstrap, ALPN `reflow/3/<network>`) or 2
+//!   (schema-v1 software) fails the TLS handshake; the node emits `HandshakeFailed` and keeps
+//!   syncing.
 //! - `malformed_frames_close_only_that_connection`: a member speaking garbage (an oversized
 //!   length prefix, an unknown frame type, an undecodable sync message) over a raw iroh
 //!   connection is refused with `ProtocolViolation`; the node keeps syncing with others.
@@ -214,26 +215,32 @@ async fn an_old_protocol_version_is_refused_at_the_handshake() {
     within("B joins", b.join(network, &a.addr()))
         .await
         .expect("B joins");
-    // An old build of a member's device: its key is admitted, its protocol is version 2.
+    // An old build of a member's device: its key is admitted, its protocol is version 3
+    // (per-change bootstrap, no Document frame) or 2.
     let old = DeviceKey::generate().expect("key");
     admit(&a, network, old.id(), "old");
     let ep = raw_endpoint(&old).await;
     let current = reflow::net::alpn(&network);
-    assert!(current.starts_with(b"reflow/3/"), "{current:?}");
-    let mut v2 = current.clone();
-    v2[7] = b'2';
-    let mut a_events = a.events();
-    // The server's TLS alert (no application protocol, 120) ends the handshake: the
-    // connection never opens, so no Refuse frame can be sent.
-    let err = within("an old dial", ep.connect(endpoint_addr(&a.addr()), &v2))
+    assert!(current.starts_with(b"reflow/4/"), "{current:?}");
+    for version in [b'3', b'2'] {
+        let mut previous = current.clone();
+        previous[7] = version;
+        let mut a_events = a.events();
+        // The server's TLS alert (no application protocol, 120) ends the handshake: the
+        // connection never opens, so no Refuse frame can be sent.
+        let err = within(
+            "an old dial",
+            ep.connect(endpoint_addr(&a.addr()), &previous),
+        )
         .await
-        .expect_err("a version-2 dial is refused at the handshake");
-    let text = err.to_string();
-    assert!(text.contains("120"), "{text}");
-    wait_event(&mut a_events, "A's handshake failure", |e| {
-        matches!(e, NodeEvent::HandshakeFailed { .. })
-    })
-    .await;
+        .expect_err("an old version's dial is refused at the handshake");
+        let text = err.to_string();
+        assert!(text.contains("120"), "{text}");
+        wait_event(&mut a_events, "A's handshake failure", |e| {
+            matches!(e, NodeEvent::HandshakeFailed { .. })
+        })
+        .await;
+    }
     // A keeps syncing with B.
     let e = a
         .record_event(network, produce("ana", "after-old", 1))

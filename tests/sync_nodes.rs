@@ -3,7 +3,8 @@
 //!
 //! - `join_then_converge`: an admin with a few hundred events admits a device by id; the
 //!   device joins through the admin's address and ends with identical heads, views (snapshot
-//!   JSON), events and members; then writes flow both ways.
+//!   JSON), events and members, the history having come as the admin's document (its changes
+//!   covered by attestation); then writes flow both ways.
 //! - `line_of_three_relays_changes`: A-B-C in a line (C joined through B, never dialed A): a
 //!   change made on A reaches C through B, concurrent edits on all three converge, conflicts
 //!   included.
@@ -43,6 +44,29 @@ async fn join_then_converge() {
         })
         .expect("read");
     assert_eq!(events, 300, "every event of the history arrived");
+    // The history came as the admin's document (protocol version 4): only the admin's latest
+    // change before the join keeps a signature of its own, every earlier change is covered
+    // by its attestation; none is without one or the other.
+    let (covered, signed, neither) = b
+        .read(network, |r| {
+            let all = a
+                .read(network, |ra| ra.signed_changes_since(&[]))
+                .expect("read A");
+            let covered = all
+                .iter()
+                .filter(|c| r.attested_by(&c.hash()).is_some())
+                .count();
+            let signed = all
+                .iter()
+                .filter(|c| r.signature(&c.hash()).is_some())
+                .count();
+            (covered, signed, all.len() - covered - signed)
+        })
+        .expect("read");
+    // A wrote with one session actor: one attestation.
+    assert_eq!(signed, 1, "{covered} changes covered, {signed} signed");
+    assert!(covered > 0);
+    assert_eq!(neither, 0);
     assert_eq!(
         b.read(network, |r| r.role()).expect("read"),
         Some(Role::Member)

@@ -138,6 +138,11 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    /// The bytes received as a peer's saved document (a bootstrap) do not load as an
+    /// Automerge document: truncated, corrupt, or not a document. Nothing was applied.
+    #[error("the document received cannot be loaded: {0}")]
+    BadDocument(String),
+
     /// The bytes are not a Reflow ledger (an Automerge document without Reflow's schema).
     #[error("not a Reflow ledger: {0}")]
     NotALedger(String),

@@ -281,6 +281,53 @@ pub enum SignatureProblem {
     /// The signature does not verify with the key of the change's actor: forged, made for
     /// another network, or made by another key.
     BadSignature,
+    /// The change came in a document (a bootstrap, docs/protocol.md §2.7) and no valid
+    /// attestation of its author's device covers it: none of the attested changes of that
+    /// device has it in its causal past.
+    NotCovered,
+}
+
+/// A device's statement of one of its own changes, by which it vouches for every earlier
+/// change of its in that change's causal past (docs/security.md, "Authorship by
+/// attestation"). The signed statement is the change's own signature (`reflow/change/v1`,
+/// network id, change hash): the hash commits to the change's actor, sequence number and
+/// dependencies, hence to its whole causal past, so any signature a device ever made is an
+/// attestation of its past. `actor` and `seq` travel beside it so that a receiver can check
+/// the statement against the change it names before walking its past.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attestation {
+    /// The attested change's actor (device key ‖ session suffix, 40 bytes).
+    pub actor: ActorId,
+    /// The attested change's sequence number.
+    pub seq: u64,
+    /// The attested change's hash.
+    pub hash: ChangeHash,
+    /// The device's signature of the change ([`DeviceKey::sign_change`]).
+    pub signature: ChangeSignature,
+}
+
+impl Attestation {
+    /// Whether this attestation is a valid statement, in `network`, of the change `change`:
+    /// same hash, actor and sequence number, a device actor, and a signature that verifies
+    /// with that device's key. Returns the device.
+    pub fn check(
+        &self,
+        network: &NetworkId,
+        change: &Change,
+    ) -> std::result::Result<DeviceId, SignatureProblem> {
+        if change.hash() != self.hash
+            || change.actor_id() != &self.actor
+            || change.seq() != self.seq
+        {
+            return Err(SignatureProblem::BadSignature);
+        }
+        let device = DeviceId::of_actor(&self.actor).ok_or(SignatureProblem::ActorNotADevice)?;
+        if device.verify(&change_message(network, &self.hash), &self.signature.0) {
+            Ok(device)
+        } else {
+            Err(SignatureProblem::BadSignature)
+        }
+    }
 }
 
 /// The bytes a change signature covers.

@@ -35,7 +35,8 @@ pub use automerge::{ActorId, Change, ChangeHash};
 pub use error::{Error, PlanningError, Result};
 pub use flows::{FlowDimension, FlowQuery, FlowReport, FlowRow, Period};
 pub use identity::{
-    ChangeSignature, DeviceId, DeviceKey, IdentityError, NetworkId, SignatureProblem, SignedChange,
+    Attestation, ChangeSignature, DeviceId, DeviceKey, IdentityError, NetworkId, SignatureProblem,
+    SignedChange,
 };
 pub use ledger::{
     EventFilter, Ledger, Object, ResourceFilter, ViewSnapshot, ViewsOrigin, SCHEMA_VERSION,

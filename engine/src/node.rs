@@ -15,7 +15,9 @@
 //! Joining: an admin makes a [`Ticket`] ([`Node::invite`]); the newcomer's
 //! [`Node::join_with_ticket`] dials the admin's node, which redeems the invite by its own
 //! clock (the one frame a device that is not a member may send, [`Frame::Redeem`]), and the
-//! same connection then carries the history and the sync ([`SyncSession::bootstrap`]). A
+//! same connection then carries the history (the admin's saved document and one attestation
+//! per actor, [`Frame::Document`], judged by [`Replica::join_document`]) and the sync
+//! ([`SyncSession::bootstrap`]). A
 //! device an admin added by id joins with [`Node::join`]. Peers are remembered and redialed
 //! with backoff ([`reconnect`]).
 //!

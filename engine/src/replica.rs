@@ -16,7 +16,8 @@ use tracing::{debug, warn};
 use crate::admission::{Admission, Creation, Past, RecordKind};
 use crate::error::{Error, Result};
 use crate::identity::{
-    verify_changes, ChangeSignature, DeviceId, DeviceKey, IdentityError, NetworkId, SignedChange,
+    verify_changes, Attestation, ChangeSignature, DeviceId, DeviceKey, IdentityError, NetworkId,
+    SignedChange,
 };
 use crate::judge::{header, record_kind, ChangeMeta, Judge, Tip};
 use crate::ledger::Ledger;
@@ -134,6 +135,13 @@ pub struct Replica {
     network: NetworkId,
     membership: Membership,
     signatures: HashMap<ChangeHash, ChangeSignature>,
+    /// Accepted changes that have no signature of their own: they came in a document
+    /// ([`Replica::join_document`]) and are covered by the attestation of a later change of
+    /// their device (the value), whose own signature is in `signatures`.
+    attested: HashMap<ChangeHash, ChangeHash>,
+    /// While a document is judged ([`Replica::join_document`]): the accepted changes, not
+    /// applied (the judged document becomes the ledger if every change of it is accepted).
+    deferred: Option<Vec<Change>>,
     quarantine: BTreeMap<ChangeHash, Quarantined>,
     waiting: HashMap<ChangeHash, SignedChange>,
     admission: Admission,
@@ -154,6 +162,45 @@ pub struct Replica {
     /// The network's rule sets, by causal past (`crate::rules`).
     rules: RuleIndex,
     limits: Limits,
+}
+
+/// Which changes of a history are covered by attested changes (docs/security.md,
+/// "Authorship by attestation"): a change is covered by an attested change of the same
+/// device (the first 32 bytes of the actor ids equal) that has it in its causal past, itself
+/// included. `graph` is every change (hash, actor bytes, dependencies); `attested` the hashes
+/// of changes whose attestation is valid. Returns each covered change with the attested
+/// change that covers it (the first found). One walk of the causal past per device, each
+/// change visited at most once per device.
+pub(crate) fn coverage(
+    graph: &[(ChangeHash, &[u8], &[ChangeHash])],
+    attested: impl Iterator<Item = ChangeHash>,
+) -> HashMap<ChangeHash, ChangeHash> {
+    let index: HashMap<ChangeHash, usize> = graph
+        .iter()
+        .enumerate()
+        .map(|(i, (h, _, _))| (*h, i))
+        .collect();
+    let device = |i: usize| graph[i].1.get(..32);
+    let mut visited: HashMap<&[u8], HashSet<usize>> = HashMap::new();
+    let mut covered = HashMap::new();
+    for a in attested {
+        let Some(&start) = index.get(&a) else {
+            continue;
+        };
+        let Some(d) = device(start) else { continue };
+        let seen = visited.entry(d).or_default();
+        let mut stack = vec![start];
+        while let Some(i) = stack.pop() {
+            if !seen.insert(i) {
+                continue;
+            }
+            if device(i) == Some(d) {
+                covered.entry(graph[i].0).or_insert(a);
+            }
+            stack.extend(graph[i].2.iter().filter_map(|dep| index.get(dep)));
+        }
+    }
+    covered
 }
 
 /// The largest op counter of a change (its start op minus one if it has no ops).
@@ -199,6 +246,8 @@ impl Replica {
             network,
             membership: Membership::new(network),
             signatures: HashMap::new(),
+            attested: HashMap::new(),
+            deferred: None,
             quarantine: BTreeMap::new(),
             waiting: HashMap::new(),
             admission: Admission::default(),
@@ -226,15 +275,124 @@ impl Replica {
         key: DeviceKey,
         changes: Vec<SignedChange>,
     ) -> Result<(Replica, Receipt)> {
-        let genesis_hash = network.genesis();
-        let genesis = changes
+        Replica::join_judged(network, key, changes, None, HashMap::new())
+    }
+
+    /// Start a replica of an existing network from a peer's saved document (Automerge's
+    /// compressed `save`, received in a bootstrap) and the attestations that cover its
+    /// changes (docs/security.md, "Authorship by attestation"). The document is loaded apart,
+    /// never trusted as a whole: each of its changes must be covered by a valid attestation
+    /// of its own author's device (an attested change of that device that has it in its
+    /// causal past), and is then judged exactly as [`Replica::receive`] judges a signed
+    /// change (membership in its causal past, admission, equivocation, strong removal), in
+    /// causal order. A change that no attestation covers is refused
+    /// ([`SignatureProblem::NotCovered`](crate::identity::SignatureProblem::NotCovered)) and
+    /// quarantined, and what depends on it with it. Bytes that are not a whole Automerge
+    /// document are [`Error::BadDocument`]. Returns the replica and what was accepted (to
+    /// store) and refused. A change of `Receipt::applied` that an attestation covers
+    /// ([`Replica::attested_by`]) carries the attested change's signature, not one of its
+    /// own: store it ([`crate::Store::create_replica`] writes its 32-byte row), never send it
+    /// on its own.
+    pub fn join_document(
+        network: NetworkId,
+        key: DeviceKey,
+        document: &[u8],
+        attestations: &[Attestation],
+    ) -> Result<(Replica, Receipt)> {
+        let _span = tracing::debug_span!("join_document", bytes = document.len()).entered();
+        if document.is_empty() {
+            return Err(Error::BadDocument("no bytes".into()));
+        }
+        let doc =
+            automerge::Automerge::load(document).map_err(|e| Error::BadDocument(e.to_string()))?;
+        let changes = doc.get_changes(&[]);
+        let index: HashMap<ChangeHash, usize> = changes
             .iter()
-            .find(|c| c.hash() == genesis_hash)
-            .cloned()
+            .enumerate()
+            .map(|(i, c)| (c.hash(), i))
+            .collect();
+        // The attestations that are valid statements of a change of this document.
+        let mut valid: Vec<(ChangeHash, ChangeSignature)> = Vec::new();
+        for a in attestations {
+            let Some(&i) = index.get(&a.hash) else {
+                debug!(change = %a.hash, "an attestation of a change the document lacks");
+                continue;
+            };
+            match a.check(&network, &changes[i]) {
+                Ok(_) => valid.push((a.hash, a.signature)),
+                Err(problem) => warn!(change = %a.hash, ?problem, "an attestation is refused"),
+            }
+        }
+        let graph: Vec<(ChangeHash, &[u8], &[ChangeHash])> = changes
+            .iter()
+            .map(|c| (c.hash(), c.actor_id().to_bytes(), c.deps()))
+            .collect();
+        let covered = coverage(&graph, valid.iter().map(|(h, _)| *h));
+        let own: HashMap<ChangeHash, ChangeSignature> = valid.into_iter().collect();
+        let mut attested = HashMap::new();
+        let mut verdicts = Vec::with_capacity(changes.len());
+        let mut signed = Vec::with_capacity(changes.len());
+        for change in changes {
+            let h = change.hash();
+            let device = DeviceId::of_actor(change.actor_id());
+            let (signature, verdict) = match (covered.get(&h), device) {
+                (_, None) => (
+                    ChangeSignature([0; 64]),
+                    Err(crate::identity::SignatureProblem::ActorNotADevice),
+                ),
+                (Some(by), Some(d)) => {
+                    if *by != h {
+                        attested.insert(h, *by);
+                    }
+                    (own[by], Ok(d))
+                }
+                (None, Some(_)) => (
+                    ChangeSignature([0; 64]),
+                    Err(crate::identity::SignatureProblem::NotCovered),
+                ),
+            };
+            verdicts.push(verdict);
+            signed.push(SignedChange { change, signature });
+        }
+        let total = signed.len();
+        let (mut replica, receipt) =
+            Replica::join_judged(network, key, signed, Some(verdicts), attested)?;
+        let deferred = replica.deferred.take().unwrap_or_default();
+        if deferred.len() + 1 == total && receipt.waiting == 0 && receipt.revoked.is_empty() {
+            // Every change of the document stands: the judged document is the ledger (no
+            // second application of its changes one by one).
+            let mut ledger = Ledger::of_loaded(doc, replica.key.session_actor()?)?;
+            ledger.adopt_rule_inputs(&mut replica.ledger);
+            ledger.fold_views();
+            replica.ledger = ledger;
+        } else if !deferred.is_empty() {
+            replica.ledger.apply_changes(deferred)?;
+        }
+        Ok((replica, receipt))
+    }
+
+    /// [`Replica::join`], with the signature verdicts already made (`verdicts`, one per
+    /// change, from [`Replica::join_document`]'s coverage) or to make (`None`). `attested`:
+    /// the changes covered by another change's attestation.
+    fn join_judged(
+        network: NetworkId,
+        key: DeviceKey,
+        changes: Vec<SignedChange>,
+        verdicts: Option<Vec<std::result::Result<DeviceId, crate::identity::SignatureProblem>>>,
+        attested: HashMap<ChangeHash, ChangeHash>,
+    ) -> Result<(Replica, Receipt)> {
+        let genesis_hash = network.genesis();
+        let at = changes
+            .iter()
+            .position(|c| c.hash() == genesis_hash)
             .ok_or_else(|| Error::WrongNetwork {
                 network: network.to_string(),
             })?;
-        let verdict = verify_changes(&network, std::slice::from_ref(&genesis));
+        let genesis = changes[at].clone();
+        let verdict = match &verdicts {
+            Some(v) => vec![v[at]],
+            None => verify_changes(&network, std::slice::from_ref(&genesis)),
+        };
         let mut membership = Membership::new(network);
         let head = header(&genesis.change).ok_or_else(|| Error::WrongNetwork {
             network: network.to_string(),
@@ -274,7 +432,9 @@ impl Replica {
             key,
             network,
             membership,
-            signatures: HashMap::from([(genesis_hash, genesis.signature)]),
+            signatures: HashMap::new(),
+            attested: HashMap::new(),
+            deferred: None,
             quarantine: BTreeMap::new(),
             waiting: HashMap::new(),
             admission,
@@ -293,7 +453,18 @@ impl Replica {
             rules: RuleIndex::default(),
             limits: Limits::default(),
         };
-        let mut receipt = replica.receive(changes)?;
+        if !attested.contains_key(&genesis_hash) {
+            replica.signatures.insert(genesis_hash, genesis.signature);
+        }
+        replica.attested = attested;
+        let mut receipt = match verdicts {
+            None => replica.receive(changes)?,
+            Some(verdicts) => {
+                replica.deferred = Some(Vec::new());
+                replica.receive_verified(changes, verdicts)?
+            }
+        };
+        replica.attested.retain(|h, _| replica.membership.knows(h));
         receipt.applied.insert(0, genesis);
         receipt.duplicates = receipt.duplicates.saturating_sub(1);
         Ok((replica, receipt))
@@ -470,6 +641,8 @@ impl Replica {
             network,
             membership,
             signatures,
+            attested: HashMap::new(),
+            deferred: None,
             quarantine,
             waiting: HashMap::new(),
             admission,
@@ -726,6 +899,89 @@ impl Replica {
                 })
             })
             .collect()
+    }
+
+    /// Every accepted change, in causal order, each with its own signature or, for a change
+    /// covered by an attestation ([`Replica::attested_by`]), the attesting change's signature
+    /// (not a signature of this change: for the judgment from scratch, which verifies none).
+    fn accepted_changes(&self) -> Vec<SignedChange> {
+        self.ledger
+            .changes_since(&[])
+            .into_iter()
+            .filter_map(|change| {
+                let h = change.hash();
+                let by = self.attested.get(&h).unwrap_or(&h);
+                let signature = self.signatures.get(by).copied();
+                if signature.is_none() {
+                    warn!(change = %h, "a stored change has no signature nor attestation");
+                }
+                Some(SignedChange {
+                    change,
+                    signature: signature?,
+                })
+            })
+            .collect()
+    }
+
+    /// The attested change whose attestation covers `hash`, if `hash` came in a document and
+    /// has no signature of its own (docs/security.md, "Authorship by attestation").
+    pub fn attested_by(&self, hash: &ChangeHash) -> Option<ChangeHash> {
+        self.attested.get(hash).copied()
+    }
+
+    /// Restore the coverage of changes stored without a signature of their own (a store's
+    /// 32-byte signature rows, docs/storage.md).
+    pub(crate) fn restore_attested(&mut self, attested: HashMap<ChangeHash, ChangeHash>) {
+        self.attested = attested;
+    }
+
+    /// What a peer with no replica needs to start one from this replica's document: the
+    /// saved document and, for every actor (a device's session) with accepted changes, the
+    /// attestation of its latest change, which has every earlier change of the actor in its
+    /// causal past (or, for a change covered itself, the attestation covering it). `None` if
+    /// some accepted change would not be covered (then the peer gets the changes one by one,
+    /// as before).
+    pub fn bootstrap_document(&self) -> Option<(Vec<u8>, Vec<Attestation>)> {
+        let doc = self.ledger.doc();
+        let metas = doc.get_changes_meta(&[]);
+        // The latest change of every actor (a device writes with one actor per session).
+        let mut latest: HashMap<&[u8], (u64, ChangeHash)> = HashMap::new();
+        for m in &metas {
+            let e = latest.entry(m.actor.to_bytes()).or_insert((m.seq, m.hash));
+            if e.0 < m.seq {
+                *e = (m.seq, m.hash);
+            }
+        }
+        let mut attestations: Vec<Attestation> = Vec::new();
+        let mut seen = HashSet::new();
+        for (_, tip) in latest.into_values() {
+            let by = self.attested.get(&tip).copied().unwrap_or(tip);
+            if !seen.insert(by) {
+                continue;
+            }
+            let signature = self.signatures.get(&by).copied()?;
+            let meta = doc.get_change_meta_by_hash(&by)?;
+            attestations.push(Attestation {
+                actor: meta.actor.into_owned(),
+                seq: meta.seq,
+                hash: by,
+                signature,
+            });
+        }
+        attestations.sort_by_key(|a| a.hash);
+        let graph: Vec<(ChangeHash, &[u8], &[ChangeHash])> = metas
+            .iter()
+            .map(|m| (m.hash, m.actor.to_bytes(), m.deps.as_slice()))
+            .collect();
+        let covered = coverage(&graph, attestations.iter().map(|a| a.hash));
+        if covered.len() != metas.len() {
+            warn!(
+                uncovered = metas.len() - covered.len(),
+                "the attestations do not cover every change; the history goes change by change"
+            );
+            return None;
+        }
+        Some((self.ledger.save(), attestations))
     }
 
     /// Who recorded an event, and for which Agent.
@@ -1093,6 +1349,30 @@ impl Replica {
         self.receive_in_chunks(changes, self.limits.pipeline_chunk.max(1))
     }
 
+    /// [`Replica::receive`] of changes whose authorship was established already (`verdicts`,
+    /// one per change: coverage by attestation, [`Replica::join_document`]).
+    fn receive_verified(
+        &mut self,
+        changes: Vec<SignedChange>,
+        verdicts: Vec<std::result::Result<DeviceId, crate::identity::SignatureProblem>>,
+    ) -> Result<Receipt> {
+        let mut receipt = Receipt::default();
+        let mut fresh = Vec::with_capacity(changes.len());
+        let mut kept = Vec::with_capacity(changes.len());
+        let mut seen = HashSet::new();
+        for (c, v) in changes.into_iter().zip(verdicts) {
+            let h = c.hash();
+            if self.membership.knows(&h) || self.waiting.contains_key(&h) || !seen.insert(h) {
+                receipt.duplicates += 1;
+            } else {
+                fresh.push(c);
+                kept.push(v);
+            }
+        }
+        self.process_verified(fresh, kept, &mut receipt)?;
+        Ok(receipt)
+    }
+
     /// [`Replica::receive`] with batches over `chunk` changes pipelined in chunks of `chunk`.
     fn receive_in_chunks(&mut self, changes: Vec<SignedChange>, chunk: usize) -> Result<Receipt> {
         let _span =
@@ -1346,13 +1626,29 @@ impl Replica {
         self.ledger.set_rule_inputs(pending);
         if !accepted.is_empty() {
             for c in &accepted {
-                self.signatures.insert(c.hash(), c.signature);
+                let h = c.hash();
+                // A change covered by another's attestation has no signature of its own.
+                if !self.attested.contains_key(&h) {
+                    self.signatures.insert(h, c.signature);
+                }
             }
-            self.ledger
-                .apply_changes(accepted.iter().map(|c| c.change.clone()).collect())?;
+            match self.deferred.as_mut() {
+                Some(d) => d.extend(accepted.iter().map(|c| c.change.clone())),
+                None => self
+                    .ledger
+                    .apply_changes(accepted.iter().map(|c| c.change.clone()).collect())?,
+            }
             debug!(applied = accepted.len(), "changes accepted");
         }
         receipt.applied.extend(accepted);
+        if rejudge || !removed_now.is_empty() {
+            // What follows reads the ledger: the document's changes are applied first.
+            if let Some(d) = self.deferred.take() {
+                if !d.is_empty() {
+                    self.ledger.apply_changes(d)?;
+                }
+            }
+        }
         if rejudge
             || removed_now
                 .iter()
@@ -1411,7 +1707,7 @@ impl Replica {
         let _span = tracing::info_span!("rejudge", network = %self.network).entered();
         let before: Vec<ChangeHash> = self.ledger.change_hashes();
         let mut pool: HashMap<ChangeHash, SignedChange> = self
-            .signed_changes_since(&[])
+            .accepted_changes()
             .into_iter()
             .map(|c| (c.hash(), c))
             .collect();

@@ -10,6 +10,11 @@
 //!   open);
 //! - `v4-store.redb`: a store of version 4 holding the admin's replica after member `cy`
 //!   forked its history: `cy` is cut off, with its proof in the `reflow_cut_off` table;
+//! - `v4-frames.bin`: sync protocol version 4's Document frame: the admin's saved document of
+//!   the v2 network and its attestations, as a bootstrap sends them;
+//! - `v5-store.redb`: a store of version 5 holding member `bo`'s replica joined from that
+//!   document: every change but the attested ones has a 32-byte row naming the attested
+//!   change that covers it;
 //! - `v1-ticket.txt`: a ticket (binary version 1, `reflow1` text);
 //! - `v1-trace-bundle.json`: a trace bundle of format version 1 (ids relative to
 //!   `"@base": "urn:reflow:"`);
@@ -33,6 +38,12 @@
 //!
 //! ```text
 //! REFLOW_WRITE_GOLDEN=1 cargo test -p reflow --test golden -- --ignored write_golden_v4_store
+//! ```
+//!
+//! The v4 frames and the v5 store (the same way; they refuse to overwrite):
+//!
+//! ```text
+//! REFLOW_WRITE_GOLDEN=1 cargo test -p reflow --test golden -- --ignored write_golden_v5_store
 //! ```
 //!
 //! The v2 trace bundle alone (the same way):
@@ -588,4 +599,125 @@ fn write_v4_store(network: NetworkId, changes: &[SignedChange]) {
     let receipt = durable.receive(b).expect("b");
     assert_eq!(receipt.cut_off, vec![key(0x0b).id()], "{receipt:?}");
     durable.compact().expect("compact");
+}
+
+/// The v2 network's admin replica and its bootstrap document (Document frames as a session
+/// sends them to a joiner, length-prefixed).
+fn v4_document_frames() -> Vec<u8> {
+    let (network, changes) = v2_network();
+    let (admin, _) = Replica::join(network, key(7), changes).expect("admin");
+    let (doc, attestations) = admin.bootstrap_document().expect("a document");
+    Frame::Document {
+        total: doc.len() as u64,
+        offset: 0,
+        bytes: doc,
+        attestations,
+    }
+    .encode()
+}
+
+/// The document of `v4-frames.bin`, read back: its bytes and attestations.
+fn read_v4_document() -> (Vec<u8>, Vec<reflow::Attestation>) {
+    let bytes = std::fs::read(golden("v4-frames.bin")).expect("golden file");
+    let (frame, used) = Frame::split(&bytes)
+        .expect("a valid frame")
+        .expect("a whole frame");
+    assert_eq!(used, bytes.len(), "one frame");
+    match frame {
+        Frame::Document {
+            total,
+            offset,
+            bytes,
+            attestations,
+        } => {
+            assert_eq!((offset, total), (0, bytes.len() as u64));
+            (bytes, attestations)
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn golden_v4_document_frame_reads_and_joins() {
+    let (network, changes) = v2_network();
+    let (doc, attestations) = read_v4_document();
+    // The v2 network was written by two devices, one session each: two attestations.
+    assert_eq!(attestations.len(), 2, "{attestations:?}");
+    let (r, receipt) = Replica::join_document(network, key(8), &doc, &attestations).expect("join");
+    assert!(receipt.refused.is_empty(), "{:?}", receipt.refused);
+    assert_eq!(receipt.applied.len(), changes.len());
+    check_content(&r);
+    // Today's code writes the same frame.
+    assert_eq!(
+        v4_document_frames(),
+        std::fs::read(golden("v4-frames.bin")).expect("golden file")
+    );
+}
+
+/// The v5 store: `bo`'s replica joined from the v4 document, with 32-byte rows.
+#[test]
+fn golden_v5_store_opens_with_attested_rows() {
+    let (network, changes) = v2_network();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store.redb");
+    std::fs::copy(golden("v5-store.redb"), &path).expect("copy");
+    let store = Store::open(&path).expect("open the golden store");
+    assert_eq!(store.device_key().expect("key").id(), key(8).id());
+    let durable = store.open_replica(&network, key(8)).expect("replica");
+    let r = durable.replica();
+    check_content(r);
+    let (_, attestations) = read_v4_document();
+    for c in &changes {
+        let h = c.hash();
+        if attestations.iter().any(|a| a.hash == h) {
+            assert_eq!(r.signature(&h), Some(c.signature), "{h}");
+            assert_eq!(r.attested_by(&h), None);
+        } else {
+            assert_eq!(r.signature(&h), None, "{h}");
+            let by = r.attested_by(&h).expect("covered");
+            assert!(attestations.iter().any(|a| a.hash == by));
+        }
+    }
+    // It serves the same bootstrap in turn.
+    let (_, again) = r.bootstrap_document().expect("a document");
+    assert_eq!(again, attestations);
+}
+
+/// Writes `v4-frames.bin` and `v5-store.redb` from the committed v2 network; refuses to
+/// overwrite either.
+#[test]
+#[ignore = "writes tests/golden/v4-frames.bin and v5-store.redb: REFLOW_WRITE_GOLDEN=1 cargo test -p reflow --test golden -- --ignored write_golden_v5_store"]
+fn write_golden_v5_store() {
+    assert_eq!(
+        std::env::var("REFLOW_WRITE_GOLDEN").as_deref(),
+        Ok("1"),
+        "set REFLOW_WRITE_GOLDEN=1 to write the golden files"
+    );
+    assert_eq!(
+        reflow::store::STORE_VERSION,
+        5,
+        "name the file for the new version"
+    );
+    assert_eq!(
+        reflow::sync::PROTOCOL_VERSION,
+        4,
+        "name the file for the new version"
+    );
+    let (frames, store_path) = (golden("v4-frames.bin"), golden("v5-store.redb"));
+    for p in [&frames, &store_path] {
+        assert!(
+            !p.exists(),
+            "{} exists: a golden file is never rewritten",
+            p.display()
+        );
+    }
+    std::fs::write(&frames, v4_document_frames()).expect("write");
+    let (network, _) = v2_network();
+    let (doc, attestations) = read_v4_document();
+    let store = Store::open(&store_path).expect("store");
+    store
+        .put_node_meta("device_key", key(8).secret_bytes().as_slice())
+        .expect("key");
+    let (bo, receipt) = Replica::join_document(network, key(8), &doc, &attestations).expect("join");
+    store.create_replica(bo, &receipt.applied).expect("create");
 }

@@ -270,6 +270,19 @@ impl Ledger {
         Ok(ledger)
     }
 
+    /// A ledger of a loaded document, as this session's `actor`, its views not folded yet
+    /// (`Replica::join_document`, once every change of it is judged; then
+    /// [`Ledger::fold_views`]).
+    pub(crate) fn of_loaded(doc: Automerge, actor: ActorId) -> Result<Ledger> {
+        Ledger::unfolded(doc.with_actor(actor))
+    }
+
+    /// Take over the rules events are judged by from `other` (a ledger this one replaces),
+    /// before [`Ledger::fold_views`].
+    pub(crate) fn adopt_rule_inputs(&mut self, other: &mut Ledger) {
+        self.views.keep_rule_inputs(&mut other.views);
+    }
+
     /// A ledger of `doc` whose views are still empty.
     fn unfolded(doc: Automerge) -> Result<Ledger> {
         let layout = Layout::resolve(&doc)?;

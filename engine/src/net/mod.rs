@@ -369,7 +369,7 @@ mod tests {
     fn alpn_names_the_network_and_version() {
         let n = NetworkId([7; 32]);
         let a = alpn(&n);
-        assert!(a.starts_with(b"reflow/3/0707"));
+        assert!(a.starts_with(b"reflow/4/0707"));
         assert_eq!(network_of_alpn(&a), Some(n));
         // Another protocol version is not this protocol.
         for old in [b'1', b'2'] {

@@ -222,12 +222,37 @@ impl Inner {
                 }
             };
         }
+        let document = match session.take_document() {
+            Ok(d) => d,
+            Err(e) => return Err(protocol(e.to_string())),
+        };
         let n = history.len();
         let key = self.key.clone();
-        let joined = off_runtime(move || Replica::join(network, key, history))
-            .await
-            .ok_or(NetError::Closed)?;
-        let (replica, receipt) = match joined {
+        let joined = off_runtime(move || match document {
+            // A bootstrap by document (protocol version 4): the changes the peer pushed
+            // meanwhile, if any, are received after it.
+            Some((bytes, attestations)) => {
+                Replica::join_document(network, key, &bytes, &attestations).and_then(
+                    |(mut replica, mut receipt)| {
+                        // The received bytes are the ledger if all of it stood alone.
+                        let exact = receipt.refused.is_empty()
+                            && receipt.waiting == 0
+                            && receipt.revoked.is_empty()
+                            && history.is_empty();
+                        if !history.is_empty() {
+                            let more = replica.receive(history)?;
+                            receipt.applied.extend(more.applied);
+                            receipt.refused.extend(more.refused);
+                        }
+                        Ok((replica, receipt, Some(exact.then_some(bytes))))
+                    },
+                )
+            }
+            None => Replica::join(network, key, history).map(|(r, receipt)| (r, receipt, None)),
+        })
+        .await
+        .ok_or(NetError::Closed)?;
+        let (replica, receipt, document) = match joined {
             Ok(r) => r,
             Err(e) => {
                 let code = RefuseCode::ProtocolViolation.to_u16();
@@ -271,9 +296,12 @@ impl Inner {
         let store = self.store.clone();
         let applied = receipt.applied;
         let stored = applied.len();
-        let durable = off_runtime(move || store.create_replica(replica, &applied))
-            .await
-            .ok_or(NetError::Closed)??;
+        let durable = off_runtime(move || match document {
+            Some(bytes) => store.create_replica_from_document(replica, &applied, bytes),
+            None => store.create_replica(replica, &applied),
+        })
+        .await
+        .ok_or(NetError::Closed)??;
         info!(changes = n, stored, "joined the network");
         let net = self.install(durable);
         net.remember(peer.clone());

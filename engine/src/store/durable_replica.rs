@@ -158,7 +158,7 @@ impl Store {
             nets.insert(key.as_str(), replica.ledger().network_name().as_bytes())
                 .ctx(&self.path, "write network")?;
         }
-        write_changes(self, &tx, &key, changes)?;
+        write_changes_of(self, &tx, &key, changes, &replica)?;
         super::cut_off::write_cut_offs(self, &tx, &key, replica.cut_offs())?;
         tx.commit().ctx(&self.path, "commit")?;
         let saved_cut_offs = replica.cut_offs().map(|c| c.device).collect();
@@ -169,6 +169,68 @@ impl Store {
             tail: changes.len(),
             tail_bytes: changes.iter().map(|c| c.change.raw_bytes().len()).sum(),
             snapshot_bytes: 0,
+            policy: CompactionPolicy::default(),
+            stale: false,
+            saved_cut_offs,
+        })
+    }
+
+    /// [`Store::create_replica`] of a replica joined from a peer's document
+    /// ([`Replica::join_document`]): the ledger is stored as a snapshot with its views (as a
+    /// compaction writes them) instead of one row per change, so the join writes the
+    /// compressed document once; every change keeps its signature row (64 bytes, or the
+    /// 32-byte hash of the attested change that covers it). `document`: a saved document of
+    /// exactly this ledger, if the caller holds one (the received document, when every change
+    /// of it was accepted and nothing else was applied); otherwise the ledger is saved here.
+    #[cfg_attr(not(feature = "net"), allow(dead_code))]
+    pub(crate) fn create_replica_from_document(
+        &self,
+        replica: Replica,
+        changes: &[SignedChange],
+        document: Option<Vec<u8>>,
+    ) -> Result<DurableReplica> {
+        let key = replica.network().to_string();
+        let _span = info_span!("store_create_replica_from_document", network = %key).entered();
+        if self.networks()?.contains(&key) {
+            return Err(Error::NetworkExists { network: key });
+        }
+        let ledger = replica.ledger();
+        let job = super::CompactionJob {
+            network: key.clone(),
+            heads: ledger.heads(),
+            document: document.unwrap_or_else(|| ledger.save()),
+            views: ledger.encode_views(),
+            covered: ledger.change_hashes().into_iter().collect(),
+            replaces_history: false,
+        };
+        let tx = self.write_tx(Durability::Immediate)?;
+        {
+            let mut nets = tx.open_table(NETWORKS).ctx(&self.path, "open networks")?;
+            nets.insert(key.as_str(), ledger.network_name().as_bytes())
+                .ctx(&self.path, "write network")?;
+            let mut s = tx
+                .open_table(SIGNATURES)
+                .ctx(&self.path, "open signatures")?;
+            for c in changes {
+                let h = c.hash();
+                match replica.attested_by(&h) {
+                    Some(by) => s.insert((key.as_str(), &h.0), by.0.as_slice()),
+                    None => s.insert((key.as_str(), &h.0), c.signature.0.as_slice()),
+                }
+                .ctx(&self.path, "write signature")?;
+            }
+        }
+        job.write_in(self, &tx)?;
+        super::cut_off::write_cut_offs(self, &tx, &key, replica.cut_offs())?;
+        tx.commit().ctx(&self.path, "commit")?;
+        let saved_cut_offs = replica.cut_offs().map(|c| c.device).collect();
+        Ok(DurableReplica {
+            store: self.clone(),
+            key,
+            replica,
+            tail: 0,
+            tail_bytes: 0,
+            snapshot_bytes: job.document.len(),
             policy: CompactionPolicy::default(),
             stale: false,
             saved_cut_offs,
@@ -198,9 +260,10 @@ impl Store {
                     other => other,
                 })?;
         debug!(tail, ?views, "replica's ledger loaded");
-        let (signatures, quarantine) = guarded(&self.path, "read signatures", || {
+        let (signatures, attested, quarantine) = guarded(&self.path, "read signatures", || {
             let tx = self.read_tx()?;
             let mut signatures = HashMap::new();
+            let mut attested = HashMap::new();
             {
                 let t = tx
                     .open_table(SIGNATURES)
@@ -210,11 +273,20 @@ impl Store {
                     .ctx(&self.path, "read signatures")?
                 {
                     let (k, v) = row.ctx(&self.path, "read signatures")?;
-                    let sig: [u8; 64] = v.value().try_into().map_err(|_| Error::CorruptStore {
+                    let hash = ChangeHash(*k.value().1);
+                    let v = v.value();
+                    if let Ok(by) = <[u8; 32]>::try_from(v) {
+                        // Version 5: covered by the attestation of the change `by`.
+                        attested.insert(hash, ChangeHash(by));
+                        continue;
+                    }
+                    let sig: [u8; 64] = v.try_into().map_err(|_| Error::CorruptStore {
                         path: self.path.to_path_buf(),
-                        detail: format!("a stored signature of `{name}` is not 64 bytes"),
+                        detail: format!(
+                            "a stored signature of `{name}` is neither 64 nor 32 bytes"
+                        ),
                     })?;
-                    signatures.insert(ChangeHash(*k.value().1), ChangeSignature(sig));
+                    signatures.insert(hash, ChangeSignature(sig));
                 }
             }
             let mut quarantine = Vec::new();
@@ -233,11 +305,12 @@ impl Store {
                     }
                 }
             }
-            Ok((signatures, quarantine))
+            Ok((signatures, attested, quarantine))
         })?;
         let stored_cut_offs = guarded(&self.path, "read cut-offs", || self.stored_cut_offs(&name))?;
         let saved_cut_offs = stored_cut_offs.iter().map(|c| c.device).collect();
         let mut replica = Replica::open_with(ledger, key, *network, signatures, quarantine, fold)?;
+        replica.restore_attested(attested);
         // The cut-offs kept apart from the quarantine (a store of version 3 had only its
         // quarantine rows: those found there are written at the next write).
         replica.restore_cut_offs(stored_cut_offs);
@@ -255,11 +328,25 @@ impl Store {
     }
 }
 
-fn write_changes(
+/// Write changes of `replica` and their signature rows: a change covered by another's
+/// attestation ([`Replica::attested_by`]) gets a 32-byte row naming that change (store
+/// version 5), every other change its 64-byte signature.
+fn write_changes_of(
     store: &Store,
     tx: &redb::WriteTransaction,
     network: &str,
     changes: &[SignedChange],
+    replica: &Replica,
+) -> Result<()> {
+    write_rows(store, tx, network, changes, |h| replica.attested_by(h))
+}
+
+fn write_rows(
+    store: &Store,
+    tx: &redb::WriteTransaction,
+    network: &str,
+    changes: &[SignedChange],
+    attested_by: impl Fn(&ChangeHash) -> Option<ChangeHash>,
 ) -> Result<()> {
     let mut t = tx.open_table(CHANGES).ctx(&store.path, "open changes")?;
     let mut s = tx
@@ -269,8 +356,11 @@ fn write_changes(
         let h = c.hash();
         t.insert((network, &h.0), c.change.raw_bytes())
             .ctx(&store.path, "write change")?;
-        s.insert((network, &h.0), c.signature.0.as_slice())
-            .ctx(&store.path, "write signature")?;
+        match attested_by(&h) {
+            Some(by) => s.insert((network, &h.0), by.0.as_slice()),
+            None => s.insert((network, &h.0), c.signature.0.as_slice()),
+        }
+        .ctx(&store.path, "write signature")?;
     }
     Ok(())
 }
@@ -412,7 +502,7 @@ impl DurableReplica {
         changes: &[SignedChange],
         refused: &[Quarantined],
     ) -> Result<()> {
-        write_changes(&self.store, tx, &self.key, changes)?;
+        write_changes_of(&self.store, tx, &self.key, changes, &self.replica)?;
         let mut q = tx
             .open_table(QUARANTINE)
             .ctx(&self.store.path, "open quarantine")?;

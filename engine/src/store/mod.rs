@@ -28,7 +28,7 @@ use crate::Ledger;
 pub const STORE_FORMAT: &[u8] = b"reflow-store";
 
 /// The store layout version this build writes (see docs/storage.md).
-pub const STORE_VERSION: u64 = 4;
+pub const STORE_VERSION: u64 = 5;
 
 /// The version tag of an encoded snapshot value.
 const SNAPSHOT_ENCODING: u8 = 1;
@@ -105,7 +105,20 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "v3-to-v4-cut-off-table",
         run: cut_off::add_cut_off_table,
     },
+    Migration {
+        from: 4,
+        name: "v4-to-v5-attested-rows",
+        run: allow_attested_rows,
+    },
 ];
+
+/// Version 5 lets a signature row hold 32 bytes (the change is covered by the attestation of
+/// the change those bytes name, docs/storage.md) beside the 64-byte signatures of version 4,
+/// which keep their meaning: nothing to rewrite, only the version, so that an older build
+/// refuses a store it would misread.
+fn allow_attested_rows(_tx: &redb::WriteTransaction) -> std::result::Result<(), redb::Error> {
+    Ok(())
+}
 
 /// Version 2 adds the table of refused changes (the identity layer's quarantine).
 fn add_quarantine_table(tx: &redb::WriteTransaction) -> std::result::Result<(), redb::Error> {

@@ -7,7 +7,7 @@
 
 use automerge::Change;
 
-use crate::identity::{ChangeSignature, SignedChange};
+use crate::identity::{Attestation, ChangeSignature, SignedChange};
 use crate::membership::{BearerSecret, Invite, InviteError};
 use crate::vf::{Agent, Id};
 
@@ -15,7 +15,7 @@ use crate::vf::{Agent, Id};
 /// compressed frame (type `0x05`); version 3 carries ledgers of schema version 2 (judged by
 /// admission), which version-2 software cannot read. Frames are the same as in version 2;
 /// nodes of different versions do not connect (no common ALPN: the handshake fails).
-pub const PROTOCOL_VERSION: u8 = 3;
+pub const PROTOCOL_VERSION: u8 = 4;
 
 /// Largest frame body accepted or sent (bytes after the length prefix, version and type
 /// included).
@@ -39,6 +39,21 @@ const TYPE_REDEEM: u8 = 0x04;
 /// (RFC 1951) compressed, after its inflated length. Not a [`Frame`] variant: encoding picks it
 /// when it saves space, decoding returns the inner frame.
 const TYPE_COMPRESSED: u8 = 0x05;
+/// Frame type: a part of a saved document and, in its last part, the attestations that cover
+/// its changes (a bootstrap, version 4).
+const TYPE_DOCUMENT: u8 = 0x06;
+
+/// The previous protocol version, whose frames (types 1–5) have the same layout: a body of
+/// that version still decodes (golden files), though no peer of it can connect (its ALPN
+/// differs).
+const PREVIOUS_VERSION: u8 = 3;
+
+/// Largest whole document a bootstrap may announce (the sum of its parts): 1 GiB.
+pub const MAX_DOCUMENT_LEN: u64 = 1 << 30;
+
+/// Bytes of one attestation in a Document frame: actor (40), seq (8), hash (32),
+/// signature (64).
+const ATTESTATION_LEN: usize = 40 + 8 + 32 + 64;
 /// Sync and Push bodies at least this long are compressed when that saves a tenth or more.
 const COMPRESS_MIN: usize = 2048;
 
@@ -217,6 +232,19 @@ pub enum Frame {
         /// The Agent the device will act for, created by the admin if the invite names none.
         agent: Option<Agent>,
     },
+    /// A part of the sender's saved document (Automerge's compressed `save`), sent instead of
+    /// its changes to a peer that has none (a bootstrap, docs/protocol.md §2.7). Parts travel
+    /// in order; the last one (`offset + bytes.len() == total`) carries the attestations.
+    Document {
+        /// Length of the whole saved document, the same in every part.
+        total: u64,
+        /// Where this part starts in the document.
+        offset: u64,
+        /// The part's bytes.
+        bytes: Vec<u8>,
+        /// The attestations covering the document's changes (empty except in the last part).
+        attestations: Vec<Attestation>,
+    },
 }
 
 /// Why bytes are not a valid frame.
@@ -232,7 +260,7 @@ pub enum FrameError {
         max: usize,
     },
     /// A protocol version this build does not speak.
-    #[error("frame version {0} is not supported (this Reflow speaks version 1)")]
+    #[error("frame version {0} is not supported (this Reflow speaks version 4)")]
     UnknownVersion(u8),
     /// A frame type this version does not define.
     #[error("unknown frame type {0}")]
@@ -471,7 +499,7 @@ impl Frame {
     pub fn changes(&self) -> &[SignedChange] {
         match self {
             Frame::Sync { changes, .. } | Frame::Push { changes } => changes,
-            Frame::Refuse { .. } | Frame::Redeem { .. } => &[],
+            Frame::Refuse { .. } | Frame::Redeem { .. } | Frame::Document { .. } => &[],
         }
     }
 
@@ -495,6 +523,11 @@ impl Frame {
                     + 4
                     + agent.as_ref().map_or(0, |a| agent_json(a).len())
             }
+            Frame::Document {
+                bytes,
+                attestations,
+                ..
+            } => 8 + 8 + 4 + bytes.len() + 4 + attestations.len() * ATTESTATION_LEN,
         }
     }
 
@@ -548,6 +581,32 @@ impl Frame {
                 let agent = agent.as_ref().map(agent_json).unwrap_or_default();
                 put_u32(&mut out, agent.len());
                 out.extend_from_slice(&agent);
+            }
+            Frame::Document {
+                total,
+                offset,
+                bytes,
+                attestations,
+            } => {
+                out.push(TYPE_DOCUMENT);
+                out.extend_from_slice(&total.to_be_bytes());
+                out.extend_from_slice(&offset.to_be_bytes());
+                put_u32(&mut out, bytes.len());
+                out.extend_from_slice(bytes);
+                put_u32(&mut out, attestations.len());
+                for a in attestations {
+                    // Reflow actors are 40 bytes (checked when decoding); another length
+                    // cannot be attested by a device, so it is padded or cut and will not
+                    // verify.
+                    let mut actor = [0u8; 40];
+                    let raw = a.actor.to_bytes();
+                    let n = raw.len().min(40);
+                    actor[..n].copy_from_slice(&raw[..n]);
+                    out.extend_from_slice(&actor);
+                    out.extend_from_slice(&a.seq.to_be_bytes());
+                    out.extend_from_slice(&a.hash.0);
+                    out.extend_from_slice(&a.signature.0);
+                }
             }
         }
         debug_assert_eq!(out.len(), LEN_PREFIX + body_len);
@@ -609,10 +668,14 @@ impl Frame {
             pos: 0,
         };
         let version = r.u8("version")?;
-        if version != PROTOCOL_VERSION {
+        if version != PROTOCOL_VERSION && version != PREVIOUS_VERSION {
             return Err(FrameError::UnknownVersion(version));
         }
-        let frame = match r.u8("frame type")? {
+        let kind = r.u8("frame type")?;
+        if version == PREVIOUS_VERSION && kind == TYPE_DOCUMENT {
+            return Err(FrameError::UnknownType(kind));
+        }
+        let frame = match kind {
             TYPE_COMPRESSED => {
                 let len = r.u32("inflated length")?;
                 let inner = inflate_body(r.take(r.remaining(), "compressed body")?, len, max)?;
@@ -668,6 +731,48 @@ impl Frame {
                     invite,
                     secret,
                     agent,
+                }
+            }
+            TYPE_DOCUMENT => {
+                let total = r.u64("document length")?;
+                let offset = r.u64("part offset")?;
+                let len = r.u32("part length")?;
+                if total > MAX_DOCUMENT_LEN {
+                    return Err(malformed(format!(
+                        "a document of {total} bytes is over the limit of {MAX_DOCUMENT_LEN}"
+                    )));
+                }
+                if offset.checked_add(len as u64).is_none_or(|end| end > total) {
+                    return Err(malformed(format!(
+                        "a part of {len} bytes at {offset} runs past the document's {total}"
+                    )));
+                }
+                let bytes = r.take(len, "document part")?.to_vec();
+                let n = r.u32("attestation count")?;
+                if n > r.remaining() / ATTESTATION_LEN {
+                    return Err(malformed(format!(
+                        "{n} attestations cannot fit in the {} bytes left",
+                        r.remaining()
+                    )));
+                }
+                let mut attestations = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let actor = automerge::ActorId::from(r.array::<40>("attested actor")?);
+                    let seq = r.u64("attested seq")?;
+                    let hash = automerge::ChangeHash(r.array::<32>("attested hash")?);
+                    let signature = ChangeSignature(r.array::<64>("attestation signature")?);
+                    attestations.push(Attestation {
+                        actor,
+                        seq,
+                        hash,
+                        signature,
+                    });
+                }
+                Frame::Document {
+                    total,
+                    offset,
+                    bytes,
+                    attestations,
                 }
             }
             t => return Err(FrameError::UnknownType(t)),

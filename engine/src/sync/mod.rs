@@ -20,6 +20,10 @@
 //!   State bookkeeping Automerge's `receive_sync_message` would do is done by the session
 //!   itself, in two halves: what does not depend on the received changes at once, the rest
 //!   (shared heads, trimming the sent set) at the next call, after the caller applied them.
+//! * **Bootstrapping.** A peer that announces no heads (a device with no replica) gets the
+//!   replica's saved document in [`Frame::Document`] parts and one attestation per actor
+//!   instead of the changes (protocol version 4; [`SyncSession::take_document`] on the
+//!   joining side, then [`Replica::join_document`], which judges every change of it).
 //! * **Pushing.** [`SyncSession::push`] sends changes outside a round (a local write, or changes
 //!   just accepted from another peer). Their hashes join Automerge's `sent_hashes`, exactly as
 //!   if a sync message had carried them, so the next sync message does not repeat them.
@@ -55,10 +59,10 @@ use automerge::sync::{Have, Message, State, SyncDoc};
 use automerge::{Automerge, ChangeHash, ReadDoc};
 use tracing::{debug, warn};
 
-use crate::identity::{DeviceId, NetworkId, SignedChange};
+use crate::identity::{Attestation, DeviceId, NetworkId, SignedChange};
 use crate::replica::Replica;
 
-/// The ALPN of the Reflow sync protocol for one network: `reflow/3/<network id hex>`. A
+/// The ALPN of the Reflow sync protocol for one network: `reflow/4/<network id hex>`. A
 /// connection is for one network; a node that does not replicate the network never
 /// completes the handshake.
 pub fn alpn(network: &NetworkId) -> Vec<u8> {
@@ -193,7 +197,23 @@ pub struct SyncSession {
     last_sent: Option<Vec<u8>>,
     /// Changes are batched into frames of about this many bytes ([`FRAME_TARGET`]).
     frame_target: usize,
+    /// Whether this session sent its replica's document to a peer that had nothing.
+    document_sent: bool,
+    /// The document a bootstrapping session is receiving (its parts so far).
+    document: Option<Incoming>,
     stats: SessionStats,
+}
+
+/// A peer's saved document received in a bootstrap and the attestations covering its changes
+/// ([`SyncSession::take_document`], for [`Replica::join_document`]).
+pub type ReceivedDocument = (Vec<u8>, Vec<Attestation>);
+
+/// A document arriving in parts ([`Frame::Document`]).
+#[derive(Debug)]
+struct Incoming {
+    total: u64,
+    bytes: Vec<u8>,
+    attestations: Vec<Attestation>,
 }
 
 impl SyncSession {
@@ -244,6 +264,90 @@ impl SyncSession {
         self.handle(Local::Empty(&empty), frame)
     }
 
+    /// The document a bootstrapping session received ([`Frame::Document`]), once the peer's
+    /// answer is over (its Sync frame handled): the saved document and the attestations, to
+    /// pass to [`Replica::join_document`]. `Ok(None)` if the peer sent no document (it sent
+    /// the history change by change); an error if the document's parts stopped before its
+    /// announced length.
+    pub fn take_document(&mut self) -> Result<Option<ReceivedDocument>, SyncError> {
+        match self.document.take() {
+            None => Ok(None),
+            Some(d) if d.bytes.len() as u64 == d.total => Ok(Some((d.bytes, d.attestations))),
+            Some(d) => Err(SyncError::Protocol(format!(
+                "the document stopped after {} of its {} bytes",
+                d.bytes.len(),
+                d.total
+            ))),
+        }
+    }
+
+    /// Take a part of a document (a bootstrapping session only).
+    fn receive_document_part(
+        &mut self,
+        total: u64,
+        offset: u64,
+        bytes: Vec<u8>,
+        attestations: Vec<Attestation>,
+    ) -> Result<(), SyncError> {
+        let incoming = self.document.get_or_insert_with(|| Incoming {
+            total,
+            bytes: Vec::new(),
+            attestations: Vec::new(),
+        });
+        let have = incoming.bytes.len() as u64;
+        if incoming.total != total || offset != have || have == total {
+            return Err(SyncError::Protocol(format!(
+                "a document part out of order (at {offset} of {total}, expected at {have} of {})",
+                incoming.total
+            )));
+        }
+        let end = offset + bytes.len() as u64;
+        if !attestations.is_empty() && end != total {
+            return Err(SyncError::Protocol(
+                "attestations in a document part that is not the last".into(),
+            ));
+        }
+        if bytes.is_empty() && end != total {
+            return Err(SyncError::Protocol("an empty document part".into()));
+        }
+        incoming.bytes.extend_from_slice(&bytes);
+        incoming.attestations = attestations;
+        Ok(())
+    }
+
+    /// The frames of a document bootstrap for a peer that has nothing ([`Frame::Document`]),
+    /// if the replica can cover its every change with attestations: the document in parts of
+    /// about [`FRAME_TARGET`] bytes, the attestations in the last. Marks every change sent.
+    fn document_frames(&mut self, replica: &Replica) -> Option<Vec<Frame>> {
+        let (saved, attestations) = replica.bootstrap_document()?;
+        let total = saved.len() as u64;
+        let part = self.frame_target.max(1);
+        let mut frames: Vec<Frame> = saved
+            .chunks(part)
+            .enumerate()
+            .map(|(i, bytes)| Frame::Document {
+                total,
+                offset: (i * part) as u64,
+                bytes: bytes.to_vec(),
+                attestations: Vec::new(),
+            })
+            .collect();
+        if frames.is_empty() {
+            return None;
+        }
+        if let Some(Frame::Document {
+            attestations: last, ..
+        }) = frames.last_mut()
+        {
+            *last = attestations;
+        }
+        self.state
+            .sent_hashes
+            .extend(replica.ledger().change_hashes());
+        self.document_sent = true;
+        Some(frames)
+    }
+
     fn with_automerge_state(network: NetworkId, peer: DeviceId, state: State) -> SyncSession {
         SyncSession {
             network,
@@ -257,6 +361,8 @@ impl SyncSession {
             recent: HashSet::new(),
             last_sent: None,
             frame_target: FRAME_TARGET,
+            document_sent: false,
+            document: None,
             stats: SessionStats::default(),
         }
     }
@@ -327,7 +433,24 @@ impl SyncSession {
         let lost = missing(doc, &self.state.shared_heads);
         self.state.shared_heads.retain(|h| !lost.contains(h));
 
-        let mut message = doc.generate_sync_message(&mut self.state)?;
+        // A peer with nothing (a bootstrap) gets the document and its attestations, not the
+        // history change by change.
+        let document = match local {
+            Local::Replica(replica)
+                if !self.document_sent && self.state.their_heads.as_deref() == Some(&[]) =>
+            {
+                self.document_frames(replica)
+            }
+            _ => None,
+        };
+        let mut message = match doc.generate_sync_message(&mut self.state) {
+            Some(m) => m,
+            None => {
+                self.outbox.extend(document.into_iter().flatten());
+                return self.outbox.pop_front();
+            }
+        };
+        self.outbox.extend(document.into_iter().flatten());
         let need = self.need(local);
         let their_heads: HashSet<&ChangeHash> = self.state.their_heads.iter().flatten().collect();
         if !need.iter().all(|h| their_heads.contains(h)) {
@@ -537,6 +660,21 @@ impl SyncSession {
             Frame::Redeem { .. } => Err(SyncError::Protocol(
                 "a Redeem frame inside a sync session (only valid as the first frame of a device that is not a member)".into(),
             )),
+            Frame::Document {
+                total,
+                offset,
+                bytes,
+                attestations,
+            } => match local {
+                Local::Empty(_) => {
+                    self.receive_document_part(total, offset, bytes, attestations)?;
+                    Ok(Vec::new())
+                }
+                Local::Replica(_) => Err(SyncError::Protocol(
+                    "a document sent to a device that has a replica (only a bootstrap takes one)"
+                        .into(),
+                )),
+            },
             Frame::Push { changes } => {
                 self.stats.push_frames_received += 1;
                 self.note_received(local, &changes);

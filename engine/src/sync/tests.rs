@@ -75,8 +75,8 @@ fn alpn_names_version_and_network() {
     let replicas = sim::network(1, 1);
     let network = replicas[0].network();
     let alpn = alpn(&network);
-    assert_eq!(alpn, format!("reflow/3/{network}").into_bytes());
-    assert_eq!(alpn.len(), "reflow/3/".len() + 64);
+    assert_eq!(alpn, format!("reflow/4/{network}").into_bytes());
+    assert_eq!(alpn.len(), "reflow/4/".len() + 64);
 }
 
 #[test]
@@ -410,7 +410,202 @@ fn sample_frames() -> Vec<Vec<u8>> {
         .encode(),
     );
     out.push(Frame::refuse(RefuseCode::Busy, "later").encode());
+    let (doc, attestations) = a[0].bootstrap_document().expect("a document");
+    out.push(
+        Frame::Document {
+            total: doc.len() as u64,
+            offset: 0,
+            bytes: doc,
+            attestations,
+        }
+        .encode(),
+    );
     out
+}
+
+/// What a session sends a device that has nothing, frame by frame (encoded and decoded).
+fn bootstrap_answer(admin: &Replica, joiner: DeviceId) -> (SyncSession, SyncSession, Vec<Frame>) {
+    let network = admin.network();
+    let (joining, first) = SyncSession::bootstrap(network, admin.device());
+    let mut serving = SyncSession::new(network, joiner);
+    let first = Frame::split(&first.encode())
+        .expect("decode")
+        .expect("whole")
+        .0;
+    assert!(serving
+        .handle_frame(admin, first)
+        .expect("handle")
+        .is_empty());
+    let mut frames = Vec::new();
+    while let Some(f) = serving.poll_transmit(admin) {
+        frames.push(Frame::split(&f.encode()).expect("decode").expect("whole").0);
+    }
+    (joining, serving, frames)
+}
+
+#[test]
+fn a_bootstrap_gets_the_document_and_joins_by_it() {
+    let mut replicas = sim::network(11, 2);
+    for i in 0..40 {
+        produce(&mut replicas[0], "a0", &format!("lot-{i}"));
+    }
+    let admin = &mut replicas[0];
+    let key = DeviceKey::generate().expect("key");
+    let (mut joining, mut serving, frames) = bootstrap_answer(admin, key.id());
+    // Document parts (here one, the document being small), then the Sync frame, with no
+    // change in any of them.
+    assert!(frames.len() >= 2, "{frames:?}");
+    let (last, parts) = frames.split_last().expect("frames");
+    assert!(matches!(last, Frame::Sync { changes, .. } if changes.is_empty()));
+    assert!(parts.iter().all(|f| matches!(f, Frame::Document { .. })));
+    assert_eq!(serving.stats().changes_sent, 0);
+    for f in frames {
+        assert!(joining
+            .handle_bootstrap_frame(f)
+            .expect("handle")
+            .is_empty());
+    }
+    let (doc, attestations) = joining.take_document().expect("whole").expect("a document");
+    let (mut joined, receipt) =
+        Replica::join_document(admin.network(), key, &doc, &attestations).expect("join");
+    assert!(receipt.refused.is_empty(), "{:?}", receipt.refused);
+    assert_eq!(joined.ledger().heads(), admin.ledger().heads());
+    // The same sessions go on and settle, sending no change.
+    sync_pair(admin, &mut serving, &mut joined, &mut joining, 12);
+    assert_eq!(serving.stats().changes_sent, 0);
+    assert_eq!(joining.stats().changes_sent, 0);
+    // A new change travels as usual, with its signature.
+    let more = produce(admin, "a0", "after");
+    let frame = serving.push(&more).expect("a push");
+    let changes = joining.handle_frame(&joined, frame).expect("handle");
+    assert_eq!(joined.receive(changes).expect("receive").applied.len(), 1);
+}
+
+#[test]
+fn document_parts_out_of_order_or_incomplete_are_protocol_violations() {
+    let replicas = sim::network(12, 2);
+    let admin = &replicas[0];
+    let (doc, attestations) = admin.bootstrap_document().expect("a document");
+    let total = doc.len() as u64;
+    let half = doc.len() / 2;
+    let part = |offset: usize, end: usize, with: bool| Frame::Document {
+        total,
+        offset: offset as u64,
+        bytes: doc[offset..end].to_vec(),
+        attestations: if with {
+            attestations.clone()
+        } else {
+            Vec::new()
+        },
+    };
+    let bootstrap = || SyncSession::bootstrap(admin.network(), admin.device()).0;
+    let protocol =
+        |r: Result<Vec<SignedChange>, SyncError>| matches!(r, Err(SyncError::Protocol(_)));
+    // The second half first.
+    let mut s = bootstrap();
+    assert!(protocol(s.handle_bootstrap_frame(part(
+        half,
+        doc.len(),
+        true
+    ))));
+    // Attestations in a part that is not the last.
+    let mut s = bootstrap();
+    assert!(protocol(s.handle_bootstrap_frame(part(0, half, true))));
+    // A part again.
+    let mut s = bootstrap();
+    s.handle_bootstrap_frame(part(0, half, false))
+        .expect("first half");
+    assert!(protocol(s.handle_bootstrap_frame(part(0, half, false))));
+    // Another total in the second part.
+    let mut s = bootstrap();
+    s.handle_bootstrap_frame(part(0, half, false))
+        .expect("first half");
+    let other = Frame::Document {
+        total: total + 1,
+        offset: half as u64,
+        bytes: doc[half..].to_vec(),
+        attestations: attestations.clone(),
+    };
+    assert!(protocol(s.handle_bootstrap_frame(other)));
+    // An empty part that is not the last.
+    let mut s = bootstrap();
+    assert!(protocol(s.handle_bootstrap_frame(part(0, 0, false))));
+    // A part after the document was whole.
+    let mut s = bootstrap();
+    s.handle_bootstrap_frame(part(0, doc.len(), true))
+        .expect("whole");
+    assert!(protocol(s.handle_bootstrap_frame(part(0, 0, false))));
+    // Stopped half way: the document is not whole when the peer's answer ends.
+    let mut s = bootstrap();
+    s.handle_bootstrap_frame(part(0, half, false))
+        .expect("first half");
+    assert!(matches!(s.take_document(), Err(SyncError::Protocol(_))));
+    // Both halves in order: whole.
+    let mut s = bootstrap();
+    s.handle_bootstrap_frame(part(0, half, false))
+        .expect("first half");
+    s.handle_bootstrap_frame(part(half, doc.len(), true))
+        .expect("second half");
+    let (got, att) = s.take_document().expect("whole").expect("a document");
+    assert_eq!((got, att), (doc.clone(), attestations.clone()));
+    // A device that has a replica takes no document.
+    let mut s = SyncSession::new(admin.network(), replicas[1].device());
+    assert!(protocol(s.handle_frame(admin, part(0, doc.len(), true))));
+}
+
+#[test]
+fn document_frames_out_of_bounds_are_malformed() {
+    let replicas = sim::network(13, 1);
+    let (doc, attestations) = replicas[0].bootstrap_document().expect("a document");
+    assert!(!attestations.is_empty());
+    let frame = Frame::Document {
+        total: doc.len() as u64,
+        offset: 0,
+        bytes: doc.clone(),
+        attestations: attestations.clone(),
+    };
+    let wire = frame.encode();
+    let body = &wire[LEN_PREFIX..];
+    assert_eq!(&body[..2], &[PROTOCOL_VERSION, 0x06]);
+    match Frame::decode(body).expect("decode") {
+        Frame::Document {
+            total,
+            offset,
+            bytes,
+            attestations: a,
+        } => {
+            assert_eq!((total, offset), (doc.len() as u64, 0));
+            assert_eq!(bytes, doc);
+            assert_eq!(a, attestations);
+        }
+        other => panic!("{other:?}"),
+    }
+    let malformed = |b: &[u8]| matches!(Frame::decode(b), Err(FrameError::Malformed(_)));
+    // The document announced over the limit.
+    let mut b = body.to_vec();
+    b[2..10].copy_from_slice(&(frame::MAX_DOCUMENT_LEN + 1).to_be_bytes());
+    assert!(malformed(&b));
+    // A part that runs past the document.
+    let mut b = body.to_vec();
+    b[10..18].copy_from_slice(&1u64.to_be_bytes());
+    assert!(malformed(&b));
+    let mut b = body.to_vec();
+    b[10..18].copy_from_slice(&u64::MAX.to_be_bytes());
+    assert!(malformed(&b));
+    // More attestations announced than fit.
+    let at = 22 + doc.len();
+    let mut b = body.to_vec();
+    b[at..at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
+    assert!(malformed(&b));
+    // Cut short, or with a byte left over.
+    assert!(malformed(&body[..body.len() - 1]));
+    let mut b = body.to_vec();
+    b.push(0);
+    assert!(malformed(&b));
+    // A version-3 body has no Document frame.
+    let mut b = body.to_vec();
+    b[0] = 3;
+    assert!(matches!(Frame::decode(&b), Err(FrameError::UnknownType(6))));
 }
 
 const PROPTEST_SEED: u64 = 0x5eed_f4a3;
