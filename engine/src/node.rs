@@ -69,7 +69,10 @@ pub mod discovery;
 mod endpoint;
 mod link;
 mod network;
+pub mod proto;
 pub mod reconnect;
+#[cfg(test)]
+mod sim;
 pub mod status;
 pub mod ticket;
 
@@ -340,7 +343,7 @@ struct Inner {
     cancel: CancellationToken,
     events: broadcast::Sender<NodeEvent>,
     next_link: AtomicU64,
-    jitter: Mutex<reconnect::Jitter>,
+    jitter: Mutex<proto::Jitter>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -430,7 +433,7 @@ impl Node {
             cancel: CancellationToken::new(),
             events,
             next_link: AtomicU64::new(1),
-            jitter: Mutex::new(reconnect::Jitter::from_os()),
+            jitter: Mutex::new(reconnect::os_jitter()),
         });
         let accept = inner.clone();
         inner
