@@ -139,8 +139,6 @@ pub enum LinkEnd {
         /// Why, readable.
         reason: String,
     },
-    /// A frame that does not decode: the peer broke the protocol (refused, not redialed).
-    Malformed(String),
     /// This node is shutting down.
     Shutdown,
 }
@@ -187,6 +185,14 @@ pub enum Event<A> {
         /// The frames.
         frames: Vec<Frame>,
     },
+    /// Bytes that do not decode as a frame arrived on a link: the peer broke the protocol
+    /// (it is refused, and not redialed).
+    Malformed {
+        /// The link.
+        link: LinkId,
+        /// What is wrong.
+        detail: String,
+    },
     /// The batch of [`Effect::Store`] for `link` is stored.
     Stored {
         /// The link the changes came from.
@@ -214,6 +220,10 @@ pub enum Event<A> {
         /// The changes.
         changes: Vec<SignedChange>,
     },
+    /// The replica was put back to its stored state after a failed commit (it may have lost
+    /// changes it held in memory): every link starts a sync round, so that what was lost
+    /// comes again.
+    Reloaded,
     /// A timer of [`Effect::SetTimer`] fired.
     Timer(Timer),
     /// A dial of [`Effect::Dial`] ended: `failed` is `None` if it succeeded (a link opened,
@@ -311,6 +321,8 @@ pub enum Notice {
 }
 
 /// Something the driver does for the core.
+// Effects live for one call; boxing the frame would cost an allocation per frame sent.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Effect<A> {
     /// Send a frame on a link.
@@ -582,6 +594,7 @@ impl<A: Clone + PartialEq + std::fmt::Debug> NetworkProto<A> {
                 }
                 self.drain(replica, &mut out);
             }
+            Event::Malformed { link, detail } => self.violation(link, detail, &mut out),
             Event::Stored { link, receipt } => {
                 let peer = self.storing.take().map(|(_, p)| p);
                 self.stored(replica, link, peer, receipt, &mut out);
@@ -606,6 +619,13 @@ impl<A: Clone + PartialEq + std::fmt::Debug> NetworkProto<A> {
             Event::Committed { changes } => {
                 if !changes.is_empty() {
                     self.after_change(replica, &changes, None, &mut out);
+                }
+            }
+            Event::Reloaded => {
+                for (id, l) in &mut self.links {
+                    if !l.closing {
+                        transmit(*id, l, replica, &mut out);
+                    }
                 }
             }
             Event::Timer(Timer::Redial { peer, attempt }) => {
@@ -762,19 +782,17 @@ impl<A: Clone + PartialEq + std::fmt::Debug> NetworkProto<A> {
             // A run of pushes (perhaps ending with a sync frame) is stored in one commit.
             let mut changes = Vec::new();
             let mut failure = None;
+            let mut refused = None;
             while let Some(frame) = l.waiting.pop_front() {
                 let last = !matches!(frame, Frame::Push { .. });
-                if let Frame::Refuse { code, reason } = &frame {
-                    failure = Some(LinkEnd::Refused {
-                        code: *code,
-                        reason: reason.clone(),
-                    });
+                if let Frame::Refuse { code, reason } = frame {
+                    refused = Some((code, reason));
                     break;
                 }
                 match l.session.handle_frame(replica, frame) {
                     Ok(more) => changes.extend(more),
                     Err(e) => {
-                        failure = Some(LinkEnd::Malformed(e.to_string()));
+                        failure = Some(e.to_string());
                         break;
                     }
                 }
@@ -782,8 +800,8 @@ impl<A: Clone + PartialEq + std::fmt::Debug> NetworkProto<A> {
                     break;
                 }
             }
-            match failure {
-                Some(LinkEnd::Refused { code, reason }) => {
+            if let Some((code, reason)) = refused {
+                {
                     // The peer refused us: its close follows; nothing more is sent.
                     l.closing = true;
                     l.waiting.clear();
@@ -804,11 +822,10 @@ impl<A: Clone + PartialEq + std::fmt::Debug> NetworkProto<A> {
                     });
                     continue;
                 }
-                Some(LinkEnd::Malformed(detail)) => {
-                    self.violation(link, detail, out);
-                    continue;
-                }
-                _ => {}
+            }
+            if let Some(detail) = failure {
+                self.violation(link, detail, out);
+                continue;
             }
             if !l.waiting.is_empty() {
                 self.queue.push_front(link);
@@ -980,7 +997,7 @@ impl<A: Clone + PartialEq + std::fmt::Debug> NetworkProto<A> {
                 LinkEnd::Finished => true,
                 LinkEnd::Lost { retry, .. } => *retry,
                 LinkEnd::Refused { code, .. } => *code == RefuseCode::Busy,
-                LinkEnd::Deliberate | LinkEnd::Malformed(_) | LinkEnd::Shutdown => false,
+                LinkEnd::Deliberate | LinkEnd::Shutdown => false,
             };
         let error = match end {
             LinkEnd::Finished | LinkEnd::Deliberate | LinkEnd::Shutdown => None,
@@ -997,17 +1014,6 @@ impl<A: Clone + PartialEq + std::fmt::Debug> NetworkProto<A> {
                 Some(format!(
                     "the peer refused the connection ({code}): {reason}"
                 ))
-            }
-            LinkEnd::Malformed(detail) => {
-                if !l.closing {
-                    out.push(Effect::Notify(Notice::Refused {
-                        peer,
-                        by_us: true,
-                        code: RefuseCode::ProtocolViolation,
-                        reason: detail.clone(),
-                    }));
-                }
-                Some(format!("protocol violation: {detail}"))
             }
         };
         let record = self.peer(peer);
@@ -1102,5 +1108,302 @@ fn drain_queued<A>(link: LinkId, l: &mut LinkState, replica: &Replica, out: &mut
             Some(frame) => out.push(Effect::Send { link, frame }),
             None => break,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::DeviceKey;
+    use crate::vf::{Action, Agent, EconomicEvent, Id, ResourceDescription, Unit};
+
+    fn key(i: u8) -> DeviceKey {
+        DeviceKey::from_secret_bytes(&[i; 32])
+    }
+
+    /// Two members, A (admin) and B, each with a core, linked (link 1 at A, 2 at B).
+    fn pair() -> (Vec<Replica>, Vec<NetworkProto<()>>) {
+        let (mut a, _) =
+            Replica::create_network("t", key(1), Agent::person("a", "A")).expect("create");
+        a.write(|l| l.create(Unit::new("kg", "kilogram", "kg")))
+            .expect("unit");
+        a.write(|l| l.create(Agent::person("b", "B")))
+            .expect("agent");
+        a.add_member(key(2).id(), Role::Member, Id::from("b"))
+            .expect("add");
+        let (b, _) = Replica::join(a.network(), key(2), a.signed_changes_since(&[])).expect("join");
+        let network = a.network();
+        let cores = [key(1), key(2)]
+            .iter()
+            .map(|k| NetworkProto::new(network, k.id(), None, Jitter::new(1), []))
+            .collect();
+        (vec![a, b], cores)
+    }
+
+    use crate::membership::Role;
+
+    /// Carry out effects between the two cores until nothing is left; returns the frames
+    /// sent.
+    fn run(
+        replicas: &mut [Replica],
+        cores: &mut [NetworkProto<()>],
+        first: Vec<(usize, Effect<()>)>,
+    ) -> usize {
+        let mut queue: VecDeque<(usize, Effect<()>)> = first.into();
+        let mut frames = 0;
+        while let Some((x, effect)) = queue.pop_front() {
+            let (to, event) = match effect {
+                Effect::Send { frame, .. } => {
+                    frames += 1;
+                    assert!(frames < 100, "the exchange does not end");
+                    let frame = Frame::decode(&frame.encode()[LEN_PREFIX_TEST..]).expect("decode");
+                    (
+                        1 - x,
+                        Event::Frames {
+                            link: (1 - x) as u64 + 1,
+                            frames: vec![frame],
+                        },
+                    )
+                }
+                Effect::Store { link, changes } => {
+                    let receipt = replicas[x].receive(changes).expect("receive");
+                    (x, Event::Stored { link, receipt })
+                }
+                _ => continue,
+            };
+            let effects = cores[to].handle(Duration::ZERO, &replicas[to], event);
+            queue.extend(effects.into_iter().map(|e| (to, e)));
+        }
+        frames
+    }
+
+    const LEN_PREFIX_TEST: usize = crate::sync::LEN_PREFIX;
+
+    fn produce(r: &mut Replica, agent: &str, lot: &str) -> Vec<SignedChange> {
+        r.write(|l| {
+            l.record_event(
+                EconomicEvent::new(Action::Produce, agent, agent)
+                    .quantity(1, "kg")
+                    .creating(ResourceDescription::new(lot, lot)),
+            )
+        })
+        .expect("write")
+        .1
+    }
+
+    /// Regression (found by the node simulator, seed 19): a change pushed to a peer whose
+    /// dependency was never pushed (it was made by a write reported as failed, then kept)
+    /// waited forever, both sessions believing they were in sync. The waiting peer now asks
+    /// for the missing dependency by name.
+    #[test]
+    fn a_pushed_change_waiting_for_an_unpushed_dependency_is_completed() {
+        let (mut replicas, mut cores) = pair();
+        let mut first = Vec::new();
+        for (x, link) in [(0usize, 1u64), (1, 2)] {
+            let peer = replicas[1 - x].device();
+            let session = SyncSession::new(replicas[x].network(), peer);
+            let effects = cores[x].handle(
+                Duration::ZERO,
+                &replicas[x],
+                Event::LinkOpened {
+                    link,
+                    peer,
+                    inbound: x == 1,
+                    session,
+                    addr: None,
+                    first: None,
+                },
+            );
+            first.extend(effects.into_iter().map(|e| (x, e)));
+        }
+        run(&mut replicas, &mut cores, first);
+        assert_eq!(replicas[0].ledger().heads(), replicas[1].ledger().heads());
+        // X is never pushed (its write was reported as failed); Y, made on top of it, is.
+        let _x = produce(&mut replicas[0], "a", "x");
+        let y = produce(&mut replicas[0], "a", "y");
+        let effects = cores[0].handle(
+            Duration::ZERO,
+            &replicas[0],
+            Event::Committed { changes: y },
+        );
+        let first = effects.into_iter().map(|e| (0, e)).collect();
+        run(&mut replicas, &mut cores, first);
+        assert_eq!(
+            replicas[1].ledger().heads(),
+            replicas[0].ledger().heads(),
+            "B got Y and asked for X"
+        );
+    }
+
+    #[test]
+    fn redial_backs_off_gives_up_on_refusals_and_stops_when_connected() {
+        let (replicas, _) = pair();
+        let (a, b) = (&replicas[0], replicas[1].device());
+        let backoff = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+        };
+        let mut core = NetworkProto::new(
+            a.network(),
+            a.device(),
+            Some(backoff),
+            Jitter::new(7),
+            [(b, "addr-b")],
+        );
+        let timers = |effects: &[Effect<&'static str>]| -> Vec<(Time, Timer)> {
+            effects
+                .iter()
+                .filter_map(|e| match e {
+                    Effect::SetTimer { at, timer } => Some((*at, *timer)),
+                    _ => None,
+                })
+                .collect()
+        };
+        // At start: at once.
+        let t = timers(&core.handle(Duration::ZERO, a, Event::Started));
+        assert_eq!(
+            t,
+            vec![(
+                Duration::ZERO,
+                Timer::Redial {
+                    peer: b,
+                    attempt: 1
+                }
+            )]
+        );
+        let dial = core.handle(Duration::ZERO, a, Event::Timer(t[0].1));
+        assert!(
+            matches!(dial.as_slice(), [Effect::Dial { addr: "addr-b", .. }]),
+            "{dial:?}"
+        );
+        // Unreachable: attempt 2 after the first delay, attempt 3 after twice as long.
+        let mut now = Duration::ZERO;
+        for (attempt, base) in [(2, 100), (3, 200), (4, 400), (5, 800), (6, 1000)] {
+            let t = timers(&core.handle(
+                now,
+                a,
+                Event::DialDone {
+                    peer: b,
+                    failed: Some(true),
+                },
+            ));
+            let [(at, Timer::Redial { attempt: n, .. })] = t.as_slice() else {
+                panic!("{t:?}")
+            };
+            assert_eq!(*n, attempt);
+            let delay = *at - now;
+            let base = Duration::from_millis(base);
+            assert!(
+                base / 2 <= delay && delay <= base,
+                "attempt {attempt}: {delay:?}"
+            );
+            assert_eq!(core.peers()[&b].retry, Some((attempt, *at)));
+            now = *at;
+            let dial = core.handle(now, a, Event::Timer(Timer::Redial { peer: b, attempt }));
+            assert!(matches!(dial.as_slice(), [Effect::Dial { .. }]));
+        }
+        // A stale timer does nothing; a final failure ends the redials.
+        assert!(core
+            .handle(
+                now,
+                a,
+                Event::Timer(Timer::Redial {
+                    peer: b,
+                    attempt: 2
+                })
+            )
+            .is_empty());
+        assert!(timers(&core.handle(
+            now,
+            a,
+            Event::DialDone {
+                peer: b,
+                failed: Some(false)
+            }
+        ))
+        .is_empty());
+        assert_eq!(core.peers()[&b].retry, None);
+        // A link that is lost is redialed; one closed deliberately or refused is not.
+        for (end, redialed) in [
+            (
+                LinkEnd::Lost {
+                    error: "gone".into(),
+                    retry: true,
+                },
+                true,
+            ),
+            (LinkEnd::Deliberate, false),
+            (
+                LinkEnd::Refused {
+                    code: RefuseCode::NotAMember,
+                    reason: "no".into(),
+                },
+                false,
+            ),
+            (
+                LinkEnd::Refused {
+                    code: RefuseCode::Busy,
+                    reason: "busy".into(),
+                },
+                true,
+            ),
+            (LinkEnd::Shutdown, false),
+        ] {
+            let session = SyncSession::new(a.network(), b);
+            core.handle(
+                now,
+                a,
+                Event::LinkOpened {
+                    link: 9,
+                    peer: b,
+                    inbound: true,
+                    session,
+                    addr: None,
+                    first: None,
+                },
+            );
+            assert_eq!(core.peers()[&b].retry, None, "connected: no redial");
+            let t = timers(&core.handle(
+                now,
+                a,
+                Event::LinkClosed {
+                    link: 9,
+                    end: end.clone(),
+                },
+            ));
+            assert_eq!(!t.is_empty(), redialed, "{end:?}: {t:?}");
+            core.handle(now, a, Event::Pause { peer: b });
+            core.handle(now, a, Event::Resume { peer: b });
+        }
+    }
+
+    #[test]
+    fn a_device_that_is_not_a_member_is_refused() {
+        let (replicas, mut cores) = pair();
+        let stranger = key(9).id();
+        let session = SyncSession::new(replicas[0].network(), stranger);
+        let effects = cores[0].handle(
+            Duration::ZERO,
+            &replicas[0],
+            Event::Incoming {
+                link: 5,
+                peer: stranger,
+                session,
+                addr: None,
+                first: None,
+            },
+        );
+        assert!(
+            effects.iter().any(|e| matches!(
+                e,
+                Effect::Refuse {
+                    link: 5,
+                    code: RefuseCode::NotAMember,
+                    ..
+                }
+            )),
+            "{effects:?}"
+        );
+        assert!(!cores[0].connected(stranger));
     }
 }
