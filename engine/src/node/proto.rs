@@ -342,12 +342,12 @@ pub enum Effect<A> {
         /// Why, readable.
         reason: String,
     },
-    /// Close a link (a QUIC application code of `crate::net::close_code`) with a reason.
+    /// Close a link with a reason.
     Close {
         /// The link.
         link: LinkId,
-        /// The code.
-        code: u32,
+        /// Why.
+        code: CloseKind,
         /// The reason.
         reason: String,
     },
@@ -393,14 +393,15 @@ pub enum Effect<A> {
     },
 }
 
-/// Link close codes the core uses (the values of `crate::net::close_code`).
-pub mod code {
-    /// Normal end.
-    pub const DONE: u32 = 0;
-    /// The receiving node could not store what it received.
-    pub const STORAGE_FAILURE: u32 = 6;
-    /// Deliberately disconnected.
-    pub const DISCONNECTED: u32 = 5;
+/// Why the core closes a link (the driver maps it to its transport's close code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseKind {
+    /// A normal end (e.g. after the peer refused this node).
+    Done,
+    /// Deliberately disconnected by this node's user: the peer does not redial.
+    Disconnected,
+    /// This node could not store what it received.
+    StorageFailure,
 }
 
 /// One open link.
@@ -413,6 +414,8 @@ struct LinkState {
     closing: bool,
     /// Frames that arrived while a batch was being stored.
     waiting: VecDeque<Frame>,
+    /// Why this node is closing it, if it is.
+    error: Option<String>,
 }
 
 /// What the core knows of a peer.
@@ -606,10 +609,12 @@ impl<A: Clone + PartialEq + std::fmt::Debug> NetworkProto<A> {
                     l.closing = true;
                     l.waiting.clear();
                     let peer = l.peer;
-                    self.peer(peer).last_error = Some(format!("storage failure: {error}"));
+                    let error = format!("storage failure: {error}");
+                    l.error = Some(error.clone());
+                    self.peer(peer).last_error = Some(error);
                     out.push(Effect::Close {
                         link,
-                        code: code::STORAGE_FAILURE,
+                        code: CloseKind::StorageFailure,
                         reason: "the receiving node could not store the changes".into(),
                     });
                 }
@@ -682,7 +687,7 @@ impl<A: Clone + PartialEq + std::fmt::Debug> NetworkProto<A> {
                         l.closing = true;
                         out.push(Effect::Close {
                             link: *id,
-                            code: code::DISCONNECTED,
+                            code: CloseKind::Disconnected,
                             reason: "disconnected".into(),
                         });
                     }
@@ -729,6 +734,7 @@ impl<A: Clone + PartialEq + std::fmt::Debug> NetworkProto<A> {
                 session,
                 closing: false,
                 waiting: VecDeque::new(),
+                error: None,
             },
         );
         {
@@ -802,13 +808,14 @@ impl<A: Clone + PartialEq + std::fmt::Debug> NetworkProto<A> {
             }
             if let Some((code, reason)) = refused {
                 {
-                    // The peer refused us: its close follows; nothing more is sent.
-                    l.closing = true;
-                    l.waiting.clear();
+                    // The peer refused us: its close follows; nothing more is sent. Redialed
+                    // later only if it was busy.
                     let peer = l.peer;
-                    self.peer(peer).last_error = Some(format!(
-                        "the peer refused the connection ({code}): {reason}"
-                    ));
+                    let error = format!("{peer} refused the connection ({code}): {reason}");
+                    l.closing = code != RefuseCode::Busy;
+                    l.waiting.clear();
+                    l.error = Some(error.clone());
+                    self.peer(peer).last_error = Some(error);
                     out.push(Effect::Notify(Notice::Refused {
                         peer,
                         by_us: false,
@@ -817,7 +824,7 @@ impl<A: Clone + PartialEq + std::fmt::Debug> NetworkProto<A> {
                     }));
                     out.push(Effect::Close {
                         link,
-                        code: code::DONE,
+                        code: CloseKind::Done,
                         reason: "refused".into(),
                     });
                     continue;
@@ -850,7 +857,9 @@ impl<A: Clone + PartialEq + std::fmt::Debug> NetworkProto<A> {
         l.closing = true;
         l.waiting.clear();
         let peer = l.peer;
-        self.peer(peer).last_error = Some(format!("protocol violation: {detail}"));
+        let error = format!("protocol violation: {detail}");
+        l.error = Some(error.clone());
+        self.peer(peer).last_error = Some(error);
         out.push(Effect::Notify(Notice::Refused {
             peer,
             by_us: true,
@@ -940,6 +949,7 @@ impl<A: Clone + PartialEq + std::fmt::Debug> NetworkProto<A> {
                     "device {} is no longer a member of network {network}",
                     l.peer
                 );
+                l.error = Some(format!("refused: {reason}"));
                 out.push(Effect::Refuse {
                     link: *id,
                     code: RefuseCode::NotAMember,
@@ -1000,7 +1010,8 @@ impl<A: Clone + PartialEq + std::fmt::Debug> NetworkProto<A> {
                 LinkEnd::Deliberate | LinkEnd::Shutdown => false,
             };
         let error = match end {
-            LinkEnd::Finished | LinkEnd::Deliberate | LinkEnd::Shutdown => None,
+            _ if l.closing => l.error.clone(),
+            LinkEnd::Finished | LinkEnd::Deliberate | LinkEnd::Shutdown => l.error.clone(),
             LinkEnd::Lost { error, .. } => Some(error),
             LinkEnd::Refused { code, reason } => {
                 if !l.closing {

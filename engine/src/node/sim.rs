@@ -387,11 +387,11 @@ impl Sim {
             }
             Effect::Close { link, code, reason } => {
                 if let Some((c, side)) = self.conn_of(x, link) {
-                    self.note(format!("{x} closes link {link}: {code} {reason}"));
+                    self.note(format!("{x} closes link {link}: {code:?} {reason}"));
                     let theirs = match code {
-                        super::proto::code::DISCONNECTED => LinkEnd::Deliberate,
-                        super::proto::code::DONE => LinkEnd::Finished,
-                        _ => LinkEnd::Lost {
+                        CloseKind::Disconnected => LinkEnd::Deliberate,
+                        CloseKind::Done => LinkEnd::Finished,
+                        CloseKind::StorageFailure => LinkEnd::Lost {
                             error: reason,
                             retry: true,
                         },
