@@ -27,7 +27,9 @@ use std::time::Duration;
 
 use automerge::ChangeHash;
 
-use super::proto::{Backoff, Effect, Event, Jitter, LinkEnd, LinkId, NetworkProto, Notice, Timer};
+use super::proto::{
+    Backoff, CloseKind, Effect, Event, Jitter, LinkEnd, LinkId, NetworkProto, Notice, Timer,
+};
 use crate::identity::{test_actors, ChangeSignature, DeviceKey, NetworkId, SignedChange};
 use crate::membership::Role;
 use crate::replica::Replica;
