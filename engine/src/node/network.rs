@@ -79,7 +79,24 @@ impl Net {
         event: Event<PeerAddr>,
     ) -> Vec<Effect<PeerAddr>> {
         let mut later = Vec::new();
-        let mut events = VecDeque::from([event]);
+        let mut events = VecDeque::new();
+        // A replica that may hold what its store lacks sends nothing (proto::Event::Frozen);
+        // each event is a chance to put it back to its stored state (a no-op receive does).
+        if replica.is_stale() {
+            let _ = replica.receive(Vec::new());
+        }
+        match (replica.is_stale(), lock(&self.core).frozen()) {
+            (true, false) => {
+                error!("the replica could not be put back to its stored state; its links are closed until it is");
+                events.push_back(Event::Frozen);
+            }
+            (false, true) => {
+                info!("the replica is back to its stored state; resuming");
+                events.push_back(Event::Reloaded);
+            }
+            _ => {}
+        }
+        events.push_back(event);
         while let Some(event) = events.pop_front() {
             let now = self.origin.elapsed();
             let effects = lock(&self.core).handle(now, replica.replica(), event);

@@ -220,9 +220,16 @@ pub enum Event<A> {
         /// The changes.
         changes: Vec<SignedChange>,
     },
+    /// The replica may hold in memory what its store lacks (a commit failed and it could
+    /// not be put back to its stored state: `DurableReplica::is_stale`). Nothing read from
+    /// it may be sent: a change of a write reported as failed would reach peers, and the
+    /// write after the reload, which does not know it, would make this device look like an
+    /// equivocator. Every link is closed and new ones are closed at once, until
+    /// [`Event::Reloaded`].
+    Frozen,
     /// The replica was put back to its stored state after a failed commit (it may have lost
-    /// changes it held in memory): every link starts a sync round, so that what was lost
-    /// comes again.
+    /// changes it held in memory): links resume (every link starts a sync round, so that
+    /// what was lost comes again) and the peers are redialed.
     Reloaded,
     /// A timer of [`Effect::SetTimer`] fired.
     Timer(Timer),
@@ -465,6 +472,8 @@ pub struct NetworkProto<A> {
     storing: Option<(LinkId, DeviceId)>,
     /// Links with frames waiting for the store, in the order they arrived.
     queue: VecDeque<LinkId>,
+    /// The replica is stale ([`Event::Frozen`]).
+    frozen: bool,
 }
 
 impl<A: Clone + PartialEq + std::fmt::Debug> NetworkProto<A> {
@@ -499,7 +508,13 @@ impl<A: Clone + PartialEq + std::fmt::Debug> NetworkProto<A> {
             peers,
             storing: None,
             queue: VecDeque::new(),
+            frozen: false,
         }
+    }
+
+    /// Whether the core holds the replica frozen ([`Event::Frozen`]).
+    pub fn frozen(&self) -> bool {
+        self.frozen
     }
 
     /// The network.
@@ -626,11 +641,30 @@ impl<A: Clone + PartialEq + std::fmt::Debug> NetworkProto<A> {
                     self.after_change(replica, &changes, None, &mut out);
                 }
             }
+            Event::Frozen => {
+                self.frozen = true;
+                let ids: Vec<LinkId> = self.links.keys().copied().collect();
+                for link in ids {
+                    self.freeze_link(link, &mut out);
+                }
+            }
             Event::Reloaded => {
+                self.frozen = false;
                 for (id, l) in &mut self.links {
                     if !l.closing {
                         transmit(*id, l, replica, &mut out);
                     }
+                }
+                let peers: Vec<DeviceId> = self
+                    .peers
+                    .iter()
+                    .filter(|(d, r)| {
+                        r.addr.is_some() && !self.links.values().any(|l| l.peer == **d)
+                    })
+                    .map(|(d, _)| *d)
+                    .collect();
+                for peer in peers {
+                    self.schedule_redial(now, replica, peer, true, &mut out);
                 }
             }
             Event::Timer(Timer::Redial { peer, attempt }) => {
@@ -699,6 +733,25 @@ impl<A: Clone + PartialEq + std::fmt::Debug> NetworkProto<A> {
         out
     }
 
+    /// Close a link because the replica is frozen.
+    fn freeze_link(&mut self, link: LinkId, out: &mut Vec<Effect<A>>) {
+        let Some(l) = self.links.get_mut(&link) else {
+            return;
+        };
+        if l.closing {
+            return;
+        }
+        l.closing = true;
+        l.waiting.clear();
+        let error = "storage failure: the replica could not be put back to its stored state";
+        l.error = Some(error.to_string());
+        out.push(Effect::Close {
+            link,
+            code: CloseKind::StorageFailure,
+            reason: "the node cannot store changes now".into(),
+        });
+    }
+
     fn peer(&mut self, peer: DeviceId) -> &mut PeerRecord<A> {
         self.peers.entry(peer).or_default()
     }
@@ -748,6 +801,10 @@ impl<A: Clone + PartialEq + std::fmt::Debug> NetworkProto<A> {
             self.remember(peer, addr, out);
         }
         out.push(Effect::Notify(Notice::Connected { peer, inbound }));
+        if self.frozen {
+            self.freeze_link(link, out);
+            return;
+        }
         // Proofs of equivocation go to every peer as the link opens: one that accepted a
         // twin before this node saw both cuts the device off too (they apply nothing).
         let evidence = replica.equivocation_evidence();
@@ -935,7 +992,7 @@ impl<A: Clone + PartialEq + std::fmt::Debug> NetworkProto<A> {
         let network = self.network;
         let mut removed = Vec::new();
         for (id, l) in &mut self.links {
-            if l.closing {
+            if l.closing || self.frozen {
                 continue;
             }
             if membership_changed && replica.member(&l.peer).is_none() {

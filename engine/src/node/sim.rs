@@ -355,7 +355,16 @@ impl Sim {
         let Some(r) = self.nodes[x].run.as_mut() else {
             return;
         };
-        let effects = r.proto.handle(now, r.replica.replica(), event);
+        // As the node's driver does (node/network.rs, `Net::feed`).
+        if r.replica.is_stale() {
+            let _ = r.replica.receive(Vec::new());
+        }
+        let mut effects = match (r.replica.is_stale(), r.proto.frozen()) {
+            (true, false) => r.proto.handle(now, r.replica.replica(), Event::Frozen),
+            (false, true) => r.proto.handle(now, r.replica.replica(), Event::Reloaded),
+            _ => Vec::new(),
+        };
+        effects.extend(r.proto.handle(now, r.replica.replica(), event));
         for effect in effects {
             self.effect(x, effect);
         }
@@ -1153,6 +1162,12 @@ impl Sim {
             for x in self.honest() {
                 if let Some(r) = self.nodes[x].run.as_ref() {
                     let rep = r.replica.replica();
+                    let missing: Vec<&Id> = self
+                        .acked
+                        .iter()
+                        .filter(|id| rep.ledger().event(id).is_none())
+                        .collect();
+                    state += &format!("\nnode {x}: missing acknowledged events {missing:?}");
                     state += &format!(
                         "\nnode {x}: heads {:?} changes {} signed {} quarantined {} stale {} links {:?}",
                         rep.ledger().heads(),
@@ -1334,6 +1349,15 @@ mod tests {
     #[ignore]
     fn many_seeds() {
         run_all(&seeds(0, 1000));
+    }
+
+    /// Seeds that found bugs: 19, a pushed change waiting for a dependency never pushed
+    /// (docs/protocol.md §4.1); 33, a stale replica (a failed commit it could not undo) sent
+    /// the failed write's change to a peer, and the write after its reload made the honest
+    /// device an equivocator, cut off everywhere (`proto::Event::Frozen`).
+    #[test]
+    fn seeds_that_found_bugs() {
+        run_all(&[19, 33]);
     }
 
     #[test]
