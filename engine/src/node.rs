@@ -8,7 +8,12 @@
 //!                     ──► LedgerUpdate ──► pushed on to the network's other peers (A-B-C hop)
 //! ```
 //!
-//! Every change is durable before anything is sent or forwarded. The transport (one QUIC
+//! Every change is durable before anything is sent or forwarded. What each network does
+//! with its connections (the sync sessions, what arrives, what is forwarded, refusals, the
+//! redial policy, the address book) is decided by its sans-I/O protocol core,
+//! [`proto::NetworkProto`]; this module and its files carry out the core's effects (frames,
+//! storing, dials, timers) and feed it what happens, and the whole-node simulator (tests)
+//! runs the same core over simulated links and faulty disks. The transport (one QUIC
 //! connection per peer and network, one stream of length-prefixed frames on it, membership
 //! checked when a peer connects) is described in [`crate::net`].
 //!
@@ -518,7 +523,10 @@ impl Node {
     ) -> NetResult<R> {
         let net = self.inner.net(network)?;
         let mut replica = lock(&net.replica);
-        let (result, signed) = replica.write(mutation)?;
+        let (result, signed) = match replica.write(mutation) {
+            Ok(v) => v,
+            Err(e) => return Err(self.inner.failed(&net, replica, e)),
+        };
         if !signed.is_empty() {
             self.inner.committed(&net, replica, signed);
         }
@@ -554,7 +562,10 @@ impl Node {
     ) -> NetResult<()> {
         let net = self.inner.net(network)?;
         let mut replica = lock(&net.replica);
-        let signed = replica.add_member(device, role, agent)?;
+        let signed = match replica.add_member(device, role, agent) {
+            Ok(v) => v,
+            Err(e) => return Err(self.inner.failed(&net, replica, e)),
+        };
         self.inner.committed(&net, replica, signed);
         Ok(())
     }
@@ -564,7 +575,10 @@ impl Node {
     pub fn set_rules(&self, network: NetworkId, rules: crate::rules::RuleSet) -> NetResult<u64> {
         let net = self.inner.net(network)?;
         let mut replica = lock(&net.replica);
-        let signed = replica.set_rules(rules)?;
+        let signed = match replica.set_rules(rules) {
+            Ok(v) => v,
+            Err(e) => return Err(self.inner.failed(&net, replica, e)),
+        };
         let version = replica.replica().rules().map_or(0, |r| r.version);
         self.inner.committed(&net, replica, signed);
         Ok(version)
@@ -575,7 +589,10 @@ impl Node {
     pub fn remove_member(&self, network: NetworkId, device: DeviceId) -> NetResult<()> {
         let net = self.inner.net(network)?;
         let mut replica = lock(&net.replica);
-        let signed = replica.remove_member(device)?;
+        let signed = match replica.remove_member(device) {
+            Ok(v) => v,
+            Err(e) => return Err(self.inner.failed(&net, replica, e)),
+        };
         self.inner.committed(&net, replica, signed);
         Ok(())
     }
@@ -972,6 +989,20 @@ impl Inner {
         let later = net.feed(&mut replica, proto::Event::Committed { changes });
         drop(replica);
         net.finish(self, later);
+    }
+
+    /// A local commit failed: the replica is back to its stored state (or stale), which the
+    /// core is told ([`proto::Event::Reloaded`]: its links sync). Returns the error.
+    fn failed(
+        self: &Arc<Self>,
+        net: &Arc<Net>,
+        mut replica: MutexGuard<'_, DurableReplica>,
+        e: crate::Error,
+    ) -> NetError {
+        let later = net.feed(&mut replica, proto::Event::Reloaded);
+        drop(replica);
+        net.finish(self, later);
+        e.into()
     }
 
     /// Spawn a task of the node, on its runtime (also when called from a thread of none).

@@ -236,10 +236,14 @@ impl Inner {
         let (task_net, task_invite) = (net.clone(), invite.clone());
         let Some(result) = off_runtime(move || {
             let mut replica = lock(&task_net.replica);
-            let signed = replica.redeem_invite(&task_invite, peer, secret.as_ref(), agent, now)?;
-            Ok::<_, crate::Error>(
-                task_net.feed(&mut replica, proto::Event::Committed { changes: signed }),
-            )
+            match replica.redeem_invite(&task_invite, peer, secret.as_ref(), agent, now) {
+                Ok(signed) => (
+                    Ok(()),
+                    task_net.feed(&mut replica, proto::Event::Committed { changes: signed }),
+                ),
+                // Back to the stored state (see proto::Event::Reloaded).
+                Err(e) => (Err(e), task_net.feed(&mut replica, proto::Event::Reloaded)),
+            }
         })
         .await
         else {
@@ -251,7 +255,8 @@ impl Inner {
             return;
         };
         let network = net.id;
-        let result = result.map(|later| net.finish(self, later));
+        let (result, later) = result;
+        net.finish(self, later);
         if let Err(e) = result {
             let code = match &e {
                 crate::Error::Invite(ie) => RefuseCode::of_invite_error(ie),

@@ -227,9 +227,11 @@ pub enum Event<A> {
     /// equivocator. Every link is closed and new ones are closed at once, until
     /// [`Event::Reloaded`].
     Frozen,
-    /// The replica was put back to its stored state after a failed commit (it may have lost
-    /// changes it held in memory): links resume (every link starts a sync round, so that
-    /// what was lost comes again) and the peers are redialed.
+    /// The replica was put back to its stored state after a failed commit (a write or a
+    /// membership change that returned an error): it may have lost changes it held in
+    /// memory, or hold the failed commit's changes after all (an fsync that failed after its
+    /// data reached the disk). Every link starts a sync round, so that both travel; after
+    /// [`Event::Frozen`], links resume and the peers are redialed.
     Reloaded,
     /// A timer of [`Effect::SetTimer`] fired.
     Timer(Timer),
@@ -633,6 +635,15 @@ impl<A: Clone + PartialEq + std::fmt::Debug> NetworkProto<A> {
                         reason: "the receiving node could not store the changes".into(),
                     });
                 }
+                // The replica is back to its stored state, which may hold the batch after
+                // all: the other links sync.
+                if !self.frozen {
+                    for (id, l) in &mut self.links {
+                        if !l.closing {
+                            transmit(*id, l, replica, &mut out);
+                        }
+                    }
+                }
                 self.drain(replica, &mut out);
             }
             Event::LinkClosed { link, end } => self.closed(now, replica, link, end, &mut out),
@@ -649,11 +660,14 @@ impl<A: Clone + PartialEq + std::fmt::Debug> NetworkProto<A> {
                 }
             }
             Event::Reloaded => {
-                self.frozen = false;
+                let was_frozen = std::mem::replace(&mut self.frozen, false);
                 for (id, l) in &mut self.links {
                     if !l.closing {
                         transmit(*id, l, replica, &mut out);
                     }
+                }
+                if !was_frozen {
+                    return out;
                 }
                 let peers: Vec<DeviceId> = self
                     .peers

@@ -909,6 +909,7 @@ impl Sim {
             Err(e) => {
                 self.out.failed_writes += 1;
                 self.note(format!("{x} write failed: {e}"));
+                self.feed(x, Event::Reloaded);
             }
         }
     }
@@ -1083,7 +1084,10 @@ impl Sim {
                 self.note(format!("0 removes the misbehaving member {m}"));
                 self.feed(0, Event::Committed { changes: signed });
             }
-            Err(e) => self.note(format!("0 could not remove {m}: {e}")),
+            Err(e) => {
+                self.note(format!("0 could not remove {m}: {e}"));
+                self.feed(0, Event::Reloaded);
+            }
         }
     }
 
@@ -1354,10 +1358,13 @@ mod tests {
     /// Seeds that found bugs: 19, a pushed change waiting for a dependency never pushed
     /// (docs/protocol.md §4.1); 33, a stale replica (a failed commit it could not undo) sent
     /// the failed write's change to a peer, and the write after its reload made the honest
-    /// device an equivocator, cut off everywhere (`proto::Event::Frozen`).
+    /// device an equivocator, cut off everywhere (`proto::Event::Frozen`); 323, a write
+    /// reported as failed whose change the store kept after all (its fsync failed after the
+    /// data reached the disk) was never sent, as nothing told the sessions the replica had
+    /// changed (`proto::Event::Reloaded` after a failed commit).
     #[test]
     fn seeds_that_found_bugs() {
-        run_all(&[19, 33]);
+        run_all(&[19, 33, 323]);
     }
 
     #[test]
