@@ -88,9 +88,42 @@ impl DeviceKey {
     /// bytes. A new session never reuses a sequence number of an earlier one, even if the
     /// earlier one crashed before its last change was stored.
     pub fn session_actor(&self) -> Result<ActorId, IdentityError> {
+        #[cfg(test)]
+        if let Some(suffix) = test_actors::next() {
+            return Ok(self.id().actor(suffix));
+        }
         let mut suffix = [0u8; 8];
         getrandom::fill(&mut suffix).map_err(|e| IdentityError::Randomness(e.to_string()))?;
         Ok(self.id().actor(suffix))
+    }
+}
+
+/// Test seam: session actor ids drawn from a seed instead of the operating system, so that a
+/// deterministic simulation (the node simulator) makes the same changes, hashes and heads on
+/// every run of a seed. Per thread; off unless a test turns it on.
+#[cfg(test)]
+pub(crate) mod test_actors {
+    use std::cell::Cell;
+
+    thread_local! {
+        static NEXT: Cell<Option<u64>> = const { Cell::new(None) };
+    }
+
+    /// Draw session actor suffixes from `seed` on this thread (`None`: from the OS again).
+    pub(crate) fn seed(seed: Option<u64>) {
+        NEXT.with(|c| c.set(seed));
+    }
+
+    /// The next suffix, if seeded (splitmix64).
+    pub(super) fn next() -> Option<[u8; 8]> {
+        NEXT.with(|c| {
+            let state = c.get()?.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            c.set(Some(state));
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            Some((z ^ (z >> 31)).to_le_bytes())
+        })
     }
 }
 

@@ -8,7 +8,12 @@
 //!                     ──► LedgerUpdate ──► pushed on to the network's other peers (A-B-C hop)
 //! ```
 //!
-//! Every change is durable before anything is sent or forwarded. The transport (one QUIC
+//! Every change is durable before anything is sent or forwarded. What each network does
+//! with its connections (the sync sessions, what arrives, what is forwarded, refusals, the
+//! redial policy, the address book) is decided by its sans-I/O protocol core,
+//! [`proto::NetworkProto`]; this module and its files carry out the core's effects (frames,
+//! storing, dials, timers) and feed it what happens, and the whole-node simulator (tests)
+//! runs the same core over simulated links and faulty disks. The transport (one QUIC
 //! connection per peer and network, one stream of length-prefixed frames on it, membership
 //! checked when a peer connects) is described in [`crate::net`].
 //!
@@ -55,7 +60,7 @@ use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use crate::identity::{DeviceId, DeviceKey, NetworkId, SignedChange};
 use crate::ledger::Ledger;
-use crate::membership::{Role, RECORD_PREFIX};
+use crate::membership::Role;
 use crate::net::{
     alpn, close_code, connect_error, connection_error, is_normal_close, network_of_alpn,
     read_frame, read_frame_limited, write_frame, NetError, NetResult, PeerAddr, ReadFrameError,
@@ -71,13 +76,16 @@ pub mod discovery;
 mod endpoint;
 mod link;
 mod network;
+pub mod proto;
 pub mod reconnect;
+#[cfg(test)]
+mod sim;
 pub mod status;
 pub mod ticket;
 
 use dial::gives_up;
 use endpoint::bind;
-use link::{close, read_error, refuse_on, refused, write_error, Link, LinkEnd};
+use link::{close, read_error, refuse_on, refused, write_error, Link, Opening};
 use network::Net;
 
 pub use reconnect::Backoff;
@@ -86,9 +94,6 @@ pub use ticket::{Invitee, Ticket, TicketError};
 
 /// File name of the node's store inside its data directory.
 pub const STORE_FILE: &str = "reflow.redb";
-
-/// Most frames a session is asked for in one go (a bound against a runaway session).
-const MAX_FRAMES_PER_POLL: usize = 64;
 
 /// Frames read ahead of processing, per connection.
 const FRAME_QUEUE: usize = 64;
@@ -342,7 +347,8 @@ struct Inner {
     cancel: CancellationToken,
     events: broadcast::Sender<NodeEvent>,
     next_link: AtomicU64,
-    jitter: Mutex<reconnect::Jitter>,
+    /// The runtime the node was opened on (its tasks run there).
+    runtime: tokio::runtime::Handle,
 }
 
 impl std::fmt::Debug for Inner {
@@ -400,8 +406,7 @@ impl Node {
             let mut replica = replica;
             replica.set_compaction_policy(config.compaction);
             span.in_scope(|| migrate_if_admin(&mut replica));
-            let net = Net::new(replica, events.clone());
-            span.in_scope(|| net.load_book(device));
+            let net = Net::new(replica, device, config.reconnect, reconnect::os_jitter());
             networks.insert(id, Arc::new(net));
         }
         let alpns = networks
@@ -432,7 +437,7 @@ impl Node {
             cancel: CancellationToken::new(),
             events,
             next_link: AtomicU64::new(1),
-            jitter: Mutex::new(reconnect::Jitter::from_os()),
+            runtime: tokio::runtime::Handle::current(),
         });
         let accept = inner.clone();
         inner
@@ -444,9 +449,8 @@ impl Node {
         span.in_scope(|| {
             let nets: Vec<Arc<Net>> = inner.read_networks().values().cloned().collect();
             for net in nets {
-                for peer in net.known_peers() {
-                    inner.schedule_reconnect(&net, peer, true);
-                }
+                // Redial the address book at once (if reconnection is on).
+                net.run(&inner, proto::Event::Started);
             }
         });
         Ok(Node { inner })
@@ -521,9 +525,12 @@ impl Node {
     ) -> NetResult<R> {
         let net = self.inner.net(network)?;
         let mut replica = lock(&net.replica);
-        let (result, signed) = replica.write(mutation)?;
+        let (result, signed) = match replica.write(mutation) {
+            Ok(v) => v,
+            Err(e) => return Err(self.inner.failed(&net, replica, e)),
+        };
         if !signed.is_empty() {
-            net.after_change(&replica, &signed, None);
+            self.inner.committed(&net, replica, signed);
         }
         Ok(result)
     }
@@ -557,8 +564,11 @@ impl Node {
     ) -> NetResult<()> {
         let net = self.inner.net(network)?;
         let mut replica = lock(&net.replica);
-        let signed = replica.add_member(device, role, agent)?;
-        net.after_change(&replica, &signed, None);
+        let signed = match replica.add_member(device, role, agent) {
+            Ok(v) => v,
+            Err(e) => return Err(self.inner.failed(&net, replica, e)),
+        };
+        self.inner.committed(&net, replica, signed);
         Ok(())
     }
 
@@ -567,9 +577,13 @@ impl Node {
     pub fn set_rules(&self, network: NetworkId, rules: crate::rules::RuleSet) -> NetResult<u64> {
         let net = self.inner.net(network)?;
         let mut replica = lock(&net.replica);
-        let signed = replica.set_rules(rules)?;
-        net.after_change(&replica, &signed, None);
-        Ok(replica.replica().rules().map_or(0, |r| r.version))
+        let signed = match replica.set_rules(rules) {
+            Ok(v) => v,
+            Err(e) => return Err(self.inner.failed(&net, replica, e)),
+        };
+        let version = replica.replica().rules().map_or(0, |r| r.version);
+        self.inner.committed(&net, replica, signed);
+        Ok(version)
     }
 
     /// Remove `device` (admins only). Its connections to this node are closed; every other
@@ -577,8 +591,11 @@ impl Node {
     pub fn remove_member(&self, network: NetworkId, device: DeviceId) -> NetResult<()> {
         let net = self.inner.net(network)?;
         let mut replica = lock(&net.replica);
-        let signed = replica.remove_member(device)?;
-        net.after_change(&replica, &signed, None);
+        let signed = match replica.remove_member(device) {
+            Ok(v) => v,
+            Err(e) => return Err(self.inner.failed(&net, replica, e)),
+        };
+        self.inner.committed(&net, replica, signed);
         Ok(())
     }
 
@@ -671,9 +688,7 @@ impl Node {
     /// peer for this network is open already. Undoes [`Node::disconnect`]'s pause.
     pub async fn connect(&self, network: NetworkId, peer: &PeerAddr) -> NetResult<()> {
         if let Ok(net) = self.inner.net(network) {
-            if let Some(r) = lock(&net.peers).get_mut(&peer.device) {
-                r.paused = false;
-            }
+            net.run(&self.inner, proto::Event::Resume { peer: peer.device });
         }
         self.inner.connect(network, peer).await
     }
@@ -705,12 +720,7 @@ impl Node {
     /// on its own until [`Node::connect`] is called or a new connection between them opens.
     pub fn disconnect(&self, network: NetworkId, peer: DeviceId) -> NetResult<()> {
         let net = self.inner.net(network)?;
-        lock(&net.peers).entry(peer).or_default().paused = true;
-        for link in net.links() {
-            if link.peer == peer {
-                link.close(close_code::DISCONNECTED, "disconnected");
-            }
-        }
+        net.run(&self.inner, proto::Event::Pause { peer });
         Ok(())
     }
 
@@ -719,22 +729,35 @@ impl Node {
     pub fn peers(&self, network: NetworkId) -> NetResult<Vec<PeerStatus>> {
         let net = self.inner.net(network)?;
         let mut out: BTreeMap<DeviceId, PeerStatus> = BTreeMap::new();
-        for (device, record) in lock(&net.peers).iter() {
-            out.insert(
-                *device,
-                PeerStatus {
-                    device: *device,
-                    connected: false,
-                    their_heads: record.their_heads.clone(),
-                    last_error: record.last_error.clone(),
-                    addr: record.addr.clone(),
-                    next_retry: record.retry.map(|(_, at)| at),
-                    retries: record.retry.map_or(0, |(n, _)| n.saturating_sub(1)),
-                },
-            );
+        let (now, wall) = (net.now(), SystemTime::now());
+        let mut heads: BTreeMap<DeviceId, Vec<ChangeHash>> = BTreeMap::new();
+        {
+            let core = lock(&net.core);
+            for (device, record) in core.peers() {
+                out.insert(
+                    *device,
+                    PeerStatus {
+                        device: *device,
+                        connected: false,
+                        their_heads: record.their_heads.clone(),
+                        last_error: record.last_error.clone(),
+                        addr: record.addr.clone(),
+                        next_retry: record.retry.map(|(_, at)| wall + at.saturating_sub(now)),
+                        retries: record.retry.map_or(0, |(n, _)| n.saturating_sub(1)),
+                    },
+                );
+            }
+            for (_, peer, h) in core.links() {
+                if let Some(h) = h {
+                    heads.insert(peer, h.to_vec());
+                }
+            }
         }
         for link in net.links() {
-            let heads = lock(&link.session).peer_heads().map(<[ChangeHash]>::to_vec);
+            if link.closing.load(Ordering::Relaxed) || link.conn.close_reason().is_some() {
+                continue;
+            }
+            let heads = heads.get(&link.peer).cloned();
             let status = out.entry(link.peer).or_insert(PeerStatus {
                 device: link.peer,
                 connected: true,
@@ -919,8 +942,12 @@ impl Inner {
     /// Add a replica and serve its ALPN.
     fn install(&self, mut replica: DurableReplica) -> Arc<Net> {
         replica.set_compaction_policy(self.config.compaction);
-        let net = Arc::new(Net::new(replica, self.events.clone()));
-        net.load_book(self.device);
+        let net = Arc::new(Net::new(
+            replica,
+            self.device,
+            self.config.reconnect,
+            reconnect::os_jitter(),
+        ));
         let mut nets = self
             .networks
             .write()
@@ -948,8 +975,40 @@ impl Inner {
         }
     }
 
-    fn note_failure(&self, net: &Net, peer: DeviceId, e: &NetError) {
-        net.record_error(peer, e.to_string());
+    fn note_failure(self: &Arc<Self>, net: &Arc<Net>, peer: DeviceId, e: &NetError) {
+        net.record_error(self, peer, e.to_string());
         self.emit_failure(net.id, peer, e);
+    }
+
+    /// Changes made here are stored: the core tells subscribers and pushes them to every
+    /// peer (with the replica still locked, so that they go out in the order made).
+    fn committed(
+        self: &Arc<Self>,
+        net: &Arc<Net>,
+        mut replica: MutexGuard<'_, DurableReplica>,
+        changes: Vec<SignedChange>,
+    ) {
+        let later = net.feed(&mut replica, proto::Event::Committed { changes });
+        drop(replica);
+        net.finish(self, later);
+    }
+
+    /// A local commit failed: the replica is back to its stored state (or stale), which the
+    /// core is told ([`proto::Event::Reloaded`]: its links sync). Returns the error.
+    fn failed(
+        self: &Arc<Self>,
+        net: &Arc<Net>,
+        mut replica: MutexGuard<'_, DurableReplica>,
+        e: crate::Error,
+    ) -> NetError {
+        let later = net.feed(&mut replica, proto::Event::Reloaded);
+        drop(replica);
+        net.finish(self, later);
+        e.into()
+    }
+
+    /// Spawn a task of the node, on its runtime (also when called from a thread of none).
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tracker.spawn_on(task, &self.runtime);
     }
 }

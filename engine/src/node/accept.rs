@@ -84,7 +84,7 @@ impl Inner {
                 Ok(Err(e)) => {
                     let e = connection_error(peer, network, &e);
                     warn!(error = %e, "incoming connection failed before its first frame");
-                    net.record_error(peer, e.to_string());
+                    net.record_error(&self, peer, e.to_string());
                     return;
                 }
                 Err(_) => {
@@ -103,7 +103,7 @@ impl Inner {
                 Ok(Ok(None)) => {
                     let detail = "the peer ended the stream before its first frame";
                     warn!(detail, "incoming connection failed before its first frame");
-                    net.record_error(peer, detail.to_string());
+                    net.record_error(&self, peer, detail.to_string());
                     return;
                 }
                 Ok(Err(e)) => {
@@ -120,7 +120,7 @@ impl Inner {
                             reason: detail.clone(),
                         });
                     }
-                    net.record_error(peer, e.to_string());
+                    net.record_error(&self, peer, e.to_string());
                     return;
                 }
                 Err(_) => {
@@ -155,7 +155,8 @@ impl Inner {
                 return;
             }
             let session = net.session(peer);
-            self.start_link(&net, conn, peer, true, session, send, recv, first);
+            // The core admits the member (or refuses it, if it was removed meanwhile).
+            self.start_link(&net, conn, peer, Opening::Inbound, session, send, recv, first);
         }
         .instrument(span)
         .await;
@@ -193,8 +194,8 @@ impl Inner {
 
     /// Refuse a device that is not a member: a Refuse frame on its stream, then close.
     pub(super) async fn refuse_not_member(
-        &self,
-        net: &Net,
+        self: &Arc<Self>,
+        net: &Arc<Net>,
         conn: &Connection,
         send: &mut SendStream,
         peer: DeviceId,
@@ -204,7 +205,7 @@ impl Inner {
             "device {peer} is not a member of network {network} (never admitted, or removed): ask an admin of the network to add this device"
         );
         warn!("refusing a device that is not a member");
-        net.record_error(peer, format!("refused: {reason}"));
+        net.record_error(self, peer, format!("refused: {reason}"));
         self.emit(NodeEvent::Refused {
             network,
             peer,
@@ -235,9 +236,14 @@ impl Inner {
         let (task_net, task_invite) = (net.clone(), invite.clone());
         let Some(result) = off_runtime(move || {
             let mut replica = lock(&task_net.replica);
-            let signed = replica.redeem_invite(&task_invite, peer, secret.as_ref(), agent, now)?;
-            task_net.after_change(&replica, &signed, None);
-            Ok::<(), crate::Error>(())
+            match replica.redeem_invite(&task_invite, peer, secret.as_ref(), agent, now) {
+                Ok(signed) => (
+                    Ok(()),
+                    task_net.feed(&mut replica, proto::Event::Committed { changes: signed }),
+                ),
+                // Back to the stored state (see proto::Event::Reloaded).
+                Err(e) => (Err(e), task_net.feed(&mut replica, proto::Event::Reloaded)),
+            }
         })
         .await
         else {
@@ -249,6 +255,8 @@ impl Inner {
             return;
         };
         let network = net.id;
+        let (result, later) = result;
+        net.finish(self, later);
         if let Err(e) = result {
             let code = match &e {
                 crate::Error::Invite(ie) => RefuseCode::of_invite_error(ie),
@@ -256,7 +264,7 @@ impl Inner {
             };
             let reason = format!("invite {} not redeemed: {e}", invite.nonce);
             warn!(%code, %reason, "invite refused");
-            net.record_error(peer, format!("refused: {reason}"));
+            net.record_error(self, peer, format!("refused: {reason}"));
             self.emit(NodeEvent::Refused {
                 network,
                 peer,
@@ -275,6 +283,15 @@ impl Inner {
             nonce: invite.nonce.clone(),
         });
         let session = net.session(peer);
-        self.start_link(net, conn, peer, true, session, send, recv, None);
+        self.start_link(
+            net,
+            conn,
+            peer,
+            Opening::Admitted,
+            session,
+            send,
+            recv,
+            None,
+        );
     }
 }

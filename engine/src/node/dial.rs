@@ -1,5 +1,5 @@
-//! Dialing a peer: connect, the opening exchange, bootstrap from an admin, and redialing
-//! with backoff.
+//! Dialing a peer: connect, the opening exchange, and bootstrap from an admin. When to redial
+//! is the protocol core's decision ([`proto`]); its dials come here.
 
 use super::*;
 
@@ -57,12 +57,12 @@ impl Inner {
             let (send, recv, reply) = inner
                 .open_exchange(&conn, network, peer.device, std::slice::from_ref(&opening))
                 .await?;
-            net.remember(peer.clone());
+            net.remember(inner, peer.clone());
             inner.start_link(
                 &net,
                 conn,
                 peer.device,
-                false,
+                Opening::Outbound,
                 session,
                 send,
                 recv,
@@ -304,111 +304,19 @@ impl Inner {
         .ok_or(NetError::Closed)??;
         info!(changes = n, stored, "joined the network");
         let net = self.install(durable);
-        net.remember(peer.clone());
+        net.remember(self, peer.clone());
         // The same session goes on: its next message (sequence number 2) tells the peer what
-        // this replica has now.
-        let link = self.start_link(&net, conn, peer.device, false, session, send, recv, None);
-        let replica = lock(&net.replica);
-        link.transmit(replica.replica());
-        Ok(())
-    }
-
-    /// Reconnect to `peer` in the background, with backoff ([`reconnect`]), unless automatic
-    /// reconnection is off, the peer was paused or has no known address, or a reconnection
-    /// task for it is running already. `immediate`: the first attempt is made at once.
-    pub(super) fn schedule_reconnect(
-        self: &Arc<Self>,
-        net: &Arc<Net>,
-        peer: DeviceId,
-        immediate: bool,
-    ) {
-        let Some(backoff) = self.config.reconnect else {
-            return;
-        };
-        if self.cancel.is_cancelled() || peer == self.device {
-            return;
-        }
-        {
-            let mut peers = lock(&net.peers);
-            let record = peers.entry(peer).or_default();
-            if record.paused || record.retrying || record.addr.is_none() {
-                return;
-            }
-            record.retrying = true;
-        }
-        let inner = self.clone();
-        let task_net = net.clone();
-        self.tracker.spawn(
-            async move {
-                inner
-                    .reconnect_loop(task_net, peer, backoff, immediate)
-                    .await;
-            }
-            .instrument(conn_span(net.id, peer, "retry")),
+        // this replica has now (the core sends it as the outbound link opens).
+        self.start_link(
+            &net,
+            conn,
+            peer.device,
+            Opening::Outbound,
+            session,
+            send,
+            recv,
+            None,
         );
-    }
-
-    pub(super) async fn reconnect_loop(
-        self: Arc<Self>,
-        net: Arc<Net>,
-        peer: DeviceId,
-        backoff: Backoff,
-        immediate: bool,
-    ) {
-        let mut attempt: u32 = 0;
-        loop {
-            let delay = if attempt == 0 && immediate {
-                Duration::ZERO
-            } else {
-                let unit = lock(&self.jitter).unit();
-                backoff.delay(attempt.saturating_sub(u32::from(immediate)), unit)
-            };
-            attempt += 1;
-            let addr = {
-                let mut peers = lock(&net.peers);
-                let record = peers.entry(peer).or_default();
-                if record.paused || net.connected(peer) {
-                    record.retrying = false;
-                    record.retry = None;
-                    return;
-                }
-                record.retry = Some((attempt, SystemTime::now() + delay));
-                record.addr.clone()
-            };
-            let Some(addr) = addr else { break };
-            debug!(attempt, ?delay, "reconnecting after a delay");
-            self.emit(NodeEvent::RetryScheduled {
-                network: net.id,
-                peer,
-                attempt,
-                after: delay,
-            });
-            tokio::select! {
-                _ = self.cancel.cancelled() => break,
-                () = tokio::time::sleep(delay) => {}
-            }
-            if lock(&net.peers).get(&peer).is_some_and(|r| r.paused) {
-                break;
-            }
-            match self.connect(net.id, &addr).await {
-                Ok(()) => {
-                    info!(attempt, "reconnected");
-                    // Checked again at the top: if the new connection was lost already, the
-                    // retries go on (its end could not start another task while this one ran).
-                    attempt = 1;
-                    continue;
-                }
-                Err(e) if gives_up(&e) => {
-                    info!(error = %e, "not reconnecting");
-                    break;
-                }
-                Err(e) => debug!(attempt, error = %e, "reconnection failed; retrying later"),
-            }
-        }
-        let mut peers = lock(&net.peers);
-        if let Some(record) = peers.get_mut(&peer) {
-            record.retrying = false;
-            record.retry = None;
-        }
+        Ok(())
     }
 }

@@ -2,14 +2,15 @@
 
 use super::*;
 
-/// One sync connection. Lock order: replica, then links, then a session.
+/// One sync connection's transport: where its frames go. Its session lives in the
+/// network's protocol core ([`proto::NetworkProto`]).
 pub(super) struct Link {
     pub(super) id: u64,
     pub(super) peer: DeviceId,
     pub(super) conn: Connection,
-    pub(super) session: Mutex<SyncSession>,
     pub(super) out: mpsc::UnboundedSender<Out>,
-    /// Refused: nothing more is sent but the refusal.
+    /// Refused or closed by this node: nothing more is sent but the refusal, and its reader
+    /// stops.
     pub(super) closing: AtomicBool,
 }
 
@@ -34,17 +35,6 @@ impl Link {
     pub(super) fn refuse(&self, code: RefuseCode, reason: &str) {
         if !self.closing.swap(true, Ordering::Relaxed) {
             let _ = self.out.send(Out::Refuse(code, reason.to_string()));
-        }
-    }
-
-    /// Send what the session has to send.
-    pub(super) fn transmit(&self, replica: &Replica) {
-        let mut session = lock(&self.session);
-        for _ in 0..MAX_FRAMES_PER_POLL {
-            match session.poll_transmit(replica) {
-                Some(frame) => self.send(&frame),
-                None => break,
-            }
         }
     }
 
@@ -98,10 +88,10 @@ pub(super) enum LinkEnd {
     Finished,
     /// The connection broke or the peer closed it.
     Lost(NetError),
-    /// The peer broke the protocol.
+    /// The peer broke the protocol (bytes that are no frame).
     Protocol(String),
-    /// This node could not store what it received.
-    Storage(crate::Error),
+    /// This node closed or refused the link (the core decided).
+    Closing,
 }
 
 pub(super) fn write_error(peer: DeviceId, network: NetworkId, e: WriteError) -> NetError {
@@ -128,15 +118,28 @@ pub(super) fn read_error(peer: DeviceId, network: NetworkId, e: ReadFrameError) 
     }
 }
 
+/// How a link opens in the protocol core.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Opening {
+    /// This node dialed (the peer accepted).
+    Outbound,
+    /// The peer dialed; the core admits it (a member) or refuses it.
+    Inbound,
+    /// The peer dialed and was admitted already (a redeemed invite).
+    Admitted,
+}
+
 impl Inner {
-    /// Register a connection and start its reader and writer.
+    /// Register a connection and start its reader and writer; the task of its frames hands
+    /// the link to the protocol core ([`proto::Event::LinkOpened`] or
+    /// [`proto::Event::Incoming`]) with `first`, a first frame already read, then its frames.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn start_link(
         self: &Arc<Self>,
         net: &Arc<Net>,
         conn: Connection,
         peer: DeviceId,
-        inbound: bool,
+        opening: Opening,
         session: SyncSession,
         send: SendStream,
         recv: RecvStream,
@@ -147,38 +150,11 @@ impl Inner {
             id: self.next_link.fetch_add(1, Ordering::Relaxed),
             peer,
             conn,
-            session: Mutex::new(session),
             out,
             closing: AtomicBool::new(false),
         });
         lock(&net.links).insert(link.id, link.clone());
-        // Proofs of equivocation go to every peer as the connection opens: one that accepted
-        // a twin before this node saw both cuts the device off too (they apply nothing).
-        {
-            let replica = lock(&net.replica);
-            let evidence = replica.replica().equivocation_evidence();
-            if !evidence.is_empty() {
-                debug!(
-                    changes = evidence.len(),
-                    "sending the proofs of equivocation"
-                );
-                let mut session = lock(&link.session);
-                if let Some(frame) = session.push(&evidence) {
-                    link.send(&frame);
-                }
-                while session.has_queued_frames() {
-                    match session.poll_transmit(replica.replica()) {
-                        Some(frame) => link.send(&frame),
-                        None => break,
-                    }
-                }
-            }
-        }
-        // A new connection ends a pause (Node::disconnect) either way.
-        if let Some(r) = lock(&net.peers).get_mut(&peer) {
-            r.paused = false;
-        }
-        if inbound {
+        let addr = (opening != Opening::Outbound).then(|| {
             // Where it came from is where it listens (one socket per endpoint).
             let mut addr = PeerAddr::new(peer);
             for path in &link.conn.paths() {
@@ -188,14 +164,30 @@ impl Inner {
                     _ => {}
                 }
             }
-            net.remember(addr);
-        }
-        info!(inbound, "sync connection open");
-        self.emit(NodeEvent::Connected {
-            network: net.id,
-            peer,
-            inbound,
+            addr
         });
+        let addr = addr.filter(|a| !a.direct.is_empty() || !a.relays.is_empty());
+        let open = match opening {
+            Opening::Inbound => proto::Event::Incoming {
+                link: link.id,
+                peer,
+                session,
+                addr,
+                first,
+            },
+            Opening::Outbound | Opening::Admitted => proto::Event::LinkOpened {
+                link: link.id,
+                peer,
+                inbound: opening == Opening::Admitted,
+                session,
+                addr,
+                first,
+            },
+        };
+        info!(
+            inbound = opening != Opening::Outbound,
+            "sync connection open"
+        );
         let span = tracing::Span::current();
         let cancel = self.cancel.clone();
         let conn = link.conn.clone();
@@ -205,7 +197,7 @@ impl Inner {
         let net = net.clone();
         let task_link = link.clone();
         self.tracker.spawn(
-            async move { inner.run_link(net, task_link, recv, first).await }.instrument(span),
+            async move { inner.run_link(net, task_link, recv, open).await }.instrument(span),
         );
         link
     }
@@ -215,7 +207,7 @@ impl Inner {
         net: Arc<Net>,
         link: Arc<Link>,
         recv: RecvStream,
-        first: Option<Frame>,
+        open: proto::Event<PeerAddr>,
     ) {
         // Frames are read by their own task, so that reading goes on while a batch is being
         // stored, and a run of frames that arrived meanwhile is stored in one commit.
@@ -225,18 +217,27 @@ impl Inner {
                 .instrument(tracing::Span::current()),
         );
         // Judged and stored off the runtime's threads.
-        let handle = |frames: Vec<Frame>| {
-            let (net, link) = (net.clone(), link.clone());
+        let handle = |event: proto::Event<PeerAddr>| {
+            let (net, link, inner) = (net.clone(), link.clone(), self.clone());
             async move {
-                off_runtime(move || net.handle_frames(&link, frames))
-                    .await
-                    .unwrap_or(Err(LinkEnd::Shutdown))
+                let later = off_runtime({
+                    let net = net.clone();
+                    move || {
+                        let mut replica = lock(&net.replica);
+                        net.feed(&mut replica, event)
+                    }
+                })
+                .await
+                .ok_or(LinkEnd::Shutdown)?;
+                net.finish(&inner, later);
+                if link.closing.load(Ordering::Relaxed) {
+                    return Err(LinkEnd::Closing);
+                }
+                Ok(())
             }
         };
         let end = async {
-            if let Some(frame) = first {
-                handle(vec![frame]).await?;
-            }
+            handle(open).await?;
             loop {
                 let next = tokio::select! {
                     _ = self.cancel.cancelled() => return Err(LinkEnd::Shutdown),
@@ -258,7 +259,11 @@ impl Inner {
                         Err(_) => break,
                     }
                 }
-                handle(batch).await?;
+                handle(proto::Event::Frames {
+                    link: link.id,
+                    frames: batch,
+                })
+                .await?;
                 if let Some(end) = after {
                     return Err(end);
                 }
@@ -266,76 +271,51 @@ impl Inner {
         }
         .await;
         reader.abort();
-        // Whether to redial: not after a deliberate close (by this node's user, who paused the
-        // peer, or by the peer's: DISCONNECTED), a refusal, a protocol or storage failure, or
-        // this node's shutdown.
+        if let Err(LinkEnd::Protocol(detail)) = &end {
+            warn!(%detail, "protocol violation by the peer; refusing it");
+            net.run(
+                &self,
+                proto::Event::Malformed {
+                    link: link.id,
+                    detail: detail.clone(),
+                },
+            );
+        }
+        // A deliberate close (by this node's user, who paused the peer, or by the peer's:
+        // DISCONNECTED) is not redialed.
         let deliberate = matches!(
             link.conn.close_reason(),
             Some(iroh::endpoint::ConnectionError::ApplicationClosed(c))
                 if c.error_code.into_inner() == u64::from(close_code::DISCONNECTED)
         );
-        let redial = !deliberate
-            && !link.closing.load(Ordering::Relaxed)
-            && match &end {
-                Ok(()) | Err(LinkEnd::Finished) => true,
-                Err(LinkEnd::Lost(e)) => !gives_up(e),
-                _ => false,
-            };
-        let error = match end {
-            Ok(()) | Err(LinkEnd::Finished) => {
+        let end = match end {
+            _ if deliberate => proto::LinkEnd::Deliberate,
+            Ok(()) | Err(LinkEnd::Finished) | Err(LinkEnd::Closing) | Err(LinkEnd::Protocol(_)) => {
                 if !link.closing.load(Ordering::Relaxed) {
                     link.close(close_code::DONE, "done");
                 }
-                None
+                proto::LinkEnd::Finished
             }
             Err(LinkEnd::Shutdown) => {
                 link.close(close_code::SHUTTING_DOWN, "the node is shutting down");
-                None
+                proto::LinkEnd::Shutdown
             }
             Err(LinkEnd::Lost(e)) => {
                 info!(error = %e, "sync connection ended");
-                if let NetError::Refused { code, reason, .. } = &e {
-                    close(&link.conn, close_code::DONE, "refused");
-                    self.emit(NodeEvent::Refused {
-                        network: net.id,
-                        peer: link.peer,
-                        by_us: false,
-                        code: *code,
-                        reason: reason.clone(),
-                    });
+                match e {
+                    NetError::Refused { code, reason, .. } => {
+                        close(&link.conn, close_code::DONE, "refused");
+                        proto::LinkEnd::Refused { code, reason }
+                    }
+                    e => proto::LinkEnd::Lost {
+                        retry: !gives_up(&e),
+                        error: e.to_string(),
+                    },
                 }
-                Some(e.to_string())
-            }
-            Err(LinkEnd::Protocol(detail)) => {
-                warn!(%detail, "protocol violation by the peer; refusing it");
-                link.refuse(RefuseCode::ProtocolViolation, &detail);
-                self.emit(NodeEvent::Refused {
-                    network: net.id,
-                    peer: link.peer,
-                    by_us: true,
-                    code: RefuseCode::ProtocolViolation,
-                    reason: detail.clone(),
-                });
-                Some(format!("protocol violation: {detail}"))
-            }
-            Err(LinkEnd::Storage(e)) => {
-                error!(error = %e, "could not store changes from the peer; closing its connection");
-                link.close(
-                    close_code::STORAGE_FAILURE,
-                    "the receiving node could not store the changes",
-                );
-                Some(format!("storage failure: {e}"))
             }
         };
-        net.remove_link(&link, error.clone());
-        self.emit(NodeEvent::Disconnected {
-            network: net.id,
-            peer: link.peer,
-            error,
-        });
-        if redial && !net.connected(link.peer) {
-            self.schedule_reconnect(&net, link.peer, false);
-        }
+        net.run(&self, proto::Event::LinkClosed { link: link.id, end });
+        lock(&net.links).remove(&link.id);
     }
 }
 

@@ -1,86 +1,54 @@
-//! One network's replica on this node, its live connections and its peers' records: what
-//! arrives is judged and stored here, and what is stored is pushed on to the other peers.
+//! One network's replica on this node, its protocol core ([`proto::NetworkProto`]) and its
+//! live connections: the driver that hands the core its events and carries out its effects.
+//!
+//! Effects that need the replica or a connection (sending and refusing, storing a batch,
+//! telling subscribers) are carried out at once, with the replica locked, by
+//! [`Net::feed`]; the rest (notices, dials, timers, saving the address book and sync
+//! states) once it is unlocked, by [`Net::finish`]. [`Net::run`] does both.
 
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use super::proto::{CloseKind, Effect, Event, Jitter, NetworkProto, Notice};
 use super::*;
 
-/// One network's replica and its live connections.
+/// One network's replica, its protocol core and its live connections. Lock order: replica,
+/// then core, then links.
 pub(super) struct Net {
     pub(super) id: NetworkId,
     pub(super) replica: Mutex<DurableReplica>,
+    pub(super) core: Mutex<NetworkProto<PeerAddr>>,
     pub(super) links: Mutex<HashMap<u64, Arc<Link>>>,
-    pub(super) peers: Mutex<BTreeMap<DeviceId, PeerRecord>>,
     /// Held while the address book is written (writes in order).
-    pub(super) book_write: Mutex<()>,
+    book_write: Mutex<()>,
+    /// The core's time origin.
+    origin: Instant,
     pub(super) updates: broadcast::Sender<LedgerUpdate>,
-    pub(super) events: broadcast::Sender<NodeEvent>,
-}
-
-#[derive(Default)]
-pub(super) struct PeerRecord {
-    pub(super) their_heads: Option<Vec<ChangeHash>>,
-    pub(super) last_error: Option<String>,
-    /// The address book entry.
-    pub(super) addr: Option<PeerAddr>,
-    /// This node's user disconnected it: not redialed until `connect` or a new connection.
-    pub(super) paused: bool,
-    /// A reconnection task is running.
-    pub(super) retrying: bool,
-    /// Attempts so far and when the next is due.
-    pub(super) retry: Option<(u32, SystemTime)>,
 }
 
 impl Net {
-    pub(super) fn new(replica: DurableReplica, events: broadcast::Sender<NodeEvent>) -> Net {
+    /// The network of `replica` on device `me`, its address book read from the store
+    /// (members only, not `me`).
+    pub(super) fn new(
+        replica: DurableReplica,
+        me: DeviceId,
+        backoff: Option<Backoff>,
+        jitter: Jitter,
+    ) -> Net {
+        let id = replica.replica().network();
+        let book: Vec<(DeviceId, PeerAddr)> = reconnect::load_book(replica.store(), &id)
+            .into_iter()
+            .filter(|(d, _)| replica.replica().member(d).is_some())
+            .collect();
         Net {
-            id: replica.replica().network(),
+            id,
+            core: Mutex::new(NetworkProto::new(id, me, backoff, jitter, book)),
             replica: Mutex::new(replica),
             links: Mutex::new(HashMap::new()),
-            peers: Mutex::new(BTreeMap::new()),
             book_write: Mutex::new(()),
+            origin: Instant::now(),
             updates: broadcast::channel(CHANNEL_CAPACITY).0,
-            events,
         }
-    }
-
-    /// Fill the peer records from the stored address book (members only, not `me`).
-    pub(super) fn load_book(&self, me: DeviceId) {
-        let store = lock(&self.replica).store().clone();
-        let book = reconnect::load_book(&store, &self.id);
-        let replica = lock(&self.replica);
-        let mut peers = lock(&self.peers);
-        for (device, addr) in book {
-            if device != me && replica.replica().member(&device).is_some() {
-                peers.entry(device).or_default().addr = Some(addr);
-            }
-        }
-    }
-
-    /// The members in the address book.
-    pub(super) fn known_peers(&self) -> Vec<DeviceId> {
-        lock(&self.peers)
-            .iter()
-            .filter(|(_, r)| r.addr.is_some())
-            .map(|(d, _)| *d)
-            .collect()
-    }
-
-    /// Remember where `addr.device` was reached, and save the address book if that changed.
-    pub(super) fn remember(&self, addr: PeerAddr) {
-        if addr.direct.is_empty() && addr.relays.is_empty() {
-            return;
-        }
-        let _writing = lock(&self.book_write);
-        let book: Vec<PeerAddr> = {
-            let mut peers = lock(&self.peers);
-            let record = peers.entry(addr.device).or_default();
-            if record.addr.as_ref() == Some(&addr) {
-                return;
-            }
-            record.addr = Some(addr);
-            peers.values().filter_map(|r| r.addr.clone()).collect()
-        };
-        let store = lock(&self.replica).store().clone();
-        reconnect::save_book(&store, &self.id, &book);
     }
 
     /// Whether a connection to `peer` is open and not closing.
@@ -94,135 +62,230 @@ impl Net {
         lock(&self.links).values().cloned().collect()
     }
 
-    /// Tell subscribers about new changes and push them to every connected peer but the one
-    /// they came from. Called with the replica locked, right after the changes were stored.
-    pub(super) fn after_change(
+    /// The core's time now.
+    pub(super) fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    fn link(&self, id: u64) -> Option<Arc<Link>> {
+        lock(&self.links).get(&id).cloned()
+    }
+
+    /// Hand the core an event and carry out what it says: what needs the replica (locked by
+    /// the caller) or a connection at once, the rest returned for [`Net::finish`].
+    pub(super) fn feed(
         &self,
-        replica: &DurableReplica,
-        changes: &[SignedChange],
-        from: Option<(u64, DeviceId)>,
-    ) {
-        let _ = self.updates.send(LedgerUpdate {
-            network: self.id,
-            changes: changes.iter().map(SignedChange::hash).collect(),
-            heads: replica.ledger().heads(),
-            from: from.map(|(_, peer)| peer),
-        });
-        let membership_changed = changes.iter().any(|c| {
-            c.change
-                .message()
-                .is_some_and(|m| m.starts_with(RECORD_PREFIX))
-        });
-        for link in self.links() {
-            if membership_changed && replica.replica().member(&link.peer).is_none() {
-                let reason = format!(
-                    "device {} is no longer a member of network {}",
-                    link.peer, self.id
-                );
-                warn!(peer = %link.peer, "refusing a removed member");
-                // It learns of its removal first.
-                if let Some(frame) = lock(&link.session).push(changes) {
-                    link.send(&frame);
+        replica: &mut DurableReplica,
+        event: Event<PeerAddr>,
+    ) -> Vec<Effect<PeerAddr>> {
+        let mut later = Vec::new();
+        let mut events = VecDeque::new();
+        // A replica that may hold what its store lacks sends nothing (proto::Event::Frozen);
+        // each event is a chance to put it back to its stored state (a no-op receive does).
+        if replica.is_stale() {
+            let _ = replica.receive(Vec::new());
+        }
+        match (replica.is_stale(), lock(&self.core).frozen()) {
+            (true, false) => {
+                error!("the replica could not be put back to its stored state; its links are closed until it is");
+                events.push_back(Event::Frozen);
+            }
+            (false, true) => {
+                info!("the replica is back to its stored state; resuming");
+                events.push_back(Event::Reloaded);
+            }
+            _ => {}
+        }
+        events.push_back(event);
+        while let Some(event) = events.pop_front() {
+            let now = self.origin.elapsed();
+            let effects = lock(&self.core).handle(now, replica.replica(), event);
+            for effect in effects {
+                match effect {
+                    Effect::Send { link, frame } => {
+                        if let Some(l) = self.link(link) {
+                            l.send(&frame);
+                        }
+                    }
+                    Effect::Refuse { link, code, reason } => {
+                        if let Some(l) = self.link(link) {
+                            warn!(peer = %short(&l.peer), %code, %reason, "refusing the peer");
+                            l.refuse(code, &reason);
+                        }
+                    }
+                    Effect::Close { link, code, reason } => {
+                        if let Some(l) = self.link(link) {
+                            l.closing.store(true, Ordering::Relaxed);
+                            let code = match code {
+                                CloseKind::Done => close_code::DONE,
+                                CloseKind::Disconnected => close_code::DISCONNECTED,
+                                CloseKind::StorageFailure => close_code::STORAGE_FAILURE,
+                            };
+                            l.close(code, &reason);
+                        }
+                    }
+                    Effect::Store { link, changes } => {
+                        events.push_back(match replica.receive(changes) {
+                            Ok(receipt) => {
+                                debug!(
+                                    applied = receipt.applied.len(),
+                                    waiting = receipt.waiting,
+                                    duplicates = receipt.duplicates,
+                                    refused = receipt.refused.len(),
+                                    "received changes"
+                                );
+                                Event::Stored { link, receipt }
+                            }
+                            Err(e) => {
+                                error!(error = %e, "could not store changes from the peer; closing its connection");
+                                Event::StoreFailed {
+                                    link,
+                                    error: e.to_string(),
+                                }
+                            }
+                        });
+                    }
+                    Effect::Updated { changes, from } => {
+                        let _ = self.updates.send(LedgerUpdate {
+                            network: self.id,
+                            changes,
+                            heads: replica.ledger().heads(),
+                            from,
+                        });
+                    }
+                    other => later.push(other),
                 }
-                link.refuse(RefuseCode::NotAMember, &reason);
-                continue;
             }
-            if from.is_some_and(|(id, _)| id == link.id) {
-                continue;
-            }
-            // The push carries the changes; the peer's answer starts a sync round if one is
-            // needed. Only the push's overflow is drained here.
-            let mut session = lock(&link.session);
-            if let Some(frame) = session.push(changes) {
-                link.send(&frame);
-            }
-            while session.has_queued_frames() {
-                match session.poll_transmit(replica.replica()) {
-                    Some(frame) => link.send(&frame),
-                    None => break,
+        }
+        later
+    }
+
+    /// Carry out the effects [`Net::feed`] left: with the replica unlocked.
+    pub(super) fn finish(self: &Arc<Self>, inner: &Arc<Inner>, effects: Vec<Effect<PeerAddr>>) {
+        for effect in effects {
+            match effect {
+                Effect::Notify(notice) => inner.emit(self.node_event(notice)),
+                Effect::Dial { peer, addr } => {
+                    let (inner2, net) = (inner.clone(), self.clone());
+                    inner.spawn(
+                        async move {
+                            debug!("reconnecting");
+                            let failed = match inner2.connect(net.id, &addr).await {
+                                Ok(()) => {
+                                    info!("reconnected");
+                                    None
+                                }
+                                Err(e) if gives_up(&e) => {
+                                    info!(error = %e, "not reconnecting");
+                                    Some(false)
+                                }
+                                Err(e) => {
+                                    debug!(error = %e, "reconnection failed; retrying later");
+                                    Some(true)
+                                }
+                            };
+                            net.run(&inner2, Event::DialDone { peer, failed });
+                        }
+                        .instrument(conn_span(self.id, peer, "retry")),
+                    );
                 }
+                Effect::SetTimer { at, timer } => {
+                    let (inner2, net) = (inner.clone(), self.clone());
+                    let wait = at.saturating_sub(self.origin.elapsed());
+                    inner.spawn(
+                        async move {
+                            tokio::select! {
+                                _ = inner2.cancel.cancelled() => {}
+                                () = tokio::time::sleep(wait) => net.run(&inner2, Event::Timer(timer)),
+                            }
+                        }
+                        .instrument(tracing::Span::current()),
+                    );
+                }
+                Effect::SaveBook(_) => {
+                    // The latest book, written in order.
+                    let _writing = lock(&self.book_write);
+                    let book: Vec<PeerAddr> = lock(&self.core)
+                        .peers()
+                        .values()
+                        .filter_map(|r| r.addr.clone())
+                        .collect();
+                    let store = lock(&self.replica).store().clone();
+                    reconnect::save_book(&store, &self.id, &book);
+                }
+                Effect::SaveSyncState { peer, state } => {
+                    let store = lock(&self.replica).store().clone();
+                    if let Err(e) =
+                        store.put_sync_state(&self.id.to_string(), peer.as_bytes(), &state)
+                    {
+                        warn!(error = %e, "could not save the sync state");
+                    }
+                }
+                // Carried out by `feed`.
+                Effect::Send { .. }
+                | Effect::Refuse { .. }
+                | Effect::Close { .. }
+                | Effect::Store { .. }
+                | Effect::Updated { .. } => {}
             }
         }
     }
 
-    /// Handle frames from a peer (a run of pushes, perhaps ending with a sync frame): take
-    /// their changes, store the accepted ones in one durable commit, answer, and forward.
-    pub(super) fn handle_frames(&self, link: &Link, frames: Vec<Frame>) -> Result<(), LinkEnd> {
-        if let Some(e) = frames.iter().find_map(|f| refused(link.peer, f)) {
-            return Err(LinkEnd::Lost(e));
+    /// [`Net::feed`] with the replica locked here, then [`Net::finish`].
+    pub(super) fn run(self: &Arc<Self>, inner: &Arc<Inner>, event: Event<PeerAddr>) {
+        let later = {
+            let mut replica = lock(&self.replica);
+            self.feed(&mut replica, event)
+        };
+        self.finish(inner, later);
+    }
+
+    fn node_event(&self, notice: Notice) -> NodeEvent {
+        let network = self.id;
+        match notice {
+            Notice::Connected { peer, inbound } => NodeEvent::Connected {
+                network,
+                peer,
+                inbound,
+            },
+            Notice::Disconnected { peer, error } => NodeEvent::Disconnected {
+                network,
+                peer,
+                error,
+            },
+            Notice::Refused {
+                peer,
+                by_us,
+                code,
+                reason,
+            } => NodeEvent::Refused {
+                network,
+                peer,
+                by_us,
+                code,
+                reason,
+            },
+            Notice::ChangesRefused {
+                peer,
+                count,
+                reason,
+            } => NodeEvent::ChangesRefused {
+                network,
+                peer,
+                count,
+                reason,
+            },
+            Notice::RetryScheduled {
+                peer,
+                attempt,
+                after,
+            } => NodeEvent::RetryScheduled {
+                network,
+                peer,
+                attempt,
+                after,
+            },
         }
-        if link.closing.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        let mut replica = lock(&self.replica);
-        let mut changes = Vec::new();
-        {
-            let mut session = lock(&link.session);
-            for frame in frames {
-                let more = session
-                    .handle_frame(replica.replica(), frame)
-                    .map_err(|e| LinkEnd::Protocol(e.to_string()))?;
-                changes.extend(more);
-            }
-        }
-        let mut applied = Vec::new();
-        let mut revoked = false;
-        if !changes.is_empty() {
-            let receipt = replica.receive(changes).map_err(LinkEnd::Storage)?;
-            revoked = !receipt.revoked.is_empty();
-            if receipt.overflow > 0 {
-                // What was judged is stored below; the link ends (the peer floods).
-                warn!(
-                    dropped = receipt.overflow,
-                    "the peer floods: disconnecting it"
-                );
-                self.record_error(
-                    link.peer,
-                    format!(
-                        "{} change(s) over the waiting or quarantine limit",
-                        receipt.overflow
-                    ),
-                );
-                return Err(LinkEnd::Protocol(format!(
-                    "{} change(s) over the waiting or quarantine limits",
-                    receipt.overflow
-                )));
-            }
-            // Proof of equivocation travels on to every peer (it applies nothing).
-            let evidence = receipt.evidence.clone();
-            debug!(
-                applied = receipt.applied.len(),
-                waiting = receipt.waiting,
-                duplicates = receipt.duplicates,
-                "received changes"
-            );
-            applied = receipt.applied;
-            applied.extend(evidence);
-            if let Some((hash, reason)) = receipt.refused.first() {
-                warn!(
-                    refused = receipt.refused.len(),
-                    first = %hash,
-                    %reason,
-                    "changes from the peer were refused and quarantined"
-                );
-                let reason = reason.to_string();
-                self.record_error(
-                    link.peer,
-                    format!("{} change(s) refused: {reason}", receipt.refused.len()),
-                );
-                let _ = self.events.send(NodeEvent::ChangesRefused {
-                    network: self.id,
-                    peer: link.peer,
-                    count: receipt.refused.len(),
-                    reason,
-                });
-            }
-        }
-        link.transmit(replica.replica());
-        if !applied.is_empty() || revoked {
-            self.after_change(&replica, &applied, Some((link.id, link.peer)));
-        }
-        Ok(())
     }
 
     /// A sync session with `peer`, resumed from the state saved at the end of the last
@@ -242,30 +305,27 @@ impl Net {
         }
     }
 
-    pub(super) fn remove_link(&self, link: &Link, error: Option<String>) {
-        let (heads, saved) = {
-            let session = lock(&link.session);
-            (
-                session.peer_heads().map(<[ChangeHash]>::to_vec),
-                session.saved_state(),
-            )
-        };
-        let store = lock(&self.replica).store().clone();
-        if let Err(e) = store.put_sync_state(&self.id.to_string(), link.peer.as_bytes(), &saved) {
-            warn!(error = %e, "could not save the sync state");
-        }
-        lock(&self.links).remove(&link.id);
-        let mut peers = lock(&self.peers);
-        let record = peers.entry(link.peer).or_default();
-        if heads.is_some() {
-            record.their_heads = heads;
-        }
-        if error.is_some() {
-            record.last_error = error;
-        }
+    /// A connection with `peer` failed before a link opened.
+    pub(super) fn record_error(
+        self: &Arc<Self>,
+        inner: &Arc<Inner>,
+        peer: DeviceId,
+        error: String,
+    ) {
+        self.run(inner, Event::ConnectFailed { peer, error });
     }
 
-    pub(super) fn record_error(&self, peer: DeviceId, error: String) {
-        lock(&self.peers).entry(peer).or_default().last_error = Some(error);
+    /// Remember where `addr.device` was reached.
+    pub(super) fn remember(self: &Arc<Self>, inner: &Arc<Inner>, addr: PeerAddr) {
+        if addr.direct.is_empty() && addr.relays.is_empty() {
+            return;
+        }
+        self.run(
+            inner,
+            Event::Reached {
+                peer: addr.device,
+                addr,
+            },
+        );
     }
 }

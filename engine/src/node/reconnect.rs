@@ -12,71 +12,25 @@
 //! retry time; [`NodeEvent::RetryScheduled`](super::NodeEvent::RetryScheduled) announces it.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
-
 use tracing::warn;
 
 use crate::identity::{DeviceId, NetworkId};
 use crate::net::PeerAddr;
 use crate::store::Store;
 
-/// Exponential backoff of automatic reconnection ([`super::NodeConfig::reconnect`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    /// The first delay.
-    pub initial: Duration,
-    /// The longest delay.
-    pub max: Duration,
-}
+pub use super::proto::Backoff;
+use super::proto::Jitter;
 
-impl Default for Backoff {
-    /// 500 ms, doubling up to one minute.
-    fn default() -> Backoff {
-        Backoff {
-            initial: Duration::from_millis(500),
-            max: Duration::from_secs(60),
-        }
+/// A jitter generator seeded by the operating system (the simulator seeds its own).
+pub(super) fn os_jitter() -> Jitter {
+    let mut seed = [0u8; 8];
+    if getrandom::fill(&mut seed).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        seed = nanos.to_le_bytes();
     }
-}
-
-impl Backoff {
-    /// The delay before retry number `attempt` (0 for the first), given `unit`, a random
-    /// number in [0, 1): `min(max, initial × 2^attempt) × (0.5 + unit / 2)`.
-    pub fn delay(&self, attempt: u32, unit: f64) -> Duration {
-        let base = self
-            .initial
-            .checked_mul(1u32 << attempt.min(20))
-            .unwrap_or(self.max)
-            .min(self.max);
-        base.mul_f64(0.5 + unit.clamp(0.0, 1.0) / 2.0)
-    }
-}
-
-/// A small random generator (SplitMix64) for jitter, seeded from the operating system.
-#[derive(Debug)]
-pub(super) struct Jitter(u64);
-
-impl Jitter {
-    pub(super) fn from_os() -> Jitter {
-        let mut seed = [0u8; 8];
-        if getrandom::fill(&mut seed).is_err() {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64);
-            seed = nanos.to_le_bytes();
-        }
-        Jitter(u64::from_le_bytes(seed))
-    }
-
-    /// A number in [0, 1).
-    pub(super) fn unit(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
-    }
+    Jitter::new(u64::from_le_bytes(seed))
 }
 
 /// Node metadata key of a network's address book.
@@ -115,6 +69,7 @@ pub(super) fn save_book(store: &Store, network: &NetworkId, book: &[PeerAddr]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn backoff_doubles_is_capped_and_jittered() {
@@ -127,7 +82,7 @@ mod tests {
         assert_eq!(b.delay(3, 1.0), Duration::from_millis(800));
         assert_eq!(b.delay(4, 1.0), Duration::from_secs(1));
         assert_eq!(b.delay(u32::MAX, 1.0), Duration::from_secs(1));
-        let mut j = Jitter(42);
+        let mut j = Jitter::new(42);
         let units: Vec<f64> = (0..1000).map(|_| j.unit()).collect();
         assert!(units.iter().all(|u| (0.0..1.0).contains(u)));
         let mean = units.iter().sum::<f64>() / 1000.0;

@@ -443,15 +443,30 @@ impl SyncSession {
             }
             _ => None,
         };
-        let mut message = match doc.generate_sync_message(&mut self.state) {
-            Some(m) => m,
+        let (mut message, need) = match doc.generate_sync_message(&mut self.state) {
+            Some(message) => (message, self.need(local)),
+            // Automerge sees both sides at the same heads, but changes the peer pushed wait
+            // for dependencies it never sent (a push carries no heads, and the peer's last
+            // heads predate them): ask for those. The repeat check below sends this once.
             None => {
-                self.outbox.extend(document.into_iter().flatten());
-                return self.outbox.pop_front();
+                let start = self.unapplied.keys().copied().collect();
+                let need = self.need_from(local, start);
+                if need.is_empty() {
+                    self.outbox.extend(document.into_iter().flatten());
+                    return self.outbox.pop_front();
+                }
+                let message = Message {
+                    heads: doc.get_heads(),
+                    need: Vec::new(),
+                    have: Vec::new(),
+                    changes: automerge::sync::ChunkList::empty(),
+                    flags: None,
+                    version: automerge::sync::MessageVersion::V1,
+                };
+                (message, need)
             }
         };
         self.outbox.extend(document.into_iter().flatten());
-        let need = self.need(local);
         let their_heads: HashSet<&ChangeHash> = self.state.their_heads.iter().flatten().collect();
         if !need.iter().all(|h| their_heads.contains(h)) {
             // As Automerge does: while we need specific changes, ask only for them.
@@ -530,10 +545,17 @@ impl SyncSession {
         let Some(their_heads) = &self.state.their_heads else {
             return Vec::new();
         };
+        let start = missing(doc, their_heads).into_iter().collect();
+        self.need_from(local, start)
+    }
+
+    /// The changes missing under `start` (hashes we lack): walked through the unapplied
+    /// changes down to the ones we know nothing of, quarantined ones left out.
+    fn need_from(&self, local: Local<'_>, mut stack: Vec<ChangeHash>) -> Vec<ChangeHash> {
+        let doc = local.doc();
         let mut refused: Option<HashSet<ChangeHash>> = None;
         let mut out = BTreeSet::new();
         let mut seen = HashSet::new();
-        let mut stack: Vec<ChangeHash> = missing(doc, their_heads).into_iter().collect();
         while let Some(h) = stack.pop() {
             if !seen.insert(h) || has(doc, &h) {
                 continue;
