@@ -789,6 +789,7 @@ impl Sim {
                         Frame::Push { changes } => format!("push+{}", changes.len()),
                         Frame::Refuse { code, .. } => format!("refuse {code}"),
                         Frame::Redeem { .. } => "redeem".into(),
+                        Frame::Document { .. } => "document".into(),
                     })
                     .collect();
                 self.note(format!("{peer}->{x} link {link}: {kinds:?}"));
