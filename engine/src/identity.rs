@@ -110,6 +110,8 @@ pub(crate) mod test_actors {
     }
 
     /// Draw session actor suffixes from `seed` on this thread (`None`: from the OS again).
+    /// Only the node simulator (feature `net`) seeds them.
+    #[cfg_attr(not(feature = "net"), allow(dead_code))]
     pub(crate) fn seed(seed: Option<u64>) {
         NEXT.with(|c| c.set(seed));
     }

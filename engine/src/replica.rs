@@ -25,7 +25,7 @@ use crate::membership::{
     BearerSecret, Header, Invite, InviteAudience, InviteError, Member, Membership,
     MembershipRecord, Rejection, Role,
 };
-use crate::rules::{Finding, PrejudgeBasis, RuleIndex, RuleSet, Which};
+use crate::rules::{Finding, RuleIndex, RuleSet, Which};
 use crate::vf::{Agent, EconomicEvent, Id};
 
 /// Bounds on what a replica keeps for changes it cannot apply (defaults in [`Limits::default`]).
@@ -39,9 +39,9 @@ pub struct Limits {
     /// Most refused changes kept in the quarantine; a refusal past it is reported (with the
     /// same verdict) but the change is not kept, and counts in [`Receipt::overflow`].
     pub quarantine: usize,
-    /// Batches larger than this are checked in runs of this many changes: the signatures
-    /// (and the refuse rules, worked out ahead) of the next run on other threads while this
-    /// one is judged and applied in order. Verdicts do not depend on it.
+    /// Batches larger than this are checked in runs of this many changes: the signatures of
+    /// the next run on other threads while this one is judged and applied in order. Verdicts
+    /// do not depend on it.
     pub pipeline_chunk: usize,
 }
 
@@ -108,10 +108,6 @@ pub struct Receipt {
     /// Devices cut off by this batch (their proofs: [`Replica::cut_offs`]); a store writes
     /// them with the batch.
     pub cut_off: Vec<DeviceId>,
-    /// Changes whose refuse rules were worked out ahead, beside their signature checks,
-    /// rather than on the serial path ([`Limits::pipeline_chunk`]): a performance figure,
-    /// which no verdict depends on.
-    pub rules_ahead: usize,
 }
 
 /// Who recorded an event: the signing device and the Agent it acted for.
@@ -1414,33 +1410,18 @@ impl Replica {
             rest = tail;
         }
         chunks.push(rest);
-        // With the signatures, that thread works out the refuse rules of the chunk's events
-        // by the rules and members in force when it starts (`rules::prejudge`): the serial
-        // judgment uses those findings only where its own rules and author are the same.
-        let verify = move |c: Vec<SignedChange>, basis: Option<PrejudgeBasis>| {
+        let verify = move |c: Vec<SignedChange>| {
             let v = verify_changes(&network, &c);
-            let ahead = basis.map(|b| {
-                let authors = v.iter().map(|r| r.as_ref().ok().copied());
-                crate::rules::prejudge(&b, c.iter().map(|c| &c.change).zip(authors))
-            });
-            (c, v, ahead)
+            (c, v)
         };
-        let ahead_before = self.rules.ahead_used;
         std::thread::scope(|s| -> Result<()> {
             let mut pending = chunks.into_iter();
-            let basis = self.prejudge_basis();
-            let mut next = pending.next().map(|c| s.spawn(move || verify(c, basis)));
+            let mut next = pending.next().map(|c| s.spawn(move || verify(c)));
             while let Some(handle) = next.take() {
                 let joined = handle.join();
-                let basis = self.prejudge_basis();
-                next = pending.next().map(|c| s.spawn(move || verify(c, basis)));
+                next = pending.next().map(|c| s.spawn(move || verify(c)));
                 match joined {
-                    Ok((c, v, ahead)) => {
-                        self.rules.set_prejudged(ahead.unwrap_or_default());
-                        let processed = self.process_verified(c, v, &mut receipt);
-                        self.rules.clear_prejudged();
-                        processed?
-                    }
+                    Ok((c, v)) => self.process_verified(c, v, &mut receipt)?,
                     // A panic while verifying is a bug; those changes are dropped (not
                     // stored, not acknowledged) and will come again with the next sync.
                     Err(_) => warn!("signature verification failed internally; chunk dropped"),
@@ -1448,16 +1429,7 @@ impl Replica {
             }
             Ok(())
         })?;
-        receipt.rules_ahead = self.rules.ahead_used - ahead_before;
         Ok(receipt)
-    }
-
-    /// The rules and members a chunk's refuse rules can be worked out ahead by (`None`: the
-    /// rules in force refuse nothing).
-    fn prejudge_basis(&self) -> Option<PrejudgeBasis> {
-        let heads = self.ledger.heads();
-        self.rules
-            .prejudge_basis(&heads, || self.membership.members_at(&heads))
     }
 
     /// Judge and apply changes whose signatures were checked (`verdicts`, one per change),

@@ -62,7 +62,6 @@ fn refuse_events(
     change: &ExpandedChange,
     events: Vec<(usize, EconomicEvent)>,
     rec: &Recorder,
-    ahead: Option<&Prejudged>,
 ) -> Result<Vec<(usize, Vec<Finding>)>, Rejection> {
     let mut errors = Vec::new();
     let id_of = |i: usize| format!("{}@{}", change.start_op.get() + i as u64, change.actor_id);
@@ -70,11 +69,7 @@ fn refuse_events(
         if !rules.applies(Which::Refuse, event.action) {
             continue;
         }
-        // Worked out ahead for this very event (same op, same reading): the same findings.
-        let found = match ahead.and_then(|a| a.findings(i, &event)) {
-            Some(found) => found,
-            None => refuse_findings(rules, event, &id_of(i), rec),
-        };
+        let found = refuse_findings(rules, event, &id_of(i), rec);
         if let Some(f) = found.iter().find(|f| f.error.is_none()) {
             return Err(Rejection::RuleRefused {
                 rule: f.rule.clone(),
@@ -104,77 +99,6 @@ fn refuse_findings(
     rules.evaluate(&event, rec, None, Which::Refuse)
 }
 
-/// What a large receive guesses, before judging a run of changes, to work out their refuse
-/// rules ahead on another thread ([`prejudge`]): the rules in force at the replica's heads
-/// and the members as they stand there. A guess, checked change by change: findings are used
-/// only for a change whose causal past has these very rules in force and whose author is
-/// this very member, so no verdict can differ from judging on the serial path.
-#[derive(Debug, Clone)]
-pub(crate) struct PrejudgeBasis {
-    rules: Arc<CompiledRules>,
-    members: HashMap<crate::identity::DeviceId, (Member, Recorder)>,
-}
-
-/// The refuse-rule findings of one change's events, worked out ahead ([`prejudge`]).
-#[derive(Debug, Clone)]
-pub(crate) struct Prejudged {
-    rules: Arc<CompiledRules>,
-    author: Member,
-    /// (op index, the event as read there, the refuse rules' findings).
-    events: Vec<(usize, EconomicEvent, Vec<Finding>)>,
-}
-
-impl Prejudged {
-    /// The findings for op `i` if it was read as `event` (admission's reading, which a
-    /// plain read of the same op text equals for every event admission accepts).
-    fn findings(&self, i: usize, event: &EconomicEvent) -> Option<Vec<Finding>> {
-        self.events
-            .iter()
-            .find(|(at, e, _)| *at == i && e == event)
-            .map(|(_, _, f)| f.clone())
-    }
-}
-
-/// Work out ahead, off the serial path, what the refuse rules of `basis` find in the events
-/// of `changes` (`authors`: the device each signature check named, `None` for a change it
-/// refused). Pure, and safe to run on any thread: a wrong guess costs only the work.
-pub(crate) fn prejudge<'c>(
-    basis: &PrejudgeBasis,
-    changes: impl Iterator<Item = (&'c automerge::Change, Option<crate::identity::DeviceId>)>,
-) -> HashMap<ChangeHash, Prejudged> {
-    let mut out = HashMap::new();
-    for (change, device) in changes {
-        let Some((author, rec)) = device.and_then(|d| basis.members.get(&d)) else {
-            continue;
-        };
-        let decoded = change.decode();
-        let id_of =
-            |i: usize| format!("{}@{}", decoded.start_op.get() + i as u64, decoded.actor_id);
-        let mut events = Vec::new();
-        for (i, text) in events_of(&decoded) {
-            let Ok(event) = serde_json::from_str::<EconomicEvent>(text) else {
-                continue;
-            };
-            if !basis.rules.applies(Which::Refuse, event.action) {
-                continue;
-            }
-            let found = refuse_findings(&basis.rules, event.clone(), &id_of(i), rec);
-            events.push((i, event, found));
-        }
-        if !events.is_empty() {
-            out.insert(
-                change.hash(),
-                Prejudged {
-                    rules: basis.rules.clone(),
-                    author: author.clone(),
-                    events,
-                },
-            );
-        }
-    }
-    out
-}
-
 /// The rule-set versions of the accepted changes; see the module documentation.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct RuleIndex {
@@ -190,11 +114,6 @@ pub(crate) struct RuleIndex {
     /// The last shared [`EventRules`] made, for the next change with the same rules and
     /// recorder (most are): one allocation per run of changes, not per change.
     last_shared: Option<Arc<EventRules>>,
-    /// Refuse-rule findings worked out ahead for changes about to be judged
-    /// ([`RuleIndex::set_prejudged`]).
-    prejudged: HashMap<ChangeHash, Prejudged>,
-    /// How many changes' refuse rules came from findings worked out ahead (for tests).
-    pub(crate) ahead_used: usize,
 }
 
 fn refuse_rules(detail: impl Into<String>) -> Rejection {
@@ -281,14 +200,10 @@ impl RuleIndex {
         let version = self.publication(change, deps, Some(author))?;
         // The events, by the refuse rules in force in the causal past (a rule set this
         // change publishes judges only the changes that come after it).
-        let ahead = self.prejudged.remove(&hash);
         let errors = match self.rules_for(deps).filter(|r| r.has_refusals()).cloned() {
             Some(rules) => {
-                // Findings worked out ahead hold only under these rules, for this author.
-                let ahead = ahead.filter(|a| Arc::ptr_eq(&a.rules, &rules) && a.author == *author);
-                self.ahead_used += usize::from(ahead.is_some());
                 let rec = self.recorder_of(author);
-                refuse_events(&rules, change, events, rec, ahead.as_ref())?
+                refuse_events(&rules, change, events, rec)?
             }
             None => Vec::new(),
         };
@@ -483,38 +398,6 @@ impl RuleIndex {
         if let Some(i) = own {
             self.in_force.insert(hash, i);
         }
-    }
-
-    /// What a large receive can work out ahead for its next run of changes: the rules in
-    /// force at `heads` if they refuse anything, with `members` (the members at `heads`).
-    pub(crate) fn prejudge_basis(
-        &self,
-        heads: &[ChangeHash],
-        members: impl FnOnce() -> Vec<Member>,
-    ) -> Option<PrejudgeBasis> {
-        let rules = self
-            .in_force_at(heads)
-            .filter(|r| r.has_refusals())?
-            .clone();
-        let members = members()
-            .into_iter()
-            .map(|m| {
-                let r = recorder(&m);
-                (m.device, (m, r))
-            })
-            .collect();
-        Some(PrejudgeBasis { rules, members })
-    }
-
-    /// Hand findings worked out ahead ([`prejudge`]) to the judgments that follow; whatever
-    /// they leave unused is dropped by [`RuleIndex::clear_prejudged`].
-    pub(crate) fn set_prejudged(&mut self, ahead: HashMap<ChangeHash, Prejudged>) {
-        self.prejudged = ahead;
-    }
-
-    /// Drop the findings worked out ahead that no judgment used.
-    pub(crate) fn clear_prejudged(&mut self) {
-        self.prejudged = HashMap::new();
     }
 
     /// Take the events waiting to be judged by the views.

@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use crate::membership::{Member, Role};
 use crate::vf::{Action, EconomicEvent, Id, Measure, ObjectKind, Quantity, VfObject};
 
-pub(crate) use index::{prejudge, EventRules, PrejudgeBasis, RuleIndex};
+pub(crate) use index::{EventRules, RuleIndex};
 
 /// The id of a network's one rule set.
 pub const RULE_SET_ID: &str = "network";
