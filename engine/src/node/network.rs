@@ -113,6 +113,22 @@ impl Net {
                 .message()
                 .is_some_and(|m| m.starts_with(RECORD_PREFIX))
         });
+        // A change covered by another's attestation has no signature of its own: it is not
+        // pushed (a peer's next sync round gets it in a missing part, with attestations).
+        let signed: Vec<SignedChange>;
+        let changes = if changes
+            .iter()
+            .any(|c| replica.replica().attested_by(&c.hash()).is_some())
+        {
+            signed = changes
+                .iter()
+                .filter(|c| replica.replica().attested_by(&c.hash()).is_none())
+                .cloned()
+                .collect();
+            &signed[..]
+        } else {
+            changes
+        };
         for link in self.links() {
             if membership_changed && replica.replica().member(&link.peer).is_none() {
                 let reason = format!(
@@ -156,6 +172,7 @@ impl Net {
         }
         let mut replica = lock(&self.replica);
         let mut changes = Vec::new();
+        let parts;
         {
             let mut session = lock(&link.session);
             for frame in frames {
@@ -164,12 +181,25 @@ impl Net {
                     .map_err(|e| LinkEnd::Protocol(e.to_string()))?;
                 changes.extend(more);
             }
+            parts = session.take_parts();
         }
         let mut applied = Vec::new();
         let mut revoked = false;
+        // Missing parts of the history first (changes covered by attestations), then the
+        // signed changes.
+        let mut receipts = Vec::new();
+        for (part, attestations) in parts {
+            receipts.push(
+                replica
+                    .receive_part(part, &attestations)
+                    .map_err(LinkEnd::Storage)?,
+            );
+        }
         if !changes.is_empty() {
-            let receipt = replica.receive(changes).map_err(LinkEnd::Storage)?;
-            revoked = !receipt.revoked.is_empty();
+            receipts.push(replica.receive(changes).map_err(LinkEnd::Storage)?);
+        }
+        for receipt in receipts {
+            revoked |= !receipt.revoked.is_empty();
             if receipt.overflow > 0 {
                 // What was judged is stored below; the link ends (the peer floods).
                 warn!(
@@ -196,7 +226,7 @@ impl Net {
                 duplicates = receipt.duplicates,
                 "received changes"
             );
-            applied = receipt.applied;
+            applied.extend(receipt.applied);
             applied.extend(evidence);
             if let Some((hash, reason)) = receipt.refused.first() {
                 warn!(

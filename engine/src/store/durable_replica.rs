@@ -596,6 +596,25 @@ impl DurableReplica {
     pub fn receive(&mut self, changes: Vec<SignedChange>) -> Result<Receipt> {
         self.usable()?;
         let receipt = self.replica.receive(changes)?;
+        self.persist_receipt(receipt)
+    }
+
+    /// Take a missing part of the history from a peer (see [`Replica::receive_part`]): its
+    /// changes covered by attestations, each judged; accepted changes (a covered one with a
+    /// 32-byte row naming the attested change, store version 5) and refusals are durable
+    /// when this returns.
+    pub fn receive_part(
+        &mut self,
+        changes: Vec<automerge::Change>,
+        attestations: &[crate::identity::Attestation],
+    ) -> Result<Receipt> {
+        self.usable()?;
+        let receipt = self.replica.receive_part(changes, attestations)?;
+        self.persist_receipt(receipt)
+    }
+
+    /// Store what a receipt accepted and refused (and delete what it revoked).
+    fn persist_receipt(&mut self, receipt: Receipt) -> Result<Receipt> {
         let refused: Vec<Quarantined> = receipt
             .refused
             .iter()
