@@ -82,12 +82,6 @@ const RECENT_MAX: usize = 4096;
 /// instead of the exact missing dependencies).
 const UNAPPLIED_MAX: usize = 65_536;
 
-/// A peer with a replica that lacks at least this many changes (far behind) gets them as a
-/// missing part of the history with one attestation per actor ([`Frame::Document`]), not
-/// one signature per change: a catch-up then costs what a join costs. Its covered changes
-/// are stored without a signature of their own (docs/storage.md, 32-byte rows).
-pub const PART_MIN_CHANGES: usize = 1024;
-
 /// Automerge's set of sent hashes is trimmed of what the peer has once it is this large.
 const SENT_TRIM: usize = 256;
 
@@ -655,13 +649,7 @@ impl SyncSession {
         let changes = match local {
             Local::Replica(replica) => {
                 let (signed, unsigned) = self.signed_changes_of(replica, &message);
-                let far_behind = signed.len() >= PART_MIN_CHANGES
-                    && self
-                        .state
-                        .their_heads
-                        .as_ref()
-                        .is_some_and(|h| !h.is_empty());
-                if unsigned || far_behind {
+                if unsigned {
                     // Some changes have no signature of their own here (covered by an
                     // attestation): the whole lot goes as a missing part, with attestations,
                     // ahead of the sync message.

@@ -1459,29 +1459,3 @@ fn a_strangers_small_compressed_frame_cannot_inflate_past_its_limit() {
         "a stranger's does not inflate past the redeem limit"
     );
 }
-
-#[test]
-fn a_peer_far_behind_gets_a_missing_part_with_one_attestation_per_actor() {
-    let mut replicas = sim::network(23, 2);
-    for i in 0..PART_MIN_CHANGES + 10 {
-        produce(&mut replicas[0], "a0", &format!("lot-{i}"));
-    }
-    let (a, c) = replicas.split_at_mut(1);
-    let (a, c) = (&mut a[0], &mut c[0]);
-    let behind = a.ledger().changes_since(&c.ledger().heads()).len();
-    assert!(behind >= PART_MIN_CHANGES);
-    let mut sa = SyncSession::new(a.network(), c.device());
-    let mut sc = SyncSession::new(c.network(), a.device());
-    let (_, bytes) = sync_pair(a, &mut sa, c, &mut sc, 256);
-    assert_eq!(c.quarantine().count(), 0);
-    assert_eq!(c.ledger().heads(), a.ledger().heads());
-    assert_eq!(c.ledger().snapshot(), a.ledger().snapshot());
-    // One signature for A's one actor, not one per change: the rest are covered.
-    let covered = a
-        .ledger()
-        .changes_since(&[])
-        .iter()
-        .filter(|ch| c.attested_by(&ch.hash()).is_some())
-        .count();
-    assert_eq!(covered, behind - 1, "{bytes} bytes");
-}
