@@ -12,6 +12,10 @@
 //!   edits (an overdraw), C reconnects, and everyone has the same views and conflicts.
 //! - `restart_mid_sync`: a node closed while changes stream to it reopens from its data
 //!   directory with what it had stored, the same device id and network, reconnects, converges.
+//! - `a_member_behind_catches_up_from_a_device_that_joined_by_document`: member C goes
+//!   offline, admin A writes, B joins through A (by A's document: A's changes covered by
+//!   attestation, no signature of their own on B), A is gone; C, reopened, syncs only with B
+//!   and gets those changes as a missing part with attestations: identical heads and views.
 
 mod support;
 
@@ -367,4 +371,86 @@ async fn restart_mid_sync() {
     a.close().await.expect("close A");
     b.close().await.expect("close B");
     eprintln!("restart_mid_sync: {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_behind_catches_up_from_a_device_that_joined_by_document() {
+    let started = Instant::now();
+    let (da, db, dc) = (tempdir(), tempdir(), tempdir());
+    let a = open(da.path()).await;
+    let b = open(db.path()).await;
+    let c = open(dc.path()).await;
+    let network = create_network(&a);
+    admit(&a, network, b.device(), "bob");
+    admit(&a, network, c.device(), "cy");
+    within("C joins", c.join(network, &a.addr()))
+        .await
+        .expect("C joins");
+    converge(&[&a, &c], network).await;
+    let c_device = c.device();
+    c.close().await.expect("C goes offline");
+
+    record_history(&a, network, "ana", "apples", 200);
+    within("B joins", b.join(network, &a.addr()))
+        .await
+        .expect("B joins");
+    converge(&[&a, &b], network).await;
+    let a_fingerprint = fingerprint(&a, network);
+    a.close().await.expect("A is gone");
+    // B holds A's history mostly without signatures of its own (covered by attestation).
+    let covered = b
+        .read(network, |r| {
+            r.ledger()
+                .changes_since(&[])
+                .iter()
+                .filter(|ch| r.attested_by(&ch.hash()).is_some())
+                .count()
+        })
+        .expect("read");
+    assert!(covered >= 50, "B must hold covered changes ({covered})");
+
+    let c = open(dc.path()).await;
+    assert_eq!(c.device(), c_device);
+    let offline = c
+        .record_event(network, produce("cy", "pears", 1))
+        .expect("C writes");
+    within("C connects to B", c.connect(network, &b.addr()))
+        .await
+        .expect("C connects");
+    converge(&[&b, &c], network).await;
+    assert_eq!(fingerprint(&b, network), fingerprint(&c, network));
+    let events = c
+        .read(network, |r| {
+            r.ledger().events(&EventFilter::default()).len()
+        })
+        .expect("read");
+    assert_eq!(events, 201, "A's 200 events and C's own");
+    assert!(b.read(network, |r| has_event(r, &offline)).expect("read"));
+    let (refused, heads_of_a) = c
+        .read(network, |r| {
+            (r.quarantine().count(), {
+                let held: std::collections::HashSet<ChangeHash> = r
+                    .ledger()
+                    .changes_since(&[])
+                    .iter()
+                    .map(|ch| ch.hash())
+                    .collect();
+                a_fingerprint.0.iter().all(|h| held.contains(h))
+            })
+        })
+        .expect("read");
+    assert_eq!(refused, 0, "nothing refused on C");
+    assert!(heads_of_a, "C has everything A had");
+    // Durable: C reopened holds the same.
+    let before = fingerprint(&c, network);
+    c.close().await.expect("close C");
+    let c = open(dc.path()).await;
+    assert_eq!(fingerprint(&c, network), before);
+    for n in [b, c] {
+        n.close().await.expect("close");
+    }
+    eprintln!(
+        "a_member_behind_catches_up_from_a_device_that_joined_by_document: {:?}",
+        started.elapsed()
+    );
 }

@@ -110,6 +110,22 @@ pub struct Receipt {
     pub cut_off: Vec<DeviceId>,
 }
 
+impl Receipt {
+    /// Add what a later receive of the same batch decided (a missing part's changes, then
+    /// the signed ones): its lists after this one's, its counts added, its waiting count
+    /// (the replica's, after it) kept.
+    pub(crate) fn absorb(&mut self, later: Receipt) {
+        self.applied.extend(later.applied);
+        self.refused.extend(later.refused);
+        self.waiting = later.waiting;
+        self.duplicates += later.duplicates;
+        self.revoked.extend(later.revoked);
+        self.evidence.extend(later.evidence);
+        self.overflow += later.overflow;
+        self.cut_off.extend(later.cut_off);
+    }
+}
+
 /// Who recorded an event: the signing device and the Agent it acted for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -365,6 +381,89 @@ impl Replica {
             replica.ledger.apply_changes(deferred)?;
         }
         Ok((replica, receipt))
+    }
+
+    /// Take a missing part of the history from a peer: changes that this replica lacks, sent
+    /// without a signature each, and attestations that cover them (docs/security.md,
+    /// "Authorship by attestation", parts). Checked exactly as [`Replica::join_document`]
+    /// checks a document: each attestation must name a change of the part with the same
+    /// actor and seq and verify for this network; each change of the part must be covered by
+    /// a valid attestation of its own device (an attested change of the part that has it in
+    /// its causal past, walking dependencies within the part; the replica's own changes are
+    /// never in the part's past of a change it lacks, so they cover nothing). A change that
+    /// no attestation covers is refused as
+    /// [`SignatureProblem::NotCovered`](crate::identity::SignatureProblem::NotCovered) and
+    /// quarantined, never applied. Every covered change is then judged as a signed change on
+    /// arrival ([`Replica::receive`]'s path). A change of `Receipt::applied` covered by
+    /// another's attestation ([`Replica::attested_by`]) carries the attested change's
+    /// signature: store it with its 32-byte row, never send it on its own.
+    pub fn receive_part(
+        &mut self,
+        changes: Vec<Change>,
+        attestations: &[Attestation],
+    ) -> Result<Receipt> {
+        let _span = tracing::debug_span!("receive_part", n = changes.len()).entered();
+        let index: HashMap<ChangeHash, usize> = changes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.hash(), i))
+            .collect();
+        let mut valid: HashMap<ChangeHash, ChangeSignature> = HashMap::new();
+        for a in attestations {
+            let Some(&i) = index.get(&a.hash) else {
+                debug!(change = %a.hash, "an attestation of a change the part lacks");
+                continue;
+            };
+            match a.check(&self.network, &changes[i]) {
+                Ok(_) => {
+                    valid.insert(a.hash, a.signature);
+                }
+                Err(problem) => warn!(change = %a.hash, ?problem, "an attestation is refused"),
+            }
+        }
+        let graph: Vec<(ChangeHash, &[u8], &[ChangeHash])> = changes
+            .iter()
+            .map(|c| (c.hash(), c.actor_id().to_bytes(), c.deps()))
+            .collect();
+        let mut attested_changes: Vec<ChangeHash> = valid.keys().copied().collect();
+        attested_changes.sort();
+        let covered = coverage(&graph, attested_changes.into_iter());
+        let mut verdicts = Vec::with_capacity(changes.len());
+        let mut signed = Vec::with_capacity(changes.len());
+        let mut attested = Vec::new();
+        for change in changes {
+            let h = change.hash();
+            let (signature, verdict) =
+                match (covered.get(&h), DeviceId::of_actor(change.actor_id())) {
+                    (_, None) => (
+                        ChangeSignature([0; 64]),
+                        Err(crate::identity::SignatureProblem::ActorNotADevice),
+                    ),
+                    (Some(by), Some(d)) => {
+                        if *by != h {
+                            attested.push((h, *by));
+                        }
+                        (valid[by], Ok(d))
+                    }
+                    (None, Some(_)) => (
+                        ChangeSignature([0; 64]),
+                        Err(crate::identity::SignatureProblem::NotCovered),
+                    ),
+                };
+            verdicts.push(verdict);
+            signed.push(SignedChange { change, signature });
+        }
+        for (h, by) in &attested {
+            self.attested.entry(*h).or_insert(*by);
+        }
+        let receipt = self.receive_verified(signed, verdicts)?;
+        // Keep the coverage only of what stands (accepted or waiting).
+        for (h, _) in attested {
+            if !self.membership.knows(&h) && !self.waiting.contains_key(&h) {
+                self.attested.remove(&h);
+            }
+        }
+        Ok(receipt)
     }
 
     /// [`Replica::join`], with the signature verdicts already made (`verdicts`, one per

@@ -124,8 +124,12 @@ impl Net {
                             l.close(code, &reason);
                         }
                     }
-                    Effect::Store { link, changes } => {
-                        events.push_back(match replica.receive(changes) {
+                    Effect::Store {
+                        link,
+                        parts,
+                        changes,
+                    } => {
+                        events.push_back(match replica.receive_with_parts(parts, changes) {
                             Ok(receipt) => {
                                 debug!(
                                     applied = receipt.applied.len(),

@@ -50,7 +50,7 @@ use automerge::ChangeHash;
 use crate::identity::{DeviceId, NetworkId, SignedChange};
 use crate::membership::RECORD_PREFIX;
 use crate::replica::{Receipt, Replica};
-use crate::sync::{Frame, RefuseCode, SyncSession};
+use crate::sync::{Frame, ReceivedPart, RefuseCode, SyncSession};
 
 /// Most frames a session is asked for in one go (a bound against a runaway session).
 pub const MAX_FRAMES_PER_POLL: usize = 64;
@@ -365,6 +365,8 @@ pub enum Effect<A> {
     Store {
         /// The link they came from.
         link: LinkId,
+        /// Missing parts of the history (changes covered by attestations), stored first.
+        parts: Vec<ReceivedPart>,
         /// The changes.
         changes: Vec<SignedChange>,
     },
@@ -908,11 +910,16 @@ impl<A: Clone + PartialEq + std::fmt::Debug> NetworkProto<A> {
             if !l.waiting.is_empty() {
                 self.queue.push_front(link);
             }
-            if changes.is_empty() {
+            let parts = l.session.take_parts();
+            if changes.is_empty() && parts.is_empty() {
                 transmit(link, l, replica, out);
             } else {
                 self.storing = Some((link, l.peer));
-                out.push(Effect::Store { link, changes });
+                out.push(Effect::Store {
+                    link,
+                    parts,
+                    changes,
+                });
             }
         }
     }
@@ -1005,13 +1012,18 @@ impl<A: Clone + PartialEq + std::fmt::Debug> NetworkProto<A> {
         });
         let network = self.network;
         let mut removed = Vec::new();
+        let pushable: Vec<SignedChange> = changes
+            .iter()
+            .filter(|c| replica.attested_by(&c.hash()).is_none())
+            .cloned()
+            .collect();
         for (id, l) in &mut self.links {
             if l.closing || self.frozen {
                 continue;
             }
             if membership_changed && replica.member(&l.peer).is_none() {
                 // It learns of its removal first.
-                if let Some(frame) = l.session.push(changes) {
+                if let Some(frame) = l.session.push(&pushable) {
                     out.push(Effect::Send { link: *id, frame });
                 }
                 l.closing = true;
@@ -1033,8 +1045,10 @@ impl<A: Clone + PartialEq + std::fmt::Debug> NetworkProto<A> {
                 continue;
             }
             // The push carries the changes; the peer's answer starts a sync round if one is
-            // needed. Only the push's overflow is drained here.
-            if let Some(frame) = l.session.push(changes) {
+            // needed. Only the push's overflow is drained here. A change covered by another's
+            // attestation has no signature of its own: not pushed (the peer's next sync round
+            // gets it in a missing part, with attestations).
+            if let Some(frame) = l.session.push(&pushable) {
                 out.push(Effect::Send { link: *id, frame });
             }
             drain_queued(*id, l, replica, out);
@@ -1247,7 +1261,12 @@ mod tests {
                         },
                     )
                 }
-                Effect::Store { link, changes } => {
+                Effect::Store {
+                    link,
+                    parts,
+                    changes,
+                } => {
+                    assert!(parts.is_empty(), "no missing parts between these cores");
                     let receipt = replicas[x].receive(changes).expect("receive");
                     (x, Event::Stored { link, receipt })
                 }

@@ -146,6 +146,7 @@ enum Item {
         node: usize,
         gen: u64,
         link: LinkId,
+        parts: Vec<crate::sync::ReceivedPart>,
         changes: Vec<SignedChange>,
     },
     Bytes {
@@ -410,13 +411,18 @@ impl Sim {
                     self.close(c, side, theirs, 1);
                 }
             }
-            Effect::Store { link, changes } => {
+            Effect::Store {
+                link,
+                parts,
+                changes,
+            } => {
                 self.schedule(
                     1,
                     Item::Store {
                         node: x,
                         gen,
                         link,
+                        parts,
                         changes,
                     },
                 );
@@ -618,6 +624,7 @@ impl Sim {
                 node,
                 gen,
                 link,
+                parts,
                 changes,
             } => {
                 if self.nodes[node].gen != gen {
@@ -626,7 +633,7 @@ impl Sim {
                 let Some(r) = self.nodes[node].run.as_mut() else {
                     return;
                 };
-                match r.replica.receive(changes) {
+                match r.replica.receive_with_parts(parts, changes) {
                     Ok(receipt) => {
                         self.note(format!(
                             "{node} stored: applied {} refused {} waiting {} dup {}",

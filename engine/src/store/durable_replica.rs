@@ -596,6 +596,42 @@ impl DurableReplica {
     pub fn receive(&mut self, changes: Vec<SignedChange>) -> Result<Receipt> {
         self.usable()?;
         let receipt = self.replica.receive(changes)?;
+        self.persist_receipt(receipt)
+    }
+
+    /// Take a missing part of the history from a peer (see [`Replica::receive_part`]): its
+    /// changes covered by attestations, each judged; accepted changes (a covered one with a
+    /// 32-byte row naming the attested change, store version 5) and refusals are durable
+    /// when this returns.
+    pub fn receive_part(
+        &mut self,
+        changes: Vec<automerge::Change>,
+        attestations: &[crate::identity::Attestation],
+    ) -> Result<Receipt> {
+        self.usable()?;
+        let receipt = self.replica.receive_part(changes, attestations)?;
+        self.persist_receipt(receipt)
+    }
+
+    /// What a peer's frames brought, durably: the missing parts of the history first (see
+    /// [`DurableReplica::receive_part`]), then the signed changes; one receipt for all.
+    pub fn receive_with_parts(
+        &mut self,
+        parts: Vec<crate::sync::ReceivedPart>,
+        changes: Vec<SignedChange>,
+    ) -> Result<Receipt> {
+        let mut receipt = Receipt::default();
+        for (part, attestations) in parts {
+            receipt.absorb(self.receive_part(part, &attestations)?);
+        }
+        if !changes.is_empty() {
+            receipt.absorb(self.receive(changes)?);
+        }
+        Ok(receipt)
+    }
+
+    /// Store what a receipt accepted and refused (and delete what it revoked).
+    fn persist_receipt(&mut self, receipt: Receipt) -> Result<Receipt> {
         let refused: Vec<Quarantined> = receipt
             .refused
             .iter()

@@ -109,6 +109,11 @@ pub enum SyncError {
     /// A saved sync state could not be read.
     #[error("the saved sync state cannot be read: {0}")]
     BadState(String),
+    /// A missing part of the history ([`Frame::Document`] to a device that has a replica)
+    /// does not split into whole Automerge changes (truncated or corrupt): nothing of it
+    /// is applied.
+    #[error("a part of the history cannot be read: {0}")]
+    BadPart(String),
 }
 
 /// Counters of one session, for logs and tests.
@@ -201,12 +206,20 @@ pub struct SyncSession {
     document_sent: bool,
     /// The document a bootstrapping session is receiving (its parts so far).
     document: Option<Incoming>,
+    /// A missing part of the history being received by a session with a replica.
+    part: Option<Incoming>,
+    /// Missing parts received whole, for the caller ([`SyncSession::take_parts`]).
+    parts: Vec<ReceivedPart>,
     stats: SessionStats,
 }
 
 /// A peer's saved document received in a bootstrap and the attestations covering its changes
 /// ([`SyncSession::take_document`], for [`Replica::join_document`]).
 pub type ReceivedDocument = (Vec<u8>, Vec<Attestation>);
+
+/// A missing part of the history received from a peer (the changes, in the order sent, and
+/// the attestations covering them), for [`Replica::receive_part`].
+pub type ReceivedPart = (Vec<automerge::Change>, Vec<Attestation>);
 
 /// A document arriving in parts ([`Frame::Document`]).
 #[derive(Debug)]
@@ -281,6 +294,48 @@ impl SyncSession {
         }
     }
 
+    /// The missing parts of the history received whole since the last call (a session with a
+    /// replica: [`Frame::Document`] frames that a peer sends instead of changes it holds
+    /// without a signature of their own). Pass each to [`Replica::receive_part`] (or
+    /// `DurableReplica::receive_part`), before the changes [`SyncSession::handle_frame`]
+    /// returned and before the next [`SyncSession::poll_transmit`].
+    pub fn take_parts(&mut self) -> Vec<ReceivedPart> {
+        std::mem::take(&mut self.parts)
+    }
+
+    /// Take a frame of a missing part of the history (a session with a replica); when the
+    /// part is whole, split it into changes and keep it for [`SyncSession::take_parts`].
+    fn receive_history_part(
+        &mut self,
+        local: Local<'_>,
+        total: u64,
+        offset: u64,
+        bytes: Vec<u8>,
+        attestations: Vec<Attestation>,
+    ) -> Result<(), SyncError> {
+        receive_part_into(&mut self.part, total, offset, bytes, attestations)?;
+        let whole = self
+            .part
+            .as_ref()
+            .is_some_and(|p| p.bytes.len() as u64 == p.total);
+        if !whole {
+            return Ok(());
+        }
+        let Some(Incoming {
+            bytes,
+            attestations,
+            ..
+        }) = self.part.take()
+        else {
+            return Ok(());
+        };
+        let changes = split_part(&bytes)?;
+        self.stats.push_frames_received += 1;
+        self.note_received_changes(local, changes.iter());
+        self.parts.push((changes, attestations));
+        Ok(())
+    }
+
     /// Take a part of a document (a bootstrapping session only).
     fn receive_document_part(
         &mut self,
@@ -289,32 +344,162 @@ impl SyncSession {
         bytes: Vec<u8>,
         attestations: Vec<Attestation>,
     ) -> Result<(), SyncError> {
-        let incoming = self.document.get_or_insert_with(|| Incoming {
-            total,
-            bytes: Vec::new(),
-            attestations: Vec::new(),
-        });
-        let have = incoming.bytes.len() as u64;
-        if incoming.total != total || offset != have || have == total {
-            return Err(SyncError::Protocol(format!(
-                "a document part out of order (at {offset} of {total}, expected at {have} of {})",
-                incoming.total
-            )));
-        }
-        let end = offset + bytes.len() as u64;
-        if !attestations.is_empty() && end != total {
-            return Err(SyncError::Protocol(
-                "attestations in a document part that is not the last".into(),
-            ));
-        }
-        if bytes.is_empty() && end != total {
-            return Err(SyncError::Protocol("an empty document part".into()));
-        }
-        incoming.bytes.extend_from_slice(&bytes);
-        incoming.attestations = attestations;
-        Ok(())
+        receive_part_into(&mut self.document, total, offset, bytes, attestations)
     }
 
+    /// The frames of a missing part of the history for the peer ([`Frame::Document`] to a
+    /// device that has a replica): `changes` (what a sync message would carry, some of them
+    /// without a signature of their own in this replica) as Automerge change chunks back to
+    /// back, in parts of about [`FRAME_TARGET`] bytes, and in the last the attestations that
+    /// cover them: for each actor, the attestation covering its latest change of the part;
+    /// then, for a change still uncovered, its own signature. A change that can be covered
+    /// by neither (its attesting change is not in the part) is left out, with a warning: the
+    /// peer asks for it again by name.
+    fn part_frames(&mut self, replica: &Replica, changes: Vec<automerge::Change>) -> Vec<Frame> {
+        let in_part: HashMap<ChangeHash, usize> = changes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.hash(), i))
+            .collect();
+        let by_of = |h: &ChangeHash| replica.attested_by(h).unwrap_or(*h);
+        let mut latest: HashMap<&[u8], (u64, ChangeHash)> = HashMap::new();
+        for c in &changes {
+            let e = latest
+                .entry(c.actor_id().to_bytes())
+                .or_insert((c.seq(), c.hash()));
+            if e.0 < c.seq() {
+                *e = (c.seq(), c.hash());
+            }
+        }
+        let mut chosen: BTreeSet<ChangeHash> = latest
+            .values()
+            .map(|(_, tip)| by_of(tip))
+            .filter(|by| in_part.contains_key(by) && replica.signature(by).is_some())
+            .collect();
+        let graph: Vec<(ChangeHash, &[u8], &[ChangeHash])> = changes
+            .iter()
+            .map(|c| (c.hash(), c.actor_id().to_bytes(), c.deps()))
+            .collect();
+        let covered = crate::replica::coverage(&graph, chosen.iter().copied());
+        let mut left_out = HashSet::new();
+        for c in &changes {
+            let h = c.hash();
+            if covered.contains_key(&h) {
+                continue;
+            }
+            let by = by_of(&h);
+            if in_part.contains_key(&by) && replica.signature(&by).is_some() {
+                chosen.insert(by);
+            } else {
+                warn!(change = %h, "a change whose attestation is not in the part; not sent");
+                left_out.insert(h);
+            }
+        }
+        let attestations: Vec<Attestation> = chosen
+            .iter()
+            .filter_map(|h| {
+                let c = &changes[in_part[h]];
+                Some(Attestation {
+                    actor: c.actor_id().clone(),
+                    seq: c.seq(),
+                    hash: *h,
+                    signature: replica.signature(h)?,
+                })
+            })
+            .collect();
+        let mut bytes = Vec::new();
+        let mut sent = 0u64;
+        for c in &changes {
+            if !left_out.contains(&c.hash()) {
+                bytes.extend_from_slice(c.raw_bytes());
+                sent += 1;
+            }
+        }
+        self.stats.changes_sent += sent;
+        let total = bytes.len() as u64;
+        let part = self.frame_target.max(1);
+        let mut frames: Vec<Frame> = bytes
+            .chunks(part)
+            .enumerate()
+            .map(|(i, b)| Frame::Document {
+                total,
+                offset: (i * part) as u64,
+                bytes: b.to_vec(),
+                attestations: Vec::new(),
+            })
+            .collect();
+        if let Some(Frame::Document {
+            attestations: last, ..
+        }) = frames.last_mut()
+        {
+            *last = attestations;
+        }
+        self.stats.push_frames_sent += frames.len() as u64;
+        frames
+    }
+}
+
+/// Take a frame of a document or of a part into `slot` (in order, attestations only in the
+/// last).
+fn receive_part_into(
+    slot: &mut Option<Incoming>,
+    total: u64,
+    offset: u64,
+    bytes: Vec<u8>,
+    attestations: Vec<Attestation>,
+) -> Result<(), SyncError> {
+    let incoming = slot.get_or_insert_with(|| Incoming {
+        total,
+        bytes: Vec::new(),
+        attestations: Vec::new(),
+    });
+    let have = incoming.bytes.len() as u64;
+    if incoming.total != total || offset != have || have == total {
+        return Err(SyncError::Protocol(format!(
+            "a document part out of order (at {offset} of {total}, expected at {have} of {})",
+            incoming.total
+        )));
+    }
+    let end = offset + bytes.len() as u64;
+    if !attestations.is_empty() && end != total {
+        return Err(SyncError::Protocol(
+            "attestations in a document part that is not the last".into(),
+        ));
+    }
+    if bytes.is_empty() && end != total {
+        return Err(SyncError::Protocol("an empty document part".into()));
+    }
+    incoming.bytes.extend_from_slice(&bytes);
+    incoming.attestations = attestations;
+    Ok(())
+}
+
+/// The changes of a missing part of the history: Automerge change chunks back to back (what
+/// Automerge's incremental save writes). Anything else, or a chunk cut short, is
+/// [`SyncError::BadPart`].
+fn split_part(bytes: &[u8]) -> Result<Vec<automerge::Change>, SyncError> {
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let len = chunk_len(rest).ok_or_else(|| {
+            SyncError::BadPart(format!(
+                "{} bytes at offset {} are not a whole Automerge chunk",
+                rest.len(),
+                bytes.len() - rest.len()
+            ))
+        })?;
+        let change = frame::decode_change(&rest[..len])
+            .map_err(|e| SyncError::BadPart(format!("not a change: {e}")))?;
+        out.push(change);
+        rest = &rest[len..];
+    }
+    if out.is_empty() {
+        return Err(SyncError::BadPart("an empty part".into()));
+    }
+    Ok(out)
+}
+
+impl SyncSession {
     /// The frames of a document bootstrap for a peer that has nothing ([`Frame::Document`]),
     /// if the replica can cover its every change with attestations: the document in parts of
     /// about [`FRAME_TARGET`] bytes, the attestations in the last. Marks every change sent.
@@ -363,6 +548,8 @@ impl SyncSession {
             frame_target: FRAME_TARGET,
             document_sent: false,
             document: None,
+            part: None,
+            parts: Vec::new(),
             stats: SessionStats::default(),
         }
     }
@@ -473,14 +660,34 @@ impl SyncSession {
             message.have = Vec::new();
         }
         message.need = need;
+        let queued = self.outbox.len();
         let changes = match local {
-            Local::Replica(replica) => self.signed_changes_of(replica, &message),
+            Local::Replica(replica) => {
+                let (signed, unsigned) = self.signed_changes_of(replica, &message);
+                if unsigned {
+                    // Some changes have no signature of their own here (covered by an
+                    // attestation): the whole lot goes as a missing part, with attestations,
+                    // ahead of the sync message.
+                    let all = message
+                        .changes
+                        .iter()
+                        .flat_map(|chunk| expand_chunk(replica, chunk))
+                        .collect();
+                    let frames = self.part_frames(replica, all);
+                    self.outbox.extend(frames);
+                    Vec::new()
+                } else {
+                    signed
+                }
+            }
             // An empty document has no changes to send.
             Local::Empty(_) => Vec::new(),
         };
         message.changes = automerge::sync::ChunkList::empty();
         let encoded = message.encode();
-        if changes.is_empty() && self.last_sent.as_deref() == Some(encoded.as_slice()) {
+        let part_sent = self.outbox.len() > queued;
+        if changes.is_empty() && !part_sent && self.last_sent.as_deref() == Some(encoded.as_slice())
+        {
             self.stats.repeats_suppressed += 1;
             return None;
         }
@@ -521,19 +728,22 @@ impl SyncSession {
         self.outbox.pop_front()
     }
 
-    /// The changes Automerge put in a message, with their signatures.
-    fn signed_changes_of(&self, replica: &Replica, message: &Message) -> Vec<SignedChange> {
+    /// The changes Automerge put in a message, with their signatures, and whether some have
+    /// no signature of their own (covered by an attestation: they travel in a part).
+    fn signed_changes_of(&self, replica: &Replica, message: &Message) -> (Vec<SignedChange>, bool) {
         let mut out = Vec::with_capacity(message.changes.len());
+        let mut unsigned = false;
         for chunk in message.changes.iter() {
             for change in expand_chunk(replica, chunk) {
                 let hash = change.hash();
                 match replica.signature(&hash) {
                     Some(signature) => out.push(SignedChange { change, signature }),
+                    None if replica.attested_by(&hash).is_some() => unsigned = true,
                     None => warn!(change = %hash, "a change has no signature; not sent"),
                 }
             }
         }
-        out
+        (out, unsigned)
     }
 
     /// What to ask the peer for: the changes its heads descend from that we neither have,
@@ -647,6 +857,15 @@ impl SyncSession {
 
     /// Remember changes received from the peer.
     fn note_received(&mut self, local: Local<'_>, changes: &[SignedChange]) {
+        self.note_received_changes(local, changes.iter().map(|c| &c.change));
+    }
+
+    fn note_received_changes<'c>(
+        &mut self,
+        local: Local<'_>,
+        changes: impl ExactSizeIterator<Item = &'c automerge::Change>,
+    ) {
+        let changes: Vec<&automerge::Change> = changes.collect();
         self.stats.changes_received += changes.len() as u64;
         if self.recent.len() + changes.len() > RECENT_MAX {
             self.recent.clear();
@@ -658,7 +877,7 @@ impl SyncSession {
                 self.recent.insert(hash);
             }
             if unknown.contains(&hash) && self.unapplied.len() < UNAPPLIED_MAX {
-                self.unapplied.insert(hash, c.change.deps().to_vec());
+                self.unapplied.insert(hash, c.deps().to_vec());
             }
         }
     }
@@ -692,10 +911,10 @@ impl SyncSession {
                     self.receive_document_part(total, offset, bytes, attestations)?;
                     Ok(Vec::new())
                 }
-                Local::Replica(_) => Err(SyncError::Protocol(
-                    "a document sent to a device that has a replica (only a bootstrap takes one)"
-                        .into(),
-                )),
+                Local::Replica(_) => {
+                    self.receive_history_part(local, total, offset, bytes, attestations)?;
+                    Ok(Vec::new())
+                }
             },
             Frame::Push { changes } => {
                 self.stats.push_frames_received += 1;

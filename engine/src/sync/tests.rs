@@ -41,6 +41,9 @@ fn sync_pair(
                 let (frame, used) = Frame::split(&wire).expect("decode").expect("whole");
                 assert_eq!(used, wire.len());
                 let changes = s_to.handle_frame(to, frame).expect("handle");
+                for (part, attestations) in s_to.take_parts() {
+                    to.receive_part(part, &attestations).expect("receive part");
+                }
                 to.receive(changes).expect("receive");
                 progress = true;
             }
@@ -548,9 +551,145 @@ fn document_parts_out_of_order_or_incomplete_are_protocol_violations() {
         .expect("second half");
     let (got, att) = s.take_document().expect("whole").expect("a document");
     assert_eq!((got, att), (doc.clone(), attestations.clone()));
-    // A device that has a replica takes no document.
+    // A device that has a replica takes a missing part of the history, never a saved
+    // document (a whole-document chunk is not a change).
     let mut s = SyncSession::new(admin.network(), replicas[1].device());
-    assert!(protocol(s.handle_frame(admin, part(0, doc.len(), true))));
+    assert!(matches!(
+        s.handle_frame(admin, part(0, doc.len(), true)),
+        Err(SyncError::BadPart(_))
+    ));
+}
+
+/// Admin A writes while member C is offline; B joins by A's document (holding A's earlier
+/// changes with no signature of their own); A is gone. C, syncing only with B, gets them
+/// as a missing part with attestations and converges.
+fn joined_by_document(seed: u64, events: usize) -> (Vec<Replica>, Replica) {
+    let mut replicas = sim::network(seed, 2);
+    for i in 0..events {
+        produce(&mut replicas[0], "a0", &format!("lot-{i}"));
+    }
+    let key = DeviceKey::generate().expect("key");
+    let (mut joining, _serving, frames) = bootstrap_answer(&replicas[0], key.id());
+    for f in frames {
+        joining.handle_bootstrap_frame(f).expect("handle");
+    }
+    let (doc, attestations) = joining.take_document().expect("whole").expect("a document");
+    let (joined, receipt) =
+        Replica::join_document(replicas[0].network(), key, &doc, &attestations).expect("join");
+    assert!(receipt.refused.is_empty(), "{:?}", receipt.refused);
+    (replicas, joined)
+}
+
+#[test]
+fn a_member_behind_catches_up_from_a_device_that_joined_by_document() {
+    let (mut replicas, mut b) = joined_by_document(21, 40);
+    let missing = replicas[0]
+        .ledger()
+        .changes_since(&replicas[1].ledger().heads());
+    let unsigned = missing
+        .iter()
+        .filter(|c| b.signature(&c.hash()).is_none())
+        .count();
+    assert!(
+        unsigned >= 39,
+        "B must hold changes without signatures ({unsigned})"
+    );
+    // C writes too while offline.
+    produce(&mut replicas[1], "a1", "c-lot");
+    let c = &mut replicas[1];
+    let mut sb = SyncSession::new(b.network(), c.device());
+    let mut sc = SyncSession::new(c.network(), b.device());
+    sync_pair(&mut b, &mut sb, c, &mut sc, 64);
+    assert_eq!(c.quarantine().count(), 0, "nothing refused");
+    assert_eq!(c.ledger().heads(), b.ledger().heads());
+    assert_eq!(
+        c.ledger().changes_since(&[]).len(),
+        b.ledger().changes_since(&[]).len()
+    );
+    assert_eq!(c.ledger().snapshot(), b.ledger().snapshot());
+    assert_eq!(c.ledger().event_count(), 41);
+    // The covered changes reached C without signatures of their own, covered.
+    assert!(missing
+        .iter()
+        .all(|ch| c.signature(&ch.hash()).is_some() || c.attested_by(&ch.hash()).is_some()));
+    // And A (back) has everything C has but its own write: it is C's.
+    let a_heads = replicas[0].ledger().heads();
+    assert!(a_heads
+        .iter()
+        .all(|h| replicas[1].ledger().doc().get_change_by_hash(h).is_some()));
+}
+
+#[test]
+fn a_part_with_forged_or_missing_attestations_is_refused_and_a_truncated_part_is_typed() {
+    let (replicas, b) = joined_by_document(22, 10);
+    let c = &replicas[1];
+    let part: Vec<automerge::Change> = b.ledger().changes_since(&c.ledger().heads());
+    assert!(part.len() >= 10);
+    let tip = part.last().expect("a change").clone();
+    let good = Attestation {
+        actor: tip.actor_id().clone(),
+        seq: tip.seq(),
+        hash: tip.hash(),
+        signature: b.signature(&tip.hash()).expect("the tip is signed"),
+    };
+    let not_covered = |r: &Replica, n: usize| {
+        r.quarantine()
+            .filter(|q| {
+                q.reason
+                    == Rejection::Signature {
+                        problem: crate::identity::SignatureProblem::NotCovered,
+                    }
+            })
+            .count()
+            == n
+    };
+    // The right attestation: everything stands.
+    let mut ok = sim::network(22, 2).remove(1);
+    let receipt = ok
+        .receive_part(part.clone(), std::slice::from_ref(&good))
+        .expect("part");
+    assert_eq!(receipt.applied.len(), part.len());
+    assert_eq!(ok.ledger().heads(), b.ledger().heads());
+    // A forged signature covers nothing: every change is refused, none applied.
+    let mut forged = good.clone();
+    forged.signature.0[0] ^= 1;
+    let mut r = sim::network(22, 2).remove(1);
+    let receipt = r.receive_part(part.clone(), &[forged]).expect("part");
+    assert!(receipt.applied.is_empty());
+    assert!(not_covered(&r, part.len()));
+    assert_eq!(r.ledger().heads(), c.ledger().heads());
+    // No attestation at all: the same.
+    let mut r = sim::network(22, 2).remove(1);
+    let receipt = r.receive_part(part.clone(), &[]).expect("part");
+    assert!(receipt.applied.is_empty());
+    assert!(not_covered(&r, part.len()));
+    // An attestation of an earlier change covers only its past: the rest is refused.
+    let mid = &part[4];
+    let earlier = Attestation {
+        actor: mid.actor_id().clone(),
+        seq: mid.seq(),
+        hash: mid.hash(),
+        signature: replicas[0].signature(&mid.hash()).expect("A signed it"),
+    };
+    let mut r = sim::network(22, 2).remove(1);
+    let receipt = r.receive_part(part.clone(), &[earlier]).expect("part");
+    assert_eq!(receipt.applied.len(), 5);
+    assert!(not_covered(&r, part.len() - 5));
+    // A truncated part is a typed error, nothing applied.
+    let mut bytes: Vec<u8> = part.iter().flat_map(|c| c.raw_bytes().to_vec()).collect();
+    bytes.truncate(bytes.len() - 3);
+    let mut s = SyncSession::new(c.network(), b.device());
+    let frame = Frame::Document {
+        total: bytes.len() as u64,
+        offset: 0,
+        bytes,
+        attestations: vec![good],
+    };
+    assert!(matches!(
+        s.handle_frame(c, frame),
+        Err(SyncError::BadPart(_))
+    ));
+    assert!(s.take_parts().is_empty());
 }
 
 #[test]
