@@ -161,18 +161,31 @@ impl Store {
         write_changes_of(self, &tx, &key, changes, &replica)?;
         super::cut_off::write_cut_offs(self, &tx, &key, replica.cut_offs())?;
         tx.commit().ctx(&self.path, "commit")?;
+        let tail_bytes = changes.iter().map(|c| c.change.raw_bytes().len()).sum();
+        Ok(self.created(key, replica, (changes.len(), tail_bytes), 0))
+    }
+
+    /// A replica just created in this store: `tail` its change rows (count, bytes) past a
+    /// snapshot of `snapshot_bytes`.
+    fn created(
+        &self,
+        key: String,
+        replica: Replica,
+        tail: (usize, usize),
+        snapshot_bytes: usize,
+    ) -> DurableReplica {
         let saved_cut_offs = replica.cut_offs().map(|c| c.device).collect();
-        Ok(DurableReplica {
+        DurableReplica {
             store: self.clone(),
             key,
             replica,
-            tail: changes.len(),
-            tail_bytes: changes.iter().map(|c| c.change.raw_bytes().len()).sum(),
-            snapshot_bytes: 0,
+            tail: tail.0,
+            tail_bytes: tail.1,
+            snapshot_bytes,
             policy: CompactionPolicy::default(),
             stale: false,
             saved_cut_offs,
-        })
+        }
     }
 
     /// [`Store::create_replica`] of a replica joined from a peer's document
@@ -208,33 +221,12 @@ impl Store {
             let mut nets = tx.open_table(NETWORKS).ctx(&self.path, "open networks")?;
             nets.insert(key.as_str(), ledger.network_name().as_bytes())
                 .ctx(&self.path, "write network")?;
-            let mut s = tx
-                .open_table(SIGNATURES)
-                .ctx(&self.path, "open signatures")?;
-            for c in changes {
-                let h = c.hash();
-                match replica.attested_by(&h) {
-                    Some(by) => s.insert((key.as_str(), &h.0), by.0.as_slice()),
-                    None => s.insert((key.as_str(), &h.0), c.signature.0.as_slice()),
-                }
-                .ctx(&self.path, "write signature")?;
-            }
         }
+        write_signatures(self, &tx, &key, changes, |h| replica.attested_by(h))?;
         job.write_in(self, &tx)?;
         super::cut_off::write_cut_offs(self, &tx, &key, replica.cut_offs())?;
         tx.commit().ctx(&self.path, "commit")?;
-        let saved_cut_offs = replica.cut_offs().map(|c| c.device).collect();
-        Ok(DurableReplica {
-            store: self.clone(),
-            key,
-            replica,
-            tail: 0,
-            tail_bytes: 0,
-            snapshot_bytes: job.document.len(),
-            policy: CompactionPolicy::default(),
-            stale: false,
-            saved_cut_offs,
-        })
+        Ok(self.created(key, replica, (0, 0), job.document.len()))
     }
 
     /// Open a stored replica of `network` as the device `key` (a new session actor).
@@ -349,13 +341,27 @@ fn write_rows(
     attested_by: impl Fn(&ChangeHash) -> Option<ChangeHash>,
 ) -> Result<()> {
     let mut t = tx.open_table(CHANGES).ctx(&store.path, "open changes")?;
+    for c in changes {
+        t.insert((network, &c.hash().0), c.change.raw_bytes())
+            .ctx(&store.path, "write change")?;
+    }
+    write_signatures(store, tx, network, changes, attested_by)
+}
+
+/// The signature rows of `changes`: 32 bytes naming the attested change that covers one
+/// (`attested_by`, store version 5), else its own 64-byte signature.
+fn write_signatures(
+    store: &Store,
+    tx: &redb::WriteTransaction,
+    network: &str,
+    changes: &[SignedChange],
+    attested_by: impl Fn(&ChangeHash) -> Option<ChangeHash>,
+) -> Result<()> {
     let mut s = tx
         .open_table(SIGNATURES)
         .ctx(&store.path, "open signatures")?;
     for c in changes {
         let h = c.hash();
-        t.insert((network, &h.0), c.change.raw_bytes())
-            .ctx(&store.path, "write change")?;
         match attested_by(&h) {
             Some(by) => s.insert((network, &h.0), by.0.as_slice()),
             None => s.insert((network, &h.0), c.signature.0.as_slice()),
