@@ -366,33 +366,55 @@ fn env() -> Arc<Env> {
     Arc::new(Env::stdlib().with_optional_support(false))
 }
 
-/// Which fields of one input variable a rule set reads.
+/// What a rule set reads of one input variable, or of one field of it: only that is built for
+/// each evaluation. Nested: `resource.onhand.milli` reads `milli` of the field `onhand`, and
+/// nothing else of either.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 enum VarUse {
     /// Not at all.
     #[default]
     None,
-    /// Only these (`event.provider`, `has(event.note)`).
-    Fields(std::collections::BTreeSet<String>),
-    /// As a whole (`event == {...}`, `event['x']`): every field.
+    /// Only these fields, each with what is read of it. `Fields` of no field is a value read
+    /// only for whether it is there (`resource == null`): any map, even an empty one, is not
+    /// null, so the verdict is the same as with every field built.
+    Fields(std::collections::BTreeMap<String, VarUse>),
+    /// As a whole (`event == {...}`, `event['x']`, `size(resource)`): every field, and
+    /// every field of those.
     All,
 }
 
 impl VarUse {
-    fn add(&mut self, field: &str) {
-        match self {
-            VarUse::None => *self = VarUse::Fields([field.to_string()].into()),
-            VarUse::Fields(f) => {
-                f.insert(field.to_string());
-            }
-            VarUse::All => {}
+    /// Presence only (`x == null`): read, but no field of it.
+    fn presence() -> VarUse {
+        VarUse::Fields(Default::default())
+    }
+    /// Read `path` (fields from this value down), its last field as `leaf` says.
+    fn add(&mut self, path: &[&str], leaf: VarUse) {
+        let Some((first, rest)) = path.split_first() else {
+            self.union(&leaf);
+            return;
+        };
+        if *self == VarUse::None {
+            *self = VarUse::presence();
+        }
+        if let VarUse::Fields(f) = self {
+            f.entry(first.to_string())
+                .or_insert_with(VarUse::presence)
+                .add(rest, leaf);
         }
     }
     fn union(&mut self, other: &VarUse) {
-        match other {
-            VarUse::None => {}
-            VarUse::All => *self = VarUse::All,
-            VarUse::Fields(f) => f.iter().for_each(|x| self.add(x)),
+        match (&mut *self, other) {
+            (_, VarUse::None) | (VarUse::All, _) => {}
+            (_, VarUse::All) => *self = VarUse::All,
+            (VarUse::None, VarUse::Fields(_)) => *self = other.clone(),
+            (VarUse::Fields(mine), VarUse::Fields(theirs)) => {
+                for (k, v) in theirs {
+                    mine.entry(k.clone())
+                        .or_insert_with(VarUse::presence)
+                        .union(v);
+                }
+            }
         }
     }
     fn reads(&self) -> bool {
@@ -401,8 +423,20 @@ impl VarUse {
     fn wants(&self, field: &str) -> bool {
         match self {
             VarUse::None => false,
-            VarUse::Fields(f) => f.contains(field),
+            VarUse::Fields(f) => f.contains_key(field),
             VarUse::All => true,
+        }
+    }
+    /// What is read of `field` (presence only for a field not read at all: its caller does
+    /// not build it).
+    fn of(&self, field: &str) -> &VarUse {
+        static PRESENCE: std::sync::OnceLock<VarUse> = std::sync::OnceLock::new();
+        match self {
+            VarUse::All => &VarUse::All,
+            VarUse::Fields(f) => f
+                .get(field)
+                .unwrap_or_else(|| PRESENCE.get_or_init(VarUse::presence)),
+            VarUse::None => PRESENCE.get_or_init(VarUse::presence),
         }
     }
 }
@@ -447,28 +481,34 @@ fn check_tree(e: &IdedExpr, nodes: &mut usize, uses: &mut Uses) -> Result<(), St
         ),
         Expr::Literal(LiteralValue::Bytes(_)) => Err("a bytes literal".into()),
         Expr::Literal(_) => Ok(()),
-        Expr::Ident(name) => match uses.var(name) {
-            Some(v) => {
-                *v = VarUse::All;
-                Ok(())
-            }
-            None => Err(format!(
-                "unknown name {name:?}: a rule reads only event, recorder and resource"
-            )),
-        },
-        Expr::Select(s) => {
-            if let Expr::Ident(name) = &s.operand.expr {
-                if let Some(v) = uses.var(name) {
-                    *nodes += 1;
-                    v.add(&s.field);
-                    return Ok(());
-                }
-            }
-            check_tree(&s.operand, nodes, uses)
-        }
+        Expr::Ident(_) | Expr::Select(_) => read_path(e, nodes, uses, VarUse::All),
         Expr::Call(c) => {
             if !ALLOWED_CALLS.contains(&c.func_name.as_str()) {
                 return Err(format!("the function {:?} is not allowed", c.func_name));
+            }
+            // `x == null`, `x != null` (either way round) on an input or a field of one reads
+            // only whether it is there.
+            if c.target.is_none() && matches!(c.func_name.as_str(), "_==_" | "_!=_") {
+                if let [a, b] = c.args.as_slice() {
+                    let is_null =
+                        |x: &IdedExpr| matches!(x.expr, Expr::Literal(LiteralValue::Null));
+                    let other = if is_null(b) {
+                        Some(a)
+                    } else if is_null(a) {
+                        Some(b)
+                    } else {
+                        None
+                    };
+                    if let Some(x) =
+                        other.filter(|x| matches!(x.expr, Expr::Ident(_) | Expr::Select(_)))
+                    {
+                        *nodes += 2;
+                        if *nodes > MAX_NODES {
+                            return Err(format!("more than {MAX_NODES} syntax nodes"));
+                        }
+                        return read_path(x, nodes, uses, VarUse::presence());
+                    }
+                }
             }
             if let Some(t) = &c.target {
                 check_tree(t, nodes, uses)?;
@@ -500,6 +540,44 @@ fn check_tree(e: &IdedExpr, nodes: &mut usize, uses: &mut Uses) -> Result<(), St
             Err("a loop macro (all, exists, exists_one, map, filter): rules have no loops".into())
         }
         Expr::Struct(_) => Err("a struct literal".into()),
+    }
+}
+
+/// An identifier or a chain of field selections (`resource.onhand.milli`, `has(event.note)`):
+/// note what it reads of an input (its last field as `leaf` says), or, if it does not start
+/// at an input's name, walk the expression it selects from.
+fn read_path(e: &IdedExpr, nodes: &mut usize, uses: &mut Uses, leaf: VarUse) -> Result<(), String> {
+    let mut path = Vec::new();
+    let mut at = e;
+    while let Expr::Select(s) = &at.expr {
+        path.push(s.field.as_str());
+        at = &s.operand;
+    }
+    path.reverse();
+    // `e` itself was counted by the caller; the rest of the chain here, except an expression
+    // selected from that is not a name (counted as it is walked).
+    let base_is_name = matches!(at.expr, Expr::Ident(_));
+    *nodes += if base_is_name {
+        path.len()
+    } else {
+        path.len() - 1
+    };
+    if *nodes > MAX_NODES {
+        return Err(format!("more than {MAX_NODES} syntax nodes"));
+    }
+    match &at.expr {
+        Expr::Ident(name) => match uses.var(name) {
+            Some(v) => {
+                v.add(&path, leaf);
+                Ok(())
+            }
+            None => Err(format!(
+                "unknown name {name:?}: a rule reads only event, recorder and resource"
+            )),
+        },
+        // Something else selected from (a map literal, a call's result): every field of what
+        // it reads.
+        _ => check_tree(at, nodes, uses),
     }
 }
 
@@ -681,29 +759,35 @@ fn opt_text(s: &Option<String>) -> Val<'_> {
 }
 
 /// A quantity as rules see it: `value` (the exact decimal as a string), `milli` (thousandths
-/// of the unit, an integer, truncated toward zero: exact for up to three decimals) and `unit`.
-fn quantity(q: Quantity, unit: Option<&Id>) -> Val<'_> {
+/// of the unit, an integer, truncated toward zero: exact for up to three decimals) and `unit`;
+/// only the fields `want` asks for.
+fn quantity<'v>(q: Quantity, unit: Option<&'v Id>, want: &VarUse) -> Val<'v> {
     use rust_decimal::prelude::ToPrimitive;
-    let milli = (q.value() * rust_decimal::Decimal::from(1000))
-        .trunc()
-        .to_i64()
-        .unwrap_or(i64::MAX);
-    let entries: [(&'static str, Val<'_>); 3] = [
-        ("value", Box::new(CelString::from(q.to_string()))),
-        ("milli", Box::new(CelInt::from(milli))),
-        ("unit", unit.map_or_else(null, |u| text(u.as_str()))),
-    ];
-    map(entries)
+    map_of(
+        want,
+        &[
+            ("value", &|| Box::new(CelString::from(q.to_string()))),
+            ("milli", &|| {
+                let milli = (q.value() * rust_decimal::Decimal::from(1000))
+                    .trunc()
+                    .to_i64()
+                    .unwrap_or(i64::MAX);
+                Box::new(CelInt::from(milli))
+            }),
+            ("unit", &|| unit.map_or_else(null, |u| text(u.as_str()))),
+        ],
+    )
 }
 
-fn measure(m: &Option<Measure>) -> Val<'_> {
-    m.as_ref()
-        .map_or_else(null, |m| quantity(m.has_numerical_value, Some(&m.has_unit)))
+fn measure<'v>(m: &'v Option<Measure>, want: &VarUse) -> Val<'v> {
+    m.as_ref().map_or_else(null, |m| {
+        quantity(m.has_numerical_value, Some(&m.has_unit), want)
+    })
 }
 
-fn map<'v>(entries: impl IntoIterator<Item = (&'static str, Val<'v>)>) -> Val<'v> {
-    // Sized once (a rule reads a few fields): no rehash while it fills.
-    let mut m: HashMap<CelMapKey<'v>, Val<'v>> = HashMap::with_capacity(8);
+fn map<'v>(size: usize, entries: impl IntoIterator<Item = (&'static str, Val<'v>)>) -> Val<'v> {
+    // Sized once: no rehash while it fills.
+    let mut m: HashMap<CelMapKey<'v>, Val<'v>> = HashMap::with_capacity(size);
     for (k, v) in entries {
         m.insert(CelMapKey::from(k), v);
     }
@@ -715,10 +799,18 @@ type Field<'a, 'v> = (&'static str, &'a dyn Fn() -> Val<'v>);
 
 /// A map of the entries `want` asks for; values are made only for those.
 fn map_of<'v>(want: &VarUse, entries: &[Field<'_, 'v>]) -> Val<'v> {
-    map(entries
-        .iter()
-        .filter(|(k, _)| want.wants(k))
-        .map(|(k, v)| (*k, v())))
+    let size = match want {
+        VarUse::All => entries.len(),
+        VarUse::Fields(f) => f.len(),
+        VarUse::None => 0,
+    };
+    map(
+        size,
+        entries
+            .iter()
+            .filter(|(k, _)| want.wants(k))
+            .map(|(k, v)| (*k, v())),
+    )
 }
 
 /// `event` as a rule sees it (the fields `want` asks for).
@@ -734,8 +826,10 @@ fn event_value<'v>(e: &'v EconomicEvent, want: &VarUse) -> Val<'v> {
             ("toResource", &|| opt_id(&e.to_resource_inventoried_as)),
             ("createdResource", &|| opt_id(&e.created_resource)),
             ("conformsTo", &|| opt_id(&e.resource_conforms_to)),
-            ("quantity", &|| measure(&e.resource_quantity)),
-            ("effort", &|| measure(&e.effort_quantity)),
+            ("quantity", &|| {
+                measure(&e.resource_quantity, want.of("quantity"))
+            }),
+            ("effort", &|| measure(&e.effort_quantity, want.of("effort"))),
             ("inputOf", &|| opt_id(&e.input_of)),
             ("outputOf", &|| opt_id(&e.output_of)),
             ("atLocation", &|| opt_id(&e.at_location)),
@@ -764,8 +858,12 @@ fn resource_value<'v>(r: Option<&'v ResourceSeen>, want: &VarUse) -> Val<'v> {
         &[
             ("id", &|| text(r.id.as_str())),
             ("unit", &|| opt_id(&r.unit)),
-            ("onhand", &|| quantity(r.onhand, r.unit.as_ref())),
-            ("accounting", &|| quantity(r.accounting, r.unit.as_ref())),
+            ("onhand", &|| {
+                quantity(r.onhand, r.unit.as_ref(), want.of("onhand"))
+            }),
+            ("accounting", &|| {
+                quantity(r.accounting, r.unit.as_ref(), want.of("accounting"))
+            }),
             ("custodian", &|| opt_id(&r.custodian)),
             ("accountable", &|| opt_id(&r.accountable)),
             ("location", &|| opt_id(&r.location)),
