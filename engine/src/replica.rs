@@ -827,7 +827,22 @@ impl Replica {
         unstored: &HashSet<ChangeHash>,
         stored_cut_off: impl Fn(&DeviceId) -> bool,
     ) -> Result<Replica> {
-        let doc = self.ledger.doc().fork_at(heads)?;
+        let doc = match self.ledger.doc().fork_at(heads) {
+            Ok(doc) => doc,
+            // The heads name changes revoked since (a judgment from scratch rebuilt the
+            // ledger without them): they are in the quarantine, among `unstored`.
+            Err(_) => {
+                let mut doc = self.ledger.doc().clone();
+                doc.apply_changes(
+                    self.quarantine
+                        .values()
+                        .filter(|q| unstored.contains(&q.change.hash()))
+                        .map(|q| q.change.change.clone())
+                        .collect::<Vec<_>>(),
+                )?;
+                doc.fork_at(heads)?
+            }
+        };
         let ledger = Ledger::of_loaded(doc, self.key.session_actor()?)?;
         let kept: HashSet<ChangeHash> = ledger.change_hashes().into_iter().collect();
         let dropped: HashSet<ChangeHash> = self

@@ -693,8 +693,7 @@ impl DurableReplica {
             self.persist_revoking(&receipt.applied, &refused, &receipt.revoked)
         };
         if stored.is_err() {
-            // A revoking receipt's heads may name revoked changes the ledger no longer
-            // holds: then memory cannot be put back and the replica only stays stale.
+            // A revoking receipt's revoked changes are among its refusals: put back too.
             let unstored = refused.iter().map(|q| q.change.hash()).collect();
             self.roll_back_if_stale(heads, &unstored);
         }
