@@ -812,6 +812,75 @@ impl Replica {
         }
     }
 
+    /// This replica as it was at `heads` (which its ledger holds), rebuilt from memory alone:
+    /// the document forked at `heads`, the signatures and coverage of the changes dropped by
+    /// the fork forgotten, the quarantine without `unstored` (refusals made since), the
+    /// cut-offs for which `stored_cut_off` holds, nothing waiting; the membership, admission
+    /// and rule indexes and the views rebuilt as [`Replica::open`] rebuilds them. For a
+    /// durable replica whose commit failed and whose store cannot be read back
+    /// (`DurableReplica`): memory returns to the last stored state without the disk. Costs
+    /// about what opening the network from its store costs (the fork reads the document's
+    /// history, the views are folded once).
+    pub(crate) fn rolled_back(
+        &self,
+        heads: &[ChangeHash],
+        unstored: &HashSet<ChangeHash>,
+        stored_cut_off: impl Fn(&DeviceId) -> bool,
+    ) -> Result<Replica> {
+        let doc = match self.ledger.doc().fork_at(heads) {
+            Ok(doc) => doc,
+            // The heads name changes revoked since (a judgment from scratch rebuilt the
+            // ledger without them): they are in the quarantine, among `unstored`.
+            Err(_) => {
+                let mut doc = self.ledger.doc().clone();
+                doc.apply_changes(
+                    self.quarantine
+                        .values()
+                        .filter(|q| unstored.contains(&q.change.hash()))
+                        .map(|q| q.change.change.clone())
+                        .collect::<Vec<_>>(),
+                )?;
+                doc.fork_at(heads)?
+            }
+        };
+        let ledger = Ledger::of_loaded(doc, self.key.session_actor()?)?;
+        let kept: HashSet<ChangeHash> = ledger.change_hashes().into_iter().collect();
+        let dropped: HashSet<ChangeHash> = self
+            .ledger
+            .change_hashes()
+            .into_iter()
+            .filter(|h| !kept.contains(h))
+            .collect();
+        let mut signatures = self.signatures.clone();
+        signatures.retain(|h, _| !dropped.contains(h));
+        let quarantine = self
+            .quarantine
+            .values()
+            .filter(|q| !unstored.contains(&q.change.hash()))
+            .cloned()
+            .collect();
+        let mut replica = Replica::open_with(
+            ledger,
+            self.key.clone(),
+            self.network,
+            signatures,
+            quarantine,
+            true,
+        )?;
+        let mut attested = self.attested.clone();
+        attested.retain(|h, _| !dropped.contains(h));
+        replica.restore_attested(attested);
+        replica.restore_cut_offs(
+            self.cut_offs
+                .values()
+                .filter(|c| stored_cut_off(&c.device))
+                .cloned()
+                .collect(),
+        );
+        replica.set_limits(self.limits);
+        Ok(replica)
+    }
+
     /// Every device cut off for equivocation or a fork, with its proof, by device id.
     pub fn cut_offs(&self) -> impl Iterator<Item = &CutOff> {
         self.cut_offs.values()

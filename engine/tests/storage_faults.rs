@@ -305,7 +305,14 @@ impl World {
             .collect();
         prop_assert!(unknown.is_empty(), "events never written: {unknown:?}");
         if durable.is_stale() {
-            // The replica refuses changes until it can reload; nothing more to compare yet.
+            // The store cannot be read back, yet memory is at the last stored state: nothing
+            // of the failed operation is held, offered to peers or shown. The replica refuses
+            // changes until it can reload; nothing more to compare yet.
+            prop_assert_eq!(
+                &in_memory,
+                &self.acked,
+                "a stale replica holds unstored events"
+            );
             return Ok(());
         }
         // The store, looked at as it is, holds exactly what memory holds.
@@ -514,12 +521,36 @@ fn a_failed_write_is_retried_once_on_a_reopened_store() {
 #[test]
 fn a_dead_disk_leaves_a_stale_replica_that_refuses_changes_until_it_reloads() {
     let (disk, mut durable, _network, _key) = nearly_full();
+    let heads = sorted_heads(durable.ledger());
+    let views = durable.ledger().snapshot();
+    let offered: Vec<ChangeHash> = durable
+        .replica()
+        .signed_changes_since(&[])
+        .iter()
+        .map(|c| c.hash())
+        .collect();
     disk.set_random_faults(1000, 1000);
     let err = durable
         .record_event(produce(1, "ana", 10))
         .expect_err("nothing can be written");
     assert!(matches!(err, Error::Storage { .. }), "{err}");
     assert!(durable.is_stale());
+    // The disk is still dead, yet memory is back at the last stored state: the failed write
+    // is neither shown, nor offered to peers, nor signed.
+    assert_eq!(sorted_heads(durable.ledger()), heads, "memory moved");
+    assert_eq!(
+        durable.ledger().snapshot(),
+        views,
+        "the views show an unstored event"
+    );
+    assert!(durable.ledger().resource(&Id::from("r1")).is_none());
+    let offered_now: Vec<ChangeHash> = durable
+        .replica()
+        .signed_changes_since(&[])
+        .iter()
+        .map(|c| c.hash())
+        .collect();
+    assert_eq!(offered_now, offered, "an unstored change would be synced");
     assert!(durable.record_event(produce(2, "ana", 10)).is_err());
     disk.clear_faults();
     durable
@@ -531,4 +562,69 @@ fn a_dead_disk_leaves_a_stale_replica_that_refuses_changes_until_it_reloads() {
         durable.ledger().resource(&Id::from("r1")).is_none(),
         "the failed write is not in the reloaded replica"
     );
+}
+
+#[test]
+fn a_dead_disk_puts_a_received_batch_back_out_of_memory() {
+    let world = World::new(11);
+    let World {
+        disk,
+        durable,
+        mut peer,
+        ..
+    } = world;
+    let mut durable = durable.expect("open");
+    let (_, signed) = peer
+        .write(|l| l.record_event(produce(1, "bo", 64)))
+        .expect("peer write");
+    let heads = sorted_heads(durable.ledger());
+    let views = durable.ledger().snapshot();
+    let offered = durable.replica().signed_changes_since(&[]).len();
+    disk.set_random_faults(1000, 1000);
+    let err = durable
+        .receive(signed.clone())
+        .expect_err("nothing can be stored");
+    assert!(matches!(err, Error::Storage { .. }), "{err}");
+    assert!(durable.is_stale());
+    assert_eq!(sorted_heads(durable.ledger()), heads, "memory moved");
+    assert_eq!(
+        durable.ledger().snapshot(),
+        views,
+        "the views show an unstored event"
+    );
+    assert_eq!(
+        durable.replica().signed_changes_since(&[]).len(),
+        offered,
+        "an unstored change would be forwarded"
+    );
+    assert!(durable.receive(signed.clone()).is_err(), "stale: refused");
+    disk.clear_faults();
+    let receipt = durable.receive(signed).expect("reloaded, then stored");
+    assert_eq!(receipt.applied.len(), 1);
+    assert!(durable.ledger().resource(&Id::from("r1")).is_some());
+}
+
+#[test]
+fn a_dead_disk_puts_a_membership_change_back_out_of_memory() {
+    let (disk, mut durable, _network, _key) = nearly_full();
+    let members = durable.replica().members().len();
+    let heads = sorted_heads(durable.ledger());
+    let newcomer = DeviceKey::generate().expect("key");
+    disk.set_random_faults(1000, 1000);
+    durable
+        .add_member(newcomer.id(), Role::Member, "bo".into())
+        .expect_err("nothing can be stored");
+    assert!(durable.is_stale());
+    assert_eq!(sorted_heads(durable.ledger()), heads, "memory moved");
+    assert_eq!(
+        durable.replica().members().len(),
+        members,
+        "an unstored member"
+    );
+    assert!(durable.replica().member(&newcomer.id()).is_none());
+    disk.clear_faults();
+    durable
+        .add_member(newcomer.id(), Role::Member, "bo".into())
+        .expect("reloaded, then stored");
+    assert!(durable.replica().member(&newcomer.id()).is_some());
 }

@@ -458,6 +458,40 @@ impl DurableReplica {
         Ok(())
     }
 
+    /// After a store call that failed: if the replica could not be reloaded from its store
+    /// (stale), put memory back to the state at `heads` (the heads before the mutation, the
+    /// last stored state) without the disk ([`Replica::rolled_back`]), dropping the refusals
+    /// `unstored` made since. The replica stays stale (the store may hold the change after
+    /// all, if only its fsync failed: a new change of the same actor and sequence number
+    /// would equivocate), but reads and sync no longer see what was not stored.
+    fn roll_back_if_stale(&mut self, heads: &[ChangeHash], unstored: &HashSet<ChangeHash>) {
+        if !self.stale || self.replica.ledger().heads() == heads && unstored.is_empty() {
+            return;
+        }
+        let saved = &self.saved_cut_offs;
+        match self
+            .replica
+            .rolled_back(heads, unstored, |d| saved.contains(d))
+        {
+            Ok(back) => {
+                self.replica = back;
+                warn!("memory put back to the last stored state; the store is still unreadable");
+            }
+            Err(e) => {
+                error!(error = %e, "memory could not be put back to the last stored state");
+            }
+        }
+    }
+
+    /// Store the signed changes of a local mutation made from `heads`, or put memory back.
+    fn persist_local(&mut self, heads: &[ChangeHash], signed: &[SignedChange]) -> Result<()> {
+        let stored = self.persist(signed, &[]);
+        if stored.is_err() {
+            self.roll_back_if_stale(heads, &HashSet::new());
+        }
+        stored
+    }
+
     /// Whether the replica holds a cut-off the store's table lacks.
     fn unsaved_cut_offs(&self) -> bool {
         self.replica
@@ -579,15 +613,18 @@ impl DurableReplica {
         mutation: impl FnOnce(&mut Ledger) -> Result<R>,
     ) -> Result<(R, Vec<SignedChange>)> {
         self.usable()?;
+        let heads = self.replica.ledger().heads();
         let (r, signed) = self.replica.write(mutation)?;
-        self.persist(&signed, &[])?;
+        self.persist_local(&heads, &signed)?;
         Ok((r, signed))
     }
 
     /// Publish the network's rule set (admins only; see [`Replica::set_rules`]), durably.
     pub fn set_rules(&mut self, rules: crate::rules::RuleSet) -> Result<Vec<SignedChange>> {
+        self.usable()?;
+        let heads = self.replica.ledger().heads();
         let signed = self.replica.set_rules(rules)?;
-        self.persist(&signed, &[])?;
+        self.persist_local(&heads, &signed)?;
         Ok(signed)
     }
 
@@ -601,8 +638,9 @@ impl DurableReplica {
     /// are durable when this returns.
     pub fn receive(&mut self, changes: Vec<SignedChange>) -> Result<Receipt> {
         self.usable()?;
+        let heads = self.replica.ledger().heads();
         let receipt = self.replica.receive(changes)?;
-        self.persist_receipt(receipt)
+        self.persist_receipt(&heads, receipt)
     }
 
     /// Take a missing part of the history from a peer (see [`Replica::receive_part`]): its
@@ -615,8 +653,9 @@ impl DurableReplica {
         attestations: &[crate::identity::Attestation],
     ) -> Result<Receipt> {
         self.usable()?;
+        let heads = self.replica.ledger().heads();
         let receipt = self.replica.receive_part(changes, attestations)?;
-        self.persist_receipt(receipt)
+        self.persist_receipt(&heads, receipt)
     }
 
     /// What a peer's frames brought, durably: the missing parts of the history first (see
@@ -637,7 +676,7 @@ impl DurableReplica {
     }
 
     /// Store what a receipt accepted and refused (and delete what it revoked).
-    fn persist_receipt(&mut self, receipt: Receipt) -> Result<Receipt> {
+    fn persist_receipt(&mut self, heads: &[ChangeHash], receipt: Receipt) -> Result<Receipt> {
         let refused: Vec<Quarantined> = receipt
             .refused
             .iter()
@@ -648,12 +687,17 @@ impl DurableReplica {
                     .cloned()
             })
             .collect();
-        if receipt.revoked.is_empty() {
-            self.persist(&receipt.applied, &refused)?;
+        let stored = if receipt.revoked.is_empty() {
+            self.persist(&receipt.applied, &refused)
         } else {
-            self.persist_revoking(&receipt.applied, &refused, &receipt.revoked)?;
+            self.persist_revoking(&receipt.applied, &refused, &receipt.revoked)
+        };
+        if stored.is_err() {
+            // A revoking receipt's revoked changes are among its refusals: put back too.
+            let unstored = refused.iter().map(|q| q.change.hash()).collect();
+            self.roll_back_if_stale(heads, &unstored);
         }
-        Ok(receipt)
+        stored.map(|()| receipt)
     }
 
     /// Migrate a schema-version-1 ledger to version 2 (admins only), durably: see
@@ -661,8 +705,9 @@ impl DurableReplica {
     /// already), stored before this returns, to send to peers.
     pub fn migrate(&mut self) -> Result<Vec<SignedChange>> {
         self.usable()?;
+        let heads = self.replica.ledger().heads();
         let signed = self.replica.migrate()?;
-        self.persist(&signed, &[])?;
+        self.persist_local(&heads, &signed)?;
         Ok(signed)
     }
 
@@ -674,16 +719,18 @@ impl DurableReplica {
         agent: Id,
     ) -> Result<Vec<SignedChange>> {
         self.usable()?;
+        let heads = self.replica.ledger().heads();
         let signed = self.replica.add_member(device, role, agent)?;
-        self.persist(&signed, &[])?;
+        self.persist_local(&heads, &signed)?;
         Ok(signed)
     }
 
     /// Remove a device (admins only), durably.
     pub fn remove_member(&mut self, device: DeviceId) -> Result<Vec<SignedChange>> {
         self.usable()?;
+        let heads = self.replica.ledger().heads();
         let signed = self.replica.remove_member(device)?;
-        self.persist(&signed, &[])?;
+        self.persist_local(&heads, &signed)?;
         Ok(signed)
     }
 
@@ -697,10 +744,11 @@ impl DurableReplica {
         now: u64,
     ) -> Result<Vec<SignedChange>> {
         self.usable()?;
+        let heads = self.replica.ledger().heads();
         let signed = self
             .replica
             .redeem_invite(invite, redeemer, secret, new_agent, now)?;
-        self.persist(&signed, &[])?;
+        self.persist_local(&heads, &signed)?;
         Ok(signed)
     }
 
