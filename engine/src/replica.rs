@@ -272,7 +272,7 @@ impl Replica {
             rules: RuleIndex::default(),
             limits: Limits::default(),
         };
-        let mut signed = replica.adopt_local(&[])?;
+        let mut signed = replica.adopt_local(&[], &mut false)?;
         let (_, more) = replica.write(|l| l.create(agent))?;
         signed.extend(more);
         Ok((replica, signed))
@@ -1254,12 +1254,32 @@ impl Replica {
         let result = mutation(&mut self.ledger);
         // All or nothing: a mutation that fails part-way, or makes a change admission
         // refuses, leaves the replica as it was (nothing signed, kept or sent).
-        let outcome = match result {
-            Ok(r) => self.adopt_local(&before).map(|signed| (r, signed)),
-            Err(e) => Err(e),
-        };
-        if outcome.is_err() && self.ledger.heads() != before {
-            self.ledger.rewind(&before, self.key.session_actor()?)?;
+        match result {
+            Ok(r) => self.adopt_or_undo(&before).map(|signed| (r, signed)),
+            Err(e) => {
+                if self.ledger.heads() != before {
+                    self.ledger.rewind(&before, self.key.session_actor()?)?;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Sign and index the changes made locally since `before`, all or nothing: if admission
+    /// refuses one of them, the replica is put back as it was at `before` (nothing signed,
+    /// kept or sent).
+    fn adopt_or_undo(&mut self, before: &[ChangeHash]) -> Result<Vec<SignedChange>> {
+        let mut indexed = false;
+        let outcome = self.adopt_local(before, &mut indexed);
+        if outcome.is_err() && indexed {
+            // Admission took the write's first changes before it refused a later one: its
+            // indexes (tips, seqs, ownership, membership), the signatures and the rule inputs
+            // know them. Rebuilt from the document as it was (a rare path: it costs about an
+            // open), so the next change is judged as if the refused write never happened.
+            warn!("a write refused part-way: the replica is rebuilt without it");
+            *self = self.rolled_back(before, &HashSet::new(), |_| true)?;
+        } else if outcome.is_err() && self.ledger.heads() != before {
+            self.ledger.rewind(before, self.key.session_actor()?)?;
         }
         outcome
     }
@@ -1278,8 +1298,13 @@ impl Replica {
         }
     }
 
-    /// Sign and index the changes made locally since `before`.
-    fn adopt_local(&mut self, before: &[ChangeHash]) -> Result<Vec<SignedChange>> {
+    /// Sign and index the changes made locally since `before`; `indexed` is set once
+    /// admission has taken one of them (so a later refusal must undo more than the document).
+    fn adopt_local(
+        &mut self,
+        before: &[ChangeHash],
+        indexed: &mut bool,
+    ) -> Result<Vec<SignedChange>> {
         let after = self.ledger.heads();
         if after == before {
             return Ok(Vec::new());
@@ -1306,6 +1331,7 @@ impl Replica {
                 warn!(change = %hash, %reason, "this device made a change admission refuses");
                 return Err(Error::Refused { reason });
             }
+            *indexed = true;
             let signature = self.key.sign_change(&self.network, &hash);
             self.signatures.insert(hash, signature);
             out.push(SignedChange { change, signature });
@@ -1374,14 +1400,14 @@ impl Replica {
             schema: crate::SCHEMA_VERSION,
         };
         self.ledger.migrate_to_v2(Some(record.to_message()))?;
-        self.adopt_local(&before)
+        self.adopt_or_undo(&before)
     }
 
     fn commit_record(&mut self, record: MembershipRecord) -> Result<Vec<SignedChange>> {
         self.require(Role::Admin, "changing membership", "admin")?;
         let before = self.ledger.heads();
         self.ledger.commit_record(record.to_message())?;
-        self.adopt_local(&before)
+        self.adopt_or_undo(&before)
     }
 
     /// Admit `device` with `role`, acting for `agent` (which must exist). Admins only.

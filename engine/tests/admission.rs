@@ -1119,3 +1119,44 @@ fn version_1_era_changes_are_judged_by_the_version_1_rules() {
         );
     }
 }
+
+/// A local write whose first change admission accepts and whose second it refuses leaves
+/// nothing of either: not in the document, not signed for peers, not in the indexes that
+/// judge the next change.
+#[test]
+fn a_write_refused_part_way_leaves_nothing_of_its_first_changes() {
+    let mut s = setup();
+    let heads = s.bo.ledger().heads();
+    let offered = s.bo.signed_changes_since(&[]).len();
+    let r = s.bo.write(|l| {
+        l.create(Commitment {
+            id: Id::from("bo-second"),
+            ..Commitment::new(Action::Transfer, "bo", "ana")
+        })?;
+        l.update::<Agent>(&Id::from("ana"), |a| a.name = "X".into())
+    });
+    let reason = refusal(r);
+    assert!(
+        matches!(reason, Rejection::NotYourAgent { .. }),
+        "{reason:?}"
+    );
+    assert_eq!(s.bo.ledger().heads(), heads, "the document moved");
+    assert!(s
+        .bo
+        .ledger()
+        .get::<Commitment>(&Id::from("bo-second"))
+        .is_none());
+    assert_eq!(
+        s.bo.signed_changes_since(&[]).len(),
+        offered,
+        "a change of the refused write is signed for peers"
+    );
+    // The next write is judged as if the refused one never happened, and peers take it.
+    let (_, c) =
+        s.bo.write(|l| l.record_event(produce("pears", "bo")))
+            .expect("own event");
+    assert_eq!(c.len(), 1);
+    let receipt = s.admin.receive(c).expect("admin receives");
+    assert!(receipt.refused.is_empty(), "{:?}", receipt.refused);
+    assert_eq!(s.admin.ledger().heads(), s.bo.ledger().heads());
+}
