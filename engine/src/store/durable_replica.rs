@@ -639,8 +639,25 @@ impl DurableReplica {
     pub fn receive(&mut self, changes: Vec<SignedChange>) -> Result<Receipt> {
         self.usable()?;
         let heads = self.replica.ledger().heads();
-        let receipt = self.replica.receive(changes)?;
+        let receipt = match self.replica.receive(changes) {
+            Ok(receipt) => receipt,
+            Err(e) => return Err(self.undo_failed_receive(&heads, e)),
+        };
         self.persist_receipt(&heads, receipt)
+    }
+
+    /// A receive that failed inside the replica (Automerge refusing to apply a batch it had
+    /// judged, a re-judgement that could not finish) may have applied part of what it was
+    /// given, none of it stored: put the replica back to its last stored state, as after a
+    /// failed commit. No test reaches this (no input makes the replica fail part-way); it
+    /// keeps the promise that memory never runs ahead of the store.
+    fn undo_failed_receive(&mut self, heads: &[ChangeHash], e: Error) -> Error {
+        if self.replica.ledger().heads() != heads {
+            warn!(error = %e, "a receive failed part-way; the replica is put back");
+            self.restore();
+            self.roll_back_if_stale(heads, &HashSet::new());
+        }
+        e
     }
 
     /// Take a missing part of the history from a peer (see [`Replica::receive_part`]): its
@@ -654,7 +671,10 @@ impl DurableReplica {
     ) -> Result<Receipt> {
         self.usable()?;
         let heads = self.replica.ledger().heads();
-        let receipt = self.replica.receive_part(changes, attestations)?;
+        let receipt = match self.replica.receive_part(changes, attestations) {
+            Ok(receipt) => receipt,
+            Err(e) => return Err(self.undo_failed_receive(&heads, e)),
+        };
         self.persist_receipt(&heads, receipt)
     }
 
