@@ -67,7 +67,7 @@ use crate::net::{
 };
 use crate::replica::Replica;
 use crate::store::{CompactionPolicy, DurableReplica, Store};
-use crate::sync::{Frame, RefuseCode, SyncError, SyncSession, MAX_FRAME_LEN, MAX_REDEEM_LEN};
+use crate::sync::{Frame, RefuseCode, SyncError, SyncSession, MAX_FRAME_LEN};
 use crate::vf::{Agent, Id, NewEvent};
 
 mod accept;

@@ -1,4 +1,6 @@
-//! Accepting a peer's connection: who may connect, refusals, and invite redemption.
+//! Accepting a peer's connection: the handshake and the first frame. What happens to it
+//! (admission, an invite's redemption, refusals) is decided by pure code: [`gate`] before
+//! a network is chosen, the protocol core ([`proto::NetworkProto`]) after.
 
 use super::*;
 
@@ -68,17 +70,24 @@ impl Inner {
                 }
                 Err(_) => {
                     let code = RefuseCode::WrongNetwork.to_u16();
-                    close(&conn, u32::from(code), "this node does not hold that network");
+                    close(
+                        &conn,
+                        u32::from(code),
+                        "this node does not hold that network",
+                    );
                     return;
                 }
             };
             if self.cancel.is_cancelled() {
-                close(&conn, close_code::SHUTTING_DOWN, "the node is shutting down");
+                close(
+                    &conn,
+                    close_code::SHUTTING_DOWN,
+                    "the node is shutting down",
+                );
                 return;
             }
             let after = self.config.connect_timeout;
             // A device that is not a member may send one small frame: a Redeem.
-            let member = lock(&net.replica).replica().member(&peer).is_some();
             let (mut send, mut recv) = match tokio::time::timeout(after, conn.accept_bi()).await {
                 Ok(Ok(streams)) => streams,
                 Ok(Err(e)) => {
@@ -88,12 +97,20 @@ impl Inner {
                     return;
                 }
                 Err(_) => {
-                    close(&conn, close_code::TIMEOUT, "timed out waiting for the first frame");
+                    close(
+                        &conn,
+                        close_code::TIMEOUT,
+                        "timed out waiting for the first frame",
+                    );
                     return;
                 }
             };
-            let limit = if member { MAX_FRAME_LEN } else { MAX_REDEEM_LEN };
+            let limit = {
+                let replica = lock(&net.replica);
+                proto::NetworkProto::<PeerAddr>::first_frame_limit(replica.replica(), &peer)
+            };
             let first = tokio::time::timeout(after, read_frame_limited(&mut recv, limit)).await;
+            let member = limit == MAX_FRAME_LEN;
             let first = match first {
                 Ok(Ok(Some(frame))) => frame,
                 _ if !member => {
@@ -124,39 +141,33 @@ impl Inner {
                     return;
                 }
                 Err(_) => {
-                    close(&conn, close_code::TIMEOUT, "timed out waiting for the first frame");
+                    close(
+                        &conn,
+                        close_code::TIMEOUT,
+                        "timed out waiting for the first frame",
+                    );
                     return;
                 }
             };
-            let first = match first {
-                Frame::Redeem {
-                    invite,
-                    secret,
-                    agent,
-                } if !member => {
-                    self.redeem(&net, conn, peer, (send, recv), &invite, secret, agent)
-                        .await;
-                    return;
-                }
-                Frame::Redeem { invite, .. } => {
-                    // A retry after a lost connection, say: it syncs as the member it is.
-                    info!(nonce = %invite.nonce, "already a member; the invite is not redeemed again");
-                    None
-                }
-                _ if !member => {
-                    self.refuse_not_member(&net, &conn, &mut send, peer).await;
-                    return;
-                }
-                frame => Some(frame),
-            };
+            // The core decides: a member's link opens, a Redeem is redeemed, anything else
+            // from a device that is not a member is refused.
+            let first = Some(first);
             if let Some(e) = first.as_ref().and_then(|f| refused(peer, f)) {
                 info!(error = %e, "the dialer refused");
                 close(&conn, close_code::DONE, "refused");
                 return;
             }
             let session = net.session(peer);
-            // The core admits the member (or refuses it, if it was removed meanwhile).
-            self.start_link(&net, conn, peer, Opening::Inbound, session, send, recv, first);
+            self.start_link(
+                &net,
+                conn,
+                peer,
+                Opening::Inbound,
+                session,
+                send,
+                recv,
+                first,
+            );
         }
         .instrument(span)
         .await;
@@ -214,84 +225,5 @@ impl Inner {
             reason: reason.clone(),
         });
         refuse_on(conn, send, RefuseCode::NotAMember, &reason).await;
-    }
-
-    /// Redeem an invite for `peer`, a device that is not a member, by this node's clock
-    /// ([`DurableReplica::redeem_invite`]): on success the new records are stored and pushed
-    /// to the connected peers, and the connection becomes the new member's sync connection;
-    /// else it is refused with the invite's refusal code, and nothing is written.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn redeem(
-        self: &Arc<Self>,
-        net: &Arc<Net>,
-        conn: Connection,
-        peer: DeviceId,
-        (mut send, recv): (SendStream, RecvStream),
-        invite: &crate::membership::Invite,
-        secret: Option<crate::membership::BearerSecret>,
-        agent: Option<Agent>,
-    ) {
-        let now = unix_now();
-        // Stored (fsync'd) off the runtime's threads.
-        let (task_net, task_invite) = (net.clone(), invite.clone());
-        let Some(result) = off_runtime(move || {
-            let mut replica = lock(&task_net.replica);
-            match replica.redeem_invite(&task_invite, peer, secret.as_ref(), agent, now) {
-                Ok(signed) => (
-                    Ok(()),
-                    task_net.feed(&mut replica, proto::Event::Committed { changes: signed }),
-                ),
-                // Back to the stored state (see proto::Event::Reloaded).
-                Err(e) => (Err(e), task_net.feed(&mut replica, proto::Event::Reloaded)),
-            }
-        })
-        .await
-        else {
-            close(
-                &conn,
-                close_code::SHUTTING_DOWN,
-                "the node is shutting down",
-            );
-            return;
-        };
-        let network = net.id;
-        let (result, later) = result;
-        net.finish(self, later);
-        if let Err(e) = result {
-            let code = match &e {
-                crate::Error::Invite(ie) => RefuseCode::of_invite_error(ie),
-                _ => RefuseCode::InviteNotRedeemed,
-            };
-            let reason = format!("invite {} not redeemed: {e}", invite.nonce);
-            warn!(%code, %reason, "invite refused");
-            net.record_error(self, peer, format!("refused: {reason}"));
-            self.emit(NodeEvent::Refused {
-                network,
-                peer,
-                by_us: true,
-                code,
-                reason: reason.clone(),
-            });
-            refuse_on(&conn, &mut send, code, &reason).await;
-            return;
-        }
-        info!(nonce = %invite.nonce, role = %invite.role, "invite redeemed: a new member");
-        self.emit(NodeEvent::InviteRedeemed {
-            network,
-            device: peer,
-            role: invite.role,
-            nonce: invite.nonce.clone(),
-        });
-        let session = net.session(peer);
-        self.start_link(
-            net,
-            conn,
-            peer,
-            Opening::Admitted,
-            session,
-            send,
-            recv,
-            None,
-        );
     }
 }

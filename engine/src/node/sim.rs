@@ -10,6 +10,15 @@
 //! it sends bytes that are no frame, changes with forged signatures, changes that impersonate
 //! another device, and changes it is not allowed to make; an admin may remove it mid-run.
 //!
+//! Two devices that are no members dial in too ([`Outsiders`]): a newcomer redeems a bearer
+//! invite (a [`Ticket`], through its text form) at the first admin's node, which the core
+//! hands to the driver as [`Effect::Redeem`] (stored on the faulty disk; refused, or lost with
+//! its connection, it tries again); then a stranger is refused three ways: a sync frame with no
+//! invite ([`RefuseCode::NotAMember`]), the newcomer's invite replayed
+//! ([`RefuseCode::InviteAlreadyRedeemed`]) and that invite forged to grant more
+//! ([`RefuseCode::InviteInvalid`]). A run ends with the newcomer a member on every honest node,
+//! the stranger none, and each of the three refusals seen by the stranger.
+//!
 //! Everything comes from the seed: the schedule, the faults, the keys, the session actor ids
 //! (the seam in `identity::test_actors`) and the jitter of the redial policy; Automerge's
 //! change timestamps are 0 (the ledger never sets them). A run ends, after healing, with
@@ -30,8 +39,10 @@ use automerge::ChangeHash;
 use super::proto::{
     Backoff, CloseKind, Effect, Event, Jitter, LinkEnd, LinkId, NetworkProto, Notice, Timer,
 };
-use crate::identity::{test_actors, ChangeSignature, DeviceKey, NetworkId, SignedChange};
-use crate::membership::Role;
+use super::ticket::Ticket;
+use crate::identity::{test_actors, ChangeSignature, DeviceId, DeviceKey, NetworkId, SignedChange};
+use crate::membership::{BearerSecret, Invite, InviteAudience, Role};
+use crate::net::PeerAddr;
 use crate::replica::Replica;
 use crate::store::fault::FaultyDisk;
 use crate::store::{CompactionPolicy, DurableReplica, Store};
@@ -104,6 +115,31 @@ impl Faults {
     }
 }
 
+/// The simulated wall clock (unix seconds) at tick `now`: what an invite's expiry is judged by.
+fn wall_clock(now: u64) -> u64 {
+    1_800_000_000 + now * TICK_MS / 1000
+}
+
+/// The two devices that are no members: index `nodes.len()` (the newcomer) and
+/// `nodes.len() + 1` (the stranger) in connection ends.
+struct Outsiders {
+    newcomer: DeviceKey,
+    stranger: DeviceKey,
+    /// The newcomer's ticket, as text (parsed at each try).
+    ticket: String,
+    /// Refusals the stranger received.
+    seen: Vec<RefuseCode>,
+    /// Tries of each.
+    tries: u64,
+}
+
+/// The refusals the stranger must meet.
+const STRANGER_REFUSALS: [RefuseCode; 3] = [
+    RefuseCode::NotAMember,
+    RefuseCode::InviteAlreadyRedeemed,
+    RefuseCode::InviteInvalid,
+];
+
 /// A running node.
 struct Running {
     store: Store,
@@ -171,6 +207,15 @@ enum Item {
     Up {
         node: usize,
     },
+    Redeem {
+        node: usize,
+        gen: u64,
+        link: LinkId,
+        peer: DeviceId,
+        invite: Box<Invite>,
+        secret: Option<BearerSecret>,
+        agent: Option<Agent>,
+    },
 }
 
 /// What a run did.
@@ -214,6 +259,7 @@ struct Sim {
     out: Outcome,
     log: Vec<String>,
     verbose: bool,
+    outsiders: Outsiders,
 }
 
 fn pair(a: usize, b: usize) -> (usize, usize) {
@@ -245,6 +291,43 @@ impl Sim {
         }
         let network = admin.network();
         let all = admin.signed_changes_since(&[]);
+        // A bearer invite, its nonce and secret from the seed, as a ticket.
+        let outsiders = {
+            let mut secret = [0u8; 32];
+            for b in secret.iter_mut() {
+                *b = rng.next() as u8;
+            }
+            let secret = BearerSecret(secret);
+            let mut nonce = [0u8; 16];
+            for b in nonce.iter_mut() {
+                *b = rng.next() as u8;
+            }
+            let invite = Invite::issue_with_nonce(
+                &keys[0],
+                network,
+                Role::Member,
+                None,
+                InviteAudience::Bearer {
+                    secret_hash: secret.hash_hex(),
+                },
+                wall_clock(1_000_000),
+                nonce,
+            );
+            let ticket = Ticket {
+                network,
+                network_name: "sim".into(),
+                invite,
+                secret: Some(secret),
+                inviter: PeerAddr::new(keys[0].id()),
+            };
+            Outsiders {
+                newcomer: key(seed, 100),
+                stranger: key(seed, 101),
+                ticket: ticket.to_string(),
+                seen: Vec::new(),
+                tries: 0,
+            }
+        };
         let mut admin = Some(admin);
         let mut nodes = Vec::new();
         for (i, k) in keys.iter().enumerate() {
@@ -301,6 +384,7 @@ impl Sim {
             out: Outcome::default(),
             log: Vec::new(),
             verbose,
+            outsiders,
         };
         for x in 0..n {
             sim.configure(x);
@@ -424,6 +508,26 @@ impl Sim {
                         link,
                         parts,
                         changes,
+                    },
+                );
+            }
+            Effect::Redeem {
+                link,
+                peer,
+                invite,
+                secret,
+                agent,
+            } => {
+                self.schedule(
+                    1,
+                    Item::Redeem {
+                        node: x,
+                        gen,
+                        link,
+                        peer,
+                        invite: Box::new(invite),
+                        secret,
+                        agent,
                     },
                 );
             }
@@ -600,8 +704,17 @@ impl Sim {
         self.schedule(2, Item::Opened { conn: c });
     }
 
+    /// The device at index `i` of a connection's ends (a node, or an outsider).
+    fn device(&self, i: usize) -> DeviceId {
+        match i.checked_sub(self.nodes.len()) {
+            None => self.nodes[i].key.id(),
+            Some(0) => self.outsiders.newcomer.id(),
+            Some(_) => self.outsiders.stranger.id(),
+        }
+    }
+
     fn session(&self, x: usize, peer: usize) -> SyncSession {
-        let device = self.nodes[peer].key.id();
+        let device = self.device(peer);
         let saved = self.nodes[x].run.as_ref().and_then(|r| {
             r.store
                 .sync_state(&self.network.to_string(), device.as_bytes())
@@ -724,16 +837,57 @@ impl Sim {
                 }
             }
             Item::Up { node } => self.up(node),
+            Item::Redeem {
+                node,
+                gen,
+                link,
+                peer,
+                invite,
+                secret,
+                agent,
+            } => {
+                if self.nodes[node].gen != gen {
+                    return;
+                }
+                let clock = wall_clock(self.now);
+                let Some(r) = self.nodes[node].run.as_mut() else {
+                    return;
+                };
+                // As the node's driver does (node/network.rs, `Net::feed`).
+                let result = r
+                    .replica
+                    .redeem_invite(&invite, peer, secret.as_ref(), agent, clock)
+                    .map_err(|e| super::proto::redeem_refusal(&e));
+                self.note(format!("{node} redeems {}: {result:?}", invite.nonce));
+                if result.is_err() {
+                    self.feed(node, Event::Reloaded);
+                }
+                self.feed(node, Event::Redeemed { link, result });
+            }
         }
     }
 
     /// Bytes arrive at side `side` of connection `c`.
     fn deliver(&mut self, c: usize, side: usize, bytes: Vec<u8>) {
-        if self.conns[c].broken && !self.conns[c].open[side] {
-            return;
-        }
         let (x, link) = self.conns[c].ends[side];
         let peer = self.conns[c].ends[1 - side].0;
+        if self.conns[c].broken && !self.conns[c].open[side] && x < self.nodes.len() {
+            return;
+        }
+        if x >= self.nodes.len() {
+            // An outsider reads what it is told: refusals are what the stranger waits for.
+            self.conns[c].buf[side].extend_from_slice(&bytes);
+            while let Ok(Some((frame, used))) = Frame::split(&self.conns[c].buf[side]) {
+                self.conns[c].buf[side].drain(..used);
+                if let Frame::Refuse { code, reason } = frame {
+                    self.note(format!("outsider {x} refused by {peer}: {code} {reason}"));
+                    if x > self.nodes.len() && !self.outsiders.seen.contains(&code) {
+                        self.outsiders.seen.push(code);
+                    }
+                }
+            }
+            return;
+        }
         if self.nodes[x].run.is_none() {
             return;
         }
@@ -759,14 +913,15 @@ impl Sim {
             self.conns[c].open[side] = true;
             let first = frames.remove(0);
             let session = self.session(x, peer);
-            let device = self.nodes[peer].key.id();
+            let device = self.device(peer);
             self.feed(
                 x,
                 Event::Incoming {
                     link,
                     peer: device,
                     session,
-                    addr: Some(peer),
+                    // Outsiders do not listen: nothing to remember.
+                    addr: (peer < self.nodes.len()).then_some(peer),
                     first: Some(first),
                 },
             );
@@ -1008,6 +1163,93 @@ impl Sim {
         SignedChange { change, signature }
     }
 
+    /// Whether the first admin's node holds the newcomer as a member.
+    fn newcomer_admitted(&self) -> bool {
+        let newcomer = self.outsiders.newcomer.id();
+        self.nodes[0]
+            .run
+            .as_ref()
+            .is_some_and(|r| r.replica.replica().member(&newcomer).is_some())
+    }
+
+    fn outsiders_done(&self) -> bool {
+        self.newcomer_admitted()
+            && STRANGER_REFUSALS
+                .iter()
+                .all(|c| self.outsiders.seen.contains(c))
+    }
+
+    /// An outsider dials: the newcomer redeems its ticket at node 0 until it is a member
+    /// there, then the stranger tries one of its three ways in.
+    fn outsider_try(&mut self) {
+        self.outsiders.tries += 1;
+        let ticket: Ticket = self.outsiders.ticket.parse().expect("the ticket parses");
+        let n = self.nodes.len();
+        let newcomer = !self.newcomer_admitted();
+        let (from, target, frames) = if newcomer {
+            let redeem = Frame::Redeem {
+                invite: ticket.invite.clone(),
+                secret: ticket.secret.clone(),
+                agent: Some(Agent::person("newcomer", "Newcomer")),
+            };
+            let (_, request) = SyncSession::bootstrap(self.network, self.nodes[0].key.id());
+            (n, 0, vec![redeem, request])
+        } else {
+            let missing: Vec<RefuseCode> = STRANGER_REFUSALS
+                .iter()
+                .copied()
+                .filter(|c| !self.outsiders.seen.contains(c))
+                .collect();
+            let Some(&want) = missing.get(self.rng.below(missing.len() as u64) as usize) else {
+                return;
+            };
+            let frame = match want {
+                RefuseCode::NotAMember => Frame::Push {
+                    changes: Vec::new(),
+                },
+                RefuseCode::InviteAlreadyRedeemed => Frame::Redeem {
+                    invite: ticket.invite.clone(),
+                    secret: ticket.secret.clone(),
+                    agent: Some(Agent::person("stranger", "Stranger")),
+                },
+                _ => {
+                    // Forged: the newcomer's invite made to grant the admin role.
+                    let mut invite = ticket.invite.clone();
+                    invite.role = Role::Admin;
+                    invite.nonce = format!("{:032x}", self.rng.next());
+                    Frame::Redeem {
+                        invite,
+                        secret: ticket.secret.clone(),
+                        agent: Some(Agent::person("stranger", "Stranger")),
+                    }
+                }
+            };
+            // A plain dial may go to any honest node; a redemption goes to the invite's
+            // issuer, which has recorded the first one.
+            let target = match want {
+                RefuseCode::NotAMember => self.rng.below(n as u64 - 1) as usize,
+                _ => 0,
+            };
+            (n + 1, target, vec![frame])
+        };
+        if self.nodes[target].run.is_none() || self.partitioned.contains(&pair(from, target)) {
+            return;
+        }
+        let (a, b) = (self.next_link, self.next_link + 1);
+        self.next_link += 2;
+        self.conns.push(Conn {
+            ends: [(from, a), (target, b)],
+            open: [false, false],
+            buf: [Vec::new(), Vec::new()],
+            last_at: [0, 0],
+            broken: false,
+        });
+        let c = self.conns.len() - 1;
+        self.note(format!("outsider {from} dials {target}: conn {c}"));
+        let bytes: Vec<u8> = frames.iter().flat_map(Frame::encode).collect();
+        self.send(c, 0, bytes, true);
+    }
+
     fn honest(&self) -> Vec<usize> {
         (0..self.nodes.len())
             .filter(|i| !self.nodes[*i].bad)
@@ -1053,6 +1295,10 @@ impl Sim {
             if !self.out.removed_bad && self.seed % 3 == 0 && self.rng.chance(4) {
                 self.remove_bad();
             }
+        }
+        // The outsiders keep trying, healed or not, until each got its answer.
+        if self.now % 16 == 0 && !self.outsiders_done() && self.rng.chance(500) {
+            self.outsider_try();
         }
         while let Some(entry) = self.agenda.first_entry() {
             if entry.key().0 > self.now {
@@ -1122,6 +1368,9 @@ impl Sim {
     /// Whether every honest node is up, with the same heads, and holds every acknowledged
     /// event.
     fn converged(&self) -> bool {
+        if !self.outsiders_done() {
+            return false;
+        }
         let honest = self.honest();
         let mut heads = None;
         for &x in &honest {
@@ -1227,6 +1476,17 @@ impl Sim {
                     self.fail(&format!("node {x} applied the forbidden change {h}"))
                 );
             }
+            let (newcomer, stranger) = (self.outsiders.newcomer.id(), self.outsiders.stranger.id());
+            assert!(
+                r.replica.replica().member(&newcomer).is_some(),
+                "{}",
+                self.fail(&format!("node {x} does not hold the newcomer as a member"))
+            );
+            assert!(
+                r.replica.replica().member(&stranger).is_none(),
+                "{}",
+                self.fail(&format!("node {x} holds the stranger as a member"))
+            );
             for id in &self.acked {
                 assert!(
                     ledger.event(id).is_some(),
