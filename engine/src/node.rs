@@ -74,6 +74,7 @@ mod accept;
 mod dial;
 pub mod discovery;
 mod endpoint;
+mod gate;
 mod link;
 mod network;
 pub mod proto;

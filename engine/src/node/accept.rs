@@ -47,45 +47,49 @@ impl Inner {
                 return;
             }
         };
-        let Ok(peer) = DeviceId::from_bytes(conn.remote_id().as_bytes()) else {
-            close(
-                &conn,
-                u32::from(RefuseCode::NotAMember.to_u16()),
-                "not a device key",
-            );
-            return;
+        let peer = DeviceId::from_bytes(conn.remote_id().as_bytes()).ok();
+        let contact = {
+            let networks = self.read_networks();
+            let unavailable = self.read_unavailable();
+            gate::first_contact(
+                peer,
+                network_of_alpn(&alpn),
+                |n| match (networks.contains_key(n), unavailable.get(n)) {
+                    (true, _) => gate::Holding::Open,
+                    (false, Some(problem)) => gate::Holding::Unavailable(problem),
+                    (false, None) => gate::Holding::Absent,
+                },
+                self.cancel.is_cancelled(),
+            )
         };
-        let Some(network) = network_of_alpn(&alpn) else {
-            let code = RefuseCode::UnsupportedVersion.to_u16();
-            close(&conn, u32::from(code), "unknown protocol");
-            return;
+        let (peer, network) = match contact {
+            gate::Contact::Proceed { peer, network } => (peer, network),
+            gate::Contact::Close { code, reason } => return close(&conn, code, reason),
+            gate::Contact::Refuse {
+                peer,
+                network,
+                code,
+                reason,
+            } => {
+                let span = conn_span(network, peer, "in");
+                return self
+                    .refuse_before_link(&conn, network, peer, code, reason)
+                    .instrument(span)
+                    .await;
+            }
         };
         let span = conn_span(network, peer, "in");
         async {
-            let net = match self.net(network) {
-                Ok(net) => net,
-                Err(NetError::NetworkUnavailable { .. }) => {
-                    self.refuse_unavailable(&conn, network, peer).await;
-                    return;
-                }
-                Err(_) => {
-                    let code = RefuseCode::WrongNetwork.to_u16();
-                    close(
-                        &conn,
-                        u32::from(code),
-                        "this node does not hold that network",
-                    );
-                    return;
-                }
-            };
-            if self.cancel.is_cancelled() {
+            let Ok(net) = self.net(network) else {
+                // Gone since (closed, or left): as if never held.
+                let code = RefuseCode::WrongNetwork.to_u16();
                 close(
                     &conn,
-                    close_code::SHUTTING_DOWN,
-                    "the node is shutting down",
+                    u32::from(code),
+                    "this node does not hold that network",
                 );
                 return;
-            }
+            };
             let after = self.config.connect_timeout;
             // A device that is not a member may send one small frame: a Redeem.
             let (mut send, mut recv) = match tokio::time::timeout(after, conn.accept_bi()).await {
@@ -175,20 +179,18 @@ impl Inner {
 }
 
 impl Inner {
-    /// Refuse a peer that dialed this node for a network it holds but could not open: a
-    /// Refuse frame ([`RefuseCode::WrongNetwork`], saying the network is unavailable here)
-    /// on its stream, then close. Nothing of the network is read.
-    pub(super) async fn refuse_unavailable(
+    /// Refuse a peer before any link exists ([`gate::Contact::Refuse`]: a network this node
+    /// holds but could not open): a Refuse frame on its stream, then close. Nothing of the
+    /// network is read.
+    pub(super) async fn refuse_before_link(
         &self,
         conn: &Connection,
         network: NetworkId,
         peer: DeviceId,
+        code: RefuseCode,
+        reason: String,
     ) {
-        let Some(reason) = self.read_unavailable().get(&network).map(|p| p.refusal()) else {
-            return;
-        };
-        let code = RefuseCode::WrongNetwork;
-        warn!("refusing a peer: this network is unavailable on this node");
+        warn!(%code, "refusing a peer before any link: {reason}");
         self.emit(NodeEvent::Refused {
             network,
             peer,
