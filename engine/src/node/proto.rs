@@ -540,6 +540,8 @@ struct Redeeming<A> {
     addr: Option<A>,
     role: Role,
     nonce: String,
+    /// Frames that arrived meanwhile (the joiner's sync request follows its Redeem).
+    waiting: Vec<Frame>,
 }
 
 impl<A: Clone + PartialEq + std::fmt::Debug> NetworkProto<A> {
@@ -660,6 +662,7 @@ impl<A: Clone + PartialEq + std::fmt::Debug> NetworkProto<A> {
                                 addr,
                                 role: invite.role,
                                 nonce: invite.nonce.clone(),
+                                waiting: Vec::new(),
                             },
                         );
                         out.push(Effect::Redeem {
@@ -715,6 +718,11 @@ impl<A: Clone + PartialEq + std::fmt::Debug> NetworkProto<A> {
                 now, replica, link, peer, inbound, session, addr, first, &mut out,
             ),
             Event::Frames { link, frames } => {
+                if let Some(r) = self.redeeming.get_mut(&link) {
+                    // Handled once the device is a member (or dropped with its refusal).
+                    r.waiting.extend(frames);
+                    return out;
+                }
                 let Some(l) = self.links.get_mut(&link) else {
                     return out;
                 };
@@ -743,9 +751,21 @@ impl<A: Clone + PartialEq + std::fmt::Debug> NetworkProto<A> {
                         if !changes.is_empty() {
                             self.after_change(replica, &changes, None, &mut out);
                         }
+                        let mut waiting = r.waiting.into_iter();
+                        let first = waiting.next();
                         self.open(
-                            now, replica, link, r.peer, true, r.session, r.addr, None, &mut out,
+                            now, replica, link, r.peer, true, r.session, r.addr, first, &mut out,
                         );
+                        let rest: Vec<Frame> = waiting.collect();
+                        if let Some(l) = self.links.get_mut(&link).filter(|_| !rest.is_empty()) {
+                            if !l.closing {
+                                l.waiting.extend(rest);
+                                if !self.queue.contains(&link) {
+                                    self.queue.push_back(link);
+                                }
+                                self.drain(replica, &mut out);
+                            }
+                        }
                     }
                     Err((code, reason)) => {
                         let reason = format!("invite {} not redeemed: {reason}", r.nonce);

@@ -10,14 +10,17 @@
 //! it sends bytes that are no frame, changes with forged signatures, changes that impersonate
 //! another device, and changes it is not allowed to make; an admin may remove it mid-run.
 //!
-//! Two devices that are no members dial in too ([`Outsiders`]): a newcomer redeems a bearer
-//! invite (a [`Ticket`], through its text form) at the first admin's node, which the core
-//! hands to the driver as [`Effect::Redeem`] (stored on the faulty disk; refused, or lost with
-//! its connection, it tries again); then a stranger is refused three ways: a sync frame with no
+//! Two devices that are no members dial in too ([`Outsiders`]): a newcomer (a node with no
+//! replica yet) redeems a bearer invite (a [`Ticket`], through its text form) at the first
+//! admin's node, which the core hands to the driver as [`Effect::Redeem`] (stored on the
+//! faulty disk), and on the same connection bootstraps by document (`Replica::join_document`,
+//! as `node/dial.rs` does), stores its replica and runs as a node from then on; refused, cut
+//! off or not stored, it tries again. Then a stranger is refused three ways: a frame with no
 //! invite ([`RefuseCode::NotAMember`]), the newcomer's invite replayed
 //! ([`RefuseCode::InviteAlreadyRedeemed`]) and that invite forged to grant more
-//! ([`RefuseCode::InviteInvalid`]). A run ends with the newcomer a member on every honest node,
-//! the stranger none, and each of the three refusals seen by the stranger.
+//! ([`RefuseCode::InviteInvalid`]). A run ends with the newcomer one of the honest nodes (all
+//! the checks below cover it), the stranger a member nowhere, and each of the three refusals
+//! read by the stranger.
 //!
 //! Everything comes from the seed: the schedule, the faults, the keys, the session actor ids
 //! (the seam in `identity::test_actors`) and the jitter of the redial policy; Automerge's
@@ -120,11 +123,14 @@ fn wall_clock(now: u64) -> u64 {
     1_800_000_000 + now * TICK_MS / 1000
 }
 
-/// The two devices that are no members: index `nodes.len()` (the newcomer) and
-/// `nodes.len() + 1` (the stranger) in connection ends.
+/// The devices that are no members at the start: the newcomer (node `newcomer`, with no
+/// replica until it joins) and the stranger (index `nodes.len()` in connection ends).
 struct Outsiders {
-    newcomer: DeviceKey,
+    newcomer: usize,
     stranger: DeviceKey,
+    joining: Option<Joining>,
+    /// The newcomer's store, opened (empty) before the faults start, as every node's is.
+    store: Option<Store>,
     /// The newcomer's ticket, as text (parsed at each try).
     ticket: String,
     /// Refusals the stranger received.
@@ -157,6 +163,16 @@ struct SimNode {
     bad: bool,
     /// The next write's number.
     writes: u64,
+    /// Holds a replica of the network (the newcomer only once it has joined).
+    joined: bool,
+}
+
+/// The newcomer's bootstrap under way: on connection `conn`, its session and the changes the
+/// peer pushed meanwhile.
+struct Joining {
+    conn: usize,
+    session: SyncSession,
+    history: Vec<SignedChange>,
 }
 
 /// A simulated connection: side 0 dialed side 1.
@@ -271,7 +287,9 @@ impl Sim {
         test_actors::seed(Some(seed ^ 0xac70_75ee_d000_0000));
         let mut rng = Rng(seed ^ 0x51b0_de51_b0de_51b0);
         let faults = Faults::of_seed(&mut rng);
-        let n = 4 + rng.below(3) as usize; // 4..=6 nodes, the last misbehaves
+        // 4..=6 members, the last misbehaves, and before it the newcomer (not yet a member).
+        let n = 5 + rng.below(3) as usize;
+        let newcomer = n - 2;
         let keys: Vec<DeviceKey> = (0..n).map(|i| key(seed, i)).collect();
         let (mut admin, _) =
             Replica::create_network("sim", keys[0].clone(), Agent::person("a0", "Agent 0"))
@@ -280,6 +298,9 @@ impl Sim {
             .write(|l| l.create(Unit::new("kg", "kilogram", "kg")))
             .expect("unit");
         for (i, k) in keys.iter().enumerate().skip(1) {
+            if i == newcomer {
+                continue;
+            }
             let agent = format!("a{i}");
             admin
                 .write(|l| l.create(Agent::person(agent.as_str(), format!("Agent {i}"))))
@@ -292,7 +313,7 @@ impl Sim {
         let network = admin.network();
         let all = admin.signed_changes_since(&[]);
         // A bearer invite, its nonce and secret from the seed, as a ticket.
-        let outsiders = {
+        let mut outsiders = {
             let mut secret = [0u8; 32];
             for b in secret.iter_mut() {
                 *b = rng.next() as u8;
@@ -321,8 +342,10 @@ impl Sim {
                 inviter: PeerAddr::new(keys[0].id()),
             };
             Outsiders {
-                newcomer: key(seed, 100),
+                newcomer: n - 2,
                 stranger: key(seed, 101),
+                joining: None,
+                store: None,
                 ticket: ticket.to_string(),
                 seen: Vec::new(),
                 tries: 0,
@@ -332,6 +355,21 @@ impl Sim {
         let mut nodes = Vec::new();
         for (i, k) in keys.iter().enumerate() {
             let disk = FaultyDisk::new(seed.wrapping_mul(31).wrapping_add(i as u64));
+            if i == newcomer {
+                let store = open_store(&disk, i).expect("a fresh store opens");
+                outsiders.store = Some(store);
+                nodes.push(SimNode {
+                    key: k.clone(),
+                    agent: format!("a{i}"),
+                    disk,
+                    run: None,
+                    gen: 0,
+                    bad: false,
+                    writes: 0,
+                    joined: false,
+                });
+                continue;
+            }
             let store = open_store(&disk, i).expect("a fresh store opens");
             let replica = if i == 0 {
                 let r = admin.take().expect("the admin's replica");
@@ -365,6 +403,7 @@ impl Sim {
                 gen: 0,
                 bad: i == n - 1,
                 writes: 0,
+                joined: true,
             });
         }
         let mut sim = Sim {
@@ -706,10 +745,9 @@ impl Sim {
 
     /// The device at index `i` of a connection's ends (a node, or an outsider).
     fn device(&self, i: usize) -> DeviceId {
-        match i.checked_sub(self.nodes.len()) {
-            None => self.nodes[i].key.id(),
-            Some(0) => self.outsiders.newcomer.id(),
-            Some(_) => self.outsiders.stranger.id(),
+        match self.nodes.get(i) {
+            Some(node) => node.key.id(),
+            None => self.outsiders.stranger.id(),
         }
     }
 
@@ -881,11 +919,16 @@ impl Sim {
                 self.conns[c].buf[side].drain(..used);
                 if let Frame::Refuse { code, reason } = frame {
                     self.note(format!("outsider {x} refused by {peer}: {code} {reason}"));
-                    if x > self.nodes.len() && !self.outsiders.seen.contains(&code) {
+                    if !self.outsiders.seen.contains(&code) {
                         self.outsiders.seen.push(code);
                     }
                 }
             }
+            return;
+        }
+        if !self.nodes[x].joined {
+            self.conns[c].buf[side].extend_from_slice(&bytes);
+            self.bootstrap(c, side);
             return;
         }
         if self.nodes[x].run.is_none() {
@@ -986,7 +1029,7 @@ impl Sim {
     }
 
     fn up(&mut self, x: usize) {
-        if self.nodes[x].run.is_some() {
+        if self.nodes[x].run.is_some() || !self.nodes[x].joined {
             return;
         }
         let node = &self.nodes[x];
@@ -1122,7 +1165,10 @@ impl Sim {
     fn forge(&mut self, m: usize, kind: u64) -> SignedChange {
         let r = self.nodes[m].run.as_ref().expect("running");
         let replica = r.replica.replica();
-        let victim = self.rng.below(m as u64) as usize;
+        let victim = match self.rng.below(m as u64) as usize {
+            v if v == self.outsiders.newcomer => 0,
+            v => v,
+        };
         let actor_key = if kind == 2 {
             &self.nodes[victim].key
         } else {
@@ -1165,7 +1211,7 @@ impl Sim {
 
     /// Whether the first admin's node holds the newcomer as a member.
     fn newcomer_admitted(&self) -> bool {
-        let newcomer = self.outsiders.newcomer.id();
+        let newcomer = self.nodes[self.outsiders.newcomer].key.id();
         self.nodes[0]
             .run
             .as_ref()
@@ -1173,7 +1219,8 @@ impl Sim {
     }
 
     fn outsiders_done(&self) -> bool {
-        self.newcomer_admitted()
+        self.nodes[self.outsiders.newcomer].joined
+            && self.newcomer_admitted()
             && STRANGER_REFUSALS
                 .iter()
                 .all(|c| self.outsiders.seen.contains(c))
@@ -1185,15 +1232,29 @@ impl Sim {
         self.outsiders.tries += 1;
         let ticket: Ticket = self.outsiders.ticket.parse().expect("the ticket parses");
         let n = self.nodes.len();
-        let newcomer = !self.newcomer_admitted();
-        let (from, target, frames) = if newcomer {
+        let w = self.outsiders.newcomer;
+        let mut joining = None;
+        if !self.nodes[w].joined
+            && self
+                .outsiders
+                .joining
+                .as_ref()
+                .is_some_and(|j| !self.conns[j.conn].broken)
+        {
+            return; // its bootstrap is under way
+        }
+        let (from, target, frames) = if !self.nodes[w].joined {
+            // Redeem (again, if it is a member already: then it just syncs) and bootstrap.
             let redeem = Frame::Redeem {
                 invite: ticket.invite.clone(),
                 secret: ticket.secret.clone(),
-                agent: Some(Agent::person("newcomer", "Newcomer")),
+                agent: Some(Agent::person(format!("a{w}").as_str(), "Newcomer")),
             };
-            let (_, request) = SyncSession::bootstrap(self.network, self.nodes[0].key.id());
-            (n, 0, vec![redeem, request])
+            let (session, request) = SyncSession::bootstrap(self.network, self.nodes[0].key.id());
+            joining = Some(session);
+            (w, 0, vec![redeem, request])
+        } else if !self.newcomer_admitted() {
+            return;
         } else {
             let missing: Vec<RefuseCode> = STRANGER_REFUSALS
                 .iter()
@@ -1227,10 +1288,13 @@ impl Sim {
             // A plain dial may go to any honest node; a redemption goes to the invite's
             // issuer, which has recorded the first one.
             let target = match want {
-                RefuseCode::NotAMember => self.rng.below(n as u64 - 1) as usize,
+                RefuseCode::NotAMember => match self.rng.below(n as u64 - 1) as usize {
+                    t if t == w => 0,
+                    t => t,
+                },
                 _ => 0,
             };
-            (n + 1, target, vec![frame])
+            (n, target, vec![frame])
         };
         if self.nodes[target].run.is_none() || self.partitioned.contains(&pair(from, target)) {
             return;
@@ -1245,9 +1309,152 @@ impl Sim {
             broken: false,
         });
         let c = self.conns.len() - 1;
+        if let Some(session) = joining {
+            self.outsiders.joining = Some(Joining {
+                conn: c,
+                session,
+                history: Vec::new(),
+            });
+        }
         self.note(format!("outsider {from} dials {target}: conn {c}"));
         let bytes: Vec<u8> = frames.iter().flat_map(Frame::encode).collect();
         self.send(c, 0, bytes, true);
+    }
+
+    /// The newcomer reads what arrived on connection `c` (its side `side`) while it has no
+    /// replica: the history, up to the peer's Sync frame; then it joins by the document
+    /// (`Replica::join_document`, as `node/dial.rs` does), stores its replica, and its core
+    /// takes the connection over as an outbound link with the same session.
+    fn bootstrap(&mut self, c: usize, side: usize) {
+        let w = self.outsiders.newcomer;
+        if self.outsiders.joining.as_ref().map(|j| j.conn) != Some(c) {
+            self.conns[c].buf[side].clear();
+            return;
+        }
+        let mut rest = Vec::new();
+        let mut done = false;
+        loop {
+            let frame = match Frame::split(&self.conns[c].buf[side]) {
+                Ok(Some((frame, used))) => {
+                    self.conns[c].buf[side].drain(..used);
+                    frame
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.note(format!("{w} bootstrap: garbage ({e}); gives up this try"));
+                    self.outsiders.joining = None;
+                    self.break_conn(c, 1);
+                    return;
+                }
+            };
+            if done {
+                rest.push(frame);
+                continue;
+            }
+            let last = matches!(frame, Frame::Sync { .. });
+            let j = self.outsiders.joining.as_mut().expect("joining");
+            match j.session.handle_bootstrap_frame(frame) {
+                Ok(changes) => j.history.extend(changes),
+                Err(e) => {
+                    self.note(format!("{w} bootstrap failed: {e}; gives up this try"));
+                    self.outsiders.joining = None;
+                    self.break_conn(c, 1);
+                    return;
+                }
+            }
+            done = last;
+        }
+        if !done {
+            return;
+        }
+        let Joining {
+            mut session,
+            history,
+            ..
+        } = self.outsiders.joining.take().expect("joining");
+        let key = self.nodes[w].key.clone();
+        let network = self.network;
+        let joined = match session.take_document() {
+            Ok(Some((bytes, attestations))) => {
+                Replica::join_document(network, key, &bytes, &attestations)
+                    .and_then(|(mut replica, mut receipt)| {
+                        let exact = receipt.refused.is_empty()
+                            && receipt.waiting == 0
+                            && receipt.revoked.is_empty()
+                            && history.is_empty();
+                        if !history.is_empty() {
+                            let more = replica.receive(history)?;
+                            receipt.applied.extend(more.applied);
+                        }
+                        Ok((replica, receipt.applied, exact.then_some(bytes)))
+                    })
+                    .map_err(|e| e.to_string())
+            }
+            Ok(None) => Replica::join(network, key, history)
+                .map(|(r, rc)| (r, rc.applied, None))
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let stored = joined.and_then(|(replica, applied, document)| {
+            let store = self.outsiders.store.clone().expect("the newcomer's store");
+            let durable = store
+                .create_replica_from_document(replica, &applied, document)
+                .map_err(|e| e.to_string())?;
+            Ok((store, durable))
+        });
+        let (store, replica) = match stored {
+            Ok(v) => v,
+            Err(e) => {
+                // A failed write leaves redb's handle unusable: reopen it for the next try.
+                if let Some(store) = self.outsiders.store.as_ref() {
+                    let _ = store.reopen();
+                }
+                self.note(format!("{w} could not join: {e}; tries again"));
+                self.break_conn(c, 1);
+                return;
+            }
+        };
+        if replica.replica().member(&self.nodes[0].key.id()).is_none()
+            || replica.replica().role().is_none()
+        {
+            self.note(format!("{w} joined a history that does not admit it yet"));
+        }
+        self.note(format!(
+            "{w} joined: {} change(s)",
+            replica.ledger().changes_since(&[]).len()
+        ));
+        let keys: Vec<_> = self.nodes.iter().map(|n| n.key.id()).collect();
+        let gen = self.nodes[w].gen;
+        self.nodes[w].joined = true;
+        self.nodes[w].run = Some(Running {
+            store,
+            replica,
+            proto: NetworkProto::new(
+                network,
+                keys[w],
+                Some(backoff()),
+                Jitter::new(self.seed ^ ((w as u64) << 32) ^ (gen << 48)),
+                (0..w).map(|j| (keys[j], j)),
+            ),
+        });
+        self.configure(w);
+        self.conns[c].open[side] = true;
+        let link = self.conns[c].ends[side].1;
+        self.feed(
+            w,
+            Event::LinkOpened {
+                link,
+                peer: keys[0],
+                inbound: false,
+                session,
+                addr: Some(0),
+                first: None,
+            },
+        );
+        if !rest.is_empty() {
+            self.feed(w, Event::Frames { link, frames: rest });
+        }
+        self.feed(w, Event::Started);
     }
 
     fn honest(&self) -> Vec<usize> {
@@ -1476,7 +1683,10 @@ impl Sim {
                     self.fail(&format!("node {x} applied the forbidden change {h}"))
                 );
             }
-            let (newcomer, stranger) = (self.outsiders.newcomer.id(), self.outsiders.stranger.id());
+            let (newcomer, stranger) = (
+                self.nodes[self.outsiders.newcomer].key.id(),
+                self.outsiders.stranger.id(),
+            );
             assert!(
                 r.replica.replica().member(&newcomer).is_some(),
                 "{}",
