@@ -18,9 +18,9 @@ use automerge::legacy::{Key, ObjectId, OpType};
 use automerge::{ActorId, ExpandedChange, ScalarValue};
 use serde_json::Value as Json;
 
-use crate::ledger::schema::{self, ObjectKey};
-use crate::ledger::validate;
 use crate::membership::{Member, Rejection, Role};
+use crate::schema::{self, ObjectKey};
+use crate::validate;
 use crate::vf::{
     Agent, AgentRelationship, AgentRelationshipRole, Agreement, AgreementBundle, Claim, Commitment,
     EconomicEvent, Id, Intent, Measure, ObjectKind, Plan, Process, ProcessSpecification, Proposal,

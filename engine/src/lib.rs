@@ -22,12 +22,15 @@ pub mod membership;
 pub mod net;
 #[cfg(feature = "net")]
 pub mod node;
+mod order;
 pub mod planning;
 mod rejudge;
 pub mod replica;
 pub mod rules;
+mod schema;
 pub mod store;
 pub mod sync;
+mod validate;
 pub mod vf;
 pub mod views;
 

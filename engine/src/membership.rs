@@ -774,7 +774,7 @@ impl std::fmt::Debug for BearerSecret {
 }
 
 impl BearerSecret {
-    fn hash_hex(&self) -> String {
+    pub(crate) fn hash_hex(&self) -> String {
         hex::encode(Sha256::digest(self.0))
     }
 }
@@ -871,6 +871,21 @@ impl Invite {
     ) -> Result<Invite, IdentityError> {
         let mut nonce = [0u8; 16];
         getrandom::fill(&mut nonce).map_err(|e| IdentityError::Randomness(e.to_string()))?;
+        Ok(Invite::issue_with_nonce(
+            issuer, network, role, agent, audience, expires_at, nonce,
+        ))
+    }
+
+    /// [`Invite::issue`] with a given nonce (the node simulator draws it from its seed).
+    pub(crate) fn issue_with_nonce(
+        issuer: &DeviceKey,
+        network: NetworkId,
+        role: Role,
+        agent: Option<Id>,
+        audience: InviteAudience,
+        expires_at: u64,
+        nonce: [u8; 16],
+    ) -> Invite {
         let mut invite = Invite {
             version: 1,
             network,
@@ -883,7 +898,7 @@ impl Invite {
             signature: String::new(),
         };
         invite.signature = hex::encode(issuer.sign(&invite.signing_bytes()));
-        Ok(invite)
+        invite
     }
 
     /// A new bearer secret and the audience it makes.

@@ -67,13 +67,14 @@ use crate::net::{
 };
 use crate::replica::Replica;
 use crate::store::{CompactionPolicy, DurableReplica, Store};
-use crate::sync::{Frame, RefuseCode, SyncError, SyncSession, MAX_FRAME_LEN, MAX_REDEEM_LEN};
+use crate::sync::{Frame, RefuseCode, SyncError, SyncSession, MAX_FRAME_LEN};
 use crate::vf::{Agent, Id, NewEvent};
 
 mod accept;
 mod dial;
 pub mod discovery;
 mod endpoint;
+mod gate;
 mod link;
 mod network;
 pub mod proto;

@@ -2023,6 +2023,14 @@ mod tests {
     use super::*;
     use crate::vf::{Action, EconomicEvent, ResourceDescription, Unit};
 
+    /// A replica, with its compiled rules, moves to another thread (the node judges and
+    /// stores on a blocking pool).
+    #[test]
+    fn a_replica_crosses_threads() {
+        fn send<T: Send>() {}
+        send::<Replica>();
+    }
+
     #[test]
     fn a_member_joins_writes_and_an_admin_accepts() {
         let admin_key = DeviceKey::generate().expect("key");

@@ -1364,7 +1364,7 @@ impl<'a> Planner<'a> {
         for (c, i) in &typed {
             let n = &ex.nodes[*i];
             let id = reflow_id(&n.id);
-            if !crate::ledger::schema::valid_id(&id) {
+            if !crate::schema::valid_id(&id) {
                 self.problems.push(Problem::field(
                     &n.id,
                     "@id",
@@ -2011,7 +2011,7 @@ impl<'a> Planner<'a> {
                         probe.resource_inventoried_as = None;
                     }
                 }
-                match crate::ledger::validate::check_structure(&probe, creates) {
+                match crate::validate::check_structure(&probe, creates) {
                     Ok(()) => break,
                     Err(crate::Error::FieldNotAllowed { field, action, .. }) => {
                         let mut v = serde_json::to_value(&*e).unwrap_or(Value::Null);

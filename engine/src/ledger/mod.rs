@@ -7,8 +7,6 @@
 mod doc;
 mod flows;
 mod planning;
-pub(crate) mod schema;
-pub(crate) mod validate;
 
 use std::collections::{HashMap, HashSet};
 
@@ -29,6 +27,7 @@ use crate::vf::{
     ResourceDescription, ResourceSpecification, SpatialThing, Unit, VfObject,
 };
 use crate::views::{Causality, Conflict, Entry, OrderKey, Trace, Views};
+use crate::{schema, validate};
 
 pub use schema::SCHEMA_VERSION;
 use schema::{KEY_EVENT_BUCKETS, KEY_NETWORK, KEY_OBJECT_BUCKETS, KEY_SCHEMA, KEY_V1_EVENTS};

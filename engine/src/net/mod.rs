@@ -171,7 +171,7 @@ pub enum NetError {
         /// The network.
         network: NetworkId,
         /// Why, by kind.
-        kind: crate::node::status::UnavailableKind,
+        kind: crate::error::UnavailableKind,
         /// Why, for people.
         reason: String,
     },

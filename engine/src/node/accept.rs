@@ -1,4 +1,6 @@
-//! Accepting a peer's connection: who may connect, refusals, and invite redemption.
+//! Accepting a peer's connection: the handshake and the first frame. What happens to it
+//! (admission, an invite's redemption, refusals) is decided by pure code: [`gate`] before
+//! a network is chosen, the protocol core ([`proto::NetworkProto`]) after.
 
 use super::*;
 
@@ -45,40 +47,51 @@ impl Inner {
                 return;
             }
         };
-        let Ok(peer) = DeviceId::from_bytes(conn.remote_id().as_bytes()) else {
-            close(
-                &conn,
-                u32::from(RefuseCode::NotAMember.to_u16()),
-                "not a device key",
-            );
-            return;
+        let peer = DeviceId::from_bytes(conn.remote_id().as_bytes()).ok();
+        let contact = {
+            let networks = self.read_networks();
+            let unavailable = self.read_unavailable();
+            gate::first_contact(
+                peer,
+                network_of_alpn(&alpn),
+                |n| match (networks.contains_key(n), unavailable.get(n)) {
+                    (true, _) => gate::Holding::Open,
+                    (false, Some(problem)) => gate::Holding::Unavailable(problem),
+                    (false, None) => gate::Holding::Absent,
+                },
+                self.cancel.is_cancelled(),
+            )
         };
-        let Some(network) = network_of_alpn(&alpn) else {
-            let code = RefuseCode::UnsupportedVersion.to_u16();
-            close(&conn, u32::from(code), "unknown protocol");
-            return;
+        let (peer, network) = match contact {
+            gate::Contact::Proceed { peer, network } => (peer, network),
+            gate::Contact::Close { code, reason } => return close(&conn, code, reason),
+            gate::Contact::Refuse {
+                peer,
+                network,
+                code,
+                reason,
+            } => {
+                let span = conn_span(network, peer, "in");
+                return self
+                    .refuse_before_link(&conn, network, peer, code, reason)
+                    .instrument(span)
+                    .await;
+            }
         };
         let span = conn_span(network, peer, "in");
         async {
-            let net = match self.net(network) {
-                Ok(net) => net,
-                Err(NetError::NetworkUnavailable { .. }) => {
-                    self.refuse_unavailable(&conn, network, peer).await;
-                    return;
-                }
-                Err(_) => {
-                    let code = RefuseCode::WrongNetwork.to_u16();
-                    close(&conn, u32::from(code), "this node does not hold that network");
-                    return;
-                }
-            };
-            if self.cancel.is_cancelled() {
-                close(&conn, close_code::SHUTTING_DOWN, "the node is shutting down");
+            let Ok(net) = self.net(network) else {
+                // Gone since (closed, or left): as if never held.
+                let code = RefuseCode::WrongNetwork.to_u16();
+                close(
+                    &conn,
+                    u32::from(code),
+                    "this node does not hold that network",
+                );
                 return;
-            }
+            };
             let after = self.config.connect_timeout;
             // A device that is not a member may send one small frame: a Redeem.
-            let member = lock(&net.replica).replica().member(&peer).is_some();
             let (mut send, mut recv) = match tokio::time::timeout(after, conn.accept_bi()).await {
                 Ok(Ok(streams)) => streams,
                 Ok(Err(e)) => {
@@ -88,12 +101,20 @@ impl Inner {
                     return;
                 }
                 Err(_) => {
-                    close(&conn, close_code::TIMEOUT, "timed out waiting for the first frame");
+                    close(
+                        &conn,
+                        close_code::TIMEOUT,
+                        "timed out waiting for the first frame",
+                    );
                     return;
                 }
             };
-            let limit = if member { MAX_FRAME_LEN } else { MAX_REDEEM_LEN };
+            let limit = {
+                let replica = lock(&net.replica);
+                proto::NetworkProto::<PeerAddr>::first_frame_limit(replica.replica(), &peer)
+            };
             let first = tokio::time::timeout(after, read_frame_limited(&mut recv, limit)).await;
+            let member = limit == MAX_FRAME_LEN;
             let first = match first {
                 Ok(Ok(Some(frame))) => frame,
                 _ if !member => {
@@ -124,39 +145,33 @@ impl Inner {
                     return;
                 }
                 Err(_) => {
-                    close(&conn, close_code::TIMEOUT, "timed out waiting for the first frame");
+                    close(
+                        &conn,
+                        close_code::TIMEOUT,
+                        "timed out waiting for the first frame",
+                    );
                     return;
                 }
             };
-            let first = match first {
-                Frame::Redeem {
-                    invite,
-                    secret,
-                    agent,
-                } if !member => {
-                    self.redeem(&net, conn, peer, (send, recv), &invite, secret, agent)
-                        .await;
-                    return;
-                }
-                Frame::Redeem { invite, .. } => {
-                    // A retry after a lost connection, say: it syncs as the member it is.
-                    info!(nonce = %invite.nonce, "already a member; the invite is not redeemed again");
-                    None
-                }
-                _ if !member => {
-                    self.refuse_not_member(&net, &conn, &mut send, peer).await;
-                    return;
-                }
-                frame => Some(frame),
-            };
+            // The core decides: a member's link opens, a Redeem is redeemed, anything else
+            // from a device that is not a member is refused.
+            let first = Some(first);
             if let Some(e) = first.as_ref().and_then(|f| refused(peer, f)) {
                 info!(error = %e, "the dialer refused");
                 close(&conn, close_code::DONE, "refused");
                 return;
             }
             let session = net.session(peer);
-            // The core admits the member (or refuses it, if it was removed meanwhile).
-            self.start_link(&net, conn, peer, Opening::Inbound, session, send, recv, first);
+            self.start_link(
+                &net,
+                conn,
+                peer,
+                Opening::Inbound,
+                session,
+                send,
+                recv,
+                first,
+            );
         }
         .instrument(span)
         .await;
@@ -164,20 +179,18 @@ impl Inner {
 }
 
 impl Inner {
-    /// Refuse a peer that dialed this node for a network it holds but could not open: a
-    /// Refuse frame ([`RefuseCode::WrongNetwork`], saying the network is unavailable here)
-    /// on its stream, then close. Nothing of the network is read.
-    pub(super) async fn refuse_unavailable(
+    /// Refuse a peer before any link exists ([`gate::Contact::Refuse`]: a network this node
+    /// holds but could not open): a Refuse frame on its stream, then close. Nothing of the
+    /// network is read.
+    pub(super) async fn refuse_before_link(
         &self,
         conn: &Connection,
         network: NetworkId,
         peer: DeviceId,
+        code: RefuseCode,
+        reason: String,
     ) {
-        let Some(reason) = self.read_unavailable().get(&network).map(|p| p.refusal()) else {
-            return;
-        };
-        let code = RefuseCode::WrongNetwork;
-        warn!("refusing a peer: this network is unavailable on this node");
+        warn!(%code, "refusing a peer before any link: {reason}");
         self.emit(NodeEvent::Refused {
             network,
             peer,
@@ -214,84 +227,5 @@ impl Inner {
             reason: reason.clone(),
         });
         refuse_on(conn, send, RefuseCode::NotAMember, &reason).await;
-    }
-
-    /// Redeem an invite for `peer`, a device that is not a member, by this node's clock
-    /// ([`DurableReplica::redeem_invite`]): on success the new records are stored and pushed
-    /// to the connected peers, and the connection becomes the new member's sync connection;
-    /// else it is refused with the invite's refusal code, and nothing is written.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn redeem(
-        self: &Arc<Self>,
-        net: &Arc<Net>,
-        conn: Connection,
-        peer: DeviceId,
-        (mut send, recv): (SendStream, RecvStream),
-        invite: &crate::membership::Invite,
-        secret: Option<crate::membership::BearerSecret>,
-        agent: Option<Agent>,
-    ) {
-        let now = unix_now();
-        // Stored (fsync'd) off the runtime's threads.
-        let (task_net, task_invite) = (net.clone(), invite.clone());
-        let Some(result) = off_runtime(move || {
-            let mut replica = lock(&task_net.replica);
-            match replica.redeem_invite(&task_invite, peer, secret.as_ref(), agent, now) {
-                Ok(signed) => (
-                    Ok(()),
-                    task_net.feed(&mut replica, proto::Event::Committed { changes: signed }),
-                ),
-                // Back to the stored state (see proto::Event::Reloaded).
-                Err(e) => (Err(e), task_net.feed(&mut replica, proto::Event::Reloaded)),
-            }
-        })
-        .await
-        else {
-            close(
-                &conn,
-                close_code::SHUTTING_DOWN,
-                "the node is shutting down",
-            );
-            return;
-        };
-        let network = net.id;
-        let (result, later) = result;
-        net.finish(self, later);
-        if let Err(e) = result {
-            let code = match &e {
-                crate::Error::Invite(ie) => RefuseCode::of_invite_error(ie),
-                _ => RefuseCode::InviteNotRedeemed,
-            };
-            let reason = format!("invite {} not redeemed: {e}", invite.nonce);
-            warn!(%code, %reason, "invite refused");
-            net.record_error(self, peer, format!("refused: {reason}"));
-            self.emit(NodeEvent::Refused {
-                network,
-                peer,
-                by_us: true,
-                code,
-                reason: reason.clone(),
-            });
-            refuse_on(&conn, &mut send, code, &reason).await;
-            return;
-        }
-        info!(nonce = %invite.nonce, role = %invite.role, "invite redeemed: a new member");
-        self.emit(NodeEvent::InviteRedeemed {
-            network,
-            device: peer,
-            role: invite.role,
-            nonce: invite.nonce.clone(),
-        });
-        let session = net.session(peer);
-        self.start_link(
-            net,
-            conn,
-            peer,
-            Opening::Admitted,
-            session,
-            send,
-            recv,
-            None,
-        );
     }
 }

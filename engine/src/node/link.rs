@@ -123,10 +123,9 @@ pub(super) fn read_error(peer: DeviceId, network: NetworkId, e: ReadFrameError) 
 pub(super) enum Opening {
     /// This node dialed (the peer accepted).
     Outbound,
-    /// The peer dialed; the core admits it (a member) or refuses it.
+    /// The peer dialed; the core admits it (a member, or a device redeeming an invite) or
+    /// refuses it.
     Inbound,
-    /// The peer dialed and was admitted already (a redeemed invite).
-    Admitted,
 }
 
 impl Inner {
@@ -175,10 +174,10 @@ impl Inner {
                 addr,
                 first,
             },
-            Opening::Outbound | Opening::Admitted => proto::Event::LinkOpened {
+            Opening::Outbound => proto::Event::LinkOpened {
                 link: link.id,
                 peer,
-                inbound: opening == Opening::Admitted,
+                inbound: false,
                 session,
                 addr,
                 first,

@@ -149,6 +149,27 @@ impl Net {
                             }
                         });
                     }
+                    Effect::Redeem {
+                        link,
+                        peer,
+                        invite,
+                        secret,
+                        agent,
+                    } => {
+                        let result = replica
+                            .redeem_invite(&invite, peer, secret.as_ref(), agent, unix_now())
+                            .map_err(|e| {
+                                let (code, reason) = proto::redeem_refusal(&e);
+                                warn!(%code, %reason, nonce = %invite.nonce, "invite refused");
+                                // Back to the stored state (see proto::Event::Reloaded).
+                                events.push_back(Event::Reloaded);
+                                (code, reason)
+                            });
+                        if result.is_ok() {
+                            info!(nonce = %invite.nonce, role = %invite.role, "invite redeemed: a new member");
+                        }
+                        events.push_back(Event::Redeemed { link, result });
+                    }
                     Effect::Updated { changes, from } => {
                         let _ = self.updates.send(LedgerUpdate {
                             network: self.id,
@@ -230,6 +251,7 @@ impl Net {
                 | Effect::Refuse { .. }
                 | Effect::Close { .. }
                 | Effect::Store { .. }
+                | Effect::Redeem { .. }
                 | Effect::Updated { .. } => {}
             }
         }
@@ -278,6 +300,12 @@ impl Net {
                 peer,
                 count,
                 reason,
+            },
+            Notice::InviteRedeemed { peer, role, nonce } => NodeEvent::InviteRedeemed {
+                network,
+                device: peer,
+                role,
+                nonce,
             },
             Notice::RetryScheduled {
                 peer,

@@ -16,7 +16,8 @@
 //!
 //! # Events ([`Event`])
 //!
-//! An inbound connection asks to open (admission: a member, or refused), a link opened
+//! An inbound connection asks to open (admission: a member, a device redeeming an invite, or
+//! refused), an invite's redemption was stored or refused, a link opened
 //! (either way), frames arrived on a link, a batch was stored (its [`Receipt`]) or its store
 //! failed, a link closed (and how), a local write was committed, a timer fired (a redial is
 //! due), a dial failed, the user paused or resumed a peer, an address was learnt, the node
@@ -25,14 +26,18 @@
 //! # Effects ([`Effect`])
 //!
 //! Send a frame on a link; refuse a link (a Refuse frame, then close); close a link with a
-//! code; verify, admit and store a batch of changes (the driver does it off its event loop
+//! code; redeem an invite (the driver checks and stores it by its clock and feeds the outcome
+//! back as [`Event::Redeemed`]); verify, admit and store a batch of changes (the driver does it off its event loop
 //! and feeds the [`Receipt`] back as [`Event::Stored`]); tell subscribers of new changes;
 //! tell the application of something that happened ([`Notice`]); dial a peer; set a timer;
 //! save the address book; save a peer's sync state.
 //!
 //! # Decisions it owns
 //!
-//! Who may connect (members only; [`Event::Incoming`]), what a peer's frames do (the session),
+//! Who may connect (members, and a device that is not one only with a Redeem as its first
+//! frame, no larger than [`NetworkProto::first_frame_limit`]; [`Event::Incoming`]), what an
+//! invite's redemption does (a new member whose link opens at once, the records pushed to
+//! every other link; else the refusal with the invite's code), what a peer's frames do (the session),
 //! where stored changes go (every other link: the A-B-C hop; a removed member first learns of
 //! its removal, then is refused), when a peer is refused (protocol violation, flooding, not a
 //! member), and when and how soon a peer is redialed (exponential backoff with jitter from a
@@ -49,8 +54,10 @@ use automerge::ChangeHash;
 
 use crate::identity::{DeviceId, NetworkId, SignedChange};
 use crate::membership::RECORD_PREFIX;
+use crate::membership::{BearerSecret, Invite, Role};
 use crate::replica::{Receipt, Replica};
-use crate::sync::{Frame, ReceivedPart, RefuseCode, SyncSession};
+use crate::sync::{Frame, ReceivedPart, RefuseCode, SyncSession, MAX_FRAME_LEN, MAX_REDEEM_LEN};
+use crate::vf::Agent;
 
 /// Most frames a session is asked for in one go (a bound against a runaway session).
 pub const MAX_FRAMES_PER_POLL: usize = 64;
@@ -193,6 +200,14 @@ pub enum Event<A> {
         /// What is wrong.
         detail: String,
     },
+    /// The redemption of [`Effect::Redeem`] for `link` ended: the records it stored, or why
+    /// the invite was not redeemed (nothing was written).
+    Redeemed {
+        /// The link of the redeeming device.
+        link: LinkId,
+        /// The new member's records, or the refusal's code and reason.
+        result: Result<Vec<SignedChange>, (RefuseCode, String)>,
+    },
     /// The batch of [`Effect::Store`] for `link` is stored.
     Stored {
         /// The link the changes came from.
@@ -318,6 +333,15 @@ pub enum Notice {
         /// The first reason.
         reason: String,
     },
+    /// A device redeemed an invite: it is a member, and its link is open.
+    InviteRedeemed {
+        /// The new member.
+        peer: DeviceId,
+        /// Its role.
+        role: Role,
+        /// The invite's nonce.
+        nonce: String,
+    },
     /// The peer will be redialed after `after`.
     RetryScheduled {
         /// The peer.
@@ -359,6 +383,21 @@ pub enum Effect<A> {
         code: CloseKind,
         /// The reason.
         reason: String,
+    },
+    /// Redeem `invite` for `peer` (a device that is not a member) by the driver's clock,
+    /// durably (`DurableReplica::redeem_invite`), then report [`Event::Redeemed`]; on
+    /// failure the replica is put back to its stored state ([`Event::Reloaded`] first).
+    Redeem {
+        /// The link of the redeeming device (open in the driver, not yet in the core).
+        link: LinkId,
+        /// The device.
+        peer: DeviceId,
+        /// The invite.
+        invite: Invite,
+        /// Its bearer secret, if any.
+        secret: Option<BearerSecret>,
+        /// The Agent to create for it, if the invite names none.
+        agent: Option<Agent>,
     },
     /// Verify, admit and store these changes (durably), then report [`Event::Stored`] or
     /// [`Event::StoreFailed`]. No other `Store` is asked for until then.
@@ -413,6 +452,17 @@ pub enum CloseKind {
     Disconnected,
     /// This node could not store what it received.
     StorageFailure,
+}
+
+/// The refusal of an invite that was not redeemed: the invite's code (docs/protocol.md), or
+/// [`RefuseCode::InviteNotRedeemed`] for any other failure (this node could not store it),
+/// and the reason.
+pub fn redeem_refusal(e: &crate::Error) -> (RefuseCode, String) {
+    let code = match e {
+        crate::Error::Invite(ie) => RefuseCode::of_invite_error(ie),
+        _ => RefuseCode::InviteNotRedeemed,
+    };
+    (code, e.to_string())
 }
 
 /// One open link.
@@ -478,6 +528,20 @@ pub struct NetworkProto<A> {
     queue: VecDeque<LinkId>,
     /// The replica is stale ([`Event::Frozen`]).
     frozen: bool,
+    /// Links of devices redeeming an invite ([`Effect::Redeem`] under way).
+    redeeming: BTreeMap<LinkId, Redeeming<A>>,
+}
+
+/// A device whose invite is being redeemed: its link opens once it is a member.
+#[derive(Debug)]
+struct Redeeming<A> {
+    peer: DeviceId,
+    session: SyncSession,
+    addr: Option<A>,
+    role: Role,
+    nonce: String,
+    /// Frames that arrived meanwhile (the joiner's sync request follows its Redeem).
+    waiting: Vec<Frame>,
 }
 
 impl<A: Clone + PartialEq + std::fmt::Debug> NetworkProto<A> {
@@ -513,6 +577,7 @@ impl<A: Clone + PartialEq + std::fmt::Debug> NetworkProto<A> {
             storing: None,
             queue: VecDeque::new(),
             frozen: false,
+            redeeming: BTreeMap::new(),
         }
     }
 
@@ -543,6 +608,17 @@ impl<A: Clone + PartialEq + std::fmt::Debug> NetworkProto<A> {
         self.links.values().any(|l| l.peer == peer && !l.closing)
     }
 
+    /// The largest first frame to read from `peer` on an inbound connection: a member's may
+    /// be any frame; a device that is not one may send only a Redeem
+    /// ([`MAX_REDEEM_LEN`]), so that a stranger cannot make this node read a large frame.
+    pub fn first_frame_limit(replica: &Replica, peer: &DeviceId) -> usize {
+        if replica.member(peer).is_some() {
+            MAX_FRAME_LEN
+        } else {
+            MAX_REDEEM_LEN
+        }
+    }
+
     /// Whether any batch is being stored or any frame waits (for a simulator's quiescence).
     pub fn busy(&self) -> bool {
         self.storing.is_some() || !self.queue.is_empty()
@@ -570,7 +646,45 @@ impl<A: Clone + PartialEq + std::fmt::Debug> NetworkProto<A> {
                 addr,
                 first,
             } => {
-                if replica.member(&peer).is_none() {
+                let member = replica.member(&peer).is_some();
+                match first {
+                    Some(Frame::Redeem {
+                        invite,
+                        secret,
+                        agent,
+                    }) if !member => {
+                        // The one frame a device that is not a member may send.
+                        self.redeeming.insert(
+                            link,
+                            Redeeming {
+                                peer,
+                                session,
+                                addr,
+                                role: invite.role,
+                                nonce: invite.nonce.clone(),
+                                waiting: Vec::new(),
+                            },
+                        );
+                        out.push(Effect::Redeem {
+                            link,
+                            peer,
+                            invite,
+                            secret,
+                            agent,
+                        });
+                        return out;
+                    }
+                    // A member's Redeem (a retry after a lost connection, say): it syncs as
+                    // the member it is; the invite is not redeemed again.
+                    Some(Frame::Redeem { .. }) => {
+                        self.open(
+                            now, replica, link, peer, true, session, addr, None, &mut out,
+                        );
+                        return out;
+                    }
+                    _ => {}
+                }
+                if !member {
                     let reason = format!(
                         "device {peer} is not a member of network {} (never admitted, or removed): ask an admin of the network to add this device",
                         self.network
@@ -604,6 +718,11 @@ impl<A: Clone + PartialEq + std::fmt::Debug> NetworkProto<A> {
                 now, replica, link, peer, inbound, session, addr, first, &mut out,
             ),
             Event::Frames { link, frames } => {
+                if let Some(r) = self.redeeming.get_mut(&link) {
+                    // Handled once the device is a member (or dropped with its refusal).
+                    r.waiting.extend(frames);
+                    return out;
+                }
                 let Some(l) = self.links.get_mut(&link) else {
                     return out;
                 };
@@ -615,6 +734,51 @@ impl<A: Clone + PartialEq + std::fmt::Debug> NetworkProto<A> {
                     self.queue.push_back(link);
                 }
                 self.drain(replica, &mut out);
+            }
+            Event::Redeemed { link, result } => {
+                let Some(r) = self.redeeming.remove(&link) else {
+                    return out;
+                };
+                match result {
+                    Ok(changes) => {
+                        out.push(Effect::Notify(Notice::InviteRedeemed {
+                            peer: r.peer,
+                            role: r.role,
+                            nonce: r.nonce,
+                        }));
+                        // The new member's records go to every other link (and the new link
+                        // syncs them as it opens).
+                        if !changes.is_empty() {
+                            self.after_change(replica, &changes, None, &mut out);
+                        }
+                        let mut waiting = r.waiting.into_iter();
+                        let first = waiting.next();
+                        self.open(
+                            now, replica, link, r.peer, true, r.session, r.addr, first, &mut out,
+                        );
+                        let rest: Vec<Frame> = waiting.collect();
+                        if let Some(l) = self.links.get_mut(&link).filter(|_| !rest.is_empty()) {
+                            if !l.closing {
+                                l.waiting.extend(rest);
+                                if !self.queue.contains(&link) {
+                                    self.queue.push_back(link);
+                                }
+                                self.drain(replica, &mut out);
+                            }
+                        }
+                    }
+                    Err((code, reason)) => {
+                        let reason = format!("invite {} not redeemed: {reason}", r.nonce);
+                        self.peer(r.peer).last_error = Some(format!("refused: {reason}"));
+                        out.push(Effect::Notify(Notice::Refused {
+                            peer: r.peer,
+                            by_us: true,
+                            code,
+                            reason: reason.clone(),
+                        }));
+                        out.push(Effect::Refuse { link, code, reason });
+                    }
+                }
             }
             Event::Malformed { link, detail } => self.violation(link, detail, &mut out),
             Event::Stored { link, receipt } => {
@@ -648,7 +812,10 @@ impl<A: Clone + PartialEq + std::fmt::Debug> NetworkProto<A> {
                 }
                 self.drain(replica, &mut out);
             }
-            Event::LinkClosed { link, end } => self.closed(now, replica, link, end, &mut out),
+            Event::LinkClosed { link, end } => {
+                self.redeeming.remove(&link);
+                self.closed(now, replica, link, end, &mut out)
+            }
             Event::Committed { changes } => {
                 if !changes.is_empty() {
                     self.after_change(replica, &changes, None, &mut out);

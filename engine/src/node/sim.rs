@@ -10,6 +10,18 @@
 //! it sends bytes that are no frame, changes with forged signatures, changes that impersonate
 //! another device, and changes it is not allowed to make; an admin may remove it mid-run.
 //!
+//! Two devices that are no members dial in too ([`Outsiders`]): a newcomer (a node with no
+//! replica yet) redeems a bearer invite (a [`Ticket`], through its text form) at the first
+//! admin's node, which the core hands to the driver as [`Effect::Redeem`] (stored on the
+//! faulty disk), and on the same connection bootstraps by document (`Replica::join_document`,
+//! as `node/dial.rs` does), stores its replica and runs as a node from then on; refused, cut
+//! off or not stored, it tries again. Then a stranger is refused three ways: a frame with no
+//! invite ([`RefuseCode::NotAMember`]), the newcomer's invite replayed
+//! ([`RefuseCode::InviteAlreadyRedeemed`]) and that invite forged to grant more
+//! ([`RefuseCode::InviteInvalid`]). A run ends with the newcomer one of the honest nodes (all
+//! the checks below cover it), the stranger a member nowhere, and each of the three refusals
+//! read by the stranger.
+//!
 //! Everything comes from the seed: the schedule, the faults, the keys, the session actor ids
 //! (the seam in `identity::test_actors`) and the jitter of the redial policy; Automerge's
 //! change timestamps are 0 (the ledger never sets them). A run ends, after healing, with
@@ -30,8 +42,10 @@ use automerge::ChangeHash;
 use super::proto::{
     Backoff, CloseKind, Effect, Event, Jitter, LinkEnd, LinkId, NetworkProto, Notice, Timer,
 };
-use crate::identity::{test_actors, ChangeSignature, DeviceKey, NetworkId, SignedChange};
-use crate::membership::Role;
+use super::ticket::Ticket;
+use crate::identity::{test_actors, ChangeSignature, DeviceId, DeviceKey, NetworkId, SignedChange};
+use crate::membership::{BearerSecret, Invite, InviteAudience, Role};
+use crate::net::PeerAddr;
 use crate::replica::Replica;
 use crate::store::fault::FaultyDisk;
 use crate::store::{CompactionPolicy, DurableReplica, Store};
@@ -104,6 +118,34 @@ impl Faults {
     }
 }
 
+/// The simulated wall clock (unix seconds) at tick `now`: what an invite's expiry is judged by.
+fn wall_clock(now: u64) -> u64 {
+    1_800_000_000 + now * TICK_MS / 1000
+}
+
+/// The devices that are no members at the start: the newcomer (node `newcomer`, with no
+/// replica until it joins) and the stranger (index `nodes.len()` in connection ends).
+struct Outsiders {
+    newcomer: usize,
+    stranger: DeviceKey,
+    joining: Option<Joining>,
+    /// The newcomer's store, opened (empty) before the faults start, as every node's is.
+    store: Option<Store>,
+    /// The newcomer's ticket, as text (parsed at each try).
+    ticket: String,
+    /// Refusals the stranger received.
+    seen: Vec<RefuseCode>,
+    /// Tries of each.
+    tries: u64,
+}
+
+/// The refusals the stranger must meet.
+const STRANGER_REFUSALS: [RefuseCode; 3] = [
+    RefuseCode::NotAMember,
+    RefuseCode::InviteAlreadyRedeemed,
+    RefuseCode::InviteInvalid,
+];
+
 /// A running node.
 struct Running {
     store: Store,
@@ -121,6 +163,16 @@ struct SimNode {
     bad: bool,
     /// The next write's number.
     writes: u64,
+    /// Holds a replica of the network (the newcomer only once it has joined).
+    joined: bool,
+}
+
+/// The newcomer's bootstrap under way: on connection `conn`, its session and the changes the
+/// peer pushed meanwhile.
+struct Joining {
+    conn: usize,
+    session: SyncSession,
+    history: Vec<SignedChange>,
 }
 
 /// A simulated connection: side 0 dialed side 1.
@@ -171,6 +223,15 @@ enum Item {
     Up {
         node: usize,
     },
+    Redeem {
+        node: usize,
+        gen: u64,
+        link: LinkId,
+        peer: DeviceId,
+        invite: Box<Invite>,
+        secret: Option<BearerSecret>,
+        agent: Option<Agent>,
+    },
 }
 
 /// What a run did.
@@ -214,6 +275,7 @@ struct Sim {
     out: Outcome,
     log: Vec<String>,
     verbose: bool,
+    outsiders: Outsiders,
 }
 
 fn pair(a: usize, b: usize) -> (usize, usize) {
@@ -225,7 +287,9 @@ impl Sim {
         test_actors::seed(Some(seed ^ 0xac70_75ee_d000_0000));
         let mut rng = Rng(seed ^ 0x51b0_de51_b0de_51b0);
         let faults = Faults::of_seed(&mut rng);
-        let n = 4 + rng.below(3) as usize; // 4..=6 nodes, the last misbehaves
+        // 4..=6 members, the last misbehaves, and before it the newcomer (not yet a member).
+        let n = 5 + rng.below(3) as usize;
+        let newcomer = n - 2;
         let keys: Vec<DeviceKey> = (0..n).map(|i| key(seed, i)).collect();
         let (mut admin, _) =
             Replica::create_network("sim", keys[0].clone(), Agent::person("a0", "Agent 0"))
@@ -234,6 +298,9 @@ impl Sim {
             .write(|l| l.create(Unit::new("kg", "kilogram", "kg")))
             .expect("unit");
         for (i, k) in keys.iter().enumerate().skip(1) {
+            if i == newcomer {
+                continue;
+            }
             let agent = format!("a{i}");
             admin
                 .write(|l| l.create(Agent::person(agent.as_str(), format!("Agent {i}"))))
@@ -245,10 +312,64 @@ impl Sim {
         }
         let network = admin.network();
         let all = admin.signed_changes_since(&[]);
+        // A bearer invite, its nonce and secret from the seed, as a ticket.
+        let mut outsiders = {
+            let mut secret = [0u8; 32];
+            for b in secret.iter_mut() {
+                *b = rng.next() as u8;
+            }
+            let secret = BearerSecret(secret);
+            let mut nonce = [0u8; 16];
+            for b in nonce.iter_mut() {
+                *b = rng.next() as u8;
+            }
+            let invite = Invite::issue_with_nonce(
+                &keys[0],
+                network,
+                Role::Member,
+                None,
+                InviteAudience::Bearer {
+                    secret_hash: secret.hash_hex(),
+                },
+                wall_clock(1_000_000),
+                nonce,
+            );
+            let ticket = Ticket {
+                network,
+                network_name: "sim".into(),
+                invite,
+                secret: Some(secret),
+                inviter: PeerAddr::new(keys[0].id()),
+            };
+            Outsiders {
+                newcomer: n - 2,
+                stranger: key(seed, 101),
+                joining: None,
+                store: None,
+                ticket: ticket.to_string(),
+                seen: Vec::new(),
+                tries: 0,
+            }
+        };
         let mut admin = Some(admin);
         let mut nodes = Vec::new();
         for (i, k) in keys.iter().enumerate() {
             let disk = FaultyDisk::new(seed.wrapping_mul(31).wrapping_add(i as u64));
+            if i == newcomer {
+                let store = open_store(&disk, i).expect("a fresh store opens");
+                outsiders.store = Some(store);
+                nodes.push(SimNode {
+                    key: k.clone(),
+                    agent: format!("a{i}"),
+                    disk,
+                    run: None,
+                    gen: 0,
+                    bad: false,
+                    writes: 0,
+                    joined: false,
+                });
+                continue;
+            }
             let store = open_store(&disk, i).expect("a fresh store opens");
             let replica = if i == 0 {
                 let r = admin.take().expect("the admin's replica");
@@ -282,6 +403,7 @@ impl Sim {
                 gen: 0,
                 bad: i == n - 1,
                 writes: 0,
+                joined: true,
             });
         }
         let mut sim = Sim {
@@ -301,6 +423,7 @@ impl Sim {
             out: Outcome::default(),
             log: Vec::new(),
             verbose,
+            outsiders,
         };
         for x in 0..n {
             sim.configure(x);
@@ -424,6 +547,26 @@ impl Sim {
                         link,
                         parts,
                         changes,
+                    },
+                );
+            }
+            Effect::Redeem {
+                link,
+                peer,
+                invite,
+                secret,
+                agent,
+            } => {
+                self.schedule(
+                    1,
+                    Item::Redeem {
+                        node: x,
+                        gen,
+                        link,
+                        peer,
+                        invite: Box::new(invite),
+                        secret,
+                        agent,
                     },
                 );
             }
@@ -600,8 +743,16 @@ impl Sim {
         self.schedule(2, Item::Opened { conn: c });
     }
 
+    /// The device at index `i` of a connection's ends (a node, or an outsider).
+    fn device(&self, i: usize) -> DeviceId {
+        match self.nodes.get(i) {
+            Some(node) => node.key.id(),
+            None => self.outsiders.stranger.id(),
+        }
+    }
+
     fn session(&self, x: usize, peer: usize) -> SyncSession {
-        let device = self.nodes[peer].key.id();
+        let device = self.device(peer);
         let saved = self.nodes[x].run.as_ref().and_then(|r| {
             r.store
                 .sync_state(&self.network.to_string(), device.as_bytes())
@@ -724,16 +875,62 @@ impl Sim {
                 }
             }
             Item::Up { node } => self.up(node),
+            Item::Redeem {
+                node,
+                gen,
+                link,
+                peer,
+                invite,
+                secret,
+                agent,
+            } => {
+                if self.nodes[node].gen != gen {
+                    return;
+                }
+                let clock = wall_clock(self.now);
+                let Some(r) = self.nodes[node].run.as_mut() else {
+                    return;
+                };
+                // As the node's driver does (node/network.rs, `Net::feed`).
+                let result = r
+                    .replica
+                    .redeem_invite(&invite, peer, secret.as_ref(), agent, clock)
+                    .map_err(|e| super::proto::redeem_refusal(&e));
+                self.note(format!("{node} redeems {}: {result:?}", invite.nonce));
+                if result.is_err() {
+                    self.feed(node, Event::Reloaded);
+                }
+                self.feed(node, Event::Redeemed { link, result });
+            }
         }
     }
 
     /// Bytes arrive at side `side` of connection `c`.
     fn deliver(&mut self, c: usize, side: usize, bytes: Vec<u8>) {
-        if self.conns[c].broken && !self.conns[c].open[side] {
-            return;
-        }
         let (x, link) = self.conns[c].ends[side];
         let peer = self.conns[c].ends[1 - side].0;
+        if self.conns[c].broken && !self.conns[c].open[side] && x < self.nodes.len() {
+            return;
+        }
+        if x >= self.nodes.len() {
+            // An outsider reads what it is told: refusals are what the stranger waits for.
+            self.conns[c].buf[side].extend_from_slice(&bytes);
+            while let Ok(Some((frame, used))) = Frame::split(&self.conns[c].buf[side]) {
+                self.conns[c].buf[side].drain(..used);
+                if let Frame::Refuse { code, reason } = frame {
+                    self.note(format!("outsider {x} refused by {peer}: {code} {reason}"));
+                    if !self.outsiders.seen.contains(&code) {
+                        self.outsiders.seen.push(code);
+                    }
+                }
+            }
+            return;
+        }
+        if !self.nodes[x].joined {
+            self.conns[c].buf[side].extend_from_slice(&bytes);
+            self.bootstrap(c, side);
+            return;
+        }
         if self.nodes[x].run.is_none() {
             return;
         }
@@ -759,14 +956,15 @@ impl Sim {
             self.conns[c].open[side] = true;
             let first = frames.remove(0);
             let session = self.session(x, peer);
-            let device = self.nodes[peer].key.id();
+            let device = self.device(peer);
             self.feed(
                 x,
                 Event::Incoming {
                     link,
                     peer: device,
                     session,
-                    addr: Some(peer),
+                    // Outsiders do not listen: nothing to remember.
+                    addr: (peer < self.nodes.len()).then_some(peer),
                     first: Some(first),
                 },
             );
@@ -831,7 +1029,7 @@ impl Sim {
     }
 
     fn up(&mut self, x: usize) {
-        if self.nodes[x].run.is_some() {
+        if self.nodes[x].run.is_some() || !self.nodes[x].joined {
             return;
         }
         let node = &self.nodes[x];
@@ -967,7 +1165,10 @@ impl Sim {
     fn forge(&mut self, m: usize, kind: u64) -> SignedChange {
         let r = self.nodes[m].run.as_ref().expect("running");
         let replica = r.replica.replica();
-        let victim = self.rng.below(m as u64) as usize;
+        let victim = match self.rng.below(m as u64) as usize {
+            v if v == self.outsiders.newcomer => 0,
+            v => v,
+        };
         let actor_key = if kind == 2 {
             &self.nodes[victim].key
         } else {
@@ -1006,6 +1207,254 @@ impl Sim {
             _ => self.nodes[m].key.sign_change(&self.network, &change.hash()),
         };
         SignedChange { change, signature }
+    }
+
+    /// Whether the first admin's node holds the newcomer as a member.
+    fn newcomer_admitted(&self) -> bool {
+        let newcomer = self.nodes[self.outsiders.newcomer].key.id();
+        self.nodes[0]
+            .run
+            .as_ref()
+            .is_some_and(|r| r.replica.replica().member(&newcomer).is_some())
+    }
+
+    fn outsiders_done(&self) -> bool {
+        self.nodes[self.outsiders.newcomer].joined
+            && self.newcomer_admitted()
+            && STRANGER_REFUSALS
+                .iter()
+                .all(|c| self.outsiders.seen.contains(c))
+    }
+
+    /// An outsider dials: the newcomer redeems its ticket at node 0 until it is a member
+    /// there, then the stranger tries one of its three ways in.
+    fn outsider_try(&mut self) {
+        self.outsiders.tries += 1;
+        let ticket: Ticket = self.outsiders.ticket.parse().expect("the ticket parses");
+        let n = self.nodes.len();
+        let w = self.outsiders.newcomer;
+        let mut joining = None;
+        if !self.nodes[w].joined
+            && self
+                .outsiders
+                .joining
+                .as_ref()
+                .is_some_and(|j| !self.conns[j.conn].broken)
+        {
+            return; // its bootstrap is under way
+        }
+        let (from, target, frames) = if !self.nodes[w].joined {
+            // Redeem (again, if it is a member already: then it just syncs) and bootstrap.
+            let redeem = Frame::Redeem {
+                invite: ticket.invite.clone(),
+                secret: ticket.secret.clone(),
+                agent: Some(Agent::person(format!("a{w}").as_str(), "Newcomer")),
+            };
+            let (session, request) = SyncSession::bootstrap(self.network, self.nodes[0].key.id());
+            joining = Some(session);
+            (w, 0, vec![redeem, request])
+        } else if !self.newcomer_admitted() {
+            return;
+        } else {
+            let missing: Vec<RefuseCode> = STRANGER_REFUSALS
+                .iter()
+                .copied()
+                .filter(|c| !self.outsiders.seen.contains(c))
+                .collect();
+            let Some(&want) = missing.get(self.rng.below(missing.len() as u64) as usize) else {
+                return;
+            };
+            let frame = match want {
+                RefuseCode::NotAMember => Frame::Push {
+                    changes: Vec::new(),
+                },
+                RefuseCode::InviteAlreadyRedeemed => Frame::Redeem {
+                    invite: ticket.invite.clone(),
+                    secret: ticket.secret.clone(),
+                    agent: Some(Agent::person("stranger", "Stranger")),
+                },
+                _ => {
+                    // Forged: the newcomer's invite made to grant the admin role.
+                    let mut invite = ticket.invite.clone();
+                    invite.role = Role::Admin;
+                    invite.nonce = format!("{:032x}", self.rng.next());
+                    Frame::Redeem {
+                        invite,
+                        secret: ticket.secret.clone(),
+                        agent: Some(Agent::person("stranger", "Stranger")),
+                    }
+                }
+            };
+            // A plain dial may go to any honest node; a redemption goes to the invite's
+            // issuer, which has recorded the first one.
+            let target = match want {
+                RefuseCode::NotAMember => match self.rng.below(n as u64 - 1) as usize {
+                    t if t == w => 0,
+                    t => t,
+                },
+                _ => 0,
+            };
+            (n, target, vec![frame])
+        };
+        if self.nodes[target].run.is_none() || self.partitioned.contains(&pair(from, target)) {
+            return;
+        }
+        let (a, b) = (self.next_link, self.next_link + 1);
+        self.next_link += 2;
+        self.conns.push(Conn {
+            ends: [(from, a), (target, b)],
+            open: [false, false],
+            buf: [Vec::new(), Vec::new()],
+            last_at: [0, 0],
+            broken: false,
+        });
+        let c = self.conns.len() - 1;
+        if let Some(session) = joining {
+            self.outsiders.joining = Some(Joining {
+                conn: c,
+                session,
+                history: Vec::new(),
+            });
+        }
+        self.note(format!("outsider {from} dials {target}: conn {c}"));
+        let bytes: Vec<u8> = frames.iter().flat_map(Frame::encode).collect();
+        self.send(c, 0, bytes, true);
+    }
+
+    /// The newcomer reads what arrived on connection `c` (its side `side`) while it has no
+    /// replica: the history, up to the peer's Sync frame; then it joins by the document
+    /// (`Replica::join_document`, as `node/dial.rs` does), stores its replica, and its core
+    /// takes the connection over as an outbound link with the same session.
+    fn bootstrap(&mut self, c: usize, side: usize) {
+        let w = self.outsiders.newcomer;
+        if self.outsiders.joining.as_ref().map(|j| j.conn) != Some(c) {
+            self.conns[c].buf[side].clear();
+            return;
+        }
+        let mut rest = Vec::new();
+        let mut done = false;
+        loop {
+            let frame = match Frame::split(&self.conns[c].buf[side]) {
+                Ok(Some((frame, used))) => {
+                    self.conns[c].buf[side].drain(..used);
+                    frame
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.note(format!("{w} bootstrap: garbage ({e}); gives up this try"));
+                    self.outsiders.joining = None;
+                    self.break_conn(c, 1);
+                    return;
+                }
+            };
+            if done {
+                rest.push(frame);
+                continue;
+            }
+            let last = matches!(frame, Frame::Sync { .. });
+            let j = self.outsiders.joining.as_mut().expect("joining");
+            match j.session.handle_bootstrap_frame(frame) {
+                Ok(changes) => j.history.extend(changes),
+                Err(e) => {
+                    self.note(format!("{w} bootstrap failed: {e}; gives up this try"));
+                    self.outsiders.joining = None;
+                    self.break_conn(c, 1);
+                    return;
+                }
+            }
+            done = last;
+        }
+        if !done {
+            return;
+        }
+        let Joining {
+            mut session,
+            history,
+            ..
+        } = self.outsiders.joining.take().expect("joining");
+        let key = self.nodes[w].key.clone();
+        let network = self.network;
+        let joined = match session.take_document() {
+            Ok(Some((bytes, attestations))) => {
+                Replica::join_document(network, key, &bytes, &attestations)
+                    .and_then(|(mut replica, mut receipt)| {
+                        let exact = receipt.refused.is_empty()
+                            && receipt.waiting == 0
+                            && receipt.revoked.is_empty()
+                            && history.is_empty();
+                        if !history.is_empty() {
+                            let more = replica.receive(history)?;
+                            receipt.applied.extend(more.applied);
+                        }
+                        Ok((replica, receipt.applied, exact.then_some(bytes)))
+                    })
+                    .map_err(|e| e.to_string())
+            }
+            Ok(None) => Replica::join(network, key, history)
+                .map(|(r, rc)| (r, rc.applied, None))
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let stored = joined.and_then(|(replica, applied, document)| {
+            let store = self.outsiders.store.clone().expect("the newcomer's store");
+            let durable = store
+                .create_replica_from_document(replica, &applied, document)
+                .map_err(|e| e.to_string())?;
+            Ok((store, durable))
+        });
+        let (store, replica) = match stored {
+            Ok(v) => v,
+            Err(e) => {
+                // A failed write leaves redb's handle unusable: reopen it for the next try.
+                if let Some(store) = self.outsiders.store.as_ref() {
+                    let _ = store.reopen();
+                }
+                self.note(format!("{w} could not join: {e}; tries again"));
+                self.break_conn(c, 1);
+                return;
+            }
+        };
+        if replica.replica().member(&self.nodes[0].key.id()).is_none()
+            || replica.replica().role().is_none()
+        {
+            self.note(format!("{w} joined a history that does not admit it yet"));
+        }
+        self.note(format!(
+            "{w} joined: {} change(s)",
+            replica.ledger().changes_since(&[]).len()
+        ));
+        let keys: Vec<_> = self.nodes.iter().map(|n| n.key.id()).collect();
+        let gen = self.nodes[w].gen;
+        self.nodes[w].joined = true;
+        self.nodes[w].run = Some(Running {
+            store,
+            replica,
+            proto: NetworkProto::new(
+                network,
+                keys[w],
+                Some(backoff()),
+                Jitter::new(self.seed ^ ((w as u64) << 32) ^ (gen << 48)),
+                (0..w).map(|j| (keys[j], j)),
+            ),
+        });
+        self.configure(w);
+        self.conns[c].open[side] = true;
+        let link = self.conns[c].ends[side].1;
+        self.feed(
+            w,
+            Event::LinkOpened {
+                link,
+                peer: keys[0],
+                inbound: false,
+                session,
+                addr: Some(0),
+                first: None,
+            },
+        );
+        if !rest.is_empty() {
+            self.feed(w, Event::Frames { link, frames: rest });
+        }
+        self.feed(w, Event::Started);
     }
 
     fn honest(&self) -> Vec<usize> {
@@ -1053,6 +1502,10 @@ impl Sim {
             if !self.out.removed_bad && self.seed % 3 == 0 && self.rng.chance(4) {
                 self.remove_bad();
             }
+        }
+        // The outsiders keep trying, healed or not, until each got its answer.
+        if self.now % 16 == 0 && !self.outsiders_done() && self.rng.chance(500) {
+            self.outsider_try();
         }
         while let Some(entry) = self.agenda.first_entry() {
             if entry.key().0 > self.now {
@@ -1122,6 +1575,9 @@ impl Sim {
     /// Whether every honest node is up, with the same heads, and holds every acknowledged
     /// event.
     fn converged(&self) -> bool {
+        if !self.outsiders_done() {
+            return false;
+        }
         let honest = self.honest();
         let mut heads = None;
         for &x in &honest {
@@ -1227,6 +1683,20 @@ impl Sim {
                     self.fail(&format!("node {x} applied the forbidden change {h}"))
                 );
             }
+            let (newcomer, stranger) = (
+                self.nodes[self.outsiders.newcomer].key.id(),
+                self.outsiders.stranger.id(),
+            );
+            assert!(
+                r.replica.replica().member(&newcomer).is_some(),
+                "{}",
+                self.fail(&format!("node {x} does not hold the newcomer as a member"))
+            );
+            assert!(
+                r.replica.replica().member(&stranger).is_none(),
+                "{}",
+                self.fail(&format!("node {x} holds the stranger as a member"))
+            );
             for id in &self.acked {
                 assert!(
                     ledger.event(id).is_some(),

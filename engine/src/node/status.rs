@@ -13,64 +13,8 @@
 use std::fmt;
 
 use crate::error::Error;
+pub use crate::error::UnavailableKind;
 use crate::identity::NetworkId;
-
-/// Why a network's replica could not be opened, by kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum UnavailableKind {
-    /// The ledger (or its store) was written by a newer Reflow: upgrade Reflow.
-    UnsupportedVersion,
-    /// The network's stored data is damaged, or is not a Reflow ledger of this network.
-    Damaged,
-    /// The store could not be read (I/O error, permissions).
-    Storage,
-    /// Anything else (opening it stopped on a bug of this build).
-    Other,
-}
-
-impl UnavailableKind {
-    /// The kind of an error of opening a replica.
-    pub fn of_error(e: &Error) -> UnavailableKind {
-        match e {
-            Error::UnsupportedSchemaVersion { .. } | Error::UnsupportedStoreVersion { .. } => {
-                UnavailableKind::UnsupportedVersion
-            }
-            Error::CorruptStore { .. }
-            | Error::NotALedger(_)
-            | Error::NotAStore { .. }
-            | Error::Automerge(_)
-            | Error::WrongNetwork { .. }
-            | Error::UnknownNetwork { .. }
-            | Error::InvalidJson { .. } => UnavailableKind::Damaged,
-            Error::Storage { .. } | Error::StoreFull { .. } | Error::StoreLocked { .. } => {
-                UnavailableKind::Storage
-            }
-            _ => UnavailableKind::Other,
-        }
-    }
-
-    /// A short description, for people (and for the peers refused).
-    pub fn describe(self) -> &'static str {
-        match self {
-            UnavailableKind::UnsupportedVersion => "written by a newer Reflow",
-            UnavailableKind::Damaged => "its stored data is damaged",
-            UnavailableKind::Storage => "its store could not be read",
-            UnavailableKind::Other => "it could not be opened",
-        }
-    }
-}
-
-impl fmt::Display for UnavailableKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            UnavailableKind::UnsupportedVersion => "unsupported-version",
-            UnavailableKind::Damaged => "damaged",
-            UnavailableKind::Storage => "storage",
-            UnavailableKind::Other => "other",
-        })
-    }
-}
 
 /// Whether a network of the node can be used.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,10 +18,10 @@ use automerge::legacy::{Key, OpType};
 use automerge::{ActorId, ChangeHash, ExpandedChange, ScalarValue};
 
 use super::{CompiledRules, Finding, Recorder, RuleSet, Which, RULE_SET_ID};
-use crate::ledger::schema::ObjectKey;
 use crate::membership::{Member, Rejection, Role};
+use crate::order::OrderKey;
+use crate::schema::ObjectKey;
 use crate::vf::{EconomicEvent, ObjectKind};
-use crate::views::OrderKey;
 
 /// One published version.
 #[derive(Debug, Clone)]

@@ -132,7 +132,7 @@ impl RecordForOthers {
             return bad("names the role observer, which records nothing".into());
         }
         for a in &self.agents {
-            if !crate::ledger::schema::valid_id(a.as_str()) {
+            if !crate::schema::valid_id(a.as_str()) {
                 return bad(format!("agent {:?} is not a valid id", a.as_str()));
             }
         }

@@ -2,7 +2,7 @@
 //!
 //! Two layers: [`check_structure`] needs nothing but the event and the action table, so it is
 //! also applied to events that arrive from peers; the state checks in
-//! [`Ledger::check_event`](super::Ledger) also look up every referenced id and the resource's
+//! [`Ledger::check_event`](crate::Ledger) also look up every referenced id and the resource's
 //! unit, and apply only to local recordings (a peer's event was checked against the peer's
 //! state; references to objects created concurrently are legitimate after a merge).
 
