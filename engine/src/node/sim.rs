@@ -283,6 +283,21 @@ fn pair(a: usize, b: usize) -> (usize, usize) {
 }
 
 impl Sim {
+    /// A new connection from `from` to `to` (its two link ids fresh), not yet open on either
+    /// side: its index in `conns`.
+    fn connect(&mut self, from: usize, to: usize) -> usize {
+        let (a, b) = (self.next_link, self.next_link + 1);
+        self.next_link += 2;
+        self.conns.push(Conn {
+            ends: [(from, a), (to, b)],
+            open: [false, false],
+            buf: [Vec::new(), Vec::new()],
+            last_at: [0, 0],
+            broken: false,
+        });
+        self.conns.len() - 1
+    }
+
     fn new(seed: u64, verbose: bool) -> Sim {
         test_actors::seed(Some(seed ^ 0xac70_75ee_d000_0000));
         let mut rng = Rng(seed ^ 0x51b0_de51_b0de_51b0);
@@ -729,16 +744,7 @@ impl Sim {
             self.schedule(5, Item::DialFailed { node: x, gen, peer });
             return;
         }
-        let (a, b) = (self.next_link, self.next_link + 1);
-        self.next_link += 2;
-        self.conns.push(Conn {
-            ends: [(x, a), (peer, b)],
-            open: [false, false],
-            buf: [Vec::new(), Vec::new()],
-            last_at: [0, 0],
-            broken: false,
-        });
-        let c = self.conns.len() - 1;
+        let c = self.connect(x, peer);
         self.note(format!("{x} dials {peer}: conn {c}"));
         self.schedule(2, Item::Opened { conn: c });
     }
@@ -1299,16 +1305,7 @@ impl Sim {
         if self.nodes[target].run.is_none() || self.partitioned.contains(&pair(from, target)) {
             return;
         }
-        let (a, b) = (self.next_link, self.next_link + 1);
-        self.next_link += 2;
-        self.conns.push(Conn {
-            ends: [(from, a), (target, b)],
-            open: [false, false],
-            buf: [Vec::new(), Vec::new()],
-            last_at: [0, 0],
-            broken: false,
-        });
-        let c = self.conns.len() - 1;
+        let c = self.connect(from, target);
         if let Some(session) = joining {
             self.outsiders.joining = Some(Joining {
                 conn: c,
