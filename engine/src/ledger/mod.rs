@@ -283,8 +283,9 @@ impl Ledger {
     }
 
     /// A ledger of `doc` whose views are still empty.
-    fn unfolded(doc: Automerge) -> Result<Ledger> {
+    fn unfolded(mut doc: Automerge) -> Result<Ledger> {
         let layout = Layout::resolve(&doc)?;
+        split_loaded_columns(&mut doc, &layout);
         let actor = doc.get_actor().clone();
         Ok(Ledger {
             doc,
@@ -1932,6 +1933,45 @@ struct Layout {
     event_bucket_ids: HashSet<(u64, ActorId)>,
 }
 
+/// Give a freshly loaded document's columns the slab boundaries a running document has, so
+/// that the first writes after an open do not pay for it.
+///
+/// Automerge 0.12 keeps each column of ops in slabs of about 4 KiB (hexane's `RawColumn`), but
+/// a document loaded from saved bytes holds each column as one slab; the slab is split only at
+/// the point an op is inserted, and each split copies the slab's part after that point into a
+/// new allocation. So each of the first few hundred changes written or received after an open
+/// copied megabytes of a 100k ledger's value column (the live hop was ~50 ms for the first
+/// ~250 events, then ~1.5 ms; docs/performance.md, "The live hop after an open"). Here a
+/// transaction that is rolled back, never committed, puts one value at the end of every
+/// bucket, from the last bucket in the column's order to the first: each split then copies
+/// only the part after it, one bucket's worth, so the whole column is copied once. Nothing
+/// of it reaches the document's history, heads or ops (the rollback removes the ops; only
+/// the slab boundaries stay).
+fn split_loaded_columns(doc: &mut Automerge, layout: &Layout) {
+    let mut buckets: Vec<&ObjId> = layout
+        .event_sets
+        .iter()
+        .chain(layout.object_sets.iter())
+        .flatten()
+        .collect();
+    // Ops are stored by object (the creating op's counter, then actor), then key.
+    buckets.sort_by_key(|b| std::cmp::Reverse(bucket_order(b)));
+    let mut tx = doc.transaction();
+    for bucket in buckets {
+        // A key after every event and object id (ids are ASCII), a value of one byte (an
+        // empty one would not touch the value column).
+        let _ = tx.put(bucket, "\u{10FFFF}", "x");
+    }
+    tx.rollback();
+}
+
+fn bucket_order(id: &ObjId) -> (u64, Option<ActorId>) {
+    match id {
+        ObjId::Id(counter, actor, _) => (*counter, Some(actor.clone())),
+        ObjId::Root => (0, None),
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Legacy {
     events: ObjId,
@@ -2026,5 +2066,64 @@ impl Layout {
             object_sets,
             event_bucket_ids,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vf::{Action, Agent, EconomicEvent, ResourceDescription, Unit};
+
+    fn actor(n: u8) -> ActorId {
+        ActorId::from(vec![n; 16])
+    }
+
+    /// The slab split of a loaded document leaves no trace in it: what it saves, its heads,
+    /// and the next change written on it (byte for byte) are those of the same bytes loaded
+    /// without the split.
+    #[test]
+    fn splitting_a_loaded_documents_columns_changes_nothing_in_it() {
+        let mut l = Ledger::new_network("market", actor(1)).expect("genesis");
+        l.create(Unit::new("kg", "kilogram", "kg")).expect("unit");
+        l.create(Agent::person("ana", "Ana")).expect("agent");
+        for i in 0..300 {
+            l.record_event(
+                EconomicEvent::new(Action::Produce, "ana", "ana")
+                    .quantity(i + 1, "kg")
+                    .creating(ResourceDescription::new(format!("lot-{i}"), "Apples")),
+            )
+            .expect("event");
+        }
+        let bytes = l.save();
+        let load = || Automerge::load(&bytes).expect("load").with_actor(actor(2));
+        let (mut split, mut plain) = (load(), load());
+        let layout = Layout::resolve(&split).expect("layout");
+        split_loaded_columns(&mut split, &layout);
+        assert_eq!(split.save(), plain.save(), "the same document is saved");
+        assert_eq!(split.get_heads(), plain.get_heads());
+        let bucket = &layout.event_sets[0][7];
+        let next = |doc: &mut Automerge| {
+            let mut tx = doc.transaction();
+            tx.put(bucket, "an-event", "{\"action\":\"produce\"}")
+                .expect("put");
+            tx.commit_with(automerge::transaction::CommitOptions::default().with_time(7));
+            doc.get_last_local_change()
+                .expect("change")
+                .raw_bytes()
+                .to_vec()
+        };
+        assert_eq!(
+            next(&mut split),
+            next(&mut plain),
+            "the next change is the same"
+        );
+        assert_eq!(split.save(), plain.save());
+        // And a ledger opened the usual way (split inside) reads every event.
+        let reopened = Ledger::load(&bytes, actor(3)).expect("ledger");
+        assert_eq!(reopened.event_count(), 300);
+        assert_eq!(
+            reopened.save(),
+            Ledger::load(&bytes, actor(4)).expect("ledger").save()
+        );
     }
 }
