@@ -904,6 +904,9 @@ fn table(rows: &[Row], machine: &Value, netns: bool) -> String {
             "Reflow: UDP payload on the shared loopback (may include other traffic); automerge-repo: TCP payload of its websockets; raw: encoded sync messages"
         }
     ));
+    if rows.is_empty() {
+        return out.join("\n");
+    }
     out.push(String::new());
     out.push("| scenario | events | case | contestant | min / p50 | median / p99 | max | wire | memory / node | reflow / raw | reflow / repo |".into());
     out.push("|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|".into());
