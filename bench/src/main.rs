@@ -6,8 +6,9 @@
 //! cargo run --release -p reflow-bench -- <scenario> [--events 1000,10000] [--runs 3] [--json FILE]
 //! ```
 //!
-//! Scenarios: `record`, `open`, `join`, `catch-up`, `live`, `conflict-merge`, `all`, and
-//! `quick` (the CI tier: every scenario at 1,000 events, bounded). Every figure is min /
+//! Scenarios: `record`, `open`, `join`, `catch-up`, `live`, `conflict-merge`, `memory`,
+//! `many` (16/64/128 nodes in a seeded sparse topology, Reflow alone), `all`, and `quick` (the
+//! CI tier: every scenario but `many` at 1,000 events, bounded). Every figure is min /
 //! median / max over `--runs` runs (live: p50 / p99 / max over every measured event of the
 //! run); every ratio divides medians of the same run. See docs/performance.md.
 //!
@@ -33,10 +34,11 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context as _, Result};
 use clap::Parser;
+use reflow::Role;
 use serde_json::{json, Value};
 
 use measure::{percentile, spread};
-use nodes::Members;
+use nodes::{Members, Topology};
 
 /// The command line.
 #[derive(Parser, Debug)]
@@ -45,7 +47,8 @@ use nodes::Members;
     about = "Reflow, raw Automerge and automerge-repo side by side"
 )]
 struct Cli {
-    /// record, open, join, catch-up, live, conflict-merge, all, or quick (the CI tier).
+    /// record, open, join, catch-up, live, conflict-merge, memory, many, all, or quick (the CI
+    /// tier).
     scenario: String,
     /// Ledger sizes in events, comma-separated (default 1000,10000,100000; quick: 1000).
     #[arg(long, value_delimiter = ',')]
@@ -56,9 +59,12 @@ struct Cli {
     /// Write every figure and sample as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Live: node counts (default 2,4,8).
+    /// Live and many: node counts (default live 2,4,8; many 16,64,128).
     #[arg(long, value_delimiter = ',')]
     nodes: Vec<usize>,
+    /// Many: seed of the sparse topology (default 0x5eed).
+    #[arg(long)]
+    seed: Option<u64>,
     /// Live: events measured per run (default 100; quick: 20).
     #[arg(long)]
     live_events: Option<usize>,
@@ -72,6 +78,12 @@ struct Cli {
 
 /// Live events written before the measured ones.
 const WARMUP: usize = 5;
+
+/// Many: links each node makes beyond its join (a mean degree of about 4).
+const MANY_EXTRA: usize = 1;
+
+/// Many: the rounds of one case, by how many nodes write in turn.
+const MANY_WRITERS: [usize; 2] = [1, 8];
 
 /// One figure of one contestant: its samples and what else was measured.
 #[derive(Debug, Clone)]
@@ -169,8 +181,16 @@ fn run_phase(phase: &str, args: &str) -> Result<()> {
         .build()?;
     let result = match phase {
         "build" => {
+            let count = num("count").max(1);
             let members = match a["members"].as_str() {
-                Some("live") => Members::Live,
+                Some("live") => Members::Live {
+                    count,
+                    role: Role::Member,
+                },
+                Some("many") => Members::Live {
+                    count,
+                    role: Role::Admin,
+                },
                 Some("conflict") => Members::Conflict,
                 _ => Members::Sync,
             };
@@ -187,14 +207,29 @@ fn run_phase(phase: &str, args: &str) -> Result<()> {
         }
         "reflow-join" => runtime.block_on(nodes::sync(&dir, false)),
         "reflow-catch-up" => runtime.block_on(nodes::sync(&dir, true)),
-        "reflow-live" => runtime.block_on(nodes::live(
-            &dir,
-            num("nodes"),
-            a["mesh"].as_bool().unwrap_or(false),
-            num("events"),
-            WARMUP,
-            num("count"),
-        )),
+        "reflow-live" => {
+            let topology = match a["topology"].as_str() {
+                Some("mesh") => Topology::Mesh,
+                Some("sparse") => Topology::Sparse {
+                    seed: a["seed"].as_u64().unwrap_or(nodes::SEED),
+                    extra: num("extra"),
+                },
+                _ => Topology::Line,
+            };
+            let writers: Vec<usize> = match a["writers"].as_array() {
+                Some(w) => w.iter().map(|v| v.as_u64().unwrap_or(1) as usize).collect(),
+                None => vec![1],
+            };
+            runtime.block_on(nodes::live(
+                &dir,
+                num("nodes"),
+                topology,
+                num("events"),
+                WARMUP,
+                num("count"),
+                &writers,
+            ))
+        }
         "reflow-conflict-merge" => runtime.block_on(nodes::conflict_merge(&dir, num("k"))),
         "reflow-memory" => {
             runtime.block_on(nodes::memory(&dir, a["what"].as_str().unwrap_or_default()))
@@ -279,6 +314,8 @@ struct Plan {
     sizes: Vec<usize>,
     runs: usize,
     nodes: Vec<usize>,
+    many_nodes: Vec<usize>,
+    seed: u64,
     live_events: usize,
     conflicts: usize,
     repo: bool,
@@ -286,7 +323,7 @@ struct Plan {
 }
 
 fn plan(cli: &Cli) -> Result<Plan> {
-    const ALL: [&str; 7] = [
+    const ALL: [&str; 8] = [
         "record",
         "open",
         "join",
@@ -294,10 +331,12 @@ fn plan(cli: &Cli) -> Result<Plan> {
         "live",
         "conflict-merge",
         "memory",
+        "many",
     ];
     let quick = cli.scenario == "quick";
     let scenarios: Vec<&'static str> = match cli.scenario.as_str() {
-        "all" | "quick" => ALL.to_vec(),
+        "all" => ALL.to_vec(),
+        "quick" => ALL.iter().copied().filter(|s| *s != "many").collect(),
         s => match ALL.iter().find(|a| **a == s) {
             Some(a) => vec![*a],
             None => bail!("unknown scenario {s}: one of {ALL:?}, all, quick"),
@@ -305,7 +344,7 @@ fn plan(cli: &Cli) -> Result<Plan> {
     };
     let sizes = if !cli.events.is_empty() {
         cli.events.clone()
-    } else if quick {
+    } else if quick || cli.scenario == "many" {
         vec![1_000]
     } else {
         vec![1_000, 10_000, 100_000]
@@ -321,6 +360,12 @@ fn plan(cli: &Cli) -> Result<Plan> {
         } else {
             vec![2, 4, 8]
         },
+        many_nodes: if cli.nodes.is_empty() {
+            vec![16, 64, 128]
+        } else {
+            cli.nodes.clone()
+        },
+        seed: cli.seed.unwrap_or(nodes::SEED),
         live_events: cli.live_events.unwrap_or(if quick { 20 } else { 100 }),
         conflicts: cli.conflicts.unwrap_or(if quick { 10 } else { 50 }),
         repo: !cli.no_repo,
@@ -345,33 +390,37 @@ fn main() -> Result<()> {
     };
     let mut rows: Vec<Row> = Vec::new();
     let mut memory: Vec<(usize, Value)> = Vec::new();
-    let mut builds: BTreeMap<(usize, &'static str), (tempfile::TempDir, Value)> = BTreeMap::new();
-    let mut build = |n: usize, members: &'static str| -> Result<PathBuf> {
-        if let Some((dir, _)) = builds.get(&(n, members)) {
+    let mut many: Vec<Value> = Vec::new();
+    type Builds = BTreeMap<(usize, &'static str, usize), (tempfile::TempDir, Value)>;
+    let mut builds: Builds = BTreeMap::new();
+    // `count`: member stores beside the admin's (live and many).
+    let mut build = |n: usize, members: &'static str, count: usize| -> Result<PathBuf> {
+        if let Some((dir, _)) = builds.get(&(n, members, count)) {
             return Ok(dir.path().to_path_buf());
         }
         let dir = tempfile::tempdir()?;
-        eprintln!("building {n} events ({members})");
+        eprintln!("building {n} events ({members}, {count})");
         let r = child(
             false,
             "build",
-            json!({ "dir": dir.path(), "events": n, "members": members }),
+            json!({ "dir": dir.path(), "events": n, "members": members, "count": count }),
         )?;
         eprintln!("  {r}");
         let path = dir.path().to_path_buf();
-        builds.insert((n, members), (dir, r));
+        builds.insert((n, members, count), (dir, r));
         Ok(path)
     };
+    let most = |nodes: &[usize]| nodes.iter().copied().max().unwrap_or(2).saturating_sub(1);
     for &n in &plan.sizes {
         for &scenario in &plan.scenarios {
             eprintln!("== {scenario}, {n} events (load {})", load_now());
             match scenario {
                 "record" | "open" | "join" | "catch-up" => {
-                    let dir = build(n, "sync")?;
+                    let dir = build(n, "sync", 0)?;
                     simple(&mut rows, scenario, n, &dir, &plan, netns, repo.as_ref())?;
                 }
                 "live" => {
-                    let dir = build(n, "live")?;
+                    let dir = build(n, "live", most(&plan.nodes).max(7))?;
                     for &nodes in &plan.nodes {
                         for mesh in [false, true] {
                             // The quick tier: a 2-node line and a 4-node mesh only.
@@ -388,11 +437,11 @@ fn main() -> Result<()> {
                     }
                 }
                 "conflict-merge" => {
-                    let dir = build(n, "conflict")?;
+                    let dir = build(n, "conflict", 0)?;
                     conflict(&mut rows, n, &dir, &plan, netns, repo.as_ref())?;
                 }
                 "memory" => {
-                    let dir = build(n, "sync")?;
+                    let dir = build(n, "sync", 0)?;
                     if !dir.join("c").exists() {
                         nodes::copy_dir(&dir.join("a"), &dir.join("c"));
                         child(
@@ -407,6 +456,16 @@ fn main() -> Result<()> {
                         memory.push((n, r));
                     }
                 }
+                // Once, at the first ledger size: 128 nodes of a 100k ledger do not fit.
+                "many" if n != plan.sizes[0] => {
+                    eprintln!("  (many runs at {} events only)", plan.sizes[0])
+                }
+                "many" => {
+                    let dir = build(n, "many", most(&plan.many_nodes))?;
+                    for &nodes in &plan.many_nodes {
+                        many_case(&mut many, n, nodes, &dir, &plan, netns)?;
+                    }
+                }
                 _ => unreachable!("planned scenarios are known"),
             }
         }
@@ -415,13 +474,17 @@ fn main() -> Result<()> {
     if !memory.is_empty() {
         table.push_str(&memory_table(&memory));
     }
+    if !many.is_empty() {
+        table.push_str(&many_table(&many, plan.seed));
+    }
     println!("{table}");
     if let Some(path) = &cli.json {
         let out = json!({
             "machine": machine, "load_at_end": load_now(), "netns": netns,
             "runs": plan.runs,
-            "builds": builds.iter().map(|((n, m), (_, v))| json!({"events": n, "members": m, "build": v})).collect::<Vec<_>>(),
+            "builds": builds.iter().map(|((n, m, c), (_, v))| json!({"events": n, "members": m, "count": c, "build": v})).collect::<Vec<_>>(),
             "memory": memory.iter().map(|(n, v)| json!({"events": n, "figures": v})).collect::<Vec<_>>(),
+            "many": many, "seed": plan.seed,
             "rows": rows.iter().map(|r| json!({
                 "scenario": r.scenario, "case": r.case, "events": r.events,
                 "contestant": r.contestant, "samples_s": r.samples, "latency": r.latency,
@@ -562,19 +625,21 @@ fn live(
     repo: Option<&repo::Repo>,
 ) -> Result<()> {
     let case = format!("{nodes} nodes, {}", if mesh { "mesh" } else { "line" });
-    let a =
-        json!({ "dir": dir, "events": n, "nodes": nodes, "mesh": mesh, "count": plan.live_events });
+    let topology = if mesh { "mesh" } else { "line" };
+    let a = json!({ "dir": dir, "events": n, "nodes": nodes, "mesh": mesh, "topology": topology,
+                    "count": plan.live_events });
     let mut lat = Vec::new();
     let (mut bytes, mut rss) = (Vec::new(), Vec::new());
     for run in 0..plan.runs {
         let r = child(netns, "reflow-live", a.clone())?;
+        let round = &r["rounds"][0];
         eprintln!(
             "  reflow {case} run {run}: p50 {:.2} ms, p99 {:.2} ms",
-            percentile(&samples(&r["lat"]), 50.0) * 1e3,
-            percentile(&samples(&r["lat"]), 99.0) * 1e3
+            percentile(&samples(&round["lat"]), 50.0) * 1e3,
+            percentile(&samples(&round["lat"]), 99.0) * 1e3
         );
-        lat.extend(samples(&r["lat"]));
-        bytes.push(f(&r["bytes_per_event"]));
+        lat.extend(samples(&round["lat"]));
+        bytes.push(f(&round["bytes_per_event"]));
         rss.push(f(&r["rss_per_node"]));
     }
     rows.push(Row {
@@ -627,6 +692,111 @@ fn live(
         });
     }
     Ok(())
+}
+
+/// Many: `runs` runs of `nodes` nodes in the seeded sparse topology, each with a round of
+/// events written by node 1 and a round written in turn by several nodes (Reflow alone).
+fn many_case(
+    out: &mut Vec<Value>,
+    n: usize,
+    nodes: usize,
+    dir: &Path,
+    plan: &Plan,
+    netns: bool,
+) -> Result<()> {
+    let writers: Vec<usize> = MANY_WRITERS.iter().map(|&w| w.min(nodes)).collect();
+    let a = json!({
+        "dir": dir, "events": n, "nodes": nodes, "topology": "sparse", "seed": plan.seed,
+        "extra": MANY_EXTRA, "count": plan.live_events, "writers": writers,
+    });
+    let mut runs = Vec::new();
+    for run in 0..plan.runs {
+        let r = child(netns, "reflow-live", a.clone())?;
+        eprintln!(
+            "  reflow {nodes} nodes run {run}: {}, setup {:.1} s, peak RSS {}",
+            r["shape"],
+            f(&r["setup_s"]),
+            fmt_bytes(Some(f(&r["hwm"])))
+        );
+        for round in r["rounds"].as_array().into_iter().flatten() {
+            let lat = samples(&round["lat"]);
+            eprintln!(
+                "    {} writer(s): p50 {:.2} ms, p99 {:.2} ms, {} per event",
+                round["writers"],
+                percentile(&lat, 50.0) * 1e3,
+                percentile(&lat, 99.0) * 1e3,
+                fmt_bytes(Some(f(&round["bytes_per_event"])))
+            );
+        }
+        runs.push(r);
+    }
+    out.push(json!({ "nodes": nodes, "events": n, "runs": runs }));
+    Ok(())
+}
+
+/// The many table: one line per node count and round.
+fn many_table(many: &[Value], seed: u64) -> String {
+    let mut out = vec![
+        String::new(),
+        String::new(),
+        format!(
+            "Many devices (topology seed {seed:#x}: each node joins through a random earlier node and connects to {MANY_EXTRA} more): latency from the write to the last node notified, over every measured event of every run; wire bytes (UDP payload on loopback) per event, median over runs, in all, per node and per link; CPU time of the process per event and node (user + system, every node's work on the same cores); idle traffic per node after convergence; memory per node and the process's peak RSS; setup (open, join, connect, converge) median:"
+        ),
+        String::new(),
+        "| nodes | links | degree min / mean / max | hops from node 1 / diameter | writers | p50 | p99 | max | wire / event | per node | per link | CPU / event / node | idle / node | memory / node | peak RSS | setup |".into(),
+        "|---:|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|".into(),
+    ];
+    for case in many {
+        let runs = case["runs"].as_array().cloned().unwrap_or_default();
+        let Some(first) = runs.first() else { continue };
+        let shape = &first["shape"];
+        let nodes = f(&case["nodes"]);
+        let links = f(&shape["links"]);
+        let per_run = |k: &str| median_of(&runs.iter().map(|r| f(&r[k])).collect::<Vec<_>>());
+        let rounds = first["rounds"].as_array().map_or(0, Vec::len);
+        for k in 0..rounds {
+            let lat: Vec<f64> = runs
+                .iter()
+                .flat_map(|r| samples(&r["rounds"][k]["lat"]))
+                .collect();
+            let of_round = |key: &str| {
+                median_of(
+                    &runs
+                        .iter()
+                        .map(|r| f(&r["rounds"][k][key]))
+                        .collect::<Vec<_>>(),
+                )
+            };
+            let bytes = of_round("bytes_per_event");
+            let writers = match first["rounds"][k]["writers"].as_u64() {
+                Some(1) => "node 1".to_string(),
+                Some(w) => format!("{w} in turn"),
+                None => "-".into(),
+            };
+            out.push(format!(
+                "| {nodes} | {links} | {} / {:.1} / {} | {} / {} | {writers} | {} | {} | {} | {} | {} | {} | {} | {}/s | {} | {} | {} |",
+                shape["degree_min"],
+                f(&shape["degree_mean"]),
+                shape["degree_max"],
+                shape["hops_from_first"],
+                shape["diameter"],
+                fmt_s(percentile(&lat, 50.0)),
+                fmt_s(percentile(&lat, 99.0)),
+                fmt_s(spread(&lat).2),
+                fmt_bytes(Some(bytes)),
+                fmt_bytes(Some(bytes / nodes)),
+                fmt_bytes(Some(bytes / links)),
+                fmt_s(of_round("cpu_per_event_s") / nodes),
+                fmt_bytes(Some(per_run("idle_bytes_per_s") / nodes)),
+                fmt_bytes(Some(per_run("rss_per_node"))),
+                fmt_bytes(Some(
+                    runs.iter().map(|r| f(&r["hwm"])).fold(0.0, f64::max)
+                )),
+                fmt_s(per_run("setup_s")),
+            ));
+        }
+    }
+    out.join("\n")
 }
 
 fn conflict(
@@ -734,6 +904,9 @@ fn table(rows: &[Row], machine: &Value, netns: bool) -> String {
             "Reflow: UDP payload on the shared loopback (may include other traffic); automerge-repo: TCP payload of its websockets; raw: encoded sync messages"
         }
     ));
+    if rows.is_empty() {
+        return out.join("\n");
+    }
     out.push(String::new());
     out.push("| scenario | events | case | contestant | min / p50 | median / p99 | max | wire | memory / node | reflow / raw | reflow / repo |".into());
     out.push("|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|".into());

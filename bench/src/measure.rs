@@ -13,6 +13,21 @@ pub fn proc_status(field: &str) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// CPU time this process has used, user and system, in seconds (/proc/self/stat, in ticks of
+/// 1/100 s).
+pub fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The command name, in parentheses, may hold spaces: count the fields after it.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let ticks: u64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|v| v.parse::<u64>().unwrap_or(0))
+        .sum();
+    ticks as f64 / 100.0
+}
+
 /// Bytes and packets received on the loopback interface since the namespace was made: every
 /// packet sent on loopback is received once. In the private network namespace each phase
 /// runs in, that is exactly the nodes' traffic.

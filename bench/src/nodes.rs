@@ -12,7 +12,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
 use crate::common::{self, Workload};
-use crate::measure::{lo_overhead, proc_status, Wire};
+use crate::measure::{cpu_seconds, lo_overhead, proc_status, Wire};
 
 /// Seed of the workload.
 pub const SEED: u64 = 0x5eed;
@@ -39,8 +39,15 @@ pub enum Members {
     /// `m1`: an empty store (joins); `m2`: a member holding the network's first changes
     /// (catches up).
     Sync,
-    /// `m1`..`m7`: empty member stores (they join in a line before the measure).
-    Live,
+    /// `m1`..`m{count}`: empty stores of devices added with `role` (they join before the
+    /// measure).
+    Live {
+        /// How many.
+        count: usize,
+        /// Their role: members (live), or admins (many: any node may write the workload's
+        /// events; a member records only events its own agent is a party to).
+        role: Role,
+    },
     /// `m1`..`m3`: admins holding the whole history (they write conflicting events offline).
     Conflict,
 }
@@ -78,7 +85,7 @@ pub fn build(dir: &Path, events: usize, members: Members) -> Value {
     let started = Instant::now();
     let (count, role) = match members {
         Members::Sync => (2, Role::Member),
-        Members::Live => (7, Role::Member),
+        Members::Live { count, role } => (count, role),
         Members::Conflict => (3, Role::Admin),
     };
     let mut keys = Vec::new();
@@ -133,7 +140,7 @@ pub fn build(dir: &Path, events: usize, members: Members) -> Value {
                 .create_replica(r, &receipt.applied)
                 .expect("store the prefix");
         }
-        Members::Live => {}
+        Members::Live { .. } => {}
         Members::Conflict => {
             for (i, k) in keys.iter().enumerate() {
                 let d = dir.join(format!("m{}", i + 1));
@@ -312,18 +319,115 @@ pub async fn sync(dir: &Path, catch_up: bool) -> Value {
     json!({ "s": s, "bytes": bytes, "rss": rss, "hwm": hwm })
 }
 
-/// Live: `nodes` nodes (line: each joined through the previous; mesh: then connected to all
-/// earlier ones), `events` events after `warmup` written on node 1; latency from
-/// `record_event` returning to the farthest (line) or last (mesh) node's notification.
+/// How the nodes of a live case are connected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Topology {
+    /// Each node joined through the previous one; latency to the farthest (the last).
+    Line,
+    /// A line, then every node connected to every earlier one.
+    Mesh,
+    /// Seeded and sparse: each node joins through a random earlier node, then connects to
+    /// `extra` more distinct random earlier nodes (so `(1 + extra)(n - 1)` links, less the few
+    /// the first nodes cannot make: a mean degree of about `2 + 2 × extra`).
+    Sparse {
+        /// Seed of the choices.
+        seed: u64,
+        /// Links each node makes beyond its join.
+        extra: usize,
+    },
+}
+
+/// splitmix64: the next number of a seeded stream.
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl Topology {
+    /// The links `(earlier, later)` of `nodes` nodes in the order they are made: a node's
+    /// first link is its join through the earlier node, its others are connects.
+    pub fn links(self, nodes: usize) -> Vec<(usize, usize)> {
+        let line = (1..nodes).map(|j| (j - 1, j));
+        match self {
+            Topology::Line => line.collect(),
+            Topology::Mesh => line
+                .chain((2..nodes).flat_map(|j| (0..j - 1).map(move |i| (i, j))))
+                .collect(),
+            Topology::Sparse { seed, extra } => {
+                let mut state = seed;
+                let mut links = Vec::new();
+                for j in 1..nodes {
+                    let mut picked: Vec<usize> = Vec::new();
+                    while picked.len() < (1 + extra).min(j) {
+                        let i = (splitmix(&mut state) % j as u64) as usize;
+                        if !picked.contains(&i) {
+                            picked.push(i);
+                        }
+                    }
+                    links.extend(picked.into_iter().map(|i| (i, j)));
+                }
+                links
+            }
+        }
+    }
+}
+
+/// The shape of a topology: links, degrees (min, mean, max), hops from node 1 to the
+/// farthest node, and the diameter.
+pub fn shape(nodes: usize, links: &[(usize, usize)]) -> Value {
+    let mut adjacent = vec![Vec::new(); nodes];
+    for &(i, j) in links {
+        adjacent[i].push(j);
+        adjacent[j].push(i);
+    }
+    let farthest = |from: usize| {
+        let mut hops = vec![usize::MAX; nodes];
+        hops[from] = 0;
+        let mut queue = std::collections::VecDeque::from([from]);
+        while let Some(i) = queue.pop_front() {
+            for &j in &adjacent[i] {
+                if hops[j] == usize::MAX {
+                    hops[j] = hops[i] + 1;
+                    queue.push_back(j);
+                }
+            }
+        }
+        hops.into_iter().max().unwrap_or(0)
+    };
+    let degrees: Vec<usize> = adjacent.iter().map(Vec::len).collect();
+    json!({
+        "links": links.len(),
+        "degree_min": degrees.iter().min(),
+        "degree_mean": 2.0 * links.len() as f64 / nodes.max(1) as f64,
+        "degree_max": degrees.iter().max(),
+        "hops_from_first": farthest(0),
+        "diameter": (0..nodes).map(farthest).max().unwrap_or(0),
+    })
+}
+
+/// Idle traffic is read over this window after the nodes converge (a measure, not a wait
+/// for anything).
+const IDLE_WINDOW: Duration = Duration::from_secs(1);
+
+/// Live: `nodes` nodes connected as `topology`; then one round per entry of `writers`: `warmup`
+/// events and `events` measured ones, written in turn by that many nodes spread evenly over
+/// the indices (1: node 1 writes them all). Latency from `record_event` returning to the
+/// farthest node's notification (line) or the last one's (else); wire bytes per measured
+/// event, per round.
 pub async fn live(
     dir: &Path,
     nodes: usize,
-    mesh: bool,
+    topology: Topology,
     ledger_events: usize,
     warmup: usize,
     events: usize,
+    writers: &[usize],
 ) -> Value {
     let rss0 = proc_status("VmRSS");
+    let t_setup = Instant::now();
     let tmp = tempfile::tempdir().expect("temporary directory");
     let mut all = Vec::new();
     for i in 0..nodes {
@@ -337,30 +441,32 @@ pub async fn live(
         all.push(open_node(&d).await);
     }
     let network = all[0].networks()[0];
-    for i in 1..nodes {
-        all[i]
-            .join(network, &all[i - 1].addr())
-            .await
-            .expect("join through the previous node");
-    }
-    if mesh {
-        for j in 2..nodes {
-            for i in 0..j - 1 {
-                all[j]
-                    .connect(network, &all[i].addr())
-                    .await
-                    .expect("connect");
-            }
+    let links = topology.links(nodes);
+    let mut joined = vec![false; nodes];
+    joined[0] = true;
+    for &(i, j) in &links {
+        if joined[j] {
+            all[j]
+                .connect(network, &all[i].addr())
+                .await
+                .expect("connect");
+        } else {
+            all[j]
+                .join(network, &all[i].addr())
+                .await
+                .expect("join through an earlier node");
+            joined[j] = true;
         }
     }
     let target = sorted(all[0].heads(network).expect("heads"));
     for n in &all[1..] {
         wait_heads(n, network, &target, "convergence").await;
     }
+    let setup_s = t_setup.elapsed().as_secs_f64();
     let rss_setup = proc_status("VmRSS");
     let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Instant, Vec<ChangeHash>)>();
     let mut tasks = Vec::new();
-    for (i, n) in all.iter().enumerate().skip(1) {
+    for (i, n) in all.iter().enumerate() {
         let mut sub = n.subscribe(network).expect("subscribe");
         let tx = tx.clone();
         tasks.push(tokio::spawn(async move {
@@ -377,42 +483,64 @@ pub async fn live(
             }
         }));
     }
+    let overhead = lo_overhead();
+    let idle = Wire::start(overhead);
+    tokio::time::sleep(IDLE_WINDOW).await;
+    let idle_bytes_per_s = idle.read().0 as f64 / IDLE_WINDOW.as_secs_f64();
     let mut w = Workload::new(SEED);
     for _ in 0..ledger_events {
         w.next();
     }
-    let overhead = lo_overhead();
-    let mut wire = Wire::start(overhead);
-    let (mut lat, mut first) = (Vec::new(), Vec::new());
-    for k in 0..warmup + events {
-        if k == warmup {
-            wire = Wire::start(overhead);
-        }
-        all[0].record_event(network, w.next()).expect("write");
-        let t = Instant::now();
-        let target = sorted(all[0].heads(network).expect("heads"));
-        let mut got: Vec<Option<f64>> = vec![None; nodes];
-        got[0] = Some(0.0);
-        while got.iter().any(Option::is_none) {
-            let (i, at, heads) = tokio::time::timeout(WAIT, rx.recv())
-                .await
-                .expect("a live event propagates")
-                .expect("subscribers alive");
-            if heads == target && got[i].is_none() {
-                got[i] = Some(at.saturating_duration_since(t).as_secs_f64());
+    let mut rounds = Vec::new();
+    for &count in writers {
+        let count = count.clamp(1, nodes);
+        let mut wire = Wire::start(overhead);
+        let (mut lat, mut first) = (Vec::new(), Vec::new());
+        let (mut t_round, mut cpu0) = (Instant::now(), cpu_seconds());
+        for k in 0..warmup + events {
+            if k == warmup {
+                wire = Wire::start(overhead);
+                (t_round, cpu0) = (Instant::now(), cpu_seconds());
+            }
+            let writer = k % count * nodes / count;
+            all[writer].record_event(network, w.next()).expect("write");
+            let t = Instant::now();
+            let target = sorted(all[writer].heads(network).expect("heads"));
+            let mut got: Vec<Option<f64>> = vec![None; nodes];
+            got[writer] = Some(0.0);
+            while got.iter().any(Option::is_none) {
+                let (i, at, heads) = tokio::time::timeout(WAIT, rx.recv())
+                    .await
+                    .expect("a live event propagates")
+                    .expect("subscribers alive");
+                if heads == target && got[i].is_none() {
+                    got[i] = Some(at.saturating_duration_since(t).as_secs_f64());
+                }
+            }
+            if k >= warmup {
+                let others: Vec<f64> = (0..nodes)
+                    .filter(|i| *i != writer)
+                    .map(|i| got[i].unwrap_or(f64::NAN))
+                    .collect();
+                lat.push(if topology == Topology::Line {
+                    got[nodes - 1].unwrap_or(f64::NAN)
+                } else {
+                    others.iter().copied().fold(0.0, f64::max)
+                });
+                first.push(others.iter().copied().fold(f64::INFINITY, f64::min));
             }
         }
-        if k >= warmup {
-            let times: Vec<f64> = got[1..].iter().map(|g| g.unwrap_or(f64::NAN)).collect();
-            lat.push(if mesh {
-                times.iter().copied().fold(0.0, f64::max)
-            } else {
-                times[nodes - 2]
-            });
-            first.push(times.iter().copied().fold(f64::INFINITY, f64::min));
-        }
+        let s = t_round.elapsed().as_secs_f64();
+        let cpu_s = cpu_seconds() - cpu0;
+        let t_quiet = Instant::now();
+        let (bytes, _) = wire.quiet().await;
+        rounds.push(json!({
+            "writers": count, "lat": lat, "first": first, "s": s,
+            "quiet_s": t_quiet.elapsed().as_secs_f64(),
+            "cpu_per_event_s": cpu_s / events.max(1) as f64,
+            "bytes_per_event": bytes as f64 / events.max(1) as f64,
+        }));
     }
-    let (bytes, _) = wire.quiet().await;
     for t in tasks {
         t.abort();
     }
@@ -420,7 +548,8 @@ pub async fn live(
         n.close().await.expect("close");
     }
     json!({
-        "lat": lat, "first": first, "bytes_per_event": bytes as f64 / events.max(1) as f64,
+        "rounds": rounds, "shape": shape(nodes, &links), "setup_s": setup_s,
+        "idle_bytes_per_s": idle_bytes_per_s,
         "rss_per_node": rss_setup.saturating_sub(rss0) as f64 / nodes as f64,
         "hwm": proc_status("VmHWM"),
     })
