@@ -436,6 +436,20 @@ async fn icon() -> Response {
     asset("image/svg+xml", ICON)
 }
 
+/// Run a handler's body on tokio's blocking pool: reading takes the network's lock and
+/// recording fsyncs, and neither may hold up a runtime thread (every other request, and the
+/// node's own tasks, run on those).
+async fn blocking<T: Send + 'static>(
+    body: impl FnOnce() -> std::result::Result<T, ApiError> + Send + 'static,
+) -> std::result::Result<T, ApiError> {
+    match tokio::task::spawn_blocking(body).await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(err(StatusCode::SERVICE_UNAVAILABLE, e)),
+    }
+}
+
+/// Read the network's replica (it takes the network's lock: call it inside [`blocking`]).
 fn read<R>(
     s: &AppState,
     f: impl FnOnce(&reflow::Replica) -> R,
@@ -464,24 +478,27 @@ fn ids<T: serde::Serialize>(list: &[T], id: impl Fn(&T) -> &Id) -> Vec<Value> {
 }
 
 async fn info(State(s): State<AppState>) -> ApiResult {
-    let device = s.node.device();
-    // What this device may record (admission's agent binding, decided by the engine).
-    let (name, role, agent, for_others) = read(&s, |r| {
-        (
-            r.ledger().network_name(),
-            r.role().map(|role| role.to_string()),
-            r.agent(),
-            r.records_for_others(),
-        )
-    })?;
-    Ok(Json(json!({
-        "device": device,
-        "network": s.net,
-        "name": name,
-        "role": role,
-        "agent": agent,
-        "recordsForOthers": for_others,
-    })))
+    blocking(move || {
+        let device = s.node.device();
+        // What this device may record (admission's agent binding, decided by the engine).
+        let (name, role, agent, for_others) = read(&s, |r| {
+            (
+                r.ledger().network_name(),
+                r.role().map(|role| role.to_string()),
+                r.agent(),
+                r.records_for_others(),
+            )
+        })?;
+        Ok(Json(json!({
+            "device": device,
+            "network": s.net,
+            "name": name,
+            "role": role,
+            "agent": agent,
+            "recordsForOthers": for_others,
+        })))
+    })
+    .await
 }
 
 /// The action table, each row with the fields an event of that action takes.
@@ -498,44 +515,56 @@ async fn actions() -> Json<Value> {
 }
 
 async fn objects(State(s): State<AppState>) -> ApiResult {
-    read(&s, |r| {
-        let l = r.ledger();
-        Json(json!({
-            "agents": ids(&l.list::<Agent>(), |x| &x.id),
-            "units": ids(&l.list::<Unit>(), |x| &x.id),
-            "specs": ids(&l.list::<ResourceSpecification>(), |x| &x.id),
-            "locations": ids(&l.list::<SpatialThing>(), |x| &x.id),
-            "processes": ids(&l.list::<Process>(), |x| &x.id),
-            "recipeProcesses": ids(&l.list::<reflow::RecipeProcess>(), |x| &x.id),
-            "resources": l.inventory(&ResourceFilter::default()),
-        }))
+    blocking(move || {
+        read(&s, |r| {
+            let l = r.ledger();
+            Json(json!({
+                "agents": ids(&l.list::<Agent>(), |x| &x.id),
+                "units": ids(&l.list::<Unit>(), |x| &x.id),
+                "specs": ids(&l.list::<ResourceSpecification>(), |x| &x.id),
+                "locations": ids(&l.list::<SpatialThing>(), |x| &x.id),
+                "processes": ids(&l.list::<Process>(), |x| &x.id),
+                "recipeProcesses": ids(&l.list::<reflow::RecipeProcess>(), |x| &x.id),
+                "resources": l.inventory(&ResourceFilter::default()),
+            }))
+        })
     })
+    .await
 }
 
 async fn inventory(State(s): State<AppState>) -> ApiResult {
-    read(&s, |r| {
-        Json(json!(r.ledger().inventory(&ResourceFilter::default())))
+    blocking(move || {
+        read(&s, |r| {
+            Json(json!(r.ledger().inventory(&ResourceFilter::default())))
+        })
     })
+    .await
 }
 
 async fn events(State(s): State<AppState>) -> ApiResult {
-    read(&s, |r| {
-        let filter = EventFilter {
-            include_corrected: true,
-            ..EventFilter::default()
-        };
-        let mut list: Vec<Value> = r.ledger().events(&filter).iter().map(event_json).collect();
-        list.reverse();
-        Json(json!(list))
+    blocking(move || {
+        read(&s, |r| {
+            let filter = EventFilter {
+                include_corrected: true,
+                ..EventFilter::default()
+            };
+            let mut list: Vec<Value> = r.ledger().events(&filter).iter().map(event_json).collect();
+            list.reverse();
+            Json(json!(list))
+        })
     })
+    .await
 }
 
 async fn record(State(s): State<AppState>, Json(input): Json<EventInput>) -> ApiResult {
-    let agent = read(&s, |r| r.agent())?;
-    let event = input.acting_for(agent.as_ref()).build(None).map_err(bad)?;
-    read(&s, |r| r.may_record(&event.event))?.map_err(|e| err(StatusCode::FORBIDDEN, e))?;
-    let id = s.node.record_event(s.net, event).map_err(bad)?;
-    Ok(Json(json!({"id": id})))
+    blocking(move || {
+        let agent = read(&s, |r| r.agent())?;
+        let event = input.acting_for(agent.as_ref()).build(None).map_err(bad)?;
+        read(&s, |r| r.may_record(&event.event))?.map_err(|e| err(StatusCode::FORBIDDEN, e))?;
+        let id = s.node.record_event(s.net, event).map_err(bad)?;
+        Ok(Json(json!({"id": id})))
+    })
+    .await
 }
 
 /// Record an event correcting event `id`: its fields, overridden by the given ones.
@@ -544,12 +573,15 @@ async fn correct(
     Path(id): Path<String>,
     Json(input): Json<EventInput>,
 ) -> ApiResult {
-    let id = Id::from(id);
-    let original = read(&s, |r| r.ledger().event(&id))?
-        .ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no event {id}")))?;
-    let event = input.build(Some(original)).map_err(bad)?;
-    let new = s.node.record_event(s.net, event).map_err(bad)?;
-    Ok(Json(json!({"id": new, "corrects": id})))
+    blocking(move || {
+        let id = Id::from(id);
+        let original = read(&s, |r| r.ledger().event(&id))?
+            .ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no event {id}")))?;
+        let event = input.build(Some(original)).map_err(bad)?;
+        let new = s.node.record_event(s.net, event).map_err(bad)?;
+        Ok(Json(json!({"id": new, "corrects": id})))
+    })
+    .await
 }
 
 /// The events a trace reaches, by id.
@@ -564,39 +596,42 @@ fn trace_events(l: &reflow::Ledger, t: &Trace, out: &mut BTreeMap<String, Value>
 }
 
 async fn resource(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    let id = Id::from(id);
-    let out = read(&s, |r| {
-        let l = r.ledger();
-        let res = l.resource(&id)?;
-        let trace = l.trace(&id).ok();
-        let track = l.track(&id).ok();
-        let mut evs = BTreeMap::new();
-        for t in trace.iter().chain(track.iter()) {
-            trace_events(l, t, &mut evs);
-        }
-        let history: Vec<Value> = l
-            .events(&EventFilter {
-                include_corrected: true,
-                ..EventFilter::default()
-            })
-            .iter()
-            .filter(|e| {
-                e.resource_inventoried_as.as_ref() == Some(&id)
-                    || e.to_resource_inventoried_as.as_ref() == Some(&id)
-                    || e.created_resource.as_ref() == Some(&id)
-            })
-            .map(event_json)
-            .collect();
-        Some(json!({
-            "resource": res,
-            "trace": trace,
-            "track": track,
-            "events": evs,
-            "history": history,
-        }))
-    })?;
-    out.map(Json)
-        .ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no resource {id}")))
+    blocking(move || {
+        let id = Id::from(id);
+        let out = read(&s, |r| {
+            let l = r.ledger();
+            let res = l.resource(&id)?;
+            let trace = l.trace(&id).ok();
+            let track = l.track(&id).ok();
+            let mut evs = BTreeMap::new();
+            for t in trace.iter().chain(track.iter()) {
+                trace_events(l, t, &mut evs);
+            }
+            let history: Vec<Value> = l
+                .events(&EventFilter {
+                    include_corrected: true,
+                    ..EventFilter::default()
+                })
+                .iter()
+                .filter(|e| {
+                    e.resource_inventoried_as.as_ref() == Some(&id)
+                        || e.to_resource_inventoried_as.as_ref() == Some(&id)
+                        || e.created_resource.as_ref() == Some(&id)
+                })
+                .map(event_json)
+                .collect();
+            Some(json!({
+                "resource": res,
+                "trace": trace,
+                "track": track,
+                "events": evs,
+                "history": history,
+            }))
+        })?;
+        out.map(Json)
+            .ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no resource {id}")))
+    })
+    .await
 }
 
 /// The event ids a conflict names.
@@ -622,74 +657,83 @@ fn conflict_events(c: &Conflict) -> Vec<Id> {
 }
 
 async fn conflicts(State(s): State<AppState>) -> ApiResult {
-    read(&s, |r| {
-        let l = r.ledger();
-        let list: Vec<Value> = l
-            .conflicts()
-            .iter()
-            .map(|c| {
-                let events: Vec<Value> = conflict_events(c)
-                    .iter()
-                    .filter_map(|id| l.event(id))
-                    .map(|e| event_json(&e))
-                    .collect();
-                json!({"conflict": c, "events": events})
-            })
-            .collect();
-        Json(json!(list))
+    blocking(move || {
+        read(&s, |r| {
+            let l = r.ledger();
+            let list: Vec<Value> = l
+                .conflicts()
+                .iter()
+                .map(|c| {
+                    let events: Vec<Value> = conflict_events(c)
+                        .iter()
+                        .filter_map(|id| l.event(id))
+                        .map(|e| event_json(&e))
+                        .collect();
+                    json!({"conflict": c, "events": events})
+                })
+                .collect();
+            Json(json!(list))
+        })
     })
+    .await
 }
 
 /// The network's rules in force, their versions, and what they refused and flagged.
 async fn rules(State(s): State<AppState>) -> ApiResult {
-    read(&s, |r| {
-        let l = r.ledger();
-        let refused: Vec<Value> = r
-            .rule_refusals()
-            .iter()
-            .map(|q| json!({"change": q.change.hash().to_string(), "reason": q.reason, "text": q.reason.to_string()}))
-            .collect();
-        let flagged: Vec<Value> = l
-            .conflicts()
-            .into_iter()
-            .filter(|c| matches!(c, Conflict::RuleViolation { .. }))
-            .map(|c| {
-                let event = l.event(c.event()).map(|e| event_json(&e));
-                json!({"conflict": c, "event": event})
-            })
-            .collect();
-        let versions: Vec<Value> = r
-            .rule_versions()
-            .iter()
-            .map(
-                |(change, set)| json!({"change": change, "version": set.version, "name": set.name}),
-            )
-            .collect();
-        Json(json!({
-            "ruleSet": r.rules(),
-            "versions": versions,
-            "refused": refused,
-            "flagged": flagged,
-        }))
+    blocking(move || {
+        read(&s, |r| {
+            let l = r.ledger();
+            let refused: Vec<Value> = r
+                .rule_refusals()
+                .iter()
+                .map(|q| json!({"change": q.change.hash().to_string(), "reason": q.reason, "text": q.reason.to_string()}))
+                .collect();
+            let flagged: Vec<Value> = l
+                .conflicts()
+                .into_iter()
+                .filter(|c| matches!(c, Conflict::RuleViolation { .. }))
+                .map(|c| {
+                    let event = l.event(c.event()).map(|e| event_json(&e));
+                    json!({"conflict": c, "event": event})
+                })
+                .collect();
+            let versions: Vec<Value> = r
+                .rule_versions()
+                .iter()
+                .map(
+                    |(change, set)| json!({"change": change, "version": set.version, "name": set.name}),
+                )
+                .collect();
+            Json(json!({
+                "ruleSet": r.rules(),
+                "versions": versions,
+                "refused": refused,
+                "flagged": flagged,
+            }))
+        })
     })
+    .await
 }
 
 async fn offers(State(s): State<AppState>) -> ApiResult {
-    read(&s, |r| {
-        let l = r.ledger();
-        // Each proposal's status as the ledger derives it (accepted once an agreement
-        // takes it up).
-        let mut proposals = l.list::<Proposal>();
-        for p in &mut proposals {
-            if let Ok(status) = l.proposal_status(&p.id) {
-                p.status = status;
+    blocking(move || {
+        read(&s, |r| {
+            let l = r.ledger();
+            // Each proposal's status as the ledger derives it (accepted once an agreement
+            // takes it up).
+            let mut proposals = l.list::<Proposal>();
+            for p in &mut proposals {
+                if let Ok(status) = l.proposal_status(&p.id) {
+                    p.status = status;
+                }
             }
-        }
-        Json(json!({
-            "intents": ids(&l.list::<Intent>(), |x| &x.id),
-            "proposals": ids(&proposals, |x| &x.id),
-        }))
+            Json(json!({
+                "intents": ids(&l.list::<Intent>(), |x| &x.id),
+                "proposals": ids(&proposals, |x| &x.id),
+            }))
+        })
     })
+    .await
 }
 
 /// An offer (a provider) or a request (a receiver), optionally published as a proposal.
@@ -750,50 +794,53 @@ fn intent_from(input: &IntentInput) -> std::result::Result<Intent, ApiError> {
 }
 
 async fn create_intent(State(s): State<AppState>, Json(input): Json<IntentInput>) -> ApiResult {
-    let intent = intent_from(&input)?;
-    let proposal = nonempty(&input.proposal).map(str::to_string);
-    // The price: the reciprocal intent, with the sides of the intent swapped.
-    let price = match nonempty(&input.price) {
-        Some(p) => {
-            if proposal.is_none() {
-                return Err(bad("a price needs a proposal to publish it in"));
+    blocking(move || {
+        let intent = intent_from(&input)?;
+        let proposal = nonempty(&input.proposal).map(str::to_string);
+        // The price: the reciprocal intent, with the sides of the intent swapped.
+        let price = match nonempty(&input.price) {
+            Some(p) => {
+                if proposal.is_none() {
+                    return Err(bad("a price needs a proposal to publish it in"));
+                }
+                let (n, unit) = app::measure(p, "price").map_err(bad)?;
+                let mut r = Intent::request(Action::Transfer, intent.provider.clone());
+                r.provider = intent.receiver.clone();
+                r.resource_quantity = Some(Measure::new(n, unit));
+                r.resource_conforms_to = nonempty(&input.price_conforms_to).map(Id::from);
+                Some(r)
             }
-            let (n, unit) = app::measure(p, "price").map_err(bad)?;
-            let mut r = Intent::request(Action::Transfer, intent.provider.clone());
-            r.provider = intent.receiver.clone();
-            r.resource_quantity = Some(Measure::new(n, unit));
-            r.resource_conforms_to = nonempty(&input.price_conforms_to).map(Id::from);
-            Some(r)
-        }
-        None => None,
-    };
-    let location = intent.at_location.clone();
-    // VF's purpose, as the intent's open side says it.
-    let purpose = match (&intent.provider, &intent.receiver) {
-        (Some(_), None) => Some(reflow::ProposalPurpose::Offer),
-        (None, Some(_)) => Some(reflow::ProposalPurpose::Request),
-        _ => None,
-    };
-    let created = crate::app::now_utc();
-    let (intent_id, proposal_id) = s
-        .node
-        .write(s.net, move |l| {
-            let iid = l.create(intent)?;
-            let rid = price.map(|p| l.create(p)).transpose()?;
-            let pid = match proposal {
-                Some(name) => Some(l.create(Proposal {
-                    reciprocal: rid.into_iter().collect(),
-                    created: Some(created),
-                    eligible_location: location,
-                    purpose,
-                    ..Proposal::new("", name, vec![iid.clone()])
-                })?),
-                None => None,
-            };
-            Ok((iid, pid))
-        })
-        .map_err(bad)?;
-    Ok(Json(json!({"id": intent_id, "proposal": proposal_id})))
+            None => None,
+        };
+        let location = intent.at_location.clone();
+        // VF's purpose, as the intent's open side says it.
+        let purpose = match (&intent.provider, &intent.receiver) {
+            (Some(_), None) => Some(reflow::ProposalPurpose::Offer),
+            (None, Some(_)) => Some(reflow::ProposalPurpose::Request),
+            _ => None,
+        };
+        let created = crate::app::now_utc();
+        let (intent_id, proposal_id) = s
+            .node
+            .write(s.net, move |l| {
+                let iid = l.create(intent)?;
+                let rid = price.map(|p| l.create(p)).transpose()?;
+                let pid = match proposal {
+                    Some(name) => Some(l.create(Proposal {
+                        reciprocal: rid.into_iter().collect(),
+                        created: Some(created),
+                        eligible_location: location,
+                        purpose,
+                        ..Proposal::new("", name, vec![iid.clone()])
+                    })?),
+                    None => None,
+                };
+                Ok((iid, pid))
+            })
+            .map_err(bad)?;
+        Ok(Json(json!({"id": intent_id, "proposal": proposal_id})))
+    })
+    .await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -807,34 +854,43 @@ async fn commitments(
     State(s): State<AppState>,
     axum::extract::Query(q): axum::extract::Query<NowQuery>,
 ) -> ApiResult {
-    let now = q.now.unwrap_or_else(crate::app::now_utc);
-    let list = read(&s, |r| r.ledger().commitment_statuses(Some(&now)))?.map_err(bad)?;
-    Ok(Json(json!(list)))
+    blocking(move || {
+        let now = q.now.unwrap_or_else(crate::app::now_utc);
+        let list = read(&s, |r| r.ledger().commitment_statuses(Some(&now)))?.map_err(bad)?;
+        Ok(Json(json!(list)))
+    })
+    .await
 }
 
 async fn agreements(State(s): State<AppState>) -> ApiResult {
-    let list = read(&s, |r| {
-        r.ledger()
-            .list::<reflow::Agreement>()
-            .into_iter()
-            .map(|a| r.ledger().agreement_status(&a.id))
-            .collect::<reflow::Result<Vec<_>>>()
-    })?
-    .map_err(bad)?;
-    Ok(Json(json!(list)))
+    blocking(move || {
+        let list = read(&s, |r| {
+            r.ledger()
+                .list::<reflow::Agreement>()
+                .into_iter()
+                .map(|a| r.ledger().agreement_status(&a.id))
+                .collect::<reflow::Result<Vec<_>>>()
+        })?
+        .map_err(bad)?;
+        Ok(Json(json!(list)))
+    })
+    .await
 }
 
 async fn accept_proposal(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    let agent = read(&s, |r| r.member(&r.device()).map(|m| m.agent))?
-        .ok_or_else(|| bad("this device is not a member of the network"))?;
-    let now = crate::app::now_utc();
-    let accepted = s
-        .node
-        .write(s.net, |l| {
-            l.accept_proposal(&Id::from(id.as_str()), &agent, Some(now))
-        })
-        .map_err(bad)?;
-    Ok(Json(json!(accepted)))
+    blocking(move || {
+        let agent = read(&s, |r| r.member(&r.device()).map(|m| m.agent))?
+            .ok_or_else(|| bad("this device is not a member of the network"))?;
+        let now = crate::app::now_utc();
+        let accepted = s
+            .node
+            .write(s.net, |l| {
+                l.accept_proposal(&Id::from(id.as_str()), &agent, Some(now))
+            })
+            .map_err(bad)?;
+        Ok(Json(json!(accepted)))
+    })
+    .await
 }
 
 /// What to plan from a recipe process.
@@ -854,36 +910,39 @@ async fn plan_from_recipe(
     State(s): State<AppState>,
     Json(input): Json<RecipePlanInput>,
 ) -> ApiResult {
-    let need = |x: &str, what: &str| {
-        if x.trim().is_empty() {
-            Err(bad(format!("planning from a recipe needs {what}")))
-        } else {
-            Ok(Id::from(x.trim()))
-        }
-    };
-    let req = reflow::RecipePlanning {
-        recipe_process: need(&input.recipe_process, "a recipe process")?,
-        provider: need(&input.provider, "a provider")?,
-        receiver: need(&input.receiver, "a receiver")?,
-        plan: nonempty(&input.plan).map(Id::from),
-        name: nonempty(&input.name).map(str::to_string),
-        due: nonempty(&input.due).map(str::to_string),
-        output_is_independent_demand: nonempty(&input.plan).is_some(),
-    };
-    let planned = s
-        .node
-        .write(s.net, |l| {
-            if let Some(p) = &req.plan {
-                if l.get::<reflow::Plan>(p).is_none() {
-                    let mut new = reflow::Plan::new(p.clone(), p.as_str());
-                    new.due = req.due.clone();
-                    l.create(new)?;
-                }
+    blocking(move || {
+        let need = |x: &str, what: &str| {
+            if x.trim().is_empty() {
+                Err(bad(format!("planning from a recipe needs {what}")))
+            } else {
+                Ok(Id::from(x.trim()))
             }
-            l.plan_from_recipe(&req)
-        })
-        .map_err(bad)?;
-    Ok(Json(json!(planned)))
+        };
+        let req = reflow::RecipePlanning {
+            recipe_process: need(&input.recipe_process, "a recipe process")?,
+            provider: need(&input.provider, "a provider")?,
+            receiver: need(&input.receiver, "a receiver")?,
+            plan: nonempty(&input.plan).map(Id::from),
+            name: nonempty(&input.name).map(str::to_string),
+            due: nonempty(&input.due).map(str::to_string),
+            output_is_independent_demand: nonempty(&input.plan).is_some(),
+        };
+        let planned = s
+            .node
+            .write(s.net, |l| {
+                if let Some(p) = &req.plan {
+                    if l.get::<reflow::Plan>(p).is_none() {
+                        let mut new = reflow::Plan::new(p.clone(), p.as_str());
+                        new.due = req.due.clone();
+                        l.create(new)?;
+                    }
+                }
+                l.plan_from_recipe(&req)
+            })
+            .map_err(bad)?;
+        Ok(Json(json!(planned)))
+    })
+    .await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -903,63 +962,69 @@ async fn flows(
     State(s): State<AppState>,
     axum::extract::Query(q): axum::extract::Query<FlowsQuery>,
 ) -> ApiResult {
-    let blank = |x: &Option<String>| nonempty(x).map(str::to_string);
-    let args = crate::planning_cli::FlowsArgs::new(
-        nonempty(&q.by)
-            .map(|b| b.split(',').map(str::to_string).collect())
-            .unwrap_or_default(),
-        blank(&q.period),
-        blank(&q.from),
-        blank(&q.to),
-        blank(&q.action),
-        blank(&q.agent),
-        blank(&q.place),
-        blank(&q.spec),
-    );
-    let query = args.query().map_err(bad)?;
-    let report = read(&s, |r| r.ledger().flows(&query))?.map_err(bad)?;
-    let csv = report.to_csv();
-    Ok(Json(json!({"report": report, "csv": csv})))
+    blocking(move || {
+        let blank = |x: &Option<String>| nonempty(x).map(str::to_string);
+        let args = crate::planning_cli::FlowsArgs::new(
+            nonempty(&q.by)
+                .map(|b| b.split(',').map(str::to_string).collect())
+                .unwrap_or_default(),
+            blank(&q.period),
+            blank(&q.from),
+            blank(&q.to),
+            blank(&q.action),
+            blank(&q.agent),
+            blank(&q.place),
+            blank(&q.spec),
+        );
+        let query = args.query().map_err(bad)?;
+        let report = read(&s, |r| r.ledger().flows(&query))?.map_err(bad)?;
+        let csv = report.to_csv();
+        Ok(Json(json!({"report": report, "csv": csv})))
+    })
+    .await
 }
 
 async fn peers(State(s): State<AppState>) -> ApiResult {
-    let list = s
-        .node
-        .peers(s.net)
-        .map_err(|e| err(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-    let mut ours = s
-        .node
-        .heads(s.net)
-        .map_err(|e| err(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-    ours.sort();
-    let (events, members) = read(&s, |r| {
-        let members: Vec<Value> = r
-            .members()
+    blocking(move || {
+        let list = s
+            .node
+            .peers(s.net)
+            .map_err(|e| err(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+        let mut ours = s
+            .node
+            .heads(s.net)
+            .map_err(|e| err(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+        ours.sort();
+        let (events, members) = read(&s, |r| {
+            let members: Vec<Value> = r
+                .members()
+                .iter()
+                .map(|m| json!({"device": m.device, "role": m.role.to_string(), "agent": m.agent}))
+                .collect();
+            (r.ledger().event_count(), members)
+        })?;
+        let rows: Vec<Value> = list
             .iter()
-            .map(|m| json!({"device": m.device, "role": m.role.to_string(), "agent": m.agent}))
+            .map(|p| {
+                let mut v = peer_json(p);
+                let in_sync = p.their_heads.as_ref().map(|h| {
+                    let mut h = h.clone();
+                    h.sort();
+                    h == ours
+                });
+                v["inSync"] = json!(in_sync);
+                v
+            })
             .collect();
-        (r.ledger().event_count(), members)
-    })?;
-    let rows: Vec<Value> = list
-        .iter()
-        .map(|p| {
-            let mut v = peer_json(p);
-            let in_sync = p.their_heads.as_ref().map(|h| {
-                let mut h = h.clone();
-                h.sort();
-                h == ours
-            });
-            v["inSync"] = json!(in_sync);
-            v
-        })
-        .collect();
-    Ok(Json(json!({
-        "device": s.node.device(),
-        "heads": ours.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "events": events,
-        "peers": rows,
-        "members": members,
-    })))
+        Ok(Json(json!({
+            "device": s.node.device(),
+            "heads": ours.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "events": events,
+            "peers": rows,
+            "members": members,
+        })))
+    })
+    .await
 }
 
 /// What an invite grants.
@@ -983,50 +1048,56 @@ fn role_from(text: Option<&str>) -> std::result::Result<Role, ApiError> {
 
 /// Make a one-time bearer ticket (admins only) and its QR code as SVG.
 async fn invite(State(s): State<AppState>, Json(input): Json<InviteInput>) -> ApiResult {
-    let role = role_from(input.role.as_deref())?;
-    let ticket = s
-        .node
-        .invite(s.net, role, None, INVITE_TTL, Invitee::Anyone)
-        .map_err(|e| err(StatusCode::FORBIDDEN, e))?;
-    let text = ticket.to_string();
-    let qr = qrcode::QrCode::new(text.as_bytes())
-        .map_err(|e| err(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-    let svg = qr
-        .render::<qrcode::render::svg::Color<'_>>()
-        .min_dimensions(240, 240)
-        .quiet_zone(true)
-        .build();
-    Ok(Json(json!({
-        "ticket": text,
-        "svg": svg,
-        "expiresInHours": INVITE_TTL.as_secs() / 3600,
-        "role": role.to_string(),
-    })))
+    blocking(move || {
+        let role = role_from(input.role.as_deref())?;
+        let ticket = s
+            .node
+            .invite(s.net, role, None, INVITE_TTL, Invitee::Anyone)
+            .map_err(|e| err(StatusCode::FORBIDDEN, e))?;
+        let text = ticket.to_string();
+        let qr = qrcode::QrCode::new(text.as_bytes())
+            .map_err(|e| err(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+        let svg = qr
+            .render::<qrcode::render::svg::Color<'_>>()
+            .min_dimensions(240, 240)
+            .quiet_zone(true)
+            .build();
+        Ok(Json(json!({
+            "ticket": text,
+            "svg": svg,
+            "expiresInHours": INVITE_TTL.as_secs() / 3600,
+            "role": role.to_string(),
+        })))
+    })
+    .await
 }
 
 /// Locations with coordinates, the resources at each, and the moves between them.
 async fn map(State(s): State<AppState>) -> ApiResult {
-    read(&s, |r| {
-        let l = r.ledger();
-        let locations = ids(&l.list::<SpatialThing>(), |x| &x.id);
-        let resources = l.inventory(&ResourceFilter::default());
-        let moves: Vec<Value> = l
-            .events(&EventFilter::default())
-            .iter()
-            .filter_map(|e: &EconomicEvent| {
-                let to = e.to_location.as_ref()?;
-                let from = e.at_location.clone().or_else(|| {
-                    let res = e.resource_inventoried_as.as_ref()?;
-                    l.resource(res)?.current_location
-                })?;
-                (from != *to).then(|| {
-                    json!({"from": from, "to": to, "event": e.id, "action": e.action,
-                           "resource": e.resource_inventoried_as})
+    blocking(move || {
+        read(&s, |r| {
+            let l = r.ledger();
+            let locations = ids(&l.list::<SpatialThing>(), |x| &x.id);
+            let resources = l.inventory(&ResourceFilter::default());
+            let moves: Vec<Value> = l
+                .events(&EventFilter::default())
+                .iter()
+                .filter_map(|e: &EconomicEvent| {
+                    let to = e.to_location.as_ref()?;
+                    let from = e.at_location.clone().or_else(|| {
+                        let res = e.resource_inventoried_as.as_ref()?;
+                        l.resource(res)?.current_location
+                    })?;
+                    (from != *to).then(|| {
+                        json!({"from": from, "to": to, "event": e.id, "action": e.action,
+                               "resource": e.resource_inventoried_as})
+                    })
                 })
-            })
-            .collect();
-        Json(json!({"locations": locations, "resources": resources, "moves": moves}))
+                .collect();
+            Json(json!({"locations": locations, "resources": resources, "moves": moves}))
+        })
     })
+    .await
 }
 
 async fn updates(
@@ -1192,6 +1263,44 @@ mod tests {
         ("POST", "/api/intents"),
         ("POST", "/api/invite"),
     ];
+
+    /// Reads wait for the network's lock while a write holds it, more of them than the
+    /// runtime has threads: they wait on the blocking pool, so the runtime's two threads go
+    /// on serving (a page, here); once the write ends, every read answers.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_ui_answers_while_a_write_holds_the_ledger() {
+        let f = Arc::new(Fixture::new().await);
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let (node, net) = (f.node.clone(), f.net);
+        let writer = tokio::task::spawn_blocking(move || {
+            node.write(net, move |l| {
+                held_tx.send(()).expect("tell the test");
+                release_rx.recv().expect("the test releases the write");
+                l.create(Unit::new("g", "gram", "g"))
+            })
+        });
+        tokio::task::spawn_blocking(move || held_rx.recv_timeout(Duration::from_secs(20)))
+            .await
+            .expect("thread")
+            .expect("the write holds the network's lock");
+        let reads: Vec<_> = (0..4)
+            .map(|_| {
+                let f = f.clone();
+                tokio::spawn(async move { f.good("GET", "/api/events", "").await })
+            })
+            .collect();
+        let page = tokio::time::timeout(Duration::from_secs(10), f.good("GET", "/app.css", ""))
+            .await
+            .expect("a page answers while the reads wait for the write");
+        assert_eq!(page.0, 200, "{page:?}");
+        release_tx.send(()).expect("release the write");
+        writer.await.expect("writer").expect("the write");
+        for read in reads {
+            let (status, _, body) = read.await.expect("read task");
+            assert_eq!(status, 200, "{body}");
+        }
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_foreign_or_missing_host_is_refused_on_every_route() {

@@ -11,9 +11,10 @@
 //! Every change is durable before anything is sent or forwarded. What each network does
 //! with its connections (the sync sessions, what arrives, what is forwarded, refusals, the
 //! redial policy, the address book) is decided by its sans-I/O protocol core,
-//! [`proto::NetworkProto`]; this module and its files carry out the core's effects (frames,
-//! storing, dials, timers) and feed it what happens, and the whole-node simulator (tests)
-//! runs the same core over simulated links and faulty disks. The transport (one QUIC
+//! [`proto::NetworkProto`], and a device's bootstrap of a network it joins by a second
+//! machine, [`join::Join`]; this module and its files carry out their effects (frames,
+//! verifying and storing, dials, timers) and feed them what happens, and the whole-node
+//! simulator (tests) runs the same machines over simulated links and faulty disks. The transport (one QUIC
 //! connection per peer and network, one stream of length-prefixed frames on it, membership
 //! checked when a peer connects) is described in [`crate::net`].
 //!
@@ -67,7 +68,7 @@ use crate::net::{
 };
 use crate::replica::Replica;
 use crate::store::{CompactionPolicy, DurableReplica, Store};
-use crate::sync::{Frame, RefuseCode, SyncError, SyncSession, MAX_FRAME_LEN};
+use crate::sync::{Frame, RefuseCode, SyncSession, MAX_FRAME_LEN};
 use crate::vf::{Agent, Id, NewEvent};
 
 mod accept;
@@ -75,6 +76,7 @@ mod dial;
 pub mod discovery;
 mod endpoint;
 mod gate;
+pub mod join;
 mod link;
 mod network;
 pub mod proto;

@@ -1,6 +1,7 @@
 //! Dialing a peer: connect, the opening exchange, and bootstrap from an admin. When to redial
 //! is the protocol core's decision ([`proto`]); its dials come here.
 
+use super::join::{Form, Join, JoinClose, JoinEffect, JoinError, JoinEvent, Joined};
 use super::*;
 
 /// Whether a failed reconnection is final: the peer is no member (here or there), does not
@@ -151,11 +152,11 @@ impl Inner {
         }
     }
 
-    /// Join `network` through `peer`: dial it, send `redeem` first if given (a ticket's
-    /// invite), then the sync request of a device with no replica
-    /// ([`SyncSession::bootstrap`]); read the peer's answer (the history, up to its Sync
-    /// frame), check it, store the replica, and go on syncing with the same session on the
-    /// same connection.
+    /// Join `network` through `peer`: dial it and carry out the joining side's bootstrap,
+    /// [`Join`] (the pure machine the simulator runs too): send `redeem` first if given (a
+    /// ticket's invite), then the sync request of a device with no replica; read the peer's
+    /// answer (the history, up to its Sync frame), verify it off the runtime's threads, store
+    /// the replica, and go on syncing with the same session on the same connection.
     pub(super) async fn bootstrap(
         self: &Arc<Self>,
         network: NetworkId,
@@ -163,160 +164,150 @@ impl Inner {
         redeem: Option<Frame>,
     ) -> NetResult<()> {
         let conn = self.dial(network, peer).await?;
-        let (mut session, request) = SyncSession::bootstrap(network, peer.device);
-        let opening: Vec<Frame> = redeem.into_iter().chain([request]).collect();
+        let origin = tokio::time::Instant::now();
+        let (mut join, opening) = Join::new(
+            origin.elapsed(),
+            network,
+            peer.device,
+            redeem,
+            self.config.connect_timeout,
+        );
         let (send, mut recv, first) = self
             .open_exchange(&conn, network, peer.device, &opening)
             .await?;
-        let protocol = |detail: String| {
-            let code = RefuseCode::ProtocolViolation.to_u16();
-            close(&conn, u32::from(code), &detail);
-            NetError::Protocol {
-                peer: peer.device,
-                detail,
-            }
-        };
-        let mut history = Vec::new();
-        let mut next = Some(first);
-        let after = self.config.connect_timeout;
-        while let Some(frame) = next.take() {
-            let last = matches!(frame, Frame::Sync { .. });
-            match session.handle_bootstrap_frame(frame) {
-                Ok(changes) => history.extend(changes),
-                Err(SyncError::Refused { code, reason }) => {
-                    close(&conn, close_code::DONE, "refused");
-                    return Err(NetError::Refused {
+        let mut effects = join.handle(origin.elapsed(), JoinEvent::Frames(vec![first]));
+        let mut durable = None;
+        loop {
+            if effects.is_empty() {
+                // Waiting for the peer: its next frame, or the machine's deadline.
+                let Some(deadline) = join.deadline() else {
+                    return Err(NetError::Protocol {
                         peer: peer.device,
-                        code,
-                        reason,
+                        detail: "the join stopped with nothing to do".into(),
                     });
-                }
-                Err(e) => return Err(protocol(e.to_string())),
+                };
+                let event =
+                    match tokio::time::timeout_at(origin + deadline, read_frame(&mut recv)).await {
+                        Err(_) => JoinEvent::Tick,
+                        Ok(Ok(Some(frame))) => JoinEvent::Frames(vec![frame]),
+                        Ok(Ok(None)) => JoinEvent::Ended,
+                        Ok(Err(ReadFrameError::Frame(e))) => JoinEvent::Malformed(e.to_string()),
+                        Ok(Err(e)) => return Err(read_error(peer.device, network, e)),
+                    };
+                effects = join.handle(origin.elapsed(), event);
+                continue;
             }
-            if last {
-                break;
-            }
-            next = match tokio::time::timeout(after, read_frame(&mut recv)).await {
-                Err(_) => {
-                    close(&conn, close_code::TIMEOUT, "timed out");
-                    return Err(NetError::Timeout {
-                        after,
-                        waiting_for: "the network's history",
-                    });
-                }
-                Ok(Ok(Some(frame))) => Some(frame),
-                Ok(Ok(None)) => {
-                    return Err(NetError::JoinFailed {
-                        network,
-                        peer: peer.device,
-                        detail: "the peer ended the stream without sending the history".into(),
-                    })
-                }
-                Ok(Err(e)) => {
-                    let e = read_error(peer.device, network, e);
-                    if let NetError::Protocol { detail, .. } = &e {
-                        let code = RefuseCode::ProtocolViolation.to_u16();
-                        close(&conn, u32::from(code), detail);
+            let mut next = Vec::new();
+            for effect in effects {
+                match effect {
+                    JoinEffect::Verify(history) => {
+                        let n = history.changes();
+                        let key = self.key.clone();
+                        let verified = off_runtime(move || history.verify(key))
+                            .await
+                            .ok_or(NetError::Closed)?;
+                        debug!(changes = n, "history verified");
+                        next.extend(join.handle(origin.elapsed(), JoinEvent::Verified(verified)));
                     }
-                    return Err(e);
-                }
-            };
-        }
-        let document = match session.take_document() {
-            Ok(d) => d,
-            Err(e) => return Err(protocol(e.to_string())),
-        };
-        let n = history.len();
-        let key = self.key.clone();
-        let joined = off_runtime(move || match document {
-            // A bootstrap by document (protocol version 4): the changes the peer pushed
-            // meanwhile, if any, are received after it.
-            Some((bytes, attestations)) => {
-                Replica::join_document(network, key, &bytes, &attestations).and_then(
-                    |(mut replica, mut receipt)| {
-                        // The received bytes are the ledger if all of it stood alone.
-                        let exact = receipt.refused.is_empty()
-                            && receipt.waiting == 0
-                            && receipt.revoked.is_empty()
-                            && history.is_empty();
-                        if !history.is_empty() {
-                            let more = replica.receive(history)?;
-                            receipt.applied.extend(more.applied);
-                            receipt.refused.extend(more.refused);
+                    JoinEffect::Store(joined) => {
+                        if self.cancel.is_cancelled() {
+                            close(
+                                &conn,
+                                close_code::SHUTTING_DOWN,
+                                "the node is shutting down",
+                            );
+                            return Err(NetError::Closed);
                         }
-                        Ok((replica, receipt, Some(exact.then_some(bytes))))
-                    },
-                )
+                        let store = self.store.clone();
+                        let stored = joined.applied.len();
+                        let result = off_runtime(move || store_joined(&store, *joined))
+                            .await
+                            .ok_or(NetError::Closed)?;
+                        let event = match result {
+                            Ok(replica) => {
+                                info!(stored, "joined the network");
+                                durable = Some(replica);
+                                JoinEvent::Stored(Ok(()))
+                            }
+                            Err(e) => JoinEvent::Stored(Err(e)),
+                        };
+                        next.extend(join.handle(origin.elapsed(), event));
+                    }
+                    JoinEffect::Close { code, reason } => close(&conn, join_close(code), &reason),
+                    JoinEffect::Failed(e) => return Err(join_error(network, peer.device, e)),
+                    JoinEffect::Done { session, rest } => {
+                        // Frames are fed one at a time and reading stops at the peer's Sync
+                        // frame: none can have arrived after it.
+                        debug_assert!(rest.is_empty(), "frames after the peer's answer");
+                        let Some(replica) = durable.take() else {
+                            return Err(NetError::Protocol {
+                                peer: peer.device,
+                                detail: "the join ended before its replica was stored".into(),
+                            });
+                        };
+                        let net = self.install(replica);
+                        net.remember(self, peer.clone());
+                        // The same session goes on: its next message (sequence number 2)
+                        // tells the peer what this replica has now (the core sends it as
+                        // the outbound link opens).
+                        self.start_link(
+                            &net,
+                            conn,
+                            peer.device,
+                            Opening::Outbound,
+                            *session,
+                            send,
+                            recv,
+                            rest.into_iter().next(),
+                        );
+                        return Ok(());
+                    }
+                }
             }
-            None => Replica::join(network, key, history).map(|(r, receipt)| (r, receipt, None)),
-        })
-        .await
-        .ok_or(NetError::Closed)?;
-        let (replica, receipt, document) = match joined {
-            Ok(r) => r,
-            Err(e) => {
-                let code = RefuseCode::ProtocolViolation.to_u16();
-                close(&conn, u32::from(code), "the history does not verify");
-                return Err(NetError::JoinFailed {
-                    network,
-                    peer: peer.device,
-                    detail: e.to_string(),
-                });
-            }
-        };
-        if !receipt.refused.is_empty() {
-            warn!(
-                refused = receipt.refused.len(),
-                "some changes of the history were refused"
-            );
+            effects = next;
         }
-        if replica.member(&peer.device).is_none() {
-            let code = RefuseCode::NotAMember.to_u16();
-            close(
-                &conn,
-                u32::from(code),
-                "you are not a member of this network",
-            );
-            return Err(NetError::PeerNotAMember {
-                peer: peer.device,
-                network,
-            });
+    }
+}
+
+/// What the driver does for [`JoinEffect::Store`] (the node and the simulator): store a
+/// joined replica durably, as a snapshot if it was joined by the peer's document, else one
+/// row per change.
+pub(super) fn store_joined(store: &Store, joined: Joined) -> crate::Result<DurableReplica> {
+    match joined.form {
+        Form::Document { exact } => {
+            store.create_replica_from_document(joined.replica, &joined.applied, exact)
         }
-        if replica.role().is_none() {
-            warn!("joined, but this device is not (yet) a member in the history received");
-        }
-        if self.cancel.is_cancelled() {
-            close(
-                &conn,
-                close_code::SHUTTING_DOWN,
-                "the node is shutting down",
-            );
-            return Err(NetError::Closed);
-        }
-        let store = self.store.clone();
-        let applied = receipt.applied;
-        let stored = applied.len();
-        let durable = off_runtime(move || match document {
-            Some(bytes) => store.create_replica_from_document(replica, &applied, bytes),
-            None => store.create_replica(replica, &applied),
-        })
-        .await
-        .ok_or(NetError::Closed)??;
-        info!(changes = n, stored, "joined the network");
-        let net = self.install(durable);
-        net.remember(self, peer.clone());
-        // The same session goes on: its next message (sequence number 2) tells the peer what
-        // this replica has now (the core sends it as the outbound link opens).
-        self.start_link(
-            &net,
-            conn,
-            peer.device,
-            Opening::Outbound,
-            session,
-            send,
-            recv,
-            None,
-        );
-        Ok(())
+        Form::Changes => store.create_replica(joined.replica, &joined.applied),
+    }
+}
+
+/// The close code of a [`JoinClose`].
+fn join_close(code: JoinClose) -> u32 {
+    match code {
+        JoinClose::Done => close_code::DONE,
+        JoinClose::Timeout => close_code::TIMEOUT,
+        JoinClose::StorageFailure => close_code::STORAGE_FAILURE,
+        JoinClose::Refuse(code) => u32::from(code.to_u16()),
+    }
+}
+
+/// The node's error of a failed join through `peer`.
+fn join_error(network: NetworkId, peer: DeviceId, e: JoinError) -> NetError {
+    match e {
+        JoinError::Refused { code, reason } => NetError::Refused { peer, code, reason },
+        JoinError::Protocol(detail) => NetError::Protocol { peer, detail },
+        JoinError::Ended => NetError::JoinFailed {
+            network,
+            peer,
+            detail: JoinError::Ended.to_string(),
+        },
+        JoinError::Timeout { after, waiting_for } => NetError::Timeout { after, waiting_for },
+        JoinError::NotVerified(e) => NetError::JoinFailed {
+            network,
+            peer,
+            detail: e.to_string(),
+        },
+        JoinError::PeerNotAMember => NetError::PeerNotAMember { peer, network },
+        JoinError::Store(e) => NetError::Core(e),
     }
 }

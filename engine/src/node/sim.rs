@@ -13,9 +13,10 @@
 //! Two devices that are no members dial in too ([`Outsiders`]): a newcomer (a node with no
 //! replica yet) redeems a bearer invite (a [`Ticket`], through its text form) at the first
 //! admin's node, which the core hands to the driver as [`Effect::Redeem`] (stored on the
-//! faulty disk), and on the same connection bootstraps by document (`Replica::join_document`,
-//! as `node/dial.rs` does), stores its replica and runs as a node from then on; refused, cut
-//! off or not stored, it tries again. Then a stranger is refused three ways: a frame with no
+//! faulty disk), and on the same connection bootstraps by document with the node's own
+//! bootstrap machine ([`Join`], which `node/dial.rs` drives too: the same verification, the
+//! same checks, the same store call on the faulty disk, a deadline as time passes), and runs
+//! as a node from then on; refused, cut off, timed out or not stored, it tries again. Then a stranger is refused three ways: a frame with no
 //! invite ([`RefuseCode::NotAMember`]), the newcomer's invite replayed
 //! ([`RefuseCode::InviteAlreadyRedeemed`]) and that invite forged to grant more
 //! ([`RefuseCode::InviteInvalid`]). A run ends with the newcomer one of the honest nodes (all
@@ -39,6 +40,7 @@ use std::time::Duration;
 
 use automerge::ChangeHash;
 
+use super::join::{Join, JoinClose, JoinEffect, JoinEvent};
 use super::proto::{
     Backoff, CloseKind, Effect, Event, Jitter, LinkEnd, LinkId, NetworkProto, Notice, Timer,
 };
@@ -167,13 +169,14 @@ struct SimNode {
     joined: bool,
 }
 
-/// The newcomer's bootstrap under way: on connection `conn`, its session and the changes the
-/// peer pushed meanwhile.
+/// The newcomer's bootstrap under way on connection `conn`: the node's own machine.
 struct Joining {
     conn: usize,
-    session: SyncSession,
-    history: Vec<SignedChange>,
+    join: Join,
 }
+
+/// How long the newcomer waits for each frame of its bootstrap.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A simulated connection: side 0 dialed side 1.
 struct Conn {
@@ -1256,9 +1259,15 @@ impl Sim {
                 secret: ticket.secret.clone(),
                 agent: Some(Agent::person(format!("a{w}").as_str(), "Newcomer")),
             };
-            let (session, request) = SyncSession::bootstrap(self.network, self.nodes[0].key.id());
-            joining = Some(session);
-            (w, 0, vec![redeem, request])
+            let (join, opening) = Join::new(
+                self.time(),
+                self.network,
+                self.nodes[0].key.id(),
+                Some(redeem),
+                JOIN_TIMEOUT,
+            );
+            joining = Some(join);
+            (w, 0, opening)
         } else if !self.newcomer_admitted() {
             return;
         } else {
@@ -1306,12 +1315,8 @@ impl Sim {
             return;
         }
         let c = self.connect(from, target);
-        if let Some(session) = joining {
-            self.outsiders.joining = Some(Joining {
-                conn: c,
-                session,
-                history: Vec::new(),
-            });
+        if let Some(join) = joining {
+            self.outsiders.joining = Some(Joining { conn: c, join });
         }
         self.note(format!("outsider {from} dials {target}: conn {c}"));
         let bytes: Vec<u8> = frames.iter().flat_map(Frame::encode).collect();
@@ -1319,101 +1324,122 @@ impl Sim {
     }
 
     /// The newcomer reads what arrived on connection `c` (its side `side`) while it has no
-    /// replica: the history, up to the peer's Sync frame; then it joins by the document
-    /// (`Replica::join_document`, as `node/dial.rs` does), stores its replica, and its core
-    /// takes the connection over as an outbound link with the same session.
+    /// replica, and hands it to its bootstrap machine ([`Join`], the one `node/dial.rs`
+    /// drives).
     fn bootstrap(&mut self, c: usize, side: usize) {
-        let w = self.outsiders.newcomer;
         if self.outsiders.joining.as_ref().map(|j| j.conn) != Some(c) {
             self.conns[c].buf[side].clear();
             return;
         }
-        let mut rest = Vec::new();
-        let mut done = false;
+        let mut frames = Vec::new();
+        let mut malformed = None;
         loop {
-            let frame = match Frame::split(&self.conns[c].buf[side]) {
+            match Frame::split(&self.conns[c].buf[side]) {
                 Ok(Some((frame, used))) => {
                     self.conns[c].buf[side].drain(..used);
-                    frame
+                    frames.push(frame);
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    self.note(format!("{w} bootstrap: garbage ({e}); gives up this try"));
+                    malformed = Some(e.to_string());
+                    self.conns[c].buf[side].clear();
+                    break;
+                }
+            }
+        }
+        if !frames.is_empty() {
+            self.join_step(c, side, JoinEvent::Frames(frames));
+        }
+        if let Some(detail) = malformed {
+            let w = self.outsiders.newcomer;
+            if self.outsiders.joining.is_some() {
+                self.note(format!("{w} bootstrap: garbage ({detail})"));
+                self.join_step(c, side, JoinEvent::Malformed(detail));
+            } else if self.nodes[w].joined && self.conns[c].open[side] {
+                // The join is done: the garbage came after the history, on the link.
+                let link = self.conns[c].ends[side].1;
+                self.feed(w, Event::Malformed { link, detail });
+            }
+        }
+    }
+
+    /// Hand the newcomer's bootstrap machine an event and carry out its effects, as
+    /// `node/dial.rs` does: verify the history, store the replica on the faulty disk, close
+    /// the connection, give up this try, or start the node on the joined replica (its core
+    /// takes the connection over as an outbound link with the same session).
+    fn join_step(&mut self, c: usize, side: usize, event: JoinEvent) {
+        let w = self.outsiders.newcomer;
+        let now = self.time();
+        let Some(j) = self.outsiders.joining.as_mut() else {
+            return;
+        };
+        let mut queue: std::collections::VecDeque<JoinEffect> = j.join.handle(now, event).into();
+        let mut stored = None;
+        while let Some(effect) = queue.pop_front() {
+            let event = match effect {
+                JoinEffect::Verify(history) => {
+                    JoinEvent::Verified(history.verify(self.nodes[w].key.clone()))
+                }
+                JoinEffect::Store(joined) => {
+                    let store = self.outsiders.store.clone().expect("the newcomer's store");
+                    match super::dial::store_joined(&store, *joined) {
+                        Ok(replica) => {
+                            stored = Some((store, replica));
+                            JoinEvent::Stored(Ok(()))
+                        }
+                        Err(e) => {
+                            // A failed write leaves redb's handle unusable: reopen it for
+                            // the next try.
+                            let _ = store.reopen();
+                            JoinEvent::Stored(Err(e))
+                        }
+                    }
+                }
+                JoinEffect::Close { code, reason } => {
+                    let theirs = match code {
+                        JoinClose::Done => LinkEnd::Finished,
+                        JoinClose::Timeout | JoinClose::StorageFailure => LinkEnd::Lost {
+                            error: reason,
+                            retry: true,
+                        },
+                        JoinClose::Refuse(code) => LinkEnd::Refused { code, reason },
+                    };
+                    self.close(c, side, theirs, 1);
+                    continue;
+                }
+                JoinEffect::Failed(e) => {
+                    self.note(format!("{w} could not join: {e}; tries again"));
                     self.outsiders.joining = None;
                     self.break_conn(c, 1);
+                    return;
+                }
+                JoinEffect::Done { session, rest } => {
+                    self.outsiders.joining = None;
+                    let (store, replica) = stored.take().expect("stored before done");
+                    self.joined(c, side, store, replica, *session, rest);
                     return;
                 }
             };
-            if done {
-                rest.push(frame);
-                continue;
-            }
-            let last = matches!(frame, Frame::Sync { .. });
-            let j = self.outsiders.joining.as_mut().expect("joining");
-            match j.session.handle_bootstrap_frame(frame) {
-                Ok(changes) => j.history.extend(changes),
-                Err(e) => {
-                    self.note(format!("{w} bootstrap failed: {e}; gives up this try"));
-                    self.outsiders.joining = None;
-                    self.break_conn(c, 1);
-                    return;
-                }
-            }
-            done = last;
-        }
-        if !done {
-            return;
-        }
-        let Joining {
-            mut session,
-            history,
-            ..
-        } = self.outsiders.joining.take().expect("joining");
-        let key = self.nodes[w].key.clone();
-        let network = self.network;
-        let joined = match session.take_document() {
-            Ok(Some((bytes, attestations))) => {
-                Replica::join_document(network, key, &bytes, &attestations)
-                    .and_then(|(mut replica, mut receipt)| {
-                        let exact = receipt.refused.is_empty()
-                            && receipt.waiting == 0
-                            && receipt.revoked.is_empty()
-                            && history.is_empty();
-                        if !history.is_empty() {
-                            let more = replica.receive(history)?;
-                            receipt.applied.extend(more.applied);
-                        }
-                        Ok((replica, receipt.applied, exact.then_some(bytes)))
-                    })
-                    .map_err(|e| e.to_string())
-            }
-            Ok(None) => Replica::join(network, key, history)
-                .map(|(r, rc)| (r, rc.applied, None))
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        let stored = joined.and_then(|(replica, applied, document)| {
-            let store = self.outsiders.store.clone().expect("the newcomer's store");
-            let durable = store
-                .create_replica_from_document(replica, &applied, document)
-                .map_err(|e| e.to_string())?;
-            Ok((store, durable))
-        });
-        let (store, replica) = match stored {
-            Ok(v) => v,
-            Err(e) => {
-                // A failed write leaves redb's handle unusable: reopen it for the next try.
-                if let Some(store) = self.outsiders.store.as_ref() {
-                    let _ = store.reopen();
-                }
-                self.note(format!("{w} could not join: {e}; tries again"));
-                self.break_conn(c, 1);
+            let Some(j) = self.outsiders.joining.as_mut() else {
                 return;
-            }
-        };
-        if replica.replica().member(&self.nodes[0].key.id()).is_none()
-            || replica.replica().role().is_none()
-        {
+            };
+            queue.extend(j.join.handle(now, event));
+        }
+    }
+
+    /// The newcomer joined on connection `c`: it runs as a node from now on.
+    fn joined(
+        &mut self,
+        c: usize,
+        side: usize,
+        store: Store,
+        replica: DurableReplica,
+        session: SyncSession,
+        rest: Vec<Frame>,
+    ) {
+        let w = self.outsiders.newcomer;
+        let network = self.network;
+        if replica.replica().role().is_none() {
             self.note(format!("{w} joined a history that does not admit it yet"));
         }
         self.note(format!(
@@ -1498,6 +1524,13 @@ impl Sim {
             }
             if !self.out.removed_bad && self.seed % 3 == 0 && self.rng.chance(4) {
                 self.remove_bad();
+            }
+        }
+        // The newcomer's bootstrap gives up on a peer that went quiet.
+        if let Some(j) = self.outsiders.joining.as_ref() {
+            if j.join.deadline().is_some_and(|d| d <= self.time()) {
+                let c = j.conn;
+                self.join_step(c, 0, JoinEvent::Tick);
             }
         }
         // The outsiders keep trying, healed or not, until each got its answer.
