@@ -152,6 +152,38 @@ impl Inner {
         }
     }
 
+    /// Before a join: a network the store holds that this node does not hold in memory (an
+    /// earlier join's commit reported an error after its data reached the disk, and the store
+    /// could not be reopened then) is opened and installed; the join becomes a connection
+    /// as a member (joining again would be refused by the store, which holds the network).
+    /// Whether it was.
+    async fn adopt_stored(self: &Arc<Self>, network: NetworkId) -> NetResult<bool> {
+        let (store, key) = (self.store.clone(), self.key.clone());
+        let opened = off_runtime(move || match store.networks() {
+            Ok(held) if held.contains(&network.to_string()) => {
+                Some(super::open_replica(&store, network, &key))
+            }
+            _ => None,
+        })
+        .await
+        .ok_or(NetError::Closed)?;
+        match opened {
+            None => Ok(false),
+            Some(Ok(replica)) => {
+                warn!("the store holds this network from an earlier join: opened");
+                if self.net(network).is_err() {
+                    self.install(replica);
+                }
+                Ok(true)
+            }
+            Some(Err(problem)) => Err(NetError::NetworkUnavailable {
+                network,
+                kind: problem.kind,
+                reason: problem.reason,
+            }),
+        }
+    }
+
     /// Join `network` through `peer`: dial it and carry out the joining side's bootstrap,
     /// [`Join`] (the pure machine the simulator runs too): send `redeem` first if given (a
     /// ticket's invite), then the sync request of a device with no replica; read the peer's
@@ -163,6 +195,9 @@ impl Inner {
         peer: &PeerAddr,
         redeem: Option<Frame>,
     ) -> NetResult<()> {
+        if self.adopt_stored(network).await? {
+            return self.connect(network, peer).await;
+        }
         let conn = self.dial(network, peer).await?;
         let origin = tokio::time::Instant::now();
         let (mut join, opening) = Join::new(
@@ -272,12 +307,37 @@ impl Inner {
 /// What the driver does for [`JoinEffect::Store`] (the node and the simulator): store a
 /// joined replica durably, as a snapshot if it was joined by the peer's document, else one
 /// row per change.
+///
+/// A commit can fail after its data reached the disk (the fsync reported an error, the
+/// pages were written anyway). redb refuses every later operation of the handle that saw
+/// the error, so the store is reopened here; if the network is there after the reopen, the
+/// transaction did commit (it is all or nothing), its content is exactly `joined`, and
+/// that stored replica is the join's result. Without this, every retry of the join would
+/// be refused by [`Store::create_replica`] (the store holds the network) while the node
+/// does not hold it in memory (found by the simulator, seeds 41, 149 and 247).
 pub(super) fn store_joined(store: &Store, joined: Joined) -> crate::Result<DurableReplica> {
-    match joined.form {
+    let network = joined.replica.network();
+    let key = joined.replica.key().clone();
+    let created = match joined.form {
         Form::Document { exact } => {
             store.create_replica_from_document(joined.replica, &joined.applied, exact)
         }
         Form::Changes => store.create_replica(joined.replica, &joined.applied),
+    };
+    let Err(e) = created else {
+        return created;
+    };
+    if let Err(again) = store.reopen() {
+        warn!(error = %again, "the store cannot be reopened after a failed join");
+        return Err(e);
+    }
+    match store.networks() {
+        Ok(held) if held.contains(&network.to_string()) => {
+            warn!(error = %e, "the join's commit reported an error but reached the disk; \
+                  the stored replica is opened");
+            store.open_replica(&network, key)
+        }
+        _ => Err(e),
     }
 }
 

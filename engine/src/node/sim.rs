@@ -1252,6 +1252,22 @@ impl Sim {
         {
             return; // its bootstrap is under way
         }
+        let held = self
+            .outsiders
+            .store
+            .as_ref()
+            .and_then(|s| s.networks().ok());
+        if !self.nodes[w].joined && held.is_some_and(|h| h.contains(&self.network.to_string())) {
+            // An earlier join is stored (its commit reported an error after reaching the
+            // disk, and the store could not be reopened then): open it, as the node does.
+            self.note(format!(
+                "{w} holds the network from an earlier join: opens it"
+            ));
+            self.outsiders.joining = None;
+            self.nodes[w].joined = true;
+            self.up(w);
+            return;
+        }
         let (from, target, frames) = if !self.nodes[w].joined {
             // Redeem (again, if it is a member already: then it just syncs) and bootstrap.
             let redeem = Frame::Redeem {
@@ -1387,12 +1403,8 @@ impl Sim {
                             stored = Some((store, replica));
                             JoinEvent::Stored(Ok(()))
                         }
-                        Err(e) => {
-                            // A failed write leaves redb's handle unusable: reopen it for
-                            // the next try.
-                            let _ = store.reopen();
-                            JoinEvent::Stored(Err(e))
-                        }
+                        // store_joined reopened the store after a failed write.
+                        Err(e) => JoinEvent::Stored(Err(e)),
                     }
                 }
                 JoinEffect::Close { code, reason } => {
@@ -1872,7 +1884,7 @@ mod tests {
     /// changed (`proto::Event::Reloaded` after a failed commit).
     #[test]
     fn seeds_that_found_bugs() {
-        run_all(&[19, 33, 323]);
+        run_all(&[19, 33, 41, 149, 247, 323]);
     }
 
     #[test]
