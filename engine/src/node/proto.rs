@@ -42,7 +42,8 @@
 //! its removal, then is refused), when a peer is refused (protocol violation, flooding, not a
 //! member), and when and how soon a peer is redialed (exponential backoff with jitter from a
 //! seeded generator, [`Backoff`]): after a link ends other than by a deliberate close, a
-//! refusal, a protocol or storage failure; not while paused, not once it is no member.
+//! refusal or a protocol failure (after this node's own failure to store a batch too: the
+//! disk may heal); not while paused or frozen, not once it is no member.
 //!
 //! The replica is read through `&Replica` (sessions need the document to compute what to
 //! send) but never written here: writes are effects.
@@ -477,6 +478,9 @@ struct LinkState {
     waiting: VecDeque<Frame>,
     /// Why this node is closing it, if it is.
     error: Option<String>,
+    /// Closed by this node for a reason that passes (a batch it could not store, the
+    /// replica back at its stored state): redial once it has ended, as after a lost link.
+    redial_after_close: bool,
 }
 
 /// What the core knows of a peer.
@@ -790,6 +794,10 @@ impl<A: Clone + PartialEq + std::fmt::Debug> NetworkProto<A> {
                 self.storing = None;
                 if let Some(l) = self.links.get_mut(&link) {
                     l.closing = true;
+                    // The disk may heal (a full disk cleared, a passing I/O error): this
+                    // node redials with backoff, else its own acknowledged changes could
+                    // stay on it alone when the peer does not dial it.
+                    l.redial_after_close = true;
                     l.waiting.clear();
                     let peer = l.peer;
                     let error = format!("storage failure: {error}");
@@ -971,6 +979,7 @@ impl<A: Clone + PartialEq + std::fmt::Debug> NetworkProto<A> {
                 closing: false,
                 waiting: VecDeque::new(),
                 error: None,
+                redial_after_close: false,
             },
         );
         {
@@ -1254,13 +1263,17 @@ impl<A: Clone + PartialEq + std::fmt::Debug> NetworkProto<A> {
             state: l.session.saved_state(),
         });
         let heads = l.session.peer_heads().map(<[ChangeHash]>::to_vec);
-        let redial = !l.closing
-            && match &end {
-                LinkEnd::Finished => true,
-                LinkEnd::Lost { retry, .. } => *retry,
-                LinkEnd::Refused { code, .. } => *code == RefuseCode::Busy,
-                LinkEnd::Deliberate | LinkEnd::Shutdown => false,
-            };
+        let redial = (l.closing
+            && l.redial_after_close
+            && !self.frozen
+            && !matches!(end, LinkEnd::Shutdown))
+            || !l.closing
+                && match &end {
+                    LinkEnd::Finished => true,
+                    LinkEnd::Lost { retry, .. } => *retry,
+                    LinkEnd::Refused { code, .. } => *code == RefuseCode::Busy,
+                    LinkEnd::Deliberate | LinkEnd::Shutdown => false,
+                };
         let error = match end {
             _ if l.closing => l.error.clone(),
             LinkEnd::Finished | LinkEnd::Deliberate | LinkEnd::Shutdown => l.error.clone(),
@@ -1643,6 +1656,92 @@ mod tests {
             core.handle(now, a, Event::Pause { peer: b });
             core.handle(now, a, Event::Resume { peer: b });
         }
+    }
+
+    /// Regression (found by the node simulator, seed 232): a link this node closed because
+    /// it could not store a batch was never redialed; a node whose peers do not dial it kept
+    /// its own acknowledged changes to itself for good. It redials now, with backoff.
+    #[test]
+    fn a_link_closed_after_a_failed_store_is_redialed() {
+        let (mut replicas, _) = pair();
+        let b = replicas[1].device();
+        let backoff = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+        };
+        let a = &replicas[0];
+        let mut core = NetworkProto::new(
+            a.network(),
+            a.device(),
+            Some(backoff),
+            Jitter::new(3),
+            [(b, "addr-b")],
+        );
+        let session = SyncSession::new(a.network(), b);
+        core.handle(
+            Duration::ZERO,
+            a,
+            Event::LinkOpened {
+                link: 9,
+                peer: b,
+                inbound: false,
+                session,
+                addr: None,
+                first: None,
+            },
+        );
+        let changes = produce(&mut replicas[1], "b", "from-b");
+        let a = &replicas[0];
+        let effects = core.handle(
+            Duration::ZERO,
+            a,
+            Event::Frames {
+                link: 9,
+                frames: vec![Frame::Push { changes }],
+            },
+        );
+        assert!(
+            effects
+                .iter()
+                .any(|e| matches!(e, Effect::Store { link: 9, .. })),
+            "{effects:?}"
+        );
+        let effects = core.handle(
+            Duration::ZERO,
+            a,
+            Event::StoreFailed {
+                link: 9,
+                error: "disk full".into(),
+            },
+        );
+        assert!(
+            effects.iter().any(|e| matches!(
+                e,
+                Effect::Close {
+                    link: 9,
+                    code: CloseKind::StorageFailure,
+                    ..
+                }
+            )),
+            "{effects:?}"
+        );
+        let effects = core.handle(
+            Duration::ZERO,
+            a,
+            Event::LinkClosed {
+                link: 9,
+                end: LinkEnd::Deliberate,
+            },
+        );
+        let redial = effects.iter().find_map(|e| match e {
+            Effect::SetTimer {
+                at,
+                timer: Timer::Redial { peer, .. },
+            } if *peer == b => Some(*at),
+            _ => None,
+        });
+        let at = redial.unwrap_or_else(|| panic!("no redial after a failed store: {effects:?}"));
+        assert!(at > Duration::ZERO, "with backoff, not at once");
     }
 
     #[test]

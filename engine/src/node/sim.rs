@@ -1884,7 +1884,7 @@ mod tests {
     /// changed (`proto::Event::Reloaded` after a failed commit).
     #[test]
     fn seeds_that_found_bugs() {
-        run_all(&[19, 33, 41, 149, 247, 323]);
+        run_all(&[19, 33, 41, 149, 232, 247, 323]);
     }
 
     #[test]
