@@ -17,6 +17,12 @@
 //!   store (redb repairs the file: `REPAIRING`; the replica loads: `LOADING`) and is killed
 //!   on one of those signals. Only kills before the second child printed `OPENED` count.
 //!
+//! - `sigkill_mid_join`: a fresh device, admitted by the peer, joins through it (by the
+//!   peer's document, a history of a few thousand events); its tracing layer prints
+//!   `STORING` when the joined replica's store starts and `STORED` when it ends; killed on
+//!   `STORING`. Only kills before `STORED` count. The reopened store holds the network whole
+//!   or not at all; if not, the device joins again, which nothing left behind may stop.
+//!
 //! After each kill the parent reopens the child's data directory as a node (a real reopen,
 //! repairing the file) and checks: every acknowledged event and every change the child said
 //! it stored is there; the views equal a fresh fold of the ledger; the node reconnects to the
@@ -97,7 +103,14 @@ fn peer_event() -> EconomicEvent {
 struct Signals;
 
 fn watched(m: &tracing::Metadata<'_>) -> bool {
-    (m.is_span() && matches!(m.name(), "store_compact" | "store_open_replica"))
+    (m.is_span()
+        && matches!(
+            m.name(),
+            "store_compact"
+                | "store_open_replica"
+                | "store_create_replica"
+                | "store_create_replica_from_document"
+        ))
         || (m.is_event() && *m.level() == tracing::Level::WARN && m.target().starts_with("reflow"))
 }
 
@@ -143,13 +156,20 @@ where
         match attrs.metadata().name() {
             "store_compact" => println!("{SIGNAL}COMPACTING"),
             "store_open_replica" => println!("{SIGNAL}LOADING"),
+            "store_create_replica" | "store_create_replica_from_document" => {
+                println!("{SIGNAL}STORING");
+            }
             _ => {}
         }
     }
 
     fn on_close(&self, id: tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
-        if ctx.span(&id).is_some_and(|s| s.name() == "store_compact") {
-            println!("{SIGNAL}COMPACTED");
+        match ctx.span(&id).map(|s| s.name()) {
+            Some("store_compact") => println!("{SIGNAL}COMPACTED"),
+            Some("store_create_replica" | "store_create_replica_from_document") => {
+                println!("{SIGNAL}STORED");
+            }
+            _ => {}
         }
     }
 
@@ -193,6 +213,21 @@ fn crash_node_child() {
         .block_on(Node::open(child_config(Path::new(&dir), &mode)))
         .expect("the child opens its node");
     println!("{SIGNAL}OPENED");
+    if mode == "join" {
+        println!("{SIGNAL}JOINING");
+        match rt.block_on(tokio::time::timeout(CHILD_WAIT, node.join(network, &peer))) {
+            Ok(Ok(())) => println!("{SIGNAL}JOINED"),
+            Ok(Err(e)) => {
+                println!("{SIGNAL}JOIN_FAILED {e}");
+                std::process::exit(3);
+            }
+            Err(_) => {
+                println!("{SIGNAL}JOIN_FAILED timed out");
+                std::process::exit(3);
+            }
+        }
+        rt.block_on(std::future::pending::<()>());
+    }
     let mut updates = node.subscribe(network).expect("subscribe");
     rt.spawn(async move {
         loop {
@@ -384,6 +419,11 @@ impl Phase {
         } else if let Some(hash) = line.strip_prefix("GOT ") {
             let hash: ChangeHash = hash.trim().parse().expect("a change hash");
             self.got.push(hash);
+        } else if let Some(e) = line.strip_prefix("JOIN_FAILED") {
+            panic!(
+                "seed {:#x} {}: the child could not join through the peer:{e}",
+                self.seed, self.name
+            );
         } else if let Some(e) = line.strip_prefix("CONNECT_FAILED") {
             panic!(
                 "seed {:#x} {}: the restarted child could not connect to the peer:{e}",
@@ -735,6 +775,78 @@ async fn sigkill_mid_open_repair() {
         attempts,
         &format!(
             " (killed before OPENED: {in_repair} inside the repair of the file, {in_load} while the replica loaded after it; each after a kill mid-write: {write_kills} more kills)"
+        ),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_join() {
+    let mut phase = Phase::new("mid-join", 0x05).await;
+    let network = phase.network;
+    // Long enough a history that storing the joined replica takes a while.
+    record_history(&phase.peer, network, "ana", "apples", 3000);
+    let wanted = kills_wanted();
+    let (mut kills, mut attempts, mut rejoined) = (0, 0, 0);
+    while kills < wanted {
+        attempts += 1;
+        assert!(
+            attempts <= 3 * wanted,
+            "seed {:#x}: only {kills} of {attempts} kills landed inside the store of a join",
+            phase.seed
+        );
+        // A fresh device each time, admitted by the peer.
+        let dir = tempdir();
+        let fresh = Node::open(child_config(dir.path(), "join"))
+            .await
+            .expect("a fresh device");
+        let device = fresh.device();
+        fresh.close().await.expect("close the fresh device");
+        admit(&phase.peer, network, device, &format!("joiner-{attempts}"));
+        phase.child_dir = dir;
+        phase.child_device = device;
+        let mut child = phase.spawn("join");
+        let mut joined = false;
+        loop {
+            let line = phase.line(&mut child, "the join's store").await;
+            joined |= line == "JOINED";
+            if joined || line == "STORING" {
+                break;
+            }
+        }
+        let rest = child.kill().await;
+        let stored = rest.iter().any(|l| l == "STORED");
+        joined |= rest.iter().any(|l| l == "JOINED");
+        kills += usize::from(!stored && !joined);
+        // The store holds the network whole or not at all: if not, joining again works.
+        let (seed, name) = (phase.seed, phase.name);
+        let node = Node::open(child_config(phase.child_dir.path(), "join"))
+            .await
+            .unwrap_or_else(|e| {
+                panic!("seed {seed:#x} {name} attempt {attempts}: the store does not reopen: {e}")
+            });
+        if !node.networks().contains(&network) {
+            assert!(
+                !joined,
+                "seed {seed:#x} {name} attempt {attempts}: the join was acknowledged, then lost"
+            );
+            rejoined += 1;
+            within(
+                "the killed joiner joins again",
+                node.join(network, &phase.peer.addr()),
+            )
+            .await
+            .unwrap_or_else(|e| {
+                panic!("seed {seed:#x} {name} attempt {attempts}: joining again fails: {e}")
+            });
+        }
+        node.close().await.expect("close the reopened joiner");
+        phase.check(attempts).await;
+    }
+    phase.report(
+        kills,
+        attempts,
+        &format!(
+            " (killed after STORING, before STORED and JOINED; {rejoined} stores held no network after the kill and joined again, the others held it whole)"
         ),
     );
 }

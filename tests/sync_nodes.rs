@@ -16,6 +16,9 @@
 //!   offline, admin A writes, B joins through A (by A's document: A's changes covered by
 //!   attestation, no signature of their own on B), A is gone; C, reopened, syncs only with B
 //!   and gets those changes as a missing part with attestations: identical heads and views.
+//! - `a_held_replica_blocks_neither_the_runtime_nor_other_networks`: on a node whose runtime
+//!   has one thread, one network's replica is held by a long write while a peer dials into
+//!   that network; the node's other network goes on syncing meanwhile.
 
 mod support;
 
@@ -453,4 +456,107 @@ async fn a_member_behind_catches_up_from_a_device_that_joined_by_document() {
         "a_member_behind_catches_up_from_a_device_that_joined_by_document: {:?}",
         started.elapsed()
     );
+}
+
+/// One network's replica held by a long write (the application's thread) blocks neither the
+/// node's runtime nor its other networks. Node A runs on a runtime of one thread, so a task
+/// of A waiting for the held lock on that thread would stall all of A (the accept path's
+/// member check, a saved sync state's read and a link's end did, before each network had its
+/// own worker). While A's replica of N1 is held, B dials A in N1 (A's answer waits for the
+/// replica, off the runtime), and C's write in N2 reaches A. Once released, B's connection
+/// completes and N1 converges, the held write included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_replica_blocks_neither_the_runtime_nor_other_networks() {
+    use std::sync::{mpsc, Arc};
+    let one_thread = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a runtime of one thread");
+    let (da, db, dc) = (tempdir(), tempdir(), tempdir());
+    let path = da.path().to_owned();
+    let a = one_thread
+        .spawn(async move { open(&path).await })
+        .await
+        .expect("open A on its runtime");
+    let a = Arc::new(a);
+    let (b, c) = (open(db.path()).await, open(dc.path()).await);
+    let n1 = create_network(&a);
+    admit(&a, n1, b.device(), "bob");
+    let n2 = a
+        .create_network("repair cafe", Agent::person("ana", "Ana"))
+        .expect("second network");
+    a.write(n2, |l| l.create(Unit::new("kg", "kilogram", "kg")))
+        .expect("unit");
+    admit(&a, n2, c.device(), "cleo");
+    within("B joins N1", b.join(n1, &a.addr()))
+        .await
+        .expect("B joins");
+    within("C joins N2", c.join(n2, &a.addr()))
+        .await
+        .expect("C joins");
+
+    // B leaves N1's connection; A sees it end.
+    let mut events = a.events();
+    b.disconnect(n1, a.device()).expect("disconnect");
+    wait_event(&mut events, "A sees B leave N1", |e| {
+        matches!(e, NodeEvent::Disconnected { network, peer, .. } if *network == n1 && *peer == b.device())
+    })
+    .await;
+
+    // A's replica of N1 is held by a write that waits to be released (the mutation runs
+    // with the replica locked).
+    let (held_tx, held_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let writer = {
+        let a = a.clone();
+        std::thread::spawn(move || {
+            a.write(n1, |l| {
+                held_tx.send(()).expect("tell the test");
+                release_rx.recv().expect("released");
+                l.record_event(produce("ana", "held", 1))
+            })
+        })
+    };
+    held_rx.recv().expect("the replica is held");
+
+    // B dials A in N1: A's accept path needs N1's replica.
+    let dial = {
+        let addr = a.addr();
+        tokio::spawn(async move {
+            let r = b.connect(n1, &addr).await;
+            (b, r)
+        })
+    };
+    // Meanwhile C's write in N2 reaches A.
+    let from_c = c
+        .record_event(n2, produce("cleo", "chairs", 2))
+        .expect("C writes");
+    wait_until(&a, n2, "C's event on A while N1 is held", |r| {
+        has_event(r, &from_c)
+    })
+    .await;
+    assert!(
+        !dial.is_finished(),
+        "B's dial into N1 waits for A's replica of N1 (else this test proves nothing)"
+    );
+
+    release_tx.send(()).expect("release");
+    let held = writer.join().expect("writer").expect("the held write");
+    let (b, dialed) = within("B's connection to A in N1", dial)
+        .await
+        .expect("the dial task");
+    dialed.expect("B connects to A in N1");
+    wait_until(&b, n1, "the held write on B", |r| has_event(r, &held)).await;
+    converge(&[&a, &b], n1).await;
+    converge(&[&a, &c], n2).await;
+    let a = Arc::try_unwrap(a).expect("the only handle of A");
+    b.close().await.expect("close B");
+    c.close().await.expect("close C");
+    one_thread
+        .spawn(async move { a.close().await })
+        .await
+        .expect("close A's task")
+        .expect("close A");
+    one_thread.shutdown_background();
 }

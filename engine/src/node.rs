@@ -452,8 +452,9 @@ impl Node {
         span.in_scope(|| {
             let nets: Vec<Arc<Net>> = inner.read_networks().values().cloned().collect();
             for net in nets {
+                net.start(&inner);
                 // Redial the address book at once (if reconnection is on).
-                net.run(&inner, proto::Event::Started);
+                net.post(proto::Event::Started);
             }
         });
         Ok(Node { inner })
@@ -691,7 +692,7 @@ impl Node {
     /// peer for this network is open already. Undoes [`Node::disconnect`]'s pause.
     pub async fn connect(&self, network: NetworkId, peer: &PeerAddr) -> NetResult<()> {
         if let Ok(net) = self.inner.net(network) {
-            net.run(&self.inner, proto::Event::Resume { peer: peer.device });
+            net.post(proto::Event::Resume { peer: peer.device });
         }
         self.inner.connect(network, peer).await
     }
@@ -723,7 +724,7 @@ impl Node {
     /// on its own until [`Node::connect`] is called or a new connection between them opens.
     pub fn disconnect(&self, network: NetworkId, peer: DeviceId) -> NetResult<()> {
         let net = self.inner.net(network)?;
-        net.run(&self.inner, proto::Event::Pause { peer });
+        net.post(proto::Event::Pause { peer });
         Ok(())
     }
 
@@ -802,6 +803,20 @@ impl Node {
         }
         inner.tracker.close();
         inner.endpoint.close().await;
+        inner.tracker.wait().await;
+        // The workers finish what the tasks posted (a link's end, its saved sync state)
+        // before the store is let go.
+        let workers: Vec<_> = nets.iter().filter_map(|net| net.stop()).collect();
+        drop(nets);
+        off_runtime(move || {
+            for worker in workers {
+                let _ = worker.join();
+            }
+        })
+        .await;
+        // What those last jobs spawned (a timer, a redial: each ends at once, the node being
+        // cancelled) holds the node's state too: wait for it, so that the store is closed
+        // when this returns.
         inner.tracker.wait().await;
         inner
             .networks
@@ -943,7 +958,7 @@ impl Inner {
     }
 
     /// Add a replica and serve its ALPN.
-    fn install(&self, mut replica: DurableReplica) -> Arc<Net> {
+    fn install(self: &Arc<Self>, mut replica: DurableReplica) -> Arc<Net> {
         replica.set_compaction_policy(self.config.compaction);
         let net = Arc::new(Net::new(
             replica,
@@ -957,6 +972,7 @@ impl Inner {
             .unwrap_or_else(PoisonError::into_inner);
         nets.insert(net.id, net.clone());
         self.endpoint.set_alpns(self.alpns(&nets));
+        net.start(self);
         net
     }
 
@@ -979,7 +995,7 @@ impl Inner {
     }
 
     fn note_failure(self: &Arc<Self>, net: &Arc<Net>, peer: DeviceId, e: &NetError) {
-        net.record_error(self, peer, e.to_string());
+        net.record_error(peer, e.to_string());
         self.emit_failure(net.id, peer, e);
     }
 

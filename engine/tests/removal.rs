@@ -694,3 +694,133 @@ const CUT_OFF_TABLE: redb::TableDefinition<
 > = redb::TableDefinition::new("reflow_cut_off");
 const META_TABLE: redb::TableDefinition<'static, &'static str, &'static [u8]> =
     redb::TableDefinition::new("reflow_meta");
+
+/// A revoking receive whose commit fails (a write, or the fsync after the data reached the
+/// disk) leaves the replica exactly at what the store holds: the revoked branch still in
+/// memory if the store kept it, nothing half-revoked; once the disk heals the same removal
+/// revokes it durably. (The revoking branch of the durable receive: the snapshot that
+/// replaces the history and the deleted rows are one commit.)
+#[test]
+fn a_revoking_receive_whose_commit_fails_leaves_the_stored_state() {
+    use reflow::store::fault::FaultyDisk;
+    for (case, fail_sync) in [("write", false), ("fsync", true)] {
+        let Net {
+            mut ana,
+            mut dee,
+            history,
+            ..
+        } = net();
+        let network = ana.network();
+        let dee_key = dee.key().clone();
+        let hidden_add = dee
+            .add_member(key().id(), Role::Admin, "eve".into())
+            .expect("hidden add");
+        let (_, hidden_event) = dee
+            .write(|l| l.record_event(produce("dee-goods", "dee")))
+            .expect("dee writes");
+        let disk = FaultyDisk::new(11);
+        let open = |disk: &FaultyDisk| {
+            let d = disk.clone();
+            Store::open_backend(format!("revoking-{case}"), move || d.backend()).expect("store")
+        };
+        let store = open(&disk);
+        let mut stored: Vec<SignedChange> = history.clone();
+        stored.extend(hidden_add.clone());
+        stored.extend(hidden_event.clone());
+        let mut durable = store.create_replica(dee, &stored).expect("create");
+        let removal = ana.remove_member(dee_key.id()).expect("remove dee");
+        let hidden: Vec<ChangeHash> = hidden_add
+            .iter()
+            .chain(&hidden_event)
+            .map(SignedChange::hash)
+            .collect();
+
+        // Every write (or fsync) fails until cleared: the durable receive's retry after
+        // reopening the store fails too.
+        if fail_sync {
+            disk.set_random_faults(0, 1000);
+        } else {
+            disk.set_random_faults(1000, 0);
+        }
+        let before = sorted_heads(durable.replica());
+        let quarantined_before = quarantine(durable.replica());
+        let failed = durable.receive(removal.clone());
+        assert!(failed.is_err(), "{case}: the revoking commit fails");
+        // The store cannot be reopened while the disk fails: the replica is stale, and its
+        // memory is put back without the disk to the last stored state: the branch still
+        // there, the removal and the refusals it caused gone.
+        assert!(
+            durable.is_stale(),
+            "{case}: the store is unreadable for now"
+        );
+        assert_eq!(sorted_heads(durable.replica()), before, "{case}: heads");
+        assert_eq!(
+            quarantine(durable.replica()),
+            quarantined_before,
+            "{case}: the revocation's refusals are not kept"
+        );
+        for h in &hidden {
+            assert!(
+                durable.ledger().has_change(h),
+                "{case}: {h} revoked in memory only"
+            );
+        }
+        for c in &removal {
+            assert!(
+                !durable.ledger().has_change(&c.hash()),
+                "{case}: unstored removal"
+            );
+        }
+        disk.clear_faults();
+        // Memory is what the store holds, whichever way the failed commit ended.
+        let on_disk = open(&disk)
+            .open_replica(&network, dee_key.clone())
+            .expect("the store opens after the failed commit");
+        let revoked_on_disk = !on_disk.ledger().has_change(&hidden[0]);
+        // Any later call puts a stale replica back first.
+        let again = durable.receive(Vec::new()).expect("the replica is usable");
+        assert!(again.applied.is_empty());
+        assert_eq!(
+            sorted_heads(durable.replica()),
+            sorted_heads(on_disk.replica()),
+            "{case}: memory and store agree after the failed revoking commit"
+        );
+        assert_eq!(
+            durable.ledger().snapshot(),
+            on_disk.ledger().snapshot(),
+            "{case}: views agree"
+        );
+        for h in &hidden {
+            assert_eq!(
+                durable.ledger().has_change(h),
+                !revoked_on_disk,
+                "{case}: {h} half-revoked"
+            );
+        }
+        if !fail_sync {
+            assert!(!revoked_on_disk, "a failed write stores nothing");
+        }
+        drop(on_disk);
+
+        // The disk healed: the removal revokes the branch, durably.
+        let receipt = durable.receive(removal.clone()).expect("receive again");
+        if !revoked_on_disk {
+            let mut revoked = receipt.revoked.clone();
+            revoked.sort();
+            let mut expected = hidden.clone();
+            expected.sort();
+            assert_eq!(revoked, expected, "{case}");
+        }
+        let heads = sorted_heads(durable.replica());
+        drop(durable);
+        drop(store);
+        let reopened = open(&disk).open_replica(&network, dee_key).expect("reopen");
+        assert_eq!(sorted_heads(reopened.replica()), heads, "{case}");
+        for h in &hidden {
+            assert!(!reopened.ledger().has_change(h), "{case}: {h} came back");
+        }
+        for c in &removal {
+            assert!(reopened.ledger().has_change(&c.hash()), "{case}");
+        }
+    }
+}

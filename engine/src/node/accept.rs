@@ -97,7 +97,7 @@ impl Inner {
                 Ok(Err(e)) => {
                     let e = connection_error(peer, network, &e);
                     warn!(error = %e, "incoming connection failed before its first frame");
-                    net.record_error(&self, peer, e.to_string());
+                    net.record_error(peer, e.to_string());
                     return;
                 }
                 Err(_) => {
@@ -109,9 +109,18 @@ impl Inner {
                     return;
                 }
             };
-            let limit = {
-                let replica = lock(&net.replica);
-                proto::NetworkProto::<PeerAddr>::first_frame_limit(replica.replica(), &peer)
+            let limit = net
+                .with(move |replica| {
+                    proto::NetworkProto::<PeerAddr>::first_frame_limit(replica.replica(), &peer)
+                })
+                .await;
+            let Some(limit) = limit else {
+                close(
+                    &conn,
+                    close_code::SHUTTING_DOWN,
+                    "the node is shutting down",
+                );
+                return;
             };
             let first = tokio::time::timeout(after, read_frame_limited(&mut recv, limit)).await;
             let member = limit == MAX_FRAME_LEN;
@@ -124,7 +133,7 @@ impl Inner {
                 Ok(Ok(None)) => {
                     let detail = "the peer ended the stream before its first frame";
                     warn!(detail, "incoming connection failed before its first frame");
-                    net.record_error(&self, peer, detail.to_string());
+                    net.record_error(peer, detail.to_string());
                     return;
                 }
                 Ok(Err(e)) => {
@@ -141,7 +150,7 @@ impl Inner {
                             reason: detail.clone(),
                         });
                     }
-                    net.record_error(&self, peer, e.to_string());
+                    net.record_error(peer, e.to_string());
                     return;
                 }
                 Err(_) => {
@@ -161,7 +170,14 @@ impl Inner {
                 close(&conn, close_code::DONE, "refused");
                 return;
             }
-            let session = net.session(peer);
+            let Some(session) = net.session(peer).await else {
+                close(
+                    &conn,
+                    close_code::SHUTTING_DOWN,
+                    "the node is shutting down",
+                );
+                return;
+            };
             self.start_link(
                 &net,
                 conn,
@@ -218,7 +234,7 @@ impl Inner {
             "device {peer} is not a member of network {network} (never admitted, or removed): ask an admin of the network to add this device"
         );
         warn!("refusing a device that is not a member");
-        net.record_error(self, peer, format!("refused: {reason}"));
+        net.record_error(peer, format!("refused: {reason}"));
         self.emit(NodeEvent::Refused {
             network,
             peer,

@@ -30,7 +30,12 @@ impl Inner {
         if peer.device == inner.device {
             return Err(NetError::SelfConnect);
         }
-        if lock(&net.replica).replica().member(&peer.device).is_none() {
+        let device = peer.device;
+        let member = net
+            .with(move |r| r.replica().member(&device).is_some())
+            .await
+            .ok_or(NetError::Closed)?;
+        if !member {
             return Err(NetError::PeerNotAMember {
                 peer: peer.device,
                 network,
@@ -43,11 +48,14 @@ impl Inner {
         let span = conn_span(network, peer.device, "out");
         let result = async {
             let conn = inner.dial(network, peer).await?;
-            let mut session = net.session(peer.device);
-            let opening = {
-                let replica = lock(&net.replica);
-                session.poll_transmit(replica.replica())
-            };
+            let mut session = net.session(peer.device).await.ok_or(NetError::Closed)?;
+            let (session, opening) = net
+                .with(move |replica| {
+                    let opening = session.poll_transmit(replica.replica());
+                    (session, opening)
+                })
+                .await
+                .ok_or(NetError::Closed)?;
             let Some(opening) = opening else {
                 close(&conn, close_code::DONE, "no opening frame");
                 return Err(NetError::Protocol {
@@ -58,7 +66,7 @@ impl Inner {
             let (send, recv, reply) = inner
                 .open_exchange(&conn, network, peer.device, std::slice::from_ref(&opening))
                 .await?;
-            net.remember(inner, peer.clone());
+            net.remember(peer.clone());
             inner.start_link(
                 &net,
                 conn,
@@ -172,7 +180,11 @@ impl Inner {
             Some(Ok(replica)) => {
                 warn!("the store holds this network from an earlier join: opened");
                 if self.net(network).is_err() {
-                    self.install(replica);
+                    // Installing reads the address book from the store: off the runtime.
+                    let inner = self.clone();
+                    off_runtime(move || inner.install(replica))
+                        .await
+                        .ok_or(NetError::Closed)?;
                 }
                 Ok(true)
             }
@@ -280,8 +292,13 @@ impl Inner {
                                 detail: "the join ended before its replica was stored".into(),
                             });
                         };
-                        let net = self.install(replica);
-                        net.remember(self, peer.clone());
+                        // Installing reads the address book from the store: off the
+                        // runtime.
+                        let inner = self.clone();
+                        let net = off_runtime(move || inner.install(replica))
+                            .await
+                            .ok_or(NetError::Closed)?;
+                        net.remember(peer.clone());
                         // The same session goes on: its next message (sequence number 2)
                         // tells the peer what this replica has now (the core sends it as
                         // the outbound link opens).

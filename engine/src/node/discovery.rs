@@ -81,7 +81,7 @@ impl Inner {
                     else {
                         continue;
                     };
-                    self.discovered(peer, &dialing);
+                    self.discovered(peer, &dialing).await;
                 }
                 Some(DiscoveryEvent::Expired { endpoint_id }) => {
                     debug!(peer = %endpoint_id, "a device left the local network");
@@ -93,18 +93,25 @@ impl Inner {
     }
 
     /// The networks of this node in whose replica `device` is a member.
-    fn shared_networks(&self, device: &DeviceId) -> Vec<NetworkId> {
-        let mut ids: Vec<NetworkId> = self
-            .read_networks()
-            .values()
-            .filter(|net| lock(&net.replica).replica().member(device).is_some())
-            .map(|net| net.id)
-            .collect();
+    /// Asked of each network's worker (the replica is never locked on the runtime's threads).
+    async fn shared_networks(&self, device: &DeviceId) -> Vec<NetworkId> {
+        let nets: Vec<Arc<super::Net>> = self.read_networks().values().cloned().collect();
+        let mut ids = Vec::new();
+        for net in nets {
+            let device = *device;
+            if net
+                .with(move |r| r.replica().member(&device).is_some())
+                .await
+                == Some(true)
+            {
+                ids.push(net.id);
+            }
+        }
         ids.sort();
         ids
     }
 
-    fn discovered(
+    async fn discovered(
         self: &Arc<Self>,
         peer: PeerAddr,
         dialing: &Arc<Mutex<HashSet<(NetworkId, DeviceId)>>>,
@@ -112,7 +119,7 @@ impl Inner {
         if peer.device == self.device || self.cancel.is_cancelled() {
             return;
         }
-        let networks = self.shared_networks(&peer.device);
+        let networks = self.shared_networks(&peer.device).await;
         info!(peer = %peer, networks = networks.len(), "found a device on the local network");
         self.emit(NodeEvent::Discovered {
             peer: peer.clone(),

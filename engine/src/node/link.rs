@@ -215,20 +215,12 @@ impl Inner {
             read_frames(recv, tx, self.cancel.clone(), link.peer, net.id)
                 .instrument(tracing::Span::current()),
         );
-        // Judged and stored off the runtime's threads.
+        // Judged and stored by the network's worker, off the runtime's threads; the next
+        // batch is read meanwhile and handed over once this one is done.
         let handle = |event: proto::Event<PeerAddr>| {
-            let (net, link, inner) = (net.clone(), link.clone(), self.clone());
+            let (net, link) = (net.clone(), link.clone());
             async move {
-                let later = off_runtime({
-                    let net = net.clone();
-                    move || {
-                        let mut replica = lock(&net.replica);
-                        net.feed(&mut replica, event)
-                    }
-                })
-                .await
-                .ok_or(LinkEnd::Shutdown)?;
-                net.finish(&inner, later);
+                net.call(event).await.ok_or(LinkEnd::Shutdown)?;
                 if link.closing.load(Ordering::Relaxed) {
                     return Err(LinkEnd::Closing);
                 }
@@ -272,13 +264,14 @@ impl Inner {
         reader.abort();
         if let Err(LinkEnd::Protocol(detail)) = &end {
             warn!(%detail, "protocol violation by the peer; refusing it");
-            net.run(
-                &self,
-                proto::Event::Malformed {
+            // Awaited: the core's refusal (a Refuse frame, the violation's close code) goes
+            // out before this task closes the connection as done.
+            let _ = net
+                .call(proto::Event::Malformed {
                     link: link.id,
                     detail: detail.clone(),
-                },
-            );
+                })
+                .await;
         }
         // A deliberate close (by this node's user, who paused the peer, or by the peer's:
         // DISCONNECTED) is not redialed.
@@ -313,7 +306,7 @@ impl Inner {
                 }
             }
         };
-        net.run(&self, proto::Event::LinkClosed { link: link.id, end });
+        net.post(proto::Event::LinkClosed { link: link.id, end });
         lock(&net.links).remove(&link.id);
     }
 }

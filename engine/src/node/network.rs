@@ -1,16 +1,45 @@
 //! One network's replica on this node, its protocol core ([`proto::NetworkProto`]) and its
 //! live connections: the driver that hands the core its events and carries out its effects.
 //!
+//! Every event of the network (its links' frames and ends, timers, dials, pauses) is handled
+//! by one worker thread per network, in the order posted ([`Net::post`], [`Net::call`]): the
+//! replica's lock, signature checks and fsyncs are never taken on the async runtime's
+//! threads, and the tasks of the network's connections only carry bytes. The driver's own
+//! reads of the replica (a member check, a session's opening frame, a saved sync state) run
+//! on the worker too, in turn ([`Net::with`]). The application's writes
+//! ([`crate::Node::write`], blocking calls made off the runtime) lock the replica on the
+//! caller's thread and tell the core at once, so that its changes go out in the order made.
+//!
 //! Effects that need the replica or a connection (sending and refusing, storing a batch,
 //! telling subscribers) are carried out at once, with the replica locked, by
 //! [`Net::feed`]; the rest (notices, dials, timers, saving the address book and sync
-//! states) once it is unlocked, by [`Net::finish`]. [`Net::run`] does both.
+//! states) once it is unlocked, by [`Net::finish`].
 
 use std::collections::VecDeque;
+use std::sync::mpsc as std_mpsc;
+use std::sync::Weak;
 use std::time::Instant;
+
+use tokio::sync::oneshot;
 
 use super::proto::{CloseKind, Effect, Event, Jitter, NetworkProto, Notice};
 use super::*;
+
+/// A replica job for the worker: runs with the replica locked, in turn with the events.
+type ReplicaJob = Box<dyn FnOnce(&mut DurableReplica) + Send>;
+
+/// What a network's worker thread does next.
+enum Job {
+    /// Hand the core an event and carry out its effects; `done` is told once they are.
+    Event {
+        event: Box<Event<PeerAddr>>,
+        done: Option<oneshot::Sender<()>>,
+    },
+    /// Run a job with the replica locked.
+    With(ReplicaJob),
+    /// Stop, after the jobs posted before this one.
+    Stop,
+}
 
 /// One network's replica, its protocol core and its live connections. Lock order: replica,
 /// then core, then links.
@@ -24,6 +53,12 @@ pub(super) struct Net {
     /// The core's time origin.
     origin: Instant,
     pub(super) updates: broadcast::Sender<LedgerUpdate>,
+    /// The worker's queue.
+    jobs: std_mpsc::Sender<Job>,
+    /// The queue's other end, until [`Net::start`] hands it to the worker.
+    pending: Mutex<Option<std_mpsc::Receiver<Job>>>,
+    /// The worker thread, once started.
+    worker: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Net {
@@ -40,6 +75,7 @@ impl Net {
             .into_iter()
             .filter(|(d, _)| replica.replica().member(d).is_some())
             .collect();
+        let (jobs, pending) = std_mpsc::channel();
         Net {
             id,
             core: Mutex::new(NetworkProto::new(id, me, backoff, jitter, book)),
@@ -48,7 +84,70 @@ impl Net {
             book_write: Mutex::new(()),
             origin: Instant::now(),
             updates: broadcast::channel(CHANNEL_CAPACITY).0,
+            jobs,
+            pending: Mutex::new(Some(pending)),
+            worker: Mutex::new(None),
         }
+    }
+
+    /// Start the network's worker thread (once): it handles the jobs posted, in order, until
+    /// [`Net::stop`], or until the network or the node is gone. It holds neither (a job
+    /// finding either gone ends it), so dropping the node ends it too.
+    pub(super) fn start(self: &Arc<Self>, inner: &Arc<Inner>) {
+        let Some(jobs) = lock(&self.pending).take() else {
+            return;
+        };
+        let (net, inner) = (Arc::downgrade(self), Arc::downgrade(inner));
+        let span = tracing::Span::current();
+        let spawned = std::thread::Builder::new()
+            .name(format!("reflow-net-{}", short(&self.id)))
+            .spawn(move || span.in_scope(|| work(&jobs, &net, &inner)));
+        match spawned {
+            Ok(handle) => *lock(&self.worker) = Some(handle),
+            Err(e) => error!(error = %e, "could not start the network's worker thread"),
+        }
+    }
+
+    /// Stop the worker once the jobs posted so far are done; the thread to wait for.
+    pub(super) fn stop(&self) -> Option<std::thread::JoinHandle<()>> {
+        let _ = self.jobs.send(Job::Stop);
+        lock(&self.worker).take()
+    }
+
+    /// Hand the core `event` on the worker, without waiting.
+    pub(super) fn post(&self, event: Event<PeerAddr>) {
+        let _ = self.jobs.send(Job::Event {
+            event: Box::new(event),
+            done: None,
+        });
+    }
+
+    /// Hand the core `event` on the worker and wait until its effects are carried out;
+    /// `None` if the worker stopped first.
+    pub(super) async fn call(&self, event: Event<PeerAddr>) -> Option<()> {
+        let (done, wait) = oneshot::channel();
+        self.jobs
+            .send(Job::Event {
+                event: Box::new(event),
+                done: Some(done),
+            })
+            .ok()?;
+        wait.await.ok()
+    }
+
+    /// Run `job` with the replica locked, on the worker, in turn with the events; `None` if
+    /// the worker stopped first.
+    pub(super) async fn with<R: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut DurableReplica) -> R + Send + 'static,
+    ) -> Option<R> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send(Job::With(Box::new(move |replica| {
+                let _ = tx.send(job(replica));
+            })))
+            .ok()?;
+        rx.await.ok()
     }
 
     /// Whether a connection to `peer` is open and not closing.
@@ -209,7 +308,7 @@ impl Net {
                                     Some(true)
                                 }
                             };
-                            net.run(&inner2, Event::DialDone { peer, failed });
+                            net.post(Event::DialDone { peer, failed });
                         }
                         .instrument(conn_span(self.id, peer, "retry")),
                     );
@@ -221,7 +320,7 @@ impl Net {
                         async move {
                             tokio::select! {
                                 _ = inner2.cancel.cancelled() => {}
-                                () = tokio::time::sleep(wait) => net.run(&inner2, Event::Timer(timer)),
+                                () = tokio::time::sleep(wait) => net.post(Event::Timer(timer)),
                             }
                         }
                         .instrument(tracing::Span::current()),
@@ -257,8 +356,8 @@ impl Net {
         }
     }
 
-    /// [`Net::feed`] with the replica locked here, then [`Net::finish`].
-    pub(super) fn run(self: &Arc<Self>, inner: &Arc<Inner>, event: Event<PeerAddr>) {
+    /// [`Net::feed`] with the replica locked here, then [`Net::finish`]: the worker's step.
+    fn run(self: &Arc<Self>, inner: &Arc<Inner>, event: Event<PeerAddr>) {
         let later = {
             let mut replica = lock(&self.replica);
             self.feed(&mut replica, event)
@@ -322,42 +421,72 @@ impl Net {
 
     /// A sync session with `peer`, resumed from the state saved at the end of the last
     /// connection with it, if any (a shorter first round; a stale state costs bandwidth only).
-    pub(super) fn session(&self, peer: DeviceId) -> SyncSession {
-        let store = lock(&self.replica).store().clone();
-        match store.sync_state(&self.id.to_string(), peer.as_bytes()) {
-            Ok(Some(saved)) => SyncSession::with_state(self.id, peer, &saved).unwrap_or_else(|e| {
-                warn!(error = %e, "the saved sync state is unreadable; starting afresh");
-                SyncSession::new(self.id, peer)
-            }),
-            Ok(None) => SyncSession::new(self.id, peer),
-            Err(e) => {
-                warn!(error = %e, "could not read the saved sync state; starting afresh");
-                SyncSession::new(self.id, peer)
-            }
-        }
+    /// Read on the worker; `None` if it stopped.
+    pub(super) async fn session(&self, peer: DeviceId) -> Option<SyncSession> {
+        let id = self.id;
+        self.with(move |replica| resumed_session(replica.store(), id, peer))
+            .await
     }
 
     /// A connection with `peer` failed before a link opened.
-    pub(super) fn record_error(
-        self: &Arc<Self>,
-        inner: &Arc<Inner>,
-        peer: DeviceId,
-        error: String,
-    ) {
-        self.run(inner, Event::ConnectFailed { peer, error });
+    pub(super) fn record_error(&self, peer: DeviceId, error: String) {
+        self.post(Event::ConnectFailed { peer, error });
     }
 
     /// Remember where `addr.device` was reached.
-    pub(super) fn remember(self: &Arc<Self>, inner: &Arc<Inner>, addr: PeerAddr) {
+    pub(super) fn remember(&self, addr: PeerAddr) {
         if addr.direct.is_empty() && addr.relays.is_empty() {
             return;
         }
-        self.run(
-            inner,
-            Event::Reached {
-                peer: addr.device,
-                addr,
-            },
-        );
+        self.post(Event::Reached {
+            peer: addr.device,
+            addr,
+        });
     }
+}
+
+/// A session with `peer` resumed from the state saved in `store`, or a new one.
+fn resumed_session(store: &Store, id: NetworkId, peer: DeviceId) -> SyncSession {
+    match store.sync_state(&id.to_string(), peer.as_bytes()) {
+        Ok(Some(saved)) => SyncSession::with_state(id, peer, &saved).unwrap_or_else(|e| {
+            warn!(error = %e, "the saved sync state is unreadable; starting afresh");
+            SyncSession::new(id, peer)
+        }),
+        Ok(None) => SyncSession::new(id, peer),
+        Err(e) => {
+            warn!(error = %e, "could not read the saved sync state; starting afresh");
+            SyncSession::new(id, peer)
+        }
+    }
+}
+
+/// The worker thread of a network: its jobs, in order, until told to stop or the network or
+/// the node is gone. A job that panics is logged and the worker goes on (the node keeps
+/// serving; the replica's lock ignores poisoning).
+fn work(jobs: &std_mpsc::Receiver<Job>, net: &Weak<Net>, inner: &Weak<Inner>) {
+    while let Ok(job) = jobs.recv() {
+        let (Some(net), Some(inner)) = (net.upgrade(), inner.upgrade()) else {
+            break;
+        };
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match job {
+            Job::Event { event, done } => {
+                net.run(&inner, *event);
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
+                true
+            }
+            Job::With(job) => {
+                job(&mut lock(&net.replica));
+                true
+            }
+            Job::Stop => false,
+        }));
+        match ran {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(_) => error!("a job of the network's worker panicked; the worker goes on"),
+        }
+    }
+    debug!("the network's worker stopped");
 }
