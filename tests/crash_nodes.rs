@@ -215,17 +215,8 @@ fn crash_node_child() {
     println!("{SIGNAL}OPENED");
     if mode == "join" {
         println!("{SIGNAL}JOINING");
-        match rt.block_on(tokio::time::timeout(CHILD_WAIT, node.join(network, &peer))) {
-            Ok(Ok(())) => println!("{SIGNAL}JOINED"),
-            Ok(Err(e)) => {
-                println!("{SIGNAL}JOIN_FAILED {e}");
-                std::process::exit(3);
-            }
-            Err(_) => {
-                println!("{SIGNAL}JOIN_FAILED timed out");
-                std::process::exit(3);
-            }
-        }
+        let joined = rt.block_on(tokio::time::timeout(CHILD_WAIT, node.join(network, &peer)));
+        report_or_exit("JOINED", "JOIN_FAILED", joined);
         rt.block_on(std::future::pending::<()>());
     }
     let mut updates = node.subscribe(network).expect("subscribe");
@@ -242,20 +233,11 @@ fn crash_node_child() {
             }
         }
     });
-    match rt.block_on(tokio::time::timeout(
+    let connected = rt.block_on(tokio::time::timeout(
         CHILD_WAIT,
         node.connect(network, &peer),
-    )) {
-        Ok(Ok(())) => println!("{SIGNAL}CONNECTED"),
-        Ok(Err(e)) => {
-            println!("{SIGNAL}CONNECT_FAILED {e}");
-            std::process::exit(3);
-        }
-        Err(_) => {
-            println!("{SIGNAL}CONNECT_FAILED timed out");
-            std::process::exit(3);
-        }
-    }
+    ));
+    report_or_exit("CONNECTED", "CONNECT_FAILED", connected);
     if mode == "receive" {
         rt.block_on(std::future::pending::<()>());
     }
@@ -264,6 +246,25 @@ fn crash_node_child() {
             .record_event(network, child_event())
             .expect("the child records");
         println!("{SIGNAL}ACK {id}");
+    }
+}
+
+/// The child reports `done`, or `failed` with why and exits with status 3.
+fn report_or_exit(
+    done: &str,
+    failed: &str,
+    outcome: Result<Result<(), NetError>, tokio::time::error::Elapsed>,
+) {
+    match outcome {
+        Ok(Ok(())) => println!("{SIGNAL}{done}"),
+        Ok(Err(e)) => {
+            println!("{SIGNAL}{failed} {e}");
+            std::process::exit(3);
+        }
+        Err(_) => {
+            println!("{SIGNAL}{failed} timed out");
+            std::process::exit(3);
+        }
     }
 }
 

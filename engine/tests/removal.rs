@@ -439,6 +439,17 @@ fn sessions_of_an_honest_device_continue_its_chain() {
     }
 }
 
+/// dee's hidden branch: it admits a new admin, then records an event on top.
+fn hidden_branch(dee: &mut Replica) -> (Vec<SignedChange>, Vec<SignedChange>) {
+    let hidden_add = dee
+        .add_member(key().id(), Role::Admin, "eve".into())
+        .expect("hidden add");
+    let (_, hidden_event) = dee
+        .write(|l| l.record_event(produce("dee-goods", "dee")))
+        .expect("dee writes");
+    (hidden_add, hidden_event)
+}
+
 #[test]
 fn a_revocation_is_durable_and_survives_a_reopen() {
     let Net {
@@ -450,12 +461,7 @@ fn a_revocation_is_durable_and_survives_a_reopen() {
     let network = ana.network();
     let dee_key = dee.key().clone();
     // dee's hidden branch, stored durably on dee's device as accepted.
-    let hidden_add = dee
-        .add_member(key().id(), Role::Admin, "eve".into())
-        .expect("hidden add");
-    let (_, hidden_event) = dee
-        .write(|l| l.record_event(produce("dee-goods", "dee")))
-        .expect("dee writes");
+    let (hidden_add, hidden_event) = hidden_branch(&mut dee);
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path().join("store.redb")).expect("store");
     let mut stored: Vec<SignedChange> = history.clone();
@@ -712,12 +718,7 @@ fn a_revoking_receive_whose_commit_fails_leaves_the_stored_state() {
         } = net();
         let network = ana.network();
         let dee_key = dee.key().clone();
-        let hidden_add = dee
-            .add_member(key().id(), Role::Admin, "eve".into())
-            .expect("hidden add");
-        let (_, hidden_event) = dee
-            .write(|l| l.record_event(produce("dee-goods", "dee")))
-            .expect("dee writes");
+        let (hidden_add, hidden_event) = hidden_branch(&mut dee);
         let disk = FaultyDisk::new(11);
         let open = |disk: &FaultyDisk| {
             let d = disk.clone();
