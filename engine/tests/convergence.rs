@@ -1086,15 +1086,7 @@ fn run(s: &Scenario, full: bool, ctx: &str) -> Outcome {
         let (restored, origin) =
             Ledger::load_with_views(&bytes, actor(0xD0 + i as u8), Some(&r.encode_views()))
                 .unwrap_or_else(|e| panic!("{ctx}: reload with views: {e}"));
-        // Not used until their encoding covers planning and rules (STORED_VIEWS_IN_USE):
-        // then the views are folded again, and must still equal the reference.
-        let used = |o: ViewsOrigin| {
-            if STORED_VIEWS_IN_USE {
-                o
-            } else {
-                ViewsOrigin::Folded
-            }
-        };
+        let used = |o: ViewsOrigin| o;
         assert_eq!(
             origin,
             used(ViewsOrigin::Stored),
