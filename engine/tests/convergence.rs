@@ -1086,12 +1086,7 @@ fn run(s: &Scenario, full: bool, ctx: &str) -> Outcome {
         let (restored, origin) =
             Ledger::load_with_views(&bytes, actor(0xD0 + i as u8), Some(&r.encode_views()))
                 .unwrap_or_else(|e| panic!("{ctx}: reload with views: {e}"));
-        let used = |o: ViewsOrigin| o;
-        assert_eq!(
-            origin,
-            used(ViewsOrigin::Stored),
-            "{ctx}: stored views used"
-        );
+        assert_eq!(origin, ViewsOrigin::Stored, "{ctx}: stored views used");
         assert_same_views(
             &views_bytes(&restored, &ctx),
             &reference,
@@ -1102,11 +1097,11 @@ fn run(s: &Scenario, full: bool, ctx: &str) -> Outcome {
             let (restored, origin) =
                 Ledger::load_with_views(&bytes, actor(0xE0 + i as u8), Some(halfway))
                     .unwrap_or_else(|e| panic!("{ctx}: reload with halfway views: {e}"));
-            let expected = used(if halfway_heads_are(halfway, &heads) {
+            let expected = if halfway_heads_are(halfway, &heads) {
                 ViewsOrigin::Stored
             } else {
                 ViewsOrigin::StoredAndTail
-            });
+            };
             assert_eq!(origin, expected, "{ctx}: halfway views used");
             assert_same_views(
                 &views_bytes(&restored, &ctx),

@@ -420,10 +420,10 @@ impl Ledger {
             return true;
         };
         let views = &self.views;
-        let digest = crate::views::stored::rules_digest(
-            inputs.iter().map(|(k, r)| (k, &**r)),
-            |k| views.entry(k).is_some(),
-        );
+        let digest =
+            crate::views::stored::rules_digest(inputs.iter().map(|(k, r)| (k, &**r)), |k| {
+                views.entry(k).is_some()
+            });
         self.views.install_rule_inputs(inputs);
         if digest == pending.rules {
             if let Some(from) = pending.tail_from {
@@ -458,7 +458,10 @@ impl Ledger {
         copy.rebuild_views();
         if copy.views != self.views {
             tracing::error!(differences = ?self.views.differences(&copy.views), "views differ");
-            eprintln!("views differ from a fold: {:#?}", self.views.differences(&copy.views));
+            eprintln!(
+                "views differ from a fold: {:#?}",
+                self.views.differences(&copy.views)
+            );
             return false;
         }
         copy.events_len == self.events_len

@@ -58,7 +58,9 @@ fn base() -> (Ledger, Vec<(Id, EconomicEvent)>) {
         l.record_event(
             EconomicEvent::new(Action::Produce, "ana", "ana")
                 .quantity(20, "kg")
-                .creating(ResourceDescription::new(format!("r{i}"), "Flour").conforming_to("flour")),
+                .creating(
+                    ResourceDescription::new(format!("r{i}"), "Flour").conforming_to("flour"),
+                ),
         )
         .expect("produce");
     }
@@ -206,7 +208,10 @@ fn stored_views_of_seeded_ledgers_equal_a_fold() {
             let (opened, origin) =
                 Ledger::load_with_views(&saved, actor(9), Some(&l.encode_views())).expect("load");
             assert_eq!(origin, ViewsOrigin::Stored, "{ctx}");
-            assert!(opened.views_match_a_fold(), "{ctx}: opened with stored views");
+            assert!(
+                opened.views_match_a_fold(),
+                "{ctx}: opened with stored views"
+            );
             assert!(opened.views == l.views, "{ctx}: opened views");
             assert_eq!(opened.snapshot(), l.snapshot(), "{ctx}");
             // With the views of halfway: the changes after them folded on top.
@@ -227,6 +232,9 @@ fn stored_views_of_seeded_ledgers_equal_a_fold() {
         "overFulfilment",
         "invalid",
     ] {
-        assert!(kinds.contains(kind), "no seed made a {kind} conflict: {kinds:?}");
+        assert!(
+            kinds.contains(kind),
+            "no seed made a {kind} conflict: {kinds:?}"
+        );
     }
 }

@@ -291,9 +291,8 @@ mod tests {
                 ],
             ))
             .expect("rules");
-        let record = |d: &mut crate::DurableReplica, e: crate::NewEvent| {
-            d.record_event(e).expect("record")
-        };
+        let record =
+            |d: &mut crate::DurableReplica, e: crate::NewEvent| d.record_event(e).expect("record");
         for (rid, who) in [("flour", "ana"), ("bread", "bo")] {
             record(
                 &mut durable,

@@ -252,15 +252,12 @@ impl PartialEq for ResourceFold {
             sees_all: _,
             before_last: _,
         } = self;
-        *events == other.events
-            && *state == other.state
-            && *removed_by == other.removed_by
-            && {
-                let (mut a, mut b) = (conflicts.clone(), other.conflicts.clone());
-                a.sort();
-                b.sort();
-                a == b
-            }
+        *events == other.events && *state == other.state && *removed_by == other.removed_by && {
+            let (mut a, mut b) = (conflicts.clone(), other.conflicts.clone());
+            a.sort();
+            b.sort();
+            a == b
+        }
     }
 }
 
@@ -908,14 +905,27 @@ impl Views {
                 }
             )*};
         }
-        cmp!(order, by_process, corrections, excluded, creators, correction_conflicts, invalid,
-            rule_flags, planning_refs, by_container);
+        cmp!(
+            order,
+            by_process,
+            corrections,
+            excluded,
+            creators,
+            correction_conflicts,
+            invalid,
+            rule_flags,
+            planning_refs,
+            by_container
+        );
         if self.entries != other.entries {
             out.push("entries".into());
         }
         for (k, f) in &self.resources {
             if other.resources.get(k) != Some(f) {
-                out.push(format!("resource {k:?}: {f:?}\n  vs {:?}", other.resources.get(k)));
+                out.push(format!(
+                    "resource {k:?}: {f:?}\n  vs {:?}",
+                    other.resources.get(k)
+                ));
             }
         }
         let a: BTreeSet<_> = self.rule_inputs.keys().collect();

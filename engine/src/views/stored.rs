@@ -241,8 +241,11 @@ pub fn decode(bytes: &[u8]) -> Result<StoredViews, StoredViewsError> {
     if Sha256::digest(body).as_slice() != &header[5..HEADER] {
         return Err(StoredViewsError::Checksum);
     }
-    let body: Body<EventOwned, ConflictOwned> =
-        postcard::from_bytes(body).map_err(|e| StoredViewsError::Malformed(e.to_string()))?;
+    let (body, rest): (Body<EventOwned, ConflictOwned>, _) =
+        postcard::take_from_bytes(body).map_err(|e| StoredViewsError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(StoredViewsError::Malformed("bytes after the end".into()));
+    }
     let actors: Vec<ActorId> = body.actors.into_iter().map(ActorId::from).collect();
     let key = |(counter, actor): Key| -> Result<OrderKey, StoredViewsError> {
         let actor = actors
