@@ -1004,10 +1004,20 @@ fn assert_same_views(a: &[(String, Vec<u8>)], b: &[(String, Vec<u8>)], what: &st
     }
 }
 
-/// Whether stored views (docs/storage.md: heads from byte 37) were folded at `heads`.
+/// Whether stored views were folded at `heads` (docs/storage.md, "A views value": the body
+/// from byte 37 starts with the heads, a varint count then 32 bytes each).
 fn halfway_heads_are(views: &[u8], heads: &[ChangeHash]) -> bool {
-    let n = u32::from_le_bytes(views[37..41].try_into().expect("4 bytes")) as usize;
-    let mut stored: Vec<ChangeHash> = views[41..41 + 32 * n]
+    let (mut n, mut at, mut shift) = (0usize, 37, 0);
+    loop {
+        let b = views[at];
+        at += 1;
+        n |= usize::from(b & 0x7f) << shift;
+        shift += 7;
+        if b & 0x80 == 0 {
+            break;
+        }
+    }
+    let mut stored: Vec<ChangeHash> = views[at..at + 32 * n]
         .chunks_exact(32)
         .map(|c| ChangeHash(c.try_into().expect("32 bytes")))
         .collect();
