@@ -75,5 +75,3 @@ pub use vf::{
     ResourceSpecification, SpatialThing, Unit, VfObject,
 };
 pub use views::{Conflict, QuantityKind, Trace, TraceNode, TraceStep, TransferOf};
-/// Whether stored views are used on open (`views::stored::IN_USE`; not yet: docs/storage.md).
-pub const STORED_VIEWS_IN_USE: bool = views::stored::IN_USE;

@@ -892,6 +892,8 @@ impl Replica {
     fn reindex_rules(&mut self) {
         let id = Id::from(crate::rules::RULE_SET_ID);
         if !self.ledger.exists(crate::vf::ObjectKind::RuleSet, &id) {
+            // No rules: stored views taken on open are judged against none.
+            self.ledger.set_rule_inputs(Vec::new());
             return;
         }
         let mut rules = RuleIndex::default();

@@ -1004,10 +1004,20 @@ fn assert_same_views(a: &[(String, Vec<u8>)], b: &[(String, Vec<u8>)], what: &st
     }
 }
 
-/// Whether stored views (docs/storage.md: heads from byte 37) were folded at `heads`.
+/// Whether stored views were folded at `heads` (docs/storage.md, "A views value": the body
+/// from byte 37 starts with the heads, a varint count then 32 bytes each).
 fn halfway_heads_are(views: &[u8], heads: &[ChangeHash]) -> bool {
-    let n = u32::from_le_bytes(views[37..41].try_into().expect("4 bytes")) as usize;
-    let mut stored: Vec<ChangeHash> = views[41..41 + 32 * n]
+    let (mut n, mut at, mut shift) = (0usize, 37, 0);
+    loop {
+        let b = views[at];
+        at += 1;
+        n |= usize::from(b & 0x7f) << shift;
+        shift += 7;
+        if b & 0x80 == 0 {
+            break;
+        }
+    }
+    let mut stored: Vec<ChangeHash> = views[at..at + 32 * n]
         .chunks_exact(32)
         .map(|c| ChangeHash(c.try_into().expect("32 bytes")))
         .collect();
@@ -1086,20 +1096,7 @@ fn run(s: &Scenario, full: bool, ctx: &str) -> Outcome {
         let (restored, origin) =
             Ledger::load_with_views(&bytes, actor(0xD0 + i as u8), Some(&r.encode_views()))
                 .unwrap_or_else(|e| panic!("{ctx}: reload with views: {e}"));
-        // Not used until their encoding covers planning and rules (STORED_VIEWS_IN_USE):
-        // then the views are folded again, and must still equal the reference.
-        let used = |o: ViewsOrigin| {
-            if STORED_VIEWS_IN_USE {
-                o
-            } else {
-                ViewsOrigin::Folded
-            }
-        };
-        assert_eq!(
-            origin,
-            used(ViewsOrigin::Stored),
-            "{ctx}: stored views used"
-        );
+        assert_eq!(origin, ViewsOrigin::Stored, "{ctx}: stored views used");
         assert_same_views(
             &views_bytes(&restored, &ctx),
             &reference,
@@ -1110,11 +1107,11 @@ fn run(s: &Scenario, full: bool, ctx: &str) -> Outcome {
             let (restored, origin) =
                 Ledger::load_with_views(&bytes, actor(0xE0 + i as u8), Some(halfway))
                     .unwrap_or_else(|e| panic!("{ctx}: reload with halfway views: {e}"));
-            let expected = used(if halfway_heads_are(halfway, &heads) {
+            let expected = if halfway_heads_are(halfway, &heads) {
                 ViewsOrigin::Stored
             } else {
                 ViewsOrigin::StoredAndTail
-            });
+            };
             assert_eq!(origin, expected, "{ctx}: halfway views used");
             assert_same_views(
                 &views_bytes(&restored, &ctx),

@@ -7,6 +7,8 @@
 mod doc;
 mod flows;
 mod planning;
+#[cfg(test)]
+mod stored_views_tests;
 
 use std::collections::{HashMap, HashSet};
 
@@ -146,6 +148,21 @@ pub struct Ledger {
     /// counter of the next change made on top of them: while the heads are unchanged, a new
     /// event's op id (its order key) is computed instead of read back from the document.
     next_op: Option<(Vec<ChangeHash>, u64)>,
+    /// Stored views taken on open, not yet judged against the opener's rules
+    /// ([`Ledger::set_rule_inputs`] settles them).
+    restore: Option<PendingRestore>,
+    /// How the views were obtained when this ledger was opened.
+    views_origin: ViewsOrigin,
+}
+
+/// Stored views in place, waiting for the rules events are judged by (see
+/// `crate::views::stored`, "Rules"): the digest of the rule inputs they were judged by, and
+/// the heads they were folded at when the document holds changes after them (folded in once
+/// the rules are known, so that those changes are judged by them as they fold).
+#[derive(Debug, Clone)]
+struct PendingRestore {
+    rules: [u8; 32],
+    tail_from: Option<Vec<ChangeHash>>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -260,6 +277,8 @@ impl Ledger {
             id_prefix: prefix_for(&actor),
             next_id: 1,
             next_op: None,
+            restore: self.restore.clone(),
+            views_origin: self.views_origin.clone(),
         }
     }
 
@@ -297,29 +316,38 @@ impl Ledger {
             id_prefix: prefix_for(&actor),
             next_id: 1,
             next_op: None,
+            restore: None,
+            views_origin: ViewsOrigin::Folded,
         })
     }
 
     /// [`Ledger::load`] with the views stored beside the snapshot (`views`, written by
     /// [`Ledger::encode_views`]): they are used if they decode, pass their checksum and fold
-    /// version, and were folded at heads this document holds (then only the changes after
-    /// those heads are folded); otherwise the views are folded from scratch, as by `load`.
-    /// Returns how the views were obtained.
+    /// version, were folded at heads this document holds (then only the changes after
+    /// those heads are folded) and were judged by no rules (a ledger opened on its own
+    /// knows none: views stored by a replica under a rule set are refused,
+    /// [`StoredViewsError::Rules`](crate::views::StoredViewsError::Rules)); otherwise the
+    /// views are folded from scratch, as by `load`. Returns how the views were obtained.
     pub fn load_with_views(
         bytes: &[u8],
         actor: ActorId,
         views: Option<&[u8]>,
     ) -> Result<(Ledger, ViewsOrigin)> {
-        let (mut ledger, origin, fold) = Ledger::load_with_views_deferred(bytes, actor, views)?;
+        let (mut ledger, _, fold) = Ledger::load_with_views_deferred(bytes, actor, views)?;
         if fold {
             ledger.rebuild_views();
+        } else {
+            ledger.settle_restored(Vec::new());
         }
+        let origin = ledger.views_origin.clone();
         Ok((ledger, origin))
     }
 
-    /// [`Ledger::load_with_views`], except that views to be folded are not folded yet: the
-    /// third value says whether [`Ledger::fold_views`] must be called (by
-    /// `Replica::open_with`, once the rules events are judged by are known).
+    /// [`Ledger::load_with_views`], except that nothing is folded yet: the third value says
+    /// whether [`Ledger::fold_views`] must be called (by `Replica::open_with`, once the
+    /// rules events are judged by are known); stored views taken (`Stored`,
+    /// `StoredAndTail`) wait for those rules ([`Ledger::set_rule_inputs`]), which may still
+    /// refuse them, and the changes after them are folded in then.
     pub(crate) fn load_with_views_deferred(
         bytes: &[u8],
         actor: ActorId,
@@ -329,7 +357,6 @@ impl Ledger {
             .map_err(|e| Error::NotALedger(format!("not an Automerge document: {e}")))?
             .with_actor(actor);
         let mut ledger = Ledger::unfolded(doc)?;
-        let views = views.filter(|_| crate::views::stored::IN_USE);
         let origin = match views.map(crate::views::stored::decode) {
             None => ViewsOrigin::Folded,
             Some(Err(e)) => ViewsOrigin::Refused(e),
@@ -345,17 +372,22 @@ impl Ledger {
                     stored.sort();
                     let mut now = heads;
                     now.sort();
-                    if stored == now {
-                        ViewsOrigin::Stored
-                    } else {
-                        ledger.ingest_since(&s.heads);
+                    let tail = stored != now;
+                    ledger.restore = Some(PendingRestore {
+                        rules: s.rules,
+                        tail_from: tail.then_some(s.heads),
+                    });
+                    if tail {
                         ViewsOrigin::StoredAndTail
+                    } else {
+                        ViewsOrigin::Stored
                     }
                 } else {
                     ViewsOrigin::Stale
                 }
             }
         };
+        ledger.views_origin = origin.clone();
         let fold = match &origin {
             ViewsOrigin::Stored | ViewsOrigin::StoredAndTail => false,
             ViewsOrigin::Folded => true,
@@ -371,15 +403,88 @@ impl Ledger {
         Ok((ledger, origin, fold))
     }
 
+    /// Judge stored views taken on open against the rules events are judged by (`inputs`:
+    /// all of them, as the replica's rule index found them; none for a ledger on its own):
+    /// if they were judged by the same ([`crate::views::stored::rules_digest`]), the inputs
+    /// are installed as they are and the changes stored after the views folded in;
+    /// otherwise the views are refused and folded from scratch with `inputs`. Returns
+    /// whether the stored views stood (true too when none were waiting).
+    fn settle_restored(
+        &mut self,
+        inputs: Vec<(OrderKey, std::sync::Arc<crate::rules::EventRules>)>,
+    ) -> bool {
+        let Some(pending) = self.restore.take() else {
+            if !inputs.is_empty() {
+                self.views.set_rule_inputs(inputs, &DocCausality(&self.doc));
+            }
+            return true;
+        };
+        let views = &self.views;
+        let digest =
+            crate::views::stored::rules_digest(inputs.iter().map(|(k, r)| (k, &**r)), |k| {
+                views.entry(k).is_some()
+            });
+        self.views.install_rule_inputs(inputs);
+        if digest == pending.rules {
+            if let Some(from) = pending.tail_from {
+                self.ingest_since(&from);
+            }
+            true
+        } else {
+            warn!(
+                reason = %crate::views::StoredViewsError::Rules,
+                "stored views refused; folding the views again"
+            );
+            self.views_origin = ViewsOrigin::Refused(crate::views::StoredViewsError::Rules);
+            self.rebuild_views();
+            false
+        }
+    }
+
+    /// How the views were obtained when this ledger was opened ([`ViewsOrigin::Folded`] for
+    /// a ledger made or loaded without stored views): stored views refused because the
+    /// rules they were judged by are not the opener's show here once the replica has its
+    /// rules.
+    pub fn views_origin(&self) -> &ViewsOrigin {
+        &self.views_origin
+    }
+
+    /// Whether the views equal a fold from scratch of the document with the same rule
+    /// inputs (every field compared, `Views`' `PartialEq`), and the event count too.
+    #[cfg(test)]
+    pub(crate) fn views_match_a_fold(&self) -> bool {
+        let mut copy = Ledger::unfolded(self.doc.clone()).expect("the same layout");
+        copy.views = Views::with_rule_inputs_of(&self.views);
+        copy.rebuild_views();
+        if copy.views != self.views {
+            tracing::error!(differences = ?self.views.differences(&copy.views), "views differ");
+            eprintln!(
+                "views differ from a fold: {:#?}",
+                self.views.differences(&copy.views)
+            );
+            return false;
+        }
+        copy.events_len == self.events_len
+    }
+
     /// Fold the views from the document (after [`Ledger::load_with_views_deferred`]).
     pub(crate) fn fold_views(&mut self) {
         self.rebuild_views();
     }
 
     /// The views as stored beside a snapshot of this ledger (docs/storage.md, "A views
-    /// value"): folded at the current heads.
+    /// value"): folded at the current heads, with the digest of the rules they were judged
+    /// by.
     pub fn encode_views(&self) -> Vec<u8> {
-        crate::views::stored::encode(&self.views, self.events_len, &self.doc.get_heads())
+        if let Some(p) = &self.restore {
+            // Stored views not settled yet: as they were stored.
+            let heads = p.tail_from.clone().unwrap_or_else(|| self.doc.get_heads());
+            return crate::views::stored::encode(&self.views, self.events_len, &heads, p.rules);
+        }
+        let rules = crate::views::stored::rules_digest(self.views.rule_inputs(), |k| {
+            self.views.entry(k).is_some()
+        });
+        crate::views::stored::encode(&self.views, self.events_len, &self.doc.get_heads(), rules)
     }
 
     /// The schema version of the document now (1 until a v1 ledger is migrated).
@@ -442,6 +547,8 @@ impl Ledger {
 
     /// Read every event from the document and fold the views from scratch.
     fn rebuild_views(&mut self) {
+        // Stored views waiting for their rules are replaced: nothing left to settle.
+        self.restore = None;
         let mut views = Views::default();
         // The rules events are judged by come from the replica, not the document: kept.
         views.keep_rule_inputs(&mut self.views);
@@ -563,9 +670,8 @@ impl Ledger {
             std::sync::Arc<crate::rules::EventRules>,
         )>,
     ) {
-        if !inputs.is_empty() {
-            self.views.set_rule_inputs(inputs, &DocCausality(&self.doc));
-        }
+        // Stored views taken on open are judged against these first (`settle_restored`).
+        self.settle_restored(inputs);
     }
 
     /// Whether the ledger holds this change.
@@ -1747,6 +1853,8 @@ impl Ledger {
             id_prefix: self.id_prefix.clone(),
             next_id: self.next_id,
             next_op: None,
+            restore: None,
+            views_origin: ViewsOrigin::Folded,
         };
         copy.rebuild_views();
         copy.snapshot()

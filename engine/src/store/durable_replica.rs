@@ -302,6 +302,7 @@ impl Store {
         let stored_cut_offs = guarded(&self.path, "read cut-offs", || self.stored_cut_offs(&name))?;
         let saved_cut_offs = stored_cut_offs.iter().map(|c| c.device).collect();
         let mut replica = Replica::open_with(ledger, key, *network, signatures, quarantine, fold)?;
+        debug!(views = ?replica.ledger().views_origin(), "replica's views");
         replica.restore_attested(attested);
         // The cut-offs kept apart from the quarantine (a store of version 3 had only its
         // quarantine rows: those found there are written at the next write).

@@ -111,6 +111,7 @@ mod tests {
             ledger.snapshot_from_scratch(),
             "{origin:?}"
         );
+        assert!(ledger.views_match_a_fold(), "{origin:?}");
         assert!(!ledger.conflicts().is_empty(), "the overdraw is listed");
         assert_eq!(
             ledger.event_count(),
@@ -120,13 +121,16 @@ mod tests {
     }
 
     fn put_views(store: &Store, value: &[u8]) {
+        put_views_of(store, "net", value);
+    }
+
+    fn put_views_of(store: &Store, network: &str, value: &[u8]) {
         let tx = store.write_tx(Durability::Immediate).expect("tx");
-        write_views(store, &tx, "net", value).expect("write");
+        write_views(store, &tx, network, value).expect("write");
         tx.commit().expect("commit");
     }
 
     #[test]
-    #[ignore = "stored views are not used on open until their encoding covers planning and rules (views::stored::IN_USE)"]
     fn views_stored_with_the_snapshot_are_used_on_open() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let store = store_with_views(tmp.path(), 0);
@@ -139,7 +143,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "stored views are not used on open until their encoding covers planning and rules (views::stored::IN_USE)"]
     fn changes_stored_after_the_views_are_folded_into_them() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let store = store_with_views(tmp.path(), 5);
@@ -160,7 +163,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "stored views are not used on open until their encoding covers planning and rules (views::stored::IN_USE)"]
     fn corrupt_stored_views_are_refused_and_folded_again() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let store = store_with_views(tmp.path(), 0);
@@ -216,7 +218,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "stored views are not used on open until their encoding covers planning and rules (views::stored::IN_USE)"]
     fn views_folded_at_heads_the_document_lacks_are_stale() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let store = store_with_views(tmp.path(), 0);
@@ -226,6 +227,154 @@ mod tests {
         other.record_event(transfer("1")).expect("record");
         put_views(&store, &other.encode_views());
         assert_eq!(open(&store), ViewsOrigin::Stale);
+        // The views of another network's ledger.
+        let mut stranger = Ledger::new_network("another", actor(6)).expect("genesis");
+        stranger
+            .create(Unit::new("kg", "kilogram", "kg"))
+            .expect("unit");
+        put_views(&store, &stranger.encode_views());
+        assert_eq!(open(&store), ViewsOrigin::Stale);
+    }
+
+    /// A replica under a rule set with flag rules (one reads the resource's state), events
+    /// that break them on resources and off (work), a correction and a commitment fulfilled:
+    /// compacted, then opened with its stored views, equal to a fold with the same rules;
+    /// changes after the snapshot are judged as they fold in; views judged by other rules
+    /// (or, opened as a bare ledger, by none) are refused and folded again.
+    #[test]
+    fn a_replica_under_rules_opens_with_its_stored_views() {
+        use crate::rules::{Outcome, Rule, RuleSet};
+        use crate::{Commitment, DeviceKey, Replica};
+
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(tmp.path().join("node.redb")).expect("create");
+        let key = DeviceKey::generate().expect("key");
+        let (replica, history) =
+            Replica::create_network("net", key.clone(), Agent::organization("m", "Market"))
+                .expect("network");
+        let network = replica.network();
+        let mut durable = store.create_replica(replica, &history).expect("store");
+        durable
+            .write(|l| {
+                l.create(Unit::new("kg", "kilogram", "kg"))?;
+                l.create(Unit::new("hour", "hour", "h"))?;
+                l.create(Agent::person("ana", "Ana"))?;
+                l.create(Agent::person("bo", "Bo"))?;
+                let mut c = Commitment::new(Action::Work, "bo", "ana");
+                c.id = crate::Id::from("shift");
+                c.effort_quantity = Some(crate::Measure::new(Quantity::from_i64(4), "hour"));
+                l.create(c)?;
+                Ok(())
+            })
+            .expect("setup");
+        let rule = |name: &str, check: &str| Rule {
+            name: name.into(),
+            outcome: Outcome::Flag,
+            actions: vec![],
+            check: check.into(),
+            message: format!("{name} broken"),
+        };
+        durable
+            .set_rules(RuleSet::new(
+                "market",
+                1,
+                vec![
+                    rule(
+                        "small",
+                        "event.quantity == null || event.quantity.milli <= 5000",
+                    ),
+                    rule(
+                        "covered",
+                        "resource == null || event.quantity == null || resource.onhand.milli >= event.quantity.milli",
+                    ),
+                    rule("short", "event.effort == null || event.effort.milli <= 3000"),
+                ],
+            ))
+            .expect("rules");
+        let record =
+            |d: &mut crate::DurableReplica, e: crate::NewEvent| d.record_event(e).expect("record");
+        for (rid, who) in [("flour", "ana"), ("bread", "bo")] {
+            record(
+                &mut durable,
+                EconomicEvent::new(Action::Produce, who, who)
+                    .quantity(10, "kg")
+                    .creating(ResourceDescription::new(rid, rid)),
+            );
+        }
+        let first = record(&mut durable, transfer("4").into());
+        record(&mut durable, transfer("9").into());
+        record(&mut durable, transfer("3").correcting(first).into());
+        let work = |h: i64| {
+            EconomicEvent::new(Action::Work, "bo", "ana")
+                .effort(Quantity::from_i64(h), "hour")
+                .fulfilling("shift")
+        };
+        record(&mut durable, work(2).into());
+        record(&mut durable, work(5).into());
+        durable.compact().expect("compact");
+        let rules_found = |l: &Ledger| {
+            l.conflicts()
+                .iter()
+                .filter(|c| matches!(c, crate::Conflict::RuleViolation { .. }))
+                .count()
+        };
+        let before = rules_found(durable.ledger());
+        assert!(before >= 3, "{:?}", durable.ledger().conflicts());
+        let snapshot = durable.ledger().snapshot();
+        drop(durable);
+
+        let reopen = |store: &Store| {
+            let d = store.open_replica(&network, key.clone()).expect("open");
+            assert!(d.ledger().views_match_a_fold());
+            d
+        };
+        let d = reopen(&store);
+        assert_eq!(d.ledger().views_origin(), &ViewsOrigin::Stored);
+        assert_eq!(d.ledger().snapshot(), snapshot);
+        assert_eq!(rules_found(d.ledger()), before);
+
+        // Opened as a bare ledger: no rules, so the stored findings cannot stand.
+        let (bytes, _) = store
+            .read_ledger_bytes(&network.to_string())
+            .expect("bytes");
+        let stored = store.stored_views(&network.to_string()).expect("read");
+        let (bare, origin) =
+            Ledger::load_with_views(&bytes, actor(9), stored.as_deref()).expect("load");
+        assert_eq!(origin, ViewsOrigin::Refused(StoredViewsError::Rules));
+        assert!(bare.views_match_a_fold());
+        assert_eq!(rules_found(&bare), 0);
+
+        // Views that claim other rules: refused, folded with the replica's.
+        let good = stored.expect("stored views");
+        let s = crate::views::stored::decode(&good).expect("decode");
+        let mut heads = s.heads.clone();
+        heads.sort();
+        put_views_of(
+            &store,
+            &network.to_string(),
+            &crate::views::stored::encode(&s.views, s.events_len, &heads, [7; 32]),
+        );
+        let d = reopen(&store);
+        assert_eq!(
+            d.ledger().views_origin(),
+            &ViewsOrigin::Refused(StoredViewsError::Rules)
+        );
+        assert_eq!(d.ledger().snapshot(), snapshot);
+        put_views_of(&store, &network.to_string(), &good);
+
+        // Changes after the snapshot: folded on top, judged by the rules.
+        let mut d = reopen(&store);
+        record(&mut d, transfer("6").into());
+        record(&mut d, work(4).into());
+        let after = d.ledger().snapshot();
+        let found = rules_found(d.ledger());
+        // 6 kg: not small, more than flour holds; 4 hours: not short.
+        assert_eq!(found, before + 3);
+        drop(d);
+        let d = reopen(&store);
+        assert_eq!(d.ledger().views_origin(), &ViewsOrigin::StoredAndTail);
+        assert_eq!(d.ledger().snapshot(), after);
+        assert_eq!(rules_found(d.ledger()), found);
     }
 
     #[test]

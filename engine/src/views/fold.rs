@@ -1,7 +1,7 @@
 //! The fold of one resource: its state as a pure function of the events that touch it, taken
 //! in the ledger's total order, driven by the action table.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::vf::action::{
     AccountableEffect, ContainedEffect, LocationEffect, QuantityEffect, StageEffect, StateEffect,
@@ -20,7 +20,7 @@ pub enum Side {
 }
 
 /// Which quantity of a resource.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum QuantityKind {
     /// `accountingQuantity`.
@@ -30,7 +30,7 @@ pub enum QuantityKind {
 }
 
 /// Which right a transfer moves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum TransferOf {
     /// Physical custody (transfer, transferCustody, move).
@@ -85,14 +85,17 @@ pub enum FoldIssue {
     Overflow,
 }
 
-/// The derived state of one resource.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// The derived state of one resource. Stored as it is in a views value
+/// (`super::stored`): its quantities as the 16 bytes of their decimal.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FoldState {
     /// The resource's unit, from the first event that gave it a quantity.
     pub unit: Option<Id>,
     /// Accounting quantity.
+    #[serde(with = "super::stored::quantity_bytes")]
     pub accounting: Quantity,
     /// Onhand quantity.
+    #[serde(with = "super::stored::quantity_bytes")]
     pub onhand: Quantity,
     /// Current location.
     pub location: Option<Id>,

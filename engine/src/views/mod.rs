@@ -203,7 +203,7 @@ impl Conflict {
 }
 
 /// An event as held by the views, with its place in the order.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Entry {
     pub key: OrderKey,
     pub event: EconomicEvent,
@@ -236,6 +236,31 @@ struct ResourceFold {
     before_last: Option<(OrderKey, FoldState)>,
 }
 
+/// Equal folds: the same events, state, removal and conflicts (as a set: the order a fold
+/// found them in differs between a local write, judged by its rules after it folded, and a
+/// fold from scratch, and is no answer: [`Views::conflicts`] sorts). `sees_all` (a memo, filled
+/// as rules ask) and `before_last` (a shortcut for rules that arrive after their event
+/// folded: without it the resource folds again, to the same result) change no answer, and
+/// stored views leave them empty.
+impl PartialEq for ResourceFold {
+    fn eq(&self, other: &Self) -> bool {
+        let ResourceFold {
+            events,
+            state,
+            removed_by,
+            conflicts,
+            sees_all: _,
+            before_last: _,
+        } = self;
+        *events == other.events && *state == other.state && *removed_by == other.removed_by && {
+            let (mut a, mut b) = (conflicts.clone(), other.conflicts.clone());
+            a.sort();
+            b.sort();
+            a == b
+        }
+    }
+}
+
 /// The cached views over a ledger's events.
 #[derive(Debug, Default, Clone)]
 pub struct Views {
@@ -263,6 +288,51 @@ pub struct Views {
     planning_refs: HashMap<(PlanningRef, Id), BTreeSet<OrderKey>>,
     /// For each container, the events that combined something into it, in order.
     by_container: HashMap<Id, BTreeSet<OrderKey>>,
+}
+
+/// Equal views: every field equal (the resources' memos aside, see [`ResourceFold`]), the
+/// rule inputs compared by what judges an event (rule set, recorder, admission's findings).
+/// What tests compare stored views with a fold from scratch by.
+impl PartialEq for Views {
+    fn eq(&self, other: &Self) -> bool {
+        // Every field named: a field added later must be added here too.
+        let Views {
+            entries,
+            order,
+            resources,
+            by_process,
+            corrections,
+            excluded,
+            creators,
+            correction_conflicts,
+            invalid,
+            rule_inputs,
+            rule_flags,
+            planning_refs,
+            by_container,
+        } = self;
+        let same_rules = rule_inputs.len() == other.rule_inputs.len()
+            && rule_inputs.iter().all(|(k, r)| {
+                other.rule_inputs.get(k).is_some_and(|o| {
+                    (Arc::ptr_eq(&r.rules, &o.rules) || r.rules.rule_set() == o.rules.rule_set())
+                        && r.recorder == o.recorder
+                        && r.refuse_errors == o.refuse_errors
+                })
+            });
+        *entries == other.entries
+            && *order == other.order
+            && *resources == other.resources
+            && *by_process == other.by_process
+            && *corrections == other.corrections
+            && *excluded == other.excluded
+            && *creators == other.creators
+            && *correction_conflicts == other.correction_conflicts
+            && *invalid == other.invalid
+            && same_rules
+            && *rule_flags == other.rule_flags
+            && *planning_refs == other.planning_refs
+            && *by_container == other.by_container
+    }
 }
 
 /// Which planning field of an event refers to an object (see [`Views::referring`]).
@@ -424,40 +494,11 @@ impl Views {
                 continue;
             }
             let e = &entry.event;
-            for p in [&e.input_of, &e.output_of].into_iter().flatten() {
-                self.by_process
-                    .entry(p.clone())
-                    .or_default()
-                    .insert(key.clone());
-            }
-            for r in PlanningRef::ALL {
-                if let Some(target) = r.of(e) {
-                    self.planning_refs
-                        .entry((r, target.clone()))
-                        .or_default()
-                        .insert(key.clone());
-                }
-            }
-            if e.action == crate::vf::Action::Combine {
-                if let Some(container) = &e.to_resource_inventoried_as {
-                    self.by_container
-                        .entry(container.clone())
-                        .or_default()
-                        .insert(key.clone());
-                }
-            }
+            self.index_event(&key, e);
             if let Some(created) = &e.created_resource {
-                self.creators
-                    .entry(created.clone())
-                    .or_default()
-                    .insert(key.clone());
                 refold.insert(created.clone());
             }
             if let Some(target) = e.corrects.as_ref().and_then(OrderKey::parse) {
-                self.corrections
-                    .entry(target.clone())
-                    .or_default()
-                    .insert(key.clone());
                 corrections_changed.insert(target);
             }
             if !self.rule_inputs.is_empty() && fold::sides(e).is_empty() {
@@ -532,6 +573,46 @@ impl Views {
         }
         for rid in refold {
             self.refold(&rid, causality);
+        }
+    }
+
+    /// Enter the event at `key` in the indexes by process, planning object, container,
+    /// created resource and corrected event (what [`Views::add_events`] and stored views
+    /// rebuild alike).
+    fn index_event(&mut self, key: &OrderKey, e: &EconomicEvent) {
+        for p in [&e.input_of, &e.output_of].into_iter().flatten() {
+            self.by_process
+                .entry(p.clone())
+                .or_default()
+                .insert(key.clone());
+        }
+        for r in PlanningRef::ALL {
+            if let Some(target) = r.of(e) {
+                self.planning_refs
+                    .entry((r, target.clone()))
+                    .or_default()
+                    .insert(key.clone());
+            }
+        }
+        if e.action == crate::vf::Action::Combine {
+            if let Some(container) = &e.to_resource_inventoried_as {
+                self.by_container
+                    .entry(container.clone())
+                    .or_default()
+                    .insert(key.clone());
+            }
+        }
+        if let Some(created) = &e.created_resource {
+            self.creators
+                .entry(created.clone())
+                .or_default()
+                .insert(key.clone());
+        }
+        if let Some(target) = e.corrects.as_ref().and_then(OrderKey::parse) {
+            self.corrections
+                .entry(target)
+                .or_default()
+                .insert(key.clone());
         }
     }
 
@@ -795,6 +876,69 @@ impl Views {
             f.sees_all = memo;
         }
         answer(memo)
+    }
+
+    /// Set the rules events are judged by without judging anything again: for stored views
+    /// judged by these same rules ([`stored::rules_digest`] says so), or views about to be
+    /// folded from scratch.
+    pub(crate) fn install_rule_inputs(&mut self, inputs: Vec<(OrderKey, Arc<EventRules>)>) {
+        self.rule_inputs.extend(inputs);
+    }
+
+    /// Empty views with the rule inputs of `other` (to fold the same document again).
+    #[cfg(test)]
+    pub(crate) fn with_rule_inputs_of(other: &Views) -> Views {
+        Views {
+            rule_inputs: other.rule_inputs.clone(),
+            ..Views::default()
+        }
+    }
+
+    /// The fields in which `self` and `other` differ (for a test's message).
+    #[cfg(test)]
+    pub(crate) fn differences(&self, other: &Views) -> Vec<String> {
+        let mut out = Vec::new();
+        macro_rules! cmp {
+            ($($f:ident),*) => {$(
+                if self.$f != other.$f {
+                    out.push(format!("{}: {:?}\n  vs {:?}", stringify!($f), self.$f, other.$f));
+                }
+            )*};
+        }
+        cmp!(
+            order,
+            by_process,
+            corrections,
+            excluded,
+            creators,
+            correction_conflicts,
+            invalid,
+            rule_flags,
+            planning_refs,
+            by_container
+        );
+        if self.entries != other.entries {
+            out.push("entries".into());
+        }
+        for (k, f) in &self.resources {
+            if other.resources.get(k) != Some(f) {
+                out.push(format!(
+                    "resource {k:?}: {f:?}\n  vs {:?}",
+                    other.resources.get(k)
+                ));
+            }
+        }
+        let a: BTreeSet<_> = self.rule_inputs.keys().collect();
+        let b: BTreeSet<_> = other.rule_inputs.keys().collect();
+        if a != b {
+            out.push(format!("rule input keys: {a:?}\n  vs {b:?}"));
+        }
+        out
+    }
+
+    /// The rules each event is judged by, as set by the replica.
+    pub(crate) fn rule_inputs(&self) -> impl Iterator<Item = (&OrderKey, &EventRules)> + '_ {
+        self.rule_inputs.iter().map(|(k, r)| (k, &**r))
     }
 
     /// Take the rule inputs of `old` (views about to be rebuilt from the same document).
