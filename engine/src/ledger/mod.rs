@@ -262,7 +262,9 @@ impl Ledger {
         let doc = Automerge::load(bytes)
             .map_err(|e| Error::NotALedger(format!("not an Automerge document: {e}")))?
             .with_actor(actor);
-        Ledger::from_doc(doc)
+        let mut ledger = Ledger::loaded(doc)?;
+        ledger.rebuild_views();
+        Ok(ledger)
     }
 
     /// A new replica of this ledger with the same history, for another device or session.
@@ -292,7 +294,7 @@ impl Ledger {
     /// (`Replica::join_document`, once every change of it is judged; then
     /// [`Ledger::fold_views`]).
     pub(crate) fn of_loaded(doc: Automerge, actor: ActorId) -> Result<Ledger> {
-        Ledger::unfolded(doc.with_actor(actor))
+        Ledger::loaded(doc.with_actor(actor))
     }
 
     /// Take over the rules events are judged by from `other` (a ledger this one replaces),
@@ -301,10 +303,17 @@ impl Ledger {
         self.views.keep_rule_inputs(&mut other.views);
     }
 
+    /// [`Ledger::unfolded`] of a document loaded from bytes: its columns split first
+    /// ([`split_loaded_columns`]; a document built change by change needs no split).
+    fn loaded(doc: Automerge) -> Result<Ledger> {
+        let mut ledger = Ledger::unfolded(doc)?;
+        split_loaded_columns(&mut ledger.doc, &ledger.layout);
+        Ok(ledger)
+    }
+
     /// A ledger of `doc` whose views are still empty.
-    fn unfolded(mut doc: Automerge) -> Result<Ledger> {
+    fn unfolded(doc: Automerge) -> Result<Ledger> {
         let layout = Layout::resolve(&doc)?;
-        split_loaded_columns(&mut doc, &layout);
         let actor = doc.get_actor().clone();
         Ok(Ledger {
             doc,
@@ -356,7 +365,7 @@ impl Ledger {
         let doc = Automerge::load(bytes)
             .map_err(|e| Error::NotALedger(format!("not an Automerge document: {e}")))?
             .with_actor(actor);
-        let mut ledger = Ledger::unfolded(doc)?;
+        let mut ledger = Ledger::loaded(doc)?;
         let origin = match views.map(crate::views::stored::decode) {
             None => ViewsOrigin::Folded,
             Some(Err(e)) => ViewsOrigin::Refused(e),
