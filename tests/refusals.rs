@@ -9,8 +9,8 @@
 //!   own network's ALPN fails the TLS handshake (no common ALPN) and gets a typed error; the
 //!   refusing node keeps syncing.
 //! - `an_old_protocol_version_is_refused_at_the_handshake`: a member's device speaking
-//!   protocol version 3 (change-by-change bootstrap, ALPN `reflow/3/<network>`) or 2
-//!   (schema-v1 software) fails the TLS handshake; the node emits `HandshakeFailed` and keeps
+//!   protocol version 4 (no catch-up by document, ALPN `reflow/4/<network>`), 3
+//!   (change-by-change bootstrap) or 2 (schema-v1 software) fails the TLS handshake; the node emits `HandshakeFailed` and keeps
 //!   syncing.
 //! - `malformed_frames_close_only_that_connection`: a member speaking garbage (an oversized
 //!   length prefix, an unknown frame type, an undecodable sync message) over a raw iroh
@@ -215,14 +215,14 @@ async fn an_old_protocol_version_is_refused_at_the_handshake() {
     within("B joins", b.join(network, &a.addr()))
         .await
         .expect("B joins");
-    // An old build of a member's device: its key is admitted, its protocol is version 3
-    // (per-change bootstrap, no Document frame) or 2.
+    // An old build of a member's device: its key is admitted, its protocol is version 4
+    // (a Document frame only for a joiner), 3 (per-change bootstrap, no Document frame) or 2.
     let old = DeviceKey::generate().expect("key");
     admit(&a, network, old.id(), "old");
     let ep = raw_endpoint(&old).await;
     let current = reflow::net::alpn(&network);
-    assert!(current.starts_with(b"reflow/4/"), "{current:?}");
-    for version in [b'3', b'2'] {
+    assert!(current.starts_with(b"reflow/5/"), "{current:?}");
+    for version in [b'4', b'3', b'2'] {
         let mut previous = current.clone();
         previous[7] = version;
         let mut a_events = a.events();

@@ -48,7 +48,7 @@ use nodes::{Members, Topology};
 )]
 struct Cli {
     /// record, open, join, catch-up, live, conflict-merge, memory, many, all, or quick (the CI
-    /// tier).
+    /// tier); several separated by commas (e.g. open,join) share the ledgers they build.
     scenario: String,
     /// Ledger sizes in events, comma-separated (default 1000,10000,100000; quick: 1000).
     #[arg(long, value_delimiter = ',')]
@@ -337,10 +337,14 @@ fn plan(cli: &Cli) -> Result<Plan> {
     let scenarios: Vec<&'static str> = match cli.scenario.as_str() {
         "all" => ALL.to_vec(),
         "quick" => ALL.iter().copied().filter(|s| *s != "many").collect(),
-        s => match ALL.iter().find(|a| **a == s) {
-            Some(a) => vec![*a],
-            None => bail!("unknown scenario {s}: one of {ALL:?}, all, quick"),
-        },
+        // One scenario, or several separated by commas (sharing the ledgers they build).
+        list => list
+            .split(',')
+            .map(|s| match ALL.iter().find(|a| **a == s) {
+                Some(a) => Ok(*a),
+                None => bail!("unknown scenario {s}: one of {ALL:?}, all, quick"),
+            })
+            .collect::<Result<_>>()?,
     };
     let sizes = if !cli.events.is_empty() {
         cli.events.clone()

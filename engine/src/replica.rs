@@ -140,6 +140,21 @@ pub struct Provenance {
     pub member: Option<Member>,
 }
 
+/// A missing part of the history received from a peer (what the sync session's `take_parts`
+/// returns), for [`Replica::receive_received_part`].
+#[derive(Debug)]
+pub struct ReceivedPart {
+    /// The changes, in the order sent (causal); for a catch-up by document, those of the
+    /// document the receiving replica lacked.
+    pub changes: Vec<automerge::Change>,
+    /// The attestations that came with them.
+    pub attestations: Vec<Attestation>,
+    /// For a catch-up by document: the document itself, loaded apart (never trusted as a
+    /// whole). If every change of it stands once judged, the replica adopts it as its
+    /// document rather than applying the changes one by one.
+    pub document: Option<Box<automerge::Automerge>>,
+}
+
 /// A device's replica of one network. See the module documentation.
 pub struct Replica {
     ledger: Ledger,
@@ -402,6 +417,25 @@ impl Replica {
         changes: Vec<Change>,
         attestations: &[Attestation],
     ) -> Result<Receipt> {
+        self.receive_part_of(changes, attestations, None)
+    }
+
+    /// Take a missing part as a sync session received it (its `take_parts`):
+    /// [`Replica::receive_part`] of its changes. For a catch-up by document, if every change
+    /// the replica lacked stands once judged, the replica adopts the document it came in
+    /// (with this replica's own changes the document lacks added to it) and folds its views
+    /// once, instead of applying the changes one by one: the same ledger, at a fraction of
+    /// the cost (docs/performance.md, "Catch-up by document").
+    pub fn receive_received_part(&mut self, part: ReceivedPart) -> Result<Receipt> {
+        self.receive_part_of(part.changes, &part.attestations, part.document)
+    }
+
+    fn receive_part_of(
+        &mut self,
+        changes: Vec<Change>,
+        attestations: &[Attestation],
+        document: Option<Box<automerge::Automerge>>,
+    ) -> Result<Receipt> {
         let _span = tracing::debug_span!("receive_part", n = changes.len()).entered();
         let index: HashMap<ChangeHash, usize> = changes
             .iter()
@@ -456,7 +490,37 @@ impl Replica {
         for (h, by) in &attested {
             self.attested.entry(*h).or_insert(*by);
         }
-        let receipt = self.receive_verified(signed, verdicts)?;
+        let total = signed.len();
+        let adopt = document.is_some() && self.deferred.is_none();
+        if adopt {
+            self.deferred = Some(Vec::new());
+        }
+        let receipt = self.receive_verified(signed, verdicts);
+        let deferred = if adopt { self.deferred.take() } else { None };
+        let receipt = match receipt {
+            Ok(receipt) => receipt,
+            Err(e) => {
+                if let Some(d) = deferred.filter(|d| !d.is_empty()) {
+                    // Keep memory whole: what was accepted is applied (a durable replica
+                    // puts itself back to its stored state after an error).
+                    if let Err(apply) = self.ledger.apply_changes(d) {
+                        warn!(error = %apply, "accepted changes could not be applied");
+                    }
+                }
+                return Err(e);
+            }
+        };
+        if let Some(d) = deferred {
+            let whole = d.len() == total
+                && receipt.waiting == 0
+                && receipt.refused.is_empty()
+                && receipt.revoked.is_empty();
+            match document {
+                Some(doc) if whole => self.adopt_document(*doc, d)?,
+                _ if !d.is_empty() => self.ledger.apply_changes(d)?,
+                _ => {}
+            }
+        }
         // Keep the coverage only of what stands (accepted or waiting).
         for (h, _) in attested {
             if !self.membership.knows(&h) && !self.waiting.contains_key(&h) {
@@ -464,6 +528,64 @@ impl Replica {
             }
         }
         Ok(receipt)
+    }
+
+    /// Make `doc` (a catch-up document whose every change this replica lacked was just
+    /// accepted: `accepted`, not yet applied) the ledger's document: this replica's own
+    /// changes the document lacks are applied to it, the rule inputs are taken over and the
+    /// views folded once. If the result is not exactly this replica plus `accepted` (it
+    /// cannot be, but the document came from a peer), `accepted` is applied one by one
+    /// instead.
+    fn adopt_document(
+        &mut self,
+        mut doc: automerge::Automerge,
+        accepted: Vec<Change>,
+    ) -> Result<()> {
+        use automerge::ReadDoc;
+        let _span = tracing::debug_span!("adopt_document", accepted = accepted.len()).entered();
+        let local = self.ledger.doc();
+        let mut stack: Vec<ChangeHash> = local
+            .get_heads()
+            .into_iter()
+            .filter(|h| doc.get_change_meta_by_hash(h).is_none())
+            .collect();
+        let mut seen = HashSet::new();
+        let mut extra = Vec::new();
+        while let Some(h) = stack.pop() {
+            if !seen.insert(h) {
+                continue;
+            }
+            if let Some(c) = local.get_change_by_hash(&h) {
+                stack.extend(
+                    c.deps()
+                        .iter()
+                        .filter(|d| doc.get_change_meta_by_hash(d).is_none())
+                        .copied(),
+                );
+                extra.push(c);
+            }
+        }
+        let mut expected: HashSet<ChangeHash> = local.get_heads().into_iter().collect();
+        expected.extend(accepted.iter().map(|c| c.hash()));
+        let failed = !extra.is_empty() && doc.apply_changes(extra).is_err();
+        // Every change of the document that this replica lacked is in `accepted` (that is
+        // how the session took them from it): then its heads are among this replica's heads
+        // and `accepted`, and it holds this replica's heads.
+        let consistent = !failed
+            && doc.get_heads().iter().all(|h| expected.contains(h))
+            && local
+                .get_heads()
+                .iter()
+                .all(|h| doc.get_change_meta_by_hash(h).is_some());
+        if !consistent {
+            warn!("a catch-up document does not match what was accepted; applied change by change");
+            return self.ledger.apply_changes(accepted);
+        }
+        let mut ledger = Ledger::of_loaded(doc, self.key.session_actor()?)?;
+        ledger.adopt_rule_inputs(&mut self.ledger);
+        ledger.fold_views();
+        self.ledger = ledger;
+        Ok(())
     }
 
     /// [`Replica::join`], with the signature verdicts already made (`verdicts`, one per

@@ -369,10 +369,10 @@ mod tests {
     fn alpn_names_the_network_and_version() {
         let n = NetworkId([7; 32]);
         let a = alpn(&n);
-        assert!(a.starts_with(b"reflow/4/0707"));
+        assert!(a.starts_with(b"reflow/5/0707"));
         assert_eq!(network_of_alpn(&a), Some(n));
         // Another protocol version is not this protocol.
-        for old in [b'1', b'2'] {
+        for old in [b'1', b'2', b'3', b'4'] {
             let mut v = a.clone();
             v[7] = old;
             assert_eq!(network_of_alpn(&v), None);

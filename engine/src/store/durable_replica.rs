@@ -670,9 +670,19 @@ impl DurableReplica {
         changes: Vec<automerge::Change>,
         attestations: &[crate::identity::Attestation],
     ) -> Result<Receipt> {
+        self.receive_received_part(crate::sync::ReceivedPart {
+            changes,
+            attestations: attestations.to_vec(),
+            document: None,
+        })
+    }
+
+    /// [`DurableReplica::receive_part`] of a part as a session received it (see
+    /// [`Replica::receive_received_part`]: a catch-up document may become the ledger's).
+    pub fn receive_received_part(&mut self, part: crate::sync::ReceivedPart) -> Result<Receipt> {
         self.usable()?;
         let heads = self.replica.ledger().heads();
-        let receipt = match self.replica.receive_part(changes, attestations) {
+        let receipt = match self.replica.receive_received_part(part) {
             Ok(receipt) => receipt,
             Err(e) => return Err(self.undo_failed_receive(&heads, e)),
         };
@@ -687,8 +697,8 @@ impl DurableReplica {
         changes: Vec<SignedChange>,
     ) -> Result<Receipt> {
         let mut receipt = Receipt::default();
-        for (part, attestations) in parts {
-            receipt.absorb(self.receive_part(part, &attestations)?);
+        for part in parts {
+            receipt.absorb(self.receive_received_part(part)?);
         }
         if !changes.is_empty() {
             receipt.absorb(self.receive(changes)?);

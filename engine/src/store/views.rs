@@ -236,6 +236,61 @@ mod tests {
         assert_eq!(open(&store), ViewsOrigin::Stale);
     }
 
+    /// A replica under a rule set of refuse rules only: its events pass them, so a live
+    /// replica keeps no rule input for them, and the store, reopened, cannot tell; the
+    /// stored views must still be used on open (they were refused, and every open folded
+    /// from scratch, before the digest counted only inputs that can find something).
+    #[test]
+    fn a_replica_under_refuse_rules_only_opens_with_its_stored_views() {
+        use crate::rules::{Outcome, Rule, RuleSet};
+        use crate::{DeviceKey, Replica};
+
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(tmp.path().join("node.redb")).expect("create");
+        let key = DeviceKey::generate().expect("key");
+        let (replica, history) =
+            Replica::create_network("net", key.clone(), Agent::organization("m", "Market"))
+                .expect("network");
+        let network = replica.network();
+        let mut durable = store.create_replica(replica, &history).expect("store");
+        durable
+            .write(|l| {
+                l.create(Unit::new("kg", "kilogram", "kg"))?;
+                l.create(Agent::person("ana", "Ana"))?;
+                Ok(())
+            })
+            .expect("setup");
+        durable
+            .set_rules(RuleSet::new(
+                "market",
+                1,
+                vec![Rule {
+                    name: "small".into(),
+                    outcome: Outcome::Refuse,
+                    actions: vec![],
+                    check: "event.quantity == null || event.quantity.milli <= 50000".into(),
+                    message: "too much".into(),
+                }],
+            ))
+            .expect("rules");
+        for i in 0..5 {
+            durable
+                .record_event(
+                    EconomicEvent::new(Action::Produce, "ana", "ana")
+                        .quantity(10, "kg")
+                        .creating(ResourceDescription::new(format!("lot{i}"), "lot")),
+                )
+                .expect("record");
+        }
+        durable.compact().expect("compact");
+        let snapshot = durable.ledger().snapshot();
+        drop(durable);
+        let d = store.open_replica(&network, key.clone()).expect("open");
+        assert_eq!(d.ledger().views_origin(), &ViewsOrigin::Stored);
+        assert!(d.ledger().views_match_a_fold());
+        assert_eq!(d.ledger().snapshot(), snapshot);
+    }
+
     /// A replica under a rule set with flag rules (one reads the resource's state), events
     /// that break them on resources and off (work), a correction and a commitment fulfilled:
     /// compacted, then opened with its stored views, equal to a fold with the same rules;

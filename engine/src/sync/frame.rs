@@ -15,7 +15,10 @@ use crate::vf::{Agent, Id};
 /// compressed frame (type `0x05`); version 3 carries ledgers of schema version 2 (judged by
 /// admission), which version-2 software cannot read. Frames are the same as in version 2;
 /// nodes of different versions do not connect (no common ALPN: the handshake fails).
-pub const PROTOCOL_VERSION: u8 = 4;
+/// Version 4 added the Document frame (type `0x06`, a bootstrap by document); version 5
+/// sends it to far-behind peers too (a catch-up by document), which a version-4 node with a
+/// replica refuses, so the layout is version 4's and only the version differs.
+pub const PROTOCOL_VERSION: u8 = 5;
 
 /// Largest frame body accepted or sent (bytes after the length prefix, version and type
 /// included).
@@ -43,10 +46,12 @@ const TYPE_COMPRESSED: u8 = 0x05;
 /// its changes (a bootstrap, version 4).
 const TYPE_DOCUMENT: u8 = 0x06;
 
-/// The previous protocol version, whose frames (types 1–5) have the same layout: a body of
-/// that version still decodes (golden files), though no peer of it can connect (its ALPN
-/// differs).
-const PREVIOUS_VERSION: u8 = 3;
+/// Earlier protocol versions whose frames still decode (golden files), though no peer of
+/// them can connect (their ALPN differs): version 4's frames have this version's layout;
+/// version 3's are types 1–5 of it (it had no Document frame).
+const VERSION_4: u8 = 4;
+/// See [`VERSION_4`].
+const VERSION_3: u8 = 3;
 
 /// Largest whole document a bootstrap may announce (the sum of its parts): 1 GiB.
 pub const MAX_DOCUMENT_LEN: u64 = 1 << 30;
@@ -260,7 +265,7 @@ pub enum FrameError {
         max: usize,
     },
     /// A protocol version this build does not speak.
-    #[error("frame version {0} is not supported (this Reflow speaks version 4)")]
+    #[error("frame version {0} is not supported (this Reflow speaks version 5)")]
     UnknownVersion(u8),
     /// A frame type this version does not define.
     #[error("unknown frame type {0}")]
@@ -668,11 +673,11 @@ impl Frame {
             pos: 0,
         };
         let version = r.u8("version")?;
-        if version != PROTOCOL_VERSION && version != PREVIOUS_VERSION {
+        if version != PROTOCOL_VERSION && version != VERSION_4 && version != VERSION_3 {
             return Err(FrameError::UnknownVersion(version));
         }
         let kind = r.u8("frame type")?;
-        if version == PREVIOUS_VERSION && kind == TYPE_DOCUMENT {
+        if version == VERSION_3 && kind == TYPE_DOCUMENT {
             return Err(FrameError::UnknownType(kind));
         }
         let frame = match kind {

@@ -23,7 +23,9 @@
 //! * **Bootstrapping.** A peer that announces no heads (a device with no replica) gets the
 //!   replica's saved document in [`Frame::Document`] parts and one attestation per actor
 //!   instead of the changes (protocol version 4; [`SyncSession::take_document`] on the
-//!   joining side, then [`Replica::join_document`], which judges every change of it).
+//!   joining side, then [`Replica::join_document`], which judges every change of it). A peer
+//!   far behind gets the same document in place of its many missing changes (version 5),
+//!   and takes from it what it lacks as a missing part ([`SyncSession::take_parts`]).
 //! * **Pushing.** [`SyncSession::push`] sends changes outside a round (a local write, or changes
 //!   just accepted from another peer). Their hashes join Automerge's `sent_hashes`, exactly as
 //!   if a sync message had carried them, so the next sync message does not repeat them.
@@ -60,9 +62,10 @@ use automerge::{Automerge, ChangeHash, ReadDoc};
 use tracing::{debug, warn};
 
 use crate::identity::{Attestation, DeviceId, NetworkId, SignedChange};
+use crate::membership::Role;
 use crate::replica::Replica;
 
-/// The ALPN of the Reflow sync protocol for one network: `reflow/4/<network id hex>`. A
+/// The ALPN of the Reflow sync protocol for one network: `reflow/5/<network id hex>`. A
 /// connection is for one network; a node that does not replicate the network never
 /// completes the handshake.
 pub fn alpn(network: &NetworkId) -> Vec<u8> {
@@ -116,6 +119,11 @@ pub enum SyncError {
     BadPart(String),
 }
 
+/// A sync message carrying at least this many changes to a peer that has a replica may be
+/// replaced by the whole saved document ([`SyncSession::catch_up_document`]): below it,
+/// the changes go signed, whatever the document's size.
+pub const CATCH_UP_DOCUMENT_MIN: usize = 1024;
+
 /// Counters of one session, for logs and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SessionStats {
@@ -139,6 +147,9 @@ pub struct SessionStats {
     /// Reset messages received: the peer lacked changes our shared heads named (stale saved
     /// state, or a peer that lost data).
     pub resets_received: u64,
+    /// Whole saved documents sent to a peer that has a replica but is far behind (a
+    /// catch-up by document, protocol version 5), instead of its missing changes.
+    pub catch_up_documents_sent: u64,
 }
 
 /// The bookkeeping of a received sync message that needs the document after the caller has
@@ -204,6 +215,10 @@ pub struct SyncSession {
     frame_target: usize,
     /// Whether this session sent its replica's document to a peer that had nothing.
     document_sent: bool,
+    /// A catch-up by document was considered in this session ([`SyncSession::catch_up_document`]).
+    catch_up_tried: bool,
+    /// [`CATCH_UP_DOCUMENT_MIN`], lower in tests.
+    catch_up_min: usize,
     /// The document a bootstrapping session is receiving (its parts so far).
     document: Option<Incoming>,
     /// A missing part of the history being received by a session with a replica.
@@ -217,9 +232,7 @@ pub struct SyncSession {
 /// ([`SyncSession::take_document`], for [`Replica::join_document`]).
 pub type ReceivedDocument = (Vec<u8>, Vec<Attestation>);
 
-/// A missing part of the history received from a peer (the changes, in the order sent, and
-/// the attestations covering them), for [`Replica::receive_part`].
-pub type ReceivedPart = (Vec<automerge::Change>, Vec<Attestation>);
+pub use crate::replica::ReceivedPart;
 
 /// A document arriving in parts ([`Frame::Document`]).
 #[derive(Debug)]
@@ -329,10 +342,31 @@ impl SyncSession {
         else {
             return Ok(());
         };
-        let changes = split_part(&bytes)?;
+        let (changes, document) = if bytes.get(8) == Some(&0) {
+            // A whole document (a catch-up by document, version 5): the changes this replica
+            // lacks, judged like any part's. Only an admin sends one.
+            if let Local::Replica(replica) = local {
+                if replica.member(&self.peer).map(|m| m.role) != Some(Role::Admin) {
+                    return Err(SyncError::BadPart(
+                        "a whole document from a device that is not an admin".into(),
+                    ));
+                }
+            }
+            let (changes, doc) = changes_of_document(local.doc(), &bytes)?;
+            (changes, Some(Box::new(doc)))
+        } else {
+            (split_part(&bytes)?, None)
+        };
         self.stats.push_frames_received += 1;
+        if changes.is_empty() {
+            return Ok(());
+        }
         self.note_received_changes(local, changes.iter());
-        self.parts.push((changes, attestations));
+        self.parts.push(ReceivedPart {
+            changes,
+            attestations,
+            document,
+        });
         Ok(())
     }
 
@@ -474,6 +508,22 @@ fn receive_part_into(
     Ok(())
 }
 
+/// The changes of a document sent as a catch-up (a whole saved document, chunk type 0) that
+/// `local` lacks, in causal order, and the document. The document is loaded apart and never merged as it is:
+/// the caller judges each change it yields ([`crate::Replica::receive_part`]). Bytes that do
+/// not load as one whole document are [`SyncError::BadPart`].
+fn changes_of_document(
+    local: &Automerge,
+    bytes: &[u8],
+) -> Result<(Vec<automerge::Change>, Automerge), SyncError> {
+    let _span = tracing::debug_span!("changes_of_document", bytes = bytes.len()).entered();
+    let doc = Automerge::load(bytes)
+        .map_err(|e| SyncError::BadPart(format!("a document that does not load: {e}")))?;
+    let mut changes = doc.get_changes(&[]);
+    changes.retain(|c| local.get_change_by_hash(&c.hash()).is_none());
+    Ok((changes, doc))
+}
+
 /// The changes of a missing part of the history: Automerge change chunks back to back (what
 /// Automerge's incremental save writes). Anything else, or a chunk cut short, is
 /// [`SyncError::BadPart`].
@@ -505,6 +555,21 @@ impl SyncSession {
     /// about [`FRAME_TARGET`] bytes, the attestations in the last. Marks every change sent.
     fn document_frames(&mut self, replica: &Replica) -> Option<Vec<Frame>> {
         let (saved, attestations) = replica.bootstrap_document()?;
+        let frames = self.frames_of_document(saved, attestations)?;
+        self.state
+            .sent_hashes
+            .extend(replica.ledger().change_hashes());
+        self.document_sent = true;
+        Some(frames)
+    }
+
+    /// The saved document `saved` in [`Frame::Document`] parts of about [`FRAME_TARGET`]
+    /// bytes, the attestations in the last; `None` for an empty document.
+    fn frames_of_document(
+        &mut self,
+        saved: Vec<u8>,
+        attestations: Vec<Attestation>,
+    ) -> Option<Vec<Frame>> {
         let total = saved.len() as u64;
         let part = self.frame_target.max(1);
         let mut frames: Vec<Frame> = saved
@@ -526,10 +591,42 @@ impl SyncSession {
         {
             *last = attestations;
         }
+        Some(frames)
+    }
+
+    /// A catch-up by document (protocol version 5): when a sync message would carry at least
+    /// [`CATCH_UP_DOCUMENT_MIN`] changes to a peer that has a replica, and the replica's whole
+    /// saved document is no larger than the signatures alone of those changes
+    /// (64 bytes each), the peer gets the document and one attestation per actor instead,
+    /// as a joiner does, and takes from it the changes it lacks (docs/protocol.md §2.7).
+    /// `None` (send the changes) otherwise, if this device is not an admin (a peer loads a
+    /// whole document only from an admin: docs/security.md, "Cost bound"), or if
+    /// attestations cannot cover every change.
+    /// Tried once per session: a peer this far behind after a catch-up is refusing changes.
+    fn catch_up_document(&mut self, replica: &Replica, message: &Message) -> Option<Vec<Frame>> {
+        let count = message.changes.len();
+        if count < self.catch_up_min || self.catch_up_tried || replica.role() != Some(Role::Admin) {
+            return None;
+        }
+        self.catch_up_tried = true;
+        let (saved, attestations) = replica.bootstrap_document()?;
+        if saved.len() > count.saturating_mul(64) {
+            debug!(
+                changes = count,
+                document = saved.len(),
+                "the missing changes are smaller than the document; sent as changes"
+            );
+            return None;
+        }
+        let frames = self.frames_of_document(saved, attestations)?;
+        // The peer now holds every change of the document (or refuses some): as after a
+        // bootstrap, none is sent again in this session.
         self.state
             .sent_hashes
             .extend(replica.ledger().change_hashes());
-        self.document_sent = true;
+        self.stats.changes_sent += count as u64;
+        self.stats.push_frames_sent += frames.len() as u64;
+        self.stats.catch_up_documents_sent += 1;
         Some(frames)
     }
 
@@ -547,6 +644,8 @@ impl SyncSession {
             last_sent: None,
             frame_target: FRAME_TARGET,
             document_sent: false,
+            catch_up_tried: false,
+            catch_up_min: CATCH_UP_DOCUMENT_MIN,
             document: None,
             part: None,
             parts: Vec::new(),
@@ -584,6 +683,13 @@ impl SyncSession {
     #[cfg(test)]
     pub(crate) fn set_frame_target(&mut self, bytes: usize) {
         self.frame_target = bytes;
+    }
+
+    /// Consider a catch-up by document from `changes` changes instead of
+    /// [`CATCH_UP_DOCUMENT_MIN`] (tests).
+    #[cfg(test)]
+    pub(crate) fn set_catch_up_min(&mut self, changes: usize) {
+        self.catch_up_min = changes;
     }
 
     /// Counters of this session.
@@ -663,21 +769,11 @@ impl SyncSession {
         let queued = self.outbox.len();
         let changes = match local {
             Local::Replica(replica) => {
-                let (signed, unsigned) = self.signed_changes_of(replica, &message);
-                if unsigned {
-                    // Some changes have no signature of their own here (covered by an
-                    // attestation): the whole lot goes as a missing part, with attestations,
-                    // ahead of the sync message.
-                    let all = message
-                        .changes
-                        .iter()
-                        .flat_map(|chunk| expand_chunk(replica, chunk))
-                        .collect();
-                    let frames = self.part_frames(replica, all);
+                if let Some(frames) = self.catch_up_document(replica, &message) {
                     self.outbox.extend(frames);
                     Vec::new()
                 } else {
-                    signed
+                    self.changes_to_send(replica, &message)
                 }
             }
             // An empty document has no changes to send.
@@ -726,6 +822,51 @@ impl SyncSession {
             self.outbox.push_back(sync);
         }
         self.outbox.pop_front()
+    }
+
+    /// The signed changes of `message` to send in frames, or, if some have no signature of
+    /// their own here, none: the whole lot is queued as a missing part, ahead of the message.
+    fn changes_to_send(&mut self, replica: &Replica, message: &Message) -> Vec<SignedChange> {
+        let (signed, unsigned) = self.signed_changes_of(replica, message);
+        if unsigned {
+            // Some changes have no signature of their own here (covered by an
+            // attestation): the whole lot goes as a missing part, with attestations,
+            // ahead of the sync message.
+            //
+            // Automerge chose the message's changes by the peer's Bloom filter, whose false
+            // positives leave out a change the peer lacks (the peer then asks for it by
+            // name). A change of a part is covered only by a walk within the part from its
+            // attesting change, so a part missing one change of that path leaves the rest
+            // uncovered, refused, and asked for again the same way forever: a part carries
+            // every change the peer's heads do not descend from, in causal order, and then
+            // whatever else the message had.
+            // (Heads not yet told: only the message's changes.)
+            let doc = replica.ledger().doc();
+            let mut all = match &self.state.their_heads {
+                Some(heads) => {
+                    let known: Vec<ChangeHash> = heads
+                        .iter()
+                        .filter(|h| doc.get_change_meta_by_hash(h).is_some())
+                        .copied()
+                        .collect();
+                    doc.get_changes(&known)
+                }
+                None => Vec::new(),
+            };
+            let have: HashSet<ChangeHash> = all.iter().map(|c| c.hash()).collect();
+            for chunk in message.changes.iter() {
+                for c in expand_chunk(replica, chunk) {
+                    if !have.contains(&c.hash()) {
+                        all.push(c);
+                    }
+                }
+            }
+            let frames = self.part_frames(replica, all);
+            self.outbox.extend(frames);
+            Vec::new()
+        } else {
+            signed
+        }
     }
 
     /// The changes Automerge put in a message, with their signatures, and whether some have

@@ -12,7 +12,7 @@ use super::sim::{self, Faults, Rng, Sim};
 use super::*;
 use crate::identity::{DeviceKey, SignedChange};
 use crate::ledger::Ledger;
-use crate::membership::Rejection;
+use crate::membership::{Rejection, Role};
 use crate::vf::{Action, Agent, EconomicEvent, Id, ResourceDescription};
 
 /// Run two sessions against each other through encoded bytes until neither has anything to
@@ -41,8 +41,8 @@ fn sync_pair(
                 let (frame, used) = Frame::split(&wire).expect("decode").expect("whole");
                 assert_eq!(used, wire.len());
                 let changes = s_to.handle_frame(to, frame).expect("handle");
-                for (part, attestations) in s_to.take_parts() {
-                    to.receive_part(part, &attestations).expect("receive part");
+                for part in s_to.take_parts() {
+                    to.receive_received_part(part).expect("receive part");
                 }
                 to.receive(changes).expect("receive");
                 progress = true;
@@ -78,8 +78,8 @@ fn alpn_names_version_and_network() {
     let replicas = sim::network(1, 1);
     let network = replicas[0].network();
     let alpn = alpn(&network);
-    assert_eq!(alpn, format!("reflow/4/{network}").into_bytes());
-    assert_eq!(alpn.len(), "reflow/4/".len() + 64);
+    assert_eq!(alpn, format!("reflow/5/{network}").into_bytes());
+    assert_eq!(alpn.len(), "reflow/5/".len() + 64);
 }
 
 #[test]
@@ -486,7 +486,10 @@ fn a_bootstrap_gets_the_document_and_joins_by_it() {
 
 #[test]
 fn document_parts_out_of_order_or_incomplete_are_protocol_violations() {
-    let replicas = sim::network(12, 2);
+    let mut replicas = sim::network(12, 2);
+    for i in 0..3 {
+        produce(&mut replicas[0], "a0", &format!("lot-{i}"));
+    }
     let admin = &replicas[0];
     let (doc, attestations) = admin.bootstrap_document().expect("a document");
     let total = doc.len() as u64;
@@ -551,13 +554,212 @@ fn document_parts_out_of_order_or_incomplete_are_protocol_violations() {
         .expect("second half");
     let (got, att) = s.take_document().expect("whole").expect("a document");
     assert_eq!((got, att), (doc.clone(), attestations.clone()));
-    // A device that has a replica takes a missing part of the history, never a saved
-    // document (a whole-document chunk is not a change).
-    let mut s = SyncSession::new(admin.network(), replicas[1].device());
+    // A device that has a replica takes a saved document as a missing part (a catch-up by
+    // document, version 5): the changes it lacks, nothing yet applied.
+    let behind = &replicas[1];
+    let mut s = SyncSession::new(admin.network(), behind.device());
+    assert!(s
+        .handle_frame(behind, part(0, doc.len(), true))
+        .expect("a document part")
+        .is_empty());
+    let parts = s.take_parts();
+    assert_eq!(parts.len(), 1);
+    let lacking = admin.ledger().changes_since(&behind.ledger().heads());
+    assert_eq!(
+        parts[0]
+            .changes
+            .iter()
+            .map(|c| c.hash())
+            .collect::<Vec<_>>(),
+        lacking.iter().map(|c| c.hash()).collect::<Vec<_>>()
+    );
+    assert_eq!(parts[0].attestations, attestations);
+    assert!(parts[0].document.is_some());
+    // A document chunk that does not load (one byte flipped: its checksum fails) is a typed
+    // error, nothing kept.
+    let mut bad = doc.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0x40;
+    let mut s = SyncSession::new(admin.network(), behind.device());
+    let frame = Frame::Document {
+        total: bad.len() as u64,
+        offset: 0,
+        bytes: bad,
+        attestations: attestations.clone(),
+    };
     assert!(matches!(
-        s.handle_frame(admin, part(0, doc.len(), true)),
+        s.handle_frame(behind, frame),
         Err(SyncError::BadPart(_))
     ));
+    assert!(s.take_parts().is_empty());
+}
+
+/// The changes `from` holds that `to` lacks.
+fn lacking(from: &Replica, to: &Replica) -> Vec<automerge::Change> {
+    from.ledger()
+        .changes_since(&[])
+        .into_iter()
+        .filter(|c| to.ledger().doc().get_change_by_hash(&c.hash()).is_none())
+        .collect()
+}
+
+/// A ledger of `events` events written by the admin while member C (holding only the
+/// network's first changes) was offline, C having written one of its own.
+fn far_behind(seed: u64, events: usize) -> (Replica, Replica, Replica) {
+    let mut replicas = sim::network(seed, 3);
+    for i in 0..events {
+        produce(&mut replicas[0], "a0", &format!("lot-{i}"));
+    }
+    produce(&mut replicas[1], "a1", "c-lot");
+    let member = replicas.pop().expect("a member");
+    let c = replicas.pop().expect("C");
+    (replicas.pop().expect("A"), c, member)
+}
+
+#[test]
+fn a_far_behind_member_catches_up_by_document() {
+    let (a, c, _) = far_behind(31, 300);
+    assert!(lacking(&a, &c).len() >= 300);
+    // Change by change (the threshold above the gap): every change signed.
+    let (mut a1, mut c1) = (a, c);
+    let mut sa = SyncSession::new(a1.network(), c1.device());
+    let mut sc = SyncSession::new(c1.network(), a1.device());
+    let (_, signed_bytes) = sync_pair(&mut a1, &mut sa, &mut c1, &mut sc, 64);
+    assert_eq!(sa.stats().catch_up_documents_sent, 0);
+    assert_eq!(c1.ledger().heads(), a1.ledger().heads());
+    // By document.
+    let (mut a2, mut c2, _) = far_behind(31, 300);
+    let missing = lacking(&a2, &c2);
+    let own = lacking(&c2, &a2);
+    assert_eq!(own.len(), 1);
+    let mut sa = SyncSession::new(a2.network(), c2.device());
+    sa.set_catch_up_min(100);
+    let mut sc = SyncSession::new(c2.network(), a2.device());
+    let (_, document_bytes) = sync_pair(&mut a2, &mut sa, &mut c2, &mut sc, 64);
+    assert_eq!(sa.stats().catch_up_documents_sent, 1);
+    assert_eq!(c2.quarantine().count(), 0, "nothing refused");
+    assert_eq!(c2.ledger().heads(), a2.ledger().heads());
+    assert_eq!(c2.ledger().snapshot(), a2.ledger().snapshot());
+    assert_eq!(c2.ledger().event_count(), 301);
+    assert_eq!(c1.ledger().event_count(), 301);
+    // Every change C took from the document is covered by an attestation, and its own
+    // write reached A signed.
+    assert!(missing
+        .iter()
+        .all(|ch| c2.signature(&ch.hash()).is_some() || c2.attested_by(&ch.hash()).is_some()));
+    assert!(missing.iter().any(|ch| c2.signature(&ch.hash()).is_none()));
+    assert!(own.iter().all(|ch| a2.signature(&ch.hash()).is_some()));
+    let saved = a2.ledger().save().len();
+    eprintln!(
+        "catch-up of {} changes: signed {signed_bytes} bytes, by document {document_bytes} \
+         bytes (saved document {saved} bytes)",
+        missing.len()
+    );
+    assert!(
+        document_bytes * 2 < signed_bytes,
+        "{document_bytes} vs {signed_bytes}"
+    );
+    assert!(
+        document_bytes < saved + 16 * 1024,
+        "{document_bytes} vs {saved}"
+    );
+}
+
+#[test]
+fn a_catch_up_document_without_attestations_or_of_another_network_applies_nothing() {
+    let (a, mut r, member) = far_behind(32, 120);
+    let (doc, attestations) = a.bootstrap_document().expect("a document");
+    let lacking = lacking(&a, &r).len();
+    let frame = |bytes: &[u8], attestations: Vec<Attestation>| Frame::Document {
+        total: bytes.len() as u64,
+        offset: 0,
+        bytes: bytes.to_vec(),
+        attestations,
+    };
+    // A whole document from a device that is not an admin is refused before it is loaded.
+    assert_eq!(
+        r.member(&member.device()).map(|m| m.role),
+        Some(Role::Member)
+    );
+    let mut s = SyncSession::new(r.network(), member.device());
+    assert!(matches!(
+        s.handle_frame(&r, frame(&doc, attestations.clone())),
+        Err(SyncError::BadPart(_))
+    ));
+    assert!(s.take_parts().is_empty());
+    // And a member does not send one, however far behind its peer.
+    let mut member = member;
+    // (200 changes: their signatures alone outweigh the document, so only the role stops it.)
+    for i in 0..200 {
+        produce(&mut member, "a2", &format!("m-{i}"));
+    }
+    assert!(member.ledger().save().len() < 200 * 64);
+    let mut s = SyncSession::new(member.network(), r.device());
+    s.set_catch_up_min(1);
+    let mut r2 = far_behind(32, 0).1;
+    let mut s2 = SyncSession::new(r2.network(), member.device());
+    sync_pair(&mut member, &mut s, &mut r2, &mut s2, 64);
+    assert_eq!(s.stats().catch_up_documents_sent, 0);
+    assert_eq!(r2.ledger().heads(), member.ledger().heads());
+    // No attestations: every change it brings is refused as not covered, none applied.
+    let mut s = SyncSession::new(r.network(), a.device());
+    s.handle_frame(&r, frame(&doc, Vec::new()))
+        .expect("handled");
+    let heads = r.ledger().heads();
+    for part in s.take_parts() {
+        let receipt = r.receive_received_part(part).expect("judged");
+        assert!(receipt.applied.is_empty(), "{receipt:?}");
+    }
+    assert_eq!(r.ledger().heads(), heads);
+    let not_covered = r
+        .quarantine()
+        .filter(|q| {
+            q.reason
+                == Rejection::Signature {
+                    problem: crate::identity::SignatureProblem::NotCovered,
+                }
+        })
+        .count();
+    assert_eq!(not_covered, lacking);
+    // Attestations of a change the document lacks cover nothing either (the changes are
+    // refused again, as duplicates of quarantined ones or as not covered).
+    let snapshot = r.ledger().snapshot();
+    let mut s = SyncSession::new(r.network(), a.device());
+    let mut stray = attestations[0].clone();
+    stray.hash = ChangeHash([7; 32]);
+    s.handle_frame(&r, frame(&doc, vec![stray]))
+        .expect("handled");
+    for part in s.take_parts() {
+        assert!(r
+            .receive_received_part(part)
+            .expect("judged")
+            .applied
+            .is_empty());
+    }
+    assert_eq!(r.ledger().heads(), heads);
+    // Another network's document, with its own valid attestations: nothing of it descends
+    // from this network's genesis, nothing is applied.
+    let other = sim::network(33, 1).remove(0);
+    let (odoc, oatt) = other.bootstrap_document().expect("a document");
+    let mut s = SyncSession::new(r.network(), a.device());
+    s.handle_frame(&r, frame(&odoc, oatt)).expect("handled");
+    for part in s.take_parts() {
+        assert!(r
+            .receive_received_part(part)
+            .expect("judged")
+            .applied
+            .is_empty());
+    }
+    assert_eq!(r.ledger().heads(), heads);
+    assert_eq!(r.ledger().snapshot(), snapshot);
+    // The genuine document, with its attestations: now every change stands.
+    let mut s = SyncSession::new(r.network(), a.device());
+    s.handle_frame(&r, frame(&doc, attestations))
+        .expect("handled");
+    for part in s.take_parts() {
+        r.receive_received_part(part).expect("judged");
+    }
+    assert_eq!(r.ledger().event_count(), 121);
 }
 
 /// Admin A writes while member C is offline; B joins by A's document (holding A's earlier
@@ -600,7 +802,12 @@ fn a_member_behind_catches_up_from_a_device_that_joined_by_document() {
     let mut sb = SyncSession::new(b.network(), c.device());
     let mut sc = SyncSession::new(c.network(), b.device());
     sync_pair(&mut b, &mut sb, c, &mut sc, 64);
-    assert_eq!(c.quarantine().count(), 0, "nothing refused");
+    assert_eq!(
+        c.quarantine().count(),
+        0,
+        "nothing refused: {:?}",
+        c.quarantine().map(|q| &q.reason).collect::<Vec<_>>()
+    );
     assert_eq!(c.ledger().heads(), b.ledger().heads());
     assert_eq!(
         c.ledger().changes_since(&[]).len(),
@@ -1205,6 +1412,8 @@ fn initial_sync(events: usize) {
         serde_json::to_string(&joiner.ledger().snapshot()).expect("json")
     );
     assert!(sa.stats().changes_sent as usize >= events);
+    let by_document = events >= super::CATCH_UP_DOCUMENT_MIN;
+    assert_eq!(sa.stats().catch_up_documents_sent, u64::from(by_document));
     let change_bytes: usize = admin
         .signed_changes_since(&[])
         .iter()
@@ -1225,8 +1434,12 @@ fn initial_sync(events: usize) {
          bytes",
         sa.stats().changes_sent
     );
-    // Signatures (64 bytes) and per-change framing are the only overhead over raw changes.
+    // Signatures (64 bytes) and per-change framing are the only overhead over raw changes;
+    // a catch-up by document costs about the saved document.
     assert!(bytes < change_bytes + (64 + 8) * (events + 100) + 64 * 1024);
+    if by_document {
+        assert!(bytes < saved + saved / 10 + 16 * 1024, "{bytes} vs {saved}");
+    }
 }
 
 #[test]

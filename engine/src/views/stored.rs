@@ -285,12 +285,24 @@ pub fn decode(bytes: &[u8]) -> Result<StoredViews, StoredViewsError> {
 /// The digest of the rule inputs that judge the events `held` (a SHA-256): for each, in key
 /// order, its key, a SHA-256 of its rule set's JSON and its recorder. Admission's findings
 /// are left out (see the module documentation). No inputs: the digest of nothing.
+///
+/// Only inputs that could find something whichever way the replica came by them count: a
+/// rule set with flag rules, or refuse rules that failed to evaluate at admission. A rule
+/// set of refuse rules only judges nothing once admission passed the event: a live replica
+/// keeps no input for it, while one opened from its store (which cannot tell) keeps one per
+/// event, to evaluate again; counting those would make the two digests differ, and every
+/// open of such a network fold from scratch.
 pub(crate) fn rules_digest<'a>(
     inputs: impl IntoIterator<Item = (&'a OrderKey, &'a EventRules)>,
     held: impl Fn(&OrderKey) -> bool,
 ) -> [u8; 32] {
-    let mut list: Vec<(&OrderKey, &EventRules)> =
-        inputs.into_iter().filter(|(k, _)| held(k)).collect();
+    let mut list: Vec<(&OrderKey, &EventRules)> = inputs
+        .into_iter()
+        .filter(|(k, r)| {
+            held(k)
+                && (r.rules.has_flags() || r.refuse_errors.as_ref().is_some_and(|f| !f.is_empty()))
+        })
+        .collect();
     list.sort_by(|a, b| a.0.cmp(b.0));
     let mut sets: HashMap<*const CompiledRules, [u8; 32]> = HashMap::new();
     let mut h = Sha256::new();
