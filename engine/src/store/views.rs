@@ -236,6 +236,17 @@ mod tests {
         assert_eq!(open(&store), ViewsOrigin::Stale);
     }
 
+    /// A new network "net" created by a new device, stored in `store`.
+    fn new_market(store: &Store) -> (crate::DeviceKey, crate::NetworkId, crate::DurableReplica) {
+        let key = crate::DeviceKey::generate().expect("key");
+        let (replica, history) =
+            crate::Replica::create_network("net", key.clone(), Agent::organization("m", "Market"))
+                .expect("network");
+        let network = replica.network();
+        let durable = store.create_replica(replica, &history).expect("store");
+        (key, network, durable)
+    }
+
     /// A replica under a rule set of refuse rules only: its events pass them, so a live
     /// replica keeps no rule input for them, and the store, reopened, cannot tell; the
     /// stored views must still be used on open (they were refused, and every open folded
@@ -243,16 +254,10 @@ mod tests {
     #[test]
     fn a_replica_under_refuse_rules_only_opens_with_its_stored_views() {
         use crate::rules::{Outcome, Rule, RuleSet};
-        use crate::{DeviceKey, Replica};
 
         let tmp = tempfile::tempdir().expect("tempdir");
         let store = Store::open(tmp.path().join("node.redb")).expect("create");
-        let key = DeviceKey::generate().expect("key");
-        let (replica, history) =
-            Replica::create_network("net", key.clone(), Agent::organization("m", "Market"))
-                .expect("network");
-        let network = replica.network();
-        let mut durable = store.create_replica(replica, &history).expect("store");
+        let (key, network, mut durable) = new_market(&store);
         durable
             .write(|l| {
                 l.create(Unit::new("kg", "kilogram", "kg"))?;
@@ -299,16 +304,11 @@ mod tests {
     #[test]
     fn a_replica_under_rules_opens_with_its_stored_views() {
         use crate::rules::{Outcome, Rule, RuleSet};
-        use crate::{Commitment, DeviceKey, Replica};
+        use crate::Commitment;
 
         let tmp = tempfile::tempdir().expect("tempdir");
         let store = Store::open(tmp.path().join("node.redb")).expect("create");
-        let key = DeviceKey::generate().expect("key");
-        let (replica, history) =
-            Replica::create_network("net", key.clone(), Agent::organization("m", "Market"))
-                .expect("network");
-        let network = replica.network();
-        let mut durable = store.create_replica(replica, &history).expect("store");
+        let (key, network, mut durable) = new_market(&store);
         durable
             .write(|l| {
                 l.create(Unit::new("kg", "kilogram", "kg"))?;

@@ -724,33 +724,26 @@ fn a_catch_up_document_without_attestations_or_of_another_network_applies_nothin
     // Attestations of a change the document lacks cover nothing either (the changes are
     // refused again, as duplicates of quarantined ones or as not covered).
     let snapshot = r.ledger().snapshot();
-    let mut s = SyncSession::new(r.network(), a.device());
+    let applies_nothing = |r: &mut Replica, frame: Frame| {
+        let mut s = SyncSession::new(r.network(), a.device());
+        s.handle_frame(r, frame).expect("handled");
+        for part in s.take_parts() {
+            assert!(r
+                .receive_received_part(part)
+                .expect("judged")
+                .applied
+                .is_empty());
+        }
+        assert_eq!(r.ledger().heads(), heads);
+    };
     let mut stray = attestations[0].clone();
     stray.hash = ChangeHash([7; 32]);
-    s.handle_frame(&r, frame(&doc, vec![stray]))
-        .expect("handled");
-    for part in s.take_parts() {
-        assert!(r
-            .receive_received_part(part)
-            .expect("judged")
-            .applied
-            .is_empty());
-    }
-    assert_eq!(r.ledger().heads(), heads);
+    applies_nothing(&mut r, frame(&doc, vec![stray]));
     // Another network's document, with its own valid attestations: nothing of it descends
     // from this network's genesis, nothing is applied.
     let other = sim::network(33, 1).remove(0);
     let (odoc, oatt) = other.bootstrap_document().expect("a document");
-    let mut s = SyncSession::new(r.network(), a.device());
-    s.handle_frame(&r, frame(&odoc, oatt)).expect("handled");
-    for part in s.take_parts() {
-        assert!(r
-            .receive_received_part(part)
-            .expect("judged")
-            .applied
-            .is_empty());
-    }
-    assert_eq!(r.ledger().heads(), heads);
+    applies_nothing(&mut r, frame(&odoc, oatt));
     assert_eq!(r.ledger().snapshot(), snapshot);
     // The genuine document, with its attestations: now every change stands.
     let mut s = SyncSession::new(r.network(), a.device());
