@@ -628,3 +628,105 @@ fn a_dead_disk_puts_a_membership_change_back_out_of_memory() {
         .expect("reloaded, then stored");
     assert!(durable.replica().member(&newcomer.id()).is_some());
 }
+
+/// The member makes `n` events; the replica has not received them.
+fn peer_batch(peer: &mut Replica, n: u32) -> Vec<SignedChange> {
+    let mut batch = Vec::new();
+    for i in 0..n {
+        let (_, signed) = peer
+            .write(|l| l.record_event(produce(1000 + i, "bo", 300)))
+            .expect("peer write");
+        batch.extend(signed);
+    }
+    batch
+}
+
+#[test]
+fn a_large_received_batch_is_stored_as_one_snapshot_in_one_commit() {
+    // The same batch received by two replicas of the same seed: one stores it by itself (a
+    // batch this large makes a compaction due), the other as rows, compacted after.
+    let rows_then_compaction = {
+        let World {
+            disk,
+            durable,
+            mut peer,
+            ..
+        } = World::new(21);
+        let mut durable = durable.expect("open");
+        durable.set_compaction_policy(CompactionPolicy::never());
+        let batch = peer_batch(&mut peer, 1100);
+        let before = disk.stats();
+        durable.receive(batch).expect("stored");
+        assert!(durable.tail_len() >= 1100, "stored as rows");
+        durable.compact().expect("compacted");
+        let after = disk.stats();
+        (after.syncs - before.syncs, after.writes - before.writes)
+    };
+    let World {
+        disk,
+        durable,
+        mut peer,
+        network,
+        key,
+        ..
+    } = World::new(21);
+    let mut durable = durable.expect("open");
+    let batch = peer_batch(&mut peer, 1100);
+    let before = disk.stats();
+    let receipt = durable.receive(batch.clone()).expect("stored");
+    let after = disk.stats();
+    assert_eq!(receipt.applied.len(), batch.len());
+    assert_eq!(durable.tail_len(), 0, "the snapshot holds every change");
+    // One transaction (signatures and the snapshot that holds the changes), no change rows
+    // written and then deleted by a second commit.
+    let one_commit = (after.syncs - before.syncs, after.writes - before.writes);
+    println!("rows then compaction: {rows_then_compaction:?} (fsyncs, writes); one snapshot: {one_commit:?}");
+    assert!(
+        one_commit.0 < rows_then_compaction.0 && one_commit.1 < rows_then_compaction.1,
+        "one snapshot {one_commit:?} against rows then a compaction {rows_then_compaction:?}"
+    );
+    // Durable as acknowledged, with every signature, after a power loss.
+    disk.power_loss(false);
+    let heads = sorted_heads(durable.ledger());
+    drop(durable);
+    let again = open_store(&disk)
+        .and_then(|s| s.open_replica(&network, key))
+        .expect("reopen");
+    assert_eq!(sorted_heads(again.ledger()), heads);
+    assert_eq!(again.tail_len(), 0);
+    for c in &batch {
+        assert_eq!(again.replica().signature(&c.hash()), Some(c.signature));
+    }
+    assert!(again.ledger().resource(&Id::from("r2099")).is_some());
+}
+
+#[test]
+fn a_large_batch_whose_snapshot_fails_is_stored_as_rows() {
+    let World {
+        disk,
+        durable,
+        mut peer,
+        network,
+        key,
+        ..
+    } = World::new(22);
+    let mut durable = durable.expect("open");
+    let batch = peer_batch(&mut peer, 1100);
+    // The first commit (the snapshot's) fails its fsync: nothing of it counts, and the
+    // batch is stored as rows instead (the compaction after them may run or wait).
+    disk.fail_sync_after(0);
+    let receipt = durable.receive(batch.clone()).expect("stored as rows");
+    assert_eq!(receipt.applied.len(), batch.len());
+    assert!(disk.stats().failed_syncs >= 1);
+    assert!(!durable.is_stale());
+    disk.power_loss(false);
+    let heads = sorted_heads(durable.ledger());
+    drop(durable);
+    let again = open_store(&disk)
+        .and_then(|s| s.open_replica(&network, key))
+        .expect("reopen");
+    assert_eq!(sorted_heads(again.ledger()), heads);
+    for c in &batch {
+        assert_eq!(again.replica().signature(&c.hash()), Some(c.signature));
+    }
+}

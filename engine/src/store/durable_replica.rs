@@ -91,6 +91,10 @@ impl CompactionPolicy {
     }
 }
 
+/// A batch of at least this many accepted changes whose rows would make the compaction due is
+/// stored as a snapshot at once ([`DurableReplica::persist`]): a catch-up, not a live write.
+const SNAPSHOT_BATCH_MIN: usize = 1024;
+
 impl std::fmt::Debug for DurableReplica {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DurableReplica")
@@ -510,14 +514,60 @@ impl DurableReplica {
             return Ok(());
         }
         let _span = info_span!("store_persist", network = %self.key, changes = changes.len(), refused = refused.len()).entered();
-        self.commit_or_restore(|this, tx| this.persist_in(tx, changes, refused))?;
-        self.cut_offs_saved();
-        self.tail += changes.len();
-        self.tail_bytes += changes
+        let bytes = changes
             .iter()
             .map(|c| c.change.raw_bytes().len())
             .sum::<usize>();
+        if changes.len() >= SNAPSHOT_BATCH_MIN
+            && self.policy.due(
+                self.tail + changes.len(),
+                self.tail_bytes + bytes,
+                self.snapshot_bytes,
+            )
+        {
+            match self.persist_as_snapshot(changes, refused) {
+                Ok(()) => return Ok(()),
+                // Nothing of the failed transaction is stored: the rows path below stores
+                // the batch (with its own retry and restore), the compaction waits.
+                Err(e) => {
+                    warn!(error = %e, "storing a batch as a snapshot failed; storing its rows");
+                    if let Err(again) = self.store.reopen() {
+                        warn!(error = %again, "could not reopen the store");
+                    }
+                }
+            }
+        }
+        self.commit_or_restore(|this, tx| this.persist_in(tx, changes, refused, true))?;
+        self.cut_offs_saved();
+        self.tail += changes.len();
+        self.tail_bytes += bytes;
         self.compact_if_due();
+        Ok(())
+    }
+
+    /// Store a large batch of accepted changes (a catch-up) whose rows would be folded into
+    /// a snapshot by the compaction right after them: in one transaction, their signature
+    /// rows, the refusals and cut-offs, and the snapshot of the ledger that holds them (with
+    /// its views), instead of a row per change written and then deleted. The same state as
+    /// [`DurableReplica::persist`] followed by [`DurableReplica::compact`], all or nothing.
+    fn persist_as_snapshot(
+        &mut self,
+        changes: &[SignedChange],
+        refused: &[Quarantined],
+    ) -> Result<()> {
+        let _span =
+            info_span!("store_persist_as_snapshot", network = %self.key, changes = changes.len())
+                .entered();
+        let job = self.compaction_job();
+        let tx = self.store.write_tx(Durability::Immediate)?;
+        self.persist_in(&tx, changes, refused, false)?;
+        job.write_in(&self.store, &tx)?;
+        tx.commit().ctx(&self.store.path, "commit")?;
+        self.cut_offs_saved();
+        // The snapshot holds every stored change.
+        self.tail = 0;
+        self.tail_bytes = 0;
+        self.snapshot_bytes = job.document.len();
         Ok(())
     }
 
@@ -537,13 +587,22 @@ impl DurableReplica {
 
     /// Write accepted changes, refusals and new cut-offs inside `tx` (a cut-off with the
     /// refusals that revealed it: never one without the other).
+    /// `rows`: whether the changes get their rows (else only their signature rows: a
+    /// snapshot written in the same transaction holds them).
     fn persist_in(
         &self,
         tx: &redb::WriteTransaction,
         changes: &[SignedChange],
         refused: &[Quarantined],
+        rows: bool,
     ) -> Result<()> {
-        write_changes_of(&self.store, tx, &self.key, changes, &self.replica)?;
+        if rows {
+            write_changes_of(&self.store, tx, &self.key, changes, &self.replica)?;
+        } else {
+            write_signatures(&self.store, tx, &self.key, changes, |h| {
+                self.replica.attested_by(h)
+            })?;
+        }
         let mut q = tx
             .open_table(QUARANTINE)
             .ctx(&self.store.path, "open quarantine")?;
@@ -587,7 +646,7 @@ impl DurableReplica {
         let mut job = self.compaction_job();
         job.replaces_history = true;
         self.commit_or_restore(|this, tx| {
-            this.persist_in(tx, changes, refused)?;
+            this.persist_in(tx, changes, refused, true)?;
             {
                 let mut t = tx
                     .open_table(CHANGES)
