@@ -629,39 +629,17 @@ fn a_dead_disk_puts_a_membership_change_back_out_of_memory() {
     assert!(durable.replica().member(&newcomer.id()).is_some());
 }
 
-/// The member makes `n` events; the replica has not received them.
-fn peer_batch(peer: &mut Replica, n: u32) -> Vec<SignedChange> {
-    let mut batch = Vec::new();
-    for i in 0..n {
-        let (_, signed) = peer
-            .write(|l| l.record_event(produce(1000 + i, "bo", 300)))
-            .expect("peer write");
-        batch.extend(signed);
-    }
-    batch
-}
-
-#[test]
-fn a_large_received_batch_is_stored_as_one_snapshot_in_one_commit() {
-    // The same batch received by two replicas of the same seed: one stores it by itself (a
-    // batch this large makes a compaction due), the other as rows, compacted after.
-    let rows_then_compaction = {
-        let World {
-            disk,
-            durable,
-            mut peer,
-            ..
-        } = World::new(21);
-        let mut durable = durable.expect("open");
-        durable.set_compaction_policy(CompactionPolicy::never());
-        let batch = peer_batch(&mut peer, 1100);
-        let before = disk.stats();
-        durable.receive(batch).expect("stored");
-        assert!(durable.tail_len() >= 1100, "stored as rows");
-        durable.compact().expect("compacted");
-        let after = disk.stats();
-        (after.syncs - before.syncs, after.writes - before.writes)
-    };
+/// A world of `seed` whose member has made a batch of 1,100 events the replica has not
+/// received: the disk, the replica, the batch, the network and the replica's key.
+fn world_with_batch(
+    seed: u64,
+) -> (
+    FaultyDisk,
+    DurableReplica,
+    Vec<SignedChange>,
+    NetworkId,
+    DeviceKey,
+) {
     let World {
         disk,
         durable,
@@ -669,9 +647,54 @@ fn a_large_received_batch_is_stored_as_one_snapshot_in_one_commit() {
         network,
         key,
         ..
-    } = World::new(21);
-    let mut durable = durable.expect("open");
-    let batch = peer_batch(&mut peer, 1100);
+    } = World::new(seed);
+    let mut batch = Vec::new();
+    for i in 0..1100 {
+        let (_, signed) = peer
+            .write(|l| l.record_event(produce(1000 + i, "bo", 300)))
+            .expect("peer write");
+        batch.extend(signed);
+    }
+    (disk, durable.expect("open"), batch, network, key)
+}
+
+/// After a power loss, the store reopens with `durable`'s heads and every signature of
+/// `batch`.
+fn reopened_after_power_loss(
+    disk: &FaultyDisk,
+    durable: DurableReplica,
+    batch: &[SignedChange],
+    network: &NetworkId,
+    key: DeviceKey,
+) -> DurableReplica {
+    disk.power_loss(false);
+    let heads = sorted_heads(durable.ledger());
+    drop(durable);
+    let again = open_store(disk)
+        .and_then(|s| s.open_replica(network, key))
+        .expect("reopen");
+    assert_eq!(sorted_heads(again.ledger()), heads);
+    for c in batch {
+        assert_eq!(again.replica().signature(&c.hash()), Some(c.signature));
+    }
+    again
+}
+
+#[test]
+fn a_large_received_batch_is_stored_as_one_snapshot_in_one_commit() {
+    // The same batch received by two replicas of the same seed: one stores it by itself (a
+    // batch this large makes a compaction due), the other as rows, compacted after.
+    let rows_then_compaction = {
+        let (disk, mut durable, batch, _, _) = world_with_batch(21);
+        durable.set_compaction_policy(CompactionPolicy::never());
+        let before = disk.stats();
+        durable.receive(batch).expect("stored");
+        assert!(durable.tail_len() >= 1100, "stored as rows");
+        durable.compact().expect("compacted");
+        let after = disk.stats();
+        (after.syncs - before.syncs, after.writes - before.writes)
+    };
+    let (disk, mut durable, batch, network, key) = world_with_batch(21);
     let before = disk.stats();
     let receipt = durable.receive(batch.clone()).expect("stored");
     let after = disk.stats();
@@ -686,32 +709,14 @@ fn a_large_received_batch_is_stored_as_one_snapshot_in_one_commit() {
         "one snapshot {one_commit:?} against rows then a compaction {rows_then_compaction:?}"
     );
     // Durable as acknowledged, with every signature, after a power loss.
-    disk.power_loss(false);
-    let heads = sorted_heads(durable.ledger());
-    drop(durable);
-    let again = open_store(&disk)
-        .and_then(|s| s.open_replica(&network, key))
-        .expect("reopen");
-    assert_eq!(sorted_heads(again.ledger()), heads);
+    let again = reopened_after_power_loss(&disk, durable, &batch, &network, key);
     assert_eq!(again.tail_len(), 0);
-    for c in &batch {
-        assert_eq!(again.replica().signature(&c.hash()), Some(c.signature));
-    }
     assert!(again.ledger().resource(&Id::from("r2099")).is_some());
 }
 
 #[test]
 fn a_large_batch_whose_snapshot_fails_is_stored_as_rows() {
-    let World {
-        disk,
-        durable,
-        mut peer,
-        network,
-        key,
-        ..
-    } = World::new(22);
-    let mut durable = durable.expect("open");
-    let batch = peer_batch(&mut peer, 1100);
+    let (disk, mut durable, batch, network, key) = world_with_batch(22);
     // The first commit (the snapshot's) fails its fsync: nothing of it counts, and the
     // batch is stored as rows instead (the compaction after them may run or wait).
     disk.fail_sync_after(0);
@@ -719,14 +724,5 @@ fn a_large_batch_whose_snapshot_fails_is_stored_as_rows() {
     assert_eq!(receipt.applied.len(), batch.len());
     assert!(disk.stats().failed_syncs >= 1);
     assert!(!durable.is_stale());
-    disk.power_loss(false);
-    let heads = sorted_heads(durable.ledger());
-    drop(durable);
-    let again = open_store(&disk)
-        .and_then(|s| s.open_replica(&network, key))
-        .expect("reopen");
-    assert_eq!(sorted_heads(again.ledger()), heads);
-    for c in &batch {
-        assert_eq!(again.replica().signature(&c.hash()), Some(c.signature));
-    }
+    reopened_after_power_loss(&disk, durable, &batch, &network, key);
 }
