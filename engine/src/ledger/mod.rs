@@ -1436,7 +1436,10 @@ impl Ledger {
                 }
             }
             event.id = id;
-            entries.push(Entry { key, event });
+            entries.push(Entry {
+                key,
+                event: Box::new(event),
+            });
         }
         let ops = tx.pending_ops() as u64;
         check_change_size(tx.pending_ops(), bytes)?;
@@ -1665,7 +1668,7 @@ impl Ledger {
     /// An economic event by id.
     pub fn event(&self, id: &Id) -> Option<EconomicEvent> {
         let key = OrderKey::parse(id)?;
-        self.views.entry(&key).map(|e| e.event.clone())
+        self.views.entry(&key).map(|e| (*e.event).clone())
     }
 
     /// Economic events matching `filter`, in the ledger's total order.
@@ -1692,7 +1695,7 @@ impl Ledger {
         candidates
             .filter(|e| filter.include_corrected || !self.views.is_excluded(&e.key))
             .filter(|e| matches(&e.event))
-            .map(|e| e.event.clone())
+            .map(|e| (*e.event).clone())
             .collect()
     }
 
@@ -1894,14 +1897,14 @@ fn read_event(
 
 /// The event stored as `value` in the events list element whose op id is `key`.
 fn event_at(key: OrderKey, value: &Value<'_>) -> std::result::Result<Entry, (OrderKey, String)> {
-    let text = match value {
+    let text: &str = match value {
         Value::Scalar(s) => match s.as_ref() {
-            ScalarValue::Str(t) => t.to_string(),
+            ScalarValue::Str(t) => t,
             _ => return Err((key, "an event is stored as a JSON string".into())),
         },
         Value::Object(_) => return Err((key, "an event is stored as a JSON string".into())),
     };
-    let mut event: EconomicEvent = match serde_json::from_str(&text) {
+    let mut event: Box<EconomicEvent> = match serde_json::from_str(text) {
         Ok(e) => e,
         Err(e) => return Err((key, format!("unreadable event: {e}"))),
     };
