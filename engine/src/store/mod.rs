@@ -16,8 +16,8 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use automerge::{ActorId, Change, ChangeHash};
 use redb::{
-    Database, DatabaseError, Durability, ReadOnlyDatabase, ReadableDatabase, ReadableTable,
-    StorageBackend, StorageError, TableDefinition, TableError,
+    Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, StorageBackend,
+    StorageError, TableDefinition, TableError,
 };
 use tracing::{debug, info, info_span, warn};
 
@@ -153,7 +153,7 @@ impl Slot {
 
     fn file(db: Database, path: &Path) -> Arc<Slot> {
         let path = path.to_owned();
-        Slot::new(db, Box::new(move || Database::open(&path)))
+        Slot::new(db, Box::new(move || builder().open(&path)))
     }
 
     fn with<T>(
@@ -299,7 +299,9 @@ fn check_meta<T: ReadableTable<&'static str, &'static [u8]>>(
 
 /// Check a file read-only: is it a Reflow store this build can open? Never writes.
 fn inspect_read_only(path: &Path) -> Result<MetaCheck> {
-    let db = ReadOnlyDatabase::open(path).map_err(|e| open_error(path, e))?;
+    let db = builder()
+        .open_read_only(path)
+        .map_err(|e| open_error(path, e))?;
     let tx = db.begin_read().ctx(path, "begin read")?;
     let meta = match tx.open_table(META) {
         Ok(t) => t,
@@ -323,6 +325,21 @@ fn inspect_read_only(path: &Path) -> Result<MetaCheck> {
     scan_table(path, &tx, views::VIEWS)?;
     scan_table(path, &tx, cut_off::CUT_OFF)?;
     Ok(check)
+}
+
+/// The most memory redb's page cache of one store may hold, in bytes (redb's own default is
+/// 1 GiB). A store reads its large values once (the snapshot and the views on open, a
+/// compaction's rows) and then touches a few pages per commit, so a cache that keeps every page
+/// it ever read only holds memory: at 100,000 events it kept 45 MB after an open (the pages
+/// read by the space statistics of the open and by the snapshot, views and signatures), which
+/// the operating system's page cache holds anyway. See docs/storage.md, "Memory".
+const CACHE_BYTES: usize = 16 << 20;
+
+/// A redb builder with this store's settings ([`CACHE_BYTES`]).
+fn builder() -> redb::Builder {
+    let mut b = Database::builder();
+    b.set_cache_size(CACHE_BYTES);
+    b
 }
 
 /// Below this many fragmented bytes, a file is not compacted when opened.
@@ -407,7 +424,7 @@ impl Store {
         if let MetaCheck::Older(v) = check {
             migration_path(path, v, migrations)?;
         }
-        let mut db = Database::open(path).map_err(|e| open_error(path, e))?;
+        let mut db = builder().open(path).map_err(|e| open_error(path, e))?;
         reclaim_free_pages(path, &mut db);
         let store = Store {
             db: Slot::file(db, path),
@@ -421,7 +438,7 @@ impl Store {
 
     fn create(path: &Path) -> Result<Store> {
         info!("creating a new store");
-        let db = Database::create(path).map_err(|e| open_error(path, e))?;
+        let db = builder().create(path).map_err(|e| open_error(path, e))?;
         init_tables(path, &db)?;
         Ok(Store {
             db: Slot::file(db, path),
@@ -442,7 +459,7 @@ impl Store {
     ) -> Result<Store> {
         let path: PathBuf = label.into();
         let _span = info_span!("store_open_backend", path = %path.display()).entered();
-        let opener: Box<Opener> = Box::new(move || Database::builder().create_with_backend(open()));
+        let opener: Box<Opener> = Box::new(move || builder().create_with_backend(open()));
         let db = guarded(&path, "open", || opener().map_err(|e| open_error(&path, e)))?;
         let fresh = guarded(&path, "inspect", || {
             let tx = db.begin_read().ctx(&path, "begin read")?;
@@ -513,7 +530,7 @@ impl Store {
             err
         };
         let db = match guarded(path, "repair", || {
-            Database::open(path).map_err(|e| open_error(path, e))
+            builder().open(path).map_err(|e| open_error(path, e))
         }) {
             Ok(db) => db,
             Err(e) => return Err(restore(e)),
