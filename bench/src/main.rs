@@ -26,6 +26,7 @@ mod measure;
 mod nodes;
 mod raw;
 mod repo;
+mod spans;
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -502,6 +503,26 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// One line of a live round's span timings: per span, how many, p50 / p99 / max in ms.
+fn span_summary(spans: &Value) -> String {
+    let Some(spans) = spans.as_object() else {
+        return "none".into();
+    };
+    spans
+        .iter()
+        .map(|(name, s)| {
+            format!(
+                "{name} x{} {:.3}/{:.3}/{:.3} ms",
+                s["count"],
+                f(&s["p50"]) * 1e3,
+                f(&s["p99"]) * 1e3,
+                f(&s["max"]) * 1e3
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// record, open, join, catch-up: `runs` runs of each contestant.
 fn simple(
     rows: &mut Vec<Row>,
@@ -641,6 +662,10 @@ fn live(
             "  reflow {case} run {run}: p50 {:.2} ms, p99 {:.2} ms",
             percentile(&samples(&round["lat"]), 50.0) * 1e3,
             percentile(&samples(&round["lat"]), 99.0) * 1e3
+        );
+        eprintln!(
+            "  reflow {case} run {run}, the engine's spans of the measured events (all nodes): {}",
+            span_summary(&round["spans"])
         );
         lat.extend(samples(&round["lat"]));
         bytes.push(f(&round["bytes_per_event"]));

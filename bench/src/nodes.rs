@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::common::{self, Workload};
 use crate::measure::{cpu_seconds, lo_overhead, proc_status, Wire};
+use crate::spans::SpanTimes;
 
 /// Seed of the workload.
 pub const SEED: u64 = 0x5eed;
@@ -243,7 +244,16 @@ pub fn open(dir: &Path, compact: bool) -> Value {
     copy_dir(&dir.join("a"), tmp.path());
     let path = tmp.path().join(STORE_FILE);
     if compact {
-        compact_store(&path);
+        // In a process of its own, so that this one's resident memory after the open is the
+        // open's alone (not the compaction's heap, which the allocator keeps).
+        let status = std::process::Command::new(std::env::current_exe().expect("current exe"))
+            .arg("__phase")
+            .arg("reflow-open-in-place")
+            .arg(json!({ "dir": tmp.path(), "compact": true }).to_string())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run the compaction");
+        assert!(status.success(), "the compaction failed");
     }
     open_store(&path, compact)
 }
@@ -416,7 +426,7 @@ const IDLE_WINDOW: Duration = Duration::from_secs(1);
 /// events and `events` measured ones, written in turn by that many nodes spread evenly over
 /// the indices (1: node 1 writes them all). Latency from `record_event` returning to the
 /// farthest node's notification (line) or the last one's (else); wire bytes per measured
-/// event, per round.
+/// event, and the engine's span timings of the measured events ([`SpanTimes`]), per round.
 pub async fn live(
     dir: &Path,
     nodes: usize,
@@ -426,6 +436,8 @@ pub async fn live(
     events: usize,
     writers: &[usize],
 ) -> Value {
+    // Before any node starts: the engine's spans are timed while a round is measured.
+    let spans = SpanTimes::install();
     let rss0 = proc_status("VmRSS");
     let t_setup = Instant::now();
     let tmp = tempfile::tempdir().expect("temporary directory");
@@ -501,6 +513,7 @@ pub async fn live(
             if k == warmup {
                 wire = Wire::start(overhead);
                 (t_round, cpu0) = (Instant::now(), cpu_seconds());
+                spans.arm();
             }
             let writer = k % count * nodes / count;
             all[writer].record_event(network, w.next()).expect("write");
@@ -534,11 +547,13 @@ pub async fn live(
         let cpu_s = cpu_seconds() - cpu0;
         let t_quiet = Instant::now();
         let (bytes, _) = wire.quiet().await;
+        let span_times = spans.disarm();
         rounds.push(json!({
             "writers": count, "lat": lat, "first": first, "s": s,
             "quiet_s": t_quiet.elapsed().as_secs_f64(),
             "cpu_per_event_s": cpu_s / events.max(1) as f64,
             "bytes_per_event": bytes as f64 / events.max(1) as f64,
+            "spans": span_times,
         }));
     }
     for t in tasks {

@@ -405,6 +405,8 @@ impl DurableReplica {
         let attempt = |this: &Self| -> Result<()> {
             let tx = this.store.write_tx(Durability::Immediate)?;
             write(this, &tx)?;
+            // Its own span: the commit's write-out and fsync, apart from filling it.
+            let _span = tracing::debug_span!("store_commit").entered();
             tx.commit().ctx(&this.store.path, "commit")
         };
         let first = match attempt(self) {
