@@ -548,6 +548,13 @@ pub async fn live(
         let t_quiet = Instant::now();
         let (bytes, _) = wire.quiet().await;
         let span_times = spans.disarm();
+        // Every measured event was stored by its writer at least: if no persist was timed,
+        // the layer is not seeing the engine's spans and the figures would be empty.
+        let persisted = span_times["store_persist"]["count"].as_u64().unwrap_or(0);
+        assert!(
+            persisted >= events as u64,
+            "the engine's spans were not timed ({persisted} persists for {events} events): {span_times}"
+        );
         rounds.push(json!({
             "writers": count, "lat": lat, "first": first, "s": s,
             "quiet_s": t_quiet.elapsed().as_secs_f64(),
