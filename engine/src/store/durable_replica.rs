@@ -529,8 +529,10 @@ impl DurableReplica {
         {
             match self.persist_as_snapshot(changes, refused) {
                 Ok(()) => return Ok(()),
-                // Nothing of the failed transaction is stored: the rows path below stores
-                // the batch (with its own retry and restore), the compaction waits.
+                // The rows path below stores the batch (with its own retry and restore), and
+                // the compaction that is due runs after it. A commit whose fsync failed may
+                // still have reached the disk: the rows then repeat what its snapshot holds,
+                // which loses nothing (the compaction removes them again).
                 Err(e) => {
                     warn!(error = %e, "storing a batch as a snapshot failed; storing its rows");
                     if let Err(again) = self.store.reopen() {
@@ -563,12 +565,12 @@ impl DurableReplica {
         let job = self.compaction_job();
         let tx = self.store.write_tx(Durability::Immediate)?;
         self.persist_in(&tx, changes, refused, false)?;
-        job.write_in(&self.store, &tx)?;
+        let removed = job.write_in(&self.store, &tx)?;
         tx.commit().ctx(&self.store.path, "commit")?;
         self.cut_offs_saved();
-        // The snapshot holds every stored change.
-        self.tail = 0;
-        self.tail_bytes = 0;
+        // The batch has no rows; the snapshot holds the rows it removed (as `compact`).
+        self.tail = self.tail.saturating_sub(removed);
+        self.tail_bytes = if self.tail == 0 { 0 } else { self.tail_bytes };
         self.snapshot_bytes = job.document.len();
         Ok(())
     }
