@@ -536,7 +536,14 @@ function route() {
   const i = h.indexOf("/");
   return i < 0 ? [h, null] : [h.slice(0, i), h.slice(i + 1)];
 }
-async function render() {
+// One render at a time, in order: a live update's redraw of a page that is still fetching
+// must not finish after the page the user has opened since, and draw over it.
+let rendering = Promise.resolve();
+function render() {
+  rendering = rendering.then(renderNow, renderNow);
+  return rendering;
+}
+async function renderNow() {
   const [page, arg] = route();
   current = page;
   const tab = page === "resource" ? "inventory" : page === "correct" ? "events" : page;
@@ -563,7 +570,8 @@ async function onChange(kind) {
   if (current === "flows" && kind === "update") flowsReport();
   if (!FORMS.has(current) && (kind === "update" || current === "peers")) {
     clearTimeout(pending);
-    pending = setTimeout(render, 50);
+    // The user may have opened a form in the meantime: it keeps what they type.
+    pending = setTimeout(() => { if (!FORMS.has(route()[0])) render(); }, 50);
   }
 }
 function live() {
