@@ -1,15 +1,16 @@
 //! Where a live hop's time goes: the engine's own `tracing` spans (verification, admission
 //! and apply, the store's persist and its commit) timed while a round is measured.
 //!
-//! A `tracing` layer that keeps, per span name of the `reflow` crate, the wall time from a
-//! span's creation to its close, but only while armed (the measured events of a live round),
-//! so that setup (opening stores, joins) does not count. The engine's spans are created and
-//! closed on one thread around synchronous work, so creation to close is that work's time.
+//! A `tracing` layer that keeps, per span name of the `reflow` crate, the time a span was
+//! entered (its busy time, from its enters to its exits) for spans created while armed (the
+//! measured events of a live round), so that setup (opening stores, joins) does not count.
+//! The engine's verification, receive and store spans are entered for the whole of their
+//! synchronous work; a span around an async task (a connection) counts its polls only.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tracing::span::{Attributes, Id};
@@ -41,9 +42,14 @@ impl SpanTimes {
         times
     }
 
+    /// The samples (a panic elsewhere while they were held leaves them usable).
+    fn samples(&self) -> MutexGuard<'_, BTreeMap<&'static str, Vec<f64>>> {
+        self.samples.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Start counting, from nothing.
     pub fn arm(&self) {
-        self.samples.lock().expect("span samples").clear();
+        self.samples().clear();
         self.armed.store(true, Ordering::SeqCst);
     }
 
@@ -51,7 +57,7 @@ impl SpanTimes {
     /// seconds.
     pub fn disarm(&self) -> Value {
         self.armed.store(false, Ordering::SeqCst);
-        let samples = std::mem::take(&mut *self.samples.lock().expect("span samples"));
+        let samples = std::mem::take(&mut *self.samples());
         let mut out = serde_json::Map::new();
         for (name, mut s) in samples {
             s.sort_by(f64::total_cmp);
@@ -70,8 +76,12 @@ impl SpanTimes {
     }
 }
 
-/// When a span was created, kept in its extensions.
-struct Started(Instant);
+/// A span's busy time so far, kept in its extensions (only for spans created while armed).
+#[derive(Default)]
+struct Busy {
+    total: Duration,
+    since: Option<Instant>,
+}
 
 impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for SpanTimes {
     fn on_new_span(&self, _attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
@@ -79,23 +89,39 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for SpanTimes {
             return;
         }
         if let Some(span) = ctx.span(id) {
-            span.extensions_mut().insert(Started(Instant::now()));
+            span.extensions_mut().insert(Busy::default());
+        }
+    }
+
+    fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
+        if let Some(span) = ctx.span(id) {
+            if let Some(busy) = span.extensions_mut().get_mut::<Busy>() {
+                busy.since = Some(Instant::now());
+            }
+        }
+    }
+
+    fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
+        if let Some(span) = ctx.span(id) {
+            if let Some(busy) = span.extensions_mut().get_mut::<Busy>() {
+                if let Some(since) = busy.since.take() {
+                    busy.total += since.elapsed();
+                }
+            }
         }
     }
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(&id) else { return };
-        let Some(started) = span.extensions().get::<Started>().map(|s| s.0) else {
+        let Some(total) = span.extensions().get::<Busy>().map(|b| b.total) else {
             return;
         };
         if !self.armed.load(Ordering::Relaxed) {
             return;
         }
-        self.samples
-            .lock()
-            .expect("span samples")
+        self.samples()
             .entry(span.name())
             .or_default()
-            .push(started.elapsed().as_secs_f64());
+            .push(total.as_secs_f64());
     }
 }
