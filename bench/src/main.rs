@@ -38,7 +38,7 @@ use clap::Parser;
 use reflow::Role;
 use serde_json::{json, Value};
 
-use measure::{percentile, spread};
+use measure::{child, percentile, spread};
 use nodes::{Members, Topology};
 
 /// The command line.
@@ -136,38 +136,6 @@ fn netns_available() -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
-}
-
-/// Run a phase in a child process (in a private network namespace if `netns`); its result is
-/// the last `RESULT ` line of its stdout.
-fn child(netns: bool, phase: &str, args: Value) -> Result<Value> {
-    let exe = std::env::current_exe().context("current exe")?;
-    let mut command = if netns {
-        let mut c = Command::new("unshare");
-        c.args(["-rn", "sh", "-c", "ip link set lo up && exec \"$0\" \"$@\""])
-            .arg(exe);
-        c
-    } else {
-        Command::new(exe)
-    };
-    let output = command
-        .arg("__phase")
-        .arg(phase)
-        .arg(args.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .output()
-        .context("run a phase")?;
-    if !output.status.success() {
-        bail!("phase {phase} {args} failed");
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout
-        .lines()
-        .rev()
-        .find_map(|l| l.strip_prefix("RESULT "))
-        .with_context(|| format!("phase {phase} printed no result"))?;
-    Ok(serde_json::from_str(line)?)
 }
 
 /// Inside a child: run one phase and print its result.

@@ -1,7 +1,12 @@
-//! Measuring helpers: process memory, loopback traffic, order statistics.
+//! Measuring helpers: process memory, loopback traffic, order statistics, and running a
+//! phase in a child process of its own.
 
 use std::net::UdpSocket;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use serde_json::Value;
 
 /// A figure of /proc/self/status in bytes (VmRSS, VmHWM).
 pub fn proc_status(field: &str) -> u64 {
@@ -138,4 +143,36 @@ pub fn percentile(v: &[f64], p: f64) -> f64 {
     }
     let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
     v[rank.clamp(1, v.len()) - 1]
+}
+
+/// Run a phase in a child process (in a private network namespace if `netns`); its result is
+/// the last `RESULT ` line of its stdout.
+pub fn child(netns: bool, phase: &str, args: Value) -> Result<Value> {
+    let exe = std::env::current_exe().context("current exe")?;
+    let mut command = if netns {
+        let mut c = Command::new("unshare");
+        c.args(["-rn", "sh", "-c", "ip link set lo up && exec \"$0\" \"$@\""])
+            .arg(exe);
+        c
+    } else {
+        Command::new(exe)
+    };
+    let output = command
+        .arg("__phase")
+        .arg(phase)
+        .arg(args.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .output()
+        .context("run a phase")?;
+    if !output.status.success() {
+        bail!("phase {phase} {args} failed");
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .with_context(|| format!("phase {phase} printed no result"))?;
+    Ok(serde_json::from_str(line)?)
 }

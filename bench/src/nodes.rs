@@ -12,7 +12,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
 use crate::common::{self, Workload};
-use crate::measure::{cpu_seconds, lo_overhead, proc_status, Wire};
+use crate::measure::{child, cpu_seconds, lo_overhead, proc_status, Wire};
 use crate::spans::SpanTimes;
 
 /// Seed of the workload.
@@ -246,14 +246,12 @@ pub fn open(dir: &Path, compact: bool) -> Value {
     if compact {
         // In a process of its own, so that this one's resident memory after the open is the
         // open's alone (not the compaction's heap, which the allocator keeps).
-        let status = std::process::Command::new(std::env::current_exe().expect("current exe"))
-            .arg("__phase")
-            .arg("reflow-open-in-place")
-            .arg(json!({ "dir": tmp.path(), "compact": true }).to_string())
-            .stdout(std::process::Stdio::null())
-            .status()
-            .expect("run the compaction");
-        assert!(status.success(), "the compaction failed");
+        child(
+            false,
+            "reflow-open-in-place",
+            json!({ "dir": tmp.path(), "compact": true }),
+        )
+        .expect("compact the store in a process of its own");
     }
     open_store(&path, compact)
 }

@@ -255,11 +255,10 @@ pub fn decode(bytes: &[u8]) -> Result<StoredViews, StoredViewsError> {
         Ok(OrderKey { counter, actor })
     };
     let mut entries = Vec::with_capacity(body.events.len());
-    for (k, EventOwned(event)) in body.events {
+    for (k, EventOwned(mut event)) in body.events {
         let key = key(k)?;
-        let mut entry = Entry { key, event };
-        entry.event.id = entry.key.to_id();
-        entries.push(entry);
+        event.id = key.to_id();
+        entries.push(Entry { key, event });
     }
     let mut folds = HashMap::with_capacity(body.resources.len());
     for f in body.resources {
